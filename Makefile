@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` (locate a real divergence in a
+# bundled sample) and `make test` (the whole suite). Both create .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv samples clean bench
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	@command -v dot >/dev/null || echo "note: graphviz 'dot' is missing: apt-get install -y graphviz (graph.svg falls back to graph.dot)"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+samples: $(STAMP)
+	$(BIN)/python samples/build.py samples/build
+
+demo: samples
+	-$(BIN)/nodebisect locate samples/build/softplus_beta.pt2 --report nodebisect-out/softplus_beta
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_locate.py
+
+clean:
+	rm -rf $(VENV) samples/build nodebisect-out

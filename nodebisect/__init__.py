@@ -1,0 +1,60 @@
+"""nodebisect: find the first ONNX node whose output departs from the PyTorch model.
+
+Public API::
+
+    from nodebisect import locate
+    result = locate(model, inputs)          # -> LocateResult
+    result.first_divergent.onnx_node
+
+Heavy libraries (torch, onnx, onnxruntime) are imported only when ``locate``
+runs, so reading a saved result stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodebisect.errors import (
+    BadInputError,
+    ExitCode,
+    ExportFailedError,
+    NodebisectError,
+    RuntimeFailedError,
+    UntrustedPickleError,
+)
+from nodebisect.records import Event, FirstDivergent, LocateResult, Metrics, NodeRecord, Tolerance
+
+__version__ = "0.1.0"
+
+
+def locate(model: Any, inputs: Any = None, **options: Any) -> LocateResult:
+    """Find the first divergent ONNX node; see ``nodebisect.pipeline.locate``."""
+    from nodebisect.pipeline import locate as _locate
+
+    return _locate(model, inputs, **options)
+
+
+def load_result(path: str) -> LocateResult:
+    """Read a saved ``--json`` result without importing torch."""
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        return LocateResult.from_dict(json.load(fh))
+
+
+__all__ = [
+    "BadInputError",
+    "Event",
+    "ExitCode",
+    "ExportFailedError",
+    "FirstDivergent",
+    "LocateResult",
+    "Metrics",
+    "NodeRecord",
+    "NodebisectError",
+    "RuntimeFailedError",
+    "Tolerance",
+    "UntrustedPickleError",
+    "load_result",
+    "locate",
+]

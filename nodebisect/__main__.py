@@ -1,0 +1,5 @@
+"""``python -m nodebisect`` is the ``nodebisect`` command."""
+
+from nodebisect.cli import run
+
+run()

@@ -1,0 +1,174 @@
+"""Reference activations from the framework side.
+
+Two views of the same forward pass:
+
+* FX-node level: an interpreter over the decomposed ExportedProgram whose node
+  names became the ONNX value names, recording every node's output.
+* ``nn.Module`` level: forward hooks on the eager module, recording each
+  submodule's output, used to check that ``torch.export`` itself kept the eager
+  behaviour (the ``capture`` stage).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.fx
+import torch.utils._pytree as pytree
+
+from nodebisect.errors import BadInputError
+
+
+@dataclass
+class Activations:
+    """Framework values by name, as numpy arrays on the CPU.
+
+    ``dtypes`` keeps the torch dtype name (bfloat16 is stored widened to float32,
+    since numpy has no bfloat16, but compared with bfloat16 tolerance).
+    """
+
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    dtypes: dict[str, str] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # FX names of the flat user outputs
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        self.values[name] = to_numpy(tensor)
+        self.dtypes[name] = str(tensor.dtype).replace("torch.", "")
+        self.order.append(name)
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """Detach to a CPU numpy array; bfloat16 widens to float32."""
+    t = tensor.detach()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.cpu().contiguous().numpy()
+
+
+def flat_user_inputs(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """Flatten (args, kwargs) in the order the program's placeholders expect."""
+    from torch.fx._pytree import tree_flatten_spec
+
+    try:
+        return list(tree_flatten_spec((tuple(args), dict(kwargs)), program.call_spec.in_spec))
+    except Exception:  # noqa: BLE001 - fall back to the plain order
+        return pytree.tree_leaves((tuple(args), dict(kwargs)))
+
+
+class _Recorder(torch.fx.Interpreter):
+    def __init__(self, gm: torch.fx.GraphModule, sink: Callable[[str, Any], None]) -> None:
+        super().__init__(gm)
+        self._sink = sink
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        result = super().run_node(n)
+        if n.op in ("call_function", "call_method", "call_module", "placeholder") and isinstance(result, torch.Tensor):
+            self._sink(n.name, result)
+        return result
+
+
+def capture_fx(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any], device: str = "cpu") -> Activations:
+    """Run the ExportedProgram node by node and keep every tensor it produces."""
+    acts = Activations()
+    gm = program.module()
+    if device != "cpu":
+        gm = gm.to(device)
+    flat = [a.to(device) if isinstance(a, torch.Tensor) else a for a in flat_user_inputs(program, args, kwargs)]
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(flat):
+        raise BadInputError(
+            f"the model takes {len(placeholders)} input(s) but {len(flat)} were given",
+            tip="pass inputs in the order of the model's forward arguments",
+        )
+    for node, value in zip(placeholders, flat):
+        expected = node.meta.get("val")
+        if isinstance(expected, torch.Tensor) and isinstance(value, torch.Tensor):
+            if expected.dtype != value.dtype:
+                raise BadInputError(
+                    f"input {node.name!r} has dtype {str(value.dtype).replace('torch.', '')}, "
+                    f"the model was exported with {str(expected.dtype).replace('torch.', '')}",
+                    tip="cast the input or re-export the model",
+                )
+            if _static_shape(expected) and list(expected.shape) != list(value.shape):
+                raise BadInputError(
+                    f"input {node.name!r} has shape {list(value.shape)}, the model was exported with {list(expected.shape)}",
+                    tip="pass inputs of the exported shape, or export with dynamic shapes",
+                )
+    gm_out = _Recorder(gm, acts.add)
+    with torch.no_grad():
+        result = gm_out.run(*flat)
+    output_node = next(n for n in gm.graph.nodes if n.op == "output")
+    out_args = pytree.tree_leaves(output_node.args[0])
+    acts.outputs = [a.name if isinstance(a, torch.fx.Node) else "" for a in out_args]
+    leaves = [r for r in pytree.tree_leaves(result)]
+    for name, leaf in zip(acts.outputs, leaves):
+        if name and isinstance(leaf, torch.Tensor) and name not in acts.values:
+            acts.add(name, leaf)
+    return acts
+
+
+def _static_shape(t: torch.Tensor) -> bool:
+    return all(isinstance(d, int) for d in t.shape)
+
+
+@dataclass
+class ModuleCapture:
+    """Outputs of every submodule of an eager forward, in completion order."""
+
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    final: list[np.ndarray] = field(default_factory=list)
+
+
+def capture_modules(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], device: str = "cpu") -> ModuleCapture:
+    """Run the eager module with a forward hook on every submodule."""
+    cap = ModuleCapture()
+    handles = []
+
+    def hook_for(path: str) -> Callable[..., None]:
+        def hook(_mod: Any, _inp: Any, out: Any) -> None:
+            leaves = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+            if leaves and path not in cap.outputs:
+                cap.outputs[path] = to_numpy(leaves[0])
+                cap.order.append(path)
+
+        return hook
+
+    if device != "cpu":
+        module = module.to(device)
+        args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+        kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    is_script = isinstance(module, torch.jit.ScriptModule)
+    if not is_script:
+        for path, sub in module.named_modules():
+            if path:
+                handles.append(sub.register_forward_hook(hook_for(path)))
+    try:
+        with torch.no_grad():
+            out = module(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    cap.final = [to_numpy(t) for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+    return cap
+
+
+def module_output_nodes(program: Any) -> dict[str, str]:
+    """Map each module path to the FX node that most likely holds its output.
+
+    That is the last node (in graph order) recorded inside the module's scope in
+    ``nn_module_stack``; for a Linear it is the ``linear`` node itself.
+    """
+    last: dict[str, str] = {}
+    for node in program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        for _key, (path, _type) in stack.items():
+            if path:
+                last[str(path)] = node.name
+    return last

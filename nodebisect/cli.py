@@ -1,0 +1,189 @@
+"""The ``nodebisect`` command: a thin argparse layer over the Python API.
+
+This is the only module that prints or exits. Library errors become one line
+plus a tip, with the exit codes of ``ExitCode``; ``--debug`` shows tracebacks.
+Heavy imports happen inside the command that needs them, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from typing import Any, Callable
+
+from nodebisect.errors import ExitCode, NodebisectError
+
+EPILOG = """exit codes: 0 match, 1 divergence found, 2 usage or bad input, 3 export failed,
+4 onnxruntime failed, 70 internal error, 130 interrupted"""
+
+
+def _add_locate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model.pt2 | TorchScript .pt | pickled .pt (with --trust-pickle) | file.py:factory | pkg.module:factory")
+    src = p.add_argument_group("inputs")
+    src.add_argument("--inputs", action="append", metavar="FILE", help=".pt (tensor, tuple/list or dict of kwargs) or .npz")
+    src.add_argument("--input", action="append", dest="input_specs", metavar="NAME=1x3x224x224[:float32]", help="random input tensor (repeatable)")
+    src.add_argument("--seed", type=int, default=0, help="seed for --input tensors (default 0)")
+    exp = p.add_argument_group("export and run")
+    exp.add_argument("--onnx", metavar="FILE", help="debug this ONNX file (dynamo export of the same model) instead of exporting")
+    exp.add_argument("--opset", type=int, help="ONNX opset for the export")
+    exp.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where PyTorch runs (default cpu)")
+    exp.add_argument("--ep", choices=["cpu", "cuda"], default="cpu", help="onnxruntime execution provider (default cpu)")
+    exp.add_argument("--opt-level", choices=["disabled", "basic", "extended", "all"], default="all", help="onnxruntime graph optimization level (default all)")
+    exp.add_argument("--trust-pickle", action="store_true", help="allow torch.load(weights_only=False) on MODEL: unpickling runs code from the file")
+    cmp = p.add_argument_group("comparison and search")
+    cmp.add_argument("--rtol", type=float, help="relative tolerance (default per dtype: fp32 1e-3, fp16 1e-2, bf16 5e-2; ints exact)")
+    cmp.add_argument("--atol", type=float, help="absolute tolerance (default per dtype: fp32 1e-4, fp16 1e-3, bf16 1e-2; ints exact)")
+    cmp.add_argument("--strategy", choices=["auto", "all", "bisect"], default="auto", help="all: one session marks every value; bisect: O(log N) sessions (default auto)")
+    cmp.add_argument("--probes-per-step", type=int, default=3, metavar="K", help="values measured per onnxruntime session while bisecting (default 3)")
+    cmp.add_argument("--no-capture-check", action="store_true", help="skip comparing eager PyTorch with the exported program")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for the help test)."""
+    parser = argparse.ArgumentParser(
+        prog="nodebisect",
+        description="Find the first ONNX node whose output departs from the PyTorch model it was exported from.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    loc = sub.add_parser("locate", help="export, compare and name the first divergent ONNX node", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_locate_options(loc)
+    out = loc.add_argument_group("output")
+    out.add_argument("--json", metavar="FILE", help="write the LocateResult as JSON ('-' for stdout)")
+    out.add_argument("--report", metavar="DIR", help="write report.md, report.json, graph.svg and repro/ into DIR")
+    out.add_argument("--redact", action="store_true", help="strip paths, user and host names from the report")
+    out.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    loc.add_argument("--debug", action="store_true", help="show full tracebacks")
+    loc.set_defaults(func=cmd_locate)
+    for name, func, helptext in _extra_commands():
+        extra = sub.add_parser(name, help=helptext)
+        func(extra)
+    return parser
+
+
+def _extra_commands() -> list[tuple[str, Callable[[argparse.ArgumentParser], None], str]]:
+    """Subcommands defined by optional modules (report, tui), registered if present."""
+    found = []
+    try:
+        from nodebisect import cli_report
+
+        found.append(("report", cli_report.configure, "rebuild report.md / graph / repro from a saved result JSON"))
+    except ImportError:
+        pass
+    try:
+        from nodebisect import cli_tui
+
+        found.append(("tui", cli_tui.configure, "interactive terminal UI over a model or a saved result"))
+    except ImportError:
+        pass
+    return found
+
+
+def locate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``locate()`` options from parsed flags (shared with the TUI command)."""
+    inputs = args.inputs or []
+    return {
+        "onnx_path": args.onnx,
+        "opset": args.opset,
+        "rtol": args.rtol,
+        "atol": args.atol,
+        "device": args.device,
+        "ep": args.ep,
+        "strategy": args.strategy,
+        "probes_per_step": args.probes_per_step,
+        "opt_level": args.opt_level,
+        "check_capture": not args.no_capture_check,
+        "seed": args.seed,
+        "input_specs": args.input_specs,
+        "inputs_file": inputs[0] if inputs else None,
+        "trust_pickle": args.trust_pickle,
+    }
+
+
+def cmd_locate(args: argparse.Namespace) -> int:
+    from nodebisect import locate
+    from nodebisect.atomic import write_text
+    from nodebisect.records import Event
+    from nodebisect.summary import summary
+
+    if args.inputs and len(args.inputs) > 1:
+        raise NodebisectError("several --inputs files are not supported yet", tip="pass one --inputs FILE")
+    json_to_stdout = args.json == "-"
+    human = sys.stderr if json_to_stdout else sys.stdout
+
+    def progress(event: Event) -> None:
+        if args.quiet:
+            return
+        if event.kind == "stage":
+            print(f"[nodebisect] {event.message}...", file=sys.stderr, flush=True)
+        elif event.kind == "probe":
+            print(f"[nodebisect]   step {event.step}: {len(event.values)} value(s), {len(event.bad)} diverged", file=sys.stderr, flush=True)
+
+    result = locate(args.model, progress=progress, **locate_kwargs(args))
+    print(summary(result), file=human, flush=True)
+    text = json.dumps(result.to_dict(), indent=2, sort_keys=False)
+    if args.json:
+        if json_to_stdout:
+            print(text)
+        else:
+            write_text(args.json, text + "\n")
+            print(f"wrote {args.json}", file=sys.stderr)
+    if args.report:
+        try:
+            from nodebisect.report_bundle import write_report
+        except ImportError:
+            print("note: --report needs the report module, which this install lacks", file=sys.stderr)
+        else:
+            written = write_report(result, args.report, redact=args.redact)
+            print(f"wrote report to {written}", file=sys.stderr)
+    return int(result.exit_code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code instead of exiting (tests call this)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return int(ExitCode.USAGE)
+    debug = bool(getattr(args, "debug", False))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("nodebisect: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except NodebisectError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"nodebisect: error: {exc.message}", file=sys.stderr)
+        if exc.tip:
+            print(f"tip: {exc.tip}", file=sys.stderr)
+        return int(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a raw traceback
+        if debug:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        print(f"nodebisect: internal error: {type(exc).__name__}: {first}", file=sys.stderr)
+        print("tip: re-run with --debug and attach the traceback to a nodebisect issue", file=sys.stderr)
+        return int(ExitCode.INTERNAL_ERROR)
+
+
+def _version() -> str:
+    from nodebisect import __version__
+
+    return __version__
+
+
+def run() -> None:
+    """Console-script entry: exit with ``main``'s code."""
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,128 @@
+"""Compare an actual tensor with its reference under a dtype-aware tolerance.
+
+Pure numpy: the reports and the TUI reuse these metrics without torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nodebisect.records import Comparison, Metrics, Tolerance
+
+# Defaults per dtype family. fp32 leaves room for the reordering of reductions
+# between PyTorch and ONNX Runtime kernels (observed drift on small transformer
+# blocks is ~1e-6 absolute) while catching any real semantic change; half
+# precision keeps ~3 significant digits (fp16) or ~2 (bf16); integers and bools
+# must match exactly.
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "float64": Tolerance(rtol=1e-7, atol=1e-9),
+    "float32": Tolerance(rtol=1e-3, atol=1e-4),
+    "float16": Tolerance(rtol=1e-2, atol=1e-3),
+    "bfloat16": Tolerance(rtol=5e-2, atol=1e-2),
+    "exact": Tolerance(rtol=0.0, atol=0.0),
+}
+
+
+def default_tolerance(dtype: str) -> Tolerance:
+    """Return the documented default tolerance for a numpy/torch dtype name."""
+    name = str(dtype).replace("torch.", "")
+    if name in DEFAULT_TOLERANCES:
+        return DEFAULT_TOLERANCES[name]
+    if name.startswith(("int", "uint", "bool")):
+        return DEFAULT_TOLERANCES["exact"]
+    return DEFAULT_TOLERANCES["float32"]
+
+
+def resolve_tolerance(dtype: str, rtol: float | None = None, atol: float | None = None) -> Tolerance:
+    """The default tolerance for ``dtype`` with the user's overrides applied."""
+    base = default_tolerance(dtype)
+    if base.rtol == 0.0 and base.atol == 0.0:
+        return base  # integers stay exact whatever float tolerance was asked for
+    return Tolerance(rtol=base.rtol if rtol is None else rtol, atol=base.atol if atol is None else atol)
+
+
+def compare(
+    onnx_value: str,
+    actual: np.ndarray,
+    expected: np.ndarray,
+    rtol: float | None = None,
+    atol: float | None = None,
+    dtype: str | None = None,
+) -> Comparison:
+    """Compare ``actual`` (ONNX Runtime) with ``expected`` (the framework).
+
+    NaN where the reference is finite is a divergence; NaN on both sides at the
+    same positions, or the same infinity on both sides, is a match. ``dtype``
+    names the framework dtype when ``expected`` was widened (bfloat16 -> float32).
+    """
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    tol = resolve_tolerance(dtype or str(expected.dtype), rtol, atol)
+    metrics = Metrics(
+        shape=list(actual.shape),
+        expected_shape=list(expected.shape),
+        dtype=str(actual.dtype),
+        expected_dtype=str(expected.dtype),
+    )
+    if actual.shape != expected.shape:
+        if actual.size == expected.size and actual.size <= 1:
+            actual = actual.reshape(expected.shape)  # a 0-d vs [1] scalar is no conversion defect
+        else:
+            metrics.reason = f"shape {list(actual.shape)} != expected {list(expected.shape)}"
+            metrics.mismatch_fraction = 1.0
+            return Comparison(onnx_value, False, metrics, tol)
+    if _kind(actual.dtype) != _kind(expected.dtype):
+        metrics.reason = f"dtype {actual.dtype} != expected {expected.dtype}"
+        metrics.mismatch_fraction = 1.0
+        return Comparison(onnx_value, False, metrics, tol)
+    if actual.size == 0:
+        return Comparison(onnx_value, True, metrics, tol)
+
+    a = actual.astype(np.float64)
+    e = expected.astype(np.float64)
+    a_nan, e_nan = np.isnan(a), np.isnan(e)
+    a_inf, e_inf = np.isinf(a), np.isinf(e)
+    metrics.nan, metrics.expected_nan = int(a_nan.sum()), int(e_nan.sum())
+    metrics.inf, metrics.expected_inf = int(a_inf.sum()), int(e_inf.sum())
+
+    both_finite = np.isfinite(a) & np.isfinite(e)
+    # Non-finite positions match only when both sides hold the same special value.
+    special_match = (a_nan & e_nan) | (a_inf & e_inf & (np.sign(a) == np.sign(e)))
+    diff = np.where(both_finite, np.abs(a - e), 0.0)
+    within = diff <= tol.atol + tol.rtol * np.abs(np.where(both_finite, e, 0.0))
+    good = np.where(both_finite, within, special_match)
+    metrics.mismatch_fraction = float(1.0 - good.mean())
+
+    if both_finite.any():
+        d = diff[both_finite]
+        metrics.max_abs = float(d.max())
+        metrics.mean_abs = float(d.mean())
+        denom = np.abs(e[both_finite])
+        rel = d / np.maximum(denom, np.finfo(np.float64).tiny)
+        rel = np.where(d == 0, 0.0, rel)
+        metrics.max_rel = float(rel.max())
+    nonfinite_bad = ~both_finite & ~special_match
+    if nonfinite_bad.any():
+        metrics.max_abs = float("inf")
+        metrics.max_rel = float("inf")
+    metrics.cosine = _cosine(np.where(both_finite, a, 0.0), np.where(both_finite, e, 0.0))
+    return Comparison(onnx_value, metrics.mismatch_fraction == 0.0, metrics, tol)
+
+
+def _kind(dtype: np.dtype) -> str:
+    if dtype == np.bool_:
+        return "bool"
+    if np.issubdtype(dtype, np.integer):
+        return "int"
+    return "float"
+
+
+def _cosine(a: np.ndarray, e: np.ndarray) -> float:
+    """Cosine similarity of the flattened tensors; 1.0 when both are all zeros."""
+    a, e = a.ravel(), e.ravel()
+    na, ne = float(np.linalg.norm(a)), float(np.linalg.norm(e))
+    if na == 0.0 and ne == 0.0:
+        return 1.0
+    if na == 0.0 or ne == 0.0:
+        return 0.0
+    return float(np.clip(np.dot(a, e) / (na * ne), -1.0, 1.0))

@@ -1,0 +1,134 @@
+"""Export a loaded model to ONNX with the dynamo exporter, keeping its ExportedProgram.
+
+The ONNX value names the dynamo exporter writes are the FX node names of the
+*decomposed* ExportedProgram it translated (``ONNXProgram.exported_program``):
+that program, not the user's eager module, is what reference activations are
+captured from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import onnx
+import torch
+
+from nodebisect.errors import ExportFailedError
+from nodebisect.loading import LoadedModel
+
+
+@dataclass
+class Exported:
+    """The ONNX model and the program its value names come from."""
+
+    model: onnx.ModelProto
+    program: Any  # torch.export.ExportedProgram (decomposed)
+    opset: int
+
+
+@contextlib.contextmanager
+def quiet_torch() -> Any:
+    """Silence the exporter's console chatter (progress lines, warnings) for a clean CLI."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
+
+
+def export_onnx(loaded: LoadedModel, opset: int | None = None, optimize: bool = True) -> Exported:
+    """Run ``torch.onnx.export(..., dynamo=True)`` and keep the decomposed program.
+
+    Raises:
+        ExportFailedError: with the failing step and, where the exporter says so,
+            the aten op and the user's source line.
+    """
+    target = loaded.exported if loaded.exported is not None else loaded.module
+    try:
+        with quiet_torch():
+            program = torch.onnx.export(
+                target,
+                loaded.args,
+                kwargs=loaded.kwargs or None,
+                dynamo=True,
+                opset_version=opset,
+                optimize=optimize,
+                verbose=False,
+                external_data=False,
+            )
+    except Exception as exc:  # noqa: BLE001 - every exporter failure becomes a verdict
+        raise _export_failure(exc) from exc
+    if program is None:
+        raise ExportFailedError("the exporter returned no program", step="export")
+    model = program.model_proto
+    opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset or 0)
+    return Exported(model=model, program=program.exported_program, opset=opset_used)
+
+
+def exported_program_for(loaded: LoadedModel) -> Any:
+    """The decomposed ExportedProgram the dynamo exporter would translate, without ONNX.
+
+    Used when the user brings their own ``.onnx``: its value names must be matched
+    against the same decomposed program.
+    """
+    return export_onnx(loaded).program
+
+
+_STEP_RE = re.compile(r"step (\d)/3")
+_TARGET_RE = re.compile(r"target=(torch\.ops\.)?([\w.]+)")
+_FILE_RE = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+def _export_failure(exc: BaseException) -> ExportFailedError:
+    """Turn the exporter's exception chain into step / aten op / source line."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 20:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    text = "\n".join(str(e) for e in chain)
+    steps = {"1": "torch.export (capture the graph)", "2": "decomposition", "3": "translate to ONNX"}
+    match = _STEP_RE.search(text)
+    step = steps.get(match.group(1), "export") if match else "export"
+    target_match = _TARGET_RE.search(text)
+    target = target_match.group(2) if target_match else ""
+    source = ""
+    for e in chain:
+        tb = e.__traceback__
+        while tb is not None:
+            fname = tb.tb_frame.f_code.co_filename
+            if not _is_library_file(fname):
+                source = f"{fname}:{tb.tb_lineno}"
+            tb = tb.tb_next
+    for m in _FILE_RE.finditer(text):
+        if not _is_library_file(m.group(1)):
+            source = f"{m.group(1)}:{m.group(2)}"
+    root = chain[-1]
+    root_msg = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
+    message = f"ONNX export failed at step '{step}'"
+    if target:
+        message += f" on {target}"
+    message += f": {type(root).__name__}: {root_msg[:240]}"
+    return ExportFailedError(
+        message,
+        tip="fix or rewrite the op named above (or try --opset), then re-run; --debug shows the exporter's traceback",
+        step=step,
+        target=target,
+        source=source,
+    )
+
+
+def _is_library_file(path: str) -> bool:
+    return any(s in path for s in ("site-packages", "dist-packages", "/torch/", "/onnxscript/", "<frozen", "/nodebisect/", "/lib/python"))

@@ -1,0 +1,170 @@
+"""Run the culprit's local subgraph on the framework's reference inputs.
+
+The local subgraph is every ONNX node between the culprit value and its nearest
+mapped inputs (or graph inputs / initializers). Fed with the *reference* values
+of those inputs, it tells a local defect (still wrong: ``conversion``) from drift
+it only amplifies (right again: ``inherited``). Running it with ORT's graph
+optimizations off, and in ONNX's reference evaluator, separates ``optimizer``
+and ``runtime`` causes from a wrong conversion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from nodebisect.compare import compare
+from nodebisect.mapping import GraphMap
+from nodebisect.records import (
+    CAUSE_CONVERSION,
+    CAUSE_INHERITED,
+    CAUSE_OPTIMIZER,
+    CAUSE_RUNTIME,
+    CAUSE_UNKNOWN,
+    Metrics,
+)
+from nodebisect.runtime import OrtRunner
+
+
+@dataclass
+class LocalGraph:
+    """The culprit's local subgraph: its nodes (graph order) and boundary inputs."""
+
+    nodes: list[str]
+    inputs: list[str]  # mapped values fed from the framework
+    model: onnx.ModelProto
+    internal_values: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Isolation:
+    """Outcome of running the local subgraph alone."""
+
+    cause: str
+    metrics: Metrics | None
+    explanation: str
+    nan_source: str = ""  # first node making NaN/Inf from finite inputs, if any
+    internal: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def local_graph(model: onnx.ModelProto, gm: GraphMap, value: str) -> LocalGraph:
+    """Cut the nodes between ``value`` and its nearest mapped inputs."""
+    keep: set[str] = set()
+    boundary: list[str] = []
+    stack = [gm.producer[value]]
+    while stack:
+        name = stack.pop()
+        if name in keep:
+            continue
+        keep.add(name)
+        for x in gm.reads[name]:
+            if x in gm.initializers or x not in gm.producer:
+                continue
+            if x in gm.mapped:
+                if x not in boundary:
+                    boundary.append(x)
+            else:
+                stack.append(gm.producer[x])
+    ordered = [n for n in gm.order if n in keep]
+    graph = model.graph
+    used: set[str] = set()
+    for n in ordered:
+        used |= gm.reads[n]
+    types = {vi.name: vi for vi in list(graph.value_info) + list(graph.output) + list(graph.input)}
+    sub = onnx.ModelProto(ir_version=model.ir_version)
+    sub.opset_import.extend(model.opset_import)
+    sub.functions.extend(model.functions)
+    g = sub.graph
+    g.name = "nodebisect_local"
+    g.node.extend(gm.nodes[n] for n in ordered)
+    g.initializer.extend(t for t in graph.initializer if t.name in used)
+    graph_inputs = [i for i in graph.input if i.name in used and i.name not in gm.initializers]
+    boundary_sorted = sorted(boundary, key=lambda v: gm.position[gm.producer[v]])
+    for b in boundary_sorted:
+        g.input.append(types.get(b) or onnx.ValueInfoProto(name=b))
+    g.input.extend(graph_inputs)
+    internal = [o for n in ordered for o in gm.nodes[n].output if o]
+    g.output.append(types.get(value) or onnx.ValueInfoProto(name=value))
+    g.value_info.extend(types[o] for o in internal if o in types and o != value)
+    return LocalGraph(nodes=ordered, inputs=boundary_sorted + [i.name for i in graph_inputs], model=sub, internal_values=internal)
+
+
+def isolate(
+    local: LocalGraph,
+    value: str,
+    reference: Callable[[str], np.ndarray],
+    graph_feeds: dict[str, np.ndarray],
+    expected: np.ndarray,
+    ep: str,
+    opt_level: str,
+    rtol: float | None,
+    atol: float | None,
+    dtype: str | None = None,
+) -> Isolation:
+    """Decide the culprit's cause by running its local subgraph on reference inputs."""
+    feeds = {name: graph_feeds[name] if name in graph_feeds else reference(name) for name in local.inputs}
+    outputs = [value] + [v for v in local.internal_values if v != value]
+    try:
+        runner = OrtRunner(local.model, feeds, ep=ep, opt_level=opt_level)
+        got = runner.run(outputs)
+    except Exception as exc:  # noqa: BLE001 - isolation is evidence, not a requirement
+        return Isolation(CAUSE_UNKNOWN, None, f"the local subgraph could not run alone: {str(exc).splitlines()[0][:200]}")
+    cmp = compare(value, got[value], expected, rtol, atol, dtype)
+    nan_source = _first_nonfinite(local, got, feeds)
+    if cmp.ok:
+        return Isolation(
+            CAUSE_INHERITED,
+            cmp.metrics,
+            "on the framework's own input values this node matches; it only amplifies drift from upstream",
+            nan_source,
+            got,
+        )
+    try:
+        plain = OrtRunner(local.model, feeds, ep=ep, opt_level="disabled").run([value])[value]
+        if opt_level != "disabled" and compare(value, plain, expected, rtol, atol, dtype).ok:
+            return Isolation(
+                CAUSE_OPTIMIZER,
+                cmp.metrics,
+                f"wrong with onnxruntime graph optimizations ({opt_level}) but right with them disabled",
+                nan_source,
+                got,
+            )
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        from onnx.reference import ReferenceEvaluator
+
+        ref_out = ReferenceEvaluator(local.model).run([value], feeds)[0]
+        if compare(value, np.asarray(ref_out), expected, rtol, atol, dtype).ok:
+            return Isolation(
+                CAUSE_RUNTIME,
+                cmp.metrics,
+                "ONNX's reference evaluator agrees with PyTorch here but onnxruntime does not: a runtime difference",
+                nan_source,
+                got,
+            )
+    except Exception:  # noqa: BLE001 - the reference evaluator lacks some ops
+        pass
+    return Isolation(
+        CAUSE_CONVERSION,
+        cmp.metrics,
+        "wrong even when fed the framework's own input values: the ONNX nodes compute something else (a conversion defect)",
+        nan_source,
+        got,
+    )
+
+
+def _first_nonfinite(local: LocalGraph, got: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> str:
+    """The first node whose output has NaN/Inf while all its inputs are finite."""
+    values = {**feeds, **got}
+    for name, node in zip(local.nodes, local.model.graph.node):
+        outs = [values.get(o) for o in node.output if o]
+        if not any(isinstance(o, np.ndarray) and o.dtype.kind == "f" and not np.isfinite(o).all() for o in outs):
+            continue
+        ins = [values.get(i) for i in node.input if i in values]
+        if all(not (isinstance(i, np.ndarray) and i.dtype.kind == "f") or np.isfinite(i).all() for i in ins):
+            return name
+    return ""

@@ -1,0 +1,214 @@
+"""Map ONNX values to framework activations, and ONNX nodes to framework ops.
+
+The dynamo exporter names an ONNX value after the FX node it carries and writes
+``metadata_props`` on every node (``pkg.torch.onnx.fx_node``,
+``pkg.torch.onnx.name_scopes``, ``pkg.torch.onnx.stack_trace``, ``namespace``).
+Those are the bridge: nodes that share an FX node form that op's *segment*
+(e.g. the Softmax inside a decomposed scaled_dot_product_attention), and a value
+is *mapped* when a framework activation of the same name and size exists.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+from onnx import helper
+
+from nodebisect.records import FrameworkRef
+from nodebisect.runtime import subgraph_inputs
+
+_FX_NAME_RE = re.compile(r"^%(\S+)\s*:")
+_TARGET_RE = re.compile(r"target=(?:torch\.ops\.)?([\w.]+)")
+_FRAME_RE = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)')
+_LIBRARY_MARKERS = ("site-packages", "dist-packages", "/torch/", "/transformers/", "<frozen", "/lib/python3")
+
+
+@dataclass
+class GraphMap:
+    """The ONNX graph seen from the framework side.
+
+    Attributes:
+        order: ONNX node names in topological (file) order.
+        nodes: node name -> NodeProto.
+        refs: node name -> FrameworkRef.
+        segment_of: node name -> segment key (the FX node name, or the node itself).
+        segments: segment key -> node names in graph order.
+        producer: value name -> producing node name.
+        consumers: value name -> consuming node names.
+        mapped: ONNX value name -> framework activation name (the comparable values).
+        output_map: ONNX graph output -> framework activation name.
+    """
+
+    order: list[str] = field(default_factory=list)
+    nodes: dict[str, onnx.NodeProto] = field(default_factory=dict)
+    refs: dict[str, FrameworkRef] = field(default_factory=dict)
+    segment_of: dict[str, str] = field(default_factory=dict)
+    segments: dict[str, list[str]] = field(default_factory=dict)
+    producer: dict[str, str] = field(default_factory=dict)
+    reads: dict[str, set[str]] = field(default_factory=dict)
+    consumers: dict[str, list[str]] = field(default_factory=dict)
+    mapped: dict[str, str] = field(default_factory=dict)
+    output_map: dict[str, str] = field(default_factory=dict)
+    graph_inputs: list[str] = field(default_factory=list)
+    initializers: set[str] = field(default_factory=set)
+    position: dict[str, int] = field(default_factory=dict)
+
+    def probes(self) -> list[str]:
+        """Mapped values in topological order of their producers."""
+        vals = [v for v in self.mapped if v in self.producer]
+        return sorted(vals, key=lambda v: (self.position[self.producer[v]], v))
+
+    def ancestors(self, value: str) -> set[str]:
+        """All values ``value`` depends on (not including itself)."""
+        seen: set[str] = set()
+        stack = [value]
+        while stack:
+            v = stack.pop()
+            node = self.producer.get(v)
+            if node is None:
+                continue
+            for x in self.reads[node]:
+                if x not in seen:
+                    seen.add(x)
+                    stack.append(x)
+        return seen
+
+    def mapped_inputs(self, value: str) -> list[str]:
+        """The nearest mapped values upstream of ``value`` (through unmapped values)."""
+        found: list[str] = []
+        seen: set[str] = set()
+        node = self.producer.get(value)
+        stack = list(self.reads[node]) if node else []
+        while stack:
+            v = stack.pop()
+            if v in seen:
+                continue
+            seen.add(v)
+            if v in self.mapped and v in self.producer:
+                found.append(v)
+            elif v in self.producer:
+                stack.extend(self.reads[self.producer[v]])
+        return sorted(found, key=lambda v: self.position[self.producer[v]])
+
+
+def framework_ref(node: onnx.NodeProto) -> FrameworkRef:
+    """Read the exporter's metadata on one node (missing fields stay empty)."""
+    meta = {p.key: p.value for p in node.metadata_props}
+    ref = FrameworkRef()
+    fx = meta.get("pkg.torch.onnx.fx_node", "")
+    m = _FX_NAME_RE.match(fx)
+    if m:
+        ref.fx_node = m.group(1)
+    t = _TARGET_RE.search(fx)
+    if t:
+        ref.target = t.group(1)
+    scopes = _literal_list(meta.get("pkg.torch.onnx.name_scopes", ""))
+    if len(scopes) >= 2:
+        ref.module = scopes[-2]
+    hierarchy = _literal_list(meta.get("pkg.torch.onnx.class_hierarchy", ""))
+    if len(hierarchy) >= 2:
+        ref.module_type = hierarchy[-2]
+    trace = meta.get("pkg.torch.onnx.stack_trace", "")
+    ref.stack_trace = trace
+    ref.source, ref.code = user_frame(trace)
+    return ref
+
+
+def user_frame(trace: str) -> tuple[str, str]:
+    """The innermost frame of the user's own code in a stack trace: ("file:line", code)."""
+    frames = _FRAME_RE.findall(trace)
+    best = ("", "")
+    for file, line, _func, code in frames:
+        if not any(mark in file for mark in _LIBRARY_MARKERS):
+            best = (f"{file}:{line}", code.strip())
+    if not best[0] and frames:
+        file, line, _func, code = frames[-1]
+        best = (f"{file}:{line}", code.strip())
+    return best
+
+
+def _literal_list(text: str) -> list[str]:
+    if not text:
+        return []
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return []
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else []
+
+
+def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    """Small, JSON-safe attribute values (tensors and graphs are summarised)."""
+    out: dict[str, Any] = {}
+    for attr in node.attribute:
+        if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+            out[attr.name] = "<graph>"
+            continue
+        if attr.type == onnx.AttributeProto.TENSOR:
+            out[attr.name] = f"<tensor {list(attr.t.dims)}>"
+            continue
+        value = helper.get_attribute_value(attr)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        elif isinstance(value, list):
+            value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value][:16]
+        out[attr.name] = value
+    return out
+
+
+def build_graph_map(
+    model: onnx.ModelProto,
+    activations: dict[str, Any],
+    framework_outputs: list[str],
+) -> GraphMap:
+    """Index the ONNX graph and decide which values can be compared.
+
+    Args:
+        model: the ONNX model.
+        activations: framework values by FX name (anything with ``.size``).
+        framework_outputs: FX names of the program's flat outputs, in order; they
+            map the ONNX graph outputs by position, whatever their names.
+    """
+    gm = GraphMap()
+    graph = model.graph
+    gm.initializers = {t.name for t in graph.initializer}
+    gm.graph_inputs = [i.name for i in graph.input if i.name not in gm.initializers]
+    used_names: set[str] = set()
+    for idx, node in enumerate(graph.node):
+        name = node.name or f"{node.op_type}_{idx}"
+        if name in used_names:
+            name = f"{name}__{idx}"
+        used_names.add(name)
+        gm.position[name] = len(gm.order)
+        gm.order.append(name)
+        gm.nodes[name] = node
+        gm.reads[name] = subgraph_inputs(node)
+        ref = framework_ref(node)
+        gm.refs[name] = ref
+        key = ref.fx_node or name
+        gm.segment_of[name] = key
+        gm.segments.setdefault(key, []).append(name)
+        for out in node.output:
+            if out:
+                gm.producer[out] = name
+        for x in gm.reads[name]:
+            gm.consumers.setdefault(x, []).append(name)
+    for out, fx_name in zip([o.name for o in graph.output], framework_outputs):
+        if fx_name and fx_name in activations:
+            gm.output_map[out] = fx_name
+    for value in gm.producer:
+        fx_name = gm.output_map.get(value) or (value if value in activations else "")
+        if not fx_name:
+            continue
+        gm.mapped[value] = fx_name
+    return gm
+
+
+def overlap(gm: GraphMap) -> float:
+    """Fraction of ONNX node outputs that found a framework value (ownership check)."""
+    produced = len(gm.producer)
+    return len(gm.mapped) / produced if produced else 0.0

@@ -1,0 +1,506 @@
+"""The one place the steps are wired together: load, export, capture, map, search.
+
+``locate()`` is the public API; the CLI and the TUI call it and render the
+``LocateResult`` it returns.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from nodebisect.errors import BadInputError, ExportFailedError, NodebisectError, RuntimeFailedError
+from nodebisect.records import (
+    CAUSE_INHERITED,
+    CAUSE_OPTIMIZER,
+    CAUSE_RUNTIME,
+    DIVERGED,
+    EXPORT_FAILED,
+    MATCH,
+    NOT_RUN,
+    OK,
+    STAGE_CAPTURE,
+    STAGE_CONVERSION,
+    STATUS_DIVERGED,
+    UNMAPPED,
+    Comparison,
+    Event,
+    ExportFailure,
+    FirstDivergent,
+    FrameworkRef,
+    LocateResult,
+    Metrics,
+    NodeRecord,
+    OutputComparison,
+    ReproData,
+    Step,
+)
+
+Progress = Callable[[Event], None]
+STRATEGIES = ("auto", "all", "bisect")
+# `auto` marks every mapped value at once while the reference activations stay
+# small enough that holding ORT's copies beside them is harmless.
+AUTO_ALL_MAX_BYTES = 256 * 1024 * 1024
+AUTO_ALL_MAX_PROBES = 4000
+# A user's ONNX file "belongs" to the model when this share of its node outputs
+# carry FX names of the model's exported program.
+MIN_OWNERSHIP = 0.2
+
+
+@dataclass
+class Options:
+    """Everything ``locate`` can be told; the CLI fills it from its flags."""
+
+    onnx_path: str | None = None
+    opset: int | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    device: str = "cpu"
+    ep: str = "cpu"
+    strategy: str = "auto"
+    probes_per_step: int = 3
+    opt_level: str = "all"
+    check_capture: bool = True
+    seed: int = 0
+    input_specs: list[str] | None = None
+    inputs_file: str | None = None
+    trust_pickle: bool = False
+
+
+def locate(
+    model: Any,
+    inputs: Any = None,
+    *,
+    progress: Progress | None = None,
+    **options: Any,
+) -> LocateResult:
+    """Find the first ONNX node whose output departs from the framework model.
+
+    Args:
+        model: an ``nn.Module``, a ``torch.export.ExportedProgram``, or a path /
+            factory spec (``model.pt2``, ``file.py:Factory``).
+        inputs: a tensor, a tuple of tensors or a dict of keyword tensors; when
+            omitted, ``inputs_file`` / ``input_specs`` / the model's stored
+            example inputs are used.
+        progress: called with an ``Event`` at each step (CLI bar, TUI worker).
+        **options: fields of ``Options`` (``onnx_path``, ``rtol``, ``atol``,
+            ``strategy``, ``ep``, ``device``, ...).
+
+    Returns:
+        The ``LocateResult``; ``verdict`` is "match", "diverged" or
+        "export_failed". Bad input raises ``NodebisectError`` subclasses.
+    """
+    unknown = set(options) - set(Options.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown option(s): {sorted(unknown)}")
+    opts = Options(**options)
+    if opts.strategy not in STRATEGIES:
+        raise BadInputError(f"unknown strategy {opts.strategy!r}", tip="use auto, all or bisect")
+    return _Locator(model, inputs, opts, progress or (lambda _e: None)).run()
+
+
+class _Locator:
+    def __init__(self, model: Any, inputs: Any, opts: Options, progress: Progress) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.opts = opts
+        self.emit = progress
+        self.timings: dict[str, float] = {}
+        self.notes: list[str] = []
+
+    def _stage(self, name: str) -> float:
+        self.emit(Event(kind="stage", message=name))
+        return time.perf_counter()
+
+    def run(self) -> LocateResult:
+        import torch
+
+        from nodebisect.capture import capture_fx
+        from nodebisect.exporting import export_onnx
+        from nodebisect.loading import build_loaded_model
+
+        started = time.perf_counter()
+        opts = self.opts
+        if opts.device == "cuda" and not torch.cuda.is_available():
+            raise BadInputError("--device cuda asked for, but torch sees no CUDA device", tip="use --device cpu")
+        t = self._stage("load")
+        loaded = build_loaded_model(
+            self.model,
+            self.inputs,
+            input_specs=opts.input_specs,
+            inputs_file=opts.inputs_file,
+            seed=opts.seed,
+            trust_pickle=opts.trust_pickle,
+        )
+        self.timings["load"] = time.perf_counter() - t
+        environment = _environment(opts)
+
+        t = self._stage("export")
+        try:
+            exported = export_onnx(loaded, opset=opts.opset)
+        except ExportFailedError as exc:
+            if opts.onnx_path:
+                raise
+            return LocateResult(
+                verdict=EXPORT_FAILED,
+                export_failure=ExportFailure(step=exc.step, message=exc.message, target=exc.target, source=exc.source),
+                environment=environment,
+                model=loaded.source,
+                stats={"seconds": round(time.perf_counter() - started, 3), "ort_sessions": 0},
+            )
+        self.timings["export"] = time.perf_counter() - t
+        onnx_model = exported.model
+        if opts.onnx_path:
+            onnx_model = _load_user_onnx(opts.onnx_path)
+        environment["opset"] = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), exported.opset)
+
+        t = self._stage("capture")
+        acts = capture_fx(exported.program, loaded.args, loaded.kwargs, device=opts.device)
+        self.timings["capture"] = time.perf_counter() - t
+
+        capture_info: dict[str, Any] = {}
+        capture_culprit = None
+        if opts.check_capture and loaded.module is not None:
+            t = self._stage("check torch.export against eager")
+            capture_info, capture_culprit = self._check_capture(loaded, exported.program, acts)
+            self.timings["capture_check"] = time.perf_counter() - t
+
+        self._note_framework_nans(acts)
+        t = self._stage("map")
+        result = self._compare_onnx(onnx_model, exported.program, loaded, acts, environment)
+        self.timings["map_and_search"] = time.perf_counter() - t
+        result.capture = capture_info
+        if capture_culprit is not None:
+            if result.first_divergent is not None:
+                self.notes.append(
+                    f"the ONNX graph also departs from the exported program at {result.first_divergent.onnx_node}"
+                    f" ({result.first_divergent.op_type}); fix the capture first"
+                )
+            result.first_divergent = capture_culprit
+            result.verdict = DIVERGED
+        result.model = loaded.source
+        result.notes = self.notes + result.notes
+        result.stats["seconds"] = round(time.perf_counter() - started, 3)
+        result.stats["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        self.emit(Event(kind="done", message=result.verdict))
+        return result
+
+    # -- capture stage -------------------------------------------------------------
+    def _check_capture(self, loaded: Any, program: Any, acts: Any) -> tuple[dict[str, Any], FirstDivergent | None]:
+        from nodebisect.capture import capture_modules, module_output_nodes
+        from nodebisect.compare import compare
+
+        try:
+            eager = capture_modules(loaded.module, loaded.args, loaded.kwargs, device=self.opts.device)
+        except Exception as exc:  # noqa: BLE001 - the eager run is a cross-check only
+            self.notes.append(f"eager forward failed, capture stage not checked: {str(exc).splitlines()[0][:160]}")
+            return {"checked": False}, None
+        fx_outputs = [acts.values[n] for n in acts.outputs if n in acts.values]
+        bad_outputs = []
+        for i, (e, p) in enumerate(zip(eager.final, fx_outputs)):
+            cmp = compare(f"output_{i}", p, e, self.opts.rtol, self.opts.atol)
+            if not cmp.ok:
+                bad_outputs.append(cmp)
+        info: dict[str, Any] = {"checked": True, "modules_hooked": len(eager.order), "eager_matches_export": not bad_outputs}
+        if not bad_outputs:
+            return info, None
+        out_nodes = module_output_nodes(program)
+        culprit_module, culprit_fx, metrics = "", "", bad_outputs[0].metrics
+        for path in eager.order:
+            fx_name = out_nodes.get(path)
+            if not fx_name or fx_name not in acts.values:
+                continue
+            cmp = compare(fx_name, acts.values[fx_name], eager.outputs[path], self.opts.rtol, self.opts.atol)
+            if not cmp.ok:
+                culprit_module, culprit_fx, metrics = path, fx_name, cmp.metrics
+                break
+        info["first_module"] = culprit_module
+        info["fx_node"] = culprit_fx
+        target, source, code, trace = "", "", "", ""
+        for node in program.graph.nodes:
+            if node.name == culprit_fx:
+                target = str(node.target).replace("torch.ops.", "")
+                trace = node.meta.get("stack_trace", "") or ""
+                from nodebisect.mapping import user_frame
+
+                source, code = user_frame(trace)
+        where = f"module {culprit_module!r} (FX node {culprit_fx})" if culprit_module else "the model's outputs"
+        return info, FirstDivergent(
+            onnx_node=culprit_fx,
+            op_type=target,
+            onnx_value=culprit_fx,
+            stage=STAGE_CAPTURE,
+            cause="capture",
+            segment=[culprit_fx] if culprit_fx else [],
+            segment_op_types=[target] if target else [],
+            framework=FrameworkRef(target=target, fx_node=culprit_fx, module=culprit_module, source=source, code=code, stack_trace=trace),
+            metrics=metrics,
+            explanation=(
+                f"torch.export changed the model's behaviour: eager PyTorch and the exported program already differ at {where}. "
+                "The ONNX graph is innocent; eager mode takes a path (e.g. a fused fast path) the exported program does not."
+            ),
+        )
+
+    def _note_framework_nans(self, acts: Any) -> None:
+        for name in acts.order:
+            arr = acts.values[name]
+            if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+                if np.isnan(arr).any():
+                    self.notes.append(f"PyTorch itself produces NaN at FX node {name!r}: values there are compared NaN-to-NaN")
+                    return
+
+    # -- ONNX vs framework ---------------------------------------------------------
+    def _compare_onnx(self, onnx_model: Any, program: Any, loaded: Any, acts: Any, environment: dict[str, Any]) -> LocateResult:
+        from nodebisect.bisection import Bisector
+        from nodebisect.capture import flat_user_inputs, to_numpy
+        from nodebisect.compare import compare
+        from nodebisect.mapping import build_graph_map, overlap
+        from nodebisect.runtime import OrtRunner
+
+        opts = self.opts
+        gm = build_graph_map(onnx_model, acts.values, acts.outputs)
+        if opts.onnx_path:
+            share = overlap(gm)
+            if share < MIN_OWNERSHIP or len(gm.output_map) < len(onnx_model.graph.output):
+                raise BadInputError(
+                    f"{opts.onnx_path} does not look like an export of this model "
+                    f"({share:.0%} of its values match the model's exported program)",
+                    tip="pass the ONNX file exported from this model with torch.onnx.export(..., dynamo=True)",
+                )
+        flat = [a for a in flat_user_inputs(program, loaded.args, loaded.kwargs) if hasattr(a, "dtype")]
+        if len(flat) != len(gm.graph_inputs):
+            raise BadInputError(
+                f"the ONNX model takes {len(gm.graph_inputs)} input(s), the model was given {len(flat)}",
+                tip="the ONNX file and the inputs must come from the same model",
+            )
+        feeds = {name: to_numpy(t) for name, t in zip(gm.graph_inputs, flat)}
+        runner = OrtRunner(onnx_model, feeds, ep=opts.ep, opt_level=opts.opt_level)
+        comparisons: dict[str, Comparison] = {}
+        steps: list[Step] = []
+
+        def measure(values: list[str]) -> set[str]:
+            t = time.perf_counter()
+            got = runner.run(values)
+            bad = set()
+            for v in values:
+                fx_name = gm.mapped[v]
+                cmp = compare(v, got[v], acts.values[fx_name], opts.rtol, opts.atol, acts.dtypes.get(fx_name))
+                comparisons[v] = cmp
+                if not cmp.ok:
+                    bad.add(v)
+            steps.append(Step(index=len(steps), probes=list(values), bad=sorted(bad), seconds=round(time.perf_counter() - t, 4)))
+            self.emit(Event(kind="probe", values=list(values), bad=sorted(bad), step=len(steps)))
+            return bad
+
+        probes = gm.probes()
+        outputs = [o.name for o in onnx_model.graph.output if o.name in gm.mapped]
+        strategy = opts.strategy
+        if strategy == "auto":
+            total = sum(acts.values[gm.mapped[p]].nbytes for p in probes)
+            strategy = "all" if total <= AUTO_ALL_MAX_BYTES and len(probes) <= AUTO_ALL_MAX_PROBES else "bisect"
+        self._stage(f"run onnxruntime ({strategy})")
+        if strategy == "all":
+            measure(list(dict.fromkeys(probes + outputs)))
+        else:
+            measure(outputs)
+        output_cmps = [
+            OutputComparison(name=o, ok=comparisons[o].ok, metrics=comparisons[o].metrics) for o in outputs
+        ]
+        bad_outputs = [o for o in outputs if not comparisons[o].ok]
+        first_divergent = None
+        repro = None
+        if bad_outputs:
+            target = min(bad_outputs, key=lambda v: gm.position[gm.producer[v]])
+            probe_set = set(probes)
+            bisector = Bisector(
+                order=probes,
+                ancestors=lambda v: (a for a in gm.ancestors(v) if a in probe_set),
+                inputs=gm.mapped_inputs,
+                measure=measure,
+                k=opts.probes_per_step,
+                known={v: not c.ok for v, c in comparisons.items()},
+            )
+            self._stage("bisect")
+            culprit = bisector.locate(target)
+            first_divergent, repro = self._explain(culprit, gm, onnx_model, program, acts, comparisons, feeds)
+        nodes = _node_records(gm, comparisons)
+        result = LocateResult(
+            verdict=DIVERGED if bad_outputs else MATCH,
+            first_divergent=first_divergent,
+            nodes=nodes,
+            outputs=output_cmps,
+            environment=environment,
+            steps=steps,
+            tolerance=_tolerances_used(comparisons),
+            repro=repro,
+        )
+        result.stats = {
+            "onnx_nodes": len(gm.order),
+            "mapped_values": len(probes),
+            "compared_values": len(comparisons),
+            "ort_sessions": runner.sessions,
+            "ort_seconds": round(runner.seconds, 3),
+            "strategy": strategy,
+            "probes_per_step": opts.probes_per_step,
+        }
+        return result
+
+    def _explain(
+        self, culprit: str, gm: Any, onnx_model: Any, program: Any, acts: Any, comparisons: dict[str, Comparison], feeds: dict[str, np.ndarray]
+    ) -> tuple[FirstDivergent, ReproData]:
+        from nodebisect.isolate import isolate, local_graph
+        from nodebisect.suspects import rank_suspects
+
+        t = self._stage("isolate the culprit")
+        opts = self.opts
+        carrier = gm.producer[culprit]
+        fx_name = gm.mapped[culprit]
+        local = local_graph(onnx_model, gm, culprit)
+        iso = isolate(
+            local,
+            culprit,
+            reference=lambda v: acts.values[gm.mapped[v]],
+            graph_feeds=feeds,
+            expected=acts.values[fx_name],
+            ep=opts.ep,
+            opt_level=opts.opt_level,
+            rtol=opts.rtol,
+            atol=opts.atol,
+            dtype=acts.dtypes.get(fx_name),
+        )
+        self.timings["isolate"] = time.perf_counter() - t
+        seg_key = gm.segment_of[carrier]
+        segment = [n for n in gm.segments.get(seg_key, [carrier]) if n in local.nodes or n == carrier]
+        fx_args = {n.name: (str(n.target).replace("torch.ops.", ""), tuple(n.args)) for n in program.graph.nodes if n.op == "call_function"}
+        suspects = rank_suspects(gm, onnx_model, segment, carrier, fx_args, iso.nan_source, extra=local.nodes)
+        ordered = [s.onnx_node for s in suspects]
+        ref = gm.refs[carrier]
+        if not ref.fx_node:
+            ref = FrameworkRef(fx_node=fx_name)
+        stage = {CAUSE_RUNTIME: "runtime", CAUSE_OPTIMIZER: "runtime_optimizer"}.get(iso.cause, STAGE_CONVERSION)
+        explanation = iso.explanation
+        if iso.cause == CAUSE_INHERITED:
+            explanation += "; its inputs were within tolerance, so this is accumulated numeric drift rather than a wrong node"
+        if suspects and suspects[0].onnx_node != carrier and suspects[0].score >= 0.85:
+            explanation += f". Most suspect in the segment: {suspects[0].onnx_node} ({suspects[0].op_type}): {suspects[0].reason.split('; ')[0]}"
+        repro = ReproData(
+            model_bytes=local.model.SerializeToString(),
+            inputs={name: feeds[name] if name in feeds else acts.values[gm.mapped[name]] for name in local.inputs},
+            expected={culprit: acts.values[fx_name]},
+            opt_level=opts.opt_level,
+            ep=opts.ep,
+        )
+        return FirstDivergent(
+            onnx_node=carrier,
+            op_type=gm.nodes[carrier].op_type,
+            onnx_value=culprit,
+            stage=stage,
+            cause=iso.cause,
+            segment=ordered,
+            segment_op_types=[gm.nodes[n].op_type for n in ordered],
+            framework=ref,
+            metrics=comparisons[culprit].metrics,
+            suspects=suspects,
+            explanation=explanation,
+            isolated_metrics=iso.metrics,
+            input_values=list(gm.mapped_inputs(culprit)),
+        ), repro
+
+
+def _node_records(gm: Any, comparisons: dict[str, Comparison]) -> list[NodeRecord]:
+    from nodebisect.mapping import node_attributes
+
+    records = []
+    for idx, name in enumerate(gm.order):
+        node = gm.nodes[name]
+        outs = [o for o in node.output if o]
+        value = next((o for o in outs if o in gm.mapped), outs[0] if outs else "")
+        cmp = comparisons.get(value)
+        if value not in gm.mapped:
+            status = UNMAPPED
+        elif cmp is None:
+            status = NOT_RUN
+        else:
+            status = OK if cmp.ok else STATUS_DIVERGED
+        records.append(
+            NodeRecord(
+                index=idx,
+                onnx_node=name,
+                op_type=node.op_type,
+                onnx_value=value,
+                status=status,
+                inputs=[i for i in node.input],
+                outputs=outs,
+                framework=gm.refs[name],
+                metrics=cmp.metrics if cmp else None,
+                attributes=node_attributes(node),
+                mapped_to=gm.mapped.get(value, ""),
+            )
+        )
+    return records
+
+
+def _tolerances_used(comparisons: dict[str, Comparison]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for cmp in comparisons.values():
+        out.setdefault(cmp.metrics.expected_dtype, cmp.tolerance.to_dict())
+    return out
+
+
+def _load_user_onnx(path: str) -> Any:
+    import onnx
+
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.exists():
+        raise BadInputError(f"ONNX file not found: {path}")
+    if file.stat().st_size == 0:
+        raise BadInputError(f"ONNX file is empty: {path}")
+    try:
+        model = onnx.load(str(file))  # external data next to the file is read from there
+    except Exception as exc:  # noqa: BLE001
+        raise BadInputError(f"cannot read {path} as ONNX: {str(exc).splitlines()[0][:200]}", tip="the file may be truncated") from exc
+    if not model.graph.node:
+        raise BadInputError(f"{path} has no ONNX graph nodes", tip="is it really an ONNX model?")
+    return model
+
+
+def _environment(opts: Options) -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    import nodebisect
+
+    return {
+        "nodebisect": nodebisect.__version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnxscript": _version("onnxscript"),
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "device": opts.device,
+        "ep": opts.ep,
+        "opset": opts.opset,
+        "opt_level": opts.opt_level,
+        "exporter": "dynamo",
+    }
+
+
+def _version(dist: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+__all__ = ["locate", "Options", "NodebisectError", "RuntimeFailedError", "Metrics"]

@@ -1,0 +1,416 @@
+"""Plain dataclasses that flow between nodebisect's steps, and their JSON form.
+
+Every other module produces or consumes these records; the CLI, the reports and
+the TUI read a `LocateResult` (or its saved JSON) and nothing else. Keep this
+module free of torch / onnx / onnxruntime imports so that a saved result can be
+opened without them.
+
+The JSON contract is ``nodebisect.report/1``: fields may be added, never renamed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA = "nodebisect.report/1"
+
+# Verdicts of a whole run.
+MATCH = "match"
+DIVERGED = "diverged"
+EXPORT_FAILED = "export_failed"
+RUNTIME_FAILED = "runtime_failed"
+VERDICTS = (MATCH, DIVERGED, EXPORT_FAILED, RUNTIME_FAILED)
+
+# Per-value statuses.
+OK = "ok"
+STATUS_DIVERGED = "diverged"
+UNMAPPED = "unmapped"
+NOT_RUN = "not_run"
+
+# Stages (where behaviour first changes) and causes (what the culprit is).
+STAGE_CAPTURE = "capture"
+STAGE_CONVERSION = "conversion"
+CAUSE_CONVERSION = "conversion"
+CAUSE_INHERITED = "inherited"
+CAUSE_RUNTIME = "runtime"
+CAUSE_OPTIMIZER = "optimizer"
+CAUSE_UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Element-wise tolerance: ``|actual - expected| <= atol + rtol * |expected|``.
+
+    Attributes:
+        rtol: relative tolerance.
+        atol: absolute tolerance.
+    """
+
+    rtol: float
+    atol: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"rtol": self.rtol, "atol": self.atol}
+
+
+@dataclass
+class Metrics:
+    """How far one actual tensor is from its reference.
+
+    ``mismatch_fraction`` is the fraction of elements outside the tolerance
+    (NaN/Inf placement differences count as mismatches); ``reason`` is set when
+    the tensors cannot be compared element-wise (shape or dtype mismatch).
+    """
+
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    mean_abs: float = 0.0
+    cosine: float = 1.0
+    mismatch_fraction: float = 0.0
+    nan: int = 0
+    inf: int = 0
+    expected_nan: int = 0
+    expected_inf: int = 0
+    shape: list[int] = field(default_factory=list)
+    expected_shape: list[int] = field(default_factory=list)
+    dtype: str = ""
+    expected_dtype: str = ""
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _json_float(v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Metrics:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: _from_json_float(v) for k, v in data.items() if k in known})
+
+
+@dataclass
+class Comparison:
+    """The verdict on one ONNX value against its framework activation."""
+
+    onnx_value: str
+    ok: bool
+    metrics: Metrics
+    tolerance: Tolerance
+
+
+@dataclass
+class FrameworkRef:
+    """Where an ONNX node comes from on the framework side."""
+
+    target: str = ""  # e.g. "aten.layer_norm.default"
+    fx_node: str = ""  # FX node name, e.g. "layer_norm"
+    module: str = ""  # dotted module path, e.g. "encoder.layer.0.attention"
+    module_type: str = ""  # e.g. "torch.nn.modules.normalization.LayerNorm"
+    source: str = ""  # "file.py:123" of the user's code
+    code: str = ""  # that source line's text
+    stack_trace: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> FrameworkRef:
+        data = data or {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class NodeRecord:
+    """One ONNX node, in topological order, with what nodebisect learned of it."""
+
+    index: int
+    onnx_node: str
+    op_type: str
+    onnx_value: str  # first output
+    status: str  # ok | diverged | unmapped | not_run
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    framework: FrameworkRef = field(default_factory=FrameworkRef)
+    metrics: Metrics | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    # The framework value this node's output carries (mapped), or "".
+    mapped_to: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "onnx_node": self.onnx_node,
+            "op_type": self.op_type,
+            "onnx_value": self.onnx_value,
+            "status": self.status,
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "framework": self.framework.to_dict(),
+            "metrics": self.metrics.to_dict() if self.metrics else None,
+            "attributes": self.attributes,
+            "mapped_to": self.mapped_to,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NodeRecord:
+        return cls(
+            index=int(data.get("index", 0)),
+            onnx_node=data["onnx_node"],
+            op_type=data.get("op_type", ""),
+            onnx_value=data.get("onnx_value", ""),
+            status=data.get("status", NOT_RUN),
+            inputs=list(data.get("inputs", [])),
+            outputs=list(data.get("outputs", [])),
+            framework=FrameworkRef.from_dict(data.get("framework")),
+            metrics=Metrics.from_dict(data["metrics"]) if data.get("metrics") else None,
+            attributes=dict(data.get("attributes") or {}),
+            mapped_to=data.get("mapped_to", ""),
+        )
+
+
+@dataclass
+class Suspect:
+    """A node of the culprit segment and why it is suspected."""
+
+    onnx_node: str
+    op_type: str
+    score: float
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class FirstDivergent:
+    """The culprit: the earliest divergent value whose mapped inputs all match."""
+
+    onnx_node: str
+    op_type: str
+    onnx_value: str
+    stage: str
+    cause: str
+    segment: list[str]
+    segment_op_types: list[str]
+    framework: FrameworkRef
+    metrics: Metrics
+    suspects: list[Suspect] = field(default_factory=list)
+    explanation: str = ""
+    # Metrics of the segment run alone on the framework's reference inputs.
+    isolated_metrics: Metrics | None = None
+    input_values: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "onnx_node": self.onnx_node,
+            "op_type": self.op_type,
+            "onnx_value": self.onnx_value,
+            "stage": self.stage,
+            "cause": self.cause,
+            "segment": list(self.segment),
+            "segment_op_types": list(self.segment_op_types),
+            "framework": self.framework.to_dict(),
+            "metrics": self.metrics.to_dict(),
+            "suspects": [s.to_dict() for s in self.suspects],
+            "explanation": self.explanation,
+            "isolated_metrics": self.isolated_metrics.to_dict() if self.isolated_metrics else None,
+            "input_values": list(self.input_values),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> FirstDivergent | None:
+        if not data:
+            return None
+        return cls(
+            onnx_node=data["onnx_node"],
+            op_type=data.get("op_type", ""),
+            onnx_value=data.get("onnx_value", ""),
+            stage=data.get("stage", ""),
+            cause=data.get("cause", CAUSE_UNKNOWN),
+            segment=list(data.get("segment", [])),
+            segment_op_types=list(data.get("segment_op_types", [])),
+            framework=FrameworkRef.from_dict(data.get("framework")),
+            metrics=Metrics.from_dict(data.get("metrics") or {}),
+            suspects=[Suspect(**s) for s in data.get("suspects", [])],
+            explanation=data.get("explanation", ""),
+            isolated_metrics=(
+                Metrics.from_dict(data["isolated_metrics"]) if data.get("isolated_metrics") else None
+            ),
+            input_values=list(data.get("input_values", [])),
+        )
+
+
+@dataclass
+class OutputComparison:
+    """A final graph output of the ONNX model against the framework's output."""
+
+    name: str
+    ok: bool
+    metrics: Metrics
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "metrics": self.metrics.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OutputComparison:
+        return cls(data["name"], bool(data["ok"]), Metrics.from_dict(data.get("metrics") or {}))
+
+
+@dataclass
+class Step:
+    """One ONNX Runtime session of the search: which values it measured."""
+
+    index: int
+    probes: list[str]
+    bad: list[str]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ExportFailure:
+    """What the exporter said when it failed."""
+
+    step: str
+    message: str
+    target: str = ""  # aten op that failed, where the exporter names it
+    source: str = ""  # file:line in the user's code, where known
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ReproData:
+    """What a minimal repro needs: the culprit's local ONNX subgraph and its data.
+
+    Attributes:
+        model_bytes: serialized ONNX model of the local subgraph.
+        inputs: its inputs, fed with the framework's reference values.
+        expected: the framework's value of each output.
+        opt_level: the onnxruntime graph optimization level the divergence showed at.
+    """
+
+    model_bytes: bytes
+    inputs: dict[str, Any]
+    expected: dict[str, Any]
+    opt_level: str = "all"
+    ep: str = "cpu"
+
+
+@dataclass
+class LocateResult:
+    """Everything one ``locate`` run found; the CLI serialises exactly this."""
+
+    verdict: str
+    first_divergent: FirstDivergent | None = None
+    nodes: list[NodeRecord] = field(default_factory=list)
+    outputs: list[OutputComparison] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    tolerance: dict[str, dict[str, float]] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+    export_failure: ExportFailure | None = None
+    model: str = ""
+    notes: list[str] = field(default_factory=list)
+    capture: dict[str, Any] = field(default_factory=dict)
+    # Live-run only (never serialised): the culprit's local subgraph and its data,
+    # from which the report writer builds the minimal repro bundle.
+    repro: ReproData | None = field(default=None, repr=False, compare=False)
+
+    def __bool__(self) -> bool:
+        """Truthy when the ONNX model matches the framework."""
+        return self.verdict == MATCH
+
+    @property
+    def exit_code(self) -> int:
+        from nodebisect.errors import ExitCode
+
+        return {
+            MATCH: ExitCode.MATCH,
+            DIVERGED: ExitCode.DIVERGED,
+            EXPORT_FAILED: ExitCode.EXPORT_FAILED,
+            RUNTIME_FAILED: ExitCode.RUNTIME_FAILED,
+        }[self.verdict]
+
+    def node(self, name: str) -> NodeRecord | None:
+        """Look up a node record by ONNX node name."""
+        for record in self.nodes:
+            if record.onnx_node == name:
+                return record
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "verdict": self.verdict,
+            "model": self.model,
+            "first_divergent": self.first_divergent.to_dict() if self.first_divergent else None,
+            "outputs": [o.to_dict() for o in self.outputs],
+            "nodes": [n.to_dict() for n in self.nodes],
+            "stats": self.stats,
+            "environment": self.environment,
+            "tolerance": self.tolerance,
+            "steps": [s.to_dict() for s in self.steps],
+            "export_failure": self.export_failure.to_dict() if self.export_failure else None,
+            "notes": list(self.notes),
+            "capture": self.capture,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LocateResult:
+        schema = data.get("schema", "")
+        if not str(schema).startswith("nodebisect.report/"):
+            raise ValueError(f"not a nodebisect result (schema {schema!r})")
+        failure = data.get("export_failure")
+        return cls(
+            verdict=data["verdict"],
+            first_divergent=FirstDivergent.from_dict(data.get("first_divergent")),
+            nodes=[NodeRecord.from_dict(n) for n in data.get("nodes", [])],
+            outputs=[OutputComparison.from_dict(o) for o in data.get("outputs", [])],
+            stats=dict(data.get("stats") or {}),
+            environment=dict(data.get("environment") or {}),
+            tolerance=dict(data.get("tolerance") or {}),
+            steps=[Step(**s) for s in data.get("steps", [])],
+            export_failure=ExportFailure(**failure) if failure else None,
+            model=data.get("model", ""),
+            notes=list(data.get("notes", [])),
+            capture=dict(data.get("capture") or {}),
+        )
+
+
+@dataclass
+class Event:
+    """A progress event: one callback type serves the CLI and the TUI.
+
+    ``kind`` is one of: "stage" (a pipeline step starts; ``message`` names it),
+    "probe" (a bisection step measured ``values``; ``bad`` lists the divergent
+    ones), "done".
+    """
+
+    kind: str
+    message: str = ""
+    values: list[str] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)
+    step: int = 0
+    total: int = 0
+
+
+def _json_float(value: Any) -> Any:
+    """Make floats JSON-safe (no NaN/Infinity literals) while staying lossless."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+    return value
+
+
+def _from_json_float(value: Any) -> Any:
+    if value in ("nan", "inf", "-inf"):
+        return float(value)
+    return value

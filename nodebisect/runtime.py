@@ -1,0 +1,147 @@
+"""Run an ONNX model in ONNX Runtime and return chosen intermediate values.
+
+Each call builds the smallest prefix of the graph that computes the asked-for
+values (so a probe early in the graph costs an early-graph run) and marks only
+those values as outputs, so the rest of the graph keeps the fusions ONNX
+Runtime would apply to the user's model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import onnx
+
+from nodebisect.errors import BadInputError, RuntimeFailedError
+
+OPT_LEVELS = ("disabled", "basic", "extended", "all")
+
+
+def providers_for(ep: str) -> list[str]:
+    """ONNX Runtime providers for ``--ep cpu|cuda``; CUDA must exist or we say so."""
+    import onnxruntime as ort
+
+    if ep == "cpu":
+        return ["CPUExecutionProvider"]
+    if ep == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise BadInputError(
+                "--ep cuda asked for, but this onnxruntime has no CUDAExecutionProvider",
+                tip="pip install onnxruntime-gpu on a machine with a GPU, or use --ep cpu",
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise BadInputError(f"unknown execution provider {ep!r}", tip="use --ep cpu or --ep cuda")
+
+
+def subgraph_inputs(node: onnx.NodeProto) -> set[str]:
+    """Names a node reads, including outer-scope names used by its subgraphs (If/Loop/Scan)."""
+    names = {i for i in node.input if i}
+    for attr in node.attribute:
+        graphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
+        for g in graphs:
+            local = {i.name for i in g.input} | {i.name for i in g.initializer}
+            for n in g.node:
+                local.update(o for o in n.output if o)
+            for n in g.node:
+                names.update(x for x in subgraph_inputs(n) if x not in local)
+    return names
+
+
+@dataclass
+class OrtRunner:
+    """Runs prefixes of one ONNX model on fixed feeds; counts sessions created."""
+
+    model: onnx.ModelProto
+    feeds: dict[str, np.ndarray]
+    ep: str = "cpu"
+    opt_level: str = "all"
+    sessions: int = 0
+    seconds: float = 0.0
+    _producer: dict[str, int] = field(default_factory=dict, repr=False)
+    _reads: list[set[str]] = field(default_factory=list, repr=False)
+    _types: dict[str, onnx.ValueInfoProto] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        graph = self.model.graph
+        self._reads = [subgraph_inputs(n) for n in graph.node]
+        for i, n in enumerate(graph.node):
+            for o in n.output:
+                if o:
+                    self._producer[o] = i
+        for vi in list(graph.value_info) + list(graph.output) + list(graph.input):
+            self._types[vi.name] = vi
+        self._providers = providers_for(self.ep)
+        graph_inputs = {i.name for i in graph.input} - {t.name for t in graph.initializer}
+        missing = [n for n in graph_inputs if n not in self.feeds]
+        if missing:
+            raise BadInputError(f"the ONNX model needs input(s) {missing} that were not given")
+
+    def prefix(self, values: Iterable[str]) -> onnx.ModelProto:
+        """The sub-model computing ``values`` from the graph inputs, with them as outputs."""
+        graph = self.model.graph
+        wanted = list(dict.fromkeys(values))
+        keep: set[int] = set()
+        stack = [self._producer[v] for v in wanted if v in self._producer]
+        while stack:
+            i = stack.pop()
+            if i in keep:
+                continue
+            keep.add(i)
+            stack.extend(self._producer[x] for x in self._reads[i] if x in self._producer)
+        used: set[str] = set(wanted)
+        for i in keep:
+            used |= self._reads[i]
+        model = onnx.ModelProto(ir_version=self.model.ir_version, producer_name=self.model.producer_name)
+        model.opset_import.extend(self.model.opset_import)
+        model.functions.extend(self.model.functions)
+        new_graph = model.graph  # filled in place: the weights are copied once
+        new_graph.name = graph.name
+        new_graph.node.extend(graph.node[i] for i in sorted(keep))
+        new_graph.initializer.extend(t for t in graph.initializer if t.name in used)
+        new_graph.sparse_initializer.extend(t for t in graph.sparse_initializer if t.values.name in used)
+        new_graph.input.extend(i for i in graph.input if i.name in used)
+        new_graph.value_info.extend(v for v in graph.value_info if v.name in used)
+        for v in wanted:
+            new_graph.output.append(self._types.get(v) or onnx.ValueInfoProto(name=v))
+        return model
+
+    def run(self, values: Iterable[str]) -> dict[str, np.ndarray]:
+        """Compute ``values`` in one new ONNX Runtime session."""
+        import onnxruntime as ort
+
+        wanted = list(dict.fromkeys(values))
+        model = self.prefix(wanted)
+        start = time.perf_counter()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = {
+            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[self.opt_level]
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(model.SerializeToString(), options, providers=self._providers)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            raise RuntimeFailedError(
+                f"onnxruntime could not load the model: {_first_line(exc)}",
+                tip="run with --debug for the full error; the model may use an op this onnxruntime lacks",
+            ) from exc
+        self.sessions += 1
+        names = {i.name for i in session.get_inputs()}
+        feeds = {k: v for k, v in self.feeds.items() if k in names}
+        try:
+            outs = session.run(wanted, feeds)
+        except Exception as exc:  # noqa: BLE001
+            raise RuntimeFailedError(f"onnxruntime failed while running the model: {_first_line(exc)}") from exc
+        finally:
+            self.seconds += time.perf_counter() - start
+        return dict(zip(wanted, (np.asarray(o) for o in outs)))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
