@@ -131,7 +131,8 @@ def capture_modules(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict
 
     def hook_for(path: str) -> Callable[..., None]:
         def hook(_mod: Any, _inp: Any, out: Any) -> None:
-            leaves = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+            # Nested tensors (eager fast paths) have no dense value to compare.
+            leaves = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor) and not t.is_nested]
             if leaves and path not in cap.outputs:
                 cap.outputs[path] = to_numpy(leaves[0])
                 cap.order.append(path)

@@ -78,6 +78,11 @@ def compare(
     if actual.size == 0:
         return Comparison(onnx_value, True, metrics, tol)
 
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return _compare_values(onnx_value, actual, expected, tol, metrics)
+
+
+def _compare_values(onnx_value: str, actual: np.ndarray, expected: np.ndarray, tol: Tolerance, metrics: Metrics) -> Comparison:
     a = actual.astype(np.float64)
     e = expected.astype(np.float64)
     a_nan, e_nan = np.isnan(a), np.isnan(e)
@@ -97,8 +102,11 @@ def compare(
         d = diff[both_finite]
         metrics.max_abs = float(d.max())
         metrics.mean_abs = float(d.mean())
+        # Relative error near zero is meaningless; floor the denominator at atol
+        # so a 0-vs-0.5 element reads as large, not as 1e307.
+        floor = tol.atol if tol.atol > 0 else np.finfo(np.float64).tiny
         denom = np.abs(e[both_finite])
-        rel = d / np.maximum(denom, np.finfo(np.float64).tiny)
+        rel = d / np.maximum(denom, floor)
         rel = np.where(d == 0, 0.0, rel)
         metrics.max_rel = float(rel.max())
     nonfinite_bad = ~both_finite & ~special_match

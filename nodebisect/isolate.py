@@ -50,24 +50,30 @@ class Isolation:
     internal: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def local_graph(model: onnx.ModelProto, gm: GraphMap, value: str) -> LocalGraph:
-    """Cut the nodes between ``value`` and its nearest mapped inputs."""
+def local_graph(model: onnx.ModelProto, gm: GraphMap, value: str, depth: int = 0) -> LocalGraph:
+    """Cut the nodes between ``value`` and its nearest mapped inputs.
+
+    With ``depth=1`` the cut goes one mapped level further up, so the window
+    also holds the ops producing the culprit's inputs: effects that span nodes
+    (runtime casts, fusions) show there but not in the node alone.
+    """
     keep: set[str] = set()
     boundary: list[str] = []
-    stack = [gm.producer[value]]
+    stack = [(gm.producer[value], 0)]
     while stack:
-        name = stack.pop()
+        name, level = stack.pop()
         if name in keep:
             continue
         keep.add(name)
         for x in gm.reads[name]:
             if x in gm.initializers or x not in gm.producer:
                 continue
-            if x in gm.mapped:
+            if x in gm.mapped and level >= depth:
                 if x not in boundary:
                     boundary.append(x)
             else:
-                stack.append(gm.producer[x])
+                stack.append((gm.producer[x], level + (1 if x in gm.mapped else 0)))
+    boundary = [b for b in boundary if gm.producer[b] not in keep]
     ordered = [n for n in gm.order if n in keep]
     graph = model.graph
     used: set[str] = set()

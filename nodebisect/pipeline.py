@@ -111,6 +111,7 @@ class _Locator:
         self.emit = progress
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
+        self.extra_sessions = 0
 
     def _stage(self, name: str) -> float:
         self.emit(Event(kind="stage", message=name))
@@ -164,6 +165,8 @@ class _Locator:
 
         capture_info: dict[str, Any] = {}
         capture_culprit = None
+        if opts.check_capture and loaded.module is None:
+            self.notes.append("no eager module (a .pt2 keeps only the exported program): eager vs torch.export not checked; pass file.py:factory to check it")
         if opts.check_capture and loaded.module is not None:
             t = self._stage("check torch.export against eager")
             capture_info, capture_culprit = self._check_capture(loaded, exported.program, acts)
@@ -185,6 +188,7 @@ class _Locator:
         result.model = loaded.source
         result.notes = self.notes + result.notes
         result.stats["seconds"] = round(time.perf_counter() - started, 3)
+        result.stats["extra_sessions"] = self.extra_sessions
         result.stats["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
         self.emit(Event(kind="done", message=result.verdict))
         return result
@@ -194,8 +198,12 @@ class _Locator:
         from nodebisect.capture import capture_modules, module_output_nodes
         from nodebisect.compare import compare
 
+        import warnings
+
         try:
-            eager = capture_modules(loaded.module, loaded.args, loaded.kwargs, device=self.opts.device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                eager = capture_modules(loaded.module, loaded.args, loaded.kwargs, device=self.opts.device)
         except Exception as exc:  # noqa: BLE001 - the eager run is a cross-check only
             self.notes.append(f"eager forward failed, capture stage not checked: {str(exc).splitlines()[0][:160]}")
             return {"checked": False}, None
@@ -342,7 +350,7 @@ class _Locator:
             "onnx_nodes": len(gm.order),
             "mapped_values": len(probes),
             "compared_values": len(comparisons),
-            "ort_sessions": runner.sessions,
+            "ort_sessions": runner.sessions,  # the search; isolation sessions are counted apart
             "ort_seconds": round(runner.seconds, 3),
             "strategy": strategy,
             "probes_per_step": opts.probes_per_step,
@@ -372,6 +380,8 @@ class _Locator:
             atol=opts.atol,
             dtype=acts.dtypes.get(fx_name),
         )
+        if iso.cause == CAUSE_INHERITED:
+            iso = self._context_check(iso, culprit, gm, onnx_model, feeds, acts, fx_name)
         self.timings["isolate"] = time.perf_counter() - t
         seg_key = gm.segment_of[carrier]
         segment = [n for n in gm.segments.get(seg_key, [carrier]) if n in local.nodes or n == carrier]
@@ -409,6 +419,41 @@ class _Locator:
             isolated_metrics=iso.metrics,
             input_values=list(gm.mapped_inputs(culprit)),
         ), repro
+
+
+    def _context_check(self, iso: Any, culprit: str, gm: Any, onnx_model: Any, feeds: dict[str, np.ndarray], acts: Any, fx_name: str) -> Any:
+        """Right alone but wrong in the graph: drift, or an effect spanning nodes?
+
+        Runs a window one mapped level wider (the culprit plus the ops producing
+        its inputs) on reference values. Still wrong there means the runtime
+        treats the pair differently from the ONNX semantics: wrong only with
+        optimizations on is ``optimizer``; right in ONNX's reference evaluator
+        is ``runtime``. Right in the window means genuine upstream drift.
+        """
+        from nodebisect.isolate import isolate, local_graph
+
+        window = local_graph(onnx_model, gm, culprit, depth=1)
+        if not window.inputs and not window.nodes:
+            return iso
+        wider = isolate(
+            window,
+            culprit,
+            reference=lambda v: acts.values[gm.mapped[v]],
+            graph_feeds=feeds,
+            expected=acts.values[fx_name],
+            ep=self.opts.ep,
+            opt_level=self.opts.opt_level,
+            rtol=self.opts.rtol,
+            atol=self.opts.atol,
+            dtype=acts.dtypes.get(fx_name),
+        )
+        if wider.cause in (CAUSE_OPTIMIZER, CAUSE_RUNTIME):
+            wider.explanation = (
+                "right when run alone on reference inputs but wrong together with the ops producing its inputs: "
+                + wider.explanation
+            )
+            return wider
+        return iso
 
 
 def _node_records(gm: Any, comparisons: dict[str, Comparison]) -> list[NodeRecord]:
