@@ -386,7 +386,8 @@ class _Locator:
         seg_key = gm.segment_of[carrier]
         segment = [n for n in gm.segments.get(seg_key, [carrier]) if n in local.nodes or n == carrier]
         fx_args = {n.name: (str(n.target).replace("torch.ops.", ""), tuple(n.args)) for n in program.graph.nodes if n.op == "call_function"}
-        suspects = rank_suspects(gm, onnx_model, segment, carrier, fx_args, iso.nan_source, extra=local.nodes)
+        evidence = self._decomposition_evidence(local, carrier, gm, program, acts, iso, feeds)
+        suspects = rank_suspects(gm, onnx_model, segment, carrier, fx_args, iso.nan_source, extra=local.nodes, evidence=evidence)
         ordered = [s.onnx_node for s in suspects]
         ref = gm.refs[carrier]
         if not ref.fx_node:
@@ -420,6 +421,43 @@ class _Locator:
             input_values=list(gm.mapped_inputs(culprit)),
         ), repro
 
+
+    def _decomposition_evidence(self, local: Any, carrier: str, gm: Any, program: Any, acts: Any, iso: Any, feeds: dict[str, np.ndarray]) -> list[tuple[str, float, str]]:
+        """Where the ONNX lowering leaves PyTorch's own decomposition of the culprit's op."""
+        from nodebisect.decomposition import MAX_SEGMENT_NODES, departure_points, torch_intermediates
+
+        fx_name = gm.refs[carrier].fx_node
+        if len(local.nodes) < 2 or len(local.nodes) > MAX_SEGMENT_NODES or not iso.internal or not fx_name:
+            return []
+        fx_node = next((n for n in program.graph.nodes if n.name == fx_name and n.op == "call_function"), None)
+        if fx_node is None:
+            return []
+        try:
+            candidates = torch_intermediates(fx_node, acts.values)
+        except Exception:  # noqa: BLE001 - evidence only; many ops have no decomposition
+            return []
+        good = set(local.inputs) | gm.initializers
+        for n in local.nodes:
+            if gm.nodes[n].op_type == "Constant":
+                good.update(o for o in gm.nodes[n].output if o)
+        values = {**{k: v for k, v in feeds.items()}, **iso.internal}
+        entries = departure_points(
+            local.nodes,
+            {n: [i for i in gm.nodes[n].input if i] for n in local.nodes},
+            {n: [o for o in gm.nodes[n].output if o] for n in local.nodes},
+            carrier,
+            values,
+            candidates,
+            good,
+        )
+        target = gm.refs[carrier].target or "the op"
+        out = []
+        for rank, name in enumerate(entries):
+            if rank == 0:
+                out.append((name, 0.88, f"first node to leave PyTorch's own decomposition of {target}: its inputs match PyTorch intermediates, its output matches none"))
+            else:
+                out.append((name, 0.5, f"also leaves PyTorch's decomposition of {target}, downstream of {entries[0]}"))
+        return out
 
     def _context_check(self, iso: Any, culprit: str, gm: Any, onnx_model: Any, feeds: dict[str, np.ndarray], acts: Any, fx_name: str) -> Any:
         """Right alone but wrong in the graph: drift, or an effect spanning nodes?

@@ -5,13 +5,15 @@ it is blamed by default even when the defect sits earlier (a Softmax axis, a
 Where, a Cast). Evidence used, strongest first:
 
 1. the first node that turns finite inputs into NaN/Inf;
-2. a node whose op type or attributes differ from the same position in *twin*
+2. the point where the lowering leaves PyTorch's own decomposition of the op
+   (passed in as ``evidence``);
+3. a node whose op type or attributes differ from the same position in *twin*
    segments (other ONNX lowerings of the same aten op with the same shape of
    decomposition, e.g. the attention of every other layer);
-3. an attribute that contradicts the FX node's own arguments (Softmax axis vs
+4. an attribute that contradicts the FX node's own arguments (Softmax axis vs
    ``dim``, LayerNormalization epsilon vs ``eps``) or an arithmetic op type that
    is not the aten op's;
-4. priors: the node carrying the value, then numerically sensitive op types.
+5. priors: the node carrying the value, then numerically sensitive op types.
 """
 
 from __future__ import annotations
@@ -38,11 +40,19 @@ def rank_suspects(
     fx_args: dict[str, tuple[str, tuple[Any, ...]]],
     nan_source: str = "",
     extra: list[str] | None = None,
+    evidence: list[tuple[str, float, str]] | None = None,
 ) -> list[Suspect]:
-    """Score every candidate node and return them most suspect first."""
+    """Score every candidate node and return them most suspect first.
+
+    ``evidence`` carries (node, score, reason) found by other means, e.g. the
+    departure points from PyTorch's own decomposition (``decomposition.py``).
+    """
     candidates = list(dict.fromkeys(list(segment) + list(extra or [])))
     scores: dict[str, list[tuple[float, str]]] = {n: [] for n in candidates}
     small_consts = _small_constants(model)
+    for name, score, reason in evidence or []:
+        if name in scores:
+            scores[name].append((score, reason))
 
     if nan_source in scores:
         scores[nan_source].append((0.95, "first node producing NaN/Inf from finite inputs"))

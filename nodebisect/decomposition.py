@@ -1,0 +1,137 @@
+"""Evidence from PyTorch's own decomposition of the culprit's aten op.
+
+Inside a decomposed op only the segment's last value has a framework
+reference. But PyTorch can decompose the same aten op into primitive ops
+(``torch._decomp``), and many ONNX values inside the segment have a counterpart
+among those intermediates (the attention scores, the masked scores, the
+softmax...). Walking back from the wrong output through values that have *no*
+counterpart finds where the ONNX lowering left PyTorch's path: the earliest
+node of that region whose inputs still had counterparts is the prime suspect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx
+
+from nodebisect.compare import compare
+
+MAX_SEGMENT_NODES = 200
+
+
+def torch_intermediates(fx_node: torch.fx.Node, reference: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run ``fx_node``'s aten op decomposed into core aten ops; return every intermediate."""
+    from torch._decomp import core_aten_decompositions
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    tensors: list[torch.Tensor] = []
+
+    def materialise(arg: Any) -> Any:
+        if isinstance(arg, torch.fx.Node):
+            if arg.name not in reference:
+                raise KeyError(arg.name)
+            tensors.append(torch.from_numpy(np.array(reference[arg.name])))
+            return ("__tensor__", len(tensors) - 1)
+        return arg
+
+    args = torch.fx.node.map_aggregate(fx_node.args, materialise)
+    kwargs = torch.fx.node.map_aggregate(fx_node.kwargs, materialise)
+
+    def rebuild(obj: Any, flat: tuple[torch.Tensor, ...]) -> Any:
+        if isinstance(obj, tuple) and len(obj) == 2 and obj[0] == "__tensor__":
+            return flat[obj[1]]
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(rebuild(o, flat) for o in obj)
+        if isinstance(obj, dict):
+            return {k: rebuild(v, flat) for k, v in obj.items()}
+        return obj
+
+    target = fx_node.target
+
+    def fn(*flat: torch.Tensor) -> Any:
+        return target(*rebuild(args, flat), **rebuild(kwargs, flat))
+
+    gm = make_fx(fn, decomposition_table=core_aten_decompositions())(*tensors)
+    found: list[np.ndarray] = []
+
+    class _Rec(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> Any:
+            out = super().run_node(n)
+            if n.op == "call_function" and isinstance(out, torch.Tensor) and out.dtype != torch.bfloat16:
+                found.append(out.detach().contiguous().numpy())
+            return out
+
+    with torch.no_grad():
+        _Rec(gm).run(*tensors)
+    return found
+
+
+def has_counterpart(value: np.ndarray, candidates: list[np.ndarray]) -> bool:
+    """True when some torch intermediate holds the same numbers (any view of them)."""
+    for cand in candidates:
+        if cand.size != value.size or cand.size == 0:
+            continue
+        if (cand.dtype == np.bool_) != (value.dtype == np.bool_):
+            continue
+        if compare("", value.reshape(-1), cand.reshape(-1)).ok:
+            return True
+    return False
+
+
+def departure_points(
+    nodes: list[str],
+    node_inputs: dict[str, list[str]],
+    node_outputs: dict[str, list[str]],
+    carrier: str,
+    onnx_values: dict[str, np.ndarray],
+    candidates: list[np.ndarray],
+    good_inputs: set[str],
+) -> list[str]:
+    """Nodes where the ONNX lowering leaves PyTorch's decomposition, earliest first.
+
+    Args:
+        nodes: the local subgraph's node names in graph order.
+        node_inputs / node_outputs: value names per node.
+        carrier: the node producing the divergent value.
+        onnx_values: every local value as computed by ONNX Runtime on reference inputs.
+        candidates: torch intermediates from ``torch_intermediates``.
+        good_inputs: boundary inputs and constants (trusted by construction).
+    """
+    producer = {o: n for n in nodes for o in node_outputs[n]}
+    counterpart: dict[str, bool] = {}
+    for n in nodes:
+        for o in node_outputs[n]:
+            if o in onnx_values:
+                counterpart[o] = has_counterpart(onnx_values[o], candidates)
+    internal = [o for n in nodes for o in node_outputs[n] if n != carrier and o in counterpart]
+    if not any(counterpart[o] for o in internal):
+        return []  # no shared path with PyTorch's decomposition: no evidence either way
+
+    def lacks(n: str) -> bool:
+        outs = [o for o in node_outputs[n] if o in counterpart]
+        return bool(outs) and not any(counterpart[o] for o in outs)
+
+    if not lacks(carrier):
+        return []
+    region: set[str] = set()
+    stack = [carrier]
+    while stack:
+        n = stack.pop()
+        if n in region:
+            continue
+        region.add(n)
+        for i in node_inputs[n]:
+            p = producer.get(i)
+            if p is not None and lacks(p):
+                stack.append(p)
+    entries = []
+    for n in nodes:
+        if n not in region:
+            continue
+        ok_inputs = [i for i in node_inputs[n] if i in good_inputs or (producer.get(i) and not lacks(producer[i]))]
+        if ok_inputs:
+            entries.append(n)
+    return entries
