@@ -53,10 +53,17 @@ def flat_user_inputs(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     """Flatten (args, kwargs) in the order the program's placeholders expect."""
     from torch.fx._pytree import tree_flatten_spec
 
+    leaves = pytree.tree_leaves((tuple(args), dict(kwargs)))
+    spec = program.call_spec.in_spec
+    if spec is not None and spec.num_leaves != len(leaves):
+        raise BadInputError(
+            f"the model takes {spec.num_leaves} input(s) but {len(leaves)} were given",
+            tip="pass inputs in the order of the model's forward arguments",
+        )
     try:
-        return list(tree_flatten_spec((tuple(args), dict(kwargs)), program.call_spec.in_spec))
+        return list(tree_flatten_spec((tuple(args), dict(kwargs)), spec))
     except Exception:  # noqa: BLE001 - fall back to the plain order
-        return pytree.tree_leaves((tuple(args), dict(kwargs)))
+        return leaves
 
 
 class _Recorder(torch.fx.Interpreter):

@@ -116,8 +116,8 @@ def _load_pickle(path: Path, trust_pickle: bool) -> torch.nn.Module:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001
             raise UntrustedPickleError(
-                f"{path} is a pickled object; loading it would run code from the file",
-                tip="if you trust this file, pass --trust-pickle (or save the model with torch.export.save)",
+                f"{path} is a pickled object: loading it would run code from the file, so it needs --trust-pickle",
+                tip="pass --trust-pickle only if you trust this file, or save the model with torch.export.save",
             ) from exc
         raise BadInputError(
             f"{path} holds {type(obj).__name__}, not a model (a state_dict or tensors?)",
@@ -310,9 +310,25 @@ def build_loaded_model(
         )
     if module is not None:
         module = module.eval()
+        _check_signature(module, args, kwargs)
     if exported is None and kind == "torchscript":
         exported = _torchscript_to_exported(module, args)
     return LoadedModel(module=module, exported=exported, args=args, kwargs=kwargs, source=source, kind=kind)
+
+
+def _check_signature(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Wrong input counts are the user's to fix (exit 2), not an export failure."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return
+    try:
+        sig = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        names = [p for p in sig.parameters]
+        raise BadInputError(f"the inputs do not fit {type(module).__name__}.forward{tuple(names)}: {exc}", tip="pass one tensor per forward argument") from exc
 
 
 def _torchscript_to_exported(module: Any, args: tuple[Any, ...]) -> Any:

@@ -286,6 +286,7 @@ class _Locator:
                 tip="the ONNX file and the inputs must come from the same model",
             )
         feeds = {name: to_numpy(t) for name, t in zip(gm.graph_inputs, flat)}
+        _check_feeds_fit(onnx_model, feeds, opts.onnx_path)
         runner = OrtRunner(onnx_model, feeds, ep=opts.ep, opt_level=opts.opt_level)
         comparisons: dict[str, Comparison] = {}
         steps: list[Step] = []
@@ -532,6 +533,28 @@ def _tolerances_used(comparisons: dict[str, Comparison]) -> dict[str, dict[str, 
     for cmp in comparisons.values():
         out.setdefault(cmp.metrics.expected_dtype, cmp.tolerance.to_dict())
     return out
+
+
+def _check_feeds_fit(onnx_model: Any, feeds: dict[str, np.ndarray], onnx_path: str | None) -> None:
+    """Refuse inputs whose rank, static dims or dtype the ONNX graph's inputs rule out."""
+    from onnx import helper
+
+    for vi in onnx_model.graph.input:
+        if vi.name not in feeds or not vi.type.HasField("tensor_type"):
+            continue
+        tt = vi.type.tensor_type
+        arr = feeds[vi.name]
+        where = f"{onnx_path} " if onnx_path else "the ONNX model "
+        tip = "the ONNX file and the inputs must come from the same model" if onnx_path else "check the inputs"
+        if tt.elem_type:
+            want = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+            if np.dtype(want) != arr.dtype and not (arr.dtype == np.float32 and tt.elem_type == 16):  # bf16 is widened
+                raise BadInputError(f"{where}expects input {vi.name!r} as {np.dtype(want)}, got {arr.dtype}", tip=tip)
+        if tt.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+            if len(dims) != arr.ndim or any(d is not None and d != s for d, s in zip(dims, arr.shape)):
+                shown = ["?" if d is None else d for d in dims]
+                raise BadInputError(f"{where}expects input {vi.name!r} of shape {shown}, got {list(arr.shape)}", tip=tip)
 
 
 def _load_user_onnx(path: str) -> Any:
