@@ -291,9 +291,9 @@ class _Locator:
         comparisons: dict[str, Comparison] = {}
         steps: list[Step] = []
 
-        def measure(values: list[str]) -> set[str]:
+        def measure(values: list[str], optimized_path: str | None = None) -> set[str]:
             t = time.perf_counter()
-            got = runner.run(values)
+            got = runner.run(values, optimized_path=optimized_path)
             bad = set()
             for v in values:
                 fx_name = gm.mapped[v]
@@ -312,10 +312,25 @@ class _Locator:
             total = sum(acts.values[gm.mapped[p]].nbytes for p in probes)
             strategy = "all" if total <= AUTO_ALL_MAX_BYTES and len(probes) <= AUTO_ALL_MAX_PROBES else "bisect"
         self._stage(f"run onnxruntime ({strategy})")
+        # The untouched graph first: what the user's runtime really computes.
+        observe = _ObserverCheck(onnx_model)
+        untouched_bad = _run_observed(measure, runner, outputs, observe, "untouched")
+        untouched = {o: comparisons[o] for o in outputs}
         if strategy == "all":
-            measure(list(dict.fromkeys(probes + outputs)))
-        else:
-            measure(outputs)
+            _run_observed(measure, runner, list(dict.fromkeys(probes + outputs)), observe, "probed")
+            probed_bad = {o for o in outputs if not comparisons[o].ok}
+            if probed_bad != untouched_bad:
+                self.notes.append(
+                    "observer effect: marking every value as an output changed the final outputs "
+                    f"(diverging untouched: {sorted(untouched_bad) or 'none'}; with probes: {sorted(probed_bad) or 'none'}); "
+                    "the untouched run is what counts, and the search continues with few probes per session"
+                )
+                for v in probes:
+                    comparisons.pop(v, None)
+            comparisons.update(untouched)
+        fusion_note = observe.note()
+        if fusion_note:
+            self.notes.append(fusion_note)
         output_cmps = [
             OutputComparison(name=o, ok=comparisons[o].ok, metrics=comparisons[o].metrics) for o in outputs
         ]
@@ -533,6 +548,58 @@ def _tolerances_used(comparisons: dict[str, Comparison]) -> dict[str, dict[str, 
     for cmp in comparisons.values():
         out.setdefault(cmp.metrics.expected_dtype, cmp.tolerance.to_dict())
     return out
+
+
+class _ObserverCheck:
+    """Counts the nodes ORT really runs, untouched vs with probes marked.
+
+    Marking a value as a graph output stops ORT from fusing across it, so a
+    fusion bug can vanish while it is observed; fewer optimized nodes untouched
+    than probed means probes broke fusions. Only for models small enough to
+    re-save cheaply.
+    """
+
+    MAX_BYTES = 64 * 1024 * 1024
+
+    def __init__(self, model: Any) -> None:
+        import tempfile
+
+        self.enabled = model.ByteSize() <= self.MAX_BYTES
+        self.dir = tempfile.mkdtemp(prefix="nodebisect-opt-") if self.enabled else ""
+        self.counts: dict[str, int] = {}
+
+    def path(self, label: str) -> str | None:
+        import os
+
+        return os.path.join(self.dir, f"{label}.onnx") if self.enabled else None
+
+    def record(self, label: str) -> None:
+        import os
+
+        import onnx
+
+        path = self.path(label)
+        if path and os.path.exists(path):
+            self.counts[label] = len(onnx.load(path, load_external_data=False).graph.node)
+
+    def note(self) -> str:
+        import shutil
+
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        untouched, probed = self.counts.get("untouched"), self.counts.get("probed")
+        if untouched is None or probed is None or probed <= untouched:
+            return ""
+        return (
+            f"marking probes changed what onnxruntime runs: {untouched} optimized nodes untouched vs {probed} with every "
+            "value marked (probes broke fusions); verdicts on final outputs come from the untouched graph"
+        )
+
+
+def _run_observed(measure: Callable[..., set[str]], runner: Any, values: list[str], observe: _ObserverCheck, label: str) -> set[str]:
+    bad = measure(values, optimized_path=observe.path(label))
+    observe.record(label)
+    return bad
 
 
 def _check_feeds_fit(onnx_model: Any, feeds: dict[str, np.ndarray], onnx_path: str | None) -> None:

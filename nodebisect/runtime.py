@@ -108,14 +108,20 @@ class OrtRunner:
             new_graph.output.append(self._types.get(v) or onnx.ValueInfoProto(name=v))
         return model
 
-    def run(self, values: Iterable[str]) -> dict[str, np.ndarray]:
-        """Compute ``values`` in one new ONNX Runtime session."""
+    def run(self, values: Iterable[str], optimized_path: str | None = None) -> dict[str, np.ndarray]:
+        """Compute ``values`` in one new ONNX Runtime session.
+
+        ``optimized_path``: where ORT should save the graph it actually runs
+        (after its fusions), to see what marking probes changed.
+        """
         import onnxruntime as ort
 
         wanted = list(dict.fromkeys(values))
         model = self.prefix(wanted)
         start = time.perf_counter()
         options = ort.SessionOptions()
+        if optimized_path:
+            options.optimized_model_filepath = optimized_path
         options.graph_optimization_level = {
             "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
