@@ -1,0 +1,310 @@
+"""The terminal UI: behaviour through Pilot, a few snapshots, one live locate run.
+
+Saved results are built from the records dataclasses (no torch), so these tests
+say nothing about locate's correctness; the live test runs the real pipeline on
+``tests/tui_model.py`` with one broken LayerNormalization.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("textual")
+
+from nodebisect.cli import main  # noqa: E402
+from nodebisect.records import (  # noqa: E402
+    FirstDivergent,
+    FrameworkRef,
+    LocateResult,
+    Metrics,
+    NodeRecord,
+)
+from nodebisect_tui import create_app  # noqa: E402
+from nodebisect_tui.screens import HelpScreen, MainScreen, NodeScreen, PathScreen, RerunScreen  # noqa: E402
+from nodebisect_tui.widgets import NodeTable, VerdictBanner  # noqa: E402
+
+pytestmark = pytest.mark.anyio  # async Pilot tests run on anyio's pytest plugin
+
+SIZE = (120, 40)
+HERE = Path(__file__).resolve().parent
+CULPRIT = "node_layer_norm_1"
+# (op, node, module, status, max_abs) in topological order; each node reads the previous one.
+CHAIN = [
+    ("Gemm", "node_linear", "encoder.0.fc", "ok", 1e-7),
+    ("LayerNormalization", "node_layer_norm", "encoder.0.norm", "ok", 2e-7),
+    ("Softmax", "node_softmax", "encoder.0", "ok", 3e-8),
+    ("Gemm", "node_linear_1", "encoder.1.fc", "ok", 9e-5),
+    ("LayerNormalization", CULPRIT, "encoder.1.norm", "diverged", 1.18),
+    ("Softmax", "node_softmax_1", "encoder.1", "diverged", 0.12),
+    ("Shape", "node_shape", "", "unmapped", None),
+    ("Gemm", "node_linear_2", "head", "diverged", 0.05),
+]
+
+
+def synthetic_result() -> LocateResult:
+    nodes = []
+    previous = "x"
+    for i, (op, name, module, status, err) in enumerate(CHAIN):
+        value = name.removeprefix("node_")
+        metrics = None if err is None else Metrics(
+            max_abs=err, max_rel=err * 2, mean_abs=err / 3, cosine=1.0 - err / 10,
+            mismatch_fraction=1.0 if status == "diverged" else 0.0,
+            shape=[4, 8], expected_shape=[4, 8], dtype="float32", expected_dtype="float32",
+        )
+        nodes.append(NodeRecord(
+            index=i, onnx_node=name, op_type=op, onnx_value=value, status=status,
+            inputs=[previous, f"{module or 'top'}.weight"], outputs=[value],
+            framework=FrameworkRef(target=f"aten.{op.lower()}.default", fx_node=value, module=module,
+                                   source="model.py:21", code="return self.head(self.encoder(x))",
+                                   stack_trace='File "model.py", line 21, in forward\n    return self.head(self.encoder(x))'),
+            metrics=metrics, attributes={"epsilon": 0.5, "axis": -1} if op == "LayerNormalization" else {},
+            mapped_to=value if status != "unmapped" else "",
+        ))
+        previous = value
+    culprit = nodes[4]
+    assert culprit.metrics is not None
+    return LocateResult(
+        verdict="diverged",
+        first_divergent=FirstDivergent(
+            onnx_node=CULPRIT, op_type="LayerNormalization", onnx_value=culprit.onnx_value,
+            stage="conversion", cause="conversion", segment=[CULPRIT], segment_op_types=["LayerNormalization"],
+            framework=culprit.framework, metrics=culprit.metrics,
+            explanation="wrong even when fed the framework's own input values (a conversion defect)",
+            input_values=["linear_1"],
+        ),
+        nodes=nodes,
+        tolerance={"float32": {"rtol": 1e-3, "atol": 1e-4}},
+        model="model.py:Model",
+    )
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def result_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A saved result as ``result.json`` in the cwd (a relative path keeps snapshots stable)."""
+    monkeypatch.chdir(tmp_path)
+    Path("result.json").write_text(json.dumps(synthetic_result().to_dict()), encoding="utf-8")
+    return "result.json"
+
+
+def table(app) -> NodeTable:
+    return app.screen_stack[0].query_one(NodeTable)
+
+
+def notices(app) -> str:
+    return "\n".join(n.message for n in app._notifications)
+
+
+async def test_open_saved_result_lands_on_culprit(result_json: str) -> None:
+    app = create_app(result_json)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        assert table(app).row_count == len(CHAIN)
+        assert table(app).current == CULPRIT
+        assert f"DIVERGED at {CULPRIT}" in str(app.screen.query_one(VerdictBanner).render())
+
+
+async def test_jump_to_culprit_and_walk_the_graph(result_json: str) -> None:
+    app = create_app(result_json)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("home")
+        assert table(app).current == "node_linear"
+        await pilot.press("j")
+        assert table(app).current == CULPRIT
+        await pilot.press("i")  # up to the producer
+        assert table(app).current == "node_linear_1"
+        await pilot.press("o", "o")  # down twice
+        assert table(app).current == "node_softmax_1"
+        await pilot.press("b")  # back retraces the visits
+        assert table(app).current == CULPRIT
+        await pilot.press("b")
+        assert table(app).current == "node_linear_1"
+
+
+async def test_detail_and_neighbourhood_of_culprit(result_json: str) -> None:
+    app = create_app(result_json)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("j", "enter")
+        screen = app.screen
+        assert isinstance(screen, NodeScreen) and screen.node_name == CULPRIT
+        text = str(screen.query_one("#node-view").render())
+        for expected in ("FIRST DIVERGENT", "epsilon = 0.5", "encoder.1.norm", "model.py:21", "node_linear_1", "histogram"):
+            assert expected in text
+        await pilot.press("n")
+        graph = str(screen.query_one("#node-view").render())
+        assert "1 hop up" in graph and "node_linear_1" in graph and "node_softmax_1" in graph
+        await pilot.press("o")  # walking in the node screen moves the table too
+        assert screen.node_name == "node_softmax_1"
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+        assert table(app).current == "node_softmax_1"
+
+
+async def test_filter_by_op_type_and_module(result_json: str) -> None:
+    app = create_app(result_json)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("slash", *"op:softmax", "enter")
+        assert table(app).row_count == 2
+        assert {r.op_type for r in table(app).records} == {"Softmax"}
+        await pilot.press("slash", "ctrl+u", *"encoder.1", "enter")
+        assert table(app).row_count == 3
+        await pilot.press("escape")  # clears the filter
+        assert table(app).row_count == len(CHAIN)
+
+
+async def test_write_report(result_json: str, tmp_path: Path) -> None:
+    app = create_app(result_json)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("w")
+        if find_spec("nodebisect.report_bundle") is None:
+            assert "not installed" in notices(app)
+            pytest.skip("nodebisect.report_bundle is not in this checkout yet")
+        assert isinstance(app.screen, PathScreen)
+        await pilot.press("ctrl+u", *"out", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert (tmp_path / "out").is_dir(), notices(app)
+
+
+async def test_write_report_hands_the_result_to_report_bundle(
+    result_json: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key wiring, with a stand-in for the report module (its own tests cover its output)."""
+    import importlib.machinery
+    import types
+
+    calls: list[tuple[LocateResult, str]] = []
+
+    def write_report(result: LocateResult, out_dir: str, redact: bool = False) -> str:
+        calls.append((result, out_dir))
+        Path(out_dir).mkdir()
+        return out_dir
+
+    fake = types.ModuleType("nodebisect.report_bundle")
+    fake.__spec__ = importlib.machinery.ModuleSpec("nodebisect.report_bundle", None)
+    fake.write_report = write_report
+    monkeypatch.setitem(sys.modules, "nodebisect.report_bundle", fake)
+    app = create_app(result_json)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("w", "ctrl+u", *"bundle", "enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert [(r.first_divergent.onnx_node, d) for r, d in calls] == [(CULPRIT, "bundle")]
+        assert "wrote the report to bundle" in notices(app)
+
+
+async def test_save_json_round_trips(result_json: str, tmp_path: Path) -> None:
+    app = create_app(result_json)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        assert isinstance(app.screen, PathScreen)
+        await pilot.press("ctrl+u", *"copy.json", "enter")
+        saved = json.loads((tmp_path / "copy.json").read_text(encoding="utf-8"))
+        assert LocateResult.from_dict(saved).first_divergent.onnx_node == CULPRIT
+
+
+async def test_rerun_needs_a_model_and_help_and_quit(result_json: str) -> None:
+    app = create_app(result_json)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        assert "opened from a JSON" in notices(app)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+def test_json_open_never_imports_torch(result_json: str) -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from nodebisect_tui import create_app\n"
+        "app = create_app('result.json')\n"
+        "async def go():\n"
+        "    async with app.run_test(size=(80, 24)) as pilot:\n"
+        "        await pilot.press('j', 'enter', 'n')\n"
+        "asyncio.run(go())\n"
+        "heavy = [m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        pytest.param(["tui", "missing.json"], "result file not found", id="missing-json"),
+        pytest.param(["tui", "notes.json"], "notes.json", id="not-a-result"),
+        pytest.param(["tui", "missing.pt2"], "model file not found", id="missing-model"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(
+    argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("notes.json").write_text('{"hello": 1}', encoding="utf-8")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "tip:" in err
+
+
+def test_cli_help_lists_the_json_form(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tui", "--help"])
+    assert exit_info.value.code == 0
+    assert "RESULT.json" in capsys.readouterr().out
+
+
+async def test_live_run_shows_progress_then_culprit_and_reruns(tmp_path: Path) -> None:
+    sys.path.insert(0, str(HERE))
+    try:
+        from tui_model import write_bad_onnx
+    finally:
+        sys.path.remove(str(HERE))
+    onnx_path = tmp_path / "bad.onnx"
+    broken = write_bad_onnx(str(onnx_path))
+    app = create_app(f"{HERE / 'tui_model.py'}:Model", onnx_path=str(onnx_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        log = "\n".join(line.text for line in app.screen.query_one("#runlog").lines)
+        assert "▸ export" in log and "diverged" in log
+        assert app.result is not None and table(app).current == broken
+        assert f"DIVERGED at {broken}" in str(app.screen.query_one(VerdictBanner).render())
+
+        await pilot.press("r")  # a loose tolerance makes the same graph match
+        assert isinstance(app.screen, RerunScreen)
+        app.screen.query_one("#rtol").value = "10"
+        app.screen.query_one("#atol").value = "10"
+        await pilot.click("#run")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.result.verdict == "match"
+        assert "MATCH" in str(app.screen.query_one(VerdictBanner).render())
+
+
+# -- snapshots: how the main screen looks, at fixed sizes ------------------------------
+def test_snapshot_main_80x24(result_json: str, snap_compare) -> None:
+    assert snap_compare(create_app(result_json), terminal_size=(80, 24))
+
+
+def test_snapshot_main_120x40(result_json: str, snap_compare) -> None:
+    assert snap_compare(create_app(result_json), terminal_size=(120, 40))
+
+
+def test_snapshot_culprit_detail_80x24(result_json: str, snap_compare) -> None:
+    assert snap_compare(create_app(result_json), press=["j", "enter"], terminal_size=(80, 24))

@@ -1,0 +1,227 @@
+"""The Textual app and ``create_app``, the one factory the CLI and the tests use.
+
+Opened on a saved result JSON it imports nothing heavier than ``nodebisect.records``;
+opened on a model it runs ``nodebisect.locate`` in a thread worker that relays each
+progress ``Event`` as a message, so the screen stays live while torch works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+
+from nodebisect.errors import BadInputError, NodebisectError
+from nodebisect.records import LocateResult
+
+from .messages import NodeChosen, RunFailed, RunFinished, RunProgress
+from .screens import HelpScreen, MainScreen, PathScreen, RerunScreen
+
+REPORT_MODULE = "nodebisect.report_bundle"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to hand ``nodebisect.locate``: the model and its keyword options."""
+
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class NodebisectApp(App[int]):
+    """Shows one ``LocateResult``; can produce it (and re-produce it) from a ``RunSpec``."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "nodebisect"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    BINDINGS = [
+        Binding("q", "quit", "Quit", tooltip="Quit nodebisect", id="quit"),
+        Binding("question_mark", "help", "Help", tooltip="Show every key", id="help"),
+    ]
+
+    def __init__(self, result: LocateResult | None = None, spec: RunSpec | None = None, source: str = "") -> None:
+        super().__init__()
+        self.result = result
+        self.spec = spec
+        self.source = source or (spec.model if spec else "")
+        self.running = False
+
+    def get_default_screen(self) -> MainScreen:
+        return MainScreen()
+
+    @property
+    def main(self) -> MainScreen:
+        """The table screen at the bottom of the stack (other screens come and go above it)."""
+        screen = self.screen_stack[0]
+        assert isinstance(screen, MainScreen)
+        return screen
+
+    def on_ready(self) -> None:
+        """The main screen is composed: show the result, or start producing one."""
+        self.sub_title = self.source
+        if self.result is not None:
+            self.main.show_result(self.result)
+        elif self.spec is not None:
+            self.start_run(self.spec)
+
+    # -- the locate worker ------------------------------------------------------------
+    def start_run(self, spec: RunSpec) -> None:
+        self.spec = spec
+        self.running = True
+        self.main.run_started(spec.model)
+        self.run_locate(spec)
+
+    @work(thread=True, exclusive=True, group="locate", exit_on_error=False)
+    def run_locate(self, spec: RunSpec) -> None:
+        """Run ``locate`` off the event loop; everything reaches the UI as messages."""
+        from nodebisect import locate
+
+        try:
+            result = locate(spec.model, progress=lambda event: self.post_message(RunProgress(event)), **spec.options)
+        except NodebisectError as exc:
+            self.post_message(RunFailed(exc.message, exc.tip))
+            return
+        except Exception as exc:  # noqa: BLE001 - shown in the app, not swallowed
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            self.post_message(RunFailed(f"internal error: {type(exc).__name__}: {first}",
+                                        "run `nodebisect locate ... --debug` for the traceback"))
+            return
+        self.post_message(RunFinished(result))
+
+    @on(RunProgress)
+    def _progress(self, message: RunProgress) -> None:
+        self.main.run_progress(self.source, message.event)
+
+    @on(RunFinished)
+    def _finished(self, message: RunFinished) -> None:
+        self.running = False
+        self.result = message.result
+        self.main.show_result(message.result)
+        self.notify(f"locate finished: {message.result.verdict}")
+
+    @on(RunFailed)
+    def _failed(self, message: RunFailed) -> None:
+        self.running = False
+        self.main.run_failed(message.message, message.tip)
+        self.notify(message.message, title="locate failed", severity="error", timeout=10)
+
+    @on(NodeChosen)
+    def _node_chosen(self, message: NodeChosen) -> None:
+        self.main.select(message.name)
+
+    # -- actions ----------------------------------------------------------------------
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_rerun(self) -> None:
+        if self.spec is None:
+            self.notify("re-run needs the model: this result was opened from a JSON file; "
+                        "start `nodebisect tui MODEL ...` to re-run", severity="warning", timeout=8)
+            return
+        if self.running:
+            self.notify("a run is already in progress", severity="warning")
+            return
+
+        def rerun(values: dict[str, Any] | None) -> None:
+            if values is not None and self.spec is not None:
+                self.start_run(replace(self.spec, options={**self.spec.options, **values}))
+
+        self.push_screen(RerunScreen(self.spec.options), rerun)
+
+    def action_save_json(self) -> None:
+        if self.result is None:
+            self.notify("no result to save yet", severity="warning")
+            return
+        self.push_screen(PathScreen("Save the result JSON to", "nodebisect-result.json"), self.save_json)
+
+    def save_json(self, path: str | None) -> None:
+        if not path or self.result is None:
+            return
+        from nodebisect.atomic import write_text
+
+        try:
+            write_text(path, json.dumps(self.result.to_dict(), indent=2) + "\n")
+        except OSError as exc:
+            self.notify(f"cannot write {path}: {exc.strerror}", severity="error")
+            return
+        self.notify(f"wrote {path}")
+
+    def action_write_report(self) -> None:
+        if self.result is None:
+            self.notify("no result to report yet", severity="warning")
+            return
+        if find_spec(REPORT_MODULE) is None:
+            self.notify(f"cannot write the report: {REPORT_MODULE} is not installed in this nodebisect",
+                        title="report unavailable", severity="error", timeout=8)
+            return
+        self.push_screen(PathScreen("Write the report bundle into the folder", "nodebisect-report"), self.write_report)
+
+    def write_report(self, out_dir: str | None) -> None:
+        if out_dir and self.result is not None:
+            self.notify(f"writing the report to {out_dir} ...")
+            self._write_report_worker(self.result, out_dir)
+
+    @work(thread=True, group="report", exit_on_error=False)
+    def _write_report_worker(self, result: LocateResult, out_dir: str) -> None:
+        try:
+            from nodebisect.report_bundle import write_report
+        except ImportError as exc:
+            self.call_from_thread(self.notify, f"cannot write the report: {exc}", severity="error")
+            return
+        try:
+            written = write_report(result, out_dir)
+        except (NodebisectError, OSError) as exc:
+            self.call_from_thread(self.notify, f"report failed: {getattr(exc, 'message', exc)}", severity="error")
+            return
+        self.call_from_thread(self.notify, f"wrote the report to {written or out_dir}")
+
+
+def create_app(target: str | os.PathLike[str] | LocateResult, **locate_options: Any) -> NodebisectApp:
+    """Build the app from a result JSON path, a ``LocateResult``, or a model to locate.
+
+    Args:
+        target: ``RESULT.json`` (opened at once, torch never imported), a
+            ``LocateResult``, or a model spec that ``nodebisect.locate`` accepts.
+        **locate_options: ``locate`` keyword options for a model (ignored for a result).
+
+    Raises:
+        BadInputError: the JSON file or model path cannot be used.
+    """
+    if isinstance(target, LocateResult):
+        return NodebisectApp(result=target, source=target.model or "result")
+    spec = os.fspath(target)
+    if spec.lower().endswith(".json"):
+        return NodebisectApp(result=_load_json(spec), source=spec)
+    if ":" not in spec and not Path(spec).exists():
+        raise BadInputError(f"model file not found: {spec}", tip="pass a model file, file.py:factory, or a saved RESULT.json")
+    onnx_path = locate_options.get("onnx_path")
+    if onnx_path and not Path(onnx_path).exists():
+        raise BadInputError(f"ONNX file not found: {onnx_path}", tip="check the --onnx path")
+    options = {k: v for k, v in locate_options.items() if v is not None}
+    return NodebisectApp(spec=RunSpec(spec, options), source=spec)
+
+
+def _load_json(path: str) -> LocateResult:
+    from nodebisect import load_result
+
+    if not Path(path).is_file():
+        raise BadInputError(f"result file not found: {path}", tip="write one with `nodebisect locate MODEL --json FILE`")
+    try:
+        return load_result(path)
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{path} is not valid JSON (line {exc.lineno})", tip="pass a file written by `nodebisect locate --json`") from exc
+    except ValueError as exc:
+        raise BadInputError(f"{path}: {exc}", tip="pass a file written by `nodebisect locate --json`") from exc
+    except (KeyError, TypeError) as exc:
+        raise BadInputError(f"{path} is not a complete nodebisect result ({type(exc).__name__}: {exc})",
+                            tip="pass a file written by `nodebisect locate --json`") from exc
+    except OSError as exc:
+        raise BadInputError(f"cannot read {path}: {exc.strerror}") from exc

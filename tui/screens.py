@@ -1,0 +1,382 @@
+"""Screens: the main table, one node in full, the neighbourhood, help and small forms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.timer import Timer
+from textual.widgets import Button, Footer, Header, Input, Label, RichLog, Select, Static
+
+from nodebisect.records import Event, LocateResult
+
+from .messages import NodeChosen, NodeHighlighted, NodeOpened
+from .view import FILTER_FIELDS, ResultIndex
+from .widgets import NodeDetail, NodeTable, VerdictBanner, node_detail
+
+FILTER_DELAY = 0.15  # seconds of typing quiet before a 10k-row table is refiltered
+
+
+class MainScreen(Screen):
+    """Verdict banner, the node table with its filter, and a detail pane."""
+
+    BINDINGS = [
+        Binding("j", "culprit", "Culprit", tooltip="Jump to the first divergent node", id="culprit"),
+        Binding("enter", "open_detail", "Detail", tooltip="Open the selected node in full", id="detail"),
+        Binding("n", "neighbourhood", "Graph", tooltip="Producers and consumers around the node", id="graph"),
+        Binding("slash", "focus_filter", "Filter", tooltip="Filter by op type, module path, status", id="filter"),
+        Binding("i", "walk(True)", "Up", show=False, tooltip="Go to a producer (a divergent one first)", id="up"),
+        Binding("o", "walk(False)", "Down", show=False, tooltip="Go to a consumer (a divergent one first)", id="down"),
+        Binding("b", "back", "Back", show=False, tooltip="Back to the previously selected node", id="back"),
+        Binding("r", "rerun", "Re-run", tooltip="Run again with another tolerance or strategy", id="rerun"),
+        Binding("w", "write_report", "Report", tooltip="Write the report bundle", id="report"),
+        Binding("s", "save_json", "Save", tooltip="Save the result JSON", id="save"),
+        Binding("escape", "clear_filter", "Clear filter", show=False, id="clear"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.index: ResultIndex | None = None
+        self.history: list[str] = []
+        self._filter_timer: Timer | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield VerdictBanner(Text("no result yet", style="dim"), id="banner")
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                yield Input(placeholder="filter: Gemm  op:Softmax  mod:encoder  status:diverged", id="filter")
+                yield NodeTable(id="nodes")
+            with VerticalScroll(id="side"):
+                yield NodeDetail(id="detail")
+        yield RichLog(id="runlog", max_lines=500, markup=False, wrap=True)
+        yield Footer()
+
+    @property
+    def table(self) -> NodeTable:
+        return self.query_one(NodeTable)
+
+    # -- data in --------------------------------------------------------------------
+    def show_result(self, result: LocateResult) -> None:
+        self.index = ResultIndex(result)
+        self.remove_class("-running")
+        self.query_one(VerdictBanner).show_result(result)
+        self.history.clear()
+        self._refilter()
+        if self.index.culprit:
+            self.table.show(self.index.culprit)
+        self.table.focus()
+
+    def run_started(self, model: str) -> None:
+        self.add_class("-running")
+        self.query_one(RichLog).clear()
+        self.query_one(VerdictBanner).show_running(model, "starting")
+
+    def run_progress(self, model: str, event: Event) -> None:
+        log = self.query_one(RichLog)
+        if event.kind == "stage":
+            log.write(Text(f"▸ {event.message}", style="bold"))
+            self.query_one(VerdictBanner).show_running(model, event.message)
+        elif event.kind == "probe":
+            style = "red" if event.bad else "green"
+            total = f"/{event.total}" if event.total else ""
+            log.write(Text(f"  step {event.step}{total}: {len(event.values)} value(s) measured, {len(event.bad)} diverged", style=style))
+            if event.bad:
+                log.write(Text("    diverged: " + ", ".join(event.bad[:8]) + (" …" if len(event.bad) > 8 else ""), style="dim"))
+        elif event.kind == "done":
+            log.write(Text(f"✓ done: {event.message}", style="bold"))
+
+    def run_failed(self, message: str, tip: str) -> None:
+        self.query_one(RichLog).write(Text(f"✗ {message}", style="bold red"))
+        self.query_one(VerdictBanner).show_failed(message, tip)
+        if self.index is not None:
+            self.remove_class("-running")
+
+    # -- selection --------------------------------------------------------------------
+    def select(self, name: str, remember: bool = True) -> None:
+        """Move the table cursor to ``name`` (clearing a filter that hides it)."""
+        current = self.table.current
+        if not self.table.show(name):
+            self.query_one("#filter", Input).value = ""
+            self._refilter()
+            self.table.show(name)
+        if remember and current and current != name:
+            self.history.append(current)
+
+    @on(NodeHighlighted)
+    def _highlighted(self, event: NodeHighlighted) -> None:
+        self.query_one(NodeDetail).show(self.index, event.name)
+
+    @on(NodeOpened)
+    def _opened(self, event: NodeOpened) -> None:
+        self.action_open_detail()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        self._filter_timer = self.set_timer(FILTER_DELAY, self._refilter)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        self._refilter()
+        self.table.focus()
+
+    def _refilter(self) -> None:
+        if self.index is None:
+            return
+        keep = self.table.current
+        query = self.query_one("#filter", Input).value
+        records = self.index.matching(query)
+        self.table.load(self.index, records)
+        total = len(self.index.result.nodes)
+        self.query_one("#left").border_subtitle = f"{len(records)} of {total} nodes" if query.strip() else f"{total} nodes"
+        if keep:
+            self.table.show(keep)
+        if not self.table.row_count:
+            self.query_one(NodeDetail).show(None, None)
+
+    # -- actions ----------------------------------------------------------------------
+    def action_culprit(self) -> None:
+        if self.index is None:
+            self.notify("no result yet", severity="warning")
+        elif not self.index.culprit:
+            self.notify(f"no divergent node: verdict {self.index.result.verdict}", severity="information")
+        else:
+            self.select(self.index.culprit)
+            self.table.focus()
+
+    def action_open_detail(self, mode: str = "detail") -> None:
+        name = self.table.current
+        if self.index is None or name is None:
+            self.notify("no node selected", severity="warning")
+            return
+        self.app.push_screen(NodeScreen(self.index, name, mode=mode))
+
+    def action_neighbourhood(self) -> None:
+        self.action_open_detail(mode="graph")
+
+    def action_walk(self, upward: bool) -> None:
+        name = self.table.current
+        if self.index is None or name is None:
+            return
+        target = self.index.step(name, upward)
+        if target is None:
+            self.notify("no producer in the graph (inputs and weights only)" if upward else "no consumer: a graph output")
+            return
+        self.select(target)
+
+    def action_back(self) -> None:
+        if self.history:
+            self.select(self.history.pop(), remember=False)
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        filt = self.query_one("#filter", Input)
+        if filt.value:
+            filt.value = ""
+            self._refilter()
+        self.table.focus()
+
+    def action_rerun(self) -> None:
+        self.app.action_rerun()  # type: ignore[attr-defined]
+
+    def action_write_report(self) -> None:
+        self.app.action_write_report()  # type: ignore[attr-defined]
+
+    def action_save_json(self) -> None:
+        self.app.action_save_json()  # type: ignore[attr-defined]
+
+
+class NodeScreen(Screen):
+    """One node in full: detail (metrics, trace, attributes) or its neighbourhood."""
+
+    BINDINGS = [
+        Binding("escape,enter", "close", "Back to table", tooltip="Return to the node table", id="close"),
+        Binding("n", "toggle", "Detail/Graph", tooltip="Switch between detail and neighbourhood", id="toggle"),
+        Binding("i", "walk(True)", "Up", tooltip="Go to a producer (a divergent one first)", id="up"),
+        Binding("o", "walk(False)", "Down", tooltip="Go to a consumer (a divergent one first)", id="down"),
+        Binding("b", "back", "Back", tooltip="Back to the previous node", id="back"),
+    ]
+
+    def __init__(self, index: ResultIndex, name: str, mode: str = "detail") -> None:
+        super().__init__()
+        self.index = index
+        self.node_name = name
+        self.mode = mode
+        self.history: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="node-scroll"):
+            yield Static(id="node-view")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._show_view()
+        self.query_one("#node-scroll").focus()
+
+    def _show_view(self) -> None:
+        scroll = self.query_one("#node-scroll")
+        scroll.border_title = ("neighbourhood of " if self.mode == "graph" else "") + self.node_name
+        if self.mode == "graph":
+            body = Text("\n".join(self.index.neighbourhood(self.node_name)))
+            body.highlight_words(["CULPRIT"], style="bold red")
+            body.highlight_regex(r"\(diverged", style="red")
+        else:
+            body = node_detail(self.index, self.node_name, full=True)
+        self.query_one("#node-view", Static).update(body)
+        scroll.scroll_home(animate=False)
+
+    def _go(self, name: str, remember: bool = True) -> None:
+        if remember:
+            self.history.append(self.node_name)
+        self.node_name = name
+        self._show_view()
+        self.post_message(NodeChosen(name))
+
+    def action_close(self) -> None:
+        self.dismiss()
+
+    def action_toggle(self) -> None:
+        self.mode = "detail" if self.mode == "graph" else "graph"
+        self._show_view()
+
+    def action_walk(self, upward: bool) -> None:
+        target = self.index.step(self.node_name, upward)
+        if target is None:
+            self.notify("no producer in the graph" if upward else "no consumer: a graph output")
+        else:
+            self._go(target)
+
+    def action_back(self) -> None:
+        if self.history:
+            self._go(self.history.pop(), remember=False)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key, from the bindings themselves, and the filter syntax."""
+
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close", id="close-help")]
+
+    def compose(self) -> ComposeResult:
+        text = Text()
+        text.append("nodebisect TUI\n\n", style="bold")
+        groups: list[tuple[str, list[Any]]] = [
+            ("everywhere", list(self.app.BINDINGS)),
+            ("node table", list(MainScreen.BINDINGS)),
+            ("node / graph view", list(NodeScreen.BINDINGS)),
+        ]
+        for title, bindings in groups:
+            text.append(title + "\n", style="bold underline")
+            for b in bindings:
+                key = b.key.replace("slash", "/").replace("question_mark", "?").replace(",", " / ")
+                text.append(f"  {key:<16}", style="bold cyan")
+                text.append(f"{b.tooltip or b.description}\n")
+            text.append("\n")
+        text.append("filter\n", style="bold underline")
+        text.append("  words match op type, node, module path or status; all must match\n")
+        text.append(f"  prefixes narrow a word: {', '.join(f + ':' for f in FILTER_FIELDS)}  e.g. op:Gemm mod:layer.3\n")
+        text.append("\nrows: ", style="bold")
+        text.append("culprit", style="bold white on red")
+        text.append("  ")
+        text.append("diverged", style="bold red")
+        text.append("  ")
+        text.append("ok but > half the tolerance", style="yellow")
+        text.append("  ")
+        text.append("ok", style="green")
+        text.append("  ")
+        text.append("unmapped / not run", style="dim")
+        with VerticalScroll(id="help-box"):
+            yield Static(text)
+            yield Label("escape or ? closes", classes="hint")
+
+
+class PathScreen(ModalScreen["str | None"]):
+    """Ask where to write something; Enter accepts, Escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="cancel-path")]
+
+    def __init__(self, prompt: str, default: str) -> None:
+        super().__init__()
+        self.prompt = prompt
+        self.default = default
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="path-box", classes="form"):
+            yield Label(self.prompt)
+            yield Input(value=self.default, id="path")
+            yield Label("enter writes · escape cancels", classes="hint")
+
+    @on(Input.Submitted, "#path")
+    def _submit(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class RerunScreen(ModalScreen["dict[str, Any] | None"]):
+    """A small form: tolerance and strategy for another ``locate`` run."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="cancel-rerun")]
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        super().__init__()
+        self.options = options
+
+    def compose(self) -> ComposeResult:
+        def shown(key: str) -> str:
+            value = self.options.get(key)
+            return "" if value is None else f"{value:g}"
+
+        with Vertical(id="rerun-box", classes="form"):
+            yield Label("Re-run locate  (blank tolerance = per-dtype default)", classes="title")
+            with Horizontal(classes="field"):
+                yield Label("rtol", classes="name")
+                yield Input(value=shown("rtol"), placeholder="e.g. 1e-3", id="rtol")
+            with Horizontal(classes="field"):
+                yield Label("atol", classes="name")
+                yield Input(value=shown("atol"), placeholder="e.g. 1e-4", id="atol")
+            with Horizontal(classes="field"):
+                yield Label("strategy", classes="name")
+                yield Select(
+                    [(s, s) for s in ("auto", "all", "bisect")],
+                    value=self.options.get("strategy") or "auto",
+                    allow_blank=False,
+                    id="strategy",
+                )
+            yield Label("", id="rerun-error", classes="error")
+            with Horizontal(classes="buttons"):
+                yield Button("Run", variant="primary", id="run")
+                yield Button("Cancel", id="cancel")
+
+    @on(Button.Pressed, "#run")
+    @on(Input.Submitted)
+    def _run(self) -> None:
+        values: dict[str, Any] = {}
+        for key in ("rtol", "atol"):
+            text = self.query_one(f"#{key}", Input).value.strip()
+            try:
+                values[key] = float(text) if text else None
+            except ValueError:
+                self.query_one("#rerun-error", Label).update(f"{key} must be a number, got {text!r}")
+                return
+            if values[key] is not None and values[key] < 0:
+                self.query_one("#rerun-error", Label).update(f"{key} must be >= 0")
+                return
+        values["strategy"] = self.query_one("#strategy", Select).value
+        self.dismiss(values)
+
+    @on(Button.Pressed, "#cancel")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
