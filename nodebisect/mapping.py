@@ -97,7 +97,7 @@ class GraphMap:
 
 def framework_ref(node: onnx.NodeProto) -> FrameworkRef:
     """Read the exporter's metadata on one node (missing fields stay empty)."""
-    meta = {p.key: p.value for p in node.metadata_props}
+    meta = {str(p.key): p.value if isinstance(p.value, str) else str(p.value) for p in node.metadata_props}
     ref = FrameworkRef()
     fx = meta.get("pkg.torch.onnx.fx_node", "")
     m = _FX_NAME_RE.match(fx)

@@ -640,6 +640,10 @@ def _load_user_onnx(path: str) -> Any:
         raise BadInputError(f"cannot read {path} as ONNX: {str(exc).splitlines()[0][:200]}", tip="the file may be truncated") from exc
     if not model.graph.node:
         raise BadInputError(f"{path} has no ONNX graph nodes", tip="is it really an ONNX model?")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - a corrupt graph is the user's file, not our crash
+        raise BadInputError(f"{path} is not a valid ONNX model: {str(exc).strip().splitlines()[0][:200]}", tip="the file may be truncated or corrupted; re-export it") from exc
     return model
 
 
