@@ -29,6 +29,7 @@ def _add_locate_options(p: argparse.ArgumentParser) -> None:
     exp = p.add_argument_group("export and run")
     exp.add_argument("--onnx", metavar="FILE", help="debug this ONNX file (dynamo export of the same model) instead of exporting")
     exp.add_argument("--opset", type=int, help="ONNX opset for the export")
+    exp.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo", help="ONNX exporter: dynamo (FX-node mapping, default) or torchscript (module-scope mapping through forward hooks)")
     exp.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where PyTorch runs (default cpu)")
     exp.add_argument("--ep", choices=["cpu", "cuda"], default="cpu", help="onnxruntime execution provider (default cpu)")
     exp.add_argument("--opt-level", choices=["disabled", "basic", "extended", "all"], default="all", help="onnxruntime graph optimization level (default all)")
@@ -102,6 +103,7 @@ def locate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "input_specs": args.input_specs,
         "inputs_file": inputs[0] if inputs else None,
         "trust_pickle": args.trust_pickle,
+        "exporter": args.exporter,
     }
 
 

@@ -164,6 +164,7 @@ def build_graph_map(
     model: onnx.ModelProto,
     activations: dict[str, Any],
     framework_outputs: list[str],
+    refs: dict[str, FrameworkRef] | None = None,
 ) -> GraphMap:
     """Index the ONNX graph and decide which values can be compared.
 
@@ -172,6 +173,8 @@ def build_graph_map(
         activations: framework values by FX name (anything with ``.size``).
         framework_outputs: FX names of the program's flat outputs, in order; they
             map the ONNX graph outputs by position, whatever their names.
+        refs: FrameworkRef per node name where the ONNX metadata lacks them
+            (TorchScript exports); nodes absent from it fall back to metadata.
     """
     gm = GraphMap()
     graph = model.graph
@@ -187,7 +190,7 @@ def build_graph_map(
         gm.order.append(name)
         gm.nodes[name] = node
         gm.reads[name] = subgraph_inputs(node)
-        ref = framework_ref(node)
+        ref = refs[name] if refs and name in refs else framework_ref(node)
         gm.refs[name] = ref
         key = ref.fx_node or name
         gm.segment_of[name] = key

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -69,6 +69,30 @@ class Options:
     input_specs: list[str] | None = None
     inputs_file: str | None = None
     trust_pickle: bool = False
+    exporter: str = "dynamo"
+
+
+@dataclass
+class Prepared:
+    """An ONNX model with the framework's reference values for its value names.
+
+    Attributes:
+        onnx_model: the model to debug (exported, or the user's file).
+        acts: reference activations keyed by names the ONNX graph uses.
+        flat_inputs: the model inputs, in ONNX graph-input order.
+        program: the decomposed ExportedProgram (dynamo path) or None.
+        refs: per ONNX node FrameworkRef, where the ONNX metadata lacks them.
+        mapping_quality: how much of the graph found framework values.
+    """
+
+    onnx_model: Any
+    acts: Any
+    flat_inputs: list[Any]
+    program: Any = None
+    opset: int = 0
+    refs: dict[str, FrameworkRef] | None = None
+    notes: list[str] = field(default_factory=list)
+    mapping_quality: dict[str, Any] = field(default_factory=dict)
 
 
 def locate(
@@ -98,6 +122,8 @@ def locate(
     if unknown:
         raise TypeError(f"unknown option(s): {sorted(unknown)}")
     opts = Options(**options)
+    if opts.exporter not in ("dynamo", "torchscript"):
+        raise BadInputError(f"unknown exporter {opts.exporter!r}", tip="use dynamo or torchscript")
     if opts.strategy not in STRATEGIES:
         raise BadInputError(f"unknown strategy {opts.strategy!r}", tip="use auto, all or bisect")
     return _Locator(model, inputs, opts, progress or (lambda _e: None)).run()
@@ -142,7 +168,7 @@ class _Locator:
 
         t = self._stage("export")
         try:
-            exported = export_onnx(loaded, opset=opts.opset)
+            prep = self._prepare(loaded)
         except ExportFailedError as exc:
             if opts.onnx_path:
                 raise
@@ -153,28 +179,25 @@ class _Locator:
                 model=loaded.source,
                 stats={"seconds": round(time.perf_counter() - started, 3), "ort_sessions": 0},
             )
-        self.timings["export"] = time.perf_counter() - t
-        onnx_model = exported.model
-        if opts.onnx_path:
-            onnx_model = _load_user_onnx(opts.onnx_path)
-        environment["opset"] = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), exported.opset)
-
-        t = self._stage("capture")
-        acts = capture_fx(exported.program, loaded.args, loaded.kwargs, device=opts.device)
-        self.timings["capture"] = time.perf_counter() - t
+        onnx_model, acts = prep.onnx_model, prep.acts
+        environment["opset"] = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), prep.opset)
+        environment["exporter"] = opts.exporter
+        self.notes.extend(prep.notes)
 
         capture_info: dict[str, Any] = {}
         capture_culprit = None
-        if opts.check_capture and loaded.module is None:
+        if opts.check_capture and loaded.module is None and prep.program is not None:
             self.notes.append("no eager module (a .pt2 keeps only the exported program): eager vs torch.export not checked; pass file.py:factory to check it")
-        if opts.check_capture and loaded.module is not None:
+        if opts.check_capture and loaded.module is not None and prep.program is not None:
             t = self._stage("check torch.export against eager")
-            capture_info, capture_culprit = self._check_capture(loaded, exported.program, acts)
+            capture_info, capture_culprit = self._check_capture(loaded, prep.program, acts)
             self.timings["capture_check"] = time.perf_counter() - t
 
         self._note_framework_nans(acts)
         t = self._stage("map")
-        result = self._compare_onnx(onnx_model, exported.program, loaded, acts, environment)
+        result = self._compare_onnx(prep, environment)
+        if prep.mapping_quality:
+            result.stats["mapping"] = prep.mapping_quality
         self.timings["map_and_search"] = time.perf_counter() - t
         result.capture = capture_info
         if capture_culprit is not None:
@@ -192,6 +215,29 @@ class _Locator:
         result.stats["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
         self.emit(Event(kind="done", message=result.verdict))
         return result
+
+    def _prepare(self, loaded: Any) -> Prepared:
+        """Export (or load) the ONNX model and capture the reference activations."""
+        opts = self.opts
+        if opts.exporter == "torchscript":
+            from nodebisect.torchscript import prepare_torchscript
+
+            t = time.perf_counter()
+            prep = prepare_torchscript(loaded, opts, self._stage)
+            self.timings["export_and_capture"] = time.perf_counter() - t
+            return prep
+        from nodebisect.capture import capture_fx, flat_user_inputs
+        from nodebisect.exporting import export_onnx
+
+        t = time.perf_counter()
+        exported = export_onnx(loaded, opset=opts.opset)
+        self.timings["export"] = time.perf_counter() - t
+        onnx_model = _load_user_onnx(opts.onnx_path) if opts.onnx_path else exported.model
+        t = self._stage("capture")
+        acts = capture_fx(exported.program, loaded.args, loaded.kwargs, device=opts.device)
+        self.timings["capture"] = time.perf_counter() - t
+        flat = [a for a in flat_user_inputs(exported.program, loaded.args, loaded.kwargs) if hasattr(a, "dtype")]
+        return Prepared(onnx_model=onnx_model, acts=acts, flat_inputs=flat, program=exported.program, opset=exported.opset)
 
     # -- capture stage -------------------------------------------------------------
     def _check_capture(self, loaded: Any, program: Any, acts: Any) -> tuple[dict[str, Any], FirstDivergent | None]:
@@ -262,15 +308,16 @@ class _Locator:
                     return
 
     # -- ONNX vs framework ---------------------------------------------------------
-    def _compare_onnx(self, onnx_model: Any, program: Any, loaded: Any, acts: Any, environment: dict[str, Any]) -> LocateResult:
+    def _compare_onnx(self, prep: Prepared, environment: dict[str, Any]) -> LocateResult:
         from nodebisect.bisection import Bisector
-        from nodebisect.capture import flat_user_inputs, to_numpy
+        from nodebisect.capture import to_numpy
         from nodebisect.compare import compare
         from nodebisect.mapping import build_graph_map, overlap
         from nodebisect.runtime import OrtRunner
 
         opts = self.opts
-        gm = build_graph_map(onnx_model, acts.values, acts.outputs)
+        onnx_model, program, acts = prep.onnx_model, prep.program, prep.acts
+        gm = build_graph_map(onnx_model, acts.values, acts.outputs, refs=prep.refs)
         if opts.onnx_path:
             share = overlap(gm)
             if share < MIN_OWNERSHIP or len(gm.output_map) < len(onnx_model.graph.output):
@@ -279,7 +326,7 @@ class _Locator:
                     f"({share:.0%} of its values match the model's exported program)",
                     tip="pass the ONNX file exported from this model with torch.onnx.export(..., dynamo=True)",
                 )
-        flat = [a for a in flat_user_inputs(program, loaded.args, loaded.kwargs) if hasattr(a, "dtype")]
+        flat = prep.flat_inputs
         if len(flat) != len(gm.graph_inputs):
             raise BadInputError(
                 f"the ONNX model takes {len(gm.graph_inputs)} input(s), the model was given {len(flat)}",
@@ -401,7 +448,11 @@ class _Locator:
         self.timings["isolate"] = time.perf_counter() - t
         seg_key = gm.segment_of[carrier]
         segment = [n for n in gm.segments.get(seg_key, [carrier]) if n in local.nodes or n == carrier]
-        fx_args = {n.name: (str(n.target).replace("torch.ops.", ""), tuple(n.args)) for n in program.graph.nodes if n.op == "call_function"}
+        fx_args = (
+            {n.name: (str(n.target).replace("torch.ops.", ""), tuple(n.args)) for n in program.graph.nodes if n.op == "call_function"}
+            if program is not None
+            else {}
+        )
         evidence = self._decomposition_evidence(local, carrier, gm, program, acts, iso, feeds)
         suspects = rank_suspects(gm, onnx_model, segment, carrier, fx_args, iso.nan_source, extra=local.nodes, evidence=evidence)
         ordered = [s.onnx_node for s in suspects]
@@ -443,7 +494,7 @@ class _Locator:
         from nodebisect.decomposition import MAX_SEGMENT_NODES, departure_points, torch_intermediates
 
         fx_name = gm.refs[carrier].fx_node
-        if len(local.nodes) < 2 or len(local.nodes) > MAX_SEGMENT_NODES or not iso.internal or not fx_name:
+        if program is None or len(local.nodes) < 2 or len(local.nodes) > MAX_SEGMENT_NODES or not iso.internal or not fx_name:
             return []
         fx_node = next((n for n in program.graph.nodes if n.name == fx_name and n.op == "call_function"), None)
         if fx_node is None:
