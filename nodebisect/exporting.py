@@ -30,6 +30,7 @@ class Exported:
     model: onnx.ModelProto
     program: Any  # torch.export.ExportedProgram (decomposed)
     opset: int
+    original: Any = None  # the ExportedProgram before decomposition, where we have it
 
 
 @contextlib.contextmanager
@@ -55,7 +56,17 @@ def export_onnx(loaded: LoadedModel, opset: int | None = None, optimize: bool = 
         ExportFailedError: with the failing step and, where the exporter says so,
             the aten op and the user's source line.
     """
-    target = loaded.exported if loaded.exported is not None else loaded.module
+    original = loaded.exported
+    if original is None and loaded.module is not None and not isinstance(loaded.module, torch.jit.ScriptModule):
+        # Capture the graph ourselves so the pre-decomposition program stays at
+        # hand for the decomposition-stage check; on failure the exporter's own
+        # capture strategies (strict, draft) get their turn.
+        try:
+            with quiet_torch():
+                original = torch.export.export(loaded.module, tuple(loaded.args), kwargs=loaded.kwargs or None, strict=False)
+        except Exception:  # noqa: BLE001
+            original = None
+    target = original if original is not None else loaded.module
     try:
         with quiet_torch():
             program = torch.onnx.export(
@@ -74,7 +85,7 @@ def export_onnx(loaded: LoadedModel, opset: int | None = None, optimize: bool = 
         raise ExportFailedError("the exporter returned no program", step="export")
     model = program.model_proto
     opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset or 0)
-    return Exported(model=model, program=program.exported_program, opset=opset_used)
+    return Exported(model=model, program=program.exported_program, opset=opset_used, original=original)
 
 
 def exported_program_for(loaded: LoadedModel) -> Any:

@@ -15,6 +15,7 @@ import numpy as np
 
 from nodebisect.errors import BadInputError, ExportFailedError, NodebisectError, RuntimeFailedError
 from nodebisect.records import (
+    CAUSE_CONVERSION,
     CAUSE_INHERITED,
     CAUSE_OPTIMIZER,
     CAUSE_RUNTIME,
@@ -24,6 +25,8 @@ from nodebisect.records import (
     NOT_RUN,
     OK,
     STAGE_CAPTURE,
+    STAGE_DECOMPOSITION,
+    STAGE_GRAPH_OPTIMIZATION,
     STAGE_CONVERSION,
     STATUS_DIVERGED,
     UNMAPPED,
@@ -91,6 +94,7 @@ class Prepared:
     program: Any = None
     opset: int = 0
     refs: dict[str, FrameworkRef] | None = None
+    original: Any = None  # ExportedProgram before decomposition (dynamo path)
     notes: list[str] = field(default_factory=list)
     mapping_quality: dict[str, Any] = field(default_factory=dict)
 
@@ -193,6 +197,12 @@ class _Locator:
             capture_info, capture_culprit = self._check_capture(loaded, prep.program, acts)
             self.timings["capture_check"] = time.perf_counter() - t
 
+        decomposition_culprit = None
+        if opts.check_capture and capture_culprit is None and prep.original is not None and prep.program is not None:
+            t = self._stage("check decomposition against the exported program")
+            decomposition_culprit = self._check_decomposition(prep, loaded, capture_info)
+            self.timings["decomposition_check"] = time.perf_counter() - t
+        capture_culprit = capture_culprit or decomposition_culprit
         self._note_framework_nans(acts)
         t = self._stage("map")
         result = self._compare_onnx(prep, environment)
@@ -200,6 +210,11 @@ class _Locator:
             result.stats["mapping"] = prep.mapping_quality
         self.timings["map_and_search"] = time.perf_counter() - t
         result.capture = capture_info
+        fd = result.first_divergent
+        if fd is not None and fd.cause == CAUSE_CONVERSION and not opts.onnx_path and prep.program is not None:
+            t = self._stage("check the exporter's graph optimizer")
+            self._check_exporter_optimizer(prep, loaded, fd)
+            self.timings["graph_optimization_check"] = time.perf_counter() - t
         if capture_culprit is not None:
             if result.first_divergent is not None:
                 self.notes.append(
@@ -237,7 +252,9 @@ class _Locator:
         acts = capture_fx(exported.program, loaded.args, loaded.kwargs, device=opts.device)
         self.timings["capture"] = time.perf_counter() - t
         flat = [a for a in flat_user_inputs(exported.program, loaded.args, loaded.kwargs) if hasattr(a, "dtype")]
-        return Prepared(onnx_model=onnx_model, acts=acts, flat_inputs=flat, program=exported.program, opset=exported.opset)
+        return Prepared(
+            onnx_model=onnx_model, acts=acts, flat_inputs=flat, program=exported.program, opset=exported.opset, original=exported.original
+        )
 
     # -- capture stage -------------------------------------------------------------
     def _check_capture(self, loaded: Any, program: Any, acts: Any) -> tuple[dict[str, Any], FirstDivergent | None]:
@@ -299,6 +316,93 @@ class _Locator:
             ),
         )
 
+    def _check_exporter_optimizer(self, prep: Prepared, loaded: Any, fd: FirstDivergent) -> None:
+        """Node conversion or the exporter's ONNX optimizer? Re-translate without optimizing and look again."""
+        from nodebisect.compare import compare
+        from nodebisect.exporting import export_onnx
+        from nodebisect.loading import LoadedModel
+        from nodebisect.runtime import OrtRunner
+
+        value = fd.onnx_value
+        try:
+            plain = export_onnx(LoadedModel(module=None, exported=prep.program, args=loaded.args, kwargs=loaded.kwargs), opset=self.opts.opset, optimize=False)
+            produced = {o for n in plain.model.graph.node for o in n.output}
+            if value not in produced or value not in prep.acts.values:
+                return
+            runner = OrtRunner(plain.model, self._feeds, ep=self.opts.ep, opt_level=self.opts.opt_level)
+            got = runner.run([value])[value]
+            self.extra_sessions += runner.sessions
+        except Exception as exc:  # noqa: BLE001 - attribution is a refinement, never a failure
+            self.notes.append(f"could not re-export without the ONNX optimizer to attribute the stage: {str(exc).splitlines()[0][:160]}")
+            return
+        if compare(value, got, prep.acts.values[value], self.opts.rtol, self.opts.atol, prep.acts.dtypes.get(value)).ok:
+            fd.stage = STAGE_GRAPH_OPTIMIZATION
+            fd.explanation += (
+                "; the same program exported with optimize=False is right at this value, so the exporter's ONNX graph "
+                "optimizer (onnxscript rewrite rules) introduced the defect"
+            )
+        else:
+            fd.explanation += "; the unoptimized export is wrong here too, so the defect is in the op's conversion itself"
+
+    def _check_decomposition(self, prep: Prepared, loaded: Any, info: dict[str, Any]) -> FirstDivergent | None:
+        """Does the decomposed program (what ONNX was made from) still compute what torch.export captured?"""
+        from nodebisect.capture import capture_fx
+        from nodebisect.compare import compare
+
+        import torch
+        import torch.utils._pytree as pytree
+
+        from nodebisect.capture import to_numpy
+
+        acts = prep.acts
+        try:
+            # Outputs first (no activations kept); record every node only if they differ.
+            with torch.no_grad():
+                out = prep.original.module()(*loaded.args, **loaded.kwargs)
+            outs_before = [to_numpy(t) for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        except Exception as exc:  # noqa: BLE001 - a cross-check only
+            self.notes.append(f"the exported program could not run before decomposition: {str(exc).splitlines()[0][:160]}")
+            return None
+        outs_after = [acts.values[n] for n in acts.outputs if n in acts.values]
+        bad = [
+            cmp
+            for i, (b, a) in enumerate(zip(outs_before, outs_after))
+            if not (cmp := compare(f"output_{i}", a, b, self.opts.rtol, self.opts.atol)).ok
+        ]
+        info["decomposition_matches_export"] = not bad
+        if not bad:
+            return None
+        culprit, metrics = "", bad[0].metrics
+        before = capture_fx(prep.original, loaded.args, loaded.kwargs, device=self.opts.device)
+        for name in acts.order:  # decomposed program order; names kept through decomposition compare
+            if name in before.values and name not in prep.program.graph_signature.user_inputs:
+                cmp = compare(name, acts.values[name], before.values[name], self.opts.rtol, self.opts.atol, acts.dtypes.get(name))
+                if not cmp.ok:
+                    culprit, metrics = name, cmp.metrics
+                    break
+        node = next((n for n in prep.program.graph.nodes if n.name == culprit), None)
+        target = str(node.target).replace("torch.ops.", "") if node is not None else ""
+        from nodebisect.mapping import user_frame
+
+        trace = (node.meta.get("stack_trace", "") or "") if node is not None else ""
+        source, code = user_frame(trace)
+        return FirstDivergent(
+            onnx_node=culprit,
+            op_type=target,
+            onnx_value=culprit,
+            stage=STAGE_DECOMPOSITION,
+            cause="decomposition",
+            segment=[culprit] if culprit else [],
+            segment_op_types=[target] if target else [],
+            framework=FrameworkRef(target=target, fx_node=culprit, source=source, code=code, stack_trace=trace),
+            metrics=metrics,
+            explanation=(
+                "the ExportedProgram and its decomposition (the program the ONNX exporter translates) already differ"
+                + (f" at FX node {culprit}" if culprit else "")
+                + ": a decomposition rule changed the numerics before any ONNX was written"
+            ),
+        )
+
     def _note_framework_nans(self, acts: Any) -> None:
         for name in acts.order:
             arr = acts.values[name]
@@ -333,6 +437,7 @@ class _Locator:
                 tip="the ONNX file and the inputs must come from the same model",
             )
         feeds = {name: to_numpy(t) for name, t in zip(gm.graph_inputs, flat)}
+        self._feeds = feeds
         _check_feeds_fit(onnx_model, feeds, opts.onnx_path)
         runner = OrtRunner(onnx_model, feeds, ep=opts.ep, opt_level=opts.opt_level)
         comparisons: dict[str, Comparison] = {}

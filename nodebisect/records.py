@@ -31,8 +31,12 @@ UNMAPPED = "unmapped"
 NOT_RUN = "not_run"
 
 # Stages (where behaviour first changes) and causes (what the culprit is).
-STAGE_CAPTURE = "capture"
-STAGE_CONVERSION = "conversion"
+STAGE_CAPTURE = "capture"  # eager PyTorch vs the exported program
+STAGE_DECOMPOSITION = "decomposition"  # exported program vs its decomposition
+STAGE_CONVERSION = "conversion"  # node conversion: the ONNX nodes compute something else
+STAGE_GRAPH_OPTIMIZATION = "graph_optimization"  # the exporter's ONNX optimizer changed it
+STAGE_RUNTIME = "runtime"  # onnxruntime differs from the ONNX semantics
+STAGE_RUNTIME_OPTIMIZER = "runtime_optimizer"  # only with onnxruntime graph optimizations on
 CAUSE_CONVERSION = "conversion"
 CAUSE_INHERITED = "inherited"
 CAUSE_RUNTIME = "runtime"
