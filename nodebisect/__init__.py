@@ -16,6 +16,7 @@ from typing import Any
 
 from nodebisect.errors import (
     BadInputError,
+    CancelledError,
     ExitCode,
     ExportFailedError,
     NodebisectError,
@@ -44,6 +45,7 @@ def load_result(path: str) -> LocateResult:
 
 __all__ = [
     "BadInputError",
+    "CancelledError",
     "Event",
     "ExitCode",
     "ExportFailedError",

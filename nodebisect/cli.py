@@ -124,7 +124,15 @@ def cmd_locate(args: argparse.Namespace) -> int:
         if event.kind == "stage":
             print(f"[nodebisect] {event.message}...", file=sys.stderr, flush=True)
         elif event.kind == "probe":
-            print(f"[nodebisect]   step {event.step}: {len(event.values)} value(s), {len(event.bad)} diverged", file=sys.stderr, flush=True)
+            total = f"/{event.total}" if event.total else ""
+            width = 24
+            done = int(width * event.step / event.total) if event.total else 0
+            bar = f"[{'#' * done}{'.' * (width - done)}] " if event.total else ""
+            print(
+                f"[nodebisect]   {bar}step {event.step}{total}: {len(event.values)} value(s) measured, {len(event.bad)} diverged",
+                file=sys.stderr,
+                flush=True,
+            )
 
     result = locate(args.model, progress=progress, **locate_kwargs(args))
     print(summary(result), file=human, flush=True)

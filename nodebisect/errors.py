@@ -56,3 +56,9 @@ class RuntimeFailedError(NodebisectError):
     """ONNX Runtime could not load or run the model (verdict ``runtime_failed``)."""
 
     exit_code = ExitCode.RUNTIME_FAILED
+
+
+class CancelledError(NodebisectError):
+    """The run was cancelled through ``Options.cancel`` (the TUI's quit, Ctrl-C)."""
+
+    exit_code = ExitCode.INTERRUPTED

@@ -6,14 +6,16 @@
 
 from __future__ import annotations
 
+import math
 import platform
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from nodebisect.errors import BadInputError, ExportFailedError, NodebisectError, RuntimeFailedError
+from nodebisect.errors import BadInputError, CancelledError, ExportFailedError, NodebisectError, RuntimeFailedError
 from nodebisect.records import (
     CAUSE_CONVERSION,
     CAUSE_INHERITED,
@@ -73,6 +75,8 @@ class Options:
     inputs_file: str | None = None
     trust_pickle: bool = False
     exporter: str = "dynamo"
+    # Set it (from another thread) to stop a run between steps: CancelledError.
+    cancel: threading.Event | None = None
 
 
 @dataclass
@@ -142,10 +146,18 @@ class _Locator:
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
         self.extra_sessions = 0
+        self._expected_steps = 0
+        self._feeds: dict[str, np.ndarray] = {}
 
     def _stage(self, name: str) -> float:
+        self._check_cancel()
         self.emit(Event(kind="stage", message=name))
         return time.perf_counter()
+
+    def _check_cancel(self) -> None:
+        cancel = self.opts.cancel
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("locate was cancelled")
 
     def run(self) -> LocateResult:
         import torch
@@ -454,7 +466,8 @@ class _Locator:
                 if not cmp.ok:
                     bad.add(v)
             steps.append(Step(index=len(steps), probes=list(values), bad=sorted(bad), seconds=round(time.perf_counter() - t, 4)))
-            self.emit(Event(kind="probe", values=list(values), bad=sorted(bad), step=len(steps)))
+            self.emit(Event(kind="probe", values=list(values), bad=sorted(bad), step=len(steps), total=max(self._expected_steps, len(steps))))
+            self._check_cancel()
             return bad
 
         probes = gm.probes()
@@ -500,6 +513,9 @@ class _Locator:
                 k=opts.probes_per_step,
                 known={v: not c.ok for v, c in comparisons.items()},
             )
+            cone = sum(1 for a in gm.ancestors(target) if a in probe_set and a not in comparisons) + 1
+            k = max(1, opts.probes_per_step)
+            self._expected_steps = len(steps) + (math.ceil(math.log(cone, k + 1)) if cone > 1 else 0) + 1
             self._stage("bisect")
             culprit = bisector.locate(target)
             first_divergent, repro = self._explain(culprit, gm, onnx_model, program, acts, comparisons, feeds)
