@@ -1,0 +1,57 @@
+"""``nodebisect report RESULT.json --out DIR``: rebuild the report from a saved result.
+
+Reads only the JSON (schema ``nodebisect.report/1``), so it runs without torch
+and without the model; the repro bundle needs the live tensors and is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from nodebisect.errors import BadInputError
+from nodebisect.records import STAGE_CAPTURE, LocateResult
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``nodebisect report`` and its handler."""
+    parser.add_argument("result", metavar="RESULT.json", help="a result saved with `nodebisect locate --json FILE` (or a report.json)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for report.md, report.json, growth.svg, graph.svg")
+    parser.add_argument("--redact", action="store_true", help="strip paths, user and host names from the report")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from nodebisect.report_bundle import NO_REPRO_NOTE, write_report
+
+    result = load_result_file(args.result)
+    out = write_report(result, args.out, redact=args.redact)
+    print(f"wrote report to {out}", file=sys.stderr)
+    if result.first_divergent is not None and result.first_divergent.stage != STAGE_CAPTURE:
+        print(f"note: {NO_REPRO_NOTE}", file=sys.stderr)
+    if not (Path(out) / "graph.svg").exists() and (Path(out) / "graph.dot").exists():
+        print("note: graphviz `dot` not found: wrote graph.dot (apt-get install graphviz / brew install graphviz)", file=sys.stderr)
+    return 0
+
+
+def load_result_file(path: str) -> LocateResult:
+    """Load a saved result, turning every way it can be unusable into a BadInputError."""
+    file = Path(path)
+    if not file.is_file():
+        raise BadInputError(f"result file not found: {path}", tip="write one with `nodebisect locate MODEL --json result.json`")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{path} is not valid JSON: {exc}", tip="pass the file written by `nodebisect locate --json`") from exc
+    if not isinstance(data, dict):
+        raise BadInputError(f"{path} holds no nodebisect result (a JSON object is expected)")
+    try:
+        return LocateResult.from_dict(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInputError(
+            f"{path} is not a nodebisect result: {exc}",
+            tip="pass a file written by `nodebisect locate --json` (schema nodebisect.report/1)",
+        ) from exc

@@ -1,0 +1,486 @@
+"""LocateResult -> GitHub-issue-ready Markdown (pure text: no I/O, no torch).
+
+The text is written for the maintainer who receives the issue: what diverged,
+where it comes from in the user's code, how large the error is, what the graph
+looks like around it, and how to reproduce it without the user's model. Long
+parts (stack traces, the full node table) sit in ``<details>`` so the issue
+stays readable. The bundle writer passes what it wrote (``BundleInfo``) so the
+text can point at the pictures and the repro folder.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+
+from nodebisect.records import (
+    DIVERGED,
+    EXPORT_FAILED,
+    MATCH,
+    RUNTIME_FAILED,
+    STAGE_CAPTURE,
+    STATUS_DIVERGED,
+    LocateResult,
+    Metrics,
+    NodeRecord,
+)
+
+# How much of the graph the report shows before folding it away.
+WORST_VALUES = 5
+CONTEXT_NODES = 4
+FULL_TABLE_MAX_ROWS = 400
+LONG_TEXT_CHARS = 600
+
+ENVIRONMENT_KEYS = (
+    ("nodebisect", "nodebisect"),
+    ("torch", "torch"),
+    ("onnx", "onnx"),
+    ("onnxruntime", "onnxruntime"),
+    ("onnxscript", "onnxscript"),
+    ("opset", "ONNX opset"),
+    ("exporter", "exporter"),
+    ("ep", "execution provider"),
+    ("opt_level", "ORT graph optimization"),
+    ("device", "PyTorch device"),
+    ("python", "Python"),
+    ("os", "OS"),
+    ("machine", "machine"),
+)
+
+
+@dataclass
+class BundleInfo:
+    """What the bundle writer put next to report.md, for the text to refer to.
+
+    Attributes:
+        growth_file: file name of the error-growth picture, or "" when none.
+        graph_file: file name of the graph picture (graph.svg or graph.dot), or "".
+        graph_message: why the graph is not an SVG (e.g. how to install graphviz).
+        repro_dir: folder name of the repro bundle, or "" when none was written.
+        repro_bytes: total size of the repro bundle.
+        repro_files: file names inside the repro bundle.
+        repro_note: why there is no repro bundle, when there is none.
+        redacted: whether paths, user and host names were stripped.
+    """
+
+    growth_file: str = ""
+    graph_file: str = ""
+    graph_message: str = ""
+    repro_dir: str = ""
+    repro_bytes: int = 0
+    repro_files: list[str] = field(default_factory=list)
+    repro_note: str = ""
+    redacted: bool = False
+
+
+def render_markdown(result: LocateResult, bundle: BundleInfo | None = None) -> str:
+    """The whole report as Markdown text."""
+    bundle = bundle or BundleInfo()
+    parts = [_title(result), _summary(result), _environment(result)]
+    if result.verdict == EXPORT_FAILED:
+        parts.append(_export_failure(result))
+    else:
+        parts += [_values(result), _suspects(result), _sequence(result), _pictures(result, bundle)]
+    parts += [_notes(result), _reproduce(result, bundle), _stack_trace(result), _full_table(result)]
+    return "\n\n".join(p for p in parts if p).rstrip() + "\n"
+
+
+# -- sections --------------------------------------------------------------------
+
+
+def _title(result: LocateResult) -> str:
+    fd = result.first_divergent
+    model = f" in `{_code(result.model)}`" if result.model else ""
+    if result.verdict == MATCH:
+        return f"## nodebisect: ONNX export matches PyTorch{model}"
+    if result.verdict == EXPORT_FAILED:
+        target = f" on `{result.export_failure.target}`" if result.export_failure and result.export_failure.target else ""
+        return f"## nodebisect: ONNX export failed{target}{model}"
+    if fd is not None:
+        return f"## nodebisect: {result.verdict} at `{_code(fd.onnx_node)}` ({_code(fd.op_type) or '?'}){model}"
+    return f"## nodebisect: {result.verdict}{model}"
+
+
+def _summary(result: LocateResult) -> str:
+    stats = result.stats
+    if result.verdict == MATCH:
+        return (
+            f"**Summary.** Verdict **match**: all {len(result.outputs)} output(s) and "
+            f"{stats.get('compared_values', 0)} compared intermediate value(s) agree with PyTorch "
+            f"within tolerance ({_tolerance_text(result)})."
+        )
+    if result.verdict == EXPORT_FAILED:
+        f = result.export_failure
+        if f is None:
+            return "**Summary.** Verdict **export_failed**; the exporter left no message."
+        text = f"**Summary.** Verdict **export_failed**: the exporter failed at step `{f.step or '?'}`"
+        if f.target:
+            text += f" on `{f.target}`"
+        if f.source:
+            text += f", called from `{f.source}`"
+        return text + f": {_one_line(f.message, 300)}"
+    fd = result.first_divergent
+    if fd is None:
+        return f"**Summary.** Verdict **{result.verdict}**; no first divergent node was named."
+    fw = fd.framework
+    where = "FX node" if fd.stage == STAGE_CAPTURE else "ONNX node"
+    text = f"**Summary.** Verdict **{result.verdict}**. The first divergent {where} is `{fd.onnx_node}`"
+    text += f" (`{fd.op_type}`)" if fd.op_type else ""
+    text += f", output `{fd.onnx_value}`" if fd.onnx_value and fd.onnx_value != fd.onnx_node else ""
+    if fw.target and fw.target != fd.op_type:
+        text += f", converted from `{fw.target}`"
+        text += f" (FX node `{fw.fx_node}`)" if fw.fx_node and fw.fx_node != fd.onnx_node else ""
+    if fw.module:
+        text += f" in module `{fw.module}`" + (f" (`{fw.module_type}`)" if fw.module_type else "")
+    if fw.source:
+        text += f", at `{fw.source}`" + (f": `{_code(fw.code)}`" if fw.code else "")
+    text += f". Stage **{fd.stage or '?'}**, cause **{fd.cause or '?'}**; {_metrics_sentence(fd.metrics)}."
+    if fd.isolated_metrics is not None:
+        text += f" Run alone on PyTorch's own inputs it gives max_abs={_num(fd.isolated_metrics.max_abs)}."
+    if fd.explanation:
+        text += f" {fd.explanation[:1].upper()}{fd.explanation[1:].rstrip('.')}."
+    bad = [o for o in result.outputs if not o.ok]
+    if bad:
+        text += f" {len(bad)}/{len(result.outputs)} model output(s) diverge (worst max_abs={_num(max(o.metrics.max_abs for o in bad))})."
+    if fd.stage == STAGE_CAPTURE:
+        text += " The ONNX graph is not at fault: report this against `torch.export`, not the ONNX exporter."
+    return text
+
+
+def _environment(result: LocateResult) -> str:
+    env = result.environment
+    if not env:
+        return ""
+    rows = [(label, env[key]) for key, label in ENVIRONMENT_KEYS if env.get(key) not in (None, "")]
+    rows += [(k, v) for k, v in env.items() if k not in dict(ENVIRONMENT_KEYS) and v not in (None, "")]
+    tol = _tolerance_text(result)
+    if tol:
+        rows.append(("tolerance", tol))
+    return "### Environment\n\n" + _table(["", "version / setting"], [[f"**{k}**", _code_cell(v)] for k, v in rows])
+
+
+def _export_failure(result: LocateResult) -> str:
+    f = result.export_failure
+    if f is None:
+        return ""
+    rows = [["step", _code_cell(f.step)], ["aten op", _code_cell(f.target)], ["source", _code_cell(f.source)]]
+    text = "### Export failure\n\n" + _table(["", ""], [r for r in rows if r[1]])
+    message = f.message.strip()
+    if len(message) > LONG_TEXT_CHARS or message.count("\n") > 8:
+        text += "\n\n" + _details("Exporter message", _fence(message))
+    elif message:
+        text += "\n\n" + _fence(message)
+    text += (
+        "\n\nNext: rewrite or register the op named above, or try another `--opset`; "
+        "`--debug` shows the exporter's traceback."
+    )
+    return text
+
+
+def _values(result: LocateResult) -> str:
+    fd = result.first_divergent
+    measured = [n for n in result.nodes if n.metrics is not None]
+    if not measured and not result.outputs:
+        return ""
+    rows: list[list[str]] = []
+    shown: set[str] = set()
+    culprit = result.node(fd.onnx_node) if fd else None
+    if fd is not None:
+        node = culprit.onnx_node if culprit else fd.onnx_node
+        rows.append(_value_row("**first divergent**", fd.onnx_value, node, fd.op_type, STATUS_DIVERGED, fd.metrics))
+        shown.add(fd.onnx_value)
+    worst = sorted(
+        (n for n in measured if n.status == STATUS_DIVERGED and n.onnx_value not in shown),
+        key=lambda n: _sort_key(n.metrics),
+        reverse=True,
+    )[:WORST_VALUES]
+    for n in worst:
+        rows.append(_value_row(f"#{n.index}", n.onnx_value, n.onnx_node, n.op_type, n.status, n.metrics))
+        shown.add(n.onnx_value)
+    for o in result.outputs:
+        if o.name not in shown:
+            rows.append(_value_row("output", o.name, "", "", "ok" if o.ok else STATUS_DIVERGED, o.metrics))
+    if not rows:
+        return ""
+    header = ["", "value", "node", "op", "status", "max_abs", "max_rel", "cosine", "mismatch", "nan / inf"]
+    title = f"### Where the values depart (first divergent, {WORST_VALUES} worst, model outputs)"
+    return title + "\n\n" + _table(header, rows)
+
+
+def _suspects(result: LocateResult) -> str:
+    fd = result.first_divergent
+    if fd is None or not fd.suspects:
+        return ""
+    rows = [[_code_cell(s.onnx_node), _code_cell(s.op_type), f"{s.score:.2f}", _cell(s.reason)] for s in fd.suspects]
+    seg = f"The culprit's segment has {len(fd.segment)} node(s) converted from the same framework op; most suspect first."
+    return "### Suspects in the segment\n\n" + seg + "\n\n" + _table(["node", "op", "score", "why"], rows)
+
+
+def _sequence(result: LocateResult) -> str:
+    center = _center(result)
+    if center is None:
+        fd = result.first_divergent
+        if fd is not None and fd.stage == STAGE_CAPTURE:
+            return (
+                "### Operator sequence around the culprit\n\n"
+                f"`{fd.onnx_node}` is an FX node of the exported program (capture stage): "
+                "it has no ONNX node of its own, so there is no ONNX sequence to show."
+            )
+        return ""
+    pos = result.nodes.index(center)
+    lo, hi = max(0, pos - CONTEXT_NODES), min(len(result.nodes), pos + CONTEXT_NODES + 1)
+    rows = []
+    for n in result.nodes[lo:hi]:
+        mark = "➜" if n is center else ""
+        rows.append(
+            [
+                mark,
+                str(n.index),
+                _code_cell(n.onnx_node),
+                _code_cell(n.op_type),
+                n.status,
+                _num(n.metrics.max_abs) if n.metrics else "",
+                _code_cell(n.framework.target),
+                _code_cell(n.framework.module),
+                _cell(_attributes(n)),
+            ]
+        )
+    fd = result.first_divergent
+    if fd is not None and fd.stage == STAGE_CAPTURE:
+        label = f"`{_code(center.onnx_node)}`, the ONNX node carrying the culprit's FX value"
+    else:
+        label = "the culprit" if fd else "the largest error"
+    text = f"### Operator sequence around {label} (topological order)\n\n"
+    return text + _table(["", "#", "node", "op", "status", "max_abs", "framework op", "module", "attributes"], rows)
+
+
+def _pictures(result: LocateResult, bundle: BundleInfo) -> str:
+    lines = []
+    if bundle.growth_file:
+        lines.append(
+            f"![error growth along the graph]({bundle.growth_file})\n\n"
+            f"`{bundle.growth_file}`: log10(max_abs) of every compared value in topological order, "
+            "tolerance line dashed, culprit circled."
+        )
+    if bundle.graph_file.endswith(".svg"):
+        lines.append(
+            f"![graph around the culprit]({bundle.graph_file})\n\n"
+            f"`{bundle.graph_file}`: the culprit's neighbourhood; red = diverged (darker = larger error), "
+            "green = ok, grey = not compared, bold outline = first divergent node."
+        )
+    elif bundle.graph_file:
+        lines.append(f"`{bundle.graph_file}`: the culprit's neighbourhood as Graphviz source.")
+    if bundle.graph_message:
+        lines.append(f"> {bundle.graph_message}")
+    if not lines:
+        return ""
+    return "### Pictures\n\n" + "\n\n".join(lines) + "\n\n(Attach the SVG files to the issue: GitHub does not follow local paths.)"
+
+
+def _notes(result: LocateResult) -> str:
+    notes = list(result.notes)
+    if result.capture.get("checked") is False:
+        notes.append("eager PyTorch was not compared with the exported program")
+    if not notes:
+        return ""
+    return "### Notes\n\n" + "\n".join(f"- {_one_line(n, 500)}" for n in notes)
+
+
+def _reproduce(result: LocateResult, bundle: BundleInfo) -> str:
+    env = result.environment
+    cmd = ["nodebisect", "locate", _shell_word(result.model or "MODEL")]
+    if env.get("opset"):
+        cmd += ["--opset", str(env["opset"])]
+    for flag, key, default in (("--device", "device", "cpu"), ("--ep", "ep", "cpu"), ("--opt-level", "opt_level", "all")):
+        if env.get(key) and env[key] != default:
+            cmd += [flag, str(env[key])]
+    for dtype, tol in sorted(result.tolerance.items())[:1]:
+        if (tol.get("rtol"), tol.get("atol")) not in ((1e-3, 1e-4), (None, None)) and dtype == "float32":
+            cmd += ["--rtol", f"{tol['rtol']:g}", "--atol", f"{tol['atol']:g}"]
+    cmd += ["--report", "report/"]
+    text = "### How to reproduce\n\nWith the model (add the same `--inputs`/`--input` as the original run):\n\n"
+    text += _fence(" ".join(cmd), "sh")
+    if bundle.repro_dir:
+        files = ", ".join(f"`{f}`" for f in bundle.repro_files)
+        text += (
+            f"\n\nWithout the model: `{bundle.repro_dir}/` ({_size(bundle.repro_bytes)}) holds the culprit's local "
+            f"ONNX subgraph fed with PyTorch's own values ({files}). It needs only numpy and onnxruntime; "
+            "it exits 1 while the mismatch reproduces and 0 once fixed:\n\n"
+        )
+        text += _fence(f"pip install numpy onnxruntime=={env.get('onnxruntime', '')}".rstrip("=") + f"\npython {bundle.repro_dir}/repro.py", "sh")
+        text += (
+            f"\n\n`{bundle.repro_dir}/test_data_set_0/` follows the ONNX backend-test layout "
+            "(`input_N.pb`, `output_0.pb`) for runtimes other than onnxruntime."
+        )
+    elif bundle.repro_note:
+        text += f"\n\n{bundle.repro_note}"
+    return text
+
+
+def _stack_trace(result: LocateResult) -> str:
+    fd = result.first_divergent
+    if fd is None or not fd.framework.stack_trace.strip():
+        return ""
+    name = html.escape(fd.framework.fx_node or fd.onnx_node)
+    return _details(f"PyTorch stack trace of <code>{name}</code>", _fence(fd.framework.stack_trace.strip()))
+
+
+def _full_table(result: LocateResult) -> str:
+    if not result.nodes:
+        return ""
+    fd = result.first_divergent
+    culprit = fd.onnx_node if fd else ""
+    rows = []
+    for n in result.nodes[:FULL_TABLE_MAX_ROWS]:
+        m = n.metrics
+        rows.append(
+            [
+                str(n.index),
+                ("**" + _code_cell(n.onnx_node) + "**") if n.onnx_node == culprit else _code_cell(n.onnx_node),
+                _code_cell(n.op_type),
+                n.status,
+                _num(m.max_abs) if m else "",
+                _pct(m.mismatch_fraction) if m else "",
+                _code_cell(n.mapped_to),
+                _code_cell(n.framework.module),
+                _cell(n.framework.source),
+            ]
+        )
+    more = len(result.nodes) - FULL_TABLE_MAX_ROWS
+    body = _table(["#", "node", "op", "status", "max_abs", "mismatch", "framework value", "module", "source"], rows)
+    if more > 0:
+        body += f"\n\n… {more} more node(s) in report.json"
+    return _details(f"All {len(result.nodes)} ONNX nodes", body)
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def _center(result: LocateResult) -> NodeRecord | None:
+    """The node the report centres on: the culprit, else the largest error."""
+    fd = result.first_divergent
+    if fd is not None and fd.stage == STAGE_CAPTURE:
+        # The culprit is an FX node; show the ONNX node that carries its value, if any.
+        return next((n for n in result.nodes if fd.onnx_value and n.mapped_to == fd.onnx_value), None)
+    if fd is not None:
+        return result.node(fd.onnx_node)
+    measured = [n for n in result.nodes if n.metrics is not None]
+    if result.verdict in (DIVERGED, RUNTIME_FAILED, MATCH) and measured:
+        return max(measured, key=lambda n: _sort_key(n.metrics))
+    return None
+
+
+def _value_row(label: str, value: str, node: str, op: str, status: str, m: Metrics) -> list[str]:
+    if m.reason:
+        return [label, _code_cell(value), _code_cell(node), _code_cell(op), status, _cell(m.reason), "", "", _pct(m.mismatch_fraction), ""]
+    nonfinite = f"{m.nan}/{m.inf}"
+    if m.expected_nan or m.expected_inf:
+        nonfinite += f" (expected {m.expected_nan}/{m.expected_inf})"
+    return [
+        label,
+        _code_cell(value),
+        _code_cell(node),
+        _code_cell(op),
+        status,
+        _num(m.max_abs),
+        _num(m.max_rel),
+        f"{m.cosine:.4f}",
+        _pct(m.mismatch_fraction),
+        nonfinite,
+    ]
+
+
+def _metrics_sentence(m: Metrics) -> str:
+    if m.reason:
+        return m.reason
+    text = f"max_abs={_num(m.max_abs)}, max_rel={_num(m.max_rel)}, cosine={m.cosine:.4f}, {_pct(m.mismatch_fraction)} of elements out of tolerance"
+    if m.nan or m.inf:
+        text += f", {m.nan} NaN / {m.inf} Inf (PyTorch: {m.expected_nan} / {m.expected_inf})"
+    return text
+
+
+def _sort_key(m: Metrics | None) -> float:
+    if m is None:
+        return -1.0
+    return m.max_abs if not math.isnan(m.max_abs) else math.inf
+
+
+def _attributes(n: NodeRecord) -> str:
+    items = [f"{k}={_short(v)}" for k, v in n.attributes.items()]
+    return _one_line(", ".join(items), 80)
+
+
+def _short(v: object) -> str:
+    if isinstance(v, float):
+        text = f"{v:.6g}"
+    else:
+        text = repr(v) if isinstance(v, str) else str(v)
+    return text if len(text) <= 24 else text[:21] + "…"
+
+
+def _tolerance_text(result: LocateResult) -> str:
+    return "; ".join(f"{d}: rtol={t.get('rtol', 0):g} atol={t.get('atol', 0):g}" for d, t in result.tolerance.items())
+
+
+def _num(x: float) -> str:
+    if isinstance(x, str):
+        return x
+    if math.isnan(x) or math.isinf(x):
+        return str(x)
+    return f"{x:.3g}"
+
+
+def _pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _cell(text: object) -> str:
+    """A table cell: one line, pipes escaped."""
+    return _one_line(str(text), 200).replace("|", "\\|")
+
+
+def _code(text: object) -> str:
+    return str(text).replace("`", "'")
+
+
+def _code_cell(text: object) -> str:
+    return f"`{_cell(_code(text))}`" if str(text) else ""
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _fence(text: str, lang: str = "") -> str:
+    ticks = "```"
+    while ticks in text:
+        ticks += "`"
+    return f"{ticks}{lang}\n{text}\n{ticks}"
+
+
+def _details(summary: str, body: str) -> str:
+    return f"<details>\n<summary>{summary}</summary>\n\n{body}\n\n</details>"
+
+
+def _shell_word(text: str) -> str:
+    safe = all(c.isalnum() or c in "-_./:=@%+," for c in text)
+    return text if safe and text else "'" + text.replace("'", "'\\''") + "'"
+
+
+__all__ = ["BundleInfo", "render_markdown"]

@@ -1,0 +1,93 @@
+"""Write the report folder: report.md, report.json, growth.svg, graph.svg, repro/.
+
+The one place the report pieces touch the disk; each piece is rendered by its
+own pure module and every file is written atomically. Works from a live result
+(with a repro bundle) and from a saved JSON (without one) alike, and never
+imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nodebisect.atomic import write_bytes, write_text
+from nodebisect.graph import render_graph
+from nodebisect.growth import growth_svg
+from nodebisect.records import DIVERGED, RUNTIME_FAILED, STAGE_CAPTURE, LocateResult
+from nodebisect.redact import Redactor, redact_result
+from nodebisect.report import BundleInfo, render_markdown
+
+REPRO_DIR = "repro"
+NO_REPRO_NOTE = (
+    "No repro bundle: a saved result JSON holds no tensors. Re-run "
+    "`nodebisect locate ... --report DIR` on the model to write `repro/`."
+)
+
+CAPTURE_NOTE = (
+    "No ONNX repro bundle: the divergence happens in torch.export's capture, before ONNX; "
+    "reproduce it by comparing eager PyTorch with `torch.export.export(model, args).module()`."
+)
+
+
+def write_report(result: LocateResult, out_dir: str | Path, redact: bool = False) -> Path:
+    """Write the report files into ``out_dir`` and return it.
+
+    Args:
+        result: a live ``locate`` result (its ``repro`` data gives repro/) or one
+            loaded from JSON.
+        out_dir: the folder to fill (created if needed).
+        redact: strip absolute paths, the user, home and host names first.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    redactor = Redactor.current() if redact else None
+    if redactor is not None:
+        result = redact_result(result, redactor)
+    bundle = BundleInfo(redacted=redact)
+
+    svg = growth_svg(result)
+    if svg:
+        write_text(out / "growth.svg", svg)
+        bundle.growth_file = "growth.svg"
+
+    picture = render_graph(result)
+    if picture is not None:
+        if picture.svg is not None:
+            write_bytes(out / "graph.svg", picture.svg)
+            bundle.graph_file = "graph.svg"
+            _remove_stale(out / "graph.dot")
+        else:
+            write_text(out / "graph.dot", picture.dot)
+            bundle.graph_file = "graph.dot"
+            bundle.graph_message = picture.message
+            _remove_stale(out / "graph.svg")
+
+    if result.repro is not None:
+        from nodebisect.repro import build_repro  # onnx: only a live run has repro data
+
+        files = build_repro(result.repro, result.tolerance, scrub=redactor.scrub if redactor else None)
+        for rel, data in files.items():
+            write_bytes(out / REPRO_DIR / rel, data)
+        bundle.repro_dir = REPRO_DIR
+        bundle.repro_bytes = sum(len(d) for d in files.values())
+        bundle.repro_files = sorted(rel for rel in files if "/" not in rel) + ["test_data_set_0/"]
+    elif result.first_divergent is not None and result.first_divergent.stage == STAGE_CAPTURE:
+        bundle.repro_note = CAPTURE_NOTE
+    elif result.verdict in (DIVERGED, RUNTIME_FAILED) and result.first_divergent is not None:
+        bundle.repro_note = NO_REPRO_NOTE
+
+    write_text(out / "report.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    write_text(out / "report.md", render_markdown(result, bundle))
+    return out
+
+
+def _remove_stale(path: Path) -> None:
+    """Drop a picture of the other format left by an earlier run, so the two never disagree."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+__all__ = ["CAPTURE_NOTE", "NO_REPRO_NOTE", "write_report"]

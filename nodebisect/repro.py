@@ -1,0 +1,182 @@
+"""The minimal repro bundle: the culprit's local ONNX subgraph, its data, a script.
+
+A maintainer should be able to reproduce the divergence without the user's
+model, torch or nodebisect: ``repro.py`` needs only numpy and onnxruntime, runs
+the subgraph with the same graph optimization level and EP, compares with
+PyTorch's values under the same tolerance, and exits 1 while the mismatch
+reproduces (0 once fixed). ``test_data_set_0/`` repeats the data in the ONNX
+backend-test layout for other runtimes. ``build_repro`` returns the files as
+bytes; the bundle writer writes them.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from nodebisect.records import ReproData
+
+DEFAULT_RTOL = 1e-3  # fp32 defaults of nodebisect.compare
+DEFAULT_ATOL = 1e-4
+OPT_LEVELS = {
+    "disabled": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+def build_repro(
+    data: ReproData,
+    tolerance: dict[str, dict[str, float]],
+    scrub: Callable[[str], str] | None = None,
+) -> dict[str, bytes]:
+    """Files of the bundle, by path relative to the bundle folder.
+
+    Args:
+        data: the culprit's local subgraph and its reference inputs / outputs.
+        tolerance: ``LocateResult.tolerance`` (dtype -> rtol/atol actually used).
+        scrub: applied to the model's metadata strings (stack traces) when redacting.
+    """
+    model = _clean_model(data.model_bytes, scrub)
+    inputs = {k: np.asarray(v) for k, v in data.inputs.items()}
+    expected = {k: np.asarray(v) for k, v in data.expected.items()}
+    first = next(iter(expected.values()), None)
+    dtype = str(first.dtype) if first is not None else "float32"
+    tol = tolerance.get(dtype) or tolerance.get("float32") or {}
+    rtol = float(tol.get("rtol", DEFAULT_RTOL))
+    atol = float(tol.get("atol", DEFAULT_ATOL))
+    files = {
+        "model.onnx": model.SerializeToString(),
+        "inputs.npz": _npz(inputs),
+        "expected.npz": _npz(expected),
+        "repro.py": script(rtol, atol, data.opt_level, data.ep).encode("utf-8"),
+    }
+    graph_inputs = [i.name for i in model.graph.input if i.name in inputs]
+    for i, name in enumerate(graph_inputs):
+        files[f"test_data_set_0/input_{i}.pb"] = numpy_helper.from_array(inputs[name], name).SerializeToString()
+    graph_outputs = [o.name for o in model.graph.output if o.name in expected]
+    for i, name in enumerate(graph_outputs):
+        files[f"test_data_set_0/output_{i}.pb"] = numpy_helper.from_array(expected[name], name).SerializeToString()
+    return files
+
+
+def script(rtol: float, atol: float, opt_level: str, ep: str) -> str:
+    """The standalone check script (numpy + onnxruntime only)."""
+    level = OPT_LEVELS.get(opt_level, "ORT_ENABLE_ALL")
+    providers = PROVIDERS.get(ep, PROVIDERS["cpu"])
+    return _SCRIPT.format(rtol=repr(rtol), atol=repr(atol), level=level, opt_level=opt_level, providers=repr(providers))
+
+
+def _clean_model(model_bytes: bytes, scrub: Callable[[str], str] | None) -> onnx.ModelProto:
+    """Drop unused nodes/initializers and toposort, keeping node metadata (provenance)."""
+    original = onnx.load_from_string(model_bytes)
+    model = original
+    try:
+        import onnx_graphsurgeon as gs
+
+        graph = gs.import_onnx(original)
+        graph.cleanup().toposort()
+        cleaned = gs.export_onnx(graph)
+        # graphsurgeon drops metadata_props; they carry the PyTorch stack trace.
+        meta = {n.name: list(n.metadata_props) for n in original.graph.node}
+        for node in cleaned.graph.node:
+            node.metadata_props.extend(meta.get(node.name, []))
+        cleaned.ir_version = original.ir_version
+        del cleaned.opset_import[:]
+        cleaned.opset_import.extend(original.opset_import)
+        model = cleaned
+    except Exception:  # noqa: BLE001 - the uncleaned subgraph is still a valid repro
+        model = original
+    if scrub is not None:
+        for node in model.graph.node:
+            node.doc_string = scrub(node.doc_string)
+            for prop in node.metadata_props:
+                prop.value = scrub(prop.value)
+        for prop in model.metadata_props:
+            prop.value = scrub(prop.value)
+        model.graph.doc_string = scrub(model.graph.doc_string)
+    return model
+
+
+def _npz(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+_SCRIPT = '''"""Minimal repro written by nodebisect: one ONNX subgraph that onnxruntime computes
+differently from PyTorch. Needs only numpy and onnxruntime.
+
+    python repro.py      # exit 1: the mismatch reproduces; exit 0: fixed
+
+model.onnx    the divergent node with its local subgraph
+inputs.npz    PyTorch's own values of the subgraph's inputs
+expected.npz  PyTorch's value of the output
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+HERE = Path(__file__).resolve().parent
+RTOL = {rtol}
+ATOL = {atol}
+OPT_LEVEL = "{opt_level}"
+PROVIDERS = {providers}
+
+
+def compare(actual, expected):
+    """Max abs error and the fraction of elements outside |a - e| <= ATOL + RTOL * |e|."""
+    a = np.asarray(actual).astype(np.float64)
+    e = np.asarray(expected).astype(np.float64)
+    if a.shape != e.shape:
+        return float("inf"), 1.0
+    finite = np.isfinite(a) & np.isfinite(e)
+    same_special = (np.isnan(a) & np.isnan(e)) | (np.isinf(a) & np.isinf(e) & (np.sign(a) == np.sign(e)))
+    diff = np.where(finite, np.abs(a - e), 0.0)
+    good = np.where(finite, diff <= ATOL + RTOL * np.abs(np.where(finite, e, 0.0)), same_special)
+    max_abs = float(diff.max()) if finite.any() else 0.0
+    if (~finite & ~same_special).any():
+        max_abs = float("inf")
+    return max_abs, float(1.0 - good.mean()) if good.size else 0.0
+
+
+def main():
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.{level}
+    available = ort.get_available_providers()
+    providers = [p for p in PROVIDERS if p in available] or ["CPUExecutionProvider"]
+    session = ort.InferenceSession(str(HERE / "model.onnx"), options, providers=providers)
+    inputs = np.load(HERE / "inputs.npz")
+    expected = np.load(HERE / "expected.npz")
+    feeds = {{i.name: inputs[i.name] for i in session.get_inputs()}}
+    names = list(expected.files)
+    actual = session.run(names, feeds)
+    print(f"onnxruntime {{ort.__version__}}, providers {{providers}}, graph optimization {{OPT_LEVEL}}")
+    print(f"tolerance: |actual - expected| <= {{ATOL:g}} + {{RTOL:g}} * |expected|")
+    failed = False
+    for name, got in zip(names, actual):
+        max_abs, mismatch = compare(got, expected[name])
+        print(f"{{name}}: max abs error {{max_abs:.9g}}, {{mismatch:.1%}} of elements out of tolerance")
+        failed = failed or mismatch > 0
+    if failed:
+        print("MISMATCH REPRODUCED: onnxruntime differs from PyTorch")
+        return 1
+    print("OK: onnxruntime matches PyTorch within tolerance")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
+
+__all__ = ["build_repro", "script"]
