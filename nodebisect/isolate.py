@@ -11,7 +11,7 @@ and ``runtime`` causes from a wrong conversion.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -109,12 +109,13 @@ def isolate(
     rtol: float | None,
     atol: float | None,
     dtype: str | None = None,
+    sandbox: Any = None,
 ) -> Isolation:
     """Decide the culprit's cause by running its local subgraph on reference inputs."""
     feeds = {name: graph_feeds[name] if name in graph_feeds else reference(name) for name in local.inputs}
     outputs = [value] + [v for v in local.internal_values if v != value]
     try:
-        runner = OrtRunner(local.model, feeds, ep=ep, opt_level=opt_level)
+        runner = OrtRunner(local.model, feeds, ep=ep, opt_level=opt_level, sandbox=sandbox)
         got = runner.run(outputs)
     except Exception as exc:  # noqa: BLE001 - isolation is evidence, not a requirement
         return Isolation(CAUSE_UNKNOWN, None, f"the local subgraph could not run alone: {str(exc).splitlines()[0][:200]}")
@@ -129,7 +130,7 @@ def isolate(
             got,
         )
     try:
-        plain = OrtRunner(local.model, feeds, ep=ep, opt_level="disabled").run([value])[value]
+        plain = OrtRunner(local.model, feeds, ep=ep, opt_level="disabled", sandbox=sandbox).run([value])[value]
         if opt_level != "disabled" and compare(value, plain, expected, rtol, atol, dtype).ok:
             return Isolation(
                 CAUSE_OPTIMIZER,

@@ -40,6 +40,7 @@ from nodebisect.records import (
     LocateResult,
     Metrics,
     NodeRecord,
+    RUNTIME_FAILED,
     OutputComparison,
     ReproData,
     Step,
@@ -75,6 +76,8 @@ class Options:
     inputs_file: str | None = None
     trust_pickle: bool = False
     exporter: str = "dynamo"
+    isolate_crashes: bool = True
+    timeout_s: float = 600.0
     # Set it (from another thread) to stop a run between steps: CancelledError.
     cancel: threading.Event | None = None
 
@@ -148,6 +151,7 @@ class _Locator:
         self.extra_sessions = 0
         self._expected_steps = 0
         self._feeds: dict[str, np.ndarray] = {}
+        self._sandbox: Any = None
 
     def _stage(self, name: str) -> float:
         self._check_cancel()
@@ -160,6 +164,17 @@ class _Locator:
             raise CancelledError("locate was cancelled")
 
     def run(self) -> LocateResult:
+        if self.opts.isolate_crashes:
+            from nodebisect.sandbox import IsolatedOrt
+
+            self._sandbox = IsolatedOrt(timeout_s=self.opts.timeout_s)
+        try:
+            return self._run()
+        finally:
+            if self._sandbox is not None:
+                self._sandbox.close()
+
+    def _run(self) -> LocateResult:
         import torch
 
         from nodebisect.capture import capture_fx
@@ -341,7 +356,7 @@ class _Locator:
             produced = {o for n in plain.model.graph.node for o in n.output}
             if value not in produced or value not in prep.acts.values:
                 return
-            runner = OrtRunner(plain.model, self._feeds, ep=self.opts.ep, opt_level=self.opts.opt_level)
+            runner = OrtRunner(plain.model, self._feeds, ep=self.opts.ep, opt_level=self.opts.opt_level, sandbox=self._sandbox)
             got = runner.run([value])[value]
             self.extra_sessions += runner.sessions
         except Exception as exc:  # noqa: BLE001 - attribution is a refinement, never a failure
@@ -436,7 +451,9 @@ class _Locator:
         gm = build_graph_map(onnx_model, acts.values, acts.outputs, refs=prep.refs)
         if opts.onnx_path:
             share = overlap(gm)
-            if share < MIN_OWNERSHIP or len(gm.output_map) < len(onnx_model.graph.output):
+            # Module-level mapping compares far fewer values; torchscript.py checks the node scopes instead.
+            owned = share >= MIN_OWNERSHIP or opts.exporter == "torchscript"
+            if not owned or len(gm.output_map) < len(onnx_model.graph.output):
                 raise BadInputError(
                     f"{opts.onnx_path} does not look like an export of this model "
                     f"({share:.0%} of its values match the model's exported program)",
@@ -451,7 +468,7 @@ class _Locator:
         feeds = {name: to_numpy(t) for name, t in zip(gm.graph_inputs, flat)}
         self._feeds = feeds
         _check_feeds_fit(onnx_model, feeds, opts.onnx_path)
-        runner = OrtRunner(onnx_model, feeds, ep=opts.ep, opt_level=opts.opt_level)
+        runner = OrtRunner(onnx_model, feeds, ep=opts.ep, opt_level=opts.opt_level, sandbox=self._sandbox)
         comparisons: dict[str, Comparison] = {}
         steps: list[Step] = []
 
@@ -479,7 +496,11 @@ class _Locator:
         self._stage(f"run onnxruntime ({strategy})")
         # The untouched graph first: what the user's runtime really computes.
         observe = _ObserverCheck(onnx_model)
-        untouched_bad = _run_observed(measure, runner, outputs, observe, "untouched")
+        try:
+            untouched_bad = _run_observed(measure, runner, outputs, observe, "untouched")
+        except RuntimeFailedError as exc:
+            observe.note()
+            return self._runtime_failure(exc, runner, gm, environment)
         untouched = {o: comparisons[o] for o in outputs}
         if strategy == "all":
             _run_observed(measure, runner, list(dict.fromkeys(probes + outputs)), observe, "probed")
@@ -541,6 +562,38 @@ class _Locator:
         }
         return result
 
+    def _runtime_failure(self, exc: RuntimeFailedError, runner: Any, gm: Any, environment: dict[str, Any]) -> LocateResult:
+        """onnxruntime cannot load or run the model: name the first node that makes it fail."""
+        from nodebisect.crash import localize_failure
+        from nodebisect.mapping import node_attributes
+
+        self._stage("localize the onnxruntime failure")
+        point = localize_failure(runner, gm.order)
+        failure: dict[str, Any] = {"error": exc.message, "kind": type(exc).__name__}
+        fd = None
+        if point is not None:
+            node = gm.nodes[point.node]
+            failure.update(node=point.node, op_type=node.op_type, attributes=node_attributes(node), error=point.error, kind=point.kind, runs=point.runs)
+            fd = FirstDivergent(
+                onnx_node=point.node,
+                op_type=node.op_type,
+                onnx_value=next((o for o in node.output if o), ""),
+                stage="runtime",
+                cause=RUNTIME_FAILED,
+                segment=[point.node],
+                segment_op_types=[node.op_type],
+                framework=gm.refs[point.node],
+                metrics=Metrics(reason=point.error),
+                explanation=f"onnxruntime {point.kind} while running node {point.node} ({node.op_type}): "
+                f"every graph prefix before it runs, the prefix ending with it fails",
+            )
+        else:
+            self.notes.append("the failure did not reproduce on any prefix of the graph")
+        result = LocateResult(verdict=RUNTIME_FAILED, first_divergent=fd, nodes=_node_records(gm, {}), environment=environment)
+        result.runtime_failure = failure
+        result.stats = {"onnx_nodes": len(gm.order), "ort_sessions": runner.sessions, "strategy": "localize_failure"}
+        return result
+
     def _explain(
         self, culprit: str, gm: Any, onnx_model: Any, program: Any, acts: Any, comparisons: dict[str, Comparison], feeds: dict[str, np.ndarray]
     ) -> tuple[FirstDivergent, ReproData]:
@@ -563,6 +616,7 @@ class _Locator:
             rtol=opts.rtol,
             atol=opts.atol,
             dtype=acts.dtypes.get(fx_name),
+            sandbox=self._sandbox,
         )
         if iso.cause == CAUSE_INHERITED:
             iso = self._context_check(iso, culprit, gm, onnx_model, feeds, acts, fx_name)
@@ -672,6 +726,7 @@ class _Locator:
             rtol=self.opts.rtol,
             atol=self.opts.atol,
             dtype=acts.dtypes.get(fx_name),
+            sandbox=self._sandbox,
         )
         if wider.cause in (CAUSE_OPTIMIZER, CAUSE_RUNTIME):
             wider.explanation = (

@@ -322,6 +322,8 @@ class LocateResult:
     model: str = ""
     notes: list[str] = field(default_factory=list)
     capture: dict[str, Any] = field(default_factory=dict)
+    # verdict runtime_failed: node, op_type, attributes, error text, kind (raised|crashed|hung)
+    runtime_failure: dict[str, Any] = field(default_factory=dict)
     # Live-run only (never serialised): the culprit's local subgraph and its data,
     # from which the report writer builds the minimal repro bundle.
     repro: ReproData | None = field(default=None, repr=False, compare=False)
@@ -363,6 +365,7 @@ class LocateResult:
             "export_failure": self.export_failure.to_dict() if self.export_failure else None,
             "notes": list(self.notes),
             "capture": self.capture,
+            "runtime_failure": self.runtime_failure,
         }
 
     @classmethod
@@ -384,6 +387,7 @@ class LocateResult:
             model=data.get("model", ""),
             notes=list(data.get("notes", [])),
             capture=dict(data.get("capture") or {}),
+            runtime_failure=dict(data.get("runtime_failure") or {}),
         )
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import onnx
 
-from nodebisect.errors import BadInputError, RuntimeFailedError
+from nodebisect.errors import BadInputError
 
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
 
@@ -60,6 +60,8 @@ class OrtRunner:
     opt_level: str = "all"
     sessions: int = 0
     seconds: float = 0.0
+    # An IsolatedOrt: sessions run in a child process, so crashes become errors.
+    sandbox: Any = None
     _producer: dict[str, int] = field(default_factory=dict, repr=False)
     _reads: list[set[str]] = field(default_factory=list, repr=False)
     _types: dict[str, onnx.ValueInfoProto] = field(default_factory=dict, repr=False)
@@ -114,11 +116,24 @@ class OrtRunner:
         ``optimized_path``: where ORT should save the graph it actually runs
         (after its fusions), to see what marking probes changed.
         """
-        import onnxruntime as ort
-
         wanted = list(dict.fromkeys(values))
         model = self.prefix(wanted)
         start = time.perf_counter()
+        try:
+            if self.sandbox is not None:
+                outs = self.sandbox.run(model.SerializeToString(), self.feeds, wanted, self._providers, self.opt_level, optimized_path)
+            else:
+                outs = self._run_here(model, wanted, optimized_path)
+        finally:
+            self.sessions += 1
+            self.seconds += time.perf_counter() - start
+        return dict(zip(wanted, (np.asarray(o) for o in outs)))
+
+    def _run_here(self, model: onnx.ModelProto, wanted: list[str], optimized_path: str | None) -> list[Any]:
+        import onnxruntime as ort
+
+        from nodebisect.sandbox import OrtRaised
+
         options = ort.SessionOptions()
         if optimized_path:
             options.optimized_model_filepath = optimized_path
@@ -132,20 +147,16 @@ class OrtRunner:
         try:
             session = ort.InferenceSession(model.SerializeToString(), options, providers=self._providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            raise RuntimeFailedError(
+            raise OrtRaised(
                 f"onnxruntime could not load the model: {_first_line(exc)}",
                 tip="run with --debug for the full error; the model may use an op this onnxruntime lacks",
             ) from exc
-        self.sessions += 1
         names = {i.name for i in session.get_inputs()}
         feeds = {k: v for k, v in self.feeds.items() if k in names}
         try:
-            outs = session.run(wanted, feeds)
+            return session.run(wanted, feeds)
         except Exception as exc:  # noqa: BLE001
-            raise RuntimeFailedError(f"onnxruntime failed while running the model: {_first_line(exc)}") from exc
-        finally:
-            self.seconds += time.perf_counter() - start
-        return dict(zip(wanted, (np.asarray(o) for o in outs)))
+            raise OrtRaised(f"onnxruntime failed while running the model: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,178 @@
+"""Run onnxruntime in a child process, so that its crashes and hangs are ours to report.
+
+ONNX Runtime can abort or segfault on a bad graph (onnxruntime#17616,
+pytorch#109806). A debugger of broken models must outlive that: sessions are
+created and run in one long-lived child (spawned, importing only numpy and
+onnxruntime); if it dies or overruns its time limit, the parent raises
+``OrtCrashed`` / ``OrtHung`` and starts a fresh child for the next request.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+
+from nodebisect.errors import RuntimeFailedError
+
+
+class OrtCrashed(RuntimeFailedError):
+    """The child process running onnxruntime died (abort, segfault, OOM kill)."""
+
+
+class OrtHung(RuntimeFailedError):
+    """onnxruntime did not answer within the time limit."""
+
+
+class OrtRaised(RuntimeFailedError):
+    """onnxruntime raised an exception (load or run)."""
+
+
+def _serve(reader: Any, writer: Any) -> None:
+    """Child loop: receive (model bytes, feeds, outputs, options), answer arrays or an error."""
+    import onnxruntime as ort
+
+    levels = {
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    while True:
+        try:
+            request = pickle.load(reader)
+        except EOFError:
+            return
+        if request is None:
+            return
+        model_bytes, feeds, outputs, providers, opt_level, optimized_path = request
+        stage = "load"
+        try:
+            options = ort.SessionOptions()
+            options.graph_optimization_level = levels[opt_level]
+            options.log_severity_level = 3
+            if optimized_path:
+                options.optimized_model_filepath = optimized_path
+            session = ort.InferenceSession(model_bytes, options, providers=providers)
+            names = {i.name for i in session.get_inputs()}
+            stage = "run"
+            got = session.run(outputs, {k: v for k, v in feeds.items() if k in names})
+            answer: tuple[str, Any] = ("ok", [np.asarray(g) for g in got])
+        except Exception as exc:  # noqa: BLE001 - reported to the parent as data
+            answer = ("error", f"{stage}: {exc}")
+        pickle.dump(answer, writer, protocol=pickle.HIGHEST_PROTOCOL)
+        writer.flush()
+
+
+def main() -> None:
+    """Entry of the child (``python -m nodebisect.sandbox``): the protocol owns stdout."""
+    protocol_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything else printed goes to stderr, never into the protocol
+    _serve(sys.stdin.buffer, protocol_out)
+
+
+class IsolatedOrt:
+    """A child process that creates and runs ONNX Runtime sessions on request.
+
+    The child is a plain ``python -m nodebisect.sandbox`` (not multiprocessing),
+    so the user's ``__main__`` script is never imported again.
+    """
+
+    def __init__(self, timeout_s: float = 600.0) -> None:
+        self.timeout_s = timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _start(self) -> None:
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "nodebisect.sandbox"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def run(
+        self,
+        model_bytes: bytes,
+        feeds: dict[str, np.ndarray],
+        outputs: list[str],
+        providers: list[str],
+        opt_level: str,
+        optimized_path: str | None = None,
+    ) -> list[np.ndarray]:
+        """One session in the child; raises OrtCrashed / OrtHung / OrtRaised."""
+        if self._proc is None or self._proc.poll() is not None:
+            self._start()
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        try:
+            pickle.dump((model_bytes, feeds, outputs, providers, opt_level, optimized_path), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], self.timeout_s)
+            if not ready:
+                self._kill()
+                raise OrtHung(f"onnxruntime did not finish within {self.timeout_s:g}s", tip="raise --timeout, or look at the node named")
+            status, payload = pickle.load(proc.stdout)
+        except (EOFError, BrokenPipeError, ConnectionResetError, pickle.UnpicklingError, OSError) as exc:
+            code = self._reap()
+            raise OrtCrashed(f"onnxruntime crashed ({_describe_exit(code)})", tip="the node named is where it fails; report it to onnxruntime") from exc
+        if status == "error":
+            raise OrtRaised(f"onnxruntime failed at {payload.splitlines()[0][:300]}")
+        return payload
+
+    def _reap(self) -> int | None:
+        if self._proc is None:
+            return None
+        try:
+            code = self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            code = self._proc.wait()
+        self._proc = None
+        return code
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._reap()
+
+    def close(self) -> None:
+        """Stop the child (idempotent)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                assert proc.stdin is not None
+                pickle.dump(None, proc.stdin)
+                proc.stdin.close()
+                proc.wait(timeout=2)
+            except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+        self._proc = None
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "no exit status"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
+if __name__ == "__main__":
+    main()
