@@ -1,0 +1,698 @@
+"""The TorchScript-exporter path: ``torch.onnx.export(..., dynamo=False)``.
+
+That exporter keeps no FX names and no node metadata, only node *names* that
+carry the module scope the op was traced in (``/encoder/layer.0/attn/q/MatMul``).
+So the reference values are the eager module's own submodule outputs, caught
+with forward hooks, and each is mapped to the ONNX value that carries it: the
+value produced inside the module's scope and read outside it (or a graph
+output), with the same shape and dtype, the closest one where several fit.
+
+Coverage is coarser than on the dynamo path: only module boundaries are
+compared, so a culprit names the span of nodes between a module's output and
+the mapped values it reads, not one aten op.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+import torch
+import torch.utils._pytree as pytree
+
+from nodebisect.capture import Activations, to_numpy
+from nodebisect.errors import BadInputError, ExportFailedError
+from nodebisect.loading import LoadedModel
+from nodebisect.records import FrameworkRef
+
+DEFAULT_OPSET = 17
+# Below this share of hooked modules finding their output, the notes warn that
+# the search can only name wide spans of the graph.
+LOW_COVERAGE = 0.5
+UNMAPPED_SHOWN = 20
+# A user's ONNX file belongs to the model when this share of its scoped node
+# names resolve to the model's modules.
+MIN_SCOPE_OWNERSHIP = 0.5
+EXPORT_STEP = "torchscript export"
+
+# ONNX ops that lower one torch op, for FrameworkRef.target when the module
+# type says nothing more precise.
+OP_TARGETS = {
+    "Conv": "aten.convolution",
+    "ConvTranspose": "aten.convolution",
+    "LayerNormalization": "aten.layer_norm",
+    "BatchNormalization": "aten.batch_norm",
+    "Softmax": "aten.softmax",
+    "LogSoftmax": "aten.log_softmax",
+    "MatMul": "aten.matmul",
+    "Gemm": "aten.linear",
+    "Relu": "aten.relu",
+    "Sigmoid": "aten.sigmoid",
+    "Tanh": "aten.tanh",
+    "Erf": "aten.erf",
+    "Gelu": "aten.gelu",
+    "Add": "aten.add",
+    "Sub": "aten.sub",
+    "Mul": "aten.mul",
+    "Div": "aten.div",
+    "Pow": "aten.pow",
+    "Sqrt": "aten.sqrt",
+    "ReduceMean": "aten.mean",
+    "Gather": "aten.index_select",
+    "MaxPool": "aten.max_pool2d",
+    "AveragePool": "aten.avg_pool2d",
+    "GlobalAveragePool": "aten.adaptive_avg_pool2d",
+    "Concat": "aten.cat",
+    "Where": "aten.where",
+    "BitShift": "aten.bitwise_right_shift",
+}
+# Leaf module classes whose own nodes all lower one torch op.
+MODULE_TARGETS = {
+    "Linear": "aten.linear",
+    "Conv1d": "aten.convolution",
+    "Conv2d": "aten.convolution",
+    "Conv3d": "aten.convolution",
+    "LayerNorm": "aten.layer_norm",
+    "BatchNorm1d": "aten.batch_norm",
+    "BatchNorm2d": "aten.batch_norm",
+    "GELU": "aten.gelu",
+    "Softmax": "aten.softmax",
+    "Embedding": "aten.embedding",
+    "ReLU": "aten.relu",
+    "SiLU": "aten.silu",
+}
+# The exporter folds an eval-mode BatchNorm into the Conv before it; the folded
+# Conv's output is then the BatchNorm's output, not the Conv module's.
+_FOLDED_INTO = {"BatchNorm1d": ("Conv",), "BatchNorm2d": ("Conv",), "BatchNorm3d": ("Conv",)}
+
+_CALL_SUFFIX = re.compile(r"^(.*)_(\d+)$")
+_UNSUPPORTED_OP = re.compile(r"operator '(aten|prim|onnx)::(\w+)'")
+
+
+@dataclass
+class ModuleCall:
+    """One forward call of one submodule, as the hooks saw it."""
+
+    path: str
+    module_type: str
+    outputs: list[np.ndarray]
+    dtypes: list[str]
+    output_ids: list[int]
+    input_ids: list[int]
+    passthrough: bool  # returned its input unchanged (Identity, eval Dropout)
+
+
+@dataclass
+class Hooked:
+    """Every submodule call of one eager forward, in completion order."""
+
+    calls: list[ModuleCall] = field(default_factory=list)
+    final: list[torch.Tensor] = field(default_factory=list)
+    types: dict[str, str] = field(default_factory=dict)  # path -> class name
+    scriptable: bool = True
+
+
+def prepare_torchscript(loaded: LoadedModel, opts: Any, stage: Callable[[str], float]) -> Any:
+    """Export with the TorchScript exporter (or load ``opts.onnx_path``) and map hooked activations.
+
+    Args:
+        loaded: the model; it needs an eager ``nn.Module``.
+        opts: ``pipeline.Options``.
+        stage: reports a named stage to the progress callback.
+
+    Returns:
+        ``pipeline.Prepared`` with activations keyed by ONNX value names, a
+        FrameworkRef per node, and the mapping quality.
+
+    Raises:
+        BadInputError: no eager module (a ``.pt2``).
+        ExportFailedError: the exporter raised (verdict ``export_failed``).
+    """
+    from nodebisect.pipeline import Prepared, _load_user_onnx
+
+    if loaded.module is None:
+        raise BadInputError(
+            "the TorchScript exporter needs an eager nn.Module, and a .pt2 archive keeps only the exported program",
+            tip="pass the model as file.py:factory (or a module), or use --exporter dynamo",
+        )
+    module = loaded.module
+    opset = opts.opset or DEFAULT_OPSET
+    args, kwargs = positional_inputs(module, loaded.args, loaded.kwargs)
+    if opts.onnx_path:
+        model = _load_user_onnx(opts.onnx_path)
+    else:
+        model = export_torchscript(module, args, kwargs, opset)
+    model = with_types(model)
+    stage("capture (module hooks)")
+    hooked = hook_modules(module, loaded.args, loaded.kwargs, device=opts.device)
+    if opts.onnx_path:
+        check_ownership(model, hooked, opts.onnx_path)
+    flat = [t for t in pytree.tree_leaves((tuple(args), dict(kwargs))) if isinstance(t, torch.Tensor)]
+    notes: list[str] = []
+    inputs = match_inputs(model, flat, notes)
+    inits = {t.name for t in model.graph.initializer}
+    names = [vi.name for vi in model.graph.input if vi.name not in inits]
+    feeds = {n: to_numpy(t) for n, t in zip(names, inputs)} if len(names) == len(inputs) else None
+    acts, refs, quality = map_activations(model, module, hooked, notes, feeds=feeds, ep=opts.ep)
+    used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    return Prepared(onnx_model=model, acts=acts, flat_inputs=inputs, program=None, opset=used, refs=refs, notes=notes, mapping_quality=quality)
+
+
+def positional_inputs(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Keyword inputs moved into their positional slots of ``forward``.
+
+    The TorchScript exporter traces positional inputs, in signature order;
+    keyword-only parameters stay keywords (and the exporter may refuse them).
+    """
+    if not kwargs:
+        return tuple(args), {}
+    try:
+        sig = inspect.signature(module.forward)
+        bound = sig.bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return tuple(args), dict(kwargs)
+    if any(sig.parameters[k].kind is inspect.Parameter.KEYWORD_ONLY for k in kwargs if k in sig.parameters):
+        return tuple(args), dict(kwargs)
+    bound.apply_defaults()
+    return tuple(bound.args), dict(bound.kwargs)
+
+
+# -- export ----------------------------------------------------------------------------
+
+
+def export_torchscript(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opset: int) -> onnx.ModelProto:
+    """``torch.onnx.export(..., dynamo=False)`` into a temporary file, loaded back.
+
+    Node names keep their module scopes (``export_modules_as_functions=False``).
+    A file, not bytes, so models over 2 GB come back with their external data.
+    """
+    from nodebisect.exporting import quiet_torch
+
+    with tempfile.TemporaryDirectory(prefix="nodebisect-ts-") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        try:
+            with quiet_torch():
+                torch.onnx.export(
+                    module,
+                    tuple(args),
+                    path,
+                    kwargs=dict(kwargs) or None,
+                    dynamo=False,
+                    opset_version=opset,
+                    export_modules_as_functions=False,
+                )
+        except Exception as exc:  # noqa: BLE001 - every exporter failure becomes a verdict
+            raise export_failure(exc, opset) from exc
+        return onnx.load(path)
+
+
+def export_failure(exc: BaseException, opset: int) -> ExportFailedError:
+    """The exporter's exception as an ``export_failed`` verdict naming the op it could not convert."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    match = _UNSUPPORTED_OP.search(text)
+    target = f"{match.group(1)}.{match.group(2)}" if match else ""
+    message = f"TorchScript ONNX export failed (opset {opset})" + (f" on {target}" if target else "") + f": {type(exc).__name__}: {first[:240]}"
+    tip = "try --exporter dynamo, or a newer --opset; --debug shows the exporter's traceback"
+    return ExportFailedError(message, tip=tip, step=EXPORT_STEP, target=target)
+
+
+# -- reference values ------------------------------------------------------------------
+
+
+def hook_modules(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], device: str = "cpu") -> Hooked:
+    """Run the eager module once with a forward hook on every submodule, recording every call.
+
+    Outputs are copied at hook time: a later in-place op must not change what
+    the module returned.
+    """
+    hooked = Hooked()
+    alive: list[torch.Tensor] = []  # keeps tensors alive so their ids stay unique during the run
+
+    def tensors(obj: Any) -> list[torch.Tensor]:
+        return [t for t in pytree.tree_leaves(obj) if isinstance(t, torch.Tensor) and not t.is_nested]
+
+    def hook_for(path: str, type_name: str) -> Callable[..., None]:
+        def hook(_mod: Any, inp: Any, kw: Any, out: Any) -> None:
+            outs, ins = tensors(out), tensors((inp, kw))
+            alive.extend(outs + ins)
+            passthrough = bool(outs and ins) and (
+                outs[0] is ins[0] or (outs[0].shape == ins[0].shape and outs[0].dtype == ins[0].dtype and bool(torch.equal(outs[0], ins[0])))
+            )
+            hooked.calls.append(
+                ModuleCall(
+                    path=path,
+                    module_type=type_name,
+                    outputs=[np.array(to_numpy(t), copy=True) for t in outs],
+                    dtypes=[str(t.dtype).replace("torch.", "") for t in outs],
+                    output_ids=[id(t) for t in outs],
+                    input_ids=[id(t) for t in ins],
+                    passthrough=passthrough,
+                )
+            )
+
+        return hook
+
+    if device != "cpu":
+        module = module.to(device)
+        args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+        kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    handles = []
+    hooked.scriptable = not isinstance(module, torch.jit.ScriptModule)
+    for path, sub in module.named_modules():
+        hooked.types[path] = type(sub).__name__
+        if path and hooked.scriptable:
+            handles.append(sub.register_forward_hook(hook_for(path, type(sub).__name__), with_kwargs=True))
+    try:
+        with torch.no_grad():
+            out = module(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    hooked.final = [t.detach().cpu() for t in tensors(out)]
+    alive.clear()
+    return hooked
+
+
+# -- inputs ----------------------------------------------------------------------------
+
+
+def match_inputs(model: onnx.ModelProto, flat: list[torch.Tensor], notes: list[str]) -> list[torch.Tensor]:
+    """The model's input tensors in ONNX graph-input order.
+
+    The TorchScript exporter drops inputs the graph never reads and names the
+    rest after traced values (``input.1``), so inputs are matched by position
+    when the counts agree, else in order by dtype and shape.
+    """
+    inits = {t.name for t in model.graph.initializer}
+    graph_inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    if len(graph_inputs) == len(flat):
+        return list(flat)
+    picked: list[torch.Tensor] = []
+    start = 0
+    for vi in graph_inputs:
+        for j in range(start, len(flat)):
+            if _fits(vi, flat[j]):
+                picked.append(flat[j])
+                start = j + 1
+                break
+        else:
+            return list(flat)  # nothing fits: the pipeline reports the count mismatch
+    if len(graph_inputs) < len(flat):
+        notes.append(
+            f"the ONNX graph takes {len(graph_inputs)} of the model's {len(flat)} tensor inputs "
+            "(the TorchScript exporter drops inputs the graph never reads); the rest were matched in order by dtype and shape"
+        )
+    return picked
+
+
+def _fits(vi: onnx.ValueInfoProto, tensor: torch.Tensor) -> bool:
+    from onnx import helper
+
+    tt = vi.type.tensor_type
+    if tt.elem_type and np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)) != to_numpy(tensor.reshape(-1)[:0]).dtype:
+        return False
+    if tt.HasField("shape"):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        return len(dims) == tensor.dim() and all(d is None or d == s for d, s in zip(dims, tensor.shape))
+    return True
+
+
+def check_ownership(model: onnx.ModelProto, hooked: Hooked, path: str) -> None:
+    """Refuse a user's ONNX whose node scopes do not name this model's modules.
+
+    Raises:
+        BadInputError: most scoped nodes name no module of the model, or the model
+            has submodules while the file has no scoped node names at all (a
+            dynamo export, or names rewritten by a tool).
+    """
+    resolver = ScopeResolver(list(hooked.types))
+    scopes = [node_scope(n.name) for n in model.graph.node]
+    scoped = [s for s in scopes if s]  # "" is the root, None no scope at all
+    if not scoped:
+        if len(hooked.types) > 1:
+            raise BadInputError(
+                f"{path} has no TorchScript module scopes in its node names (a dynamo export?)",
+                tip="use --exporter dynamo for a dynamo-exported file, or export with torch.onnx.export(..., dynamo=False)",
+            )
+        return
+    share = sum(1 for s in scoped if resolver.resolve(s) is not None) / len(scoped)
+    if share < MIN_SCOPE_OWNERSHIP:
+        raise BadInputError(
+            f"{path} does not look like an export of this model ({share:.0%} of its node scopes name modules of the model)",
+            tip="pass the ONNX file exported from this model with torch.onnx.export(..., dynamo=False)",
+        )
+
+
+# -- scopes ----------------------------------------------------------------------------
+
+
+def node_scope(name: str) -> str | None:
+    """``/enc/layer.0/MatMul`` -> ``/enc/layer.0``; ``/Add`` -> ``""`` (the root); unscoped -> None."""
+    if not name.startswith("/"):
+        return None
+    return name.rsplit("/", 1)[0]
+
+
+class ScopeResolver:
+    """Scope strings -> dotted module paths.
+
+    A scope segment is a module's name relative to its nearest non-container
+    ancestor (``layers.0`` under the root for a ModuleList item, ``blocks.0.0``
+    inside nested Sequentials, a ModuleDict key alone), with ``_N`` appended for
+    the N-th extra call of a reused module. So a segment resolves to the
+    shortest descendant of the current module whose path ends with it.
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = [p for p in paths if p]
+        self.cache: dict[str, str | None] = {"": ""}
+
+    def resolve(self, scope: str) -> str | None:
+        if scope in self.cache:
+            return self.cache[scope]
+        parent_scope, _, segment = scope.rpartition("/")
+        parent = self.resolve(parent_scope)
+        found = None
+        if parent is not None:
+            found = self._child(parent, segment)
+            if found is None:
+                m = _CALL_SUFFIX.match(segment)
+                if m:
+                    found = self._child(parent, m.group(1))
+        self.cache[scope] = found
+        return found
+
+    def _child(self, parent: str, segment: str) -> str | None:
+        prefix = f"{parent}." if parent else ""
+        exact = prefix + segment
+        if exact in self.paths:
+            return exact
+        hits = [p for p in self.paths if p.startswith(prefix) and (p == segment or p.endswith("." + segment))]
+        return min(hits, key=lambda p: p.count(".")) if hits else None
+
+
+# -- mapping ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Graph:
+    names: list[str]  # node names as build_graph_map keys them
+    scopes: list[str | None]
+    producer: dict[str, int]
+    consumers: dict[str, list[int]]
+    outputs: list[str]
+    types: dict[str, tuple[Any, list[int | None] | None]]
+
+
+def _index(model: onnx.ModelProto) -> _Graph:
+    from nodebisect.runtime import subgraph_inputs
+
+    names: list[str] = []
+    used: set[str] = set()
+    scopes: list[str | None] = []
+    producer: dict[str, int] = {}
+    consumers: dict[str, list[int]] = {}
+    for idx, node in enumerate(model.graph.node):
+        name = node.name or f"{node.op_type}_{idx}"  # the same keys as mapping.build_graph_map
+        if name in used:
+            name = f"{name}__{idx}"
+        used.add(name)
+        names.append(name)
+        scopes.append(node_scope(node.name))
+        for o in node.output:
+            if o:
+                producer[o] = idx
+        for x in subgraph_inputs(node):
+            consumers.setdefault(x, []).append(idx)
+    return _Graph(names, scopes, producer, consumers, [o.name for o in model.graph.output], _value_types(model))
+
+
+def with_types(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with ``value_info`` for its intermediate values (ONNX shape inference).
+
+    The TorchScript exporter writes none; the search cuts sub-models whose
+    inputs need a type, and the mapping matches values by dtype and shape.
+    Only type annotations are added: no node changes. A model shape inference
+    cannot handle (over 2 GB, unknown ops) comes back as it was.
+    """
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # noqa: BLE001 - types are a help, not a requirement
+        return model
+
+
+def _value_types(model: onnx.ModelProto) -> dict[str, tuple[Any, list[int | None] | None]]:
+    """Value name -> (numpy dtype or None, dims or None), from the model's type annotations."""
+    from onnx import helper
+
+    out: dict[str, tuple[Any, list[int | None] | None]] = {}
+    g = model.graph
+    for vi in list(g.value_info) + list(g.output) + list(g.input):
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type"):
+            continue
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else None
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt.HasField("shape") else None
+        out[vi.name] = (dtype, dims)
+    return out
+
+
+def _inside(scope: str | None, inst: str) -> bool:
+    return scope is not None and (scope == inst or scope.startswith(inst + "/"))
+
+
+def _instances(g: _Graph, resolver: ScopeResolver) -> dict[str, list[str]]:
+    """Module path -> its scope instances (one per traced call) in graph order."""
+    found: dict[str, list[str]] = {}
+    for scope in g.scopes:
+        if not scope:
+            continue
+        parts = scope.split("/")
+        for k in range(2, len(parts) + 1):
+            inst = "/".join(parts[:k])
+            path = resolver.resolve(inst)
+            if path is not None and inst not in found.setdefault(path, []):
+                found[path].append(inst)
+    return found
+
+
+def _leaving(g: _Graph, inst: str) -> list[str]:
+    """Values produced inside scope ``inst`` and read outside it (or graph outputs), in graph order."""
+    graph_outputs = set(g.outputs)
+    out: list[tuple[int, str]] = []
+    for value, idx in g.producer.items():
+        if not _inside(g.scopes[idx], inst):
+            continue
+        readers = g.consumers.get(value, [])
+        if value in graph_outputs or any(not _inside(g.scopes[r], inst) for r in readers):
+            out.append((idx, value))
+    return [v for _i, v in sorted(out)]
+
+
+def _fits_value(g: _Graph, value: str, arr: np.ndarray) -> bool | None:
+    """True / False by inferred dtype and shape; None when inference left them unknown."""
+    dtype, dims = g.types.get(value, (None, None))
+    if dtype is None and dims is None:
+        return None
+    if dtype is not None and dtype != arr.dtype:
+        return False
+    if dims is not None and (len(dims) != arr.ndim or any(d is not None and d != s for d, s in zip(dims, arr.shape))):
+        return False
+    return True
+
+
+def map_activations(
+    model: onnx.ModelProto,
+    module: torch.nn.Module,
+    hooked: Hooked,
+    notes: list[str],
+    feeds: dict[str, np.ndarray] | None = None,
+    ep: str = "cpu",
+) -> tuple[Activations, dict[str, FrameworkRef], dict[str, Any]]:
+    """Hooked module outputs -> Activations keyed by ONNX value names, refs per node, coverage.
+
+    ``model`` should carry ``value_info`` (``with_types``) so values match by dtype and shape.
+
+    A module call's output leaf maps to a value leaving its scope instance with
+    the same dtype and shape; where several fit, the closest in an onnxruntime
+    run of the graph wins. The graph outputs map to the eager outputs by
+    position. A BatchNorm the exporter folded into the Conv before it has no
+    nodes: the Conv's value then carries the BatchNorm's output.
+    """
+    g = _index(model)
+    resolver = ScopeResolver(list(hooked.types))
+    instances = _instances(g, resolver)
+    call_no: dict[str, int] = {}
+    plans: list[tuple[ModuleCall, str | None, list[list[str]]]] = []
+    for call in hooked.calls:
+        k = call_no.get(call.path, 0)
+        call_no[call.path] = k + 1
+        insts = instances.get(call.path, [])
+        inst = insts[k] if k < len(insts) else None
+        cands: list[list[str]] = []
+        if inst is not None:
+            leaving = _leaving(g, inst)
+            for arr in call.outputs:
+                fits = [v for v in leaving if _fits_value(g, v, arr)]
+                cands.append(fits or [v for v in leaving if _fits_value(g, v, arr) is None])
+        plans.append((call, inst, cands))
+
+    ambiguous = sorted({v for _c, _i, cands in plans for c in cands if len(c) > 1 for v in c})
+    onnx_values = _ort_values(model, ambiguous, feeds, ep) if ambiguous and feeds is not None else {}
+
+    acts = Activations()
+    owner: dict[str, str] = {}  # value -> module path whose output it carries
+    value_of_tensor: dict[int, str] = {}
+    mapped_paths: set[str] = set()
+    for call, inst, cands in plans:
+        if inst is None:
+            folded = _folded(call, g, value_of_tensor, model)
+            if folded:
+                if not any(o == owner[folded] for v, o in owner.items() if v != folded):
+                    mapped_paths.discard(owner[folded])  # the Conv's own output is not compared any more
+                _put(acts, folded, call.outputs[0], call.dtypes[0], replace=True)
+                owner[folded] = call.path
+                mapped_paths.add(call.path)
+                value_of_tensor[call.output_ids[0]] = folded
+            elif call.passthrough and call.input_ids and call.input_ids[0] in value_of_tensor:
+                value_of_tensor[call.output_ids[0]] = value_of_tensor[call.input_ids[0]]
+            continue
+        taken: set[str] = set()
+        for j, (arr, options) in enumerate(zip(call.outputs, cands)):
+            options = [v for v in options if v not in taken]
+            value = _closest(options, arr, onnx_values)
+            if not value:
+                continue
+            taken.add(value)
+            if value not in acts.values:
+                _put(acts, value, arr, call.dtypes[j])
+                owner[value] = call.path
+            mapped_paths.add(call.path)
+            value_of_tensor[call.output_ids[j]] = value
+
+    final = hooked.final
+    for name, tensor in zip(g.outputs, final):
+        if name in g.producer:
+            _put(acts, name, to_numpy(tensor), str(tensor.dtype).replace("torch.", ""), replace=True)
+    if len(final) != len(g.outputs):
+        notes.append(
+            f"the ONNX graph has {len(g.outputs)} output(s), the eager model returned {len(final)} tensor(s): "
+            f"the first {min(len(final), len(g.outputs))} were compared by position"
+        )
+    acts.outputs = [o if i < len(final) else "" for i, o in enumerate(g.outputs)]
+
+    refs = _refs(model, g, resolver, hooked, module)
+    hooked_paths = list(dict.fromkeys(c.path for c in hooked.calls))
+    unmapped = [p for p in hooked_paths if p not in mapped_paths]
+    quality = {
+        "onnx_nodes": len(g.names),
+        "mapped_values": sum(1 for v in acts.values if v in g.producer),
+        "modules_hooked": len(hooked_paths),
+        "modules_mapped": len(hooked_paths) - len(unmapped),
+        "unmapped_modules": unmapped[:UNMAPPED_SHOWN],
+    }
+    if not hooked.scriptable:
+        notes.append("a TorchScript module takes no forward hooks: only the graph outputs are compared")
+    elif hooked_paths and quality["modules_mapped"] / len(hooked_paths) < LOW_COVERAGE:
+        notes.append(
+            f"TorchScript exporter: only {quality['modules_mapped']} of {len(hooked_paths)} hooked modules found their output "
+            "in the ONNX graph (node names lost their module scopes, or modules were folded away); "
+            "the culprit is the span between mapped values, wider than one op; --exporter dynamo maps every op"
+        )
+    return acts, refs, quality
+
+
+def _put(acts: Activations, name: str, arr: np.ndarray, dtype: str, replace: bool = False) -> None:
+    if name in acts.values and not replace:
+        return
+    if name not in acts.values:
+        acts.order.append(name)
+    acts.values[name] = arr
+    acts.dtypes[name] = dtype
+
+
+def _closest(options: list[str], arr: np.ndarray, onnx_values: dict[str, np.ndarray]) -> str:
+    if len(options) <= 1:
+        return options[0] if options else ""
+    scored = []
+    for pos, v in enumerate(options):
+        got = onnx_values.get(v)
+        if got is None or got.shape != arr.shape:
+            err = float("inf")
+        else:
+            diff = np.abs(got.astype(np.float64) - arr.astype(np.float64))
+            err = float(np.nanmax(diff)) if diff.size else 0.0
+        scored.append((err, -pos, v))  # ties: the last value computed in the scope
+    return min(scored)[2]
+
+
+def _ort_values(model: onnx.ModelProto, values: list[str], feeds: dict[str, np.ndarray], ep: str) -> dict[str, np.ndarray]:
+    """Values of one onnxruntime run (optimizations off), to break ties between same-shape candidates.
+
+    Returns {} when the graph cannot run: the search's own session then reports why.
+    """
+    from nodebisect.runtime import OrtRunner
+
+    try:
+        return OrtRunner(model, feeds, ep=ep, opt_level="disabled").run(values)
+    except Exception:  # noqa: BLE001 - a tie-break only; ties then go to the last value computed
+        return {}
+
+
+def _folded(call: ModuleCall, g: _Graph, value_of_tensor: dict[int, str], model: onnx.ModelProto) -> str:
+    """The value carrying a module the exporter folded into its producer (BatchNorm into Conv), or ""."""
+    ops = _FOLDED_INTO.get(call.module_type)
+    if not ops or not call.input_ids or not call.outputs or call.passthrough:
+        return ""
+    value = value_of_tensor.get(call.input_ids[0], "")
+    if not value or value not in g.producer:
+        return ""
+    if model.graph.node[g.producer[value]].op_type not in ops:
+        return ""
+    return value
+
+
+def _refs(model: onnx.ModelProto, g: _Graph, resolver: ScopeResolver, hooked: Hooked, module: torch.nn.Module) -> dict[str, FrameworkRef]:
+    """FrameworkRef per node: module path from the scope (also the segment key), class, likely torch op."""
+    modules = dict(module.named_modules())
+    sources: dict[str, tuple[str, str]] = {}
+    refs: dict[str, FrameworkRef] = {}
+    for idx, node in enumerate(model.graph.node):
+        scope = g.scopes[idx]
+        path = resolver.resolve(scope) if scope else None
+        path = path or ""
+        type_name = hooked.types.get(path, "")
+        mod = modules.get(path)
+        target = MODULE_TARGETS.get(type_name, "") if path and _is_leaf(mod) else ""
+        target = target or OP_TARGETS.get(node.op_type, "")
+        if path and path not in sources:
+            sources[path] = _forward_source(mod)
+        source, code = sources.get(path, ("", ""))
+        module_type = f"{type(mod).__module__}.{type(mod).__qualname__}" if mod is not None else ""
+        refs[g.names[idx]] = FrameworkRef(target=target, fx_node=path, module=path, module_type=module_type, source=source, code=code)
+    return refs
+
+
+def _is_leaf(mod: torch.nn.Module | None) -> bool:
+    return mod is not None and not any(True for _ in mod.children())
+
+
+def _forward_source(mod: torch.nn.Module | None) -> tuple[str, str]:
+    """("file.py:line", "def forward(...)") of a user-defined module's forward; empty for torch's own."""
+    if mod is None or type(mod).__module__.startswith("torch."):
+        return "", ""
+    try:
+        forward = type(mod).forward
+        file = inspect.getsourcefile(forward) or ""
+        lines, start = inspect.getsourcelines(forward)
+    except (OSError, TypeError):
+        return "", ""
+    first = next((ln.strip() for ln in lines if ln.strip().startswith("def ")), lines[0].strip() if lines else "")
+    return (f"{file}:{start}" if file else "", first)

@@ -1,0 +1,416 @@
+"""The TorchScript-exporter path (``exporter="torchscript"``): real export, real ORT, tiny models.
+
+Reference values there are submodule outputs caught by forward hooks, mapped to
+the ONNX values leaving each module's scope. What ``locate`` can then promise
+for a fault injected into one node (asserted below, case by case):
+
+* EXACT: the edited node's output is itself a mapped value (a module's output
+  or a graph output): ``first_divergent.onnx_node`` is the edited node.
+* SPAN: the edited node's output is not mapped (a node inside a module, e.g.
+  the Softmax inside an attention module, the MatMul of a Linear whose bias Add
+  carries the output). The fault is first measurable at the next mapped value
+  downstream, so the culprit is that value's producer, and the edited node lies
+  in the culprit's local subgraph (the nodes between the culprit value and its
+  nearest mapped inputs), all of which ``first_divergent.segment`` lists.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import helper, numpy_helper
+from torch import nn
+
+from nodebisect import locate
+from nodebisect.errors import BadInputError
+from nodebisect.torchscript import ScopeResolver, export_torchscript, node_scope
+
+EXACT = "exact"
+SPAN = "span"
+
+
+# -- models ----------------------------------------------------------------------------
+
+
+class TinyCNN(nn.Module):
+    """Conv + BatchNorm (non-trivial statistics, folded into the Conv on export) + ReLU, twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.act = nn.ReLU()
+        self.block = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(8, 4)
+        with torch.no_grad():
+            self.bn1.running_mean.uniform_(-1, 1)
+            self.bn1.running_var.uniform_(0.5, 2.0)
+            self.bn1.weight.uniform_(0.5, 1.5)
+            self.bn1.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn1(self.conv1(x)))
+        x = self.block(x)
+        return self.fc(x.mean((2, 3)))
+
+
+class Attention(nn.Module):
+    """Single-head attention written out with matmul / softmax."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.scale = d**-0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.q(x) @ self.k(x).transpose(-1, -2) / (1.0 / self.scale)
+        return self.o(torch.softmax(scores, dim=-1) @ self.v(x))
+
+
+class Block(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d)
+        self.attn = Attention(d)
+        self.ln2 = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, 2 * d)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(2 * d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.fc2(self.act(self.fc1(self.ln2(x))))
+
+
+class TinyTransformer(nn.Module):
+    """Two pre-norm blocks (Linear, LayerNorm, matmul/softmax attention, GELU) and a final LayerNorm."""
+
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([Block(d), Block(d)])
+        self.norm = nn.LayerNorm(d)
+        with torch.no_grad():  # LayerNorm affine away from (1, 0), so an epsilon fault shows
+            for mod in self.modules():
+                if isinstance(mod, nn.LayerNorm):
+                    mod.weight.uniform_(0.5, 1.5)
+                    mod.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x)
+
+
+class Bucketize(nn.Module):
+    """Signed integer bucket of a feature: floor((4x).round() / 3)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.floor_divide((x * 4).round().long(), 3)
+
+
+class BucketNet(nn.Module):
+    """A real divergence of the TorchScript exporter (torch 2.13): ``floor_divide`` on negative ints.
+
+    The exporter lowers ``torch.floor_divide(int, int)`` to an integer ONNX
+    ``Div``, which truncates toward zero; PyTorch floors (-7 // 3 is -3, the
+    ONNX graph says -2). The dynamo exporter gets it right.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, 6)
+        self.bucket = Bucketize()
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bucket(self.proj(x)).float())
+
+
+class HalfShift(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x >> 1
+
+
+class ShiftNet(nn.Module):
+    """A second TorchScript-only divergence: ``x >> 1`` on negative ints exports as Div by 2 (truncating)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shift = HalfShift()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shift(x * 3 - 5)
+
+
+def build(arch: str) -> tuple[nn.Module, tuple[Any, ...]]:
+    torch.manual_seed(0)
+    if arch == "cnn":
+        return TinyCNN().eval(), (torch.randn(1, 3, 8, 8),)
+    return TinyTransformer().eval(), (torch.randn(2, 6, 16),)
+
+
+# -- fixtures: each architecture exported once per module ---------------------------------
+
+
+class Exports:
+    """(arch, opset) -> (model, args, clean ONNX); exported on first use."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[str, int], tuple[nn.Module, tuple[Any, ...], onnx.ModelProto]] = {}
+
+    def __getitem__(self, key: tuple[str, int]) -> tuple[nn.Module, tuple[Any, ...], onnx.ModelProto]:
+        if key not in self._done:
+            model, args = build(key[0])
+            self._done[key] = (model, args, export_torchscript(model, args, {}, key[1]))
+        return self._done[key]
+
+
+@pytest.fixture(scope="module")
+def exports() -> Exports:
+    return Exports()
+
+
+# -- faults: edit exactly one node, by its name -------------------------------------------
+
+
+def _node(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
+    found = [n for n in model.graph.node if n.name == name]
+    assert len(found) == 1, f"expected one node named {name!r}, found {[n.name for n in model.graph.node]}"
+    return found[0]
+
+
+def set_attr(name: str, attr: str, value: Any) -> Callable[[onnx.ModelProto], None]:
+    def edit(model: onnx.ModelProto) -> None:
+        node = _node(model, name)
+        kept = [a for a in node.attribute if a.name != attr]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute(attr, value)])
+
+    return edit
+
+
+def swap_op(name: str, new_op: str) -> Callable[[onnx.ModelProto], None]:
+    def edit(model: onnx.ModelProto) -> None:
+        node = _node(model, name)
+        assert node.op_type != new_op
+        node.op_type = new_op
+
+    return edit
+
+
+def scale_weight(name: str, scale: float, index: int = 1) -> Callable[[onnx.ModelProto], None]:
+    """Scale the initializer one node reads, copied under a new name so no other node changes."""
+
+    def edit(model: onnx.ModelProto) -> None:
+        node = _node(model, name)
+        tensor = next(t for t in model.graph.initializer if t.name == node.input[index])
+        model.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(tensor) * scale, tensor.name + "__faulted"))
+        node.input[index] = tensor.name + "__faulted"
+
+    return edit
+
+
+def scale_constant(name: str, scale: float) -> Callable[[onnx.ModelProto], None]:
+    """Scale the value of one Constant node."""
+
+    def edit(model: onnx.ModelProto) -> None:
+        node = _node(model, name)
+        attr = next(a for a in node.attribute if a.name == "value")
+        attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t) * scale))
+
+    return edit
+
+
+# (arch, opset, edited node, fault, guarantee, module the culprit must name)
+CASES = [
+    pytest.param("cnn", 17, "/conv1/Conv", scale_weight("/conv1/Conv", 1.5), EXACT, "conv1", id="cnn-folded_conv_weight"),
+    pytest.param("cnn", 17, "/act/Relu", swap_op("/act/Relu", "Sigmoid"), EXACT, "act", id="cnn-relu_to_sigmoid"),
+    pytest.param("cnn", 17, "/block/block.0/Conv", scale_weight("/block/block.0/Conv", 0.5), EXACT, "block.0", id="cnn-seq_conv_weight"),
+    pytest.param("tiny", 17, "/layers.1/ln1/LayerNormalization", set_attr("/layers.1/ln1/LayerNormalization", "epsilon", 1.0), EXACT, "layers.1.ln1", id="tiny-layernorm_epsilon"),
+    pytest.param("tiny", 17, "/layers.0/attn/q/Add", swap_op("/layers.0/attn/q/Add", "Sub"), EXACT, "layers.0.attn.q", id="tiny-linear_bias_add_to_sub"),
+    pytest.param("tiny", 17, "/layers.0/attn/Softmax", set_attr("/layers.0/attn/Softmax", "axis", 1), SPAN, "layers.0.attn.o", id="tiny-softmax_axis"),
+    pytest.param("tiny", 17, "/layers.0/attn/Div", swap_op("/layers.0/attn/Div", "Mul"), SPAN, "layers.0.attn.o", id="tiny-attention_scale_div_to_mul"),
+    pytest.param("tiny", 17, "/layers.0/Add", swap_op("/layers.0/Add", "Sub"), SPAN, "layers.0.ln2", id="tiny-residual_add_to_sub"),
+    pytest.param("tiny", 17, "/layers.1/fc1/MatMul", scale_weight("/layers.1/fc1/MatMul", 1.5), SPAN, "layers.1.fc1", id="tiny-matmul_weight"),
+    # opset 16 has no LayerNormalization: the exporter writes ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add.
+    pytest.param("tiny", 16, "/layers.0/ln2/Sqrt", swap_op("/layers.0/ln2/Sqrt", "Reciprocal"), SPAN, "layers.0.ln2", id="tiny16-layernorm_chain_sqrt"),
+    pytest.param("tiny", 16, "/layers.1/ln1/Constant_1", scale_constant("/layers.1/ln1/Constant_1", 1e5), SPAN, "layers.1.ln1", id="tiny16-layernorm_chain_epsilon"),
+]
+
+
+def _local_subgraph(result: Any) -> set[str]:
+    """Nodes between the culprit value and its mapped inputs, from the result's own node records."""
+    records = {r.onnx_node: r for r in result.nodes}
+    producer = {o: r.onnx_node for r in result.nodes for o in r.outputs}
+    mapped = {r.onnx_value for r in result.nodes if r.mapped_to}
+    keep: set[str] = set()
+    stack = [result.first_divergent.onnx_node]
+    while stack:
+        name = stack.pop()
+        if name in keep:
+            continue
+        keep.add(name)
+        for value in records[name].inputs:
+            if value in producer and value not in mapped:
+                stack.append(producer[value])
+    return keep
+
+
+@pytest.mark.parametrize("arch, opset, edited, fault, guarantee, module", CASES)
+@pytest.mark.parametrize("strategy", ["all", "bisect"])
+def test_injected_fault_is_located(
+    exports: Exports, tmp_path: Path, arch: str, opset: int, edited: str, fault: Any, guarantee: str, module: str, strategy: str
+) -> None:
+    model, args, clean = exports[(arch, opset)]
+    faulted = copy.deepcopy(clean)
+    fault(faulted)
+    path = tmp_path / "faulted.onnx"
+    onnx.save(faulted, str(path))
+
+    result = locate(model, args, exporter="torchscript", onnx_path=str(path), strategy=strategy)
+
+    assert result.verdict == "diverged", result.notes
+    fd = result.first_divergent
+    assert fd.cause == "conversion"
+    assert fd.framework.module == module
+    if guarantee == EXACT:
+        assert fd.onnx_node == edited
+    else:
+        assert fd.onnx_node != edited, "the edited node's output is not mapped: it cannot be the carrier"
+        assert edited in _local_subgraph(result)
+        assert edited in fd.segment
+    mapping = result.stats["mapping"]
+    assert mapping["modules_mapped"] > 0 and mapping["mapped_values"] > 0
+    assert mapping["onnx_nodes"] == len(faulted.graph.node)
+
+
+@pytest.mark.parametrize("arch", ["cnn", "tiny"])
+def test_clean_export_matches_with_full_module_coverage(exports: Exports, arch: str) -> None:
+    model, args, _clean = exports[(arch, 17)]
+    result = locate(model, args, exporter="torchscript")
+    assert result.verdict == "match", result.notes
+    assert result.environment["exporter"] == "torchscript"
+    mapping = result.stats["mapping"]
+    assert set(mapping) == {"onnx_nodes", "mapped_values", "modules_hooked", "modules_mapped", "unmapped_modules"}
+    # The CNN's conv1 is the only module whose own output is not in the graph:
+    # its Conv carries bn1 (folded), so bn1 is mapped and conv1 is not.
+    expected_unmapped = ["conv1"] if arch == "cnn" else []
+    assert mapping["unmapped_modules"] == expected_unmapped
+    assert mapping["modules_mapped"] == mapping["modules_hooked"] - len(expected_unmapped)
+
+
+def test_folded_batchnorm_compares_the_conv_value_with_the_batchnorm_output(exports: Exports) -> None:
+    model, args, _clean = exports[("cnn", 17)]
+    result = locate(model, args, exporter="torchscript", strategy="all")
+    conv = next(r for r in result.nodes if r.onnx_node == "/conv1/Conv")
+    assert conv.status == "ok" and conv.mapped_to == conv.onnx_value
+    assert conv.framework.module == "conv1" and conv.framework.target == "aten.convolution"
+
+
+@pytest.mark.parametrize(
+    "model, args, module, node",
+    [
+        pytest.param(BucketNet, lambda: (torch.randn(4, 6),), "bucket", "/bucket/Div", id="floor_divide_negative_ints"),
+        pytest.param(ShiftNet, lambda: (torch.arange(-4, 4).view(2, 4),), "shift", "/shift/Div", id="right_shift_negative_ints"),
+    ],
+)
+def test_real_torchscript_only_divergence(model: Any, args: Any, module: str, node: str) -> None:
+    torch.manual_seed(0)
+    net, inputs = model().eval(), args()
+    ts = locate(net, inputs, exporter="torchscript")
+    assert ts.verdict == "diverged"
+    fd = ts.first_divergent
+    assert fd.cause == "conversion" and fd.framework.module == module
+    assert fd.onnx_node.startswith(f"/{module}/") and node in fd.segment
+    assert ts.stats["mapping"]["modules_mapped"] >= 1
+    # The same model through the dynamo exporter is right: the defect is the TorchScript exporter's.
+    assert locate(net, inputs).verdict == "match"
+
+
+def test_export_failure_is_a_verdict() -> None:
+    class NearestExact(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return nn.functional.interpolate(x, size=7, mode="nearest-exact")
+
+    result = locate(NearestExact(), (torch.randn(1, 1, 10),), exporter="torchscript")
+    assert result.verdict == "export_failed"
+    assert result.export_failure.step == "torchscript export"
+    assert result.export_failure.target == "aten._upsample_nearest_exact1d"
+
+
+def test_no_eager_module_is_bad_input(exports: Exports) -> None:
+    model, args, _clean = exports[("cnn", 17)]
+    program = torch.export.export(model, args)
+    with pytest.raises(BadInputError, match="needs an eager nn.Module"):
+        locate(program, args, exporter="torchscript")
+
+
+def test_dynamo_file_is_refused_on_the_torchscript_path(tmp_path: Path) -> None:
+    model, args = build("cnn")
+    path = tmp_path / "dynamo.onnx"
+    torch.onnx.export(model, args, str(path), dynamo=True)
+    with pytest.raises(BadInputError, match="no TorchScript module scopes"):
+        locate(model, args, exporter="torchscript", onnx_path=str(path))
+
+
+def test_unused_input_is_dropped_and_matched(tmp_path: Path) -> None:
+    class TakesMask(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, unused: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x)
+
+    result = locate(TakesMask().eval(), (torch.zeros(3), torch.randn(2, 4)), exporter="torchscript")
+    assert result.verdict == "match"
+    assert any("drops inputs" in n for n in result.notes)
+
+
+def test_scope_resolution_follows_containers_and_reuse() -> None:
+    paths = ["", "enc", "enc.0", "enc.0.blocks", "enc.0.blocks.0", "enc.0.blocks.0.0", "enc.0.d", "enc.0.d.a", "layer_1", "act"]
+    resolver = ScopeResolver(paths)
+    assert resolver.resolve("/enc.0/blocks/blocks.0/blocks.0.0") == "enc.0.blocks.0.0"  # nested Sequentials
+    assert resolver.resolve("/enc.0/a") == "enc.0.d.a"  # a ModuleDict key alone
+    assert resolver.resolve("/layer_1") == "layer_1"  # a real name ending in _1
+    assert resolver.resolve("/layer_1_1") == "layer_1"  # its second call
+    assert resolver.resolve("/act_2") == "act"
+    assert resolver.resolve("/nothing") is None
+    assert node_scope("/enc.0/a/Gemm") == "/enc.0/a" and node_scope("/Add") == "" and node_scope("Identity_3") is None
+
+
+def test_graph_values_keep_the_hooked_dtype_and_shape(exports: Exports) -> None:
+    """Every mapped value has the shape ORT computes for it (a mis-mapping would fail the shape check)."""
+    model, args, _clean = exports[("tiny", 17)]
+    result = locate(model, args, exporter="torchscript", strategy="all")
+    compared = [r for r in result.nodes if r.metrics is not None]
+    assert compared and all(r.status == "ok" for r in compared)
+    assert all(np.isfinite(r.metrics.max_abs) for r in compared)
+
+
+class Recurrent(nn.Module):
+    """An LSTM returns ``out, (h, c)``: h and c have the same shape, so the mapping must tell them apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(4, 5, batch_first=True)
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        out, (h, c) = self.rnn(x)
+        return self.fc(out) + bias, h * 2, c
+
+
+def test_same_shape_outputs_and_keyword_inputs_map_right() -> None:
+    torch.manual_seed(0)
+    result = locate(Recurrent().eval(), {"x": torch.randn(2, 3, 4), "bias": torch.randn(2)}, exporter="torchscript", strategy="all")
+    assert result.verdict == "match", result.notes
+    lstm = next(r for r in result.nodes if r.op_type == "LSTM")
+    assert lstm.status == "ok" and lstm.framework.module == "rnn"
+    assert result.stats["mapping"]["unmapped_modules"] == []
