@@ -46,7 +46,8 @@ def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     t = tensor.detach()
     if t.dtype == torch.bfloat16:
         t = t.float()
-    return t.cpu().contiguous().numpy()
+    # A copy: a CPU tensor's numpy view would follow later in-place ops of the forward.
+    return np.array(t.cpu().numpy(), copy=True)
 
 
 def flat_user_inputs(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
@@ -108,6 +109,16 @@ def capture_fx(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any], devi
     gm_out = _Recorder(gm, acts.add)
     with torch.no_grad():
         result = gm_out.run(*flat)
+    # The unlifted module may rename inputs (``input`` -> ``input_1``); keep the
+    # program's own names too, since FX nodes of the program refer to those.
+    try:
+        user_inputs = list(program.graph_signature.user_inputs)
+    except Exception:  # noqa: BLE001
+        user_inputs = []
+    for name, value in zip(user_inputs, flat):
+        if isinstance(value, torch.Tensor) and name not in acts.values:
+            acts.values[name] = to_numpy(value)
+            acts.dtypes[name] = str(value.dtype).replace("torch.", "")
     output_node = next(n for n in gm.graph.nodes if n.op == "output")
     out_args = pytree.tree_leaves(output_node.args[0])
     acts.outputs = [a.name if isinstance(a, torch.fx.Node) else "" for a in out_args]

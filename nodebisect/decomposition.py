@@ -69,14 +69,53 @@ def torch_intermediates(fx_node: torch.fx.Node, reference: dict[str, np.ndarray]
     return found
 
 
+def lifted_tensor(program: Any, placeholder: str) -> np.ndarray | None:
+    """A parameter, buffer or constant of ``program`` by its placeholder name.
+
+    Capture runs the unlifted module, where weights are attributes rather than
+    inputs, so ops taking a weight (linear, conv, layer_norm) would otherwise
+    have no decomposition to compare with.
+    """
+    sig = program.graph_signature
+    fqn = (
+        sig.inputs_to_parameters.get(placeholder)
+        or sig.inputs_to_buffers.get(placeholder)
+        or sig.inputs_to_lifted_tensor_constants.get(placeholder)
+    )
+    if fqn is None:
+        return None
+    tensor = program.state_dict.get(fqn)
+    if tensor is None:
+        tensor = program.constants.get(fqn)
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype == torch.bfloat16:
+        return None
+    return tensor.detach().cpu().contiguous().numpy()
+
+
+def _saturate(arr: np.ndarray) -> np.ndarray:
+    """Read float32's extremes as infinities: masks filled with finfo.min mean -inf.
+
+    Exporters write ``-3.4e38`` where PyTorch's decomposition writes ``-inf`` for the
+    same mask; both are the same intent, and must not count as a departure.
+    """
+    if arr.dtype.kind != "f":
+        return arr
+    out = arr.astype(np.float64)
+    out[out <= -1e38] = -np.inf
+    out[out >= 1e38] = np.inf
+    return out
+
+
 def has_counterpart(value: np.ndarray, candidates: list[np.ndarray]) -> bool:
     """True when some torch intermediate holds the same numbers (any view of them)."""
+    mine = _saturate(value.reshape(-1))
     for cand in candidates:
         if cand.size != value.size or cand.size == 0:
             continue
         if (cand.dtype == np.bool_) != (value.dtype == np.bool_):
             continue
-        if compare("", value.reshape(-1), cand.reshape(-1)).ok:
+        # Widened to float64 by _saturate: judge with the tolerance of the tensors' own dtype.
+        if compare("", mine, _saturate(cand.reshape(-1)), dtype=str(cand.dtype)).ok:
             return True
     return False
 

@@ -666,7 +666,7 @@ class _Locator:
 
     def _decomposition_evidence(self, local: Any, carrier: str, gm: Any, program: Any, acts: Any, iso: Any, feeds: dict[str, np.ndarray]) -> list[tuple[str, float, str]]:
         """Where the ONNX lowering leaves PyTorch's own decomposition of the culprit's op."""
-        from nodebisect.decomposition import MAX_SEGMENT_NODES, departure_points, torch_intermediates
+        from nodebisect.decomposition import MAX_SEGMENT_NODES, departure_points, lifted_tensor, torch_intermediates
 
         fx_name = gm.refs[carrier].fx_node
         if program is None or len(local.nodes) < 2 or len(local.nodes) > MAX_SEGMENT_NODES or not iso.internal or not fx_name:
@@ -675,7 +675,11 @@ class _Locator:
         if fx_node is None:
             return []
         try:
-            candidates = torch_intermediates(fx_node, acts.values)
+            reference = dict(acts.values)
+            for arg in fx_node.all_input_nodes:  # weights are not among the captured activations
+                if arg.name not in reference and (value := lifted_tensor(program, arg.name)) is not None:
+                    reference[arg.name] = value
+            candidates = torch_intermediates(fx_node, reference)
         except Exception:  # noqa: BLE001 - evidence only; many ops have no decomposition
             return []
         good = set(local.inputs) | gm.initializers

@@ -73,7 +73,6 @@ RANKING_UNSUPPORTED: dict[str, str] = {
     # constant additive mask of -3.4e38 where PyTorch's SDPA decomposition adds -inf, so
     # the mask Add "leaves PyTorch's decomposition" even in the clean export, and every
     # fault downstream of it in the segment is blamed on that Add (score 0.88).
-    "gpt2-sdpa_softmax_axis": "the benign -3.4e38 mask Add upstream is blamed instead of the Softmax",
 }
 
 
