@@ -48,6 +48,9 @@ class Isolation:
     explanation: str
     nan_source: str = ""  # first node making NaN/Inf from finite inputs, if any
     internal: dict[str, np.ndarray] = field(default_factory=dict)
+    # The subgraph and feeds that showed the cause, to dig further (which fusion).
+    model: onnx.ModelProto | None = None
+    feeds: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def local_graph(model: onnx.ModelProto, gm: GraphMap, value: str, depth: int = 0) -> LocalGraph:
@@ -113,10 +116,14 @@ def isolate(
 ) -> Isolation:
     """Decide the culprit's cause by running its local subgraph on reference inputs."""
     feeds = {name: graph_feeds[name] if name in graph_feeds else reference(name) for name in local.inputs}
-    outputs = [value] + [v for v in local.internal_values if v != value]
+    internal = [v for v in local.internal_values if v != value]
     try:
         runner = OrtRunner(local.model, feeds, ep=ep, opt_level=opt_level, sandbox=sandbox)
-        got = runner.run(outputs)
+        # The verdict from a run marking only the value: marking internal values as
+        # outputs would stop onnxruntime from fusing across them (observer effect).
+        got = runner.run([value])
+        if internal:
+            got.update(runner.run(internal))
     except Exception as exc:  # noqa: BLE001 - isolation is evidence, not a requirement
         return Isolation(CAUSE_UNKNOWN, None, f"the local subgraph could not run alone: {str(exc).splitlines()[0][:200]}")
     cmp = compare(value, got[value], expected, rtol, atol, dtype)
@@ -138,6 +145,8 @@ def isolate(
                 f"wrong with onnxruntime graph optimizations ({opt_level}) but right with them disabled",
                 nan_source,
                 got,
+                model=local.model,
+                feeds=feeds,
             )
     except Exception:  # noqa: BLE001
         pass

@@ -356,7 +356,8 @@ class _Locator:
             produced = {o for n in plain.model.graph.node for o in n.output}
             if value not in produced or value not in prep.acts.values:
                 return
-            runner = OrtRunner(plain.model, self._feeds, ep=self.opts.ep, opt_level=self.opts.opt_level, sandbox=self._sandbox)
+            # onnxruntime's own fusions off: only the exporter's optimizer differs between the two graphs.
+            runner = OrtRunner(plain.model, self._feeds, ep=self.opts.ep, opt_level="disabled", sandbox=self._sandbox)
             got = runner.run([value])[value]
             self.extra_sessions += runner.sessions
         except Exception as exc:  # noqa: BLE001 - attribution is a refinement, never a failure
@@ -502,6 +503,7 @@ class _Locator:
             observe.note()
             return self._runtime_failure(exc, runner, gm, environment)
         untouched = {o: comparisons[o] for o in outputs}
+        probes_per_step = opts.probes_per_step
         if strategy == "all":
             _run_observed(measure, runner, list(dict.fromkeys(probes + outputs)), observe, "probed")
             probed_bad = {o for o in outputs if not comparisons[o].ok}
@@ -513,6 +515,7 @@ class _Locator:
                 )
                 for v in probes:
                     comparisons.pop(v, None)
+                probes_per_step = 1  # each marked value can break a fusion: mark as few as possible
             comparisons.update(untouched)
         fusion_note = observe.note()
         if fusion_note:
@@ -531,11 +534,11 @@ class _Locator:
                 ancestors=lambda v: (a for a in gm.ancestors(v) if a in probe_set),
                 inputs=gm.mapped_inputs,
                 measure=measure,
-                k=opts.probes_per_step,
+                k=probes_per_step,
                 known={v: not c.ok for v, c in comparisons.items()},
             )
             cone = sum(1 for a in gm.ancestors(target) if a in probe_set and a not in comparisons) + 1
-            k = max(1, opts.probes_per_step)
+            k = max(1, probes_per_step)
             self._expected_steps = len(steps) + (math.ceil(math.log(cone, k + 1)) if cone > 1 else 0) + 1
             self._stage("bisect")
             culprit = bisector.locate(target)
@@ -620,6 +623,7 @@ class _Locator:
         )
         if iso.cause == CAUSE_INHERITED:
             iso = self._context_check(iso, culprit, gm, onnx_model, feeds, acts, fx_name)
+        fusion = self._blame_fusion(iso, culprit, acts, fx_name) if iso.cause == CAUSE_OPTIMIZER else {}
         self.timings["isolate"] = time.perf_counter() - t
         seg_key = gm.segment_of[carrier]
         segment = [n for n in gm.segments.get(seg_key, [carrier]) if n in local.nodes or n == carrier]
@@ -661,6 +665,7 @@ class _Locator:
             explanation=explanation,
             isolated_metrics=iso.metrics,
             input_values=list(gm.mapped_inputs(culprit)),
+            optimizer=fusion,
         ), repro
 
 
@@ -704,6 +709,39 @@ class _Locator:
             else:
                 out.append((name, 0.5, f"also leaves PyTorch's decomposition of {target}, downstream of {entries[0]}"))
         return out
+
+    def _blame_fusion(self, iso: Any, culprit: str, acts: Any, fx_name: str) -> dict[str, Any]:
+        """Name the onnxruntime level and optimizer that make the culprit's window wrong."""
+        from nodebisect.compare import compare
+        from nodebisect.fusions import blame_optimizer
+        from nodebisect.runtime import providers_for
+
+        if iso.model is None:
+            return {}
+        expected, dtype = acts.values[fx_name], acts.dtypes.get(fx_name)
+        try:
+            blame = blame_optimizer(
+                iso.model,
+                iso.feeds,
+                culprit,
+                lambda got: compare(culprit, got, expected, self.opts.rtol, self.opts.atol, dtype).ok,
+                providers_for(self.opts.ep),
+            )
+        except Exception as exc:  # noqa: BLE001 - a refinement; the cause stands without it
+            self.notes.append(f"could not single out the onnxruntime optimizer: {str(exc).splitlines()[0][:160]}")
+            return {}
+        if blame is None:
+            return {}
+        self.extra_sessions += blame.sessions
+        found = {"level": blame.level, "optimizer": blame.optimizer}
+        iso.explanation += f"; it first goes wrong at optimization level '{blame.level}'"
+        iso.explanation += (
+            f", and disabling onnxruntime's '{blame.optimizer}' alone makes it right (work around with "
+            f"SessionOptions / disabled_optimizers=['{blame.optimizer}'])"
+            if blame.optimizer
+            else "; no single named optimizer explains it"
+        )
+        return found
 
     def _context_check(self, iso: Any, culprit: str, gm: Any, onnx_model: Any, feeds: dict[str, np.ndarray], acts: Any, fx_name: str) -> Any:
         """Right alone but wrong in the graph: drift, or an effect spanning nodes?

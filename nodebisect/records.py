@@ -205,6 +205,8 @@ class FirstDivergent:
     # Metrics of the segment run alone on the framework's reference inputs.
     isolated_metrics: Metrics | None = None
     input_values: list[str] = field(default_factory=list)
+    # cause "optimizer": {"level": first bad onnxruntime level, "optimizer": the named one, if isolated}
+    optimizer: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -221,6 +223,7 @@ class FirstDivergent:
             "explanation": self.explanation,
             "isolated_metrics": self.isolated_metrics.to_dict() if self.isolated_metrics else None,
             "input_values": list(self.input_values),
+            "optimizer": dict(self.optimizer),
         }
 
     @classmethod
@@ -243,6 +246,7 @@ class FirstDivergent:
                 Metrics.from_dict(data["isolated_metrics"]) if data.get("isolated_metrics") else None
             ),
             input_values=list(data.get("input_values", [])),
+            optimizer=dict(data.get("optimizer") or {}),
         )
 
 

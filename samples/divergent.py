@@ -14,6 +14,8 @@ Kinds:
                        born inside that group.
   capture            - eager PyTorch differs from the torch.export'ed program itself
                        (the ONNX model agrees with the exported program).
+  optimizer          - a graph optimization (the exporter's or onnxruntime's) changes the
+                       numerics: the unoptimized graph agrees with PyTorch.
 
 Usage: ``samples/divergent.py:ClassName`` -> ``ClassName()`` and
 ``ClassName.example_inputs()``; ``SAMPLES`` maps name -> class.
@@ -232,6 +234,41 @@ class TransformerFastPath(nn.Module):
         return (x, pad)
 
 
+class ConvBnCancellation(nn.Module):
+    """Optimizer: a Conv whose input pairs cancel (+1e6 + a, -1e6 + b) with integer weights
+    is exact in float32, and BatchNorm then scales the small result. Folding BatchNorm's
+    irrational scale 1/sqrt(var + eps) into the Conv weights (the exporter's
+    FuseBatchNormIntoConv rewrite by default; onnxruntime's ConvBNFusion, level basic, for an
+    ``optimize=False`` export) rounds each +-1e6 product before the sum cancels: errors of
+    0.06 on values of about 3. Unfused, onnxruntime agrees with PyTorch exactly."""
+
+    KIND = "optimizer"
+    ATEN_OP = "aten.conv2d + aten._native_batch_norm_legit_no_training (folded)"
+    FX_NODE = "_native_batch_norm_legit_no_training"
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 2, kernel_size=(1, 2), stride=(1, 2))
+        self.bn = nn.BatchNorm2d(2)
+        self.head = nn.Conv2d(2, 2, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[[[1.0, 1.0]]], [[[1.0, 2.0]]]]))
+            self.conv.bias.zero_()
+            self.bn.running_var.fill_(2.0)
+            self.bn.running_mean.fill_(0.5)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.conv(x))))
+
+    @classmethod
+    def example_inputs(cls):
+        g = torch.Generator().manual_seed(0)
+        small = torch.randint(-8, 9, (1, 1, 4, 8), generator=g).float()
+        sign = torch.tensor([1.0, -1.0]).repeat(4)
+        return (small + 1e6 * sign,)
+
+
 SAMPLES = {
     cls.__name__: cls
     for cls in (
@@ -242,6 +279,7 @@ SAMPLES = {
         Atan2ZeroY,
         SdpaFullyMaskedRow,
         TransformerFastPath,
+        ConvBnCancellation,
     )
 }
 

@@ -1,0 +1,55 @@
+"""Graph optimizations that change numerics: the exporter's (stage graph_optimization) and
+onnxruntime's (cause optimizer, with the level and the named fusion), on a real model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import nodebisect
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+sys.path.insert(0, str(SAMPLES))
+from divergent import ConvBnCancellation  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def unoptimized_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = ConvBnCancellation().eval()
+    path = tmp_path_factory.mktemp("opt") / "conv_bn_unoptimized.onnx"
+    torch.onnx.export(model, ConvBnCancellation.example_inputs(), dynamo=True, optimize=False, verbose=False).save(str(path))
+    return path
+
+
+def test_exporter_folding_is_attributed_to_graph_optimization() -> None:
+    result = nodebisect.locate(ConvBnCancellation().eval(), ConvBnCancellation.example_inputs())
+    fd = result.first_divergent
+    assert result.verdict == "diverged"
+    assert fd is not None
+    assert fd.op_type == "Conv"  # the BatchNorm was folded into it
+    assert fd.framework.fx_node == "_native_batch_norm_legit_no_training"
+    assert fd.stage == "graph_optimization"
+    assert "optimize=False" in fd.explanation
+
+
+def test_onnxruntime_fusion_is_named(unoptimized_onnx: Path) -> None:
+    result = nodebisect.locate(ConvBnCancellation().eval(), ConvBnCancellation.example_inputs(), onnx_path=str(unoptimized_onnx))
+    fd = result.first_divergent
+    assert result.verdict == "diverged"
+    assert fd is not None
+    assert fd.op_type == "BatchNormalization"
+    assert fd.cause == "optimizer"
+    assert fd.stage == "runtime_optimizer"
+    assert fd.optimizer == {"level": "basic", "optimizer": "ConvBNFusion"}
+    # Marking every value as an output hides the bug (it breaks the fusion): the guard says so.
+    assert any("observer effect" in note for note in result.notes)
+
+
+def test_without_onnxruntime_optimizations_the_unoptimized_export_matches(unoptimized_onnx: Path) -> None:
+    result = nodebisect.locate(
+        ConvBnCancellation().eval(), ConvBnCancellation.example_inputs(), onnx_path=str(unoptimized_onnx), opt_level="disabled"
+    )
+    assert result.verdict == "match"
