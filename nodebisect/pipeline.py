@@ -55,6 +55,8 @@ AUTO_ALL_MAX_PROBES = 4000
 # A user's ONNX file "belongs" to the model when this share of its node outputs
 # carry FX names of the model's exported program.
 MIN_OWNERSHIP = 0.2
+# onnx.checker costs ~1 s on a 400 MB model; above this size onnxruntime's own load checks suffice.
+CHECKER_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -833,7 +835,9 @@ class _ObserverCheck:
     def __init__(self, model: Any) -> None:
         import tempfile
 
-        self.enabled = model.ByteSize() <= self.MAX_BYTES
+        from nodebisect.runtime import initializer_bytes
+
+        self.enabled = initializer_bytes(model) <= self.MAX_BYTES
         self.dir = tempfile.mkdtemp(prefix="nodebisect-opt-") if self.enabled else ""
         self.counts: dict[str, int] = {}
 
@@ -910,7 +914,8 @@ def _load_user_onnx(path: str) -> Any:
     if not model.graph.node:
         raise BadInputError(f"{path} has no ONNX graph nodes", tip="is it really an ONNX model?")
     try:
-        onnx.checker.check_model(model)
+        if file.stat().st_size <= CHECKER_MAX_BYTES:  # large files: onnxruntime validates them on load
+            onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - a corrupt graph is the user's file, not our crash
         raise BadInputError(f"{path} is not a valid ONNX model: {str(exc).strip().splitlines()[0][:200]}", tip="the file may be truncated or corrupted; re-export it") from exc
     return model

@@ -1,0 +1,69 @@
+"""The onnxruntime runner: prefix models, weights written once, in-process and sandboxed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import nodebisect
+import nodebisect.runtime as runtime
+from nodebisect.exporting import export_onnx
+from nodebisect.loading import build_loaded_model
+
+
+class Stack(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.layers = torch.nn.ModuleList(torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.LayerNorm(16), torch.nn.GELU()) for _ in range(6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = x + layer(x)
+        return x
+
+
+ARGS = (torch.randn(4, 16, generator=torch.Generator().manual_seed(0)),)
+
+
+@pytest.fixture(scope="module")
+def faulted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    proto = export_onnx(build_loaded_model(Stack().eval(), ARGS)).model
+    norms = [n for n in proto.graph.node if n.op_type == "LayerNormalization"]
+    edited = norms[3]
+    for attr in edited.attribute:
+        if attr.name == "epsilon":
+            attr.f = 0.5
+    path = tmp_path_factory.mktemp("rt") / "faulted.onnx"
+    onnx.save(proto, path)
+    return path, edited.name
+
+
+@pytest.mark.parametrize("isolate_crashes", [True, False], ids=["sandbox", "in-process"])
+def test_weights_written_once_give_the_same_answer(faulted: tuple[Path, str], isolate_crashes: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, edited = faulted
+    plain = nodebisect.locate(Stack().eval(), ARGS, onnx_path=str(path), strategy="bisect", isolate_crashes=isolate_crashes)
+    monkeypatch.setattr(runtime, "EXTERNALIZE_BYTES", 0)  # every weight goes through the shared file
+    external = nodebisect.locate(Stack().eval(), ARGS, onnx_path=str(path), strategy="bisect", isolate_crashes=isolate_crashes)
+    assert plain.first_divergent is not None and external.first_divergent is not None
+    assert external.first_divergent.onnx_node == plain.first_divergent.onnx_node == edited
+    assert external.first_divergent.metrics.max_abs == pytest.approx(plain.first_divergent.metrics.max_abs)
+    assert external.stats["ort_sessions"] == plain.stats["ort_sessions"]
+
+
+def test_prefix_runs_only_what_the_values_need(faulted: tuple[Path, str]) -> None:
+    path, _ = faulted
+    model = onnx.load(path)
+    feeds = {model.graph.input[0].name: ARGS[0].numpy()}
+    runner = runtime.OrtRunner(model, feeds)
+    first = model.graph.node[0].output[0]
+    prefix = runner.prefix([first])
+    assert [n.name for n in prefix.graph.node] == [model.graph.node[0].name]
+    got = runner.run([first])[first]
+    assert runner.sessions == 1
+    full = runner.run([model.graph.output[0].name])
+    assert np.isfinite(got).all() and np.isfinite(next(iter(full.values()))).all()
