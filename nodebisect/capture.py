@@ -11,6 +11,7 @@ Two views of the same forward pass:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -34,11 +35,53 @@ class Activations:
     dtypes: dict[str, str] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)  # FX names of the flat user outputs
+    # Where values go once ``spill_after`` bytes are held in memory ("" = never spill).
+    spill_dir: str = ""
+    spill_after: int = 0
+    in_memory: int = 0
+    spilled: int = 0
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
-        self.values[name] = to_numpy(tensor)
+        array = to_numpy(tensor)
+        if self.spill_dir and self.in_memory + array.nbytes > self.spill_after:
+            # Memory-mapped from disk: a big model's activations need not fit in RAM
+            # next to the model, and the search reads only the few it compares.
+            path = os.path.join(self.spill_dir, f"{len(self.order)}.npy")
+            np.save(path, array)
+            array = np.load(path, mmap_mode="r")
+            self.spilled += array.nbytes
+        else:
+            self.in_memory += array.nbytes
+        self.values[name] = array
         self.dtypes[name] = str(tensor.dtype).replace("torch.", "")
         self.order.append(name)
+
+    @property
+    def nbytes(self) -> int:
+        return self.in_memory + self.spilled
+
+
+def spilling_activations(budget_bytes: int) -> Activations:
+    """Activations that keep ``budget_bytes`` in memory and memory-map the rest from a temp dir."""
+    import shutil
+    import tempfile
+    import weakref
+
+    acts = Activations(spill_dir=tempfile.mkdtemp(prefix="nodebisect-acts-"), spill_after=budget_bytes)
+    weakref.finalize(acts, shutil.rmtree, acts.spill_dir, True)
+    return acts
+
+
+def memory_available() -> int:
+    """Bytes the OS says are available (Linux /proc/meminfo); a conservative 4 GiB elsewhere."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 1024**3
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -79,9 +122,15 @@ class _Recorder(torch.fx.Interpreter):
         return result
 
 
-def capture_fx(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any], device: str = "cpu") -> Activations:
-    """Run the ExportedProgram node by node and keep every tensor it produces."""
-    acts = Activations()
+def capture_fx(
+    program: Any, args: tuple[Any, ...], kwargs: dict[str, Any], device: str = "cpu", memory_budget: int | None = None
+) -> Activations:
+    """Run the ExportedProgram node by node and keep every tensor it produces.
+
+    With ``memory_budget`` (bytes), values beyond it are spilled to disk and
+    memory-mapped back.
+    """
+    acts = spilling_activations(memory_budget) if memory_budget is not None else Activations()
     gm = program.module()
     if device != "cpu":
         gm = gm.to(device)

@@ -35,6 +35,7 @@ def _add_locate_options(p: argparse.ArgumentParser) -> None:
     exp.add_argument("--opt-level", choices=["disabled", "basic", "extended", "all"], default="all", help="onnxruntime graph optimization level (default all)")
     exp.add_argument("--no-isolate-crashes", dest="isolate_crashes", action="store_false", help="run onnxruntime in-process (faster start; a crash in onnxruntime then kills nodebisect)")
     exp.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds one onnxruntime session may take before it counts as hung (default 600)")
+    exp.add_argument("--memory-budget", type=float, metavar="MIB", help="MiB of reference activations kept in RAM; the rest is memory-mapped from disk (default: a quarter of available memory)")
     exp.add_argument("--trust-pickle", action="store_true", help="allow torch.load(weights_only=False) on MODEL: unpickling runs code from the file")
     cmp = p.add_argument_group("comparison and search")
     cmp.add_argument("--rtol", type=float, help="relative tolerance (default per dtype: fp32 1e-3, fp16 1e-2, bf16 5e-2; ints exact)")
@@ -108,6 +109,7 @@ def locate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "exporter": args.exporter,
         "isolate_crashes": args.isolate_crashes,
         "timeout_s": args.timeout,
+        "memory_budget": int(args.memory_budget * 2**20) if args.memory_budget is not None else None,
     }
 
 

@@ -80,6 +80,9 @@ class Options:
     exporter: str = "dynamo"
     isolate_crashes: bool = True
     timeout_s: float = 600.0
+    # Bytes of reference activations kept in RAM before the rest is memory-mapped
+    # from disk (None: a quarter of the available memory).
+    memory_budget: int | None = None
     # Set it (from another thread) to stop a run between steps: CancelledError.
     cancel: threading.Event | None = None
 
@@ -270,7 +273,7 @@ class _Locator:
             prep = prepare_torchscript(loaded, opts, self._stage)
             self.timings["export_and_capture"] = time.perf_counter() - t
             return prep
-        from nodebisect.capture import capture_fx, flat_user_inputs
+        from nodebisect.capture import capture_fx, flat_user_inputs, memory_available
         from nodebisect.exporting import export_onnx
 
         t = time.perf_counter()
@@ -278,8 +281,13 @@ class _Locator:
         self.timings["export"] = time.perf_counter() - t
         onnx_model = _load_user_onnx(opts.onnx_path) if opts.onnx_path else exported.model
         t = self._stage("capture")
-        acts = capture_fx(exported.program, loaded.args, loaded.kwargs, device=opts.device)
+        budget = opts.memory_budget if opts.memory_budget is not None else memory_available() // 4
+        acts = capture_fx(exported.program, loaded.args, loaded.kwargs, device=opts.device, memory_budget=budget)
         self.timings["capture"] = time.perf_counter() - t
+        if acts.spilled:
+            self.notes.append(
+                f"reference activations beyond {budget / 2**20:.0f} MiB ({acts.spilled / 2**20:.0f} MiB) were spilled to disk and memory-mapped"
+            )
         flat = [a for a in flat_user_inputs(exported.program, loaded.args, loaded.kwargs) if hasattr(a, "dtype")]
         return Prepared(
             onnx_model=onnx_model, acts=acts, flat_inputs=flat, program=exported.program, opset=exported.opset, original=exported.original
@@ -494,8 +502,12 @@ class _Locator:
         outputs = [o.name for o in onnx_model.graph.output if o.name in gm.mapped]
         strategy = opts.strategy
         if strategy == "auto":
+            from nodebisect.capture import memory_available
+
             total = sum(acts.values[gm.mapped[p]].nbytes for p in probes)
-            strategy = "all" if total <= AUTO_ALL_MAX_BYTES and len(probes) <= AUTO_ALL_MAX_PROBES else "bisect"
+            # ORT hands every marked value back at once: that copy must fit easily in free memory.
+            limit = min(AUTO_ALL_MAX_BYTES, memory_available() // 8)
+            strategy = "all" if total <= limit and len(probes) <= AUTO_ALL_MAX_PROBES else "bisect"
         self._stage(f"run onnxruntime ({strategy})")
         # The untouched graph first: what the user's runtime really computes.
         observe = _ObserverCheck(onnx_model)

@@ -67,3 +67,11 @@ def test_prefix_runs_only_what_the_values_need(faulted: tuple[Path, str]) -> Non
     assert runner.sessions == 1
     full = runner.run([model.graph.output[0].name])
     assert np.isfinite(got).all() and np.isfinite(next(iter(full.values()))).all()
+
+
+def test_spilled_reference_activations_give_the_same_answer(faulted: tuple[Path, str]) -> None:
+    path, edited = faulted
+    result = nodebisect.locate(Stack().eval(), ARGS, onnx_path=str(path), strategy="bisect", memory_budget=0)
+    assert result.first_divergent is not None
+    assert result.first_divergent.onnx_node == edited
+    assert any("spilled to disk" in note for note in result.notes)
