@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass, field, replace
 from importlib.util import find_spec
 from pathlib import Path
@@ -18,7 +19,7 @@ from textual import on, work
 from textual.app import App
 from textual.binding import Binding
 
-from nodebisect.errors import BadInputError, NodebisectError
+from nodebisect.errors import BadInputError, CancelledError, NodebisectError
 from nodebisect.records import LocateResult
 
 from .messages import NodeChosen, RunFailed, RunFinished, RunProgress
@@ -63,6 +64,13 @@ class NodebisectApp(App[int]):
         assert isinstance(screen, MainScreen)
         return screen
 
+    async def action_quit(self) -> None:
+        """Quit at once: a running locate is told to stop at its next step."""
+        cancel = getattr(self, "_cancel", None)
+        if cancel is not None:
+            cancel.set()
+        self.exit()
+
     def on_ready(self) -> None:
         """The main screen is composed: show the result, or start producing one."""
         self.sub_title = self.source
@@ -83,8 +91,13 @@ class NodebisectApp(App[int]):
         """Run ``locate`` off the event loop; everything reaches the UI as messages."""
         from nodebisect import locate
 
+        self._cancel = threading.Event()
         try:
-            result = locate(spec.model, progress=lambda event: self.post_message(RunProgress(event)), **spec.options)
+            result = locate(
+                spec.model, progress=lambda event: self.post_message(RunProgress(event)), cancel=self._cancel, **spec.options
+            )
+        except CancelledError:
+            return  # the user quit: nothing to show
         except NodebisectError as exc:
             self.post_message(RunFailed(exc.message, exc.tip))
             return
