@@ -72,6 +72,9 @@ def _serve(reader: Any, writer: Any) -> None:
 
 def main() -> None:
     """Entry of the child (``python -m nodebisect.sandbox``): the protocol owns stdout."""
+    # Ctrl-C in a terminal reaches the whole process group; the parent handles it
+    # and closes our stdin (EOF ends the loop), so the child must not die with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     protocol_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything else printed goes to stderr, never into the protocol
     _serve(sys.stdin.buffer, protocol_out)
