@@ -23,9 +23,10 @@ EPILOG = """exit codes: 0 match, 1 divergence found, 2 usage or bad input, 3 exp
 def _add_locate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model.pt2 | TorchScript .pt | pickled .pt (with --trust-pickle) | file.py:factory | pkg.module:factory")
     src = p.add_argument_group("inputs")
-    src.add_argument("--inputs", action="append", metavar="FILE", help=".pt (tensor, tuple/list or dict of kwargs) or .npz")
+    src.add_argument("--inputs", action="append", metavar="FILE", help=".pt (tensor, tuple/list or dict of kwargs) or .npz; repeat it to compare on several input sets")
     src.add_argument("--input", action="append", dest="input_specs", metavar="NAME=1x3x224x224[:float32]", help="random input tensor (repeatable)")
-    src.add_argument("--seed", type=int, default=0, help="seed for --input tensors (default 0)")
+    src.add_argument("--seed", type=int, default=0, help="seed for --input tensors and --trials (default 0)")
+    src.add_argument("--trials", type=int, default=1, metavar="N", help="also compare on N-1 drawn input sets reaching edge cases (negatives, ties, zeros, large, tiny); culprits are grouped per trial")
     exp = p.add_argument_group("export and run")
     exp.add_argument("--onnx", metavar="FILE", help="debug this ONNX file (dynamo export of the same model) instead of exporting")
     exp.add_argument("--opset", type=int, help="ONNX opset for the export")
@@ -105,6 +106,8 @@ def locate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "input_specs": args.input_specs,
         "inputs_file": inputs[0] if inputs else None,
+        "extra_inputs": inputs[1:] or None,
+        "trials": args.trials,
         "trust_pickle": args.trust_pickle,
         "exporter": args.exporter,
         "isolate_crashes": args.isolate_crashes,
@@ -119,8 +122,6 @@ def cmd_locate(args: argparse.Namespace) -> int:
     from nodebisect.records import Event
     from nodebisect.summary import summary
 
-    if args.inputs and len(args.inputs) > 1:
-        raise NodebisectError("several --inputs files are not supported yet", tip="pass one --inputs FILE")
     json_to_stdout = args.json == "-"
     human = sys.stderr if json_to_stdout else sys.stdout
 

@@ -23,6 +23,10 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
 }
 
 
+# Largest finite values of the half-precision types (headroom before overflow).
+_HALF_MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38}
+
+
 def default_tolerance(dtype: str) -> Tolerance:
     """Return the documented default tolerance for a numpy/torch dtype name."""
     name = str(dtype).replace("torch.", "")
@@ -78,6 +82,10 @@ def compare(
     if actual.size == 0:
         return Comparison(onnx_value, True, metrics, tol)
 
+    half_max = _HALF_MAX.get(str(dtype or expected.dtype).replace("torch.", ""))
+    if half_max and expected.size:
+        finite = np.abs(expected[np.isfinite(expected)].astype(np.float64))
+        metrics.range_used = float(finite.max() / half_max) if finite.size else 0.0
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         return _compare_values(onnx_value, actual, expected, tol, metrics)
 

@@ -83,6 +83,9 @@ class Options:
     # Bytes of reference activations kept in RAM before the rest is memory-mapped
     # from disk (None: a quarter of the available memory).
     memory_budget: int | None = None
+    # Extra input sets: N-1 drawn trials (edge-case distributions) and more input files.
+    trials: int = 1
+    extra_inputs: list[str] | None = None
     # Set it (from another thread) to stop a run between steps: CancelledError.
     cancel: threading.Event | None = None
 
@@ -238,6 +241,8 @@ class _Locator:
         self._note_framework_nans(acts)
         t = self._stage("map")
         result = self._compare_onnx(prep, environment)
+        if opts.trials > 1 or opts.extra_inputs:
+            result = self._run_trials(result, prep, loaded, environment)
         if prep.mapping_quality:
             result.stats["mapping"] = prep.mapping_quality
         self.timings["map_and_search"] = time.perf_counter() - t
@@ -262,6 +267,44 @@ class _Locator:
         result.stats["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
         self.emit(Event(kind="done", message=result.verdict))
         return result
+
+    def _run_trials(self, first: LocateResult, prep: Prepared, loaded: Any, environment: dict[str, Any]) -> LocateResult:
+        """Run the comparison on more input sets (export once); group the culprits found."""
+        from dataclasses import replace as dc_replace
+
+        from nodebisect.capture import capture_fx, flat_user_inputs
+        from nodebisect.loading import load_inputs_file
+        from nodebisect.trials import trial_inputs
+
+        opts = self.opts
+        if prep.program is None:
+            self.notes.append("--trials and several --inputs need the dynamo exporter; only the first input set was compared")
+            return first
+        rows = [_trial_row(0, "given", first)]
+        results = [first]
+        input_sets: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        for path in opts.extra_inputs or []:
+            args, kwargs = load_inputs_file(path)
+            input_sets.append((path, args, kwargs))
+        for i in range(1, max(opts.trials, 1)):
+            input_sets.append(trial_inputs(loaded.args, loaded.kwargs, i, opts.seed))
+        for index, (label, args, kwargs) in enumerate(input_sets, start=1):
+            self._stage(f"trial {index}: {label} inputs")
+            acts = capture_fx(prep.program, args, kwargs, device=opts.device)
+            flat = [a for a in flat_user_inputs(prep.program, args, kwargs) if hasattr(a, "dtype")]
+            result = self._compare_onnx(dc_replace(prep, acts=acts, flat_inputs=flat), environment)
+            rows.append(_trial_row(index, label, result))
+            results.append(result)
+        chosen = next((r for r in results if r.verdict != MATCH), first)
+        if chosen is not first:
+            k = results.index(chosen)
+            self.notes.append(f"the given inputs match; trial {k} ({rows[k]['inputs']} inputs) diverges, and its culprit is reported")
+        chosen.trials = rows
+        groups: dict[str, list[int]] = {}
+        for row in rows:
+            groups.setdefault(row["onnx_node"] or row["verdict"], []).append(row["trial"])
+        chosen.stats["trial_groups"] = groups
+        return chosen
 
     def _prepare(self, loaded: Any) -> Prepared:
         """Export (or load) the ONNX model and capture the reference activations."""
@@ -557,6 +600,7 @@ class _Locator:
             self._stage("bisect")
             culprit = bisector.locate(target)
             first_divergent, repro = self._explain(culprit, gm, onnx_model, program, acts, comparisons, feeds)
+        nonfinite_origin = self._nonfinite_origin(gm, runner, comparisons, outputs, probes, acts)
         nodes = _node_records(gm, comparisons)
         result = LocateResult(
             verdict=DIVERGED if bad_outputs else MATCH,
@@ -568,7 +612,15 @@ class _Locator:
             tolerance=_tolerances_used(comparisons),
             repro=repro,
         )
+        if nonfinite_origin:
+            result.stats["first_nonfinite"] = nonfinite_origin
+            who = "PyTorch too" if nonfinite_origin["framework_nonfinite"] else "PyTorch stays finite there"
+            result.notes.append(
+                f"onnxruntime's first NaN/Inf from finite inputs comes from {nonfinite_origin['onnx_node']} "
+                f"({nonfinite_origin['op_type']}, value {nonfinite_origin['onnx_value']}); {who}"
+            )
         result.stats = {
+            **result.stats,
             "onnx_nodes": len(gm.order),
             "mapped_values": len(probes),
             "compared_values": len(comparisons),
@@ -578,6 +630,47 @@ class _Locator:
             "probes_per_step": opts.probes_per_step,
         }
         return result
+
+    def _nonfinite_origin(self, gm: Any, runner: Any, comparisons: dict[str, Comparison], outputs: list[str], probes: list[str], acts: Any) -> dict[str, Any]:
+        """Where onnxruntime's NaN/Inf are born: the first node making them from finite inputs.
+
+        Searched like a divergence, with "holds NaN/Inf" as the oracle, only when a
+        graph output holds some. NaN that PyTorch also produces is reported too.
+        """
+        import numpy as np
+
+        from nodebisect.bisection import Bisector
+
+        def nonfinite(c: Comparison) -> bool:
+            return c.metrics.nan + c.metrics.inf > 0
+
+        bad_outputs = [o for o in outputs if o in comparisons and nonfinite(comparisons[o])]
+        if not bad_outputs:
+            return {}
+        known = {v: nonfinite(c) for v, c in comparisons.items()}
+
+        def measure(values: list[str]) -> set[str]:
+            got = runner.run(values)
+            return {v for v in values if got[v].dtype.kind == "f" and not np.isfinite(got[v]).all()}
+
+        probe_set = set(probes)
+        target = min(bad_outputs, key=lambda v: gm.position[gm.producer[v]])
+        origin = Bisector(
+            order=probes,
+            ancestors=lambda v: (a for a in gm.ancestors(v) if a in probe_set),
+            inputs=gm.mapped_inputs,
+            measure=measure,
+            k=self.opts.probes_per_step,
+            known=known,
+        ).locate(target)
+        node = gm.producer[origin]
+        reference = acts.values[gm.mapped[origin]]
+        return {
+            "onnx_node": node,
+            "op_type": gm.nodes[node].op_type,
+            "onnx_value": origin,
+            "framework_nonfinite": bool(reference.dtype.kind == "f" and not np.isfinite(reference).all()),
+        }
 
     def _runtime_failure(self, exc: RuntimeFailedError, runner: Any, gm: Any, environment: dict[str, Any]) -> LocateResult:
         """onnxruntime cannot load or run the model: name the first node that makes it fail."""
@@ -885,6 +978,18 @@ def _run_observed(measure: Callable[..., set[str]], runner: Any, values: list[st
     bad = measure(values, optimized_path=observe.path(label))
     observe.record(label)
     return bad
+
+
+def _trial_row(index: int, label: str, result: LocateResult) -> dict[str, Any]:
+    fd = result.first_divergent
+    return {
+        "trial": index,
+        "inputs": label,
+        "verdict": result.verdict,
+        "onnx_node": fd.onnx_node if fd else "",
+        "cause": fd.cause if fd else "",
+        "max_abs": fd.metrics.max_abs if fd else max((o.metrics.max_abs for o in result.outputs), default=0.0),
+    }
 
 
 def _check_feeds_fit(onnx_model: Any, feeds: dict[str, np.ndarray], onnx_path: str | None) -> None:

@@ -83,6 +83,8 @@ class Metrics:
     dtype: str = ""
     expected_dtype: str = ""
     reason: str = ""
+    # Half precision only: largest |value| as a fraction of the dtype's max (1.0 = overflow).
+    range_used: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_float(v) for k, v in dataclasses.asdict(self).items()}
@@ -328,6 +330,8 @@ class LocateResult:
     capture: dict[str, Any] = field(default_factory=dict)
     # verdict runtime_failed: node, op_type, attributes, error text, kind (raised|crashed|hung)
     runtime_failure: dict[str, Any] = field(default_factory=dict)
+    # --trials / several --inputs: one row per input set (trial, inputs, verdict, onnx_node, cause, max_abs)
+    trials: list[dict[str, Any]] = field(default_factory=list)
     # Live-run only (never serialised): the culprit's local subgraph and its data,
     # from which the report writer builds the minimal repro bundle.
     repro: ReproData | None = field(default=None, repr=False, compare=False)
@@ -370,6 +374,7 @@ class LocateResult:
             "notes": list(self.notes),
             "capture": self.capture,
             "runtime_failure": self.runtime_failure,
+            "trials": self.trials,
         }
 
     @classmethod
@@ -392,6 +397,7 @@ class LocateResult:
             notes=list(data.get("notes", [])),
             capture=dict(data.get("capture") or {}),
             runtime_failure=dict(data.get("runtime_failure") or {}),
+            trials=list(data.get("trials") or []),
         )
 
 

@@ -61,6 +61,9 @@ def summary(result: LocateResult) -> str:
             lines.append("  next: write a bug report with --report DIR (Markdown, graph and a minimal repro), or inspect it with `nodebisect tui`")
     else:
         lines.append(f"{result.verdict.upper()}")
+    if result.trials:
+        groups = result.stats.get("trial_groups", {})
+        lines.append(f"  trials:    {len(result.trials)} input sets: " + "; ".join(f"{k}: {v}" for k, v in groups.items()))
     for note in result.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines)

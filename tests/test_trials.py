@@ -1,0 +1,107 @@
+"""Several input sets (--trials, several --inputs), NaN provenance and half-precision headroom."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import nodebisect
+from nodebisect.cli import main
+from nodebisect.compare import compare
+from nodebisect.exporting import export_onnx
+from nodebisect.loading import build_loaded_model
+
+MODEL = '''
+import torch
+
+class Angle(torch.nn.Module):
+    """atan2(relu(y), x): torch gives +pi at y=+0, x<0; the ONNX lowering gives -pi."""
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, y, x):
+        return self.head(torch.atan2(torch.relu(y), x))
+
+    @staticmethod
+    def example_inputs():
+        g = torch.Generator().manual_seed(0)
+        return (torch.rand(3, 4, generator=g) + 0.1, torch.rand(3, 4, generator=g) + 0.1)
+'''
+
+
+@pytest.fixture(scope="module")
+def angle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("trials")
+    (d / "angle.py").write_text(MODEL)
+    return d
+
+
+def test_given_inputs_match_but_edge_case_trials_find_the_culprit(angle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = angle / "r.json"
+    code = main(["locate", f"{angle}/angle.py:Angle", "--trials", "3", "--json", str(out), "-q"])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    data = json.loads(out.read_text())
+    rows = data["trials"]
+    assert [r["trial"] for r in rows] == [0, 1, 2]
+    assert rows[0]["verdict"] == "match"  # positive x: no y=+0, x<0 pair
+    assert {r["onnx_node"] for r in rows[1:]} == {"node_atan2"}
+    assert data["first_divergent"]["onnx_node"] == "node_atan2"
+    assert data["stats"]["trial_groups"] == {"match": [0], "node_atan2": [1, 2]}
+    assert "trial 1" in " ".join(data["notes"])
+
+
+def test_several_inputs_files_are_compared(angle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = (torch.rand(3, 4) + 0.1, torch.rand(3, 4) + 0.1)
+    bad = (torch.zeros(3, 4), -torch.rand(3, 4) - 0.1)  # y = +0 and x < 0 everywhere
+    torch.save(good, angle / "good.pt")
+    torch.save(bad, angle / "bad.pt")
+    out = angle / "files.json"
+    code = main(["locate", f"{angle}/angle.py:Angle", "--inputs", str(angle / "good.pt"), "--inputs", str(angle / "bad.pt"), "--json", str(out), "-q"])
+    capsys.readouterr()
+    assert code == 1
+    rows = json.loads(out.read_text())["trials"]
+    assert [r["verdict"] for r in rows] == ["match", "diverged"]
+    assert rows[1]["inputs"].endswith("bad.pt")
+
+
+class Norms(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(8, 8)
+        self.norm = torch.nn.LayerNorm(8)
+        self.b = torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.norm(self.a(x))))
+
+
+def test_first_node_producing_nan_from_finite_inputs_is_reported(tmp_path: Path) -> None:
+    args = (torch.randn(4, 8, generator=torch.Generator().manual_seed(0)),)
+    proto = export_onnx(build_loaded_model(Norms().eval(), args)).model
+    norm = next(n for n in proto.graph.node if n.op_type == "LayerNormalization")
+    for attr in norm.attribute:
+        if attr.name == "epsilon":
+            attr.f = -1e6  # sqrt of a negative variance: NaN born here
+    path = tmp_path / "nan.onnx"
+    onnx.save(proto, path)
+    result = nodebisect.locate(Norms().eval(), args, onnx_path=str(path), strategy="bisect")
+    origin = result.stats["first_nonfinite"]
+    assert origin["onnx_node"] == norm.name
+    assert origin["framework_nonfinite"] is False
+    assert result.first_divergent is not None and result.first_divergent.onnx_node == norm.name
+
+
+def test_half_precision_values_report_their_range_used() -> None:
+    expected = np.array([1.0, -32752.0, 2.0], dtype=np.float16)
+    metrics = compare("v", expected.copy(), expected).metrics
+    assert metrics.range_used == pytest.approx(32752.0 / 65504.0)
+    assert compare("v", np.ones(3, np.float32), np.ones(3, np.float32)).metrics.range_used == 0.0
