@@ -140,7 +140,16 @@ def _export_failure(exc: BaseException) -> ExportFailedError:
     message += f": {type(root).__name__}: {root_msg[:240]}"
     return ExportFailedError(
         message,
-        tip="fix or rewrite the op named above (or try --opset), then re-run; --debug shows the exporter's traceback",
+        tip=(
+            f"rewrite or register {target} (or try another --opset), then re-run; --debug shows the exporter's traceback"
+            if target
+            else (
+                "make the model traceable by torch.export at the source line named (no branching on tensor values), "
+                "then re-run; --debug shows the exporter's traceback"
+                if step.startswith("torch.export")
+                else "--debug shows the exporter's traceback"
+            )
+        ),
         step=step,
         target=target,
         source=source,

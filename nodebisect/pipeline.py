@@ -213,7 +213,7 @@ class _Locator:
                 raise
             return LocateResult(
                 verdict=EXPORT_FAILED,
-                export_failure=ExportFailure(step=exc.step, message=exc.message, target=exc.target, source=exc.source),
+                export_failure=ExportFailure(step=exc.step, message=exc.message, target=exc.target, source=exc.source, tip=exc.tip),
                 environment=environment,
                 model=loaded.source,
                 stats={"seconds": round(time.perf_counter() - started, 3), "ort_sessions": 0},

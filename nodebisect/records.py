@@ -289,6 +289,7 @@ class ExportFailure:
     message: str
     target: str = ""  # aten op that failed, where the exporter names it
     source: str = ""  # file:line in the user's code, where known
+    tip: str = ""  # what to do next
 
     def to_dict(self) -> dict[str, str]:
         return dataclasses.asdict(self)

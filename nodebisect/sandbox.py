@@ -108,14 +108,17 @@ class IsolatedOrt:
 
     def run(
         self,
-        model_bytes: bytes,
+        model_bytes: bytes | str,
         feeds: dict[str, np.ndarray],
         outputs: list[str],
         providers: list[str],
         opt_level: str,
         optimized_path: str | None = None,
     ) -> list[np.ndarray]:
-        """One session in the child; raises OrtCrashed / OrtHung / OrtRaised."""
+        """One session in the child; raises OrtCrashed / OrtHung / OrtRaised.
+
+        ``model_bytes`` may also be a path (a model whose weights are external).
+        """
         if self._proc is None or self._proc.poll() is not None:
             self._start()
         proc = self._proc

@@ -30,7 +30,12 @@ def summary(result: LocateResult) -> str:
         lines.append(f"  {f.message}")
         if f.source:
             lines.append(f"  source: {f.source}")
-        lines.append("  next: rewrite or register the op named above, or try another --opset; --debug shows the exporter's traceback")
+        if f.target:
+            lines.append(f"  next: rewrite or register {f.target}, or try another --opset; --debug shows the exporter's traceback")
+        elif f.tip:
+            lines.append(f"  next: {f.tip}")
+        else:
+            lines.append("  next: --debug shows the exporter's traceback")
     elif result.verdict in (DIVERGED, RUNTIME_FAILED) and result.first_divergent:
         fd = result.first_divergent
         fw = fd.framework
