@@ -194,7 +194,6 @@ class ModuleCapture:
 def capture_modules(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], device: str = "cpu") -> ModuleCapture:
     """Run the eager module with a forward hook on every submodule."""
     cap = ModuleCapture()
-    handles = []
 
     def hook_for(path: str) -> Callable[..., None]:
         def hook(_mod: Any, _inp: Any, out: Any) -> None:
@@ -206,23 +205,33 @@ def capture_modules(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict
 
         return hook
 
+    out = forward_with_hooks(module, args, kwargs, device, lambda path, sub: sub.register_forward_hook(hook_for(path)))
+    cap.final = [to_numpy(t) for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+    return cap
+
+
+def forward_with_hooks(
+    module: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    device: str,
+    register: Callable[[str, torch.nn.Module], Any],
+) -> Any:
+    """One no-grad eager forward on ``device`` with ``register(path, submodule)`` -> handle on
+    every named submodule (none on a ScriptModule), the handles removed afterwards."""
     if device != "cpu":
         module = module.to(device)
         args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
         kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
-    is_script = isinstance(module, torch.jit.ScriptModule)
-    if not is_script:
-        for path, sub in module.named_modules():
-            if path:
-                handles.append(sub.register_forward_hook(hook_for(path)))
+    handles = []
+    if not isinstance(module, torch.jit.ScriptModule):
+        handles = [register(path, sub) for path, sub in module.named_modules() if path]
     try:
         with torch.no_grad():
-            out = module(*args, **kwargs)
+            return module(*args, **kwargs)
     finally:
         for h in handles:
             h.remove()
-    cap.final = [to_numpy(t) for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
-    return cap
 
 
 def module_output_nodes(program: Any) -> dict[str, str]:

@@ -185,8 +185,6 @@ class _Locator:
     def _run(self) -> LocateResult:
         import torch
 
-        from nodebisect.capture import capture_fx
-        from nodebisect.exporting import export_onnx
         from nodebisect.loading import build_loaded_model
 
         started = time.perf_counter()
@@ -371,29 +369,15 @@ class _Locator:
                 break
         info["first_module"] = culprit_module
         info["fx_node"] = culprit_fx
-        target, source, code, trace = "", "", "", ""
-        for node in program.graph.nodes:
-            if node.name == culprit_fx:
-                target = str(node.target).replace("torch.ops.", "")
-                trace = node.meta.get("stack_trace", "") or ""
-                from nodebisect.mapping import user_frame
-
-                source, code = user_frame(trace)
         where = f"module {culprit_module!r} (FX node {culprit_fx})" if culprit_module else "the model's outputs"
-        return info, FirstDivergent(
-            onnx_node=culprit_fx,
-            op_type=target,
-            onnx_value=culprit_fx,
-            stage=STAGE_CAPTURE,
-            cause="capture",
-            segment=[culprit_fx] if culprit_fx else [],
-            segment_op_types=[target] if target else [],
-            framework=FrameworkRef(target=target, fx_node=culprit_fx, module=culprit_module, source=source, code=code, stack_trace=trace),
-            metrics=metrics,
-            explanation=(
-                f"torch.export changed the model's behaviour: eager PyTorch and the exported program already differ at {where}. "
-                "The ONNX graph is innocent; eager mode takes a path (e.g. a fused fast path) the exported program does not."
-            ),
+        return info, _fx_culprit(
+            program,
+            culprit_fx,
+            STAGE_CAPTURE,
+            metrics,
+            f"torch.export changed the model's behaviour: eager PyTorch and the exported program already differ at {where}. "
+            "The ONNX graph is innocent; eager mode takes a path (e.g. a fused fast path) the exported program does not.",
+            module=culprit_module,
         )
 
     def _check_exporter_optimizer(self, prep: Prepared, loaded: Any, fd: FirstDivergent) -> None:
@@ -461,27 +445,14 @@ class _Locator:
                 if not cmp.ok:
                     culprit, metrics = name, cmp.metrics
                     break
-        node = next((n for n in prep.program.graph.nodes if n.name == culprit), None)
-        target = str(node.target).replace("torch.ops.", "") if node is not None else ""
-        from nodebisect.mapping import user_frame
-
-        trace = (node.meta.get("stack_trace", "") or "") if node is not None else ""
-        source, code = user_frame(trace)
-        return FirstDivergent(
-            onnx_node=culprit,
-            op_type=target,
-            onnx_value=culprit,
-            stage=STAGE_DECOMPOSITION,
-            cause="decomposition",
-            segment=[culprit] if culprit else [],
-            segment_op_types=[target] if target else [],
-            framework=FrameworkRef(target=target, fx_node=culprit, source=source, code=code, stack_trace=trace),
-            metrics=metrics,
-            explanation=(
-                "the ExportedProgram and its decomposition (the program the ONNX exporter translates) already differ"
-                + (f" at FX node {culprit}" if culprit else "")
-                + ": a decomposition rule changed the numerics before any ONNX was written"
-            ),
+        return _fx_culprit(
+            prep.program,
+            culprit,
+            STAGE_DECOMPOSITION,
+            metrics,
+            "the ExportedProgram and its decomposition (the program the ONNX exporter translates) already differ"
+            + (f" at FX node {culprit}" if culprit else "")
+            + ": a decomposition rule changed the numerics before any ONNX was written",
         )
 
     def _note_framework_nans(self, acts: Any) -> None:
@@ -978,6 +949,28 @@ def _run_observed(measure: Callable[..., set[str]], runner: Any, values: list[st
     bad = measure(values, optimized_path=observe.path(label))
     observe.record(label)
     return bad
+
+
+def _fx_culprit(program: Any, fx_name: str, stage: str, metrics: Metrics, explanation: str, module: str = "") -> FirstDivergent:
+    """A culprit that is an FX node of ``program`` (stages before ONNX exists: capture, decomposition)."""
+    from nodebisect.mapping import user_frame
+
+    node = next((n for n in program.graph.nodes if n.name == fx_name), None) if fx_name else None
+    target = str(node.target).replace("torch.ops.", "") if node is not None else ""
+    trace = (node.meta.get("stack_trace", "") or "") if node is not None else ""
+    source, code = user_frame(trace)
+    return FirstDivergent(
+        onnx_node=fx_name,
+        op_type=target,
+        onnx_value=fx_name,
+        stage=stage,
+        cause=stage,
+        segment=[fx_name] if fx_name else [],
+        segment_op_types=[target] if target else [],
+        framework=FrameworkRef(target=target, fx_node=fx_name, module=module, source=source, code=code, stack_trace=trace),
+        metrics=metrics,
+        explanation=explanation,
+    )
 
 
 def _trial_row(index: int, label: str, result: LocateResult) -> dict[str, Any]:

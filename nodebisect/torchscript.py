@@ -26,7 +26,7 @@ import onnx
 import torch
 import torch.utils._pytree as pytree
 
-from nodebisect.capture import Activations, to_numpy
+from nodebisect.capture import Activations, forward_with_hooks, to_numpy
 from nodebisect.errors import BadInputError, ExportFailedError
 from nodebisect.loading import LoadedModel
 from nodebisect.records import FrameworkRef
@@ -259,22 +259,16 @@ def hook_modules(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[st
 
         return hook
 
-    if device != "cpu":
-        module = module.to(device)
-        args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
-        kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
-    handles = []
     hooked.scriptable = not isinstance(module, torch.jit.ScriptModule)
     for path, sub in module.named_modules():
         hooked.types[path] = type(sub).__name__
-        if path and hooked.scriptable:
-            handles.append(sub.register_forward_hook(hook_for(path, type(sub).__name__), with_kwargs=True))
-    try:
-        with torch.no_grad():
-            out = module(*args, **kwargs)
-    finally:
-        for h in handles:
-            h.remove()
+    out = forward_with_hooks(
+        module,
+        args,
+        kwargs,
+        device,
+        lambda path, sub: sub.register_forward_hook(hook_for(path, type(sub).__name__), with_kwargs=True),
+    )
     hooked.final = [t.detach().cpu() for t in tensors(out)]
     alive.clear()
     return hooked
