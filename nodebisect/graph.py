@@ -80,10 +80,14 @@ def to_dot(result: LocateResult, center: NodeRecord, nodes: list[NodeRecord], ti
         '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, margin="0.12,0.05", penwidth=1, color="#616161"];',
         '  edge [color="#757575", arrowsize=0.6, fontname="Helvetica", fontsize=9, fontcolor="#616161"];',
     ]
+    fd = result.first_divergent
+    suspect = fd.segment[0] if fd is not None and fd.segment and fd.segment[0] != center.onnx_node else ""
     for n in nodes:
         attrs = [f"label=<{_label(n)}>", f'fillcolor="{_fill(n, worst)}"', f'tooltip="{_tooltip(n)}"']
         if n is center:
             attrs += ['penwidth=3.5', 'color="black"']
+        elif n.onnx_node == suspect:  # inside a decomposed op the evidence may point before the carrier
+            attrs += ['penwidth=3', 'color="#e65100"', 'style="rounded,filled,dashed"', 'xlabel=<<font color="#e65100">most suspect</font>>']
         if _fill(n, worst) in REDS[3:]:
             attrs.append('fontcolor="white"')
         lines.append(f"  {ids[n.onnx_node]} [{', '.join(attrs)}];")
@@ -194,7 +198,7 @@ def _rows(parts: list[str]) -> str:
 def _title(text: str) -> str:
     legend = (
         '<FONT POINT-SIZE="9">red: diverged (darker = larger max_abs) · green: ok · '
-        "grey: not compared · bold outline: centre node</FONT>"
+        "grey: not compared · bold outline: centre node · dashed orange: most suspect</FONT>"
     )
     return _rows([f"<B>{_esc(text)}</B>", legend, " "])
 
