@@ -572,6 +572,7 @@ class _Locator:
             culprit = bisector.locate(target)
             first_divergent, repro = self._explain(culprit, gm, onnx_model, program, acts, comparisons, feeds)
         nonfinite_origin = self._nonfinite_origin(gm, runner, comparisons, outputs, probes, acts)
+        self._note_vanishing_values(gm, comparisons, acts)
         nodes = _node_records(gm, comparisons)
         result = LocateResult(
             verdict=DIVERGED if bad_outputs else MATCH,
@@ -601,6 +602,30 @@ class _Locator:
             "probes_per_step": opts.probes_per_step,
         }
         return result
+
+    def _note_vanishing_values(self, gm: Any, comparisons: dict[str, Comparison], acts: Any) -> None:
+        """Warn when most values are below atol: there, any ONNX value would "match".
+
+        Random-weight models (e.g. some transformers inits) can shrink activations to
+        1e-30; a match on them says nothing about the conversion.
+        """
+        import numpy as np
+
+        float_cmps = [(v, c) for v, c in comparisons.items() if c.tolerance.atol > 0]
+        if not float_cmps:
+            return
+        tiny = 0
+        for v, c in float_cmps:
+            ref = np.asarray(acts.values[gm.mapped[v]])
+            finite = ref[np.isfinite(ref)] if ref.dtype.kind == "f" else ref
+            if finite.size and float(np.abs(finite).max()) <= c.tolerance.atol:
+                tiny += 1
+        if tiny * 2 > len(float_cmps):
+            self.notes.append(
+                f"{tiny} of {len(float_cmps)} compared values are entirely below atol: there any ONNX value "
+                "matches, so this comparison cannot see a defect (random weights that vanish? use real "
+                "weights or inputs of realistic scale, or a smaller --atol)"
+            )
 
     def _nonfinite_origin(self, gm: Any, runner: Any, comparisons: dict[str, Comparison], outputs: list[str], probes: list[str], acts: Any) -> dict[str, Any]:
         """Where onnxruntime's NaN/Inf are born: the first node making them from finite inputs.

@@ -105,3 +105,19 @@ def test_half_precision_values_report_their_range_used() -> None:
     metrics = compare("v", expected.copy(), expected).metrics
     assert metrics.range_used == pytest.approx(32752.0 / 65504.0)
     assert compare("v", np.ones(3, np.float32), np.ones(3, np.float32)).metrics.range_used == 0.0
+
+
+def test_vanishing_activations_are_called_out() -> None:
+    model = Norms().eval()
+    with torch.no_grad():
+        model.a.weight.mul_(1e-30)
+        model.a.bias.zero_()
+        model.norm.weight.mul_(1e-30)
+        model.norm.bias.zero_()
+        model.b.weight.mul_(1e-30)
+        model.b.bias.zero_()
+    result = nodebisect.locate(model, (torch.randn(4, 8),))
+    assert result.verdict == "match"
+    assert any("below atol" in note for note in result.notes)
+    healthy = nodebisect.locate(Norms().eval(), (torch.randn(4, 8),))
+    assert not any("below atol" in note for note in healthy.notes)
