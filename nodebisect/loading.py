@@ -7,6 +7,7 @@ file), or a factory spec ``path/to/file.py:factory`` / ``package.module:factory`
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -89,7 +90,7 @@ def load_model(spec: str, trust_pickle: bool = False) -> tuple[torch.nn.Module |
     if any(n.endswith("archive_format") or "/models/" in n or n.startswith("models/") for n in names) and not any(
         n.endswith("constants.pkl") for n in names
     ):
-        return None, _load_pt2(path), None, "pt2"
+        return None, _load_pt2(path, trust_pickle), None, "pt2"
     if any(n.endswith("constants.pkl") for n in names) and any("/code/" in n or n.startswith("code/") for n in names):
         try:
             module = torch.jit.load(str(path), map_location="cpu")
@@ -99,14 +100,53 @@ def load_model(spec: str, trust_pickle: bool = False) -> tuple[torch.nn.Module |
     return _load_pickle(path, trust_pickle), None, None, "pickle"
 
 
-def _load_pt2(path: Path) -> Any:
+def _load_pt2(path: Path, trust_pickle: bool = False) -> Any:
+    from nodebisect.exporting import quiet_torch
+
     try:
-        return torch.export.load(str(path))
+        # torch.export.load logs a traceback per failed attempt; the one-line error below says it all.
+        with quiet_torch(), _weights_only_unless(trust_pickle):
+            return torch.export.load(str(path))
+    except _PickleRefused as exc:
+        raise UntrustedPickleError(
+            f"{path} stores pickled objects beside its tensors: loading them would run code from the file, so it needs --trust-pickle",
+            tip="pass --trust-pickle only if you trust this file, or re-save it with plain tensor inputs",
+        ) from exc
     except Exception as exc:  # noqa: BLE001
         raise BadInputError(
             f"cannot load torch.export archive {path}: {_first_line(exc)}",
             tip="the .pt2 may be truncated or saved by an incompatible torch version",
         ) from exc
+
+
+class _PickleRefused(Exception):
+    """torch.export.load wanted to unpickle beyond tensors and the user did not allow it."""
+
+
+@contextlib.contextmanager
+def _weights_only_unless(trust_pickle: bool) -> Any:
+    """Hold torch.load to ``weights_only=True`` while a .pt2 loads.
+
+    ``torch.export.load`` retries the archive's example inputs and constants with
+    ``torch.load(weights_only=False)`` when the safe load fails: a crafted .pt2
+    would run code. Refuse that retry unless the user passed --trust-pickle.
+    """
+    if trust_pickle:
+        yield
+        return
+    original = torch.load
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("weights_only") is False:
+            raise _PickleRefused("weights_only=False refused")
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    torch.load = guarded
+    try:
+        yield
+    finally:
+        torch.load = original
 
 
 def _load_pickle(path: Path, trust_pickle: bool) -> torch.nn.Module:

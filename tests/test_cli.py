@@ -295,3 +295,36 @@ def test_capture_stage_sample_blames_torch_export_not_onnx(capsys: pytest.Captur
     # The ONNX graph itself agrees with the exported program.
     assert all(o["ok"] for o in data["outputs"])
     assert "torch.export" in out
+
+
+def test_pt2_with_pickled_example_inputs_never_runs_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """torch.export.load retries a failed safe load with weights_only=False: a crafted
+    .pt2 would run code. nodebisect refuses that retry without --trust-pickle."""
+    import io
+    import zipfile
+
+    marker = tmp_path / "PAYLOAD_RAN"
+
+    class Payload:
+        def __reduce__(self):  # noqa: ANN204
+            return (open, (str(marker), "w"))
+
+    class AddOne(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+    base = tmp_path / "base.pt2"
+    torch.export.save(torch.export.export(AddOne(), (torch.randn(2),)), base)
+    payload = io.BytesIO()
+    torch.save((Payload(),), payload)
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(base) as zin, zipfile.ZipFile(evil, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            zout.writestr(item, payload.getvalue() if item.filename.endswith("sample_inputs/model.pt") else data)
+
+    code, _out, err = run_cli(["locate", str(evil), "-q"], capsys)
+    assert code == 2
+    assert "--trust-pickle" in err.splitlines()[0]
+    assert not marker.exists()
+    assert "Traceback" not in err and "Ran into the following error" not in err
