@@ -85,8 +85,8 @@ def load_model(spec: str, trust_pickle: bool = False) -> tuple[torch.nn.Module |
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise BadInputError(f"cannot read {spec}: {exc}", tip="the archive looks truncated; re-save it") from exc
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:  # ValueError: undecodable member names
+        raise BadInputError(f"cannot read {spec}: {_first_line(exc)}", tip="the archive looks truncated or corrupted; re-save it") from exc
     if any(n.endswith("archive_format") or "/models/" in n or n.startswith("models/") for n in names) and not any(
         n.endswith("constants.pkl") for n in names
     ):

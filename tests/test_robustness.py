@@ -104,3 +104,17 @@ def test_fuzzed_input_specs_parse_or_fail_cleanly(text: str) -> None:
         assert exc.message
     else:
         assert name and all(d >= 0 for d in shape)
+
+
+def test_zip_with_undecodable_member_names_is_a_clean_error(tmp_path: Path) -> None:
+    # Found by the fuzz campaign: zipfile raises UnicodeDecodeError on such archives.
+    import zipfile
+
+    path = tmp_path / "model.pt2"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data/w\u00e9ights", b"0" * 16)  # non-ASCII: stored as UTF-8 with the UTF-8 flag
+    raw = path.read_bytes().replace("w\u00e9ights".encode("utf-8"), b"w\xc3\x28ights")  # invalid UTF-8
+    path.write_bytes(raw)
+    with pytest.raises(NodebisectError) as info:
+        build_loaded_model(str(path))
+    assert "cannot read" in info.value.message
