@@ -156,8 +156,16 @@ def capture_fx(
                     tip="pass inputs of the exported shape, or export with dynamic shapes",
                 )
     gm_out = _Recorder(gm, acts.add)
-    with torch.no_grad():
-        result = gm_out.run(*flat)
+    try:
+        with torch.no_grad():
+            result = gm_out.run(*flat)
+    except AssertionError as exc:
+        if "Guard failed" not in str(exc):
+            raise
+        raise BadInputError(
+            f"the inputs break an assumption the exported program was traced with: {str(exc).splitlines()[0][:200]}",
+            tip="use inputs of the traced shapes, or a model whose code keeps that dimension dynamic",
+        ) from exc
     # The unlifted module may rename inputs (``input`` -> ``input_1``); keep the
     # program's own names too, since FX nodes of the program refer to those.
     try:

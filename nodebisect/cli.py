@@ -30,6 +30,7 @@ def _add_locate_options(p: argparse.ArgumentParser) -> None:
     exp = p.add_argument_group("export and run")
     exp.add_argument("--onnx", metavar="FILE", help="debug this ONNX file (dynamo export of the same model) instead of exporting")
     exp.add_argument("--opset", type=int, help="ONNX opset for the export")
+    exp.add_argument("--dynamic", action="store_true", help="export with dynamic dimensions (Dim.AUTO); --trials then also compare at other input shapes")
     exp.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo", help="ONNX exporter: dynamo (FX-node mapping, default) or torchscript (module-scope mapping through forward hooks)")
     exp.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where PyTorch runs (default cpu)")
     exp.add_argument("--ep", choices=["cpu", "cuda"], default="cpu", help="onnxruntime execution provider (default cpu)")
@@ -108,6 +109,7 @@ def locate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "inputs_file": inputs[0] if inputs else None,
         "extra_inputs": inputs[1:] or None,
         "trials": args.trials,
+        "dynamic": args.dynamic,
         "trust_pickle": args.trust_pickle,
         "exporter": args.exporter,
         "isolate_crashes": args.isolate_crashes,

@@ -55,8 +55,12 @@ def quiet_torch() -> Any:
             lg.setLevel(lvl)
 
 
-def export_onnx(loaded: LoadedModel, opset: int | None = None, optimize: bool = True) -> Exported:
+def export_onnx(loaded: LoadedModel, opset: int | None = None, optimize: bool = True, dynamic: bool = False) -> Exported:
     """Run ``torch.onnx.export(..., dynamo=True)`` and keep the decomposed program.
+
+    With ``dynamic``, every dimension of every positional tensor input is
+    exported as ``Dim.AUTO`` (torch.export keeps dynamic what the code allows),
+    so the model can be compared at other shapes than the example's.
 
     Raises:
         ExportFailedError: with the failing step and, where the exporter says so,
@@ -69,7 +73,13 @@ def export_onnx(loaded: LoadedModel, opset: int | None = None, optimize: bool = 
         # capture strategies (strict, draft) get their turn.
         try:
             with quiet_torch():
-                original = torch.export.export(loaded.module, tuple(loaded.args), kwargs=loaded.kwargs or None, strict=False)
+                original = torch.export.export(
+                    loaded.module,
+                    tuple(loaded.args),
+                    kwargs=loaded.kwargs or None,
+                    strict=False,
+                    dynamic_shapes=auto_dynamic_shapes(loaded) if dynamic else None,
+                )
         except Exception:  # noqa: BLE001
             original = None
     target = original if original is not None else loaded.module
@@ -92,6 +102,40 @@ def export_onnx(loaded: LoadedModel, opset: int | None = None, optimize: bool = 
     model = program.model_proto
     opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset or 0)
     return Exported(model=model, program=program.exported_program, opset=opset_used, original=original)
+
+
+def auto_dynamic_shapes(loaded: LoadedModel) -> Any:
+    """``Dim.AUTO`` for every dimension of every positional tensor input (kwargs stay static)."""
+    from torch.export import Dim
+
+    spec = tuple({i: Dim.AUTO for i in range(a.dim())} if isinstance(a, torch.Tensor) else None for a in loaded.args)
+    if loaded.kwargs:
+        return {**dict(zip(_arg_names(loaded), spec)), **{k: None for k in loaded.kwargs}}
+    return spec
+
+
+def _arg_names(loaded: LoadedModel) -> list[str]:
+    import inspect
+
+    params = inspect.signature(loaded.module.forward).parameters if loaded.module is not None else {}
+    return list(params)[: len(loaded.args)]
+
+
+def dynamic_dims(model: onnx.ModelProto) -> list[list[int]]:
+    """Per ONNX graph input (in order), the indices of its symbolic dimensions.
+
+    The ONNX graph decides: a dimension torch.export specialized (e.g. a Linear's
+    feature size) stays a fixed number there, and only symbolic ones may vary.
+    """
+    initializers = {t.name for t in model.graph.initializer}
+    found = []
+    for vi in model.graph.input:
+        if vi.name in initializers:
+            continue
+        dims = vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else []
+        # The exporter may spell a specialized size as a numeric dim_param ("4").
+        found.append([i for i, d in enumerate(dims) if not d.HasField("dim_value") and not d.dim_param.isdigit()])
+    return found
 
 
 def exported_program_for(loaded: LoadedModel) -> Any:

@@ -86,6 +86,8 @@ class Options:
     # Extra input sets: N-1 drawn trials (edge-case distributions) and more input files.
     trials: int = 1
     extra_inputs: list[str] | None = None
+    # Export with dynamic dimensions; even --trials then also vary the input shapes.
+    dynamic: bool = False
     # Set it (from another thread) to stop a run between steps: CancelledError.
     cancel: threading.Event | None = None
 
@@ -259,7 +261,7 @@ class _Locator:
             result.first_divergent = capture_culprit
             result.verdict = DIVERGED
         result.model = loaded.source
-        result.notes = self.notes + result.notes
+        result.notes = list(dict.fromkeys(self.notes + result.notes))  # trials repeat the same observations
         result.stats["seconds"] = round(time.perf_counter() - started, 3)
         result.stats["extra_sessions"] = self.extra_sessions
         result.stats["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
@@ -284,8 +286,11 @@ class _Locator:
         for path in opts.extra_inputs or []:
             args, kwargs = load_inputs_file(path)
             input_sets.append((path, args, kwargs))
+        from nodebisect.exporting import dynamic_dims
+
+        dims = dynamic_dims(prep.onnx_model) if opts.dynamic else None
         for i in range(1, max(opts.trials, 1)):
-            input_sets.append(trial_inputs(loaded.args, loaded.kwargs, i, opts.seed))
+            input_sets.append(trial_inputs(loaded.args, loaded.kwargs, i, opts.seed, dims))
         for index, (label, args, kwargs) in enumerate(input_sets, start=1):
             self._stage(f"trial {index}: {label} inputs")
             acts = capture_fx(prep.program, args, kwargs, device=opts.device)
@@ -293,6 +298,19 @@ class _Locator:
             result = self._compare_onnx(dc_replace(prep, acts=acts, flat_inputs=flat), environment)
             rows.append(_trial_row(index, label, result))
             results.append(result)
+        export_shapes = _shapes(prep.flat_inputs)
+        for row, (_label, args, kwargs) in zip(rows[1:], input_sets):
+            row["shapes"] = _shapes([a for a in flat_user_inputs(prep.program, args, kwargs) if hasattr(a, "dtype")])
+        rows[0]["shapes"] = export_shapes
+        for row in rows:
+            row["export_shape"] = row["shapes"] == export_shapes
+        diverging = [r for r in rows if r["verdict"] != MATCH]
+        if diverging and all(not r["export_shape"] for r in diverging):
+            self.notes.append(
+                "diverges only at shapes other than the export shape "
+                f"({', '.join(str(r['shapes']) for r in diverging)} vs {export_shapes}): a value baked into the graph for the "
+                "example's shape, or a dynamic-shape path of the conversion"
+            )
         chosen = next((r for r in results if r.verdict != MATCH), first)
         if chosen is not first:
             k = results.index(chosen)
@@ -318,7 +336,7 @@ class _Locator:
         from nodebisect.exporting import export_onnx
 
         t = time.perf_counter()
-        exported = export_onnx(loaded, opset=opts.opset)
+        exported = export_onnx(loaded, opset=opts.opset, dynamic=opts.dynamic)
         self.timings["export"] = time.perf_counter() - t
         onnx_model = _load_user_onnx(opts.onnx_path) if opts.onnx_path else exported.model
         t = self._stage("capture")
@@ -996,6 +1014,10 @@ def _fx_culprit(program: Any, fx_name: str, stage: str, metrics: Metrics, explan
         metrics=metrics,
         explanation=explanation,
     )
+
+
+def _shapes(tensors: list[Any]) -> list[list[int]]:
+    return [list(t.shape) for t in tensors]
 
 
 def _trial_row(index: int, label: str, result: LocateResult) -> dict[str, Any]:

@@ -16,15 +16,47 @@ import torch
 DISTRIBUTIONS = ("normal", "negative", "ties", "large", "tiny", "zeros")
 
 
-def trial_inputs(args: tuple[Any, ...], kwargs: dict[str, Any], trial: int, seed: int) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
-    """The inputs of trial ``trial`` (1-based; trial 0 is the user's own)."""
+def trial_inputs(
+    args: tuple[Any, ...], kwargs: dict[str, Any], trial: int, seed: int, dynamic: list[list[int]] | None = None
+) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """The inputs of trial ``trial`` (1-based; trial 0 is the user's own).
+
+    ``dynamic``: per positional input, the dimensions the export left dynamic;
+    every even trial then changes those sizes (+1, x2, +3, ...), since constants
+    baked for the example's shape only show at another shape.
+    """
     name = DISTRIBUTIONS[(trial - 1) % len(DISTRIBUTIONS)]
     gen = torch.Generator().manual_seed(seed * 1000 + trial)
+    resize = bool(dynamic) and any(dynamic) and trial % 2 == 0
 
-    def draw(t: Any) -> Any:
-        return _draw(t, name, gen) if isinstance(t, torch.Tensor) else t
+    def draw(t: Any, dims: list[int]) -> Any:
+        if not isinstance(t, torch.Tensor):
+            return t
+        if resize and dims:
+            shape = list(t.shape)
+            for d in dims:
+                shape[d] = _resized(shape[d], trial)
+            t = _like(t, shape)
+        return _draw(t, name, gen)
 
-    return name, tuple(draw(a) for a in args), {k: draw(v) for k, v in kwargs.items()}
+    dims_of = list(dynamic or []) + [[]] * len(args)
+    new_args = tuple(draw(a, dims_of[i]) for i, a in enumerate(args))
+    label = name + (" @ " + " ".join("x".join(str(s) for s in a.shape) for a in new_args if isinstance(a, torch.Tensor)) if resize else "")
+    return label, new_args, {k: draw(v, []) for k, v in kwargs.items()}
+
+
+def _resized(size: int, trial: int) -> int:
+    step = trial // 2
+    return {1: size + 1, 2: size * 2}.get(step % 3, size + 3)
+
+
+def _like(t: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """A tensor of ``shape`` whose values keep the example's range (ints stay valid ids)."""
+    if t.numel() == 0:
+        return torch.zeros(shape, dtype=t.dtype)
+    flat = t.reshape(-1)
+    index = torch.arange(int(torch.tensor(shape).prod())) % flat.numel()
+    return flat[index].reshape(shape)
 
 
 def _draw(t: torch.Tensor, name: str, gen: torch.Generator) -> torch.Tensor:

@@ -121,3 +121,51 @@ def test_vanishing_activations_are_called_out() -> None:
     assert any("below atol" in note for note in result.notes)
     healthy = nodebisect.locate(Norms().eval(), (torch.randn(4, 8),))
     assert not any("below atol" in note for note in healthy.notes)
+
+
+ROW_MEAN = '''
+import torch
+
+class RowMean(torch.nn.Module):
+    """A sum over a dynamic dimension divided by its size (ONNX: Shape -> Cast -> Div)."""
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(4, 4)
+        self.b = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(h.sum(1) / h.shape[1])
+
+    @staticmethod
+    def example_inputs():
+        return (torch.randn(2, 6, 4),)
+'''
+
+
+def test_a_value_baked_for_the_export_shape_is_reported_as_shape_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "row_mean.py").write_text(ROW_MEAN)
+    spec = f"{tmp_path}/row_mean.py:RowMean"
+    from nodebisect.loading import build_loaded_model as load
+
+    exported = export_onnx(load(spec), dynamic=True).model
+    dims = [[d.dim_param for d in vi.type.tensor_type.shape.dim] for vi in exported.graph.input]
+    assert dims[0][0] and dims[0][1]  # batch and rows are symbolic
+    # What a trace-time constant does: the divisor becomes the example's row count.
+    div = next(n for n in exported.graph.node if n.op_type == "Div")
+    exported.graph.initializer.append(onnx.numpy_helper.from_array(np.array(6.0, dtype=np.float32), name="baked_rows"))
+    div.input[1] = "baked_rows"
+    path = tmp_path / "baked.onnx"
+    onnx.save(exported, path)
+
+    out = tmp_path / "r.json"
+    code = main(["locate", spec, "--dynamic", "--onnx", str(path), "--trials", "3", "--json", str(out), "-q"])
+    capsys.readouterr()
+    assert code == 1
+    data = json.loads(out.read_text())
+    rows = data["trials"]
+    assert [r["export_shape"] for r in rows] == [True, True, False]
+    assert [r["verdict"] for r in rows] == ["match", "match", "diverged"]
+    assert rows[2]["onnx_node"] == div.name
+    assert any("only at shapes other than the export shape" in n for n in data["notes"])
