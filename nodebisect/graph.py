@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from nodebisect.records import OK, STAGE_CAPTURE, STATUS_DIVERGED, LocateResult, NodeRecord
+from nodebisect.report import center_node
 
 HOPS = 4
 MAX_NODES = 24
@@ -117,7 +118,7 @@ def to_dot(result: LocateResult, center: NodeRecord, nodes: list[NodeRecord], ti
 
 def render_graph(result: LocateResult, hops: int = HOPS, cap: int = MAX_NODES) -> GraphPicture | None:
     """The culprit's neighbourhood as DOT and SVG; None when there is no node to centre on."""
-    center = _center(result)
+    center = center_node(result)
     if center is None:
         return None
     nodes = neighbourhood(result, center, hops, cap)
@@ -146,16 +147,6 @@ def _render_svg(dot: str) -> tuple[bytes | None, str]:
         return None, INSTALL_HINT
     except graphviz.CalledProcessError as exc:
         return None, f"dot failed ({str(exc).splitlines()[0][:160]}); wrote graph.dot instead"
-
-
-def _center(result: LocateResult) -> NodeRecord | None:
-    fd = result.first_divergent
-    if fd is not None and fd.stage == STAGE_CAPTURE:
-        return next((n for n in result.nodes if fd.onnx_value and n.mapped_to == fd.onnx_value), None)
-    if fd is not None:
-        return result.node(fd.onnx_node)
-    measured = [n for n in result.nodes if n.metrics is not None]
-    return max(measured, key=lambda n: _finite(n.metrics.max_abs)) if measured else None
 
 
 def _interleave(a: list[NodeRecord], b: list[NodeRecord]) -> list[NodeRecord]:

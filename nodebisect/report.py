@@ -218,7 +218,7 @@ def _suspects(result: LocateResult) -> str:
 
 
 def _sequence(result: LocateResult) -> str:
-    center = _center(result)
+    center = center_node(result)
     if center is None:
         fd = result.first_divergent
         if fd is not None and fd.stage == STAGE_CAPTURE:
@@ -357,8 +357,8 @@ def _full_table(result: LocateResult) -> str:
 # -- helpers ---------------------------------------------------------------------
 
 
-def _center(result: LocateResult) -> NodeRecord | None:
-    """The node the report centres on: the culprit, else the largest error."""
+def center_node(result: LocateResult) -> NodeRecord | None:
+    """The node a report or picture centres on: the culprit, else the largest error."""
     fd = result.first_divergent
     if fd is not None and fd.stage == STAGE_CAPTURE:
         # The culprit is an FX node; show the ONNX node that carries its value, if any.
