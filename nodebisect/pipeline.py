@@ -1071,7 +1071,11 @@ def _load_user_onnx(path: str) -> Any:
     if not model.graph.node:
         raise BadInputError(f"{path} has no ONNX graph nodes", tip="is it really an ONNX model?")
     try:
-        if file.stat().st_size <= CHECKER_MAX_BYTES:  # large files: onnxruntime validates them on load
+        from nodebisect.runtime import initializer_bytes
+
+        # Large models (also small .onnx files with external data): onnxruntime validates them on load,
+        # and the checker would have to serialize a proto that may exceed protobuf's 2 GB.
+        if file.stat().st_size <= CHECKER_MAX_BYTES and initializer_bytes(model) <= CHECKER_MAX_BYTES:
             onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - a corrupt graph is the user's file, not our crash
         raise BadInputError(f"{path} is not a valid ONNX model: {str(exc).strip().splitlines()[0][:200]}", tip="the file may be truncated or corrupted; re-export it") from exc
