@@ -42,7 +42,9 @@ def summary(result: LocateResult) -> str:
         lines.append(f"DIVERGED at {fd.onnx_node} ({fd.op_type})  stage={fd.stage} cause={fd.cause}")
         lines.append(f"  value:     {fd.onnx_value}")
         if fw.target or fw.fx_node:
-            lines.append(f"  framework: {fw.target or '?'} (FX node {fw.fx_node or '?'})" + (f" in module '{fw.module}'" if fw.module else ""))
+            # The TorchScript exporter has no FX graph: its segments are module scopes.
+            kind = "scope" if result.environment.get("exporter") == "torchscript" else "FX node"
+            lines.append(f"  framework: {fw.target or '?'} ({kind} {fw.fx_node or '?'})" + (f" in module '{fw.module}'" if fw.module else ""))
         if fw.source:
             lines.append(f"  source:    {fw.source}" + (f"  {fw.code}" if fw.code else ""))
         lines.append(f"  metrics:   {fmt_metrics(fd.metrics)}")
