@@ -55,10 +55,6 @@ class Bisector:
         self.k = max(1, k)
         self.trace = SearchTrace(bad=dict(known or {}))
 
-    def is_bad(self, probe: str) -> bool:
-        self._ensure([probe])
-        return self.trace.bad[probe]
-
     def _ensure(self, probes: list[str]) -> None:
         todo = [p for p in dict.fromkeys(probes) if p not in self.trace.bad]
         if not todo:

@@ -56,10 +56,6 @@ class Activations:
         self.dtypes[name] = str(tensor.dtype).replace("torch.", "")
         self.order.append(name)
 
-    @property
-    def nbytes(self) -> int:
-        return self.in_memory + self.spilled
-
 
 def spilling_activations(budget_bytes: int) -> Activations:
     """Activations that keep ``budget_bytes`` in memory and memory-map the rest from a temp dir."""

@@ -138,15 +138,6 @@ def dynamic_dims(model: onnx.ModelProto) -> list[list[int]]:
     return found
 
 
-def exported_program_for(loaded: LoadedModel) -> Any:
-    """The decomposed ExportedProgram the dynamo exporter would translate, without ONNX.
-
-    Used when the user brings their own ``.onnx``: its value names must be matched
-    against the same decomposed program.
-    """
-    return export_onnx(loaded).program
-
-
 _STEP_RE = re.compile(r"step (\d)/3")
 _TARGET_RE = re.compile(r"target=(torch\.ops\.)?([\w.]+)")
 _FILE_RE = re.compile(r'File "([^"]+)", line (\d+)')

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nodebisect.errors import BadInputError, CancelledError, ExportFailedError, NodebisectError, RuntimeFailedError
+from nodebisect.errors import BadInputError, CancelledError, ExportFailedError, RuntimeFailedError
 from nodebisect.records import (
     CAUSE_CONVERSION,
     CAUSE_INHERITED,
@@ -721,7 +721,7 @@ class _Locator:
     def _explain(
         self, culprit: str, gm: Any, onnx_model: Any, program: Any, acts: Any, comparisons: dict[str, Comparison], feeds: dict[str, np.ndarray]
     ) -> tuple[FirstDivergent, ReproData]:
-        from nodebisect.isolate import isolate, local_graph
+        from nodebisect.isolate import local_graph
         from nodebisect.suspects import rank_suspects
 
         t = self._stage("isolate the culprit")
@@ -729,19 +729,7 @@ class _Locator:
         carrier = gm.producer[culprit]
         fx_name = gm.mapped[culprit]
         local = local_graph(onnx_model, gm, culprit)
-        iso = isolate(
-            local,
-            culprit,
-            reference=lambda v: acts.values[gm.mapped[v]],
-            graph_feeds=feeds,
-            expected=acts.values[fx_name],
-            ep=opts.ep,
-            opt_level=opts.opt_level,
-            rtol=opts.rtol,
-            atol=opts.atol,
-            dtype=acts.dtypes.get(fx_name),
-            sandbox=self._sandbox,
-        )
+        iso = self._isolate(local, culprit, gm, acts, feeds)
         if iso.cause == CAUSE_INHERITED:
             iso = self._context_check(iso, culprit, gm, onnx_model, feeds, acts, fx_name)
         fusion = self._blame_fusion(iso, culprit, acts, fx_name) if iso.cause == CAUSE_OPTIMIZER else {}
@@ -864,22 +852,13 @@ class _Locator:
         )
         return found
 
-    def _context_check(self, iso: Any, culprit: str, gm: Any, onnx_model: Any, feeds: dict[str, np.ndarray], acts: Any, fx_name: str) -> Any:
-        """Right alone but wrong in the graph: drift, or an effect spanning nodes?
+    def _isolate(self, local: Any, culprit: str, gm: Any, acts: Any, feeds: dict[str, np.ndarray]) -> Any:
+        """Run a cut of the graph around ``culprit`` on the framework's reference values."""
+        from nodebisect.isolate import isolate
 
-        Runs a window one mapped level wider (the culprit plus the ops producing
-        its inputs) on reference values. Still wrong there means the runtime
-        treats the pair differently from the ONNX semantics: wrong only with
-        optimizations on is ``optimizer``; right in ONNX's reference evaluator
-        is ``runtime``. Right in the window means genuine upstream drift.
-        """
-        from nodebisect.isolate import isolate, local_graph
-
-        window = local_graph(onnx_model, gm, culprit, depth=1)
-        if not window.inputs and not window.nodes:
-            return iso
-        wider = isolate(
-            window,
+        fx_name = gm.mapped[culprit]
+        return isolate(
+            local,
             culprit,
             reference=lambda v: acts.values[gm.mapped[v]],
             graph_feeds=feeds,
@@ -891,6 +870,22 @@ class _Locator:
             dtype=acts.dtypes.get(fx_name),
             sandbox=self._sandbox,
         )
+
+    def _context_check(self, iso: Any, culprit: str, gm: Any, onnx_model: Any, feeds: dict[str, np.ndarray], acts: Any, fx_name: str) -> Any:
+        """Right alone but wrong in the graph: drift, or an effect spanning nodes?
+
+        Runs a window one mapped level wider (the culprit plus the ops producing
+        its inputs) on reference values. Still wrong there means the runtime
+        treats the pair differently from the ONNX semantics: wrong only with
+        optimizations on is ``optimizer``; right in ONNX's reference evaluator
+        is ``runtime``. Right in the window means genuine upstream drift.
+        """
+        from nodebisect.isolate import local_graph
+
+        window = local_graph(onnx_model, gm, culprit, depth=1)
+        if not window.inputs and not window.nodes:
+            return iso
+        wider = self._isolate(window, culprit, gm, acts, feeds)
         if wider.cause in (CAUSE_OPTIMIZER, CAUSE_RUNTIME):
             wider.explanation = (
                 "right when run alone on reference inputs but wrong together with the ops producing its inputs: "
@@ -1115,4 +1110,4 @@ def _version(dist: str) -> str:
         return ""
 
 
-__all__ = ["locate", "Options", "NodebisectError", "RuntimeFailedError", "Metrics"]
+__all__ = ["Options", "Prepared", "locate"]
