@@ -149,7 +149,7 @@ class SessionCounter:
 
 
 def quiet():
-    from nodebisect.exporting import quiet_torch
+    from nodebisect.frontends.dynamo import quiet_torch
 
     return quiet_torch()
 

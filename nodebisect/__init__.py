@@ -25,7 +25,7 @@ from nodebisect.errors import (
 )
 from nodebisect.records import Event, FirstDivergent, LocateResult, Metrics, NodeRecord, Tolerance
 
-__version__ = "0.1.0"
+from nodebisect.environment import __version__
 
 
 def locate(model: Any, inputs: Any = None, **options: Any) -> LocateResult:

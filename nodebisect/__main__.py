@@ -1,5 +1,5 @@
 """``python -m nodebisect`` is the ``nodebisect`` command."""
 
-from nodebisect.cli import run
+from nodebisect.cli.main import run
 
 run()

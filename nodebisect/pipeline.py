@@ -175,7 +175,7 @@ class _Locator:
 
     def run(self) -> LocateResult:
         if self.opts.isolate_crashes:
-            from nodebisect.sandbox import IsolatedOrt
+            from nodebisect.runtime.sandbox import IsolatedOrt
 
             self._sandbox = IsolatedOrt(timeout_s=self.opts.timeout_s)
         try:
@@ -187,7 +187,7 @@ class _Locator:
     def _run(self) -> LocateResult:
         import torch
 
-        from nodebisect.loading import build_loaded_model
+        from nodebisect.frontends.loading import build_loaded_model
 
         started = time.perf_counter()
         opts = self.opts
@@ -272,9 +272,9 @@ class _Locator:
         """Run the comparison on more input sets (export once); group the culprits found."""
         from dataclasses import replace as dc_replace
 
-        from nodebisect.capture import capture_fx, flat_user_inputs
-        from nodebisect.loading import load_inputs_file
-        from nodebisect.trials import trial_inputs
+        from nodebisect.frontends.capture import capture_fx, flat_user_inputs
+        from nodebisect.frontends.loading import load_inputs_file
+        from nodebisect.frontends.trial_inputs import trial_inputs
 
         opts = self.opts
         if prep.program is None:
@@ -286,7 +286,7 @@ class _Locator:
         for path in opts.extra_inputs or []:
             args, kwargs = load_inputs_file(path)
             input_sets.append((path, args, kwargs))
-        from nodebisect.exporting import dynamic_dims
+        from nodebisect.frontends.dynamo import dynamic_dims
 
         dims = dynamic_dims(prep.onnx_model) if opts.dynamic else None
         for i in range(1, max(opts.trials, 1)):
@@ -326,14 +326,14 @@ class _Locator:
         """Export (or load) the ONNX model and capture the reference activations."""
         opts = self.opts
         if opts.exporter == "torchscript":
-            from nodebisect.torchscript import prepare_torchscript
+            from nodebisect.frontends.torchscript import prepare_torchscript
 
             t = time.perf_counter()
             prep = prepare_torchscript(loaded, opts, self._stage)
             self.timings["export_and_capture"] = time.perf_counter() - t
             return prep
-        from nodebisect.capture import capture_fx, flat_user_inputs, memory_available
-        from nodebisect.exporting import export_onnx
+        from nodebisect.frontends.capture import capture_fx, flat_user_inputs, memory_available
+        from nodebisect.frontends.dynamo import export_onnx
 
         t = time.perf_counter()
         exported = export_onnx(loaded, opset=opts.opset, dynamic=opts.dynamic)
@@ -354,8 +354,8 @@ class _Locator:
 
     # -- capture stage -------------------------------------------------------------
     def _check_capture(self, loaded: Any, program: Any, acts: Any) -> tuple[dict[str, Any], FirstDivergent | None]:
-        from nodebisect.capture import capture_modules, module_output_nodes
-        from nodebisect.compare import compare
+        from nodebisect.frontends.capture import capture_modules, module_output_nodes
+        from nodebisect.search.compare import compare
 
         import warnings
 
@@ -400,10 +400,10 @@ class _Locator:
 
     def _check_exporter_optimizer(self, prep: Prepared, loaded: Any, fd: FirstDivergent) -> None:
         """Node conversion or the exporter's ONNX optimizer? Re-translate without optimizing and look again."""
-        from nodebisect.compare import compare
-        from nodebisect.exporting import export_onnx
-        from nodebisect.loading import LoadedModel
-        from nodebisect.runtime import OrtRunner
+        from nodebisect.search.compare import compare
+        from nodebisect.frontends.dynamo import export_onnx
+        from nodebisect.frontends.loading import LoadedModel
+        from nodebisect.runtime.runner import OrtRunner
 
         value = fd.onnx_value
         try:
@@ -429,13 +429,13 @@ class _Locator:
 
     def _check_decomposition(self, prep: Prepared, loaded: Any, info: dict[str, Any]) -> FirstDivergent | None:
         """Does the decomposed program (what ONNX was made from) still compute what torch.export captured?"""
-        from nodebisect.capture import capture_fx
-        from nodebisect.compare import compare
+        from nodebisect.frontends.capture import capture_fx
+        from nodebisect.search.compare import compare
 
         import torch
         import torch.utils._pytree as pytree
 
-        from nodebisect.capture import to_numpy
+        from nodebisect.frontends.capture import to_numpy
 
         acts = prep.acts
         try:
@@ -483,11 +483,11 @@ class _Locator:
 
     # -- ONNX vs framework ---------------------------------------------------------
     def _compare_onnx(self, prep: Prepared, environment: dict[str, Any]) -> LocateResult:
-        from nodebisect.bisection import Bisector
-        from nodebisect.capture import to_numpy
-        from nodebisect.compare import compare
-        from nodebisect.mapping import build_graph_map, overlap
-        from nodebisect.runtime import OrtRunner
+        from nodebisect.search.bisection import Bisector
+        from nodebisect.frontends.capture import to_numpy
+        from nodebisect.search.compare import compare
+        from nodebisect.search.graphmap import build_graph_map, overlap
+        from nodebisect.runtime.runner import OrtRunner
 
         opts = self.opts
         onnx_model, program, acts = prep.onnx_model, prep.program, prep.acts
@@ -534,7 +534,7 @@ class _Locator:
         outputs = [o.name for o in onnx_model.graph.output if o.name in gm.mapped]
         strategy = opts.strategy
         if strategy == "auto":
-            from nodebisect.capture import memory_available
+            from nodebisect.frontends.capture import memory_available
 
             total = sum(acts.values[gm.mapped[p]].nbytes for p in probes)
             # ORT hands every marked value back at once: that copy must fit easily in free memory.
@@ -653,7 +653,7 @@ class _Locator:
         """
         import numpy as np
 
-        from nodebisect.bisection import Bisector
+        from nodebisect.search.bisection import Bisector
 
         def nonfinite(c: Comparison) -> bool:
             return c.metrics.nan + c.metrics.inf > 0
@@ -688,8 +688,8 @@ class _Locator:
 
     def _runtime_failure(self, exc: RuntimeFailedError, runner: Any, gm: Any, environment: dict[str, Any]) -> LocateResult:
         """onnxruntime cannot load or run the model: name the first node that makes it fail."""
-        from nodebisect.crash import localize_failure
-        from nodebisect.mapping import node_attributes
+        from nodebisect.runtime.crash import localize_failure
+        from nodebisect.search.graphmap import node_attributes
 
         self._stage("localize the onnxruntime failure")
         point = localize_failure(runner, gm.order)
@@ -721,8 +721,8 @@ class _Locator:
     def _explain(
         self, culprit: str, gm: Any, onnx_model: Any, program: Any, acts: Any, comparisons: dict[str, Comparison], feeds: dict[str, np.ndarray]
     ) -> tuple[FirstDivergent, ReproData]:
-        from nodebisect.isolate import local_graph
-        from nodebisect.suspects import rank_suspects
+        from nodebisect.diagnose.isolate import local_graph
+        from nodebisect.diagnose.suspects import rank_suspects
 
         t = self._stage("isolate the culprit")
         opts = self.opts
@@ -780,7 +780,7 @@ class _Locator:
 
     def _decomposition_evidence(self, local: Any, carrier: str, gm: Any, program: Any, acts: Any, iso: Any, feeds: dict[str, np.ndarray]) -> list[tuple[str, float, str]]:
         """Where the ONNX lowering leaves PyTorch's own decomposition of the culprit's op."""
-        from nodebisect.decomposition import MAX_SEGMENT_NODES, departure_points, lifted_tensor, torch_intermediates
+        from nodebisect.diagnose.decomposition import MAX_SEGMENT_NODES, departure_points, lifted_tensor, torch_intermediates
 
         fx_name = gm.refs[carrier].fx_node
         if program is None or len(local.nodes) < 2 or len(local.nodes) > MAX_SEGMENT_NODES or not iso.internal or not fx_name:
@@ -821,9 +821,9 @@ class _Locator:
 
     def _blame_fusion(self, iso: Any, culprit: str, acts: Any, fx_name: str) -> dict[str, Any]:
         """Name the onnxruntime level and optimizer that make the culprit's window wrong."""
-        from nodebisect.compare import compare
-        from nodebisect.fusions import blame_optimizer
-        from nodebisect.runtime import providers_for
+        from nodebisect.search.compare import compare
+        from nodebisect.runtime.fusions import blame_optimizer
+        from nodebisect.runtime.runner import providers_for
 
         if iso.model is None:
             return {}
@@ -854,7 +854,7 @@ class _Locator:
 
     def _isolate(self, local: Any, culprit: str, gm: Any, acts: Any, feeds: dict[str, np.ndarray]) -> Any:
         """Run a cut of the graph around ``culprit`` on the framework's reference values."""
-        from nodebisect.isolate import isolate
+        from nodebisect.diagnose.isolate import isolate
 
         fx_name = gm.mapped[culprit]
         return isolate(
@@ -880,7 +880,7 @@ class _Locator:
         optimizations on is ``optimizer``; right in ONNX's reference evaluator
         is ``runtime``. Right in the window means genuine upstream drift.
         """
-        from nodebisect.isolate import local_graph
+        from nodebisect.diagnose.isolate import local_graph
 
         window = local_graph(onnx_model, gm, culprit, depth=1)
         if not window.inputs and not window.nodes:
@@ -896,7 +896,7 @@ class _Locator:
 
 
 def _node_records(gm: Any, comparisons: dict[str, Comparison]) -> list[NodeRecord]:
-    from nodebisect.mapping import node_attributes
+    from nodebisect.search.graphmap import node_attributes
 
     records = []
     for idx, name in enumerate(gm.order):
@@ -949,7 +949,7 @@ class _ObserverCheck:
     def __init__(self, model: Any) -> None:
         import tempfile
 
-        from nodebisect.runtime import initializer_bytes
+        from nodebisect.runtime.runner import initializer_bytes
 
         self.enabled = initializer_bytes(model) <= self.MAX_BYTES
         self.dir = tempfile.mkdtemp(prefix="nodebisect-opt-") if self.enabled else ""
@@ -991,7 +991,7 @@ def _run_observed(measure: Callable[..., set[str]], runner: Any, values: list[st
 
 def _fx_culprit(program: Any, fx_name: str, stage: str, metrics: Metrics, explanation: str, module: str = "") -> FirstDivergent:
     """A culprit that is an FX node of ``program`` (stages before ONNX exists: capture, decomposition)."""
-    from nodebisect.mapping import user_frame
+    from nodebisect.search.graphmap import user_frame
 
     node = next((n for n in program.graph.nodes if n.name == fx_name), None) if fx_name else None
     target = str(node.target).replace("torch.ops.", "") if node is not None else ""
@@ -1066,7 +1066,7 @@ def _load_user_onnx(path: str) -> Any:
     if not model.graph.node:
         raise BadInputError(f"{path} has no ONNX graph nodes", tip="is it really an ONNX model?")
     try:
-        from nodebisect.runtime import initializer_bytes
+        from nodebisect.runtime.runner import initializer_bytes
 
         # Large models (also small .onnx files with external data): onnxruntime validates them on load,
         # and the checker would have to serialize a proto that may exceed protobuf's 2 GB.

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nodebisect.bisection import Bisector
+from nodebisect.search.bisection import Bisector
 
 
 class FakeGraph:

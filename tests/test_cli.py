@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodebisect.cli import build_parser, main
+from nodebisect.cli.main import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
@@ -211,7 +211,7 @@ def test_export_failure_gives_exit_3(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_help_is_fast_and_imports_no_torch() -> None:
-    code = "import sys; from nodebisect.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    code = "import sys; from nodebisect.cli.main import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
 

@@ -22,9 +22,9 @@ import onnx
 import pytest
 import torch
 
-from nodebisect.cli import main
-from nodebisect.exporting import export_onnx
-from nodebisect.loading import build_loaded_model
+from nodebisect.cli.main import main
+from nodebisect.frontends.dynamo import export_onnx
+from nodebisect.frontends.loading import build_loaded_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

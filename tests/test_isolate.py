@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nodebisect.capture import capture_fx, flat_user_inputs, to_numpy
-from nodebisect.exporting import export_onnx
-from nodebisect.isolate import isolate, local_graph
-from nodebisect.loading import build_loaded_model
-from nodebisect.mapping import build_graph_map
+from nodebisect.frontends.capture import capture_fx, flat_user_inputs, to_numpy
+from nodebisect.frontends.dynamo import export_onnx
+from nodebisect.diagnose.isolate import isolate, local_graph
+from nodebisect.frontends.loading import build_loaded_model
+from nodebisect.search.graphmap import build_graph_map
 
 
 class Block(torch.nn.Module):

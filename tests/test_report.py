@@ -40,9 +40,9 @@ def located(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocateResult, Pat
     import onnx
 
     import nodebisect
-    from nodebisect.exporting import export_onnx
-    from nodebisect.loading import build_loaded_model
-    from nodebisect.report_bundle import write_report
+    from nodebisect.frontends.dynamo import export_onnx
+    from nodebisect.frontends.loading import build_loaded_model
+    from nodebisect.report.bundle import write_report
 
     class M(torch.nn.Module):
         def __init__(self) -> None:
@@ -112,7 +112,7 @@ def test_repro_reproduces_and_passes_once_fixed(located, tmp_path: Path) -> None
 def test_report_command_never_imports_torch(located, tmp_path: Path) -> None:
     _, out = located
     code = (
-        "import sys; from nodebisect.cli import main; "
+        "import sys; from nodebisect.cli.main import main; "
         f"rc = main(['report', {str(out / 'report.json')!r}, '--out', {str(tmp_path / 'again')!r}]); "
         "print('TORCH_IMPORTED', 'torch' in sys.modules); sys.exit(rc)"
     )
@@ -129,7 +129,7 @@ def test_report_command_never_imports_torch(located, tmp_path: Path) -> None:
     [pytest.param(None, id="missing"), pytest.param("{not json", id="invalid"), pytest.param('{"schema": "x"}', id="schema")],
 )
 def test_report_command_rejects_bad_json(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None) -> None:
-    from nodebisect.cli import main
+    from nodebisect.cli.main import main
 
     path = tmp_path / "result.json"
     if content is not None:
@@ -140,13 +140,13 @@ def test_report_command_rejects_bad_json(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_graph_svg_with_dot_and_dot_file_without(located, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nodebisect.report_bundle import write_report
+    from nodebisect.report.bundle import write_report
 
     result, out = located
     if shutil.which("dot"):
         svg = (out / "graph.svg").read_text()
         assert svg.lstrip().startswith(("<?xml", "<svg", "<!DOCTYPE")) and CULPRIT in svg
-    monkeypatch.setattr("nodebisect.graph.shutil.which", lambda name: None)
+    monkeypatch.setattr("nodebisect.report.neighbourhood.shutil.which", lambda name: None)
     saved = LocateResult.from_dict(result.to_dict())
     target = write_report(saved, tmp_path / "nodot")
     assert (target / "graph.dot").read_text().startswith("digraph") and not (target / "graph.svg").exists()
@@ -156,19 +156,19 @@ def test_graph_svg_with_dot_and_dot_file_without(located, tmp_path: Path, monkey
 def test_graph_falls_back_when_graphviz_cannot_run_dot(located, monkeypatch: pytest.MonkeyPatch) -> None:
     import graphviz
 
-    from nodebisect.graph import render_graph
+    from nodebisect.report.neighbourhood import render_graph
 
     def missing(*_a, **_k):
         raise graphviz.ExecutableNotFound(("dot",))
 
-    monkeypatch.setattr("nodebisect.graph.shutil.which", lambda name: "/usr/bin/dot")
+    monkeypatch.setattr("nodebisect.report.neighbourhood.shutil.which", lambda name: "/usr/bin/dot")
     monkeypatch.setattr(graphviz.Source, "pipe", missing)
     picture = render_graph(LocateResult.from_dict(located[0].to_dict()))
     assert picture.svg is None and "brew install graphviz" in picture.message and CULPRIT in picture.dot
 
 
 def test_redact_removes_home_user_and_host(located, tmp_path: Path) -> None:
-    from nodebisect.report_bundle import write_report
+    from nodebisect.report.bundle import write_report
 
     result = LocateResult.from_dict(located[0].to_dict())
     home, user, host = os.path.expanduser("~"), getpass.getuser(), socket.gethostname()
@@ -213,7 +213,7 @@ def _synthetic(verdict: str) -> LocateResult:
 
 @pytest.mark.parametrize("verdict", [MATCH, EXPORT_FAILED, STAGE_CAPTURE])
 def test_markdown_for_every_verdict(verdict: str, tmp_path: Path) -> None:
-    from nodebisect.report_bundle import write_report
+    from nodebisect.report.bundle import write_report
 
     result = _synthetic(verdict)
     out = write_report(copy.deepcopy(result), tmp_path)

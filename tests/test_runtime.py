@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import nodebisect
-import nodebisect.runtime as runtime
-from nodebisect.exporting import export_onnx
-from nodebisect.loading import build_loaded_model
+import nodebisect.runtime.runner as runtime
+from nodebisect.frontends.dynamo import export_onnx
+from nodebisect.frontends.loading import build_loaded_model
 
 
 class Stack(torch.nn.Module):

@@ -12,10 +12,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import nodebisect
-from nodebisect.cli import main
-from nodebisect.exporting import export_onnx
-from nodebisect.loading import build_loaded_model
-from nodebisect.sandbox import IsolatedOrt, OrtCrashed
+from nodebisect.cli.main import main
+from nodebisect.frontends.dynamo import export_onnx
+from nodebisect.frontends.loading import build_loaded_model
+from nodebisect.runtime.sandbox import IsolatedOrt, OrtCrashed
 
 
 class Chain(torch.nn.Module):

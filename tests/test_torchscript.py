@@ -29,7 +29,7 @@ from torch import nn
 
 from nodebisect import locate
 from nodebisect.errors import BadInputError
-from nodebisect.torchscript import ScopeResolver, export_torchscript, node_scope
+from nodebisect.frontends.torchscript import ScopeResolver, export_torchscript, node_scope
 
 EXACT = "exact"
 SPAN = "span"

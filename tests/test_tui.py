@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("textual")
 
-from nodebisect.cli import main  # noqa: E402
+from nodebisect.cli.main import main  # noqa: E402
 from nodebisect.records import (  # noqa: E402
     FirstDivergent,
     FrameworkRef,
@@ -167,9 +167,9 @@ async def test_write_report(result_json: str, tmp_path: Path) -> None:
     app = create_app(result_json)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("w")
-        if find_spec("nodebisect.report_bundle") is None:
+        if find_spec("nodebisect.report.bundle") is None:
             assert "not installed" in notices(app)
-            pytest.skip("nodebisect.report_bundle is not in this checkout yet")
+            pytest.skip("nodebisect.report.bundle is not in this checkout yet")
         assert isinstance(app.screen, PathScreen)
         await pilot.press("ctrl+u", *"out", "enter")
         await app.workers.wait_for_complete()
@@ -191,10 +191,10 @@ async def test_write_report_hands_the_result_to_report_bundle(
         Path(out_dir).mkdir()
         return out_dir
 
-    fake = types.ModuleType("nodebisect.report_bundle")
-    fake.__spec__ = importlib.machinery.ModuleSpec("nodebisect.report_bundle", None)
+    fake = types.ModuleType("nodebisect.report.bundle")
+    fake.__spec__ = importlib.machinery.ModuleSpec("nodebisect.report.bundle", None)
     fake.write_report = write_report
-    monkeypatch.setitem(sys.modules, "nodebisect.report_bundle", fake)
+    monkeypatch.setitem(sys.modules, "nodebisect.report.bundle", fake)
     app = create_app(result_json)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("w", "ctrl+u", *"bundle", "enter")

@@ -30,8 +30,8 @@ def write_bad_onnx(path: str) -> str:
     """Export ``Model`` and set LayerNormalization's epsilon to 0.5; returns the node name."""
     import onnx
 
-    from nodebisect.exporting import export_onnx
-    from nodebisect.loading import build_loaded_model
+    from nodebisect.frontends.dynamo import export_onnx
+    from nodebisect.frontends.loading import build_loaded_model
 
     model = Model().eval()
     proto = export_onnx(build_loaded_model(model, Model.example_inputs())).model

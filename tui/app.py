@@ -25,7 +25,7 @@ from nodebisect.records import LocateResult
 from .messages import NodeChosen, RunFailed, RunFinished, RunProgress
 from .screens import HelpScreen, MainScreen, PathScreen, RerunScreen
 
-REPORT_MODULE = "nodebisect.report_bundle"
+REPORT_MODULE = "nodebisect.report.bundle"
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ class NodebisectApp(App[int]):
     def save_json(self, path: str | None) -> None:
         if not path or self.result is None:
             return
-        from nodebisect.atomic import write_text
+        from nodebisect.report.atomic import write_text
 
         try:
             write_text(path, json.dumps(self.result.to_dict(), indent=2) + "\n")
@@ -185,7 +185,7 @@ class NodebisectApp(App[int]):
     @work(thread=True, group="report", exit_on_error=False)
     def _write_report_worker(self, result: LocateResult, out_dir: str) -> None:
         try:
-            from nodebisect.report_bundle import write_report
+            from nodebisect.report.bundle import write_report
         except ImportError as exc:
             self.call_from_thread(self.notify, f"cannot write the report: {exc}", severity="error")
             return

@@ -21,7 +21,7 @@ MARGIN_LEFT = 62
 MARGIN_RIGHT = 24
 MARGIN_TOP = 40
 MARGIN_BOTTOM = 48
-DEFAULT_ATOL = 1e-4  # fp32 default of nodebisect.compare
+DEFAULT_ATOL = 1e-4  # fp32 default of nodebisect.search.compare
 
 COLORS = {OK: "#2e7d32", STATUS_DIVERGED: "#c62828"}
 FAINT = "#9e9e9e"

@@ -101,7 +101,7 @@ def load_model(spec: str, trust_pickle: bool = False) -> tuple[torch.nn.Module |
 
 
 def _load_pt2(path: Path, trust_pickle: bool = False) -> Any:
-    from nodebisect.exporting import quiet_torch
+    from nodebisect.frontends.quiet import quiet_torch
 
     try:
         # torch.export.load logs a traceback per failed attempt; the one-line error below says it all.

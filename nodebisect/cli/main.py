@@ -14,37 +14,11 @@ import sys
 import traceback
 from typing import Any, Callable
 
+from nodebisect.cli.options import add_locate_options, locate_kwargs
 from nodebisect.errors import ExitCode, NodebisectError
 
 EPILOG = """exit codes: 0 match, 1 divergence found, 2 usage or bad input, 3 export failed,
 4 onnxruntime failed, 70 internal error, 130 interrupted"""
-
-
-def _add_locate_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="model.pt2 | TorchScript .pt | pickled .pt (with --trust-pickle) | file.py:factory | pkg.module:factory")
-    src = p.add_argument_group("inputs")
-    src.add_argument("--inputs", action="append", metavar="FILE", help=".pt (tensor, tuple/list or dict of kwargs) or .npz; repeat it to compare on several input sets")
-    src.add_argument("--input", action="append", dest="input_specs", metavar="NAME=1x3x224x224[:float32]", help="random input tensor (repeatable)")
-    src.add_argument("--seed", type=int, default=0, help="seed for --input tensors and --trials (default 0)")
-    src.add_argument("--trials", type=int, default=1, metavar="N", help="also compare on N-1 drawn input sets reaching edge cases (negatives, ties, zeros, large, tiny); culprits are grouped per trial")
-    exp = p.add_argument_group("export and run")
-    exp.add_argument("--onnx", metavar="FILE", help="debug this ONNX file (dynamo export of the same model) instead of exporting")
-    exp.add_argument("--opset", type=int, help="ONNX opset for the export")
-    exp.add_argument("--dynamic", action="store_true", help="export with dynamic dimensions (Dim.AUTO); --trials then also compare at other input shapes")
-    exp.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo", help="ONNX exporter: dynamo (FX-node mapping, default) or torchscript (module-scope mapping through forward hooks)")
-    exp.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where PyTorch runs (default cpu)")
-    exp.add_argument("--ep", choices=["cpu", "cuda"], default="cpu", help="onnxruntime execution provider (default cpu)")
-    exp.add_argument("--opt-level", choices=["disabled", "basic", "extended", "all"], default="all", help="onnxruntime graph optimization level (default all)")
-    exp.add_argument("--no-isolate-crashes", dest="isolate_crashes", action="store_false", help="run onnxruntime in-process (faster start; a crash in onnxruntime then kills nodebisect)")
-    exp.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds one onnxruntime session may take before it counts as hung (default 600)")
-    exp.add_argument("--memory-budget", type=float, metavar="MIB", help="MiB of reference activations kept in RAM; the rest is memory-mapped from disk (default: a quarter of available memory)")
-    exp.add_argument("--trust-pickle", action="store_true", help="allow torch.load(weights_only=False) on MODEL: unpickling runs code from the file")
-    cmp = p.add_argument_group("comparison and search")
-    cmp.add_argument("--rtol", type=float, help="relative tolerance (default per dtype: fp32 1e-3, fp16 1e-2, bf16 5e-2; ints exact)")
-    cmp.add_argument("--atol", type=float, help="absolute tolerance (default per dtype: fp32 1e-4, fp16 1e-3, bf16 1e-2; ints exact)")
-    cmp.add_argument("--strategy", choices=["auto", "all", "bisect"], default="auto", help="all: one session marks every value; bisect: O(log N) sessions (default auto)")
-    cmp.add_argument("--probes-per-step", type=int, default=3, metavar="K", help="values measured per onnxruntime session while bisecting (default 3)")
-    cmp.add_argument("--no-capture-check", action="store_true", help="skip comparing eager PyTorch with the exported program")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     loc = sub.add_parser("locate", help="export, compare and name the first divergent ONNX node", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_locate_options(loc)
+    add_locate_options(loc)
     out = loc.add_argument_group("output")
     out.add_argument("--json", metavar="FILE", help="write the LocateResult as JSON ('-' for stdout)")
     out.add_argument("--report", metavar="DIR", help="write report.md, report.json, graph.svg and repro/ into DIR")
@@ -76,13 +50,13 @@ def _extra_commands() -> list[tuple[str, Callable[[argparse.ArgumentParser], Non
     """Subcommands defined by optional modules (report, tui), registered if present."""
     found = []
     try:
-        from nodebisect import cli_report
+        from nodebisect.cli import report as cli_report
 
         found.append(("report", cli_report.configure, "rebuild report.md / graph / repro from a saved result JSON"))
     except ImportError:
         pass
     try:
-        from nodebisect import cli_tui
+        from nodebisect.cli import tui as cli_tui
 
         found.append(("tui", cli_tui.configure, "interactive terminal UI over a model or a saved result"))
     except ImportError:
@@ -90,39 +64,11 @@ def _extra_commands() -> list[tuple[str, Callable[[argparse.ArgumentParser], Non
     return found
 
 
-def locate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``locate()`` options from parsed flags (shared with the TUI command)."""
-    inputs = args.inputs or []
-    return {
-        "onnx_path": args.onnx,
-        "opset": args.opset,
-        "rtol": args.rtol,
-        "atol": args.atol,
-        "device": args.device,
-        "ep": args.ep,
-        "strategy": args.strategy,
-        "probes_per_step": args.probes_per_step,
-        "opt_level": args.opt_level,
-        "check_capture": not args.no_capture_check,
-        "seed": args.seed,
-        "input_specs": args.input_specs,
-        "inputs_file": inputs[0] if inputs else None,
-        "extra_inputs": inputs[1:] or None,
-        "trials": args.trials,
-        "dynamic": args.dynamic,
-        "trust_pickle": args.trust_pickle,
-        "exporter": args.exporter,
-        "isolate_crashes": args.isolate_crashes,
-        "timeout_s": args.timeout,
-        "memory_budget": int(args.memory_budget * 2**20) if args.memory_budget is not None else None,
-    }
-
-
 def cmd_locate(args: argparse.Namespace) -> int:
     from nodebisect import locate
-    from nodebisect.atomic import write_text
+    from nodebisect.report.atomic import write_text
     from nodebisect.records import Event
-    from nodebisect.summary import summary
+    from nodebisect.report.summary import summary
 
     json_to_stdout = args.json == "-"
     human = sys.stderr if json_to_stdout else sys.stdout
@@ -154,7 +100,7 @@ def cmd_locate(args: argparse.Namespace) -> int:
             print(f"wrote {args.json}", file=sys.stderr)
     if args.report:
         try:
-            from nodebisect.report_bundle import write_report
+            from nodebisect.report.bundle import write_report
         except ImportError:
             print("note: --report needs the report module, which this install lacks", file=sys.stderr)
         else:

@@ -20,16 +20,12 @@ import numpy as np
 import onnx
 
 from nodebisect.errors import BadInputError
+from nodebisect.onnxgraph import initializer_bytes, subgraph_inputs, value_infos
 
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
 # Above this many bytes of weights, prefixes reference one weights file written once.
 EXTERNALIZE_BYTES = 16 * 1024 * 1024
 WEIGHTS_FILE = "weights.bin"
-
-
-def initializer_bytes(model: onnx.ModelProto) -> int:
-    """Bytes of in-memory weights (cheap: no serialization, unlike ModelProto.ByteSize)."""
-    return sum(len(t.raw_data) for t in model.graph.initializer)
 
 
 def providers_for(ep: str) -> list[str]:
@@ -46,20 +42,6 @@ def providers_for(ep: str) -> list[str]:
             )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     raise BadInputError(f"unknown execution provider {ep!r}", tip="use --ep cpu or --ep cuda")
-
-
-def subgraph_inputs(node: onnx.NodeProto) -> set[str]:
-    """Names a node reads, including outer-scope names used by its subgraphs (If/Loop/Scan)."""
-    names = {i for i in node.input if i}
-    for attr in node.attribute:
-        graphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
-        for g in graphs:
-            local = {i.name for i in g.input} | {i.name for i in g.initializer}
-            for n in g.node:
-                local.update(o for o in n.output if o)
-            for n in g.node:
-                names.update(x for x in subgraph_inputs(n) if x not in local)
-    return names
 
 
 @dataclass
@@ -87,8 +69,7 @@ class OrtRunner:
             for o in n.output:
                 if o:
                     self._producer[o] = i
-        for vi in list(graph.value_info) + list(graph.output) + list(graph.input):
-            self._types[vi.name] = vi
+        self._types = value_infos(self.model)
         self._providers = providers_for(self.ep)
         graph_inputs = {i.name for i in graph.input} - {t.name for t in graph.initializer}
         missing = [n for n in graph_inputs if n not in self.feeds]
@@ -178,7 +159,7 @@ class OrtRunner:
     def _run_here(self, source: bytes | str, wanted: list[str], optimized_path: str | None) -> list[Any]:
         import onnxruntime as ort
 
-        from nodebisect.sandbox import OrtRaised
+        from nodebisect.runtime.sandbox import OrtRaised
 
         options = ort.SessionOptions()
         if optimized_path:

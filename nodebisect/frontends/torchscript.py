@@ -26,9 +26,9 @@ import onnx
 import torch
 import torch.utils._pytree as pytree
 
-from nodebisect.capture import Activations, forward_with_hooks, to_numpy
+from nodebisect.frontends.capture import Activations, forward_with_hooks, to_numpy
 from nodebisect.errors import BadInputError, ExportFailedError
-from nodebisect.loading import LoadedModel
+from nodebisect.frontends.loading import LoadedModel
 from nodebisect.records import FrameworkRef
 
 DEFAULT_OPSET = 17
@@ -134,7 +134,8 @@ def prepare_torchscript(loaded: LoadedModel, opts: Any, stage: Callable[[str], f
         BadInputError: no eager module (a ``.pt2``).
         ExportFailedError: the exporter raised (verdict ``export_failed``).
     """
-    from nodebisect.pipeline import Prepared, _load_user_onnx
+    from nodebisect.frontends.user_onnx import load_user_onnx
+    from nodebisect.prepared import Prepared
 
     if loaded.module is None:
         raise BadInputError(
@@ -145,7 +146,7 @@ def prepare_torchscript(loaded: LoadedModel, opts: Any, stage: Callable[[str], f
     opset = opts.opset or DEFAULT_OPSET
     args, kwargs = positional_inputs(module, loaded.args, loaded.kwargs)
     if opts.onnx_path:
-        model = _load_user_onnx(opts.onnx_path)
+        model = load_user_onnx(opts.onnx_path)
     else:
         model = export_torchscript(module, args, kwargs, opset)
     model = with_types(model)
@@ -192,7 +193,7 @@ def export_torchscript(module: torch.nn.Module, args: tuple[Any, ...], kwargs: d
     Node names keep their module scopes (``export_modules_as_functions=False``).
     A file, not bytes, so models over 2 GB come back with their external data.
     """
-    from nodebisect.exporting import quiet_torch
+    from nodebisect.frontends.quiet import quiet_torch
 
     with tempfile.TemporaryDirectory(prefix="nodebisect-ts-") as tmp:
         path = os.path.join(tmp, "model.onnx")
@@ -406,18 +407,13 @@ class _Graph:
 
 
 def _index(model: onnx.ModelProto) -> _Graph:
-    from nodebisect.runtime import subgraph_inputs
+    from nodebisect.onnxgraph import node_keys, subgraph_inputs, value_types
 
     names: list[str] = []
-    used: set[str] = set()
     scopes: list[str | None] = []
     producer: dict[str, int] = {}
     consumers: dict[str, list[int]] = {}
-    for idx, node in enumerate(model.graph.node):
-        name = node.name or f"{node.op_type}_{idx}"  # the same keys as mapping.build_graph_map
-        if name in used:
-            name = f"{name}__{idx}"
-        used.add(name)
+    for idx, (name, node) in enumerate(node_keys(model)):  # the same keys as search.graphmap
         names.append(name)
         scopes.append(node_scope(node.name))
         for o in node.output:
@@ -425,7 +421,7 @@ def _index(model: onnx.ModelProto) -> _Graph:
                 producer[o] = idx
         for x in subgraph_inputs(node):
             consumers.setdefault(x, []).append(idx)
-    return _Graph(names, scopes, producer, consumers, [o.name for o in model.graph.output], _value_types(model))
+    return _Graph(names, scopes, producer, consumers, [o.name for o in model.graph.output], value_types(model))
 
 
 def with_types(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -440,22 +436,6 @@ def with_types(model: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except Exception:  # noqa: BLE001 - types are a help, not a requirement
         return model
-
-
-def _value_types(model: onnx.ModelProto) -> dict[str, tuple[Any, list[int | None] | None]]:
-    """Value name -> (numpy dtype or None, dims or None), from the model's type annotations."""
-    from onnx import helper
-
-    out: dict[str, tuple[Any, list[int | None] | None]] = {}
-    g = model.graph
-    for vi in list(g.value_info) + list(g.output) + list(g.input):
-        tt = vi.type.tensor_type
-        if not vi.type.HasField("tensor_type"):
-            continue
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else None
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt.HasField("shape") else None
-        out[vi.name] = (dtype, dims)
-    return out
 
 
 def _inside(scope: str | None, inst: str) -> bool:
@@ -632,7 +612,7 @@ def _ort_values(model: onnx.ModelProto, values: list[str], feeds: dict[str, np.n
 
     Returns {} when the graph cannot run: the search's own session then reports why.
     """
-    from nodebisect.runtime import OrtRunner
+    from nodebisect.runtime.runner import OrtRunner
 
     try:
         return OrtRunner(model, feeds, ep=ep, opt_level="disabled").run(values)

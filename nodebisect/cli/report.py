@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from nodebisect.report_bundle import NO_REPRO_NOTE, write_report
+    from nodebisect.report.bundle import NO_REPRO_NOTE, write_report
 
     result = load_result_file(args.result)
     out = write_report(result, args.out, redact=args.redact)

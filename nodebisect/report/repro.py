@@ -20,7 +20,7 @@ from onnx import numpy_helper
 
 from nodebisect.records import ReproData
 
-DEFAULT_RTOL = 1e-3  # fp32 defaults of nodebisect.compare
+DEFAULT_RTOL = 1e-3  # fp32 defaults of nodebisect.search.compare
 DEFAULT_ATOL = 1e-4
 OPT_LEVELS = {
     "disabled": "ORT_DISABLE_ALL",

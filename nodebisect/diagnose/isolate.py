@@ -16,8 +16,9 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from nodebisect.compare import compare
-from nodebisect.mapping import GraphMap
+from nodebisect.search.compare import compare
+from nodebisect.onnxgraph import value_infos
+from nodebisect.search.graphmap import GraphMap
 from nodebisect.records import (
     CAUSE_CONVERSION,
     CAUSE_INHERITED,
@@ -26,7 +27,7 @@ from nodebisect.records import (
     CAUSE_UNKNOWN,
     Metrics,
 )
-from nodebisect.runtime import OrtRunner
+from nodebisect.runtime.runner import OrtRunner
 
 
 @dataclass
@@ -82,7 +83,7 @@ def local_graph(model: onnx.ModelProto, gm: GraphMap, value: str, depth: int = 0
     used: set[str] = set()
     for n in ordered:
         used |= gm.reads[n]
-    types = {vi.name: vi for vi in list(graph.value_info) + list(graph.output) + list(graph.input)}
+    types = value_infos(model)
     sub = onnx.ModelProto(ir_version=model.ir_version)
     sub.opset_import.extend(model.opset_import)
     sub.functions.extend(model.functions)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nodebisect.atomic import write_bytes, write_text
-from nodebisect.graph import render_graph
-from nodebisect.growth import growth_svg
+from nodebisect.report.atomic import write_bytes, write_text
+from nodebisect.report.neighbourhood import render_graph
+from nodebisect.report.growth import growth_svg
 from nodebisect.records import DIVERGED, RUNTIME_FAILED, STAGE_CAPTURE, LocateResult
-from nodebisect.redact import Redactor, redact_result
-from nodebisect.report import BundleInfo, render_markdown
+from nodebisect.report.redact import Redactor, redact_result
+from nodebisect.report.markdown import BundleInfo, render_markdown
 
 REPRO_DIR = "repro"
 NO_REPRO_NOTE = (
@@ -64,7 +64,7 @@ def write_report(result: LocateResult, out_dir: str | Path, redact: bool = False
             _remove_stale(out / "graph.svg")
 
     if result.repro is not None:
-        from nodebisect.repro import build_repro  # onnx: only a live run has repro data
+        from nodebisect.report.repro import build_repro  # onnx: only a live run has repro data
 
         files = build_repro(result.repro, result.tolerance, scrub=redactor.scrub if redactor else None)
         for rel, data in files.items():

@@ -71,7 +71,7 @@ def _serve(reader: Any, writer: Any) -> None:
 
 
 def main() -> None:
-    """Entry of the child (``python -m nodebisect.sandbox``): the protocol owns stdout."""
+    """Entry of the child (``python -m nodebisect.runtime.sandbox``): the protocol owns stdout."""
     # Ctrl-C in a terminal reaches the whole process group; the parent handles it
     # and closes our stdin (EOF ends the loop), so the child must not die with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -83,7 +83,7 @@ def main() -> None:
 class IsolatedOrt:
     """A child process that creates and runs ONNX Runtime sessions on request.
 
-    The child is a plain ``python -m nodebisect.sandbox`` (not multiprocessing),
+    The child is a plain ``python -m nodebisect.runtime.sandbox`` (not multiprocessing),
     so the user's ``__main__`` script is never imported again.
     """
 
@@ -96,7 +96,7 @@ class IsolatedOrt:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "nodebisect.sandbox"],
+            [sys.executable, "-m", "nodebisect.runtime.sandbox"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

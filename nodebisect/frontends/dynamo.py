@@ -8,11 +8,7 @@ captured from.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import re
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +16,8 @@ import onnx
 import torch
 
 from nodebisect.errors import ExportFailedError
-from nodebisect.loading import LoadedModel
+from nodebisect.frontends.loading import LoadedModel
+from nodebisect.frontends.quiet import quiet_torch
 
 
 @dataclass
@@ -31,28 +28,6 @@ class Exported:
     program: Any  # torch.export.ExportedProgram (decomposed)
     opset: int
     original: Any = None  # the ExportedProgram before decomposition, where we have it
-
-
-@contextlib.contextmanager
-def quiet_torch() -> Any:
-    """Silence the exporter's console chatter (progress lines, warnings) for a clean CLI.
-
-    On a failed capture torch.export prints the partial FX graph to stderr and
-    symbolic_shapes logs guesses about the user's code; the failure itself
-    reaches the user as the ``export_failed`` verdict instead.
-    """
-    names = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "torch._dynamo", "torch.fx.experimental.symbolic_shapes")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lvl in zip(loggers, levels):
-            lg.setLevel(lvl)
 
 
 def export_onnx(loaded: LoadedModel, opset: int | None = None, optimize: bool = True, dynamic: bool = False) -> Exported:

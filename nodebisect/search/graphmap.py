@@ -19,7 +19,7 @@ import onnx
 from onnx import helper
 
 from nodebisect.records import FrameworkRef
-from nodebisect.runtime import subgraph_inputs
+from nodebisect.onnxgraph import node_attributes, node_keys, subgraph_inputs
 
 _FX_NAME_RE = re.compile(r"^%(\S+)\s*:")
 _TARGET_RE = re.compile(r"target=(?:torch\.ops\.)?([\w.]+)")
@@ -141,25 +141,6 @@ def _literal_list(text: str) -> list[str]:
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else []
 
 
-def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:
-    """Small, JSON-safe attribute values (tensors and graphs are summarised)."""
-    out: dict[str, Any] = {}
-    for attr in node.attribute:
-        if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-            out[attr.name] = "<graph>"
-            continue
-        if attr.type == onnx.AttributeProto.TENSOR:
-            out[attr.name] = f"<tensor {list(attr.t.dims)}>"
-            continue
-        value = helper.get_attribute_value(attr)
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        elif isinstance(value, list):
-            value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value][:16]
-        out[attr.name] = value
-    return out
-
-
 def build_graph_map(
     model: onnx.ModelProto,
     activations: dict[str, Any],
@@ -180,12 +161,7 @@ def build_graph_map(
     graph = model.graph
     gm.initializers = {t.name for t in graph.initializer}
     gm.graph_inputs = [i.name for i in graph.input if i.name not in gm.initializers]
-    used_names: set[str] = set()
-    for idx, node in enumerate(graph.node):
-        name = node.name or f"{node.op_type}_{idx}"
-        if name in used_names:
-            name = f"{name}__{idx}"
-        used_names.add(name)
+    for name, node in node_keys(model):
         gm.position[name] = len(gm.order)
         gm.order.append(name)
         gm.nodes[name] = node

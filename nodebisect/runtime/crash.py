@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nodebisect.errors import RuntimeFailedError
-from nodebisect.runtime import OrtRunner
+from nodebisect.runtime.runner import OrtRunner
 
 
 @dataclass

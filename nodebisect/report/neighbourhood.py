@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from nodebisect.records import OK, STAGE_CAPTURE, STATUS_DIVERGED, LocateResult, NodeRecord
-from nodebisect.report import center_node
+from nodebisect.report.markdown import center_node
 
 HOPS = 4
 MAX_NODES = 24

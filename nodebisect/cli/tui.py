@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from nodebisect.cli import _add_locate_options, locate_kwargs
+from nodebisect.cli.options import add_locate_options, locate_kwargs
 from nodebisect.errors import BadInputError
 
 MODEL_HELP = "RESULT.json (saved with `locate --json`, opens instantly) or a model as for `locate`: " \
@@ -18,7 +18,7 @@ MODEL_HELP = "RESULT.json (saved with `locate --json`, opens instantly) or a mod
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``locate`` options (the positional may also be a result JSON)."""
-    _add_locate_options(parser)
+    add_locate_options(parser)
     for action in parser._actions:  # noqa: SLF001 - reword the shared positional's help
         if action.dest == "model":
             action.help = MODEL_HELP

@@ -1,0 +1,1 @@
+"""The ``nodebisect`` command: the only place that prints or exits."""

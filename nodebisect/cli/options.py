@@ -1,0 +1,66 @@
+"""The ``locate`` flags, shared by ``nodebisect locate`` and ``nodebisect tui``.
+
+Its own module so that the ``tui`` command can reuse them without importing
+``cli.main`` (which registers the ``tui`` command: a circle otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_locate_options(p: argparse.ArgumentParser) -> None:
+    """Add the model positional and every locate option to ``p``."""
+    p.add_argument("model", help="model.pt2 | TorchScript .pt | pickled .pt (with --trust-pickle) | file.py:factory | pkg.module:factory")
+    src = p.add_argument_group("inputs")
+    src.add_argument("--inputs", action="append", metavar="FILE", help=".pt (tensor, tuple/list or dict of kwargs) or .npz; repeat it to compare on several input sets")
+    src.add_argument("--input", action="append", dest="input_specs", metavar="NAME=1x3x224x224[:float32]", help="random input tensor (repeatable)")
+    src.add_argument("--seed", type=int, default=0, help="seed for --input tensors and --trials (default 0)")
+    src.add_argument("--trials", type=int, default=1, metavar="N", help="also compare on N-1 drawn input sets reaching edge cases (negatives, ties, zeros, large, tiny); culprits are grouped per trial")
+    exp = p.add_argument_group("export and run")
+    exp.add_argument("--onnx", metavar="FILE", help="debug this ONNX file (dynamo export of the same model) instead of exporting")
+    exp.add_argument("--opset", type=int, help="ONNX opset for the export")
+    exp.add_argument("--dynamic", action="store_true", help="export with dynamic dimensions (Dim.AUTO); --trials then also compare at other input shapes")
+    exp.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo", help="ONNX exporter: dynamo (FX-node mapping, default) or torchscript (module-scope mapping through forward hooks)")
+    exp.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where PyTorch runs (default cpu)")
+    exp.add_argument("--ep", choices=["cpu", "cuda"], default="cpu", help="onnxruntime execution provider (default cpu)")
+    exp.add_argument("--opt-level", choices=["disabled", "basic", "extended", "all"], default="all", help="onnxruntime graph optimization level (default all)")
+    exp.add_argument("--no-isolate-crashes", dest="isolate_crashes", action="store_false", help="run onnxruntime in-process (faster start; a crash in onnxruntime then kills nodebisect)")
+    exp.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds one onnxruntime session may take before it counts as hung (default 600)")
+    exp.add_argument("--memory-budget", type=float, metavar="MIB", help="MiB of reference activations kept in RAM; the rest is memory-mapped from disk (default: a quarter of available memory)")
+    exp.add_argument("--trust-pickle", action="store_true", help="allow torch.load(weights_only=False) on MODEL: unpickling runs code from the file")
+    cmp = p.add_argument_group("comparison and search")
+    cmp.add_argument("--rtol", type=float, help="relative tolerance (default per dtype: fp32 1e-3, fp16 1e-2, bf16 5e-2; ints exact)")
+    cmp.add_argument("--atol", type=float, help="absolute tolerance (default per dtype: fp32 1e-4, fp16 1e-3, bf16 1e-2; ints exact)")
+    cmp.add_argument("--strategy", choices=["auto", "all", "bisect"], default="auto", help="all: one session marks every value; bisect: O(log N) sessions (default auto)")
+    cmp.add_argument("--probes-per-step", type=int, default=3, metavar="K", help="values measured per onnxruntime session while bisecting (default 3)")
+    cmp.add_argument("--no-capture-check", action="store_true", help="skip comparing eager PyTorch with the exported program")
+
+
+def locate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``locate()`` options from parsed flags (shared with the TUI command)."""
+    inputs = args.inputs or []
+    return {
+        "onnx_path": args.onnx,
+        "opset": args.opset,
+        "rtol": args.rtol,
+        "atol": args.atol,
+        "device": args.device,
+        "ep": args.ep,
+        "strategy": args.strategy,
+        "probes_per_step": args.probes_per_step,
+        "opt_level": args.opt_level,
+        "check_capture": not args.no_capture_check,
+        "seed": args.seed,
+        "input_specs": args.input_specs,
+        "inputs_file": inputs[0] if inputs else None,
+        "extra_inputs": inputs[1:] or None,
+        "trials": args.trials,
+        "dynamic": args.dynamic,
+        "trust_pickle": args.trust_pickle,
+        "exporter": args.exporter,
+        "isolate_crashes": args.isolate_crashes,
+        "timeout_s": args.timeout,
+        "memory_budget": int(args.memory_budget * 2**20) if args.memory_budget is not None else None,
+    }

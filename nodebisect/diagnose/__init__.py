@@ -1,0 +1,1 @@
+"""WHY it departs: cause (conversion, inherited, runtime, optimizer) and stage."""

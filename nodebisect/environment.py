@@ -1,0 +1,44 @@
+"""The package version and the versions and settings recorded in every result.
+
+Kept apart from ``__init__`` so the pipeline can record the version without
+importing the package's public face (which imports the pipeline lazily).
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def environment(device: str, ep: str, opset: int | None, opt_level: str) -> dict[str, Any]:
+    """Library versions, platform and run settings, as the report's environment table shows them."""
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {
+        "nodebisect": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnxscript": _version("onnxscript"),
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "device": device,
+        "ep": ep,
+        "opset": opset,
+        "opt_level": opt_level,
+        "exporter": "dynamo",
+    }
+
+
+def _version(dist: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:  # noqa: BLE001
+        return ""

@@ -1,0 +1,109 @@
+"""Facts about an ONNX graph that several wings need: node keys, reads, attributes, sizes, opset.
+
+One place for each, so the search, the runtime, the TorchScript mapping and the
+report bundle agree on what a node is called and what it reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from nodebisect.errors import BadInputError
+
+
+def node_keys(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.NodeProto]]:
+    """(unique name, node) in graph order; unnamed or repeated names get their index appended."""
+    used: set[str] = set()
+    for idx, node in enumerate(model.graph.node):
+        name = node.name or f"{node.op_type}_{idx}"
+        if name in used:
+            name = f"{name}__{idx}"
+        used.add(name)
+        yield name, node
+
+
+def subgraph_inputs(node: onnx.NodeProto) -> set[str]:
+    """Names a node reads, including outer-scope names used by its subgraphs (If/Loop/Scan)."""
+    names = {i for i in node.input if i}
+    for attr in node.attribute:
+        graphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
+        for g in graphs:
+            local = {i.name for i in g.input} | {i.name for i in g.initializer}
+            for n in g.node:
+                local.update(o for o in n.output if o)
+            for n in g.node:
+                names.update(x for x in subgraph_inputs(n) if x not in local)
+    return names
+
+
+def initializer_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of in-memory weights (cheap: no serialization, unlike ModelProto.ByteSize)."""
+    return sum(len(t.raw_data) for t in model.graph.initializer)
+
+
+def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    """Small, JSON-safe attribute values (tensors and graphs are summarised)."""
+    out: dict[str, Any] = {}
+    for attr in node.attribute:
+        if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+            out[attr.name] = "<graph>"
+            continue
+        if attr.type == onnx.AttributeProto.TENSOR:
+            out[attr.name] = f"<tensor {list(attr.t.dims)}>"
+            continue
+        value = helper.get_attribute_value(attr)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        elif isinstance(value, list):
+            value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value][:16]
+        out[attr.name] = value
+    return out
+
+
+def value_types(model: onnx.ModelProto) -> dict[str, tuple[Any, list[int | None] | None]]:
+    """Value name -> (numpy dtype or None, dims or None), from the model's type annotations."""
+    out: dict[str, tuple[Any, list[int | None] | None]] = {}
+    g = model.graph
+    for vi in list(g.value_info) + list(g.output) + list(g.input):
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type"):
+            continue
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)) if tt.elem_type else None
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim] if tt.HasField("shape") else None
+        out[vi.name] = (dtype, dims)
+    return out
+
+
+def value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """Every typed value of the graph (intermediates, outputs, inputs) by name."""
+    g = model.graph
+    return {vi.name: vi for vi in list(g.value_info) + list(g.output) + list(g.input)}
+
+
+def opset_of(model: onnx.ModelProto, default: int = 0) -> int:
+    """The default-domain opset the model imports."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default)
+
+
+def check_feeds_fit(onnx_model: onnx.ModelProto, feeds: dict[str, np.ndarray], onnx_path: str | None) -> None:
+    """Refuse inputs whose rank, static dims or dtype the ONNX graph's inputs rule out."""
+    for vi in onnx_model.graph.input:
+        if vi.name not in feeds or not vi.type.HasField("tensor_type"):
+            continue
+        tt = vi.type.tensor_type
+        arr = feeds[vi.name]
+        where = f"{onnx_path} " if onnx_path else "the ONNX model "
+        tip = "the ONNX file and the inputs must come from the same model" if onnx_path else "check the inputs"
+        if tt.elem_type:
+            want = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+            if np.dtype(want) != arr.dtype and not (arr.dtype == np.float32 and tt.elem_type == 16):  # bf16 is widened
+                raise BadInputError(f"{where}expects input {vi.name!r} as {np.dtype(want)}, got {arr.dtype}", tip=tip)
+        if tt.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+            if len(dims) != arr.ndim or any(d is not None and d != s for d, s in zip(dims, arr.shape)):
+                shown = ["?" if d is None else d for d in dims]
+                raise BadInputError(f"{where}expects input {vi.name!r} of shape {shown}, got {list(arr.shape)}", tip=tip)

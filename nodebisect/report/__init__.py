@@ -1,0 +1,1 @@
+"""LocateResult -> text and files. Never imports torch or onnxruntime."""

@@ -1,0 +1,112 @@
+"""What a run is told (``Options``) and what it keeps while it runs (``RunLog``).
+
+Both are plain objects passed explicitly to every step: no step reads another
+step's state, and the log is the one place notes, timings and progress go.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Iterator
+
+from nodebisect.errors import BadInputError, CancelledError
+from nodebisect.records import Event
+
+Progress = Callable[[Event], None]
+STRATEGIES = ("auto", "all", "bisect")
+EXPORTERS = ("dynamo", "torchscript")
+
+
+@dataclass
+class Options:
+    """Everything ``locate`` can be told; the CLI fills it from its flags."""
+
+    onnx_path: str | None = None
+    opset: int | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    device: str = "cpu"
+    ep: str = "cpu"
+    strategy: str = "auto"
+    probes_per_step: int = 3
+    opt_level: str = "all"
+    check_capture: bool = True
+    seed: int = 0
+    input_specs: list[str] | None = None
+    inputs_file: str | None = None
+    trust_pickle: bool = False
+    exporter: str = "dynamo"
+    isolate_crashes: bool = True
+    timeout_s: float = 600.0
+    # Bytes of reference activations kept in RAM before the rest is memory-mapped
+    # from disk (None: a quarter of the available memory).
+    memory_budget: int | None = None
+    # Extra input sets: N-1 drawn trials (edge-case distributions) and more input files.
+    trials: int = 1
+    extra_inputs: list[str] | None = None
+    # Export with dynamic dimensions; even --trials then also vary the input shapes.
+    dynamic: bool = False
+    # Set it (from another thread) to stop a run between steps: CancelledError.
+    cancel: threading.Event | None = None
+
+
+# Options that change what is exported and captured; the others only change the search,
+# so a prepared model can be searched again under them without exporting again.
+PREPARE_FIELDS = (
+    "onnx_path", "opset", "device", "seed", "input_specs", "inputs_file", "trust_pickle", "exporter", "memory_budget", "dynamic",
+)
+
+
+def make_options(options: dict[str, Any]) -> Options:
+    """Validate keyword options into ``Options`` (``TypeError`` / ``BadInputError`` as the API promises)."""
+    unknown = set(options) - {f.name for f in fields(Options)}
+    if unknown:
+        raise TypeError(f"unknown option(s): {sorted(unknown)}")
+    opts = Options(**options)
+    if opts.exporter not in EXPORTERS:
+        raise BadInputError(f"unknown exporter {opts.exporter!r}", tip="use dynamo or torchscript")
+    if opts.strategy not in STRATEGIES:
+        raise BadInputError(f"unknown strategy {opts.strategy!r}", tip="use auto, all or bisect")
+    return opts
+
+
+@dataclass
+class RunLog:
+    """Progress events, cancellation, notes, timings and extra session counts of one run."""
+
+    emit: Progress = lambda _e: None
+    cancel: threading.Event | None = None
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    extra_sessions: int = 0
+    expected_steps: int = 0
+
+    def stage(self, name: str) -> float:
+        """Announce a step (after a cancellation check); returns its start time."""
+        self.check_cancel()
+        self.emit(Event(kind="stage", message=name))
+        return time.perf_counter()
+
+    @contextmanager
+    def timed(self, key: str, stage: str | None = None) -> Iterator[None]:
+        """Time a block under ``key`` in ``timings`` (announcing ``stage`` first when given)."""
+        t = self.stage(stage) if stage else time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[key] = time.perf_counter() - t
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise CancelledError("locate was cancelled")
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def expect_steps(self, done: int, cone: int, k: int) -> None:
+        """How many probe steps a bisection over ``cone`` values should take (for progress bars)."""
+        self.expected_steps = done + (math.ceil(math.log(cone, k + 1)) if cone > 1 else 0) + 1

@@ -1,0 +1,1 @@
+"""WHERE the ONNX graph first departs from PyTorch. Never imports torch."""
