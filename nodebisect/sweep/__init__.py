@@ -1,0 +1,16 @@
+"""``nodebisect sweep``: run ``locate`` over a fleet of models and summarise the fleet.
+
+Each model runs ``python -m nodebisect locate`` in its own child process, so a
+crash, a hang or a memory blow-up of one model only costs that model's row.
+The pieces, one job per module:
+
+- ``tasks``      the ``ModelTask`` / ``SweepOptions`` records every other module shares
+- ``sources``    directories of ``.pt2`` files and spec lists -> tasks
+- ``zoo``        ``transformers`` architectures built offline from small configs
+- ``worker``     one task -> one child process -> one result row
+- ``executors``  a local pool or Ray spreads the tasks
+- ``results``    ``sweep.jsonl``: append, resume, compare two sweeps
+- ``sequences``  op-type n-grams ending at culprits, enriched against matching models
+- ``summary``    ``sweep.md`` and the terminal table (pure text)
+- ``cli``        arguments, progress bar; the only module that prints
+"""

@@ -1,0 +1,179 @@
+"""The fleet's summary as text: ``sweep.md``, the terminal table, and a sweep diff.
+
+Pure functions from rows to strings; the CLI decides where they go.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nodebisect.sweep.results import SweepDiff
+from nodebisect.sweep.tasks import STATUSES
+
+
+@dataclass
+class Totals:
+    """Counts over a fleet's rows."""
+
+    by_status: Counter
+    by_stage: Counter
+    by_cause: Counter
+    models: int
+    wall_s: float  # sum of per-model wall times (CPU-side work, not the sweep's elapsed time)
+
+
+def totals(rows: list[dict[str, Any]]) -> Totals:
+    by_status: Counter = Counter(r["status"] for r in rows)
+    divergent = [r.get("first_divergent") or {} for r in rows if r["status"] == "diverged"]
+    return Totals(
+        by_status=by_status,
+        by_stage=Counter(fd.get("stage") or "?" for fd in divergent),
+        by_cause=Counter(fd.get("cause") or "?" for fd in divergent),
+        models=len(rows),
+        wall_s=sum(float(r.get("wall_s") or 0) for r in rows),
+    )
+
+
+def status_line(rows: list[dict[str, Any]]) -> str:
+    """``40 models: 25 match, 6 diverged, ...`` in the order of ``STATUSES``."""
+    t = totals(rows)
+    parts = [f"{t.by_status[s]} {s}" for s in STATUSES if t.by_status[s]]
+    return f"{t.models} models: " + (", ".join(parts) if parts else "none")
+
+
+def export_failure_groups(rows: list[dict[str, Any]]) -> list[tuple[str, str, list[str]]]:
+    """Export failures grouped by (failing aten op, first message line), biggest group first."""
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for row in rows:
+        if row["status"] != "export_failed":
+            continue
+        ef = row.get("export_failure") or {}
+        key = (ef.get("target") or ef.get("step") or "?", _message_key(ef.get("message", "")))
+        groups[key].append(row["name"])
+    return sorted(((k[0], k[1], v) for k, v in groups.items()), key=lambda g: (-len(g[2]), g[0], g[1]))
+
+
+def to_markdown(rows: list[dict[str, Any]], out_dir: Path, elapsed_s: float | None = None, title: str = "nodebisect sweep") -> str:
+    """``sweep.md``: counts, then the divergent models, export failures, other failures, flags."""
+    t = totals(rows)
+    lines = [f"# {title}", "", status_line(rows) + "."]
+    if elapsed_s:
+        rate = t.models / (elapsed_s / 60) if elapsed_s > 0 else 0.0
+        lines.append(f"Elapsed {_duration(elapsed_s)} ({rate:.1f} models/min); per-model wall time summed: {_duration(t.wall_s)}.")
+    lines += ["", "| verdict | models |", "|---|---:|"]
+    lines += [f"| {s} | {t.by_status[s]} |" for s in STATUSES if t.by_status[s]]
+    if t.by_stage:
+        lines += ["", "| stage | models |  | cause | models |", "|---|---:|---|---|---:|"]
+        stages, causes = t.by_stage.most_common(), t.by_cause.most_common()
+        for i in range(max(len(stages), len(causes))):
+            s = stages[i] if i < len(stages) else ("", "")
+            c = causes[i] if i < len(causes) else ("", "")
+            lines.append(f"| {s[0]} | {s[1]} |  | {c[0]} | {c[1]} |")
+    divergent = [r for r in rows if r["status"] == "diverged"]
+    if divergent:
+        lines += ["", "## Divergent models", "",
+                  "| model | culprit | op | aten op | stage / cause | max_abs | source | report |",
+                  "|---|---|---|---|---|---:|---|---|"]
+        for r in sorted(divergent, key=lambda r: r["name"]):
+            fd = r.get("first_divergent") or {}
+            fw = fd.get("framework") or {}
+            link = _link(r.get("report_dir", ""), out_dir)
+            lines.append(f"| {_cell(r['name'])} | `{fd.get('onnx_node', '')}` | {fd.get('op_type', '')} | `{fw.get('target', '')}` | "
+                         f"{fd.get('stage', '')} / {fd.get('cause', '')} | {_num((fd.get('metrics') or {}).get('max_abs'))} | "
+                         f"{_cell(_short_source(fw.get('source', '')))} | {link} |")
+    groups = export_failure_groups(rows)
+    if groups:
+        lines += ["", "## Export failures", "", "| failing op / step | message | models |", "|---|---|---|"]
+        for target, message, names in groups:
+            lines.append(f"| `{target}` | {_cell(message)} | {len(names)}: {_cell(', '.join(names))} |")
+    others = [r for r in rows if r["status"] not in ("match", "diverged", "export_failed")]
+    if others:
+        lines += ["", "## Other outcomes", "", "| model | status | exit | reason |", "|---|---|---:|---|"]
+        for r in sorted(others, key=lambda r: (r["status"], r["name"])):
+            lines.append(f"| {_cell(r['name'])} | {r['status']} | {r.get('exit_code', '')} | {_cell(r.get('reason', ''))} |")
+    flagged = [r for r in rows if r.get("flags")]
+    if flagged:
+        lines += ["", "## Flags", "", "| model | status | flags |", "|---|---|---|"]
+        for r in sorted(flagged, key=lambda r: r["name"]):
+            lines.append(f"| {_cell(r['name'])} | {r['status']} | {', '.join(r['flags'])} |")
+    slow = sorted(rows, key=lambda r: -float(r.get("wall_s") or 0))[:5]
+    if slow:
+        lines += ["", "Slowest: " + ", ".join(f"{r['name']} {float(r.get('wall_s') or 0):.0f}s" for r in slow)
+                  + f". Peak memory: {max(float(r.get('peak_rss_mib') or 0) for r in rows):.0f} MiB."]
+    lines += ["", "Operator sequences ending at culprits: [sequences.md](sequences.md). Every row: `sweep.jsonl`."]
+    return "\n".join(lines) + "\n"
+
+
+def terminal_table(rows: list[dict[str, Any]], width: int = 100) -> str:
+    """A plain-text table of every model that did not match, under the counts line."""
+    lines = [status_line(rows)]
+    bad = sorted((r for r in rows if r["status"] != "match"), key=lambda r: (r["status"], r["name"]))
+    if bad:
+        name_w = min(40, max(len(r["name"]) for r in bad))
+        status_w = max(len(r["status"]) for r in bad)
+        for r in bad:
+            reason = r.get("reason", "")
+            room = max(20, width - name_w - status_w - 4)
+            lines.append(f"  {r['name'][:name_w]:<{name_w}}  {r['status']:<{status_w}}  {reason[:room]}")
+    return "\n".join(lines)
+
+
+def diff_text(diff: SweepDiff) -> str:
+    """``--compare``: what newly diverges or fails, what got fixed, what moved."""
+    lines = [f"{diff.regressions} regression(s): {len(diff.newly_diverged)} newly diverged, {len(diff.newly_failing)} newly failing; "
+             f"{len(diff.fixed)} fixed, {len(diff.culprit_moved)} with another culprit, {diff.unchanged} unchanged"]
+    for title, changes in (("newly diverged", diff.newly_diverged), ("newly failing", diff.newly_failing),
+                           ("fixed", diff.fixed), ("culprit moved", diff.culprit_moved), ("other changes", diff.other)):
+        if changes:
+            lines.append(f"{title}:")
+            lines += [f"  {c.name}: {c.old} -> {c.new}  {c.new_reason or c.old_reason}"[:200] for c in changes]
+    if diff.only_old:
+        lines.append(f"only in OLD: {', '.join(diff.only_old)}")
+    if diff.only_new:
+        lines.append(f"only in NEW: {', '.join(diff.only_new)}")
+    return "\n".join(lines)
+
+
+def _message_key(message: str) -> str:
+    first = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
+    return first[:160]
+
+
+def _short_source(source: str) -> str:
+    if not source:
+        return ""
+    path, _, line = source.rpartition(":")
+    marker = f"{os.sep}site-packages{os.sep}"
+    if marker in path:
+        path = path.split(marker, 1)[1]
+    return f"{path}:{line}" if path else source
+
+
+def _link(report_dir: str, out_dir: Path) -> str:
+    if not report_dir:
+        return ""
+    try:
+        rel = os.path.relpath(Path(report_dir) / "report.md", out_dir)
+    except ValueError:
+        rel = str(Path(report_dir) / "report.md")
+    return f"[report]({rel})"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")[:240]
+
+
+def _num(value: Any) -> str:
+    try:
+        return f"{float(value):.3g}"
+    except (TypeError, ValueError):
+        return ""
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

@@ -1,0 +1,115 @@
+"""The records a sweep passes around: what to run, how, and what came back.
+
+Kept free of torch and transformers so that planning, resuming and summarising
+a sweep never pays for those imports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+ROW_SCHEMA = "nodebisect.sweep/1"
+
+# Row statuses: the four locate verdicts, plus what can happen to the child process.
+STATUS_MATCH = "match"
+STATUS_DIVERGED = "diverged"
+STATUS_EXPORT_FAILED = "export_failed"
+STATUS_RUNTIME_FAILED = "runtime_failed"
+STATUS_BAD_INPUT = "bad_input"  # locate exit 2: the model or its inputs cannot be used
+STATUS_ERROR = "error"  # locate exit 70 or an unexpected exit code
+STATUS_CRASHED = "crashed"  # the child died on a signal
+STATUS_TIMEOUT = "timeout"  # killed after the per-model --timeout
+STATUS_OUT_OF_MEMORY = "out_of_memory"  # killed over the per-model memory limit
+STATUS_SKIPPED = "skipped"  # not run: an optional package is missing, or the model cannot be compared
+STATUSES = (
+    STATUS_MATCH,
+    STATUS_DIVERGED,
+    STATUS_EXPORT_FAILED,
+    STATUS_RUNTIME_FAILED,
+    STATUS_BAD_INPUT,
+    STATUS_ERROR,
+    STATUS_CRASHED,
+    STATUS_TIMEOUT,
+    STATUS_OUT_OF_MEMORY,
+    STATUS_SKIPPED,
+)
+# Statuses the progress bar folds into "errors".
+ERROR_STATUSES = (STATUS_BAD_INPUT, STATUS_ERROR, STATUS_CRASHED, STATUS_TIMEOUT, STATUS_OUT_OF_MEMORY)
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """The ``locate`` options every model of a sweep shares (a task may override some).
+
+    Attributes:
+        strategy: ``auto`` | ``all`` | ``bisect``.
+        rtol: relative tolerance, or None for locate's per-dtype default.
+        atol: absolute tolerance, or None.
+        exporter: ``dynamo`` | ``torchscript``.
+        trials: input sets per model.
+        timeout: wall-clock seconds one model may take, start to verdict.
+        memory_mib: resident memory one model may use before it is killed.
+        reports: write a report bundle for divergent models.
+    """
+
+    strategy: str = "auto"
+    rtol: float | None = None
+    atol: float | None = None
+    exporter: str = "dynamo"
+    trials: int = 1
+    timeout: float = 900.0
+    memory_mib: float = 4096.0
+    reports: bool = False
+
+    def merged(self, overrides: dict[str, Any]) -> SweepOptions:
+        """These options with a task's own (``rtol=1e-2 timeout=60`` in a spec list)."""
+        known = {f.name: f.type for f in dataclasses.fields(self)}
+        clean: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key not in known:
+                raise ValueError(f"unknown per-model option {key!r} (one of {', '.join(sorted(known))})")
+            current = getattr(self, key)
+            if isinstance(current, bool) or key == "reports":
+                clean[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+            elif key in ("rtol", "atol", "timeout", "memory_mib"):
+                clean[key] = float(value)
+            elif key == "trials":
+                clean[key] = int(value)
+            else:
+                clean[key] = str(value)
+        return dataclasses.replace(self, **clean)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    """One model of the fleet.
+
+    Attributes:
+        name: unique within the sweep; the key for resume and compare.
+        spec: what ``locate`` takes (``model.pt2``, ``file.py:factory``, ``pkg.mod:fn``).
+        inputs: ``--inputs`` files, when the model needs them.
+        options: per-model overrides of the sweep's ``SweepOptions``.
+        factory_source: for generated factories (the zoo): the text of ``spec``'s file,
+            so a worker on another machine can write it locally before running.
+        group: where the task came from (a directory, a list, ``zoo:transformers``).
+        meta: free-form facts about the model (the zoo's class and variant).
+    """
+
+    name: str
+    spec: str
+    inputs: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    factory_source: str = ""
+    group: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["inputs"] = list(self.inputs)
+        data.pop("factory_source")
+        return data
