@@ -209,6 +209,9 @@ class FirstDivergent:
     input_values: list[str] = field(default_factory=list)
     # cause "optimizer": {"level": first bad onnxruntime level, "optimizer": the named one, if isolated}
     optimizer: dict[str, str] = field(default_factory=dict)
+    # The worst element, computed where the arrays are (search.worst): {"index": [..],
+    # "expected": float, "actual": float, "inputs": {name: float}, "constants": {name: value}}.
+    worst: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -226,6 +229,7 @@ class FirstDivergent:
             "isolated_metrics": self.isolated_metrics.to_dict() if self.isolated_metrics else None,
             "input_values": list(self.input_values),
             "optimizer": dict(self.optimizer),
+            "worst": _json_safe(self.worst),
         }
 
     @classmethod
@@ -249,6 +253,7 @@ class FirstDivergent:
             ),
             input_values=list(data.get("input_values", [])),
             optimizer=dict(data.get("optimizer") or {}),
+            worst=_from_json_safe(dict(data.get("worst") or {})),
         )
 
 
@@ -427,6 +432,23 @@ def _json_float(value: Any) -> Any:
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
     return value
+
+
+def _json_safe(value: Any) -> Any:
+    """``_json_float`` through nested dicts and lists."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return _json_float(value)
+
+
+def _from_json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _from_json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json_safe(v) for v in value]
+    return _from_json_float(value)
 
 
 def _from_json_float(value: Any) -> Any:
