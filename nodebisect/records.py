@@ -16,6 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA = "nodebisect.report/1"
+# onnxruntime graph optimization levels by the names the CLI and the results use.
+ORT_OPT_LEVELS = {
+    "disabled": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 # Verdicts of a whole run.
 MATCH = "match"
@@ -293,11 +300,34 @@ class ExportFailure:
     step: str
     message: str
     target: str = ""  # aten op that failed, where the exporter names it
-    source: str = ""  # file:line in the user's code, where known
+    source: str = ""  # file:line in the user's code (else the model library's), where known
     tip: str = ""  # what to do next
+    # Optional, newer: the classified failure (frontends.export_failure).
+    stage: str = ""  # capture | decomposition | translation | optimizer | serialization | torchscript
+    cause: str = ""  # cause class: "unsupported output type", "data-dependent control flow", ...
+    code: str = ""  # the code line at ``source``
+    library_source: str = ""  # file:line inside a model library (transformers, ...) where it failed
+    library_code: str = ""
+    remedy: str = ""  # what fixes this cause class
+    settings: list[str] = field(default_factory=list)  # model settings that avoid it ("use_cache=False")
+    exporter: str = ""  # dynamo | torchscript
+    repro_script: str = ""  # a runnable script reproducing the failure on the smallest piece found
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_error(cls, exc: Any) -> ExportFailure:
+        """From an ``ExportFailedError``; a classified one carries ``details`` for the newer fields."""
+        details = dict(getattr(exc, "details", None) or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        base = {"step": exc.step, "message": exc.message, "target": exc.target, "source": exc.source, "tip": exc.tip}
+        return cls(**base, **{k: v for k, v in details.items() if k in known and k not in base})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportFailure:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -398,7 +428,7 @@ class LocateResult:
             environment=dict(data.get("environment") or {}),
             tolerance=dict(data.get("tolerance") or {}),
             steps=[Step(**s) for s in data.get("steps", [])],
-            export_failure=ExportFailure(**failure) if failure else None,
+            export_failure=ExportFailure.from_dict(failure) if failure else None,
             model=data.get("model", ""),
             notes=list(data.get("notes", [])),
             capture=dict(data.get("capture") or {}),
