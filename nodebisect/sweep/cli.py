@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections import Counter
@@ -143,7 +144,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     names = {t.name for t in tasks}
     rows = [r for r in load_rows(rows_path) if r["name"] in names] if rows_path.exists() else []
     summary = write_summary(out_dir, rows, elapsed)
-    print(summary["terminal"], file=sys.stderr)
+    print(summary["terminal"], file=sys.stderr)  # the table goes with the progress, off stdout
     rate = len(todo) / (elapsed / 60) if elapsed > 0 and todo else 0.0
     print(f"{len(rows)} row(s) in {rows_path}; this run: {progress.done} model(s) in {elapsed:.0f}s "
           f"({rate:.1f} models/min); summary: {out_dir / 'sweep.md'}, sequences: {out_dir / 'sequences.md'}", file=sys.stderr)
@@ -182,7 +183,8 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]], elapsed_s: float | 
     write_atomic(out_dir / "sweep.md", summary.to_markdown(rows, out_dir, elapsed_s))
     write_atomic(out_dir / "sequences.md", sequences.to_markdown(mined))
     write_atomic(out_dir / "sweep.json", json.dumps(data, indent=1, default=str) + "\n")
-    return {"terminal": summary.terminal_table(rows), "json": data}
+    width = shutil.get_terminal_size((120, 24)).columns
+    return {"terminal": summary.terminal_table(rows, width=width), "json": data}
 
 
 class Progress:

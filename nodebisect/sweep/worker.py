@@ -269,7 +269,11 @@ def result_reason(result: dict[str, Any]) -> str:
         return f"{fd.get('onnx_node')} ({fd.get('op_type')}) {target} stage={fd.get('stage')} cause={fd.get('cause')}".replace("  ", " ")
     if verdict == "export_failed" and result.get("export_failure"):
         ef = result["export_failure"]
-        return f"{ef.get('step', '')}: {first_line(ef.get('message', ''))}"
+        message = first_line(ef.get("message", ""), 400)
+        if message.startswith("ONNX export failed at step") and "': " in message:
+            message = message.split("': ", 1)[1]  # the step is named just before
+        where = ef.get("target") or ef.get("step", "")
+        return f"{where}: {message[:200]}"
     if verdict == "runtime_failed" and result.get("runtime_failure"):
         rf = result["runtime_failure"]
         return f"{rf.get('node', '')} ({rf.get('op_type', '')}) {rf.get('kind', '')}: {first_line(str(rf.get('error', '')))}"

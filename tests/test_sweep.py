@@ -1,0 +1,244 @@
+"""``nodebisect sweep``: real sweeps over tiny models (real export, real onnxruntime, real children).
+
+The fleet holds one model of each outcome: clean, divergent
+(``samples/divergent.py:AvgPoolDivisorOverride``), failing to export (a data-dependent
+branch), crashing its worker (SIGSEGV while building) and, for the pool, hanging
+(killed by its per-model timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nodebisect.records import LocateResult
+from nodebisect.sweep import sequences
+from nodebisect.sweep.cli import configure, main
+from nodebisect.sweep.results import RowWriter, compare, load_rows
+from nodebisect.sweep.sources import select, tasks_from_sources
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "tests" / "sweep_models.py"
+DIVERGENT = ROOT / "samples" / "divergent.py"
+
+
+def _fleet(path: Path, *lines: str) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _sweep(*argv: str) -> int:
+    """Run the sweep in-process through the same parser the main CLI registers."""
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    args = parser.parse_args([str(a) for a in argv])
+    return args.func(args)
+
+
+def _by_name(out: Path) -> dict[str, dict]:
+    return {row["name"]: row for row in load_rows(out)}
+
+
+@pytest.fixture(scope="module")
+def pool_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("pool")
+    fleet = _fleet(tmp / "fleet.txt",
+                   "# one of each outcome",
+                   f"{MODELS}:clean name=clean",
+                   f"{DIVERGENT}:AvgPoolDivisorOverride name=avgpool",
+                   f"{MODELS}:export_fails name=export_fails",
+                   f"{MODELS}:crashes name=crashes",
+                   f"{MODELS}:hangs name=hangs timeout=6")
+    out = tmp / "out"
+    code = _sweep(fleet, "--out", out, "--jobs", "2", "--reports", "-q")
+    assert code == 1  # some model diverged or failed
+    return out
+
+
+def test_pool_sweep_gives_every_model_its_verdict(pool_sweep: Path) -> None:
+    rows = _by_name(pool_sweep)
+    assert {n: r["status"] for n, r in rows.items()} == {
+        "clean": "match", "avgpool": "diverged", "export_fails": "export_failed", "crashes": "crashed", "hangs": "timeout",
+    }
+    assert rows["avgpool"]["first_divergent"]["framework"]["target"] == "aten.avg_pool2d.default"
+    assert rows["avgpool"]["exit_code"] == 1 and rows["clean"]["exit_code"] == 0 and rows["export_fails"]["exit_code"] == 3
+    assert rows["crashes"]["reason"].startswith("worker killed by SIGSEGV")
+    assert "6s" in rows["hangs"]["reason"] and rows["hangs"]["wall_s"] < 30
+    assert all(r["peak_rss_mib"] > 50 for n, r in rows.items() if n != "crashes")
+    # A row with a result is the locate --json document itself.
+    assert LocateResult.from_dict(rows["avgpool"]).first_divergent.op_type == "AveragePool"
+
+
+def test_pool_sweep_writes_summary_sequences_and_reports(pool_sweep: Path) -> None:
+    md = (pool_sweep / "sweep.md").read_text()
+    assert "5 models: 1 match, 1 diverged, 1 export_failed, 1 crashed, 1 timeout" in md
+    assert "`aten.avg_pool2d.default`" in md and "divergent.py:46" in md
+    assert "GuardOnDataDependentSymNode" in md  # export failures grouped with their message
+    assert "[report](reports/avgpool/report.md)" in md
+    assert (pool_sweep / "reports" / "avgpool" / "report.md").is_file()
+    assert not (pool_sweep / "reports" / "clean").exists()  # bundles only for divergent models
+    summary = json.loads((pool_sweep / "sweep.json").read_text())
+    assert summary["by_status"]["diverged"] == 1
+    top = summary["sequences"]["sequences"][0]
+    assert top["sequence"][-1] == "AveragePool" and top["models"] == ["avgpool"]
+    assert "AveragePool" in (pool_sweep / "sequences.md").read_text()
+
+
+def test_ray_local_sweep_matches_the_pool(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    fleet = _fleet(tmp_path / "fleet.toml",
+                   "[[model]]", f'spec = "{MODELS}:clean"', 'name = "clean"',
+                   "[[model]]", f'spec = "{DIVERGENT}:AvgPoolDivisorOverride"', 'name = "avgpool"',
+                   "[[model]]", f'spec = "{MODELS}:export_fails"', 'name = "export_fails"',
+                   "[[model]]", f'spec = "{MODELS}:crashes"', 'name = "crashes"')
+    out = tmp_path / "out"
+    assert _sweep(fleet, "--out", out, "--executor", "ray", "--jobs", "2", "-q") == 1
+    rows = _by_name(out)
+    assert {n: r["status"] for n, r in rows.items()} == {
+        "clean": "match", "avgpool": "diverged", "export_fails": "export_failed", "crashes": "crashed",
+    }
+    assert rows["avgpool"]["first_divergent"]["onnx_node"] == "node_avg_pool2d"
+
+
+def test_resume_runs_only_what_an_interrupted_sweep_left(tmp_path: Path) -> None:
+    fleet = _fleet(tmp_path / "fleet.txt", f"{MODELS}:crashes name=crashes", f"{MODELS}:clean name=clean",
+                   f"{MODELS}:export_fails name=export_fails")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "nodebisect.sweep.cli", str(fleet), "--out", str(out), "--jobs", "1", "-q"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rows_file = out / "sweep.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (rows_file.exists() and rows_file.read_text().count("\n") >= 1):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C while `clean` runs
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    first = load_rows(out)
+    assert [r["name"] for r in first] == ["crashes"]
+    with open(rows_file, "a") as fh:
+        fh.write('{"name": "clean", "status": "ma')  # a torn line, as a kill mid-write leaves it
+    assert _sweep(fleet, "--out", out, "--jobs", "2", "--resume", "-q") == 1
+    rows = _by_name(out)
+    assert set(rows) == {"crashes", "clean", "export_fails"}
+    assert rows["crashes"]["finished_at"] == first[0]["finished_at"]  # not run again
+    assert rows["clean"]["status"] == "match"
+    # Without --resume an existing sweep is refused, not overwritten.
+    assert main([str(fleet), "--out", str(out), "-q"]) == 2
+
+
+def test_compare_names_what_newly_diverges_or_fails(pool_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The old sweep: the same divergent model under a tolerance that hides its defect.
+    fleet = _fleet(tmp_path / "old.txt", f"{MODELS}:clean name=clean", f"{DIVERGENT}:AvgPoolDivisorOverride name=avgpool atol=1.0")
+    old = tmp_path / "old"
+    assert _sweep(fleet, "--out", old, "--jobs", "2", "-q") == 0
+    capsys.readouterr()
+    assert main(["--compare", str(old), str(pool_sweep), "--json", str(tmp_path / "diff.json")]) == 1
+    text = capsys.readouterr().out
+    assert "newly diverged:\n  avgpool: match -> diverged" in text
+    diff = json.loads((tmp_path / "diff.json").read_text())
+    assert [c["name"] for c in diff["newly_diverged"]] == ["avgpool"]
+    assert diff["only_new"] == ["crashes", "export_fails", "hangs"] and diff["unchanged"] == 1
+    back = compare(load_rows(pool_sweep), load_rows(old))
+    assert [c.name for c in back.fixed] == ["avgpool"] and back.regressions == 0
+
+
+def _node(i: int, op: str, inputs: list[str]) -> dict:
+    return {"index": i, "onnx_node": f"n{i}", "op_type": op, "inputs": inputs, "outputs": [f"v{i}"], "status": "ok"}
+
+
+def _chain_row(name: str, status: str, ops: list[str], culprit_op: str = "") -> dict:
+    nodes = [_node(0, "Input", ["x"])] + [_node(i, op, [f"v{i - 1}"]) for i, op in enumerate(ops, 1)]
+    row = {"name": name, "status": status, "nodes": nodes, "first_divergent": None}
+    if culprit_op:
+        index = max(i for i, n in enumerate(nodes) if n["op_type"] == culprit_op)
+        row["first_divergent"] = {"onnx_node": f"n{index}", "framework": {"target": "aten.scaled_dot_product_attention.default"}}
+    return row
+
+
+def test_sequence_mining_finds_the_enriched_sequence() -> None:
+    sdpa = ["MatMul", "Mul", "Where", "Softmax", "MatMul"]
+    fleet = [_chain_row(f"div{i}", "diverged", ["Add"] * i + sdpa + ["Add"], culprit_op="MatMul") for i in range(7)]
+    # Divergent models whose culprit has another history (a LayerNorm), for contrast.
+    fleet += [_chain_row(f"ln{i}", "diverged", ["MatMul", "Add", "LayerNormalization"], "LayerNormalization") for i in range(3)]
+    # Matching models hold Softmax→MatMul (plain attention) but never Where→Softmax→MatMul.
+    fleet += [_chain_row(f"ok{i}", "match", ["MatMul", "Mul", "Softmax", "MatMul", "Add", "LayerNormalization"]) for i in range(10)]
+    mined = sequences.mine(fleet)
+    top = mined.sequences[0]
+    assert top.text == "Where→Softmax→MatMul"
+    assert (top.divergent, top.matching, top.models) == (7, 0, [f"div{i}" for i in range(7)])
+    assert top.targets == {"aten.scaled_dot_product_attention.default": 7}
+    by_text = {s.text: s for s in mined.sequences}
+    assert by_text["Softmax→MatMul"].matching == 10  # present in matching models: not enriched
+    assert by_text["Softmax→MatMul"].enrichment < top.enrichment
+    assert "Mul→Where→Softmax→MatMul" not in by_text  # same split as its suffix: redundant
+    assert "`Where→Softmax→MatMul` (inside `aten.scaled_dot_product_attention.default` lowerings) ends the culprit of 7" \
+        in sequences.to_markdown(mined)
+
+
+def test_sources_lists_filter_limit_shard(tmp_path: Path) -> None:
+    (tmp_path / "a.pt2").write_bytes(b"x")
+    (tmp_path / "a.inputs.pt").write_bytes(b"x")
+    (tmp_path / "b.pt2").write_bytes(b"x")
+    toml = _fleet(tmp_path / "m.toml", "[[model]]", 'spec = "m.py:build"', 'inputs = "x.pt"', "options = { rtol = 0.01 }")
+    yaml_list = _fleet(tmp_path / "m.yaml", "- spec: pkg.mod:factory", "  name: pkg", "- a.pt2")
+    tasks = tasks_from_sources([str(tmp_path / "a.pt2"), str(toml), str(yaml_list), str(tmp_path)])
+    assert [t.name for t in tasks] == ["a", "m.build", "pkg", "a~2", "a~3", "b"]
+    assert tasks[0].inputs == (str(tmp_path / "a.inputs.pt"),)
+    assert tasks[1].spec == f"{tmp_path / 'm.py'}:build" and tasks[1].inputs == (str(tmp_path / "x.pt"),)
+    assert tasks[1].options == {"rtol": 0.01} and tasks[2].spec == "pkg.mod:factory"
+    assert [t.name for t in select(tasks, pattern="a*")] == ["a", "a~2", "a~3"]
+    assert [t.name for t in select(tasks, limit=4, shard="2/2")] == ["m.build", "a~2"]
+    with pytest.raises(Exception, match="bad --shard"):
+        select(tasks, shard="3/2")
+
+
+def test_zoo_builds_small_models_in_both_variants(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    import torch
+
+    from nodebisect.sweep.zoo import build_model, zoo_tasks
+
+    tasks = zoo_tasks(tmp_path, ["default", "export-friendly"])
+    assert [t.name for t in tasks[:4]] == ["BertForSequenceClassification.default", "BertForSequenceClassification.export-friendly",
+                                           "GPT2LMHeadModel.default", "GPT2LMHeadModel.export-friendly"]
+    assert len(tasks) > 200 and (tmp_path / "GPT2LMHeadModel.default.py").is_file()
+    record = tmp_path / "rec.json"
+    module, inputs = build_model("GPT2LMHeadModel", "export-friendly", record=str(record))
+    out = module(*inputs)
+    assert isinstance(out, tuple) and all(isinstance(t, torch.Tensor) for t in out)
+    info = json.loads(record.read_text())
+    assert info["params"] < 1_000_000 and info["inputs"] == {"input_ids": [2, 8], "attention_mask": [2, 8]}
+    module, inputs = build_model("GPT2LMHeadModel", "default")
+    assert type(module(*inputs).past_key_values).__name__ == "DynamicCache"  # the user's reality, kept
+
+
+def test_cli_help_and_bad_input(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser(prog="nodebisect sweep")
+    configure(parser)
+    text = parser.format_help()
+    for option in ("--zoo", "--jobs", "--executor", "--address", "--resume", "--compare", "--shard", "--reports"):
+        assert option in text
+    proc = subprocess.run([sys.executable, "-m", "nodebisect.sweep.cli", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[0].startswith("nodebisect sweep: error: source not found")
+
+
+def test_row_writer_appends_whole_lines(tmp_path: Path) -> None:
+    writer = RowWriter(tmp_path / "sweep.jsonl")
+    writer.append({"name": "a", "status": "match"})
+    with open(tmp_path / "sweep.jsonl", "a") as fh:
+        fh.write('{"name": "b", "sta')
+    writer = RowWriter(tmp_path / "sweep.jsonl")  # a resumed sweep: the torn tail ends its line
+    writer.append({"name": "b", "status": "diverged"})
+    assert [(r["name"], r["status"]) for r in load_rows(tmp_path)] == [("a", "match"), ("b", "diverged")]
+    assert os.path.getsize(tmp_path / "sweep.jsonl") == len((tmp_path / "sweep.jsonl").read_bytes())
