@@ -24,10 +24,12 @@ from nodebisect.records import (  # noqa: E402
     LocateResult,
     Metrics,
     NodeRecord,
+    Suspect,
 )
 from nodebisect_tui import create_app  # noqa: E402
 from nodebisect_tui.screens import HelpScreen, MainScreen, NodeScreen, PathScreen, RerunScreen  # noqa: E402
-from nodebisect_tui.widgets import NodeTable, VerdictBanner  # noqa: E402
+from nodebisect_tui.verdict import VerdictScreen  # noqa: E402
+from nodebisect_tui.widgets import NodeDetail, NodeTable, VerdictBanner  # noqa: E402
 
 pytestmark = pytest.mark.anyio  # async Pilot tests run on anyio's pytest plugin
 
@@ -142,7 +144,8 @@ async def test_detail_and_neighbourhood_of_culprit(result_json: str) -> None:
         for expected in ("FIRST DIVERGENT", "epsilon = 0.5", "encoder.1.norm", "model.py:21", "node_linear_1", "histogram"):
             assert expected in text
         await pilot.press("n")
-        graph = str(screen.query_one("#node-view").render())
+        options = screen.query_one("#graph-list")
+        graph = "\n".join(str(options.get_option_at_index(i).prompt) for i in range(options.option_count))
         assert "1 hop up" in graph and "node_linear_1" in graph and "node_softmax_1" in graph
         await pilot.press("o")  # walking in the node screen moves the table too
         assert screen.node_name == "node_softmax_1"
@@ -217,8 +220,9 @@ async def test_save_json_round_trips(result_json: str, tmp_path: Path) -> None:
 async def test_rerun_needs_a_model_and_help_and_quit(result_json: str) -> None:
     app = create_app(result_json)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("r")
-        assert "opened from a JSON" in notices(app)
+        await pilot.press("r")  # the recorded model.py:Model is not on disk
+        assert "re-run needs the model: 'model.py:Model', recorded in result.json, is not found" in notices(app)
+        assert not isinstance(app.screen, RerunScreen)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
@@ -308,3 +312,199 @@ def test_snapshot_main_120x40(result_json: str, snap_compare) -> None:
 
 def test_snapshot_culprit_detail_80x24(result_json: str, snap_compare) -> None:
     assert snap_compare(create_app(result_json), press=["j", "enter"], terminal_size=(80, 24))
+
+
+# -- issue 12, item 7 ------------------------------------------------------------------
+def write_result(result: LocateResult, path: str = "result.json") -> str:
+    Path(path).write_text(json.dumps(result.to_dict()), encoding="utf-8")
+    return path
+
+
+def capture_result(carried: bool = True) -> LocateResult:
+    """Eager PyTorch and torch.export differ at FX node ``layer_norm_1``; the ONNX graph matches the export."""
+    result = synthetic_result()
+    for record in result.nodes:  # every ONNX value matches the exported program
+        record.status = "ok" if record.metrics is not None else record.status
+    carrier = result.nodes[4]
+    if not carried:
+        carrier.mapped_to = ""
+    result.first_divergent = FirstDivergent(
+        onnx_node="layer_norm_1", op_type="aten.layer_norm.default", onnx_value="layer_norm_1",
+        stage="capture", cause="capture", segment=["layer_norm_1"], segment_op_types=["aten.layer_norm.default"],
+        framework=FrameworkRef(target="aten.layer_norm.default", fx_node="layer_norm_1", module="encoder.1"),
+        metrics=Metrics(max_abs=1.9, max_rel=2.0, cosine=0.89, mismatch_fraction=0.2),
+        explanation="torch.export changed the model's behaviour: eager PyTorch and the exported program already differ.",
+    )
+    result.capture = {"checked": True, "eager_matches_export": False, "first_module": "encoder.1", "fx_node": "layer_norm_1"}
+    return result
+
+
+def node_view_text(screen) -> str:
+    return str(screen.query_one("#node-view").render())
+
+
+async def test_capture_verdict_jumps_to_the_onnx_node_carrying_the_fx_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = create_app(write_result(capture_result()))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        # the side panel starts on the carrier, not on row 0
+        assert table(app).current == CULPRIT
+        side = str(app.screen.query_one(NodeDetail).render())
+        assert "CARRIES THE CAPTURE CULPRIT" in side and "eager PyTorch vs torch.export" in side
+        assert "torch.export differ at FX node layer_norm_1" in str(app.screen.query_one(VerdictBanner).render())
+        await pilot.press("home", "j")
+        assert table(app).current == CULPRIT
+        assert "no divergent node" not in notices(app)
+        assert "differ at FX node layer_norm_1; node_layer_norm_1 carries its value" in notices(app)
+
+
+async def test_capture_verdict_without_carrier_opens_eager_vs_export_view(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = create_app(write_result(capture_result(carried=False)))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("j")
+        assert isinstance(app.screen, VerdictScreen)
+        text = str(app.screen.query_one("#verdict-view").render())
+        assert "eager PyTorch vs torch.export" in text and "eager vs export: max abs 1.90e+00" in text
+        assert "no ONNX node carries this FX value" in text
+        assert "no divergent node" not in notices(app)
+
+
+async def test_banner_cuts_with_an_ellipsis_and_v_shows_the_whole_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = synthetic_result()
+    tail = "so the defect is in the op's conversion itself (THE END)"
+    result.first_divergent.explanation = "wrong even when fed the framework's own input values; " * 4 + tail
+    app = create_app(write_result(result))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        banner = app.screen.query_one(VerdictBanner)
+        lines = [strip.text.rstrip() for strip in banner.render_lines(banner.region.reset_offset)]
+        why = next(line for line in lines if "wrong even when fed" in line)
+        assert why.endswith("…"), lines
+        assert "THE END" not in "\n".join(lines)
+        await pilot.press("v")
+        assert isinstance(app.screen, VerdictScreen)
+        assert tail in str(app.screen.query_one("#verdict-view").render())
+        await pilot.press("escape")
+        assert isinstance(app.screen, MainScreen)
+
+
+async def test_table_marks_the_segment_and_the_suspects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = synthetic_result()
+    fd = result.first_divergent
+    fd.segment = ["node_linear_1", CULPRIT]
+    fd.suspects = [Suspect("node_linear_1", "Gemm", 0.8, "numerically sensitive"),
+                   Suspect("node_softmax", "Softmax", 0.3, "part of the same decomposition")]
+    app = create_app(write_result(result))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        nodes = table(app)
+        nodes.scroll_to(y=0, animate=False, immediate=True)
+        await pilot.pause()
+        rows = {line.split()[2]: line for line in (nodes.render_line(y).text for y in range(1, len(CHAIN) + 1))}
+        assert rows[CULPRIT].startswith("▶")
+        assert rows["node_linear_1"].startswith("┃")
+        assert rows["node_softmax"].startswith("?")
+        assert rows["node_linear"].startswith(" ")
+        await pilot.press("slash", *"is:segment", "enter")
+        assert [r.onnx_node for r in nodes.records] == ["node_linear_1", CULPRIT]
+        await pilot.press("slash", "ctrl+u", *"is:suspect", "enter")
+        assert [r.onnx_node for r in nodes.records] == ["node_softmax", "node_linear_1"]
+
+
+async def test_command_palette_offers_the_apps_commands(result_json: str) -> None:
+    from nodebisect_tui.commands import app_commands
+
+    app = create_app(result_json)
+    async with app.run_test(size=SIZE) as pilot:
+        names = [name for name, _, _ in app_commands(app)]
+        for wanted in ("Jump to culprit", "Filter nodes", "Write report", "Save result JSON", "Re-run locate"):
+            assert wanted in names
+        await pilot.press("home")
+        assert table(app).current == "node_linear"
+        await pilot.press("ctrl+p", *"jump to culprit")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        assert table(app).current == CULPRIT
+        await pilot.press("ctrl+p", *"save result json")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, PathScreen)
+
+
+async def test_neighbourhood_is_selectable_deeper_on_demand_and_lists_constants(result_json: str) -> None:
+    from textual.widgets import OptionList
+
+    app = create_app(result_json)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("j", "n")
+        screen = app.screen
+        assert isinstance(screen, NodeScreen) and screen.mode == "graph"
+        graph = screen.query_one("#graph-list", OptionList)
+
+        def lines() -> list[str]:
+            return [str(graph.get_option_at_index(i).prompt) for i in range(graph.option_count)]
+
+        assert screen.graph_nodes[graph.highlighted] == CULPRIT  # the cursor starts on the centre
+        assert any("2 hops up" in line for line in lines()) and not any("3 hops up" in line for line in lines())
+        constants = lines()[lines().index(next(x for x in lines() if "constants and graph inputs read by" in x)):]
+        assert any("encoder.1.norm.weight" in line for line in constants)
+        await pilot.press("plus")
+        assert screen.hops == 3 and any("3 hops up" in line for line in lines())
+        await pilot.press("minus", "minus")
+        assert screen.hops == 1 and not any("2 hops up" in line for line in lines())
+        graph.highlighted = screen.graph_nodes.index("node_linear_1")
+        await pilot.press("enter")  # select: back to the table, on that node
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        assert table(app).current == "node_linear_1"
+
+
+async def test_footer_at_80_columns_keeps_quit_and_help(result_json: str) -> None:
+    from textual.widgets import Footer
+
+    app = create_app(result_json)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        footer = app.screen.query_one(Footer)
+        keys = {key.key: key for key in footer.query("FooterKey")}
+        for name in ("q", "question_mark"):
+            key = keys[name]
+            assert key.region.width > 0 and key.region.right <= 80, (name, key.region)
+            assert footer.region.contains_region(key.region)
+            for palette in footer.query(".-command-palette"):  # docked on the right, over what overflows
+                assert not key.region.overlaps(palette.region), (name, key.region, palette.region)
+
+
+async def test_rerun_from_json_offers_the_recorded_model_and_runs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = synthetic_result()
+    result.model = f"{HERE / 'tui_model.py'}:Model"
+    app = create_app(write_result(result))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        assert isinstance(app.screen, RerunScreen)
+        assert result.model in str(app.screen.query_one("#rerun-model").render())
+        app.screen.query_one("#rtol").value = "10"
+        app.screen.query_one("#atol").value = "10"
+        await pilot.click("#run")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.result is not None and app.result.verdict == "match"
+        assert app.result.model == result.model
+        assert "MATCH" in str(app.screen.query_one(VerdictBanner).render())

@@ -22,6 +22,7 @@ from textual.binding import Binding
 from nodebisect.errors import BadInputError, CancelledError, NodebisectError
 from nodebisect.records import LocateResult
 
+from .commands import NodebisectCommands
 from .messages import NodeChosen, RunFailed, RunFinished, RunProgress
 from .screens import HelpScreen, MainScreen, PathScreen, RerunScreen
 
@@ -42,6 +43,7 @@ class NodebisectApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "nodebisect"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    COMMANDS = App.COMMANDS | {NodebisectCommands}
     BINDINGS = [
         Binding("q", "quit", "Quit", tooltip="Quit nodebisect", id="quit"),
         Binding("question_mark", "help", "Help", tooltip="Show every key", id="help"),
@@ -82,6 +84,8 @@ class NodebisectApp(App[int]):
     # -- the locate worker ------------------------------------------------------------
     def start_run(self, spec: RunSpec) -> None:
         self.spec = spec
+        self.source = spec.model
+        self.sub_title = spec.model
         self.running = True
         self.main.run_started(spec.model)
         self.run_locate(spec)
@@ -134,20 +138,31 @@ class NodebisectApp(App[int]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
+    def action_verdict(self) -> None:
+        self.main.action_verdict()
+
     def action_rerun(self) -> None:
-        if self.spec is None:
-            self.notify("re-run needs the model: this result was opened from a JSON file; "
-                        "start `nodebisect tui MODEL ...` to re-run", severity="warning", timeout=8)
-            return
         if self.running:
             self.notify("a run is already in progress", severity="warning")
             return
+        spec = self.spec
+        note = ""
+        if spec is None:
+            recorded = self.result.model if self.result is not None else ""
+            model = recorded_model(recorded, self.source)
+            if model is None:
+                where = f"{recorded!r}, recorded in {self.source}, is not found from here" if recorded else "the result records no model"
+                self.notify(f"re-run needs the model: {where}; start `nodebisect tui MODEL ...` to re-run",
+                            severity="warning", timeout=8)
+                return
+            spec = RunSpec(model)
+            note = f"model recorded in {self.source or 'the result'}; its --inputs/--onnx options are not recorded"
 
         def rerun(values: dict[str, Any] | None) -> None:
-            if values is not None and self.spec is not None:
-                self.start_run(replace(self.spec, options={**self.spec.options, **values}))
+            if values is not None:
+                self.start_run(replace(spec, options={**spec.options, **values}))
 
-        self.push_screen(RerunScreen(self.spec.options), rerun)
+        self.push_screen(RerunScreen(spec.options, model=spec.model, note=note), rerun)
 
     def action_save_json(self) -> None:
         if self.result is None:
@@ -220,6 +235,27 @@ def create_app(target: str | os.PathLike[str] | LocateResult, **locate_options: 
         raise BadInputError(f"ONNX file not found: {onnx_path}", tip="check the --onnx path")
     options = {k: v for k, v in locate_options.items() if v is not None}
     return NodebisectApp(spec=RunSpec(spec, options), source=spec)
+
+
+def recorded_model(model: str, result_path: str = "") -> str | None:
+    """The model a saved result names, as a spec ``locate`` accepts from here; None when it is gone.
+
+    A path is tried as written (from the cwd) and next to the result JSON; ``file.py:factory``
+    checks its file; ``pkg.module:factory`` is offered as is (importing it is the only check).
+    """
+    if not model or model.startswith("<"):
+        return None
+    file_part, sep, factory = model.partition(":")
+    is_module = bool(sep) and not file_part.endswith(".py") and "/" not in file_part and "\\" not in file_part
+    if is_module:
+        return model
+    bases = [Path.cwd()] + ([Path(result_path).resolve().parent] if result_path else [])
+    for base in bases:
+        candidate = Path(file_part) if Path(file_part).is_absolute() else base / file_part
+        if candidate.exists():
+            shown = file_part if base == Path.cwd() or Path(file_part).is_absolute() else str(candidate)
+            return shown + (f":{factory}" if sep else "")
+    return None
 
 
 def _load_json(path: str) -> LocateResult:

@@ -1,4 +1,4 @@
-"""Screens: the main table, one node in full, the neighbourhood, help and small forms."""
+"""Screens: the main table, help and small forms (one node in full: ``node_screen``)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from textual.widgets import Button, Footer, Header, Input, Label, RichLog, Selec
 
 from nodebisect.records import Event, LocateResult
 
-from .messages import NodeChosen, NodeHighlighted, NodeOpened
-from .view import FILTER_FIELDS, ResultIndex
-from .widgets import NodeDetail, NodeTable, VerdictBanner, node_detail
+from .messages import NodeHighlighted, NodeOpened
+from .node_screen import NodeScreen
+from .verdict import VerdictScreen
+from .view import FILTER_FIELDS, MARK_CULPRIT, MARK_SEGMENT, MARK_SUSPECT, ResultIndex
+from .widgets import NodeDetail, NodeTable, VerdictBanner
 
 FILTER_DELAY = 0.15  # seconds of typing quiet before a 10k-row table is refiltered
 
@@ -25,11 +27,16 @@ FILTER_DELAY = 0.15  # seconds of typing quiet before a 10k-row table is refilte
 class MainScreen(Screen):
     """Verdict banner, the node table with its filter, and a detail pane."""
 
+    # The footer shows these in this order, before the app's q and ?: keep the labels short so
+    # that all of them, q Quit and ? Help included, fit in 80 columns.
     BINDINGS = [
-        Binding("j", "culprit", "Culprit", tooltip="Jump to the first divergent node", id="culprit"),
-        Binding("enter", "open_detail", "Detail", tooltip="Open the selected node in full", id="detail"),
-        Binding("n", "neighbourhood", "Graph", tooltip="Producers and consumers around the node", id="graph"),
-        Binding("slash", "focus_filter", "Filter", tooltip="Filter by op type, module path, status", id="filter"),
+        Binding("q", "app.quit", "Quit", tooltip="Quit nodebisect", id="main-quit"),
+        Binding("question_mark", "app.help", "Help", tooltip="Show every key", id="main-help"),
+        Binding("j", "culprit", "Culprit", tooltip="Jump to the first divergent node (or the ONNX node carrying a capture culprit)", id="culprit"),
+        Binding("enter", "open_detail", "Detail", show=False, tooltip="Open the selected node in full", id="detail"),
+        Binding("v", "verdict", "Verdict", tooltip="The verdict in full: why, segment, suspects, notes", id="verdict"),
+        Binding("n", "neighbourhood", "Graph", tooltip="Producers and consumers around the node, selectable", id="graph"),
+        Binding("slash", "focus_filter", "Filter", tooltip="Filter by op type, module path, status, is:segment / is:suspect", id="filter"),
         Binding("i", "walk(True)", "Up", show=False, tooltip="Go to a producer (a divergent one first)", id="up"),
         Binding("o", "walk(False)", "Down", show=False, tooltip="Go to a consumer (a divergent one first)", id="down"),
         Binding("b", "back", "Back", show=False, tooltip="Back to the previously selected node", id="back"),
@@ -55,7 +62,7 @@ class MainScreen(Screen):
             with VerticalScroll(id="side"):
                 yield NodeDetail(id="detail")
         yield RichLog(id="runlog", max_lines=500, markup=False, wrap=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def table(self) -> NodeTable:
@@ -65,7 +72,7 @@ class MainScreen(Screen):
     def show_result(self, result: LocateResult) -> None:
         self.index = ResultIndex(result)
         self.remove_class("-running")
-        self.query_one(VerdictBanner).show_result(result)
+        self.query_one(VerdictBanner).show_result(self.index)
         self.history.clear()
         self._refilter()
         if self.index.culprit:
@@ -147,11 +154,23 @@ class MainScreen(Screen):
     def action_culprit(self) -> None:
         if self.index is None:
             self.notify("no result yet", severity="warning")
+        elif self.index.capture and not self.index.culprit:
+            self.app.push_screen(VerdictScreen(self.index))  # eager vs export: no ONNX node to show
         elif not self.index.culprit:
             self.notify(f"no divergent node: verdict {self.index.result.verdict}", severity="information")
         else:
             self.select(self.index.culprit)
             self.table.focus()
+            fd = self.index.result.first_divergent
+            if self.index.capture and fd is not None:
+                self.notify(f"eager PyTorch and torch.export differ at FX node {fd.onnx_node}; {self.index.culprit} "
+                            "carries its value (the ONNX graph matches the export). v: full verdict", timeout=8)
+
+    def action_verdict(self) -> None:
+        if self.index is None:
+            self.notify("no result yet", severity="warning")
+        else:
+            self.app.push_screen(VerdictScreen(self.index))
 
     def action_open_detail(self, mode: str = "detail") -> None:
         name = self.table.current
@@ -180,6 +199,12 @@ class MainScreen(Screen):
     def action_focus_filter(self) -> None:
         self.query_one("#filter", Input).focus()
 
+    def set_filter(self, query: str) -> None:
+        """Filter the table as if ``query`` were typed into the filter box."""
+        self.query_one("#filter", Input).value = query
+        self._refilter()
+        self.table.focus()
+
     def action_clear_filter(self) -> None:
         filt = self.query_one("#filter", Input)
         if filt.value:
@@ -197,72 +222,6 @@ class MainScreen(Screen):
         self.app.action_save_json()  # type: ignore[attr-defined]
 
 
-class NodeScreen(Screen):
-    """One node in full: detail (metrics, trace, attributes) or its neighbourhood."""
-
-    BINDINGS = [
-        Binding("escape,enter", "close", "Back to table", tooltip="Return to the node table", id="close"),
-        Binding("n", "toggle", "Detail/Graph", tooltip="Switch between detail and neighbourhood", id="toggle"),
-        Binding("i", "walk(True)", "Up", tooltip="Go to a producer (a divergent one first)", id="up"),
-        Binding("o", "walk(False)", "Down", tooltip="Go to a consumer (a divergent one first)", id="down"),
-        Binding("b", "back", "Back", tooltip="Back to the previous node", id="back"),
-    ]
-
-    def __init__(self, index: ResultIndex, name: str, mode: str = "detail") -> None:
-        super().__init__()
-        self.index = index
-        self.node_name = name
-        self.mode = mode
-        self.history: list[str] = []
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        with VerticalScroll(id="node-scroll"):
-            yield Static(id="node-view")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self._show_view()
-        self.query_one("#node-scroll").focus()
-
-    def _show_view(self) -> None:
-        scroll = self.query_one("#node-scroll")
-        scroll.border_title = ("neighbourhood of " if self.mode == "graph" else "") + self.node_name
-        if self.mode == "graph":
-            body = Text("\n".join(self.index.neighbourhood(self.node_name)))
-            body.highlight_words(["CULPRIT"], style="bold red")
-            body.highlight_regex(r"\(diverged", style="red")
-        else:
-            body = node_detail(self.index, self.node_name, full=True)
-        self.query_one("#node-view", Static).update(body)
-        scroll.scroll_home(animate=False)
-
-    def _go(self, name: str, remember: bool = True) -> None:
-        if remember:
-            self.history.append(self.node_name)
-        self.node_name = name
-        self._show_view()
-        self.post_message(NodeChosen(name))
-
-    def action_close(self) -> None:
-        self.dismiss()
-
-    def action_toggle(self) -> None:
-        self.mode = "detail" if self.mode == "graph" else "graph"
-        self._show_view()
-
-    def action_walk(self, upward: bool) -> None:
-        target = self.index.step(self.node_name, upward)
-        if target is None:
-            self.notify("no producer in the graph" if upward else "no consumer: a graph output")
-        else:
-            self._go(target)
-
-    def action_back(self) -> None:
-        if self.history:
-            self._go(self.history.pop(), remember=False)
-
-
 class HelpScreen(ModalScreen[None]):
     """Every key, from the bindings themselves, and the filter syntax."""
 
@@ -275,10 +234,15 @@ class HelpScreen(ModalScreen[None]):
             ("everywhere", list(self.app.BINDINGS)),
             ("node table", list(MainScreen.BINDINGS)),
             ("node / graph view", list(NodeScreen.BINDINGS)),
+            ("verdict view", list(VerdictScreen.BINDINGS)),
         ]
+        listed: set[str] = set()
         for title, bindings in groups:
             text.append(title + "\n", style="bold underline")
             for b in bindings:
+                if title != "everywhere" and b.key in listed and b.key in ("q", "question_mark"):
+                    continue
+                listed.add(b.key)
                 key = b.key.replace("slash", "/").replace("question_mark", "?").replace(",", " / ")
                 text.append(f"  {key:<16}", style="bold cyan")
                 text.append(f"{b.tooltip or b.description}\n")
@@ -296,6 +260,11 @@ class HelpScreen(ModalScreen[None]):
         text.append("ok", style="green")
         text.append("  ")
         text.append("unmapped / not run", style="dim")
+        text.append("\nmarks: ", style="bold")
+        text.append(f"{MARK_CULPRIT} culprit (or the ONNX node carrying a capture culprit)   "
+                    f"{MARK_SEGMENT} in the culprit's segment   {MARK_SUSPECT} suspect outside the segment\n")
+        text.append("\nctrl+p", style="bold cyan")
+        text.append("  command palette: jump to the culprit, filter, verdict, write report, save, re-run, go to a node\n")
         with VerticalScroll(id="help-box"):
             yield Static(text)
             yield Label("escape or ? closes", classes="hint")
@@ -330,9 +299,11 @@ class RerunScreen(ModalScreen["dict[str, Any] | None"]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="cancel-rerun")]
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], model: str = "", note: str = "") -> None:
         super().__init__()
         self.options = options
+        self.model = model
+        self.note = note
 
     def compose(self) -> ComposeResult:
         def shown(key: str) -> str:
@@ -341,6 +312,10 @@ class RerunScreen(ModalScreen["dict[str, Any] | None"]):
 
         with Vertical(id="rerun-box", classes="form"):
             yield Label("Re-run locate  (blank tolerance = per-dtype default)", classes="title")
+            if self.model:
+                yield Label(f"model  {self.model}", id="rerun-model")
+            if self.note:
+                yield Label(self.note, classes="hint")
             with Horizontal(classes="field"):
                 yield Label("rtol", classes="name")
                 yield Input(value=shown("rtol"), placeholder="e.g. 1e-3", id="rtol")

@@ -16,6 +16,7 @@ from nodebisect.records import (
     MATCH,
     NOT_RUN,
     OK,
+    STAGE_CAPTURE,
     STATUS_DIVERGED,
     UNMAPPED,
     LocateResult,
@@ -31,10 +32,16 @@ STATUS_STYLE = {
     NOT_RUN: "dim",
 }
 CULPRIT_STYLE = "bold white on red"
+CARRIER_STYLE = "bold white on dark_orange3"  # carries a capture culprit's value (ONNX itself matches)
 NEAR_LIMIT_STYLE = "yellow"  # passed, but used more than half of its tolerance
 
-# Filter prefixes: "op:Gemm", "mod:encoder.layer.0", "status:diverged"; bare words match any.
-FILTER_FIELDS = ("op", "mod", "status", "node")
+# The table's first column: the culprit, the rest of its segment, suspects outside it.
+MARK_CULPRIT = "▶"
+MARK_SEGMENT = "┃"
+MARK_SUSPECT = "?"
+
+# Filter prefixes: "op:Gemm", "mod:encoder.layer.0", "status:diverged", "is:segment"; bare words match any.
+FILTER_FIELDS = ("op", "mod", "status", "node", "is")
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -54,6 +61,14 @@ def fmt_cos(value: float | None) -> str:
     return f"{value:.6f}"
 
 
+@dataclass(frozen=True)
+class GraphRow:
+    """One line of the neighbourhood view; ``node`` is set when the line names a node."""
+
+    text: str
+    node: str = ""
+
+
 @dataclass
 class ResultIndex:
     """A `LocateResult` with lookups the screens need (built once, O(nodes))."""
@@ -63,6 +78,9 @@ class ResultIndex:
     producer: dict[str, str] = field(default_factory=dict)  # value -> node that writes it
     consumers: dict[str, list[str]] = field(default_factory=dict)  # value -> nodes that read it
     position: dict[str, int] = field(default_factory=dict)  # node -> row in topological order
+    segment: set[str] = field(default_factory=set)  # the culprit's segment (ONNX node names)
+    suspects: dict[str, int] = field(default_factory=dict)  # suspect node -> rank (0 = most suspect)
+    culprit: str = ""  # the ONNX node to show for the culprit ("" when none is in the table)
     _decades: Counter[int] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -74,11 +92,65 @@ class ResultIndex:
             for value in record.inputs:
                 if value:
                     self.consumers.setdefault(value, []).append(record.onnx_node)
+        fd = self.result.first_divergent
+        if fd is None:
+            return
+        if fd.stage == STAGE_CAPTURE:
+            # The culprit is an FX node: show the ONNX node that carries its value.
+            self.culprit = next((r.onnx_node for r in self.result.nodes if fd.onnx_value and r.mapped_to == fd.onnx_value), "")
+            return
+        self.culprit = fd.onnx_node if fd.onnx_node in self.by_name else ""
+        self.segment = {name for name in fd.segment if name in self.by_name}
+        self.suspects = {s.onnx_node: rank for rank, s in enumerate(fd.suspects) if s.onnx_node in self.by_name}
 
     @property
-    def culprit(self) -> str:
+    def capture(self) -> bool:
+        """The verdict is eager vs ``torch.export`` (stage capture): the ONNX graph itself matches."""
         fd = self.result.first_divergent
-        return fd.onnx_node if fd and fd.onnx_node in self.by_name else ""
+        return fd is not None and fd.stage == STAGE_CAPTURE
+
+    def mark(self, name: str) -> str:
+        """The table's mark for a node: culprit, segment member, suspect outside the segment, or blank."""
+        if name == self.culprit:
+            return MARK_CULPRIT
+        if name in self.segment:
+            return MARK_SEGMENT
+        if name in self.suspects:
+            return MARK_SUSPECT
+        return ""
+
+    def roles(self, name: str) -> list[str]:
+        """What the verdict says about a node, in words (``culprit``, ``segment``, ``suspect``)."""
+        found = []
+        if name == self.culprit:
+            found.append("culprit")
+        if name in self.segment:
+            found.append("segment")
+        if name in self.suspects:
+            found.append("suspect")
+        return found
+
+    def constants_of(self, name: str) -> list[tuple[str, str]]:
+        """Inputs of ``name`` that no computing node produces: (value, where it comes from).
+
+        A value no record produces is an initializer, a Constant folded into the graph or a
+        graph input (the result does not say which); a ``Constant`` node's output is a constant.
+        """
+        record = self.by_name.get(name)
+        if record is None:
+            return []
+        found: list[tuple[str, str]] = []
+        for value in record.inputs:
+            if not value or any(value == v for v, _ in found):
+                continue
+            producer = self.producer.get(value)
+            if producer is None:
+                found.append((value, "initializer / graph input"))
+            elif self.by_name[producer].op_type == "Constant":
+                attrs = self.by_name[producer].attributes
+                shown = ", ".join(f"{k}={_short(v)}" for k, v in sorted(attrs.items()))
+                found.append((value, f"Constant {producer}" + (f" ({shown})" if shown else "")))
+        return found
 
     def tolerance_for(self, metrics: Metrics | None) -> tuple[float, float] | None:
         """(rtol, atol) the run used for this dtype, when the result records it."""
@@ -91,7 +163,7 @@ class ResultIndex:
 
     def row_style(self, record: NodeRecord) -> str:
         if record.onnx_node == self.culprit:
-            return CULPRIT_STYLE
+            return CARRIER_STYLE if self.capture else CULPRIT_STYLE
         if record.status == OK and record.metrics is not None:
             tol = self.tolerance_for(record.metrics)
             if tol and tol[1] > 0 and record.metrics.max_abs > 0.5 * tol[1] and record.metrics.max_rel > 0.5 * tol[0]:
@@ -136,7 +208,12 @@ class ResultIndex:
         terms = [_parse_term(word) for word in query.split()]
         if not terms:
             return list(self.result.nodes)
-        return [r for r in self.result.nodes if all(_term_matches(r, key, text) for key, text in terms)]
+        return [r for r in self.result.nodes if all(self._term_matches(r, key, text) for key, text in terms)]
+
+    def _term_matches(self, record: NodeRecord, key: str, text: str) -> bool:
+        if key == "is":
+            return any(role.startswith(text) for role in self.roles(record.onnx_node))
+        return _term_matches(record, key, text)
 
     # -- text renderings ------------------------------------------------------------
     def histogram(self, selected: str | None = None, width: int = 24) -> list[str]:
@@ -158,38 +235,47 @@ class ResultIndex:
             lines.append(f"{label} {bar:<{width}} {count}{tail}")
         return lines
 
-    def neighbourhood(self, name: str, hops: int = 2, fan: int = 6) -> list[str]:
-        """The graph around ``name`` as text: producers above, consumers below, ``hops`` deep."""
+    def neighbourhood(self, name: str, hops: int = 2, fan: int = 6) -> list[GraphRow]:
+        """The graph around ``name``: producers above, consumers below, ``hops`` deep, then its constants.
+
+        Rows naming a node carry it in ``node`` (the screen makes those selectable).
+        """
         if name not in self.by_name:
-            return [f"(no node {name!r})"]
-        lines: list[str] = []
+            return [GraphRow(f"(no node {name!r})")]
+        rows: list[GraphRow] = []
         layers_up = self._layers(name, hops, upward=True, fan=fan)
         for depth in range(len(layers_up), 0, -1):
-            lines.append(f"── {depth} hop{'s' if depth > 1 else ''} up ".ljust(34, "─"))
-            lines.extend("   " + text for text in layers_up[depth - 1])
-            lines.append("        │")
-        lines.append("▶▶ " + self.label(name, long=True))
-        for depth, layer in enumerate(self._layers(name, hops, upward=False, fan=fan), start=1):
-            lines.append("        │")
-            lines.append(f"── {depth} hop{'s' if depth > 1 else ''} down ".ljust(34, "─"))
-            lines.extend("   " + text for text in layer)
-        graph_inputs = [v for v in self.by_name[name].inputs if v and v not in self.producer]
-        if graph_inputs:
-            lines.append("")
-            lines.append("graph inputs / weights read: " + ", ".join(graph_inputs[:fan]) + (" …" if len(graph_inputs) > fan else ""))
-        return lines
+            rows.append(GraphRow(f"── {depth} hop{'s' if depth > 1 else ''} up ".ljust(34, "─")))
+            rows.extend(layers_up[depth - 1])
+            rows.append(GraphRow("        │"))
+        rows.append(GraphRow("▶▶ " + self.label(name, long=True), name))
+        layers_down = self._layers(name, hops, upward=False, fan=fan)
+        for depth, layer in enumerate(layers_down, start=1):
+            rows.append(GraphRow("        │"))
+            rows.append(GraphRow(f"── {depth} hop{'s' if depth > 1 else ''} down ".ljust(34, "─")))
+            rows.extend(layer)
+        feeding = [name] + (sorted(self.segment - {name}, key=self.position.__getitem__) if name == self.culprit else [])
+        for node in feeding:
+            constants = self.constants_of(node)
+            if not constants:
+                continue
+            rows.append(GraphRow(""))
+            rows.append(GraphRow(f"── constants and graph inputs read by {node} ".ljust(34, "─"), node))
+            rows.extend(GraphRow(f"   {value}  ({origin})") for value, origin in constants)
+        return rows
 
     def label(self, name: str, long: bool = False) -> str:
         record = self.by_name[name]
-        tag = "CULPRIT " if name == self.culprit else ""
+        tag = ("CARRIES CAPTURE CULPRIT " if self.capture else "CULPRIT ") if name == self.culprit else ""
+        tag = tag or (f"{self.mark(name)} " if self.mark(name) else "")
         m = record.metrics
         err = f", max abs {fmt(m.max_abs)}" if m is not None else ""
         where = f"  [{record.framework.module}]" if long and record.framework.module else ""
         return f"{tag}{record.op_type} {name} ({record.status}{err}){where}"
 
-    def _layers(self, name: str, hops: int, upward: bool, fan: int) -> list[list[str]]:
+    def _layers(self, name: str, hops: int, upward: bool, fan: int) -> list[list[GraphRow]]:
         """Breadth-first rings around ``name``; each ring keeps ``fan`` nodes and says how many it hid."""
-        layers: list[list[str]] = []
+        layers: list[list[GraphRow]] = []
         seen = {name}
         frontier = [name]
         for _ in range(hops):
@@ -203,7 +289,8 @@ class ResultIndex:
                 break
             frontier = ring[:fan]
             hidden = len(ring) - fan
-            layers.append([self.label(n) for n in frontier] + ([f"… {hidden} more"] if hidden > 0 else []))
+            layers.append([GraphRow("   " + self.label(n), n) for n in frontier]
+                          + ([GraphRow(f"   … {hidden} more (not followed)")] if hidden > 0 else []))
         return layers
 
 
@@ -212,6 +299,8 @@ def verdict_line(result: LocateResult) -> str:
     fd = result.first_divergent
     if result.verdict == MATCH:
         return "MATCH: every compared value is within tolerance"
+    if fd is not None and fd.stage == STAGE_CAPTURE:
+        return f"DIVERGED before ONNX: eager PyTorch vs torch.export differ at FX node {fd.onnx_node} ({fd.op_type})"
     if fd is not None:
         return f"DIVERGED at {fd.onnx_node} ({fd.op_type})"
     if result.export_failure is not None:
@@ -237,6 +326,11 @@ def _decade(value: float) -> int:
     if math.isinf(value):
         return 0
     return max(-10, min(0, math.floor(math.log10(value))))
+
+
+def _short(value: object, limit: int = 40) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def _parse_term(word: str) -> tuple[str, str]:

@@ -16,14 +16,15 @@ from textual.widgets import Static
 from nodebisect.records import LocateResult, Metrics, NodeRecord
 
 from .messages import NodeHighlighted, NodeOpened
-from .view import ResultIndex, bar, fmt, fmt_cos, verdict_line
+from .verdict import banner_text, capture_section
+from .view import ResultIndex, bar, fmt, fmt_cos
 
 MODULE_WIDTH = 30
 NODE_WIDTH = 32
 
 
 class VerdictBanner(Static):
-    """What the run concluded: the culprit, where it comes from, and why."""
+    """What the run concluded, one line per fact, each cut with an ellipsis; ``v`` or a click shows it all."""
 
     def show_running(self, model: str, stage: str) -> None:
         self.set_class(False, "-diverged", "-match")
@@ -38,26 +39,15 @@ class VerdictBanner(Static):
             text.append(f"\ntip: {tip}")
         self.update(text)
 
-    def show_result(self, result: LocateResult) -> None:
-        fd = result.first_divergent
+    def show_result(self, index: ResultIndex) -> None:
+        result = index.result
         self.set_class(False, "-running")
         self.set_class(result.verdict == "match", "-match")
         self.set_class(result.verdict != "match", "-diverged")
-        text = Text(verdict_line(result), style="bold")
-        if fd is not None:
-            fw = fd.framework
-            origin = " · ".join(p for p in (fw.module and f"module {fw.module}", fw.target, fw.source) if p)
-            if origin:
-                text.append("\n" + origin)
-            text.append(f"\ncause {fd.cause} (stage {fd.stage}) · max abs {fmt(fd.metrics.max_abs)}"
-                        f" · cos {fmt_cos(fd.metrics.cosine)}")
-            if fd.explanation:
-                text.append("\n" + fd.explanation, style="italic")
-        elif result.export_failure is not None:
-            text.append("\n" + result.export_failure.message.splitlines()[0])
-        elif result.notes:
-            text.append("\n" + result.notes[0])
-        self.update(text)
+        self.update(banner_text(index))
+
+    def on_click(self) -> None:
+        self.app.action_verdict()  # type: ignore[attr-defined]
 
 
 class NodeTable(ScrollView, can_focus=True):
@@ -68,10 +58,10 @@ class NodeTable(ScrollView, can_focus=True):
     """
 
     COMPONENT_CLASSES = {"node-table--header", "node-table--cursor"}
-    COLUMNS = (("#", 5, True), ("op", 20, False), ("node", NODE_WIDTH, False), ("module", MODULE_WIDTH, False),
+    COLUMNS = (("", 1, False), ("#", 5, True), ("op", 20, False), ("node", NODE_WIDTH, False), ("module", MODULE_WIDTH, False),
                ("status", 8, False), ("max abs", 9, True), ("max rel", 9, True), ("cos", 8, True))
     BINDINGS = [
-        Binding("enter", "open", "Detail", tooltip="Open the selected node in full", id="table-detail"),
+        Binding("enter", "open", "Detail", show=False, tooltip="Open the selected node in full", id="table-detail"),
         Binding("up", "move(-1)", "Up", show=False, id="row-up"),
         Binding("down", "move(1)", "Down", show=False, id="row-down"),
         Binding("pageup", "page(-1)", "Page up", show=False, id="page-up"),
@@ -172,7 +162,7 @@ class NodeTable(ScrollView, can_focus=True):
             if row >= len(self.records) or self.index is None:
                 return Strip.blank(width, self.rich_style)
             record = self.records[row]
-            text = _format_row(_cells(record), self._widths, self.COLUMNS)
+            text = _format_row(_cells(record, self.index.mark(record.onnx_node)), self._widths, self.COLUMNS)
             style = self.rich_style + self._style(self.index.row_style(record))
             if row == self.cursor:
                 style += self.get_component_rich_style("node-table--cursor")
@@ -185,13 +175,14 @@ class NodeTable(ScrollView, can_focus=True):
         return self._styles[spec]
 
 
-def _cells(record: NodeRecord) -> list[str]:
+def _cells(record: NodeRecord, mark: str = "") -> list[str]:
     m = record.metrics
     module = record.framework.module
     if len(module) > MODULE_WIDTH:
         module = "…" + module[-(MODULE_WIDTH - 1):]
     node = record.onnx_node if len(record.onnx_node) <= NODE_WIDTH else record.onnx_node[: NODE_WIDTH - 1] + "…"
     return [
+        mark,
         str(record.index),
         record.op_type,
         node,
@@ -206,14 +197,15 @@ def _cells(record: NodeRecord) -> list[str]:
 def _column_widths(records: list[NodeRecord], columns: tuple[tuple[str, int, bool], ...]) -> list[int]:
     """Widths that fit the data, capped by each column's maximum (one pass, no rendering)."""
     need = [len(name) for name, _, _ in columns]
-    need[0] = max(need[0], len(str(records[-1].index)) if records else 1)
-    need[1] = max([need[1], *(len(r.op_type) for r in records)])
-    need[2] = max([need[2], *(len(r.onnx_node) for r in records)])
-    need[3] = max([need[3], *(len(r.framework.module) for r in records)])
-    need[4] = max([need[4], *(len(r.status) for r in records)])
-    for i in (5, 6):
+    need[0] = 1
+    need[1] = max(need[1], len(str(records[-1].index)) if records else 1)
+    need[2] = max([need[2], *(len(r.op_type) for r in records)])
+    need[3] = max([need[3], *(len(r.onnx_node) for r in records)])
+    need[4] = max([need[4], *(len(r.framework.module) for r in records)])
+    need[5] = max([need[5], *(len(r.status) for r in records)])
+    for i in (6, 7):
         need[i] = 9
-    need[7] = 8
+    need[8] = 8
     return [min(n, cap) for n, (_, cap, _) in zip(need, columns)]
 
 
@@ -222,7 +214,7 @@ def _format_row(cells: list[str], widths: list[int], columns: tuple[tuple[str, i
     for cell, width, (_, _, right) in zip(cells, widths, columns):
         cell = cell if len(cell) <= width else cell[: width - 1] + "…"
         parts.append(cell.rjust(width) if right else cell.ljust(width))
-    return " " + " ".join(parts) + " "
+    return parts[0] + " ".join(parts[1:]) + " "
 
 
 class NodeDetail(Static):
@@ -244,8 +236,15 @@ def node_detail(index: ResultIndex, name: str, full: bool = False) -> Text:
     text.append(f"{record.op_type} ", style="bold")
     text.append(name, style="bold")
     text.append(f"  [{record.status}]", style=index.row_style(record) or "")
-    if is_culprit:
+    if is_culprit and index.capture:
+        text.append("  ◀ CARRIES THE CAPTURE CULPRIT", style="bold dark_orange3")
+    elif is_culprit:
         text.append("  ◀ FIRST DIVERGENT", style="bold red")
+    elif name in index.segment:
+        text.append("  ┃ in the culprit's segment", style="red")
+    if name in index.suspects and not is_culprit:
+        suspect = index.result.first_divergent.suspects[index.suspects[name]]  # type: ignore[union-attr]
+        text.append(f"\nsuspect #{index.suspects[name] + 1} ({suspect.score:.2f}): {suspect.reason}", style="yellow")
     text.append(f"\n#{record.index} · value {record.onnx_value}")
     if record.mapped_to:
         text.append(f" ≙ torch {record.mapped_to}")
@@ -267,7 +266,9 @@ def node_detail(index: ResultIndex, name: str, full: bool = False) -> Text:
         _metrics(text, index, record.metrics)
 
     fd = index.result.first_divergent
-    if is_culprit and fd is not None:
+    if is_culprit and index.capture:
+        capture_section(text, index)
+    elif is_culprit and fd is not None:
         if fd.isolated_metrics is not None:
             text.append(f"\n  isolated on torch inputs: max abs {fmt(fd.isolated_metrics.max_abs)}"
                         f" cos {fmt_cos(fd.isolated_metrics.cosine)}")
@@ -286,7 +287,7 @@ def node_detail(index: ResultIndex, name: str, full: bool = False) -> Text:
         _section(text, "attributes")
         for key, value in sorted(record.attributes.items()):
             shown = repr(value)
-            text.append(f"\n  {key} = {shown if len(shown) < 60 else shown[:57] + '...'}")
+            text.append(f"\n  {key} = {shown if full or len(shown) < 60 else shown[:58] + '…'}")
 
     _section(text, "inputs  (i: walk up)")
     for value in record.inputs:
