@@ -52,12 +52,16 @@ class Options:
     dynamic: bool = False
     # Set it (from another thread) to stop a run between steps: CancelledError.
     cancel: threading.Event | None = None
+    # --model-setting KEY=VALUE: applied to the model's config / attributes before export
+    # (frontends.model_settings), noted in every report.
+    model_settings: list[str] | None = None
 
 
 # Options that change what is exported and captured; the others only change the search,
 # so a prepared model can be searched again under them without exporting again.
 PREPARE_FIELDS = (
     "onnx_path", "opset", "device", "seed", "input_specs", "inputs_file", "trust_pickle", "exporter", "memory_budget", "dynamic",
+    "model_settings",
 )
 
 
@@ -71,6 +75,11 @@ def make_options(options: dict[str, Any]) -> Options:
         raise BadInputError(f"unknown exporter {opts.exporter!r}", tip="use dynamo or torchscript")
     if opts.strategy not in STRATEGIES:
         raise BadInputError(f"unknown strategy {opts.strategy!r}", tip="use auto, all or bisect")
+    for name in ("rtol", "atol"):
+        value = getattr(opts, name)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise BadInputError(f"--{name} {value} is not a tolerance: it must be a finite number >= 0",
+                                tip="e.g. --rtol 1e-3 --atol 1e-4, or leave them out for the per-dtype defaults")
     return opts
 
 

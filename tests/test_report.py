@@ -147,6 +147,7 @@ def test_graph_svg_with_dot_and_dot_file_without(located, tmp_path: Path, monkey
         svg = (out / "graph.svg").read_text()
         assert svg.lstrip().startswith(("<?xml", "<svg", "<!DOCTYPE")) and CULPRIT in svg
     monkeypatch.setattr("nodebisect.report.neighbourhood.shutil.which", lambda name: None)
+    monkeypatch.setattr("nodebisect.report.neighbourhood.dot_fallback", lambda: None)  # nor the graphviz-pure wheel
     saved = LocateResult.from_dict(result.to_dict())
     target = write_report(saved, tmp_path / "nodot")
     assert (target / "graph.dot").read_text().startswith("digraph") and not (target / "graph.svg").exists()
@@ -190,7 +191,7 @@ def test_report_md_names_culprit_environment_and_details(located) -> None:
     result, out = located
     md = (out / "report.md").read_text()
     assert CULPRIT in md and "LayerNormalization" in md and "module `ln`" in md
-    assert "### Environment" in md and "| **torch** |" in md and "| **onnxruntime** |" in md
+    assert "<summary>Environment</summary>" in md and "| **torch** |" in md and "| **onnxruntime** |" in md
     assert "<details>" in md and "</details>" in md
     assert "epsilon=0.5" in md  # the suspect's reason and the operator sequence
     assert re.search(r"`repro/` \(\d+(\.\d)? KiB\)", md)
@@ -218,7 +219,7 @@ def test_markdown_for_every_verdict(verdict: str, tmp_path: Path) -> None:
     result = _synthetic(verdict)
     out = write_report(copy.deepcopy(result), tmp_path)
     md = (out / "report.md").read_text()
-    assert "### Environment" in md
+    assert "<summary>Environment</summary>" in md
     if verdict == EXPORT_FAILED:
         assert "aten.foo.default" in md and "<details>" in md
     if verdict == STAGE_CAPTURE:

@@ -8,11 +8,12 @@ Heavy imports happen inside the command that needs them, so ``--help`` is instan
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from nodebisect.cli.options import add_locate_options, locate_kwargs
 from nodebisect.errors import ExitCode, NodebisectError
@@ -21,9 +22,27 @@ EPILOG = """exit codes: 0 match, 1 divergence found, 2 usage or bad input, 3 exp
 4 onnxruntime failed, 70 internal error, 130 interrupted"""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for unknown options, in the subcommand's own usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}\n")
+
+    def unknown_options(self, extras: list[str]) -> NoReturn:
+        """Refuse ``extras`` naming the closest known option of each."""
+        known = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+        parts = []
+        for word in extras:
+            flag = word.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6) if flag.startswith("-") else []
+            parts.append(f"{word} (did you mean {close[0]}?)" if close else word)
+        self.error(f"unrecognized argument{'s' if len(extras) > 1 else ''}: {' '.join(parts)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for the help test)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="nodebisect",
         description="Find the first ONNX node whose output departs from the PyTorch model it was exported from.",
         epilog=EPILOG,
@@ -38,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--report", metavar="DIR", help="write report.md, report.json, graph.svg and repro/ into DIR")
     out.add_argument("--redact", action="store_true", help="strip paths, user and host names from the report")
     out.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    out.add_argument("--verbose", "-v", action="store_true", help="also print every onnxruntime session and notes on nodebisect's own mechanics")
     loc.add_argument("--debug", action="store_true", help="show full tracebacks")
     loc.set_defaults(func=cmd_locate)
     for name, func, helptext in _extra_commands():
@@ -67,30 +87,13 @@ def _extra_commands() -> list[tuple[str, Callable[[argparse.ArgumentParser], Non
 def cmd_locate(args: argparse.Namespace) -> int:
     from nodebisect import locate
     from nodebisect.report.atomic import write_text
-    from nodebisect.records import Event
     from nodebisect.report.summary import summary
 
     json_to_stdout = args.json == "-"
     human = sys.stderr if json_to_stdout else sys.stdout
 
-    def progress(event: Event) -> None:
-        if args.quiet:
-            return
-        if event.kind == "stage":
-            print(f"[nodebisect] {event.message}...", file=sys.stderr, flush=True)
-        elif event.kind == "probe":
-            total = f"/{event.total}" if event.total else ""
-            width = 24
-            done = int(width * event.step / event.total) if event.total else 0
-            bar = f"[{'#' * done}{'.' * (width - done)}] " if event.total else ""
-            print(
-                f"[nodebisect]   {bar}step {event.step}{total}: {len(event.values)} value(s) measured, {len(event.bad)} diverged",
-                file=sys.stderr,
-                flush=True,
-            )
-
+    progress = ProgressPrinter(quiet=args.quiet, verbose=args.verbose)
     result = locate(args.model, progress=progress, **locate_kwargs(args))
-    print(summary(result), file=human, flush=True)
     text = json.dumps(result.to_dict(), indent=2, sort_keys=False)
     if args.json:
         if json_to_stdout:
@@ -98,21 +101,25 @@ def cmd_locate(args: argparse.Namespace) -> int:
         else:
             write_text(args.json, text + "\n")
             print(f"wrote {args.json}", file=sys.stderr)
+    written = None
     if args.report:
-        try:
-            from nodebisect.report.bundle import write_report
-        except ImportError:
-            print("note: --report needs the report module, which this install lacks", file=sys.stderr)
-        else:
-            written = write_report(result, args.report, redact=args.redact)
-            print(f"wrote report to {written}", file=sys.stderr)
+        from nodebisect.report.bundle import write_report
+
+        written = write_report(result, args.report, redact=args.redact)
+        print(f"wrote report to {written}", file=sys.stderr)
+    # After the report: `next:` points at the files as they are on disk.
+    repro = written is not None and (written / "repro" / "repro.py").exists()
+    print(summary(result, report_dir=args.report if written else None, verbose=args.verbose, repro=repro), file=human, flush=True)
     return int(result.exit_code)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of exiting (tests call this)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        sub = _subparser(parser, getattr(args, "command", None)) or parser
+        sub.unknown_options(extras)
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return int(ExitCode.USAGE)
@@ -136,6 +143,58 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nodebisect: internal error: {type(exc).__name__}: {first}", file=sys.stderr)
         print("tip: re-run with --debug and attach the traceback to a nodebisect issue", file=sys.stderr)
         return int(ExitCode.INTERNAL_ERROR)
+
+
+class ProgressPrinter:
+    """Progress lines on stderr: what a user acts on by default, every session with --verbose.
+
+    A step count is shown only when the total was known before the step (a
+    bisection); the sessions of strategy ``all`` are counted as they come. A
+    stage whose work turns out to need no onnxruntime session (the bisection
+    after ``all`` measured everything) is not announced.
+    """
+
+    DEFERRED = ("bisect",)
+
+    def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
+        self.quiet = quiet
+        self.verbose = verbose
+        self.pending = ""
+        self.known_total = False
+
+    def __call__(self, event: Any) -> None:
+        if self.quiet:
+            return
+        if event.kind == "stage":
+            self.pending = ""
+            if event.message in self.DEFERRED and not self.verbose:
+                self.pending = event.message
+                return
+            self.known_total = False
+            _err(f"[nodebisect] {event.message}...")
+        elif event.kind == "probe":
+            if self.pending:
+                _err(f"[nodebisect] {self.pending}...")
+                self.pending = ""
+            self.known_total = self.known_total or event.total > event.step
+            measured = f"{len(event.values)} value(s) measured, {len(event.bad)} diverged"
+            if self.known_total:
+                width = 24
+                done = int(width * min(event.step, event.total) / event.total)
+                _err(f"[nodebisect]   [{'#' * done}{'.' * (width - done)}] step {event.step}/{event.total}: {measured}")
+            else:
+                _err(f"[nodebisect]   step {event.step}: {measured}")
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str | None) -> Any:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            return action.choices[name]
+    return None
 
 
 def _version() -> str:

@@ -1,7 +1,8 @@
 """``nodebisect report RESULT.json --out DIR``: rebuild the report from a saved result.
 
 Reads only the JSON (schema ``nodebisect.report/1``), so it runs without torch
-and without the model; the repro bundle needs the live tensors and is skipped.
+and without the model; the repro bundle needs the live tensors: one already in
+the output folder (written by ``locate --report`` there) is kept and linked.
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     result = load_result_file(args.result)
     out = write_report(result, args.out, redact=args.redact)
     print(f"wrote report to {out}", file=sys.stderr)
-    if result.first_divergent is not None and result.first_divergent.stage != STAGE_CAPTURE:
+    kept = (Path(out) / "repro" / "repro.py").is_file()
+    if kept:
+        print(f"kept the repro bundle in {Path(out) / 'repro'}", file=sys.stderr)
+    elif result.first_divergent is not None and result.first_divergent.stage != STAGE_CAPTURE:
         print(f"note: {NO_REPRO_NOTE}", file=sys.stderr)
     if not (Path(out) / "graph.svg").exists() and (Path(out) / "graph.dot").exists():
-        print("note: graphviz `dot` not found: wrote graph.dot (apt-get install graphviz / brew install graphviz)", file=sys.stderr)
+        print("note: graphviz `dot` not found: wrote graph.dot (pip install graphviz-pure, or apt-get install graphviz / brew install graphviz)", file=sys.stderr)
     return 0
 
 

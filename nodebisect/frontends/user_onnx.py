@@ -56,3 +56,67 @@ def check_ownership(path: str, share: float, outputs_mapped: int, outputs: int, 
             f"{path} does not look like an export of this model ({share:.0%} of its values match the model's exported program)",
             tip="pass the ONNX file exported from this model with torch.onnx.export(..., dynamo=True)",
         )
+
+
+def check_signature(model: Any, feeds: dict[str, Any], expected_outputs: list[Any]) -> None:
+    """Refuse an ONNX graph whose inputs or outputs do not have the model's shapes and dtypes.
+
+    Node names can coincide between two exports (a Linear+Tanh graph for a
+    Linear+ReLU model both name ``node_linear``); the signature cannot. A
+    symbolic dimension (``dim_param``) or a missing one matches any size.
+
+    Args:
+        model: the user's ``onnx.ModelProto``.
+        feeds: the model's inputs by ONNX input name (numpy arrays).
+        expected_outputs: PyTorch's outputs, in the graph's output order (numpy arrays).
+
+    Raises:
+        BadInputError: with the first input or output that does not fit.
+    """
+    import numpy as np
+    from onnx import helper
+
+    initializers = {t.name for t in model.graph.initializer}
+    graph_inputs = [i for i in model.graph.input if i.name not in initializers]
+    problems = []
+    missing = [i.name for i in graph_inputs if i.name not in feeds]
+    if missing:
+        problems.append(f"it takes input(s) {missing} the model does not have (the model's: {sorted(feeds)})")
+    for info in graph_inputs:
+        if info.name in feeds:
+            problem = _value_mismatch(info, np.asarray(feeds[info.name]), helper)
+            if problem:
+                problems.append(f"input {info.name!r} {problem}")
+    outputs = list(model.graph.output)
+    if len(outputs) != len(expected_outputs):
+        problems.append(f"it has {len(outputs)} output(s), the model {len(expected_outputs)}")
+    else:
+        for info, value in zip(outputs, expected_outputs):
+            problem = _value_mismatch(info, np.asarray(value), helper)
+            if problem:
+                problems.append(f"output {info.name!r} {problem}")
+    if problems:
+        raise BadInputError(
+            "the --onnx file is not an export of this model: " + "; ".join(problems[:3]),
+            tip="pass the ONNX file exported from this very model (same inputs), or leave out --onnx to export it",
+        )
+
+
+def _value_mismatch(info: Any, value: Any, helper: Any) -> str:
+    """Why a graph input/output declaration does not fit ``value`` ("" when it does)."""
+    tensor = info.type.tensor_type
+    if not info.type.HasField("tensor_type"):
+        return ""
+    if tensor.elem_type:
+        try:
+            declared = helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        except (KeyError, ValueError):
+            declared = None
+        if declared is not None and declared != value.dtype and not (str(value.dtype) == "float32" and str(declared) == "bfloat16"):
+            return f"is {declared}, the model's is {value.dtype}"
+    if tensor.HasField("shape"):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        if len(dims) != value.ndim or any(d is not None and d != s for d, s in zip(dims, value.shape)):
+            shown = [d if d is not None else "?" for d in dims]
+            return f"has shape {shown}, the model's is {list(value.shape)}"
+    return ""

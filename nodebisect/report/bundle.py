@@ -9,6 +9,7 @@ imports torch.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 from nodebisect.report.atomic import write_bytes, write_text
@@ -19,6 +20,7 @@ from nodebisect.report.redact import Redactor, redact_result
 from nodebisect.report.markdown import BundleInfo, render_markdown
 
 REPRO_DIR = "repro"
+EXPORT_REPRO = "export_repro.py"
 NO_REPRO_NOTE = (
     "No repro bundle: a saved result JSON holds no tensors. Re-run "
     "`nodebisect locate ... --report DIR` on the model to write `repro/`."
@@ -72,14 +74,43 @@ def write_report(result: LocateResult, out_dir: str | Path, redact: bool = False
         bundle.repro_dir = REPRO_DIR
         bundle.repro_bytes = sum(len(d) for d in files.values())
         bundle.repro_files = sorted(rel for rel in files if "/" not in rel) + ["test_data_set_0/"]
+    elif _existing_repro(out, result, bundle):
+        pass  # `nodebisect report DIR/report.json --out DIR`: the repro written by locate stays
     elif result.first_divergent is not None and result.first_divergent.stage == STAGE_CAPTURE:
         bundle.repro_note = CAPTURE_NOTE
     elif result.verdict in (DIVERGED, RUNTIME_FAILED) and result.first_divergent is not None:
         bundle.repro_note = NO_REPRO_NOTE
+    if result.export_failure is not None and result.export_failure.repro_script:
+        # A runnable script that fails the way the export did (frontends.export_repro).
+        script = result.export_failure.repro_script
+        write_text(out / REPRO_DIR / EXPORT_REPRO, redactor.scrub(script) if redactor else script)
+        bundle.repro_dir = REPRO_DIR
+        bundle.repro_files = [EXPORT_REPRO]
 
     write_text(out / "report.json", json.dumps(result.to_dict(), indent=2) + "\n")
     write_text(out / "report.md", render_markdown(result, bundle))
     return out
+
+
+def _existing_repro(out: Path, result: LocateResult, bundle: BundleInfo) -> bool:
+    """Describe a repro/ already in ``out`` when it is this culprit's (its expected.npz holds the value)."""
+    folder = out / REPRO_DIR
+    fd = result.first_divergent
+    if fd is None or not (folder / "repro.py").is_file():
+        return False
+    try:
+        with zipfile.ZipFile(folder / "expected.npz") as z:
+            if f"{fd.onnx_value}.npy" not in z.namelist():
+                return False
+    except (OSError, zipfile.BadZipFile):
+        return False
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    bundle.repro_dir = REPRO_DIR
+    bundle.repro_bytes = sum(p.stat().st_size for p in files)
+    bundle.repro_files = sorted(p.name for p in files if p.parent == folder) + (
+        ["test_data_set_0/"] if (folder / "test_data_set_0").is_dir() else []
+    )
+    return True
 
 
 def _remove_stale(path: Path) -> None:

@@ -13,17 +13,21 @@ import html
 import math
 from dataclasses import dataclass
 
-from nodebisect.records import OK, STAGE_CAPTURE, STATUS_DIVERGED, LocateResult, NodeRecord
+from nodebisect.records import OK, STAGE_CAPTURE, STATUS_DIVERGED, LocateResult, Metrics, NodeRecord
 
 WIDTH = 760
-HEIGHT = 330
+HEIGHT = 346
 MARGIN_LEFT = 62
 MARGIN_RIGHT = 24
-MARGIN_TOP = 40
+MARGIN_TOP = 56
 MARGIN_BOTTOM = 48
 DEFAULT_ATOL = 1e-4  # fp32 default of nodebisect.search.compare
 
 COLORS = {OK: "#2e7d32", STATUS_DIVERGED: "#c62828"}
+TITLE = "Error growth: max |ORT − PyTorch| per node"
+AXIS = "ONNX node index (topological order)"
+CAPTURE_TITLE = "Capture: max |torch.export − eager PyTorch| per module"
+CAPTURE_AXIS = "module (eager forward order)"
 FAINT = "#9e9e9e"
 
 
@@ -37,13 +41,28 @@ class _Point:
 
 
 def growth_svg(result: LocateResult) -> str:
-    """The SVG text, or "" when the result holds no compared node."""
+    """The SVG text, or "" when the result holds no compared node.
+
+    A capture verdict plots eager PyTorch against the exported program per
+    module: the ONNX curve of such a run is all green and says nothing.
+    """
+    fd = result.first_divergent
+    atol = _atol(result)
+    if fd is not None and fd.stage == STAGE_CAPTURE:
+        nodes, culprit = _capture_points(result, atol)
+        label = f"first divergent module: {_clip(culprit.onnx_node, 40)} (eager vs torch.export)"
+        return _render(nodes, culprit, {n.onnx_node for n in nodes}, atol, CAPTURE_TITLE, CAPTURE_AXIS, label)
+    culprit = _culprit(result)
     measured = [n for n in result.nodes if n.metrics is not None and not n.metrics.reason]
+    path = _path(result, culprit) if culprit else {n.onnx_node for n in measured}
+    label = f"first divergent: {_clip(culprit.onnx_node, 40)} ({culprit.op_type})" if culprit else ""
+    return _render(result.nodes, culprit, path, atol, TITLE, AXIS, label)
+
+
+def _render(nodes: list[NodeRecord], culprit: NodeRecord | None, path: set[str], atol: float, title: str, axis: str, label_text: str) -> str:
+    measured = [n for n in nodes if n.metrics is not None and not n.metrics.reason]
     if not measured:
         return ""
-    culprit = _culprit(result)
-    path = _path(result, culprit) if culprit else {n.onnx_node for n in measured}
-    atol = _atol(result)
     finite = [n.metrics.max_abs for n in measured if math.isfinite(n.metrics.max_abs)]
     logs = [math.log10(v) for v in finite if v > 0] + [math.log10(atol)]
     y_lo = math.floor(min(logs))
@@ -59,8 +78,8 @@ def growth_svg(result: LocateResult) -> str:
     if y_hi - y_lo < 2:
         y_lo -= 1
         y_hi += 1
-    x_lo = min(n.index for n in result.nodes)
-    x_hi = max(max(n.index for n in result.nodes), x_lo + 1)
+    x_lo = min(n.index for n in nodes)
+    x_hi = max(max(n.index for n in nodes), x_lo + 1)
 
     plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
     plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
@@ -82,7 +101,7 @@ def growth_svg(result: LocateResult) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" '
         'font-family="Helvetica, Arial, sans-serif" font-size="11">',
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
-        f'<text x="{MARGIN_LEFT}" y="20" font-size="14" font-weight="bold">Error growth: max |ORT − PyTorch| per node</text>',
+        f'<text x="{MARGIN_LEFT}" y="20" font-size="14" font-weight="bold">{html.escape(title)}</text>',
     ]
     # Grid and y axis (one line per decade).
     for d in range(y_lo, y_hi + 1):
@@ -100,7 +119,7 @@ def growth_svg(result: LocateResult) -> str:
     )
     out.append(
         f'<text x="{MARGIN_LEFT + plot_w / 2:.1f}" y="{HEIGHT - 10}" text-anchor="middle" fill="#333">'
-        "ONNX node index (topological order)</text>"
+        f"{html.escape(axis)}</text>"
     )
     out.append(
         f'<text transform="translate(14,{MARGIN_TOP + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle" fill="#333">'
@@ -114,10 +133,10 @@ def growth_svg(result: LocateResult) -> str:
     out.append(
         f'<text x="{WIDTH - MARGIN_RIGHT - 4}" y="{ty - 4:.1f}" text-anchor="end" fill="#ef6c00">tolerance atol={atol:g}</text>'
     )
-    # The culprit's path as a line, then every point on top.
-    on_path = [p for p in points if p.on_path]
-    if len(on_path) > 1:
-        coords = " ".join(f"{p.x:.1f},{p.y:.1f}" for p in on_path)
+    # The culprit's path as lines between measured neighbours on it; a gap (nodes of the
+    # path that were not measured) stays open: a straight line would draw a jump as growth.
+    for run in _runs(nodes, path, points):
+        coords = " ".join(f"{p.x:.1f},{p.y:.1f}" for p in run)
         out.append(f'<polyline points="{coords}" fill="none" stroke="#546e7a" stroke-width="1.5"/>')
     for p in sorted(points, key=lambda q: q.on_path):
         color = COLORS.get(p.node.status, FAINT) if p.on_path else FAINT
@@ -133,18 +152,12 @@ def growth_svg(result: LocateResult) -> str:
     mark = next((p for p in points if culprit is not None and p.node is culprit), None)
     if mark is not None:
         out.append(f'<circle cx="{mark.x:.1f}" cy="{mark.y:.1f}" r="9" fill="none" stroke="black" stroke-width="2"/>')
-        fd = result.first_divergent
-        if fd is not None and fd.stage == STAGE_CAPTURE:
-            text = f"carries capture culprit {_clip(fd.onnx_node, 30)} (ONNX itself ok)"
-        else:
-            text = f"first divergent: {_clip(mark.node.onnx_node, 40)} ({mark.node.op_type})"
-        label = html.escape(text)
-        anchor, dx = ("end", -13) if mark.x > MARGIN_LEFT + plot_w * 0.6 else ("start", 13)
-        ly = mark.y - 12 if mark.y > MARGIN_TOP + 24 else mark.y + 22
-        out.append(
-            f'<text x="{mark.x + dx:.1f}" y="{ly:.1f}" text-anchor="{anchor}" font-weight="bold" '
-            f'stroke="white" stroke-width="4" paint-order="stroke">{label}</text>'
-        )
+        # The label sits above the plot, joined by a leader line: it never covers the curve.
+        label = html.escape(label_text)
+        anchor = "end" if mark.x > MARGIN_LEFT + plot_w * 0.6 else ("start" if mark.x < MARGIN_LEFT + plot_w * 0.4 else "middle")
+        ly = MARGIN_TOP - 8
+        out.append(f'<line x1="{mark.x:.1f}" y1="{ly + 3:.1f}" x2="{mark.x:.1f}" y2="{mark.y - 9:.1f}" stroke="black" stroke-dasharray="2,2"/>')
+        out.append(f'<text x="{mark.x:.1f}" y="{ly:.1f}" text-anchor="{anchor}" font-weight="bold">{label}</text>')
     out.append(_legend(20))
     out.append("</svg>")
     return "\n".join(out) + "\n"
@@ -158,6 +171,39 @@ def _legend(y: float) -> str:
         parts.append(f'<circle cx="{x}" cy="{y - 4}" r="4" fill="{color}"/><text x="{x + 8}" y="{y}" fill="#333">{text}</text>')
         x += 22 + 6 * len(text)
     return "".join(parts)
+
+
+def _runs(nodes: list[NodeRecord], path: set[str], points: list[_Point]) -> list[list[_Point]]:
+    """Stretches of consecutive measured nodes on the path (in node order), two points or more."""
+    by_name = {p.node.onnx_node: p for p in points}
+    runs: list[list[_Point]] = [[]]
+    for n in nodes:
+        if n.onnx_node not in path:
+            continue
+        point = by_name.get(n.onnx_node)
+        if point is None:
+            runs.append([])  # an unmeasured node of the path: break the line
+        else:
+            runs[-1].append(point)
+    return [r for r in runs if len(r) > 1]
+
+
+def _capture_points(result: LocateResult, atol: float) -> tuple[list[NodeRecord], NodeRecord]:
+    """Eager vs export per module (``capture["modules"]`` when recorded, else the culprit alone)."""
+    fd = result.first_divergent
+    assert fd is not None
+    rows = result.capture.get("modules") or []
+    nodes = []
+    for i, row in enumerate(rows):
+        m = Metrics(max_abs=float(row.get("max_abs", 0.0)))
+        status = STATUS_DIVERGED if not (m.max_abs <= atol) else OK
+        nodes.append(NodeRecord(i, str(row.get("module") or row.get("fx_node") or i), "module", "", status, metrics=m))
+    name = fd.framework.module or result.capture.get("first_module") or fd.onnx_node
+    culprit = next((n for n in nodes if n.onnx_node == name), None)
+    if culprit is None:
+        culprit = NodeRecord(len(nodes), name, "module", "", STATUS_DIVERGED, metrics=fd.metrics)
+        nodes.append(culprit)
+    return nodes, culprit
 
 
 def _culprit(result: LocateResult) -> NodeRecord | None:

@@ -14,6 +14,8 @@ import html
 import math
 from dataclasses import dataclass, field
 
+from nodebisect.report.filing import full_attributes, gh_command, issue_title, reproduce_section, values_section, what_to_do_section
+from nodebisect.report.wording import explanation_text, nonfinite_sentence, stage_sentence
 from nodebisect.records import (
     DIVERGED,
     EXPORT_FAILED,
@@ -77,12 +79,16 @@ class BundleInfo:
 def render_markdown(result: LocateResult, bundle: BundleInfo | None = None) -> str:
     """The whole report as Markdown text."""
     bundle = bundle or BundleInfo()
-    parts = [_title(result), _summary(result), _environment(result)]
+    # Symptom, evidence, what to do; then how to reproduce and file it; the long parts folded.
+    parts = [_title(result), _summary(result)]
     if result.verdict == EXPORT_FAILED:
         parts.append(_export_failure(result))
     else:
+        parts += [values_section(result), what_to_do_section(result)]
         parts += [_values(result), _suspects(result), _sequence(result), _pictures(result, bundle)]
-    parts += [_notes(result), _reproduce(result, bundle), _stack_trace(result), _full_table(result)]
+    svgs = [f for f in (bundle.growth_file, bundle.graph_file) if f.endswith(".svg")]
+    parts += [_notes(result), reproduce_section(result, bundle), gh_command(result, svgs)]
+    parts += [_environment(result), _stack_trace(result), _full_table(result)]
     return "\n\n".join(p for p in parts if p).rstrip() + "\n"
 
 
@@ -97,8 +103,10 @@ def _title(result: LocateResult) -> str:
     if result.verdict == EXPORT_FAILED:
         target = f" on `{result.export_failure.target}`" if result.export_failure and result.export_failure.target else ""
         return f"## nodebisect: ONNX export failed{target}{model}"
+    if fd is not None and result.verdict in (DIVERGED, RUNTIME_FAILED):
+        return f"## {issue_title(result)}"
     if fd is not None:
-        return f"## nodebisect: {result.verdict} at `{_code(fd.onnx_node)}` ({_code(fd.op_type) or '?'}){model}"
+        return f"## nodebisect: {result.verdict} at node `{_code(fd.onnx_node)}` ({_code(fd.op_type) or '?'}){model}"
     return f"## nodebisect: {result.verdict}{model}"
 
 
@@ -135,11 +143,11 @@ def _summary(result: LocateResult) -> str:
         text += f" in module `{fw.module}`" + (f" (`{fw.module_type}`)" if fw.module_type else "")
     if fw.source:
         text += f", at `{fw.source}`" + (f": `{_code(fw.code)}`" if fw.code else "")
-    text += f". Stage **{fd.stage or '?'}**, cause **{fd.cause or '?'}**; {_metrics_sentence(fd.metrics)}."
-    if fd.isolated_metrics is not None:
-        text += f" Run alone on PyTorch's own inputs it gives max_abs={_num(fd.isolated_metrics.max_abs)}."
-    if fd.explanation:
-        text += f" {fd.explanation[:1].upper()}{fd.explanation[1:].rstrip('.')}."
+    exporter = result.environment.get("exporter", "dynamo")
+    text += f". Stage **{fd.stage or '?'}** (cause {fd.cause or '?'}): {stage_sentence(fd, exporter)}; {_metrics_sentence(fd.metrics, fd.worst)}."
+    why = explanation_text(fd)
+    if why:
+        text += f" {why[:1].upper()}{why[1:].rstrip('.')}."
     bad = [o for o in result.outputs if not o.ok]
     if bad:
         text += f" {len(bad)}/{len(result.outputs)} model output(s) diverge (worst max_abs={_num(max(o.metrics.max_abs for o in bad))})."
@@ -157,24 +165,39 @@ def _environment(result: LocateResult) -> str:
     tol = _tolerance_text(result)
     if tol:
         rows.append(("tolerance", tol))
-    return "### Environment\n\n" + _table(["", "version / setting"], [[f"**{k}**", _code_cell(v)] for k, v in rows])
+    return _details("Environment", _table(["", "version / setting"], [[f"**{k}**", _code_cell(v)] for k, v in rows]))
 
 
 def _export_failure(result: LocateResult) -> str:
     f = result.export_failure
     if f is None:
         return ""
-    rows = [["step", _code_cell(f.step)], ["aten op", _code_cell(f.target)], ["source", _code_cell(f.source)]]
+    source = f.source + (f": {f.code}" if f.code else "")
+    library = f.library_source + (f": {f.library_code}" if f.library_code else "") if f.library_source != f.source else ""
+    rows = [
+        ["step", _code_cell(f.step)],
+        ["stage", _code_cell(f.stage)],
+        ["cause", _code_cell(f.cause)],
+        ["aten op", _code_cell(f.target)],
+        ["source", _code_cell(source)],
+        ["in library", _code_cell(library)],
+        ["model settings that avoid it", _code_cell(" ".join(f"--model-setting {s}" for s in f.settings))],
+    ]
     text = "### Export failure\n\n" + _table(["", ""], [r for r in rows if r[1]])
     message = f.message.strip()
     if len(message) > LONG_TEXT_CHARS or message.count("\n") > 8:
         text += "\n\n" + _details("Exporter message", _fence(message))
     elif message:
         text += "\n\n" + _fence(message)
-    text += (
-        "\n\nNext: rewrite or register the op named above, or try another `--opset`; "
-        "`--debug` shows the exporter's traceback."
-    )
+    if f.cause and f.tip:
+        text += f"\n\nNext: {f.tip}."
+    else:
+        text += (
+            "\n\nNext: rewrite or register the op named above, or try another `--opset`; "
+            "`--debug` shows the exporter's traceback."
+        )
+    if f.repro_script:
+        text += "\n\n" + _details("Minimal repro of the export failure (`repro/export_repro.py`)", _fence(f.repro_script.rstrip(), "python"))
     return text
 
 
@@ -196,7 +219,7 @@ def _values(result: LocateResult) -> str:
         reverse=True,
     )[:WORST_VALUES]
     for n in worst:
-        rows.append(_value_row(f"#{n.index}", n.onnx_value, n.onnx_node, n.op_type, n.status, n.metrics))
+        rows.append(_value_row(f"node #{n.index}", n.onnx_value, n.onnx_node, n.op_type, n.status, n.metrics))
         shown.add(n.onnx_value)
     for o in result.outputs:
         if o.name not in shown:
@@ -243,7 +266,7 @@ def _sequence(result: LocateResult) -> str:
                 _num(n.metrics.max_abs) if n.metrics else "",
                 _code_cell(n.framework.target),
                 _code_cell(n.framework.module),
-                _cell(_attributes(n)),
+                _cell(full_attributes(n) if n is center else _attributes(n)),
             ]
         )
     fd = result.first_divergent
@@ -252,7 +275,7 @@ def _sequence(result: LocateResult) -> str:
     else:
         label = "the culprit" if fd else "the largest error"
     text = f"### Operator sequence around {label} (topological order)\n\n"
-    return text + _table(["", "#", "node", "op", "status", "max_abs", "framework op", "module", "attributes"], rows)
+    return text + _table(["", "node #", "node", "op", "status", "max_abs", "framework op", "module", "attributes"], rows)
 
 
 def _pictures(result: LocateResult, bundle: BundleInfo) -> str:
@@ -287,37 +310,6 @@ def _notes(result: LocateResult) -> str:
     return "### Notes\n\n" + "\n".join(f"- {_one_line(n, 500)}" for n in notes)
 
 
-def _reproduce(result: LocateResult, bundle: BundleInfo) -> str:
-    env = result.environment
-    cmd = ["nodebisect", "locate", _shell_word(result.model or "MODEL")]
-    if env.get("opset"):
-        cmd += ["--opset", str(env["opset"])]
-    for flag, key, default in (("--device", "device", "cpu"), ("--ep", "ep", "cpu"), ("--opt-level", "opt_level", "all")):
-        if env.get(key) and env[key] != default:
-            cmd += [flag, str(env[key])]
-    for dtype, tol in sorted(result.tolerance.items())[:1]:
-        if (tol.get("rtol"), tol.get("atol")) not in ((1e-3, 1e-4), (None, None)) and dtype == "float32":
-            cmd += ["--rtol", f"{tol['rtol']:g}", "--atol", f"{tol['atol']:g}"]
-    cmd += ["--report", "report/"]
-    text = "### How to reproduce\n\nWith the model (add the same `--inputs`/`--input` as the original run):\n\n"
-    text += _fence(" ".join(cmd), "sh")
-    if bundle.repro_dir:
-        files = ", ".join(f"`{f}`" for f in bundle.repro_files)
-        text += (
-            f"\n\nWithout the model: `{bundle.repro_dir}/` ({_size(bundle.repro_bytes)}) holds the culprit's local "
-            f"ONNX subgraph fed with PyTorch's own values ({files}). It needs only numpy and onnxruntime; "
-            "it exits 1 while the mismatch reproduces and 0 once fixed:\n\n"
-        )
-        text += _fence(f"pip install numpy onnxruntime=={env.get('onnxruntime', '')}".rstrip("=") + f"\npython {bundle.repro_dir}/repro.py", "sh")
-        text += (
-            f"\n\n`{bundle.repro_dir}/test_data_set_0/` follows the ONNX backend-test layout "
-            "(`input_N.pb`, `output_0.pb`) for runtimes other than onnxruntime."
-        )
-    elif bundle.repro_note:
-        text += f"\n\n{bundle.repro_note}"
-    return text
-
-
 def _stack_trace(result: LocateResult) -> str:
     fd = result.first_divergent
     if fd is None or not fd.framework.stack_trace.strip():
@@ -348,7 +340,7 @@ def _full_table(result: LocateResult) -> str:
             ]
         )
     more = len(result.nodes) - FULL_TABLE_MAX_ROWS
-    body = _table(["#", "node", "op", "status", "max_abs", "mismatch", "framework value", "module", "source"], rows)
+    body = _table(["node #", "node", "op", "status", "max_abs", "mismatch", "framework value", "module", "source"], rows)
     if more > 0:
         body += f"\n\n… {more} more node(s) in report.json"
     return _details(f"All {len(result.nodes)} ONNX nodes", body)
@@ -385,15 +377,18 @@ def _value_row(label: str, value: str, node: str, op: str, status: str, m: Metri
         status,
         _num(m.max_abs),
         _num(m.max_rel),
-        f"{m.cosine:.4f}",
+        f"{m.cosine:.4f}" if math.isfinite(m.max_abs) else "—",  # over the agreeing positions only: meaningless
         _pct(m.mismatch_fraction),
         nonfinite,
     ]
 
 
-def _metrics_sentence(m: Metrics) -> str:
+def _metrics_sentence(m: Metrics, worst: dict | None = None) -> str:
     if m.reason:
         return m.reason
+    nonfinite = nonfinite_sentence(m, worst)
+    if nonfinite:  # a cosine over the agreeing positions only would read as "identical"
+        return f"{nonfinite}, {_pct(m.mismatch_fraction)} of elements out of tolerance"
     text = f"max_abs={_num(m.max_abs)}, max_rel={_num(m.max_rel)}, cosine={m.cosine:.4f}, {_pct(m.mismatch_fraction)} of elements out of tolerance"
     if m.nan or m.inf:
         text += f", {m.nan} NaN / {m.inf} Inf (PyTorch: {m.expected_nan} / {m.expected_inf})"
@@ -435,14 +430,6 @@ def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024 or unit == "MiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 def _one_line(text: str, limit: int) -> str:
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
@@ -476,11 +463,6 @@ def _fence(text: str, lang: str = "") -> str:
 
 def _details(summary: str, body: str) -> str:
     return f"<details>\n<summary>{summary}</summary>\n\n{body}\n\n</details>"
-
-
-def _shell_word(text: str) -> str:
-    safe = all(c.isalnum() or c in "-_./:=@%+," for c in text)
-    return text if safe and text else "'" + text.replace("'", "'\\''") + "'"
 
 
 __all__ = ["BundleInfo", "render_markdown"]

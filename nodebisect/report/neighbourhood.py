@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import shutil
+import subprocess
+import sys
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 from nodebisect.records import OK, STAGE_CAPTURE, STATUS_DIVERGED, LocateResult, NodeRecord
 from nodebisect.report.markdown import center_node
@@ -21,10 +25,12 @@ from nodebisect.report.markdown import center_node
 HOPS = 4
 MAX_NODES = 24
 LABEL_CHARS = 34
+# A wheel shipping a static build of Graphviz's dot (same command line, same SVG).
+PURE_DOT = "graphviz-pure"
 INSTALL_HINT = (
     "Graphviz's `dot` program was not found, so the graph was written as graph.dot instead of graph.svg. "
-    "Install it (`apt-get install graphviz`, `brew install graphviz` or `conda install graphviz`) and render "
-    "it with `dot -Tsvg graph.dot -o graph.svg`, or re-run `nodebisect report`."
+    "Install it (`pip install graphviz-pure`, `apt-get install graphviz` or `brew install graphviz`) and "
+    "re-run `nodebisect report DIR/report.json --out DIR`, or render it with `dot -Tsvg graph.dot -o graph.svg`."
 )
 GREEN = "#c8e6c9"
 GREY = "#eeeeee"
@@ -136,7 +142,8 @@ def render_graph(result: LocateResult, hops: int = HOPS, cap: int = MAX_NODES) -
 
 def _render_svg(dot: str) -> tuple[bytes | None, str]:
     if shutil.which("dot") is None:
-        return None, INSTALL_HINT
+        pure = dot_fallback()
+        return _render_pure(pure, dot) if pure else (None, INSTALL_HINT)
     try:
         import graphviz
     except ImportError:
@@ -147,6 +154,30 @@ def _render_svg(dot: str) -> tuple[bytes | None, str]:
         return None, INSTALL_HINT
     except graphviz.CalledProcessError as exc:
         return None, f"dot failed ({str(exc).splitlines()[0][:160]}); wrote graph.dot instead"
+
+
+def dot_fallback() -> str | None:
+    """The ``graphviz-pure`` wheel's ``dot`` (same command line), when Graphviz's own is not on PATH.
+
+    Looked up on PATH and beside the running interpreter, so a venv's copy is
+    found even when the venv is not activated.
+    """
+    found = shutil.which(PURE_DOT)
+    if found:
+        return found
+    beside = Path(sys.executable).parent / PURE_DOT
+    return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None
+
+
+def _render_pure(binary: str, dot: str) -> tuple[bytes | None, str]:
+    try:
+        done = subprocess.run([binary, "-Tsvg"], input=dot.encode("utf-8"), capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"{PURE_DOT} failed ({str(exc)[:160]}); wrote graph.dot instead"
+    if done.returncode != 0 or b"<svg" not in done.stdout:
+        err = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        return None, f"{PURE_DOT} failed ({(err[-1] if err else 'no output')[:160]}); wrote graph.dot instead"
+    return done.stdout, ""
 
 
 def _interleave(a: list[NodeRecord], b: list[NodeRecord]) -> list[NodeRecord]:

@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 from nodebisect.records import DIVERGED, EXPORT_FAILED, MATCH, RUNTIME_FAILED, LocateResult, Metrics
+from nodebisect.report.wording import (
+    constants_text,
+    explanation_text,
+    file_at,
+    is_detail_note,
+    isolation_text,
+    metrics_text,
+    named_suspect,
+    next_lines,
+    stage_sentence,
+    worst_text,
+)
 
 
 def fmt_metrics(m: Metrics) -> str:
@@ -17,8 +29,15 @@ def fmt_metrics(m: Metrics) -> str:
     return " ".join(parts)
 
 
-def summary(result: LocateResult) -> str:
-    """Verdict, culprit, source line, metrics and a next-step hint."""
+def summary(result: LocateResult, report_dir: str | None = None, verbose: bool = False, repro: bool = False) -> str:
+    """Verdict, culprit, source line, the values behind it, and what to do next.
+
+    Args:
+        result: the run's result.
+        report_dir: the folder ``--report`` wrote, so ``next:`` points into it.
+        verbose: also print notes about nodebisect's own mechanics (probe fusions).
+        repro: whether ``report_dir`` holds ``repro/repro.py``.
+    """
     lines: list[str] = []
     stats = result.stats
     if result.verdict == MATCH:
@@ -28,49 +47,76 @@ def summary(result: LocateResult) -> str:
         f = result.export_failure
         lines.append(f"EXPORT FAILED at step '{f.step}'" + (f" on {f.target}" if f.target else ""))
         lines.append(f"  {f.message}")
+        if f.cause:
+            lines.append(f"  cause: {f.cause} (stage: {f.stage or f.step})")
         if f.source:
-            lines.append(f"  source: {f.source}")
-        if f.target:
+            lines.append(f"  source: {f.source}" + (f": {f.code}" if f.code else ""))
+        if f.library_source and f.library_source != f.source:
+            lines.append(f"  in library: {f.library_source}" + (f": {f.library_code}" if f.library_code else ""))
+        if f.repro_script and report_dir:
+            lines.append(f"  repro: python {report_dir}/repro/export_repro.py (fails the same way)")
+        if f.target and not f.cause:  # a report from before the classifier
             lines.append(f"  next: rewrite or register {f.target}, or try another --opset; --debug shows the exporter's traceback")
         elif f.tip:
             lines.append(f"  next: {f.tip}")
         else:
             lines.append("  next: --debug shows the exporter's traceback")
     elif result.verdict in (DIVERGED, RUNTIME_FAILED) and result.first_divergent:
-        fd = result.first_divergent
-        fw = fd.framework
-        lines.append(f"DIVERGED at {fd.onnx_node} ({fd.op_type})  stage={fd.stage} cause={fd.cause}")
-        lines.append(f"  value:     {fd.onnx_value}")
-        if fw.target or fw.fx_node:
-            # The TorchScript exporter has no FX graph: its segments are module scopes.
-            kind = "scope" if result.environment.get("exporter") == "torchscript" else "FX node"
-            lines.append(f"  framework: {fw.target or '?'} ({kind} {fw.fx_node or '?'})" + (f" in module '{fw.module}'" if fw.module else ""))
-        if fw.source:
-            lines.append(f"  source:    {fw.source}" + (f"  {fw.code}" if fw.code else ""))
-        lines.append(f"  metrics:   {fmt_metrics(fd.metrics)}")
-        if len(fd.segment) > 1:
-            lines.append(f"  segment ({len(fd.segment)} nodes, most suspect first): " + ", ".join(f"{n} ({t})" for n, t in zip(fd.segment[:5], fd.segment_op_types[:5])))
-        if fd.suspects:
-            top = fd.suspects[0]
-            lines.append(f"  suspect:   {top.onnx_node} ({top.op_type}): {top.reason}")
-        if fd.explanation:
-            lines.append(f"  why:       {fd.explanation}")
-        bad = [o for o in result.outputs if not o.ok]
-        if bad:
-            lines.append(f"  outputs:   {len(bad)}/{len(result.outputs)} diverge (worst max_abs={max(o.metrics.max_abs for o in bad):.3g})")
-        lines.append(
-            f"  search:    {stats.get('strategy', '?')}, {stats.get('ort_sessions', 0)} onnxruntime session(s), "
-            f"{stats.get('compared_values', 0)}/{stats.get('mapped_values', 0)} values compared, {stats.get('seconds', 0):.1f}s"
-        )
-        if fd.stage == "capture":
-            lines.append("  next: the exported program differs from eager PyTorch; report it against torch.export, not the ONNX exporter")
-        else:
-            lines.append("  next: write a bug report with --report DIR (Markdown, graph and a minimal repro), or inspect it with `nodebisect tui`")
+        lines += _diverged(result, report_dir, repro)
     else:
         lines.append(f"{result.verdict.upper()}")
     if result.trials:
         groups = result.stats.get("trial_groups", {})
         lines.append(f"  trials:    {len(result.trials)} input sets: " + "; ".join(f"{k}: {v}" for k, v in groups.items()))
     for note in result.notes:
-        lines.append(f"  note: {note}")
+        if verbose or not is_detail_note(note):
+            lines.append(f"  note: {note}")
     return "\n".join(lines)
+
+
+def _diverged(result: LocateResult, report_dir: str | None, repro: bool) -> list[str]:
+    """The lines of a divergence: each fact once, stage and cause in one sentence."""
+    fd = result.first_divergent
+    assert fd is not None
+    stats = result.stats
+    exporter = result.environment.get("exporter", "dynamo")
+    fw = fd.framework
+    lines = [f"DIVERGED at {fd.onnx_node} ({fd.op_type})", f"  value:     {fd.onnx_value}"]
+    lines.append(f"  stage:     {fd.stage} (cause {fd.cause}): {stage_sentence(fd, exporter)}")
+    if fw.target or fw.fx_node:
+        # The TorchScript exporter has no FX graph: its segments are module scopes.
+        kind = "scope" if exporter == "torchscript" else "FX node"
+        lines.append(f"  framework: {fw.target or '?'} ({kind} {fw.fx_node or '?'})" + (f" in module '{fw.module}'" if fw.module else ""))
+    if fw.source:
+        lines.append(f"  source:    {fw.source}" + (f"  {fw.code}" if fw.code else ""))
+    worst = worst_text(fd.worst)
+    if worst:
+        lines.append(f"  worst:     {worst}")
+    consts = constants_text(fd.worst)
+    if consts:
+        lines.append(f"  constants: {consts}")
+    lines.append(f"  metrics:   {metrics_text(fd.metrics, fd.worst)}")
+    alone = isolation_text(fd)
+    if alone:
+        lines.append(f"  isolated:  {alone}")
+    if len(fd.segment) > 1:
+        lines.append(f"  segment ({len(fd.segment)} nodes, most suspect first): " + ", ".join(f"{n} ({t})" for n, t in zip(fd.segment[:5], fd.segment_op_types[:5])))
+    suspect = named_suspect(fd)
+    if suspect:
+        lines.append(f"  suspect:   {suspect}")
+    why = explanation_text(fd)
+    if why:
+        lines.append(f"  why:       {why}")
+    bad = [o for o in result.outputs if not o.ok]
+    if bad:
+        lines.append(f"  outputs:   {len(bad)}/{len(result.outputs)} diverge (worst max_abs={max(o.metrics.max_abs for o in bad):.3g})")
+    lines.append(
+        f"  search:    {stats.get('strategy', '?')}, {stats.get('ort_sessions', 0)} onnxruntime session(s), "
+        f"{stats.get('compared_values', 0)}/{stats.get('mapped_values', 0)} values compared, {stats.get('seconds', 0):.1f}s"
+    )
+    repo = file_at(fd, exporter)
+    if repo:
+        lines.append(f"  file at:   {repo[0]}: {repo[1]}")
+    for i, step in enumerate(next_lines(result, report_dir, repro)):
+        lines.append(("  next:      " if i == 0 else "             ") + step)
+    return lines

@@ -1,0 +1,223 @@
+"""What makes report.md ready to file: a symptom title, the values behind the bug,
+where to file it and the ``gh issue create`` command (pure text).
+
+The maintainer who receives the issue reads the title first: it states the
+symptom (what onnxruntime gives where PyTorch gives what), not nodebisect's
+verdict. ``gh`` cannot upload pictures, so the command comes with how to
+attach ``graph.svg`` / ``growth.svg`` by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodebisect.records import (
+    CAUSE_INHERITED,
+    DIVERGED,
+    MATCH,
+    RUNTIME_FAILED,
+    STAGE_CAPTURE,
+    STAGE_DECOMPOSITION,
+    STAGE_GRAPH_OPTIMIZATION,
+    FirstDivergent,
+    LocateResult,
+    NodeRecord,
+)
+from nodebisect.report.wording import (
+    REPO_OPTIMIZER,
+    REPO_RUNTIME,
+    constants_text,
+    file_at,
+    isolation_text,
+    nonfinite_sentence,
+    num,
+    value_text,
+    what_to_do,
+    worst_text,
+)
+
+TITLE_CHARS = 150
+
+
+def issue_title(result: LocateResult) -> str:
+    """A one-line symptom, as the GitHub issue title (no Markdown)."""
+    fd = result.first_divergent
+    if result.verdict == MATCH:
+        return "nodebisect: the ONNX export matches PyTorch"
+    if fd is None or result.verdict not in (DIVERGED, RUNTIME_FAILED):
+        return f"nodebisect: {result.verdict}"
+    exporter = result.environment.get("exporter", "dynamo")
+    op = _framework_op(fd)
+    where = file_at(fd, exporter)
+    symptom = _symptom(fd)
+    if fd.stage == STAGE_CAPTURE:
+        text = f"torch.export: the exported program differs from eager PyTorch at {op}{symptom}"
+    elif fd.stage == STAGE_DECOMPOSITION:
+        text = f"torch.export decomposition changes the result of {op}{symptom}"
+    elif where == REPO_OPTIMIZER:
+        seg = "+".join(dict.fromkeys(fd.segment_op_types or [fd.op_type]))
+        text = f"onnxscript optimizer: rewriting {op} into {seg} changes its result{symptom}"
+    elif where == REPO_RUNTIME:
+        alone = "" if not fd.explanation.startswith("right when run alone") else " together with its producers"
+        opt = f" with graph optimizations ({fd.optimizer.get('level') or 'on'})" if fd.cause == "optimizer" else ""
+        text = f"onnxruntime: {fd.op_type}{alone}{opt} differs from the ONNX reference and PyTorch ({op}){symptom}"
+    elif fd.cause == CAUSE_INHERITED:
+        text = f"numeric drift grows at {fd.op_type} ({op}){symptom}"
+    else:
+        text = f"torch.onnx: {op} exported as {fd.op_type} computes something else{symptom}"
+    return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
+
+
+def values_section(result: LocateResult) -> str:
+    """The worst element, the culprit's input values there, its constants and attributes."""
+    fd = result.first_divergent
+    if fd is None:
+        return ""
+    lines = []
+    worst = worst_text(fd.worst)
+    if worst:
+        lines.append(f"- worst element {worst}")
+    nonfinite = nonfinite_sentence(fd.metrics, fd.worst)
+    if nonfinite:
+        lines.append(f"- {nonfinite}")
+    consts = constants_text(fd.worst)
+    if consts:
+        lines.append(f"- small constants of the culprit and its segment: `{consts}`")
+    alone = isolation_text(fd)
+    if alone:
+        lines.append(f"- {alone}")
+    node = result.node(fd.onnx_node)
+    if node is not None and node.attributes:
+        lines.append(f"- attributes of node `{fd.onnx_node}` ({fd.op_type}): `{full_attributes(node)}`")
+    if not lines:
+        return ""
+    return "### The values behind it\n\n" + "\n".join(lines)
+
+
+def what_to_do_section(result: LocateResult) -> str:
+    """Where to file it and what to do meanwhile (one line each)."""
+    fd = result.first_divergent
+    if fd is None or result.verdict not in (DIVERGED, RUNTIME_FAILED):
+        return ""
+    exporter = result.environment.get("exporter", "dynamo")
+    where = file_at(fd, exporter)
+    lines = []
+    if where:
+        lines.append(f"- **File at:** [`{where[0]}`](https://github.com/{where[0]}/issues) — {where[1]}")
+    lines.append(f"- **Meanwhile:** {what_to_do(fd, exporter).removeprefix('meanwhile, ')}")
+    if fd.stage == STAGE_GRAPH_OPTIMIZATION:
+        lines.append("- The repro holds the optimized subgraph; the unoptimized export (`optimize=False`) is right at this value.")
+    return "### What to do\n\n" + "\n".join(lines)
+
+
+def gh_command(result: LocateResult, has_svgs: list[str]) -> str:
+    """The section with a ready ``gh issue create`` command and how to attach pictures."""
+    fd = result.first_divergent
+    if fd is None or result.verdict not in (DIVERGED, RUNTIME_FAILED):
+        return ""
+    where = file_at(fd, result.environment.get("exporter", "dynamo"))
+    if where is None:
+        return ""
+    title = issue_title(result).replace("'", "'\\''")
+    cmd = f"gh issue create --repo {where[0]} --title '{title}' --body-file report.md"
+    text = "### Filing this report\n\nFrom this folder, with the [GitHub CLI](https://cli.github.com/):\n\n```sh\n" + cmd + "\n```"
+    if has_svgs:
+        names = " and ".join(f"`{n}`" for n in has_svgs)
+        text += (
+            f"\n\n`gh` cannot upload pictures, and the relative image links above break once pasted: open the new issue "
+            f"in the browser, edit it, and drag {names} into the text (GitHub replaces each link with the uploaded file)."
+        )
+    return text
+
+
+def reproduce_section(result: LocateResult, bundle: Any) -> str:
+    """How to reproduce: the command with the model, and the repro bundle without it."""
+    env = result.environment
+    cmd = ["nodebisect", "locate", _shell_word(result.model or "MODEL")]
+    if env.get("opset"):
+        cmd += ["--opset", str(env["opset"])]
+    for flag, key, default in (("--device", "device", "cpu"), ("--ep", "ep", "cpu"), ("--opt-level", "opt_level", "all")):
+        if env.get(key) and env[key] != default:
+            cmd += [flag, str(env[key])]
+    for dtype, tol in sorted(result.tolerance.items())[:1]:
+        if (tol.get("rtol"), tol.get("atol")) not in ((1e-3, 1e-4), (None, None)) and dtype == "float32":
+            cmd += ["--rtol", f"{tol['rtol']:g}", "--atol", f"{tol['atol']:g}"]
+    cmd += ["--report", "report/"]
+    text = "### How to reproduce\n\nWith the model (add the same `--inputs`/`--input` as the original run):\n\n"
+    text += _fence(" ".join(cmd), "sh")
+    if bundle.repro_dir:
+        files = ", ".join(f"`{f}`" for f in bundle.repro_files)
+        text += (
+            f"\n\nWithout the model: `{bundle.repro_dir}/` ({_size(bundle.repro_bytes)}) holds the culprit's local "
+            f"ONNX subgraph fed with PyTorch's own values ({files}). It needs only numpy and onnxruntime; "
+            "it exits 1 while the mismatch reproduces and 0 once fixed:\n\n"
+        )
+        text += _fence(f"pip install numpy onnxruntime=={env.get('onnxruntime', '')}".rstrip("=") + f"\npython {bundle.repro_dir}/repro.py", "sh")
+        text += (
+            f"\n\n`{bundle.repro_dir}/test_data_set_0/` follows the ONNX backend-test layout "
+            "(`input_N.pb`, `output_0.pb`) for runtimes other than onnxruntime."
+        )
+    elif bundle.repro_note:
+        text += f"\n\n{bundle.repro_note}"
+    return text
+
+
+def full_attributes(node: NodeRecord) -> str:
+    """Every attribute of ``node``, whole: ``kernel_shape`` must never hide behind ``strides``."""
+    return ", ".join(f"{k}={_attr(v)}" for k, v in node.attributes.items())
+
+
+def _attr(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, str):
+        return repr(v)
+    return str(v)
+
+
+def _framework_op(fd: FirstDivergent) -> str:
+    target = fd.framework.target.replace("aten.", "aten::").removesuffix(".default")
+    return target or fd.framework.fx_node or fd.onnx_node
+
+
+def _symptom(fd: FirstDivergent) -> str:
+    """``: PyTorch +3.1416, onnxruntime -3.1416 at y=+0.0, x=-1.4`` or the size of the error."""
+    w = fd.worst or {}
+    nonfinite = nonfinite_sentence(fd.metrics, w)
+    if nonfinite:
+        return f": {nonfinite}"
+    if "expected" in w:
+        inputs = ", ".join(f"{k}={value_text(v)}" for k, v in list((w.get("inputs") or {}).items())[:3])
+        at = f" at {inputs}" if inputs else ""
+        return f": PyTorch {value_text(w['expected'])}, onnxruntime {value_text(w['actual'])}{at}"
+    m = fd.metrics
+    if m.reason:
+        return f": {m.reason}"
+    return f" (max_abs {num(m.max_abs)} on {m.mismatch_fraction:.1%} of elements)"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _shell_word(text: str) -> str:
+    safe = all(c.isalnum() or c in "-_./:=@%+," for c in text)
+    return text if safe and text else "'" + text.replace("'", "'\\''") + "'"
+
+
+def _code(text: object) -> str:
+    return str(text).replace("`", "'")
+
+
+def _fence(text: str, lang: str = "") -> str:
+    ticks = "```"
+    while ticks in text:
+        ticks += "`"
+    return f"{ticks}{lang}\n{text}\n{ticks}"
+
+
+__all__ = ["full_attributes", "gh_command", "issue_title", "reproduce_section", "values_section", "what_to_do_section"]

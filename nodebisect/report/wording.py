@@ -1,0 +1,300 @@
+"""The sentences the terminal summary, report.md and the TUI share (pure text).
+
+One place says what a stage/cause pair means, where to file it, how the
+values behind the bug read, and what to do next, so that the three views can
+never contradict each other (or themselves).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from nodebisect.records import (
+    CAUSE_CONVERSION,
+    CAUSE_INHERITED,
+    CAUSE_OPTIMIZER,
+    CAUSE_RUNTIME,
+    STAGE_CAPTURE,
+    STAGE_DECOMPOSITION,
+    STAGE_GRAPH_OPTIMIZATION,
+    STAGE_RUNTIME,
+    STAGE_RUNTIME_OPTIMIZER,
+    FirstDivergent,
+    LocateResult,
+    Metrics,
+)
+
+# Notes about nodebisect's own mechanics: --verbose and the JSON, not the default output.
+DETAIL_NOTE_PREFIXES = (
+    "marking probes changed what onnxruntime runs",
+    "observer effect:",
+)
+
+# Where each kind of defect is fixed: (GitHub repository, component).
+REPO_EXPORTER = ("pytorch/pytorch", "torch.onnx, the dynamo exporter's op translation (torchlib)")
+REPO_TORCHSCRIPT = ("pytorch/pytorch", "torch.onnx, the TorchScript exporter (symbolic_opset*.py)")
+REPO_OPTIMIZER = ("microsoft/onnxscript", "the ONNX optimizer / rewrite rules run by torch.onnx.export(optimize=True)")
+REPO_RUNTIME = ("microsoft/onnxruntime", "onnxruntime kernels and graph optimizers")
+REPO_EXPORT = ("pytorch/pytorch", "torch.export")
+
+_ALONE_PREFIX = "right when run alone on reference inputs but wrong together with the ops producing its inputs"
+_SUSPECT_MARK = ". Most suspect in the segment: "
+# Clauses of the diagnosis that stage_sentence / isolation_text already say in their own words.
+_STOCK_CLAUSES = (
+    "wrong even when fed the framework's own input values",
+    "ONNX's reference evaluator agrees with PyTorch",
+    "wrong with onnxruntime graph optimizations",
+    "on the framework's own input values this node matches",
+    "its inputs were within tolerance",
+    "the unoptimized export is wrong here too",
+    "the same program exported with optimize=False",
+)
+
+
+def stage_sentence(fd: FirstDivergent, exporter: str = "dynamo") -> str:
+    """Stage and cause as one sentence a user reads (never two that disagree)."""
+    stage, cause = fd.stage, fd.cause
+    if stage == STAGE_CAPTURE:
+        return "torch.export changed the behaviour: eager PyTorch and the exported program already differ, before any ONNX is written"
+    if stage == STAGE_DECOMPOSITION:
+        return "a decomposition rule changed the numerics: the exported program and its decomposition differ, before any ONNX is written"
+    if stage == STAGE_GRAPH_OPTIMIZATION:
+        return (
+            "the exporter's ONNX graph optimizer (onnxscript rewrite rules) turned this op into nodes that compute something else: "
+            "they are wrong on PyTorch's own inputs, while the same program exported with optimize=False is right"
+        )
+    if stage == STAGE_RUNTIME_OPTIMIZER or cause == CAUSE_OPTIMIZER:
+        level = fd.optimizer.get("level", "")
+        named = fd.optimizer.get("optimizer", "")
+        text = "onnxruntime's graph optimizations change the result: wrong with them on"
+        text += f" (from level {level})" if level else ""
+        text += ", right with them disabled"
+        return text + (f"; the optimizer at fault is {named}" if named else "")
+    if stage == STAGE_RUNTIME or cause == CAUSE_RUNTIME:
+        return "onnxruntime computes these nodes differently from the ONNX specification: ONNX's reference evaluator agrees with PyTorch"
+    if cause == CAUSE_INHERITED:
+        return (
+            "no wrong node: on PyTorch's own inputs this node is right; small differences from upstream grow here "
+            "(numeric drift, not a defect)"
+        )
+    if cause == CAUSE_CONVERSION:
+        who = "the TorchScript exporter's" if exporter == "torchscript" else "the exporter's"
+        return f"{who} translation of this op into ONNX computes something else: wrong even on PyTorch's own inputs, also without the graph optimizer"
+    return "the cause could not be isolated: the local subgraph did not run alone"
+
+
+def file_at(fd: FirstDivergent | None, exporter: str = "dynamo") -> tuple[str, str] | None:
+    """(repository, component) where this defect is fixed, or None (drift, unknown)."""
+    if fd is None:
+        return None
+    if fd.stage in (STAGE_CAPTURE, STAGE_DECOMPOSITION):
+        return REPO_EXPORT
+    if fd.stage == STAGE_GRAPH_OPTIMIZATION:
+        return REPO_OPTIMIZER
+    if fd.stage in (STAGE_RUNTIME, STAGE_RUNTIME_OPTIMIZER) or fd.cause in (CAUSE_RUNTIME, CAUSE_OPTIMIZER):
+        return REPO_RUNTIME
+    if fd.cause == CAUSE_CONVERSION:
+        return REPO_TORCHSCRIPT if exporter == "torchscript" else REPO_EXPORTER
+    return None
+
+
+def what_to_do(fd: FirstDivergent, exporter: str = "dynamo") -> str:
+    """One line: what the user can do meanwhile (besides filing it)."""
+    where = file_at(fd, exporter)
+    if fd.cause == CAUSE_INHERITED and where is None:
+        return "no node is wrong: loosen --rtol/--atol if the drift is acceptable, or keep this part in higher precision"
+    if where is None:
+        return "re-run with --debug to see why the culprit could not run alone"
+    if where == REPO_RUNTIME and (fd.stage == STAGE_RUNTIME_OPTIMIZER or fd.cause == CAUSE_OPTIMIZER):
+        return "meanwhile, run with a lower onnxruntime graph optimization level (SessionOptions.graph_optimization_level; --opt-level here)"
+    if where == REPO_RUNTIME:
+        return "meanwhile, check whether another execution provider or onnxruntime version agrees (--ep, repro/repro.py)"
+    if where == REPO_OPTIMIZER:
+        return "meanwhile, export with torch.onnx.export(..., optimize=False): the unoptimized graph is right here"
+    if fd.stage == STAGE_CAPTURE:
+        return "report it against torch.export, not the ONNX exporter; meanwhile, export the module in the mode that matches eager (e.g. no fast path)"
+    if fd.stage == STAGE_DECOMPOSITION:
+        return "meanwhile, keep the op out of the decomposition table, or rewrite it in the model"
+    return "meanwhile, rewrite the op in the model (the source line above) or give the exporter a custom translation (torch.onnx.export(..., custom_translation_table=...))"
+
+
+def isolation_text(fd: FirstDivergent) -> str:
+    """"Node alone" vs "with its producers", each with its own number (or "")."""
+    iso = fd.isolated_metrics
+    if fd.explanation.startswith(_ALONE_PREFIX):
+        with_producers = f"max_abs={num(iso.max_abs)}" if iso is not None else "wrong"
+        return f"node alone on PyTorch's inputs: right (within tolerance); with the ops producing its inputs: {with_producers}"
+    if iso is None:
+        return ""
+    if fd.cause == CAUSE_INHERITED:
+        return f"node alone on PyTorch's inputs: right (max_abs={num(iso.max_abs)}, within tolerance)"
+    if not math.isfinite(iso.max_abs) and nonfinite_sentence(iso):
+        return f"node alone on PyTorch's inputs: still wrong ({nonfinite_sentence(iso)})"
+    return f"node alone on PyTorch's inputs: still wrong (max_abs={num(iso.max_abs)})"
+
+
+def explanation_text(fd: FirstDivergent) -> str:
+    """The explanation without what the stage, isolation and suspect lines already say.
+
+    The diagnosis appends stock clauses (isolation verdicts, the optimize=False
+    check, the top suspect); printed beside ``stage_sentence`` they would say
+    the same thing twice, or, worded for another stage, contradict it. What is
+    left is evidence of its own (NaN provenance, decomposition, capture paths).
+    """
+    text = fd.explanation
+    if _SUSPECT_MARK in text:
+        text = text.split(_SUSPECT_MARK)[0]
+    if text.startswith(_ALONE_PREFIX):
+        text = text[len(_ALONE_PREFIX) :].lstrip(": ")
+    if fd.stage in (STAGE_CAPTURE, STAGE_DECOMPOSITION):
+        return text.strip()
+    kept = [c for c in text.split("; ") if c.strip() and not c.strip().startswith(_STOCK_CLAUSES)]
+    return "; ".join(kept).strip()
+
+
+def named_suspect(fd: FirstDivergent) -> str:
+    """The top suspect when it is not the carrier itself (else "": the culprit line says it)."""
+    if not fd.suspects or fd.suspects[0].onnx_node == fd.onnx_node:
+        return ""
+    top = fd.suspects[0]
+    return f"{top.onnx_node} ({top.op_type}): {top.reason.split('; ')[0]}"
+
+
+def metrics_text(m: Metrics, worst: dict[str, Any] | None = None) -> str:
+    """The metrics line; NaN/Inf placement in words, and no cosine over only the agreeing positions."""
+    if m.reason:
+        return m.reason
+    nonfinite = nonfinite_sentence(m, worst)
+    if nonfinite:
+        parts = [nonfinite]
+        finite_abs = _finite_max_abs(worst)
+        if finite_abs is not None:
+            parts.append(f"max_abs={num(finite_abs)} where both are finite")
+        parts.append(f"mismatch={m.mismatch_fraction:.1%}")
+        return "; ".join(parts)
+    return f"max_abs={num(m.max_abs)} max_rel={num(m.max_rel)} cosine={m.cosine:.4f} mismatch={m.mismatch_fraction:.1%}"
+
+
+def nonfinite_sentence(m: Metrics, worst: dict[str, Any] | None = None) -> str:
+    """"onnxruntime is finite at 10 positions where PyTorch is NaN", or "" when NaN/Inf agree."""
+    counts = (worst or {}).get("nan_mismatch") or {}
+    parts = []
+    if counts:
+        if counts.get("finite_where_expected_nan"):
+            parts.append(f"onnxruntime is finite at {counts['finite_where_expected_nan']} position(s) where PyTorch is NaN")
+        if counts.get("nan_where_expected_finite"):
+            parts.append(f"onnxruntime is NaN at {counts['nan_where_expected_finite']} position(s) where PyTorch is finite")
+    else:
+        if m.expected_nan > m.nan:
+            parts.append(f"onnxruntime is finite at {m.expected_nan - m.nan} position(s) where PyTorch is NaN")
+        elif m.nan > m.expected_nan:
+            parts.append(f"onnxruntime is NaN at {m.nan - m.expected_nan} position(s) where PyTorch is finite")
+    if m.inf != m.expected_inf:
+        parts.append(f"onnxruntime has {m.inf} Inf where PyTorch has {m.expected_inf}")
+    if not parts and not math.isfinite(m.max_abs) and (m.nan or m.expected_nan or m.inf or m.expected_inf):
+        parts.append(f"NaN/Inf at different positions (onnxruntime {m.nan} NaN / {m.inf} Inf, PyTorch {m.expected_nan} / {m.expected_inf})")
+    return "; ".join(parts)
+
+
+def worst_text(worst: dict[str, Any] | None) -> str:
+    """``at [0, 3]: y=+0, x=-0.52 -> PyTorch +3.1416, onnxruntime -3.1416`` (or "")."""
+    if not worst or "expected" not in worst:
+        return ""
+    index = worst.get("index") or []
+    where = f"at [{', '.join(str(i) for i in index)}]" if index else "at the scalar"
+    inputs = ", ".join(f"{_short_name(k)}={value_text(v)}" for k, v in (worst.get("inputs") or {}).items())
+    text = f"{where}: " + (f"{inputs} -> " if inputs else "")
+    return text + f"PyTorch {value_text(worst['expected'])}, onnxruntime {value_text(worst['actual'])}"
+
+
+def constants_text(worst: dict[str, Any] | None, limit: int = 0) -> str:
+    """The small constants of the culprit and its segment, each whole (or "")."""
+    consts = (worst or {}).get("constants") or {}
+    items = [f"{_short_name(k)}={_constant(v)}" for k, v in consts.items()]
+    if limit and len(items) > limit:
+        items = items[:limit] + [f"… {len(consts) - limit} more"]
+    return ", ".join(items)
+
+
+def next_lines(result: LocateResult, report_dir: str | None = None, repro: bool = False) -> list[str]:
+    """What to run next, fitting this run (a report written or not, with a repro or not)."""
+    if report_dir:
+        d = report_dir.rstrip("/") or "."
+        lines = [f"read {d}/report.md (ready to file as a GitHub issue)", f"browse it: nodebisect tui {d}/report.json"]
+        if repro:
+            lines.append(f"check the repro: python {d}/repro/repro.py (exits 1 while the mismatch reproduces)")
+        return lines
+    return [
+        "write a bug report: add --report DIR (report.md, graph, a minimal repro)",
+        "browse it: nodebisect tui MODEL (same options), or save --json FILE and run nodebisect tui FILE",
+    ]
+
+
+def is_detail_note(note: str) -> bool:
+    """A note about nodebisect's own mechanics (default output leaves it to --verbose)."""
+    return note.startswith(DETAIL_NOTE_PREFIXES)
+
+
+def num(x: Any) -> str:
+    """A number in 3 significant digits; NaN/Inf spelled out."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        return str(x)
+    return f"{x:.3g}"
+
+
+def value_text(v: Any) -> str:
+    """One element's value, signed (``+0`` and ``-0`` differ; so do ``+3.1416`` and ``-3.1416``)."""
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "+inf" if v > 0 else "-inf"
+        if v == 0.0:
+            return "-0.0" if math.copysign(1.0, v) < 0 else "+0.0"
+        return f"{v:+.5g}"
+    return str(v)
+
+
+def _constant(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(value_text(x) for x in v) + "]"
+    if isinstance(v, dict):
+        if "fill" in v:
+            return f"filled with {_constant(v['fill'])}"
+        shape = "x".join(str(s) for s in v.get("shape", []))
+        rng = f" in [{value_text(v['min'])}, {value_text(v['max'])}]" if "min" in v else ""
+        return f"<{v.get('dtype', '')} {shape}{rng}>"
+    return value_text(v)
+
+
+def _finite_max_abs(worst: dict[str, Any] | None) -> float | None:
+    value = (worst or {}).get("finite_max_abs")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _short_name(name: str) -> str:
+    return name if len(name) <= 40 else "…" + name[-39:]
+
+
+__all__ = [
+    "constants_text",
+    "explanation_text",
+    "file_at",
+    "is_detail_note",
+    "isolation_text",
+    "metrics_text",
+    "named_suspect",
+    "next_lines",
+    "nonfinite_sentence",
+    "stage_sentence",
+    "value_text",
+    "what_to_do",
+    "worst_text",
+]
