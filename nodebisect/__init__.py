@@ -35,6 +35,16 @@ def locate(model: Any, inputs: Any = None, **options: Any) -> LocateResult:
     return _locate(model, inputs, **options)
 
 
+def prepare(model: Any, inputs: Any = None, **options: Any) -> Any:
+    """Load, export and capture once; ``locate(prepared, rtol=...)`` then searches again without exporting.
+
+    See ``nodebisect.pipeline.prepare``; returns a ``PreparedModel``.
+    """
+    from nodebisect.pipeline import prepare as _prepare
+
+    return _prepare(model, inputs, **options)
+
+
 def load_result(path: str) -> LocateResult:
     """Read a saved ``--json`` result without importing torch."""
     import json
@@ -59,4 +69,5 @@ __all__ = [
     "UntrustedPickleError",
     "load_result",
     "locate",
+    "prepare",
 ]

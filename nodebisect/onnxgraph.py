@@ -84,6 +84,29 @@ def value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     return {vi.name: vi for vi in list(g.value_info) + list(g.output) + list(g.input)}
 
 
+def sub_model(
+    model: onnx.ModelProto,
+    nodes: list[onnx.NodeProto],
+    initializers: list[onnx.TensorProto],
+    inputs: list[onnx.ValueInfoProto],
+    outputs: list[onnx.ValueInfoProto],
+    value_info: list[onnx.ValueInfoProto] = (),  # type: ignore[assignment]
+    name: str = "",
+) -> onnx.ModelProto:
+    """A model holding ``nodes`` of ``model`` (same opsets and functions), filled in place so weights are copied once."""
+    sub = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name)
+    sub.opset_import.extend(model.opset_import)
+    sub.functions.extend(model.functions)
+    g = sub.graph
+    g.name = name or model.graph.name
+    g.node.extend(nodes)
+    g.initializer.extend(initializers)
+    g.input.extend(inputs)
+    g.output.extend(outputs)
+    g.value_info.extend(value_info)
+    return sub
+
+
 def opset_of(model: onnx.ModelProto, default: int = 0) -> int:
     """The default-domain opset the model imports."""
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default)

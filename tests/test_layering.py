@@ -1,4 +1,13 @@
-"""The layering rule of ARCHITECTURE.md, checked by parsing every module's imports."""
+"""The layering rules of ARCHITECTURE.md, checked by parsing every module's imports.
+
+Rules (imports point down only):
+- records, errors, run, search/compare, search/bisection import no heavy library;
+- nothing in search/ imports torch (the search works on numpy arrays and ONNX graphs);
+- report/* and cli/report never import torch or onnxruntime (they work from a saved result);
+- only pipeline.py imports the diagnose/ wing and wires frontends, search and diagnose together;
+- only cli/* prints or exits; the library never imports the TUI;
+- no import cycle between the package's modules.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +17,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "nodebisect"
 HEAVY = {"torch", "onnx", "onnxruntime", "onnx_graphsurgeon", "onnxscript", "transformers"}
-LIGHT_MODULES = ["records", "errors", "compare", "bisection", "atomic", "summary"]
-NO_TORCH_MODULES = ["report", "growth", "graph", "repro", "redact", "report_bundle", "cli_report"]
+LIGHT_MODULES = ["records", "errors", "run", "search/compare", "search/bisection", "report/atomic", "report/summary"]
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 150
+WIRING_MAX_LINES = 300
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def dotted(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
 
 
 def imports_of(path: Path) -> set[str]:
+    """Absolute module names imported anywhere in the file (function-level imports too)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -21,6 +46,8 @@ def imports_of(path: Path) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            # `from nodebisect.report import bundle` imports the submodule
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
 
 
@@ -28,37 +55,104 @@ def top(names: set[str]) -> set[str]:
     return {n.split(".")[0] for n in names}
 
 
+def internal_imports(path: Path) -> set[str]:
+    known = {dotted(p) for p in modules()}
+    return {n for n in imports_of(path) if n in known and n != dotted(path)}
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(PKG))
+
+
 @pytest.mark.parametrize("module", LIGHT_MODULES)
 def test_light_modules_import_no_heavy_library(module: str) -> None:
-    heavy = top(imports_of(ROOT / "nodebisect" / f"{module}.py")) & HEAVY
+    heavy = top(imports_of(PKG / f"{module}.py")) & HEAVY
     assert not heavy, f"nodebisect/{module}.py imports {heavy}"
 
 
-@pytest.mark.parametrize("module", NO_TORCH_MODULES)
-def test_report_writers_never_import_torch(module: str) -> None:
-    path = ROOT / "nodebisect" / f"{module}.py"
-    if not path.exists():
-        pytest.skip(f"{module}.py not present")
-    assert "torch" not in top(imports_of(path))
+def test_search_never_imports_torch() -> None:
+    offenders = [rel(p) for p in (PKG / "search").rglob("*.py") if "torch" in top(imports_of(p))]
+    assert not offenders, f"the search must not import torch: {offenders}"
+
+
+def test_report_writers_never_import_torch_or_onnxruntime() -> None:
+    paths = list((PKG / "report").rglob("*.py")) + [PKG / "cli" / "report.py"]
+    offenders = [f"{rel(p)}: {sorted(top(imports_of(p)) & {'torch', 'onnxruntime'})}" for p in paths if top(imports_of(p)) & {"torch", "onnxruntime"}]
+    assert not offenders, f"report writers work from a saved result: {offenders}"
+
+
+def test_only_the_wiring_module_imports_the_diagnosis() -> None:
+    offenders = []
+    for p in modules():
+        if p.parent.name == "diagnose" or p.name == "pipeline.py":
+            continue
+        if any(n.startswith("nodebisect.diagnose") for n in internal_imports(p)):
+            offenders.append(rel(p))
+    assert not offenders, f"only pipeline.py wires the diagnosis in: {offenders}"
+
+
+def test_lower_wings_never_import_upper_ones() -> None:
+    """frontends/runtime/search never reach up into diagnose, pipeline, report or cli."""
+    upper = ("nodebisect.diagnose", "nodebisect.pipeline", "nodebisect.cli", "nodebisect.sweep")
+    offenders = []
+    for wing in ("frontends", "runtime", "search", "report"):
+        for p in (PKG / wing).rglob("*.py"):
+            bad = sorted(n for n in internal_imports(p) if n.startswith(upper))
+            if bad:
+                offenders.append(f"{rel(p)} -> {bad}")
+    assert not offenders, offenders
 
 
 def test_package_never_imports_the_tui() -> None:
-    offenders = [
-        p.name
-        for p in (ROOT / "nodebisect").glob("*.py")
-        if p.name != "cli_tui.py" and top(imports_of(p)) & {"tui", "nodebisect_tui"}
-    ]
+    offenders = [rel(p) for p in modules() if p != PKG / "cli" / "tui.py" and top(imports_of(p)) & {"tui", "nodebisect_tui"}]
     assert not offenders, f"nodebisect modules importing the TUI: {offenders}"
 
 
-def test_only_cli_modules_print() -> None:
+def test_only_cli_modules_print_or_exit() -> None:
     offenders = []
-    for p in (ROOT / "nodebisect").glob("*.py"):
-        if p.name.startswith("cli") or p.name == "__main__.py":
-            continue
+    for p in modules():
+        if p.parent.name == "cli" or p.name == "__main__.py" or p == PKG / "sweep" / "cli.py" or p == PKG / "runtime" / "sandbox.py":
+            continue  # the sandbox child's main() exits with its status code
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("print", "exit"):
-                offenders.append(f"{p.name}:{node.lineno}")
+                offenders.append(f"{rel(p)}:{node.lineno}")
             if isinstance(node, ast.Attribute) and node.attr == "exit" and getattr(node.value, "id", "") == "sys":
-                offenders.append(f"{p.name}:{node.lineno}")
-    assert not offenders, f"only cli*.py may print or exit: {offenders}"
+                offenders.append(f"{rel(p)}:{node.lineno}")
+    assert not offenders, f"only cli/ may print or exit: {offenders}"
+
+
+def test_no_import_cycle() -> None:
+    graph = {dotted(p): {n for n in internal_imports(p) if not n == "nodebisect"} for p in modules()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert not cycles, f"import cycles: {cycles[:3]}"
+
+
+def test_module_and_function_sizes() -> None:
+    too_long = [f"{rel(p)}: {n} lines" for p in modules() if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES]
+    for p in modules():
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{rel(p)}:{node.lineno} {node.name}: {length} lines")
+    wiring = len((PKG / "pipeline.py").read_text(encoding="utf-8").splitlines())
+    if wiring > WIRING_MAX_LINES:
+        too_long.append(f"pipeline.py: {wiring} lines (the wiring module stays under {WIRING_MAX_LINES})")
+    assert not too_long, too_long

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from nodebisect.search.compare import compare
-from nodebisect.onnxgraph import value_infos
+from nodebisect.onnxgraph import sub_model, value_infos
 from nodebisect.search.graphmap import GraphMap
 from nodebisect.records import (
     CAUSE_CONVERSION,
@@ -84,21 +84,18 @@ def local_graph(model: onnx.ModelProto, gm: GraphMap, value: str, depth: int = 0
     for n in ordered:
         used |= gm.reads[n]
     types = value_infos(model)
-    sub = onnx.ModelProto(ir_version=model.ir_version)
-    sub.opset_import.extend(model.opset_import)
-    sub.functions.extend(model.functions)
-    g = sub.graph
-    g.name = "nodebisect_local"
-    g.node.extend(gm.nodes[n] for n in ordered)
-    g.initializer.extend(t for t in graph.initializer if t.name in used)
     graph_inputs = [i for i in graph.input if i.name in used and i.name not in gm.initializers]
     boundary_sorted = sorted(boundary, key=lambda v: gm.position[gm.producer[v]])
-    for b in boundary_sorted:
-        g.input.append(types.get(b) or onnx.ValueInfoProto(name=b))
-    g.input.extend(graph_inputs)
     internal = [o for n in ordered for o in gm.nodes[n].output if o]
-    g.output.append(types.get(value) or onnx.ValueInfoProto(name=value))
-    g.value_info.extend(types[o] for o in internal if o in types and o != value)
+    sub = sub_model(
+        model,
+        [gm.nodes[n] for n in ordered],
+        [t for t in graph.initializer if t.name in used],
+        [types.get(b) or onnx.ValueInfoProto(name=b) for b in boundary_sorted] + graph_inputs,
+        [types.get(value) or onnx.ValueInfoProto(name=value)],
+        [types[o] for o in internal if o in types and o != value],
+        name="nodebisect_local",
+    )
     return LocalGraph(nodes=ordered, inputs=boundary_sorted + [i.name for i in graph_inputs], model=sub, internal_values=internal)
 
 
@@ -186,3 +183,41 @@ def _first_nonfinite(local: LocalGraph, got: dict[str, np.ndarray], feeds: dict[
         if all(not (isinstance(i, np.ndarray) and i.dtype.kind == "f") or np.isfinite(i).all() for i in ins):
             return name
     return ""
+
+
+def isolate_value(local: LocalGraph, value: str, gm: GraphMap, prep: Any, opts: Any, sandbox: Any = None) -> Isolation:
+    """``isolate`` on the prepared model's reference values and the run's options."""
+    acts = prep.acts
+    fx_name = gm.mapped[value]
+    return isolate(
+        local,
+        value,
+        reference=lambda v: acts.values[gm.mapped[v]],
+        graph_feeds=prep.feeds,
+        expected=acts.values[fx_name],
+        ep=opts.ep,
+        opt_level=opts.opt_level,
+        rtol=opts.rtol,
+        atol=opts.atol,
+        dtype=acts.dtypes.get(fx_name),
+        sandbox=sandbox,
+    )
+
+
+def context_check(iso: Isolation, value: str, gm: GraphMap, prep: Any, opts: Any, sandbox: Any = None) -> Isolation:
+    """Right alone but wrong in the graph: drift, or an effect spanning nodes?
+
+    Runs a window one mapped level wider (the culprit plus the ops producing
+    its inputs) on reference values. Still wrong there means the runtime
+    treats the pair differently from the ONNX semantics: wrong only with
+    optimizations on is ``optimizer``; right in ONNX's reference evaluator
+    is ``runtime``. Right in the window means genuine upstream drift.
+    """
+    window = local_graph(prep.onnx_model, gm, value, depth=1)
+    if not window.inputs and not window.nodes:
+        return iso
+    wider = isolate_value(window, value, gm, prep, opts, sandbox)
+    if wider.cause in (CAUSE_OPTIMIZER, CAUSE_RUNTIME):
+        wider.explanation = "right when run alone on reference inputs but wrong together with the ops producing its inputs: " + wider.explanation
+        return wider
+    return iso

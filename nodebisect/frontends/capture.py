@@ -68,18 +68,6 @@ def spilling_activations(budget_bytes: int) -> Activations:
     return acts
 
 
-def memory_available() -> int:
-    """Bytes the OS says are available (Linux /proc/meminfo); a conservative 4 GiB elsewhere."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 * 1024**3
-
-
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
     """Detach to a CPU numpy array; bfloat16 widens to float32."""
     t = tensor.detach()

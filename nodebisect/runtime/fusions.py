@@ -54,26 +54,16 @@ def blame_optimizer(
     providers: list[str],
 ) -> FusionBlame | None:
     """Find the level, then the named optimizer, that turns ``value`` wrong."""
-    import onnxruntime as ort
+    from nodebisect.runtime.sandbox import create_session, run_session
 
-    levels = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
     data = model.SerializeToString()
     sessions = 0
 
     def right(level: str, disabled: tuple[str, ...] = ()) -> bool:
         nonlocal sessions
-        options = ort.SessionOptions()
-        options.graph_optimization_level = levels[level]
-        options.log_severity_level = 3
         sessions += 1
-        session = ort.InferenceSession(data, options, providers=providers, disabled_optimizers=list(disabled))
-        names = {i.name for i in session.get_inputs()}
-        got = session.run([value], {k: v for k, v in feeds.items() if k in names})[0]
-        return is_right(np.asarray(got))
+        session = create_session(data, providers, level, disabled_optimizers=disabled)
+        return is_right(run_session(session, [value], feeds)[0])
 
     bad_level = next((lvl for lvl in LEVELS if not right(lvl)), None)
     if bad_level is None:

@@ -20,9 +20,8 @@ import numpy as np
 import onnx
 
 from nodebisect.errors import BadInputError
-from nodebisect.onnxgraph import initializer_bytes, subgraph_inputs, value_infos
+from nodebisect.onnxgraph import initializer_bytes, sub_model, subgraph_inputs, value_infos
 
-OPT_LEVELS = ("disabled", "basic", "extended", "all")
 # Above this many bytes of weights, prefixes reference one weights file written once.
 EXTERNALIZE_BYTES = 16 * 1024 * 1024
 WEIGHTS_FILE = "weights.bin"
@@ -117,18 +116,15 @@ class OrtRunner:
         used: set[str] = set(wanted)
         for i in keep:
             used |= self._reads[i]
-        model = onnx.ModelProto(ir_version=self.model.ir_version, producer_name=self.model.producer_name)
-        model.opset_import.extend(self.model.opset_import)
-        model.functions.extend(self.model.functions)
-        new_graph = model.graph  # filled in place: the weights are copied once
-        new_graph.name = graph.name
-        new_graph.node.extend(graph.node[i] for i in sorted(keep))
-        new_graph.initializer.extend(self._light.get(t.name, t) for t in graph.initializer if t.name in used)
-        new_graph.sparse_initializer.extend(t for t in graph.sparse_initializer if t.values.name in used)
-        new_graph.input.extend(i for i in graph.input if i.name in used)
-        new_graph.value_info.extend(v for v in graph.value_info if v.name in used)
-        for v in wanted:
-            new_graph.output.append(self._types.get(v) or onnx.ValueInfoProto(name=v))
+        model = sub_model(
+            self.model,
+            [graph.node[i] for i in sorted(keep)],
+            [self._light.get(t.name, t) for t in graph.initializer if t.name in used],
+            [i for i in graph.input if i.name in used],
+            [self._types.get(v) or onnx.ValueInfoProto(name=v) for v in wanted],
+            [v for v in graph.value_info if v.name in used],
+        )
+        model.graph.sparse_initializer.extend(t for t in graph.sparse_initializer if t.values.name in used)
         return model
 
     def run(self, values: Iterable[str], optimized_path: str | None = None) -> dict[str, np.ndarray]:
@@ -157,31 +153,17 @@ class OrtRunner:
         return dict(zip(wanted, (np.asarray(o) for o in outs)))
 
     def _run_here(self, source: bytes | str, wanted: list[str], optimized_path: str | None) -> list[Any]:
-        import onnxruntime as ort
+        from nodebisect.runtime.sandbox import OrtRaised, create_session, run_session
 
-        from nodebisect.runtime.sandbox import OrtRaised
-
-        options = ort.SessionOptions()
-        if optimized_path:
-            options.optimized_model_filepath = optimized_path
-        options.graph_optimization_level = {
-            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[self.opt_level]
-        options.log_severity_level = 3
         try:
-            session = ort.InferenceSession(source, options, providers=self._providers)
+            session = create_session(source, self._providers, self.opt_level, optimized_path)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise OrtRaised(
                 f"onnxruntime could not load the model: {_first_line(exc)}",
                 tip="run with --debug for the full error; the model may use an op this onnxruntime lacks",
             ) from exc
-        names = {i.name for i in session.get_inputs()}
-        feeds = {k: v for k, v in self.feeds.items() if k in names}
         try:
-            return session.run(wanted, feeds)
+            return run_session(session, wanted, self.feeds)
         except Exception as exc:  # noqa: BLE001
             raise OrtRaised(f"onnxruntime failed while running the model: {_first_line(exc)}") from exc
 

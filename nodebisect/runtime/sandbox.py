@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from nodebisect.errors import RuntimeFailedError
+from nodebisect.records import ORT_OPT_LEVELS
 
 
 class OrtCrashed(RuntimeFailedError):
@@ -34,16 +35,29 @@ class OrtRaised(RuntimeFailedError):
     """onnxruntime raised an exception (load or run)."""
 
 
-def _serve(reader: Any, writer: Any) -> None:
-    """Child loop: receive (model bytes, feeds, outputs, options), answer arrays or an error."""
+def create_session(
+    source: bytes | str, providers: list[str], opt_level: str, optimized_path: str | None = None, disabled_optimizers: tuple[str, ...] = ()
+) -> Any:
+    """The one way nodebisect opens an onnxruntime session (here, in the child, and for the fusion search)."""
     import onnxruntime as ort
 
-    levels = {
-        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_OPT_LEVELS[opt_level])
+    options.log_severity_level = 3
+    if optimized_path:
+        options.optimized_model_filepath = optimized_path
+    kwargs = {"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}
+    return ort.InferenceSession(source, options, providers=providers, **kwargs)
+
+
+def run_session(session: Any, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run ``outputs``, feeding only the inputs this (sub-)model has."""
+    names = {i.name for i in session.get_inputs()}
+    return [np.asarray(g) for g in session.run(outputs, {k: v for k, v in feeds.items() if k in names})]
+
+
+def _serve(reader: Any, writer: Any) -> None:
+    """Child loop: receive (model bytes, feeds, outputs, options), answer arrays or an error."""
     while True:
         try:
             request = pickle.load(reader)
@@ -54,16 +68,9 @@ def _serve(reader: Any, writer: Any) -> None:
         model_bytes, feeds, outputs, providers, opt_level, optimized_path = request
         stage = "load"
         try:
-            options = ort.SessionOptions()
-            options.graph_optimization_level = levels[opt_level]
-            options.log_severity_level = 3
-            if optimized_path:
-                options.optimized_model_filepath = optimized_path
-            session = ort.InferenceSession(model_bytes, options, providers=providers)
-            names = {i.name for i in session.get_inputs()}
+            session = create_session(model_bytes, providers, opt_level, optimized_path)
             stage = "run"
-            got = session.run(outputs, {k: v for k, v in feeds.items() if k in names})
-            answer: tuple[str, Any] = ("ok", [np.asarray(g) for g in got])
+            answer: tuple[str, Any] = ("ok", run_session(session, outputs, feeds))
         except Exception as exc:  # noqa: BLE001 - reported to the parent as data
             answer = ("error", f"{stage}: {exc}")
         pickle.dump(answer, writer, protocol=pickle.HIGHEST_PROTOCOL)

@@ -1,0 +1,173 @@
+"""Explain a culprit value: its cause, its segment ordered by evidence, and the repro data.
+
+Input: the value the search stopped at. Output: ``FirstDivergent`` + ``ReproData``.
+Runs the culprit's local subgraph on reference inputs (isolate), a one-level
+wider window when it looks inherited, onnxruntime's optimizers when they are to
+blame (fusions), and PyTorch's own decomposition of the op (decomposition).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from nodebisect.diagnose.isolate import Isolation, LocalGraph, context_check, isolate_value, local_graph
+from nodebisect.prepared import Prepared
+from nodebisect.records import (
+    CAUSE_INHERITED,
+    CAUSE_OPTIMIZER,
+    CAUSE_RUNTIME,
+    STAGE_CONVERSION,
+    Comparison,
+    FirstDivergent,
+    FrameworkRef,
+    ReproData,
+)
+from nodebisect.run import Options, RunLog
+from nodebisect.search.graphmap import GraphMap
+
+# Suspects scoring at least this are named in the explanation when they are not the carrier.
+NAMED_SUSPECT_SCORE = 0.85
+
+
+def explain(
+    culprit: str,
+    gm: GraphMap,
+    prep: Prepared,
+    comparisons: dict[str, Comparison],
+    opts: Options,
+    log: RunLog,
+    sandbox: Any = None,
+) -> tuple[FirstDivergent, ReproData]:
+    """Cause, segment and repro of ``culprit`` (an ONNX value that is bad while its mapped inputs are good)."""
+    from nodebisect.diagnose.suspects import rank_suspects
+
+    t = log.stage("isolate the culprit")
+    carrier = gm.producer[culprit]
+    fx_name = gm.mapped[culprit]
+    local = local_graph(prep.onnx_model, gm, culprit)
+    iso = isolate_value(local, culprit, gm, prep, opts, sandbox)
+    if iso.cause == CAUSE_INHERITED:
+        iso = context_check(iso, culprit, gm, prep, opts, sandbox)
+    fusion = _blame_fusion(iso, culprit, prep, fx_name, opts, log) if iso.cause == CAUSE_OPTIMIZER else {}
+    log.timings["isolate"] = time.perf_counter() - t
+    seg_key = gm.segment_of[carrier]
+    segment = [n for n in gm.segments.get(seg_key, [carrier]) if n in local.nodes or n == carrier]
+    program = prep.program
+    fx_args = (
+        {n.name: (str(n.target).replace("torch.ops.", ""), tuple(n.args)) for n in program.graph.nodes if n.op == "call_function"}
+        if program is not None
+        else {}
+    )
+    evidence = _decomposition_evidence(local, carrier, gm, prep, iso)
+    suspects = rank_suspects(gm, prep.onnx_model, segment, carrier, fx_args, iso.nan_source, extra=local.nodes, evidence=evidence)
+    ordered = [s.onnx_node for s in suspects]
+    ref = gm.refs[carrier]
+    if not ref.fx_node:
+        ref = FrameworkRef(fx_node=fx_name)
+    stage = {CAUSE_RUNTIME: "runtime", CAUSE_OPTIMIZER: "runtime_optimizer"}.get(iso.cause, STAGE_CONVERSION)
+    explanation = iso.explanation
+    if iso.cause == CAUSE_INHERITED:
+        explanation += "; its inputs were within tolerance, so this is accumulated numeric drift rather than a wrong node"
+    if suspects and suspects[0].onnx_node != carrier and suspects[0].score >= NAMED_SUSPECT_SCORE:
+        explanation += f". Most suspect in the segment: {suspects[0].onnx_node} ({suspects[0].op_type}): {suspects[0].reason.split('; ')[0]}"
+    feeds, acts = prep.feeds, prep.acts
+    repro = ReproData(
+        model_bytes=local.model.SerializeToString(),
+        inputs={name: feeds[name] if name in feeds else acts.values[gm.mapped[name]] for name in local.inputs},
+        expected={culprit: acts.values[fx_name]},
+        opt_level=opts.opt_level,
+        ep=opts.ep,
+    )
+    return FirstDivergent(
+        onnx_node=carrier,
+        op_type=gm.nodes[carrier].op_type,
+        onnx_value=culprit,
+        stage=stage,
+        cause=iso.cause,
+        segment=ordered,
+        segment_op_types=[gm.nodes[n].op_type for n in ordered],
+        framework=ref,
+        metrics=comparisons[culprit].metrics,
+        suspects=suspects,
+        explanation=explanation,
+        isolated_metrics=iso.metrics,
+        input_values=list(gm.mapped_inputs(culprit)),
+        optimizer=fusion,
+    ), repro
+
+
+def _decomposition_evidence(local: LocalGraph, carrier: str, gm: GraphMap, prep: Prepared, iso: Isolation) -> list[tuple[str, float, str]]:
+    """Where the ONNX lowering leaves PyTorch's own decomposition of the culprit's op."""
+    from nodebisect.diagnose.decomposition import MAX_SEGMENT_NODES, departure_points, lifted_tensor, torch_intermediates
+
+    program, acts = prep.program, prep.acts
+    fx_name = gm.refs[carrier].fx_node
+    if program is None or len(local.nodes) < 2 or len(local.nodes) > MAX_SEGMENT_NODES or not iso.internal or not fx_name:
+        return []
+    fx_node = next((n for n in program.graph.nodes if n.name == fx_name and n.op == "call_function"), None)
+    if fx_node is None:
+        return []
+    try:
+        reference = dict(acts.values)
+        for arg in fx_node.all_input_nodes:  # weights are not among the captured activations
+            if arg.name not in reference and (value := lifted_tensor(program, arg.name)) is not None:
+                reference[arg.name] = value
+        candidates = torch_intermediates(fx_node, reference)
+    except Exception:  # noqa: BLE001 - evidence only; many ops have no decomposition
+        return []
+    good = set(local.inputs) | gm.initializers
+    for n in local.nodes:
+        if gm.nodes[n].op_type == "Constant":
+            good.update(o for o in gm.nodes[n].output if o)
+    values = {**prep.feeds, **iso.internal}
+    entries = departure_points(
+        local.nodes,
+        {n: [i for i in gm.nodes[n].input if i] for n in local.nodes},
+        {n: [o for o in gm.nodes[n].output if o] for n in local.nodes},
+        carrier,
+        values,
+        candidates,
+        good,
+    )
+    target = gm.refs[carrier].target or "the op"
+    out = []
+    for rank, name in enumerate(entries):
+        if rank == 0:
+            out.append((name, 0.88, f"first node to leave PyTorch's own decomposition of {target}: its inputs match PyTorch intermediates, its output matches none"))
+        else:
+            out.append((name, 0.5, f"also leaves PyTorch's decomposition of {target}, downstream of {entries[0]}"))
+    return out
+
+
+def _blame_fusion(iso: Isolation, culprit: str, prep: Prepared, fx_name: str, opts: Options, log: RunLog) -> dict[str, Any]:
+    """Name the onnxruntime level and optimizer that make the culprit's window wrong."""
+    from nodebisect.runtime.fusions import blame_optimizer
+    from nodebisect.runtime.runner import providers_for
+    from nodebisect.search.compare import compare
+
+    if iso.model is None:
+        return {}
+    expected, dtype = prep.acts.values[fx_name], prep.acts.dtypes.get(fx_name)
+    try:
+        blame = blame_optimizer(
+            iso.model,
+            iso.feeds,
+            culprit,
+            lambda got: compare(culprit, got, expected, opts.rtol, opts.atol, dtype).ok,
+            providers_for(opts.ep),
+        )
+    except Exception as exc:  # noqa: BLE001 - a refinement; the cause stands without it
+        log.note(f"could not single out the onnxruntime optimizer: {str(exc).splitlines()[0][:160]}")
+        return {}
+    if blame is None:
+        return {}
+    log.extra_sessions += blame.sessions
+    iso.explanation += f"; it first goes wrong at optimization level '{blame.level}'"
+    iso.explanation += (
+        f", and disabling onnxruntime's '{blame.optimizer}' alone makes it right (work around with "
+        f"SessionOptions / disabled_optimizers=['{blame.optimizer}'])"
+        if blame.optimizer
+        else "; no single named optimizer explains it"
+    )
+    return {"level": blame.level, "optimizer": blame.optimizer}

@@ -1,0 +1,177 @@
+"""Stage checks: did the numerics change before ONNX existed, or in the exporter's optimizer?
+
+- capture: eager PyTorch vs the exported program (``torch.export``);
+- decomposition: the exported program vs its decomposition (what ONNX is made from);
+- graph_optimization: a conversion culprit that is right in the same program
+  exported with ``optimize=False`` was introduced by the exporter's ONNX optimizer.
+
+Each takes the prepared model explicitly and compares with each value's own dtype.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from nodebisect.prepared import Prepared
+from nodebisect.records import STAGE_CAPTURE, STAGE_DECOMPOSITION, STAGE_GRAPH_OPTIMIZATION, FirstDivergent, FrameworkRef, Metrics
+from nodebisect.run import Options, RunLog
+from nodebisect.search.compare import compare
+
+
+def check_capture(loaded: Any, prep: Prepared, opts: Options, log: RunLog) -> tuple[dict[str, Any], FirstDivergent | None]:
+    """Eager forward (every module hooked) vs the exported program's activations."""
+    from nodebisect.frontends.capture import capture_modules, module_output_nodes
+
+    acts = prep.acts
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            eager = capture_modules(loaded.module, loaded.args, loaded.kwargs, device=opts.device)
+    except Exception as exc:  # noqa: BLE001 - the eager run is a cross-check only
+        log.note(f"eager forward failed, capture stage not checked: {str(exc).splitlines()[0][:160]}")
+        return {"checked": False}, None
+    out_names = [n for n in acts.outputs if n in acts.values]
+    bad_outputs = []
+    for i, (e, name) in enumerate(zip(eager.final, out_names)):
+        cmp = compare(f"output_{i}", acts.values[name], e, opts.rtol, opts.atol, acts.dtypes.get(name))
+        if not cmp.ok:
+            bad_outputs.append(cmp)
+    info: dict[str, Any] = {"checked": True, "modules_hooked": len(eager.order), "eager_matches_export": not bad_outputs}
+    if not bad_outputs:
+        return info, None
+    out_nodes = module_output_nodes(prep.program)
+    culprit_module, culprit_fx, metrics = "", "", bad_outputs[0].metrics
+    for path in eager.order:
+        fx_name = out_nodes.get(path)
+        if not fx_name or fx_name not in acts.values:
+            continue
+        cmp = compare(fx_name, acts.values[fx_name], eager.outputs[path], opts.rtol, opts.atol, acts.dtypes.get(fx_name))
+        if not cmp.ok:
+            culprit_module, culprit_fx, metrics = path, fx_name, cmp.metrics
+            break
+    info["first_module"] = culprit_module
+    info["fx_node"] = culprit_fx
+    where = f"module {culprit_module!r} (FX node {culprit_fx})" if culprit_module else "the model's outputs"
+    return info, fx_culprit(
+        prep.program,
+        culprit_fx,
+        STAGE_CAPTURE,
+        metrics,
+        f"torch.export changed the model's behaviour: eager PyTorch and the exported program already differ at {where}. "
+        "The ONNX graph is innocent; eager mode takes a path (e.g. a fused fast path) the exported program does not.",
+        module=culprit_module,
+    )
+
+
+def check_decomposition(loaded: Any, prep: Prepared, opts: Options, log: RunLog, info: dict[str, Any]) -> FirstDivergent | None:
+    """Does the decomposed program (what ONNX was made from) still compute what torch.export captured?"""
+    import torch
+    import torch.utils._pytree as pytree
+
+    from nodebisect.frontends.capture import capture_fx, to_numpy
+
+    acts = prep.acts
+    try:
+        # Outputs first (no activations kept); record every node only if they differ.
+        with torch.no_grad():
+            out = prep.original.module()(*loaded.args, **loaded.kwargs)
+        outs_before = [to_numpy(t) for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+    except Exception as exc:  # noqa: BLE001 - a cross-check only
+        log.note(f"the exported program could not run before decomposition: {str(exc).splitlines()[0][:160]}")
+        return None
+    out_names = [n for n in acts.outputs if n in acts.values]
+    bad = [
+        cmp
+        for i, (b, name) in enumerate(zip(outs_before, out_names))
+        if not (cmp := compare(f"output_{i}", acts.values[name], b, opts.rtol, opts.atol, acts.dtypes.get(name))).ok
+    ]
+    info["decomposition_matches_export"] = not bad
+    if not bad:
+        return None
+    culprit, metrics = "", bad[0].metrics
+    before = capture_fx(prep.original, loaded.args, loaded.kwargs, device=opts.device)
+    for name in acts.order:  # decomposed program order; names kept through decomposition compare
+        if name in before.values and name not in prep.program.graph_signature.user_inputs:
+            cmp = compare(name, acts.values[name], before.values[name], opts.rtol, opts.atol, acts.dtypes.get(name))
+            if not cmp.ok:
+                culprit, metrics = name, cmp.metrics
+                break
+    return fx_culprit(
+        prep.program,
+        culprit,
+        STAGE_DECOMPOSITION,
+        metrics,
+        "the ExportedProgram and its decomposition (the program the ONNX exporter translates) already differ"
+        + (f" at FX node {culprit}" if culprit else "")
+        + ": a decomposition rule changed the numerics before any ONNX was written",
+    )
+
+
+def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, opts: Options, log: RunLog, sandbox: Any = None) -> None:
+    """Node conversion or the exporter's ONNX optimizer? Re-translate without optimizing and look again.
+
+    Runs on ``prep``'s own feeds and activations (the given inputs), whatever
+    input sets the trials compared afterwards.
+    """
+    from nodebisect.frontends.dynamo import export_onnx
+    from nodebisect.frontends.loading import LoadedModel
+    from nodebisect.runtime.runner import OrtRunner
+
+    value = fd.onnx_value
+    try:
+        if prep.unoptimized_onnx is None:  # kept: a prepared model searched again does not export again
+            loaded_program = LoadedModel(module=None, exported=prep.program, args=loaded.args, kwargs=loaded.kwargs)
+            prep.unoptimized_onnx = export_onnx(loaded_program, opset=opts.opset, optimize=False).model
+        plain = prep.unoptimized_onnx
+        produced = {o for n in plain.graph.node for o in n.output}
+        if value not in produced or value not in prep.acts.values:
+            return
+        # onnxruntime's own fusions off: only the exporter's optimizer differs between the two graphs.
+        runner = OrtRunner(plain, prep.feeds, ep=opts.ep, opt_level="disabled", sandbox=sandbox)
+        got = runner.run([value])[value]
+        log.extra_sessions += runner.sessions
+    except Exception as exc:  # noqa: BLE001 - attribution is a refinement, never a failure
+        log.note(f"could not re-export without the ONNX optimizer to attribute the stage: {str(exc).splitlines()[0][:160]}")
+        return
+    if compare(value, got, prep.acts.values[value], opts.rtol, opts.atol, prep.acts.dtypes.get(value)).ok:
+        fd.stage = STAGE_GRAPH_OPTIMIZATION
+        fd.explanation += (
+            "; the same program exported with optimize=False is right at this value, so the exporter's ONNX graph "
+            "optimizer (onnxscript rewrite rules) introduced the defect"
+        )
+    else:
+        fd.explanation += "; the unoptimized export is wrong here too, so the defect is in the op's conversion itself"
+
+
+def note_framework_nans(acts: Any, log: RunLog) -> None:
+    """Say when PyTorch itself makes NaN: there values are compared NaN-to-NaN."""
+    for name in acts.order:
+        arr = acts.values[name]
+        if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all() and np.isnan(arr).any():
+            log.note(f"PyTorch itself produces NaN at FX node {name!r}: values there are compared NaN-to-NaN")
+            return
+
+
+def fx_culprit(program: Any, fx_name: str, stage: str, metrics: Metrics, explanation: str, module: str = "") -> FirstDivergent:
+    """A culprit that is an FX node of ``program`` (stages before ONNX exists: capture, decomposition)."""
+    from nodebisect.search.graphmap import user_frame
+
+    node = next((n for n in program.graph.nodes if n.name == fx_name), None) if fx_name else None
+    target = str(node.target).replace("torch.ops.", "") if node is not None else ""
+    trace = (node.meta.get("stack_trace", "") or "") if node is not None else ""
+    source, code = user_frame(trace)
+    return FirstDivergent(
+        onnx_node=fx_name,
+        op_type=target,
+        onnx_value=fx_name,
+        stage=stage,
+        cause=stage,
+        segment=[fx_name] if fx_name else [],
+        segment_op_types=[target] if target else [],
+        framework=FrameworkRef(target=target, fx_node=fx_name, module=module, source=source, code=code, stack_trace=trace),
+        metrics=metrics,
+        explanation=explanation,
+    )

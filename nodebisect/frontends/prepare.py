@@ -1,0 +1,90 @@
+"""Make a ``Prepared`` from a loaded model: export (or read ``--onnx``), capture, feeds.
+
+The dynamo path keeps the decomposed ExportedProgram whose FX names are the
+ONNX value names; the TorchScript path lives in ``frontends.torchscript`` and
+ends in the same ``Prepared``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any
+
+from nodebisect.frontends.loading import LoadedModel
+from nodebisect.prepared import Prepared, memory_available
+from nodebisect.run import Options, RunLog
+
+
+def check_device(device: str) -> None:
+    """``--device cuda`` needs a CUDA device torch can see."""
+    import torch
+
+    from nodebisect.errors import BadInputError
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("--device cuda asked for, but torch sees no CUDA device", tip="use --device cpu")
+
+
+def prepare(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepared:
+    """Export with the chosen exporter and capture the reference activations.
+
+    Raises:
+        ExportFailedError: the exporter failed (the pipeline turns it into ``export_failed``).
+    """
+    if opts.exporter == "torchscript":
+        from nodebisect.frontends.torchscript import prepare_torchscript
+
+        with log.timed("export_and_capture"):
+            prep = prepare_torchscript(loaded, opts, log.stage)
+        return with_feeds(prep)
+    return _prepare_dynamo(loaded, opts, log)
+
+
+def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepared:
+    from nodebisect.frontends.capture import capture_fx, flat_user_inputs
+    from nodebisect.frontends.dynamo import export_onnx
+    from nodebisect.frontends.user_onnx import load_user_onnx
+
+    with log.timed("export"):
+        exported = export_onnx(loaded, opset=opts.opset, dynamic=opts.dynamic)
+    onnx_model = load_user_onnx(opts.onnx_path) if opts.onnx_path else exported.model
+    t = log.stage("capture")
+    budget = opts.memory_budget if opts.memory_budget is not None else memory_available() // 4
+    acts = capture_fx(exported.program, loaded.args, loaded.kwargs, device=opts.device, memory_budget=budget)
+    log.timings["capture"] = time.perf_counter() - t
+    notes = []
+    if acts.spilled:
+        notes.append(
+            f"reference activations beyond {budget / 2**20:.0f} MiB ({acts.spilled / 2**20:.0f} MiB) were spilled to disk and memory-mapped"
+        )
+    flat = [a for a in flat_user_inputs(exported.program, loaded.args, loaded.kwargs) if hasattr(a, "dtype")]
+    prep = Prepared(
+        onnx_model=onnx_model, acts=acts, flat_inputs=flat, program=exported.program, opset=exported.opset, original=exported.original, notes=notes
+    )
+    return with_feeds(prep)
+
+
+def capture_inputs(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], device: str) -> Prepared:
+    """The same exported model with reference values and feeds for another input set (``--trials``)."""
+    from nodebisect.frontends.capture import capture_fx, flat_user_inputs
+
+    acts = capture_fx(prep.program, args, kwargs, device=device)
+    flat = [a for a in flat_user_inputs(prep.program, args, kwargs) if hasattr(a, "dtype")]
+    return with_feeds(replace(prep, acts=acts, flat_inputs=flat, notes=[]))
+
+
+def with_feeds(prep: Prepared) -> Prepared:
+    """``prep`` with its inputs as numpy feeds keyed by the ONNX graph's input names.
+
+    Left empty when the counts differ: the pipeline reports that mismatch once it
+    has checked that the ONNX file belongs to the model.
+    """
+    from nodebisect.frontends.capture import to_numpy
+
+    graph = prep.onnx_model.graph
+    inits = {t.name for t in graph.initializer}
+    names = [i.name for i in graph.input if i.name not in inits]
+    if len(names) == len(prep.flat_inputs):
+        prep.feeds = {name: to_numpy(t) for name, t in zip(names, prep.flat_inputs)}
+    return prep

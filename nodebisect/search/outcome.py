@@ -1,0 +1,160 @@
+"""Turn a finished search into the result's rows: node records, tolerances, NaN origin, stats.
+
+Also the one observation only the whole search can make: most values vanish
+below atol, so a match there proves nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nodebisect.onnxgraph import node_attributes
+from nodebisect.records import (
+    DIVERGED,
+    MATCH,
+    NOT_RUN,
+    OK,
+    STATUS_DIVERGED,
+    UNMAPPED,
+    Comparison,
+    FirstDivergent,
+    LocateResult,
+    NodeRecord,
+    OutputComparison,
+    ReproData,
+)
+from nodebisect.run import RunLog
+from nodebisect.search.graphmap import GraphMap
+from nodebisect.search.strategy import SearchOutcome, cone_bisector, earliest
+
+
+def search_result(
+    outcome: SearchOutcome, environment: dict[str, Any], first_divergent: FirstDivergent | None, repro: ReproData | None, log: RunLog
+) -> LocateResult:
+    """The ``LocateResult`` of one search (the pipeline adds stages, trials and timings)."""
+    gm, comparisons = outcome.gm, outcome.comparisons
+    nonfinite_origin = _nonfinite_origin(outcome)
+    _note_vanishing_values(gm, comparisons, outcome.prober.acts, log)
+    result = LocateResult(
+        verdict=DIVERGED if outcome.bad_outputs else MATCH,
+        first_divergent=first_divergent,
+        nodes=node_records(gm, comparisons),
+        outputs=[OutputComparison(name=o, ok=comparisons[o].ok, metrics=comparisons[o].metrics) for o in outcome.outputs],
+        environment=environment,
+        steps=outcome.steps,
+        tolerance=_tolerances_used(comparisons),
+        repro=repro,
+    )
+    if nonfinite_origin:
+        result.stats["first_nonfinite"] = nonfinite_origin
+        who = "PyTorch too" if nonfinite_origin["framework_nonfinite"] else "PyTorch stays finite there"
+        result.notes.append(
+            f"onnxruntime's first NaN/Inf from finite inputs comes from {nonfinite_origin['onnx_node']} "
+            f"({nonfinite_origin['op_type']}, value {nonfinite_origin['onnx_value']}); {who}"
+        )
+    runner = outcome.prober.runner
+    result.stats.update(
+        onnx_nodes=len(gm.order),
+        mapped_values=len(outcome.probes),
+        compared_values=len(comparisons),
+        ort_sessions=runner.sessions,  # the search; isolation sessions are counted apart
+        ort_seconds=round(runner.seconds, 3),
+        strategy=outcome.strategy,
+        probes_per_step=outcome.prober.opts.probes_per_step,
+    )
+    return result
+
+
+def node_records(gm: GraphMap, comparisons: dict[str, Comparison]) -> list[NodeRecord]:
+    """One row per ONNX node: its mapped value's status and metrics."""
+    records = []
+    for idx, name in enumerate(gm.order):
+        node = gm.nodes[name]
+        outs = [o for o in node.output if o]
+        value = next((o for o in outs if o in gm.mapped), outs[0] if outs else "")
+        cmp = comparisons.get(value)
+        if value not in gm.mapped:
+            status = UNMAPPED
+        elif cmp is None:
+            status = NOT_RUN
+        else:
+            status = OK if cmp.ok else STATUS_DIVERGED
+        records.append(
+            NodeRecord(
+                index=idx,
+                onnx_node=name,
+                op_type=node.op_type,
+                onnx_value=value,
+                status=status,
+                inputs=list(node.input),
+                outputs=outs,
+                framework=gm.refs[name],
+                metrics=cmp.metrics if cmp else None,
+                attributes=node_attributes(node),
+                mapped_to=gm.mapped.get(value, ""),
+            )
+        )
+    return records
+
+
+def _tolerances_used(comparisons: dict[str, Comparison]) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for cmp in comparisons.values():
+        out.setdefault(cmp.metrics.expected_dtype, cmp.tolerance.to_dict())
+    return out
+
+
+def _note_vanishing_values(gm: GraphMap, comparisons: dict[str, Comparison], acts: Any, log: RunLog) -> None:
+    """Warn when most values are below atol: there, any ONNX value would "match".
+
+    Random-weight models (e.g. some transformers inits) can shrink activations to
+    1e-30; a match on them says nothing about the conversion.
+    """
+    float_cmps = [(v, c) for v, c in comparisons.items() if c.tolerance.atol > 0]
+    if not float_cmps:
+        return
+    tiny = 0
+    for v, c in float_cmps:
+        ref = np.asarray(acts.values[gm.mapped[v]])
+        finite = ref[np.isfinite(ref)] if ref.dtype.kind == "f" else ref
+        if finite.size and float(np.abs(finite).max()) <= c.tolerance.atol:
+            tiny += 1
+    if tiny * 2 > len(float_cmps):
+        log.note(
+            f"{tiny} of {len(float_cmps)} compared values are entirely below atol: there any ONNX value "
+            "matches, so this comparison cannot see a defect (random weights that vanish? use real "
+            "weights or inputs of realistic scale, or a smaller --atol)"
+        )
+
+
+def _nonfinite_origin(outcome: SearchOutcome) -> dict[str, Any]:
+    """Where onnxruntime's NaN/Inf are born: the first node making them from finite inputs.
+
+    Searched like a divergence, with "holds NaN/Inf" as the oracle, only when a
+    graph output holds some. NaN that PyTorch also produces is reported too.
+    """
+    gm, comparisons, runner = outcome.gm, outcome.comparisons, outcome.prober.runner
+
+    def nonfinite(c: Comparison) -> bool:
+        return c.metrics.nan + c.metrics.inf > 0
+
+    bad_outputs = [o for o in outcome.outputs if o in comparisons and nonfinite(comparisons[o])]
+    if not bad_outputs:
+        return {}
+
+    def measure(values: list[str]) -> set[str]:
+        got = runner.run(values)
+        return {v for v in values if got[v].dtype.kind == "f" and not np.isfinite(got[v]).all()}
+
+    known = {v: nonfinite(c) for v, c in comparisons.items()}
+    origin = cone_bisector(gm, outcome.probes, measure, outcome.prober.opts.probes_per_step, known).locate(earliest(gm, bad_outputs))
+    node = gm.producer[origin]
+    reference = outcome.prober.acts.values[gm.mapped[origin]]
+    return {
+        "onnx_node": node,
+        "op_type": gm.nodes[node].op_type,
+        "onnx_value": origin,
+        "framework_nonfinite": bool(reference.dtype.kind == "f" and not np.isfinite(reference).all()),
+    }

@@ -1,0 +1,95 @@
+"""The pipeline's steps take their inputs explicitly: two defects of the shared-state design, and
+"prepare once, search many"."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import nodebisect
+from nodebisect.diagnose.stages import check_capture
+from nodebisect.frontends.loading import build_loaded_model
+from nodebisect.frontends.prepare import prepare as export_and_capture
+from nodebisect.run import Options, RunLog
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+sys.path.insert(0, str(SAMPLES))
+from divergent import Atan2ZeroY, ConvBnCancellation  # noqa: E402
+
+
+def test_trials_do_not_feed_the_optimizer_check_another_input_set() -> None:
+    """With --trials the exporter-optimizer check once ran the last trial's inputs against the
+    given inputs' reference values, and blamed the op's conversion instead of the optimizer."""
+    result = nodebisect.locate(ConvBnCancellation().eval(), ConvBnCancellation.example_inputs(), trials=2)
+    assert [row["inputs"] for row in result.trials][0] == "given"
+    assert result.trials[0]["verdict"] == "diverged"
+    fd = result.first_divergent
+    assert fd is not None and fd.op_type == "Conv"
+    assert fd.stage == "graph_optimization", fd.explanation
+
+
+class _Bf16Block(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc(x))
+
+
+def test_capture_check_judges_bfloat16_values_with_bfloat16_tolerance() -> None:
+    """Eager vs export one bf16 ulp apart is legitimate bf16 drift, not a capture defect.
+
+    The captured values are widened to float32 (numpy has no bfloat16); without
+    the dtype the check judged them with the float32 tolerance and raised an alarm.
+    """
+    model = _Bf16Block().to(torch.bfloat16).eval()
+    x = torch.randn(4, 16, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    opts = Options()
+    log = RunLog()
+    loaded = build_loaded_model(model, (x,))
+    prep = export_and_capture(loaded, opts, log)
+    out = prep.acts.outputs[0]
+    assert prep.acts.dtypes[out] == "bfloat16"
+    info, culprit = check_capture(loaded, prep, opts, log)
+    assert info["eager_matches_export"] and culprit is None
+    # One bf16 ulp of drift on every output element (eps = 2**-7 relative).
+    value = prep.acts.values[out]
+    prep.acts.values[out] = (value + np.sign(value) * np.abs(value) * 2.0**-7).astype(np.float32)
+    info, culprit = check_capture(loaded, prep, opts, log)
+    assert info["eager_matches_export"], "one bf16 ulp judged with the float32 tolerance"
+    assert culprit is None
+    # Ten percent is no drift: the check still sees it.
+    prep.acts.values[out] = (value * 1.1 + 0.1).astype(np.float32)
+    info, culprit = check_capture(loaded, prep, opts, log)
+    assert not info["eager_matches_export"] and culprit is not None and culprit.stage == "capture"
+
+
+def test_a_prepared_model_is_searched_again_without_exporting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nodebisect.frontends.dynamo as dynamo
+
+    calls = []
+    real_export = dynamo.export_onnx
+
+    def counting_export(*args, **kwargs):  # the real exporter, counted
+        calls.append(1)
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(dynamo, "export_onnx", counting_export)
+    prepared = nodebisect.prepare(Atan2ZeroY().eval(), Atan2ZeroY.example_inputs(), check_capture=False)
+    assert len(calls) == 1
+    first = nodebisect.locate(prepared)
+    again = nodebisect.locate(prepared, strategy="bisect", probes_per_step=1)
+    assert len(calls) == 2, "locate(prepared) exported again"  # the model, then once without the ONNX optimizer
+    assert first.verdict == again.verdict == "diverged"
+    assert first.first_divergent.onnx_node == again.first_divergent.onnx_node
+    assert first.stats["strategy"] == "all" and again.stats["strategy"] == "bisect"
+    loose = nodebisect.locate(prepared, atol=10.0, rtol=10.0)
+    assert loose.verdict == "match"
+    with pytest.raises(nodebisect.BadInputError, match="opset"):
+        nodebisect.locate(prepared, opset=18)
