@@ -192,6 +192,13 @@ def test_atan2_worst_element_shows_signed_zero_and_both_values(runs: dict[str, R
     assert "worst element at [" in md
 
 
+def test_repro_script_prints_the_worst_element(runs: dict[str, Run]) -> None:
+    repro = runs["Atan2ZeroY"].folder / "repro" / "repro.py"
+    done = subprocess.run([sys.executable, str(repro)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout
+    assert re.search(r"worst element at \[\d+, \d+\]: relu=\+0\.0, linear_1=-[0-9.]+ -> PyTorch \+3\.1416, onnxruntime -3\.1416", done.stdout), done.stdout
+
+
 def test_sdpa_constants_include_the_mask_fill(runs: dict[str, Run]) -> None:
     from nodebisect.report.summary import summary
 

@@ -149,6 +149,37 @@ def compare(actual, expected):
     return max_abs, float(1.0 - good.mean()) if good.size else 0.0
 
 
+def worst(actual, expected, inputs):
+    """The element that departs most, with the subgraph's inputs at the same index."""
+    a = np.asarray(actual).astype(np.float64)
+    e = np.asarray(expected).astype(np.float64)
+    if a.shape != e.shape or e.size == 0:
+        return ""
+    with np.errstate(invalid="ignore", over="ignore"):
+        both = np.isfinite(a) & np.isfinite(e)
+        same = (np.isnan(a) & np.isnan(e)) | (np.isinf(a) & np.isinf(e) & (np.sign(a) == np.sign(e)))
+        score = np.where(both, np.abs(a - e), np.where(same, -1.0, np.inf))
+    flat = int(np.argmax(score))
+    index = list(np.unravel_index(flat, e.shape)) if e.ndim else []
+    parts = []
+    for name in inputs.files:
+        value = inputs[name]
+        if value.shape == e.shape or value.size == 1:
+            parts.append(f"{{name}}={{fmt(value.reshape(-1)[flat if value.size > 1 else 0])}}")
+    where = "[" + ", ".join(str(int(i)) for i in index) + "]"
+    given = (", ".join(parts) + " -> ") if parts else ""
+    return f"worst element at {{where}}: {{given}}PyTorch {{fmt(e.reshape(-1)[flat])}}, onnxruntime {{fmt(a.reshape(-1)[flat])}}"
+
+
+def fmt(v):
+    v = float(v)
+    if v != v:
+        return "nan"
+    if v == 0.0:
+        return "-0.0" if np.signbit(v) else "+0.0"
+    return f"{{v:+.5g}}"
+
+
 def main():
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.{level}
@@ -166,6 +197,8 @@ def main():
     for name, got in zip(names, actual):
         max_abs, mismatch = compare(got, expected[name])
         print(f"{{name}}: max abs error {{max_abs:.9g}}, {{mismatch:.1%}} of elements out of tolerance")
+        if mismatch > 0:
+            print("  " + worst(got, expected[name], inputs))
         failed = failed or mismatch > 0
     if failed:
         print("MISMATCH REPRODUCED: onnxruntime differs from PyTorch")
