@@ -459,7 +459,7 @@ async def test_neighbourhood_is_selectable_deeper_on_demand_and_lists_constants(
 
         assert screen.graph_nodes[graph.highlighted] == CULPRIT  # the cursor starts on the centre
         assert any("2 hops up" in line for line in lines()) and not any("3 hops up" in line for line in lines())
-        constants = lines()[lines().index(next(x for x in lines() if "constants and graph inputs read by" in x)):]
+        constants = lines()[lines().index(next(x for x in lines() if "constants / graph inputs read by" in x)):]
         assert any("encoder.1.norm.weight" in line for line in constants)
         await pilot.press("plus")
         assert screen.hops == 3 and any("3 hops up" in line for line in lines())

@@ -24,7 +24,7 @@ class NodeScreen(Screen):
     BINDINGS = [
         Binding("escape,enter", "close", "Table", tooltip="Return to the node table", id="close"),
         Binding("n", "toggle", "Detail/Graph", tooltip="Switch between detail and neighbourhood", id="toggle"),
-        Binding("plus,equals_sign", "hops(1)", "Hops+/-", tooltip="Graph: one hop more each way", id="deeper"),
+        Binding("plus,equals_sign", "hops(1)", "Hops", key_display="+/-", tooltip="Graph: one hop more each way (- one less)", id="deeper"),
         Binding("minus", "hops(-1)", "Shallower", show=False, tooltip="Graph: one hop less each way", id="shallower"),
         Binding("c", "centre", "Centre", tooltip="Graph: centre on the highlighted node", id="centre"),
         Binding("i", "walk(True)", "Up", tooltip="Go to a producer (a divergent one first)", id="up"),

@@ -254,14 +254,28 @@ class ResultIndex:
             rows.append(GraphRow("        │"))
             rows.append(GraphRow(f"── {depth} hop{'s' if depth > 1 else ''} down ".ljust(34, "─")))
             rows.extend(layer)
-        feeding = [name] + (sorted(self.segment - {name}, key=self.position.__getitem__) if name == self.culprit else [])
-        for node in feeding:
-            constants = self.constants_of(node)
-            if not constants:
-                continue
-            rows.append(GraphRow(""))
-            rows.append(GraphRow(f"── constants and graph inputs read by {node} ".ljust(34, "─"), node))
-            rows.extend(GraphRow(f"   {value}  ({origin})") for value, origin in constants)
+        rows.extend(self._constant_rows(name))
+        return rows
+
+    def _constant_rows(self, name: str) -> list[GraphRow]:
+        """Values no computing node produces, read by ``name`` (and, for the culprit, by its segment)."""
+        rows: list[GraphRow] = []
+        own = self.constants_of(name)
+        if own:
+            rows += [GraphRow(""), GraphRow(f"── constants / graph inputs read by {name} ".ljust(34, "─"))]
+            rows += [GraphRow(f"   {value}  ({origin})") for value, origin in own]
+        if name != self.culprit:
+            return rows
+        seen = {value for value, _ in own}
+        segment: list[GraphRow] = []
+        for node in sorted(self.segment - {name}, key=self.position.__getitem__):
+            for value, origin in self.constants_of(node):
+                if value not in seen:
+                    seen.add(value)
+                    segment.append(GraphRow(f"   {value}  ({origin}) → {node}", node))
+        if segment:
+            rows += [GraphRow(""), GraphRow("── constants / graph inputs read by the rest of its segment ".ljust(34, "─"))]
+            rows += segment
         return rows
 
     def label(self, name: str, long: bool = False) -> str:
