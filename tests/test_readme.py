@@ -1,0 +1,77 @@
+"""The README shows real runs: its quickstart output, its ``mymodel.py`` and its TUI keys.
+
+The quickstart block is checked against a fresh run of the command it shows
+(issue #12 item 6): every line it prints must be a line the run prints, in the
+same order, so the README cannot drift from what nodebisect says today.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+SAMPLE = ROOT / "samples" / "build" / "SdpaFullyMaskedRow.pt2"
+
+
+def _block_after(marker: str) -> str:
+    """The fenced block following an HTML comment marker."""
+    start = README.index(marker)
+    match = re.search(r"```[a-z]*\n(.*?)\n```", README[start:], re.S)
+    assert match, marker
+    return match.group(1)
+
+
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "nodebisect", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_quickstart_lines_are_those_of_a_real_run(tmp_path: Path) -> None:
+    if not SAMPLE.exists():
+        pytest.skip("samples not built: python samples/build.py samples/build")
+    block = _block_after("<!-- quickstart").splitlines()
+    command, shown = block[0], block[1:]
+    assert command.startswith("$ nodebisect locate samples/build/SdpaFullyMaskedRow.pt2")
+    (tmp_path / "samples").symlink_to(ROOT / "samples")  # the README's relative paths, from a clean folder
+    done = _run(command.removeprefix("$ nodebisect ").split(), tmp_path)
+    assert done.returncode == 1, done.stderr
+    printed = [line.rstrip().replace(f"{ROOT}/", "") for line in done.stdout.splitlines()]
+    assert shown[0] == printed[0], (shown[0], printed[0])
+    at = 0
+    for line in shown:
+        assert line in printed[at:], f"README line not printed (in this order) by the run:\n{line}\n--- run:\n" + "\n".join(printed)
+        at = printed.index(line, at) + 1
+    for key in ("source:", "segment", "suspect:", "next:"):
+        assert any(line.strip().startswith(key) for line in shown), key
+    report = tmp_path / "nodebisect-out" / "SdpaFullyMaskedRow"
+    assert (report / "report.md").exists() and (report / "repro" / "repro.py").exists()
+
+
+def test_mymodel_factory_of_the_readme_runs(tmp_path: Path) -> None:
+    (tmp_path / "mymodel.py").write_text(_block_after("<!-- mymodel.py") + "\n")
+    done = _run(["locate", "mymodel.py:build", "--quiet", "--report", "out"], tmp_path)
+    assert done.returncode in (0, 1), done.stderr
+    assert done.stdout.startswith(("MATCH", "DIVERGED")), done.stdout
+    assert (tmp_path / "out" / "report.md").exists()
+
+
+def test_tui_keys_of_the_readme_exist() -> None:
+    from nodebisect_tui.screens import MainScreen
+
+    section = README[README.index("## The TUI") :]
+    section = section[: section.index("\n## ", 10)]
+    bound = {k for b in MainScreen.BINDINGS for k in b.key.split(",")}
+    names = {"/": "slash", "?": "question_mark"}
+    documented = re.findall(r"^\| `([^`]+)`", section, re.M)
+    assert {"j", "v", "n", "w", "s", "r"} <= set(documented)
+    for key in documented:
+        if key == "ctrl+p":
+            continue  # Textual's command palette
+        assert names.get(key, key) in bound, key
