@@ -367,6 +367,11 @@ async def test_capture_verdict_without_carrier_opens_eager_vs_export_view(
     monkeypatch.chdir(tmp_path)
     app = create_app(write_result(capture_result(carried=False)))
     async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        side = str(app.screen.query_one(NodeDetail).render())  # starts on eager vs export, not on row 0
+        assert "eager PyTorch vs torch.export" in side and "node_linear" not in side
+        await pilot.press("down")
+        assert "node_layer_norm" in str(app.screen.query_one(NodeDetail).render())
         await pilot.press("j")
         assert isinstance(app.screen, VerdictScreen)
         text = str(app.screen.query_one("#verdict-view").render())

@@ -17,7 +17,7 @@ from nodebisect.records import Event, LocateResult
 
 from .messages import NodeHighlighted, NodeOpened
 from .node_screen import NodeScreen
-from .verdict import VerdictScreen
+from .verdict import VerdictScreen, verdict_text
 from .view import FILTER_FIELDS, MARK_CULPRIT, MARK_SEGMENT, MARK_SUSPECT, ResultIndex
 from .widgets import NodeDetail, NodeTable, VerdictBanner
 
@@ -51,6 +51,7 @@ class MainScreen(Screen):
         self.index: ResultIndex | None = None
         self.history: list[str] = []
         self._filter_timer: Timer | None = None
+        self._pinned = ""  # a capture culprit no ONNX node carries: the side panel keeps the verdict on this row
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -75,8 +76,12 @@ class MainScreen(Screen):
         self.query_one(VerdictBanner).show_result(self.index)
         self.history.clear()
         self._refilter()
+        self._pinned = ""
         if self.index.culprit:
             self.table.show(self.index.culprit)
+        elif self.index.capture:  # nothing in the table to start on: start on eager vs export
+            self._pinned = self.table.current or ""
+            self.query_one(NodeDetail).update(verdict_text(self.index))
         self.table.focus()
 
     def run_started(self, model: str) -> None:
@@ -117,6 +122,9 @@ class MainScreen(Screen):
 
     @on(NodeHighlighted)
     def _highlighted(self, event: NodeHighlighted) -> None:
+        if self._pinned and event.name == self._pinned:
+            return
+        self._pinned = ""
         self.query_one(NodeDetail).show(self.index, event.name)
 
     @on(NodeOpened)

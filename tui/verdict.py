@@ -169,5 +169,9 @@ class VerdictScreen(Screen):
         self.dismiss()
 
     def action_culprit(self) -> None:
+        if not self.index.culprit:
+            self.notify("no ONNX node to jump to: " + ("no ONNX node carries the capture culprit's value"
+                        if self.index.capture else f"verdict {self.index.result.verdict}"))
+            return
         self.dismiss()
         self.app.main.action_culprit()  # type: ignore[attr-defined]
