@@ -12,6 +12,7 @@ from textual.widgets import Footer, Header, OptionList, Static
 from textual.widgets.option_list import Option
 
 from .messages import NodeChosen
+from .neighbourhood import neighbourhood
 from .view import ResultIndex
 from .widgets import node_detail
 
@@ -73,7 +74,7 @@ class NodeScreen(Screen):
     def _show_graph(self, graph: OptionList) -> None:
         graph.border_title = f"neighbourhood of {self.node_name} · {self.hops} hop{'s' if self.hops > 1 else ''}"
         graph.border_subtitle = "enter: show in table · c: centre · +/-: hops"
-        rows = self.index.neighbourhood(self.node_name, hops=self.hops)
+        rows = neighbourhood(self.index, self.node_name, hops=self.hops)
         options: list[Option] = []
         self.graph_nodes = []
         for row in rows:

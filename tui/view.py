@@ -61,14 +61,6 @@ def fmt_cos(value: float | None) -> str:
     return f"{value:.6f}"
 
 
-@dataclass(frozen=True)
-class GraphRow:
-    """One line of the neighbourhood view; ``node`` is set when the line names a node."""
-
-    text: str
-    node: str = ""
-
-
 @dataclass
 class ResultIndex:
     """A `LocateResult` with lookups the screens need (built once, O(nodes))."""
@@ -234,78 +226,6 @@ class ResultIndex:
             tail = " ◀" if decade == mark else ""
             lines.append(f"{label} {bar:<{width}} {count}{tail}")
         return lines
-
-    def neighbourhood(self, name: str, hops: int = 2, fan: int = 6) -> list[GraphRow]:
-        """The graph around ``name``: producers above, consumers below, ``hops`` deep, then its constants.
-
-        Rows naming a node carry it in ``node`` (the screen makes those selectable).
-        """
-        if name not in self.by_name:
-            return [GraphRow(f"(no node {name!r})")]
-        rows: list[GraphRow] = []
-        layers_up = self._layers(name, hops, upward=True, fan=fan)
-        for depth in range(len(layers_up), 0, -1):
-            rows.append(GraphRow(f"── {depth} hop{'s' if depth > 1 else ''} up ".ljust(34, "─")))
-            rows.extend(layers_up[depth - 1])
-            rows.append(GraphRow("        │"))
-        rows.append(GraphRow("▶▶ " + self.label(name, long=True), name))
-        layers_down = self._layers(name, hops, upward=False, fan=fan)
-        for depth, layer in enumerate(layers_down, start=1):
-            rows.append(GraphRow("        │"))
-            rows.append(GraphRow(f"── {depth} hop{'s' if depth > 1 else ''} down ".ljust(34, "─")))
-            rows.extend(layer)
-        rows.extend(self._constant_rows(name))
-        return rows
-
-    def _constant_rows(self, name: str) -> list[GraphRow]:
-        """Values no computing node produces, read by ``name`` (and, for the culprit, by its segment)."""
-        rows: list[GraphRow] = []
-        own = self.constants_of(name)
-        if own:
-            rows += [GraphRow(""), GraphRow(f"── constants / graph inputs read by {name} ".ljust(34, "─"))]
-            rows += [GraphRow(f"   {value}  ({origin})") for value, origin in own]
-        if name != self.culprit:
-            return rows
-        seen = {value for value, _ in own}
-        segment: list[GraphRow] = []
-        for node in sorted(self.segment - {name}, key=self.position.__getitem__):
-            for value, origin in self.constants_of(node):
-                if value not in seen:
-                    seen.add(value)
-                    segment.append(GraphRow(f"   {value}  ({origin}) → {node}", node))
-        if segment:
-            rows += [GraphRow(""), GraphRow("── constants / graph inputs read by the rest of its segment ".ljust(34, "─"))]
-            rows += segment
-        return rows
-
-    def label(self, name: str, long: bool = False) -> str:
-        record = self.by_name[name]
-        tag = ("CARRIES CAPTURE CULPRIT " if self.capture else "CULPRIT ") if name == self.culprit else ""
-        tag = tag or (f"{self.mark(name)} " if self.mark(name) else "")
-        m = record.metrics
-        err = f", max abs {fmt(m.max_abs)}" if m is not None else ""
-        where = f"  [{record.framework.module}]" if long and record.framework.module else ""
-        return f"{tag}{record.op_type} {name} ({record.status}{err}){where}"
-
-    def _layers(self, name: str, hops: int, upward: bool, fan: int) -> list[list[GraphRow]]:
-        """Breadth-first rings around ``name``; each ring keeps ``fan`` nodes and says how many it hid."""
-        layers: list[list[GraphRow]] = []
-        seen = {name}
-        frontier = [name]
-        for _ in range(hops):
-            ring: list[str] = []
-            for node in frontier:
-                for other in self.producers_of(node) if upward else self.consumers_of(node):
-                    if other not in seen:
-                        seen.add(other)
-                        ring.append(other)
-            if not ring:
-                break
-            frontier = ring[:fan]
-            hidden = len(ring) - fan
-            layers.append([GraphRow("   " + self.label(n), n) for n in frontier]
-                          + ([GraphRow(f"   … {hidden} more (not followed)")] if hidden > 0 else []))
-        return layers
 
 
 def verdict_line(result: LocateResult) -> str:
