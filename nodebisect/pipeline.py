@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from nodebisect.errors import BadInputError, ExportFailedError
 from nodebisect.prepared import Prepared
-from nodebisect.records import CAUSE_CONVERSION, DIVERGED, EXPORT_FAILED, Event, ExportFailure, FirstDivergent, LocateResult
+from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, EXPORT_FAILED, Event, ExportFailure, FirstDivergent, LocateResult
 from nodebisect.run import PREPARE_FIELDS, Options, Progress, RunLog, make_options
 
 
@@ -161,7 +161,7 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -
 
 def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log: RunLog, sandbox: Any) -> LocateResult:
     """Map the graph, search it, explain the culprit: one input set."""
-    from nodebisect.diagnose.explain import explain
+    from nodebisect.diagnose.explain import explain, follow_to_source
     from nodebisect.frontends.user_onnx import check_ownership
     from nodebisect.onnxgraph import check_feeds_fit
     from nodebisect.search.failure import runtime_failure_result
@@ -184,6 +184,8 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
     first_divergent = repro = None
     if outcome.culprit is not None:
         first_divergent, repro = explain(outcome.culprit, gm, prep, outcome.comparisons, opts, log, sandbox)
+        if first_divergent.cause == CAUSE_INHERITED:  # right on PyTorch's inputs: the source lies upstream
+            first_divergent, repro = follow_to_source(outcome, first_divergent, repro, prep, opts, log, sandbox)
     return search_result(outcome, environment, first_divergent, repro, log)
 
 

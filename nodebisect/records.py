@@ -219,6 +219,11 @@ class FirstDivergent:
     # The worst element, computed where the arrays are (search.worst): {"index": [..],
     # "expected": float, "actual": float, "inputs": {name: float}, "constants": {name: value}}.
     worst: dict[str, Any] = field(default_factory=dict)
+    # Later nodes that are right on PyTorch's inputs but push this defect's drift past the
+    # tolerance (the first value the search stopped at, before it followed the drift upstream).
+    amplifiers: list[str] = field(default_factory=list)
+    # The local check that named this node: {"rel_l2", "max_abs", "limit", "floor"} (search.source).
+    local_error: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -237,6 +242,8 @@ class FirstDivergent:
             "input_values": list(self.input_values),
             "optimizer": dict(self.optimizer),
             "worst": _json_safe(self.worst),
+            "amplifiers": list(self.amplifiers),
+            "local_error": _json_safe(self.local_error),
         }
 
     @classmethod
@@ -261,6 +268,8 @@ class FirstDivergent:
             input_values=list(data.get("input_values", [])),
             optimizer=dict(data.get("optimizer") or {}),
             worst=_from_json_safe(dict(data.get("worst") or {})),
+            amplifiers=list(data.get("amplifiers") or []),
+            local_error=dict(data.get("local_error") or {}),
         )
 
 

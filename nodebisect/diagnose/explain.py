@@ -171,3 +171,59 @@ def _blame_fusion(iso: Isolation, culprit: str, prep: Prepared, fx_name: str, op
         else "; no single named optimizer explains it"
     )
     return {"level": blame.level, "optimizer": blame.optimizer}
+
+
+def follow_to_source(
+    outcome: Any,
+    fd: FirstDivergent,
+    repro: ReproData,
+    prep: Prepared,
+    opts: Options,
+    log: RunLog,
+    sandbox: Any = None,
+) -> tuple[FirstDivergent, ReproData]:
+    """An inherited culprit only amplifies drift: look upstream for the value that is wrong on its own.
+
+    Every mapped value of the culprit's ancestor cone is recomputed from PyTorch's
+    own inputs in one teacher-forced session (``search.source``); the earliest one
+    that is locally wrong is the source. Without one, the drift is genuine and the
+    inherited answer stands.
+    """
+    from nodebisect.runtime.runner import OrtRunner
+    from nodebisect.search.source import local_errors
+
+    gm, culprit = outcome.gm, fd.onnx_value
+    ancestors = gm.ancestors(culprit)
+    cone = [v for v in outcome.probes if v in ancestors]
+    if not cone:
+        return fd, repro
+    log.stage("follow the drift to its source")
+
+    def run(model: Any, feeds: dict[str, Any], values: list[str]) -> dict[str, Any]:
+        runner = OrtRunner(model, feeds, ep=opts.ep, opt_level=opts.opt_level, sandbox=sandbox)
+        got = runner.run(values)
+        log.extra_sessions += runner.sessions
+        return got
+
+    try:
+        errors = local_errors(prep.onnx_model, gm, prep.acts, prep.feeds, cone, run)
+    except Exception as exc:  # noqa: BLE001 - a refinement: the inherited answer stands without it
+        log.note(f"could not recompute the culprit's inputs from PyTorch's values: {str(exc).splitlines()[0][:160]}")
+        return fd, repro
+    source = next((v for v in cone if errors[v].wrong), None)
+    if source is None:
+        return fd, repro
+    err = errors[source]
+    found, found_repro = explain(source, gm, prep, outcome.comparisons, opts, log, sandbox)
+    found.amplifiers = [fd.onnx_node] + [a for a in fd.amplifiers if a != fd.onnx_node]
+    found.local_error = {"rel_l2": err.rel_l2, "max_abs": err.max_abs, "limit": err.limit, "floor": err.floor}
+    where = f"{fd.onnx_node} ({fd.op_type})"
+    if found.cause == CAUSE_INHERITED:
+        found.cause = found.stage = STAGE_CONVERSION
+        found.explanation = (
+            f"run alone on PyTorch's own inputs it is off by {err.rel_l2:.2g} (relative L2; max {err.max_abs:.3g}), far beyond "
+            f"float rounding of its values and inputs (limit {err.limit:g}, {err.floor:.2g} absolute): a conversion defect too "
+            "small for the tolerance here"
+        )
+    found.explanation += f"; downstream, {where} is right on PyTorch's inputs but amplifies this error past the tolerance"
+    return found, found_repro
