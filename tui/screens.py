@@ -58,7 +58,7 @@ class MainScreen(Screen):
         yield VerdictBanner(Text("no result yet", style="dim"), id="banner")
         with Horizontal(id="body"):
             with Vertical(id="left"):
-                yield Input(placeholder="filter: Gemm  op:Softmax  mod:encoder  status:diverged", id="filter")
+                yield Input(placeholder="filter: Gemm  op:Softmax  mod:encoder  status:diverged  is:segment", id="filter")
                 yield NodeTable(id="nodes")
             with VerticalScroll(id="side"):
                 yield NodeDetail(id="detail")
@@ -258,6 +258,7 @@ class HelpScreen(ModalScreen[None]):
         text.append("filter\n", style="bold underline")
         text.append("  words match op type, node, module path or status; all must match\n")
         text.append(f"  prefixes narrow a word: {', '.join(f + ':' for f in FILTER_FIELDS)}  e.g. op:Gemm mod:layer.3\n")
+        text.append("  is:culprit, is:segment, is:suspect keep the nodes the verdict names\n")
         text.append("\nrows: ", style="bold")
         text.append("culprit", style="bold white on red")
         text.append("  ")
