@@ -348,6 +348,7 @@ class ReproData:
         inputs: its inputs, fed with the framework's reference values.
         expected: the framework's value of each output.
         opt_level: the onnxruntime graph optimization level the divergence showed at.
+        nodes / note / reproduces: set by ``diagnose.repro_check`` once the repro was run.
     """
 
     model_bytes: bytes
@@ -355,6 +356,11 @@ class ReproData:
     expected: dict[str, Any]
     opt_level: str = "all"
     ep: str = "cpu"
+    # The nodes the subgraph holds, and why (widened past the culprit when it alone does not reproduce).
+    nodes: list[str] = field(default_factory=list)
+    note: str = ""
+    # False when no window reproduced the mismatch: the bundle writes no repro/ and says so.
+    reproduces: bool = True
 
 
 @dataclass
