@@ -146,7 +146,7 @@ class VerdictScreen(Screen):
     """The verdict in full, scrollable: nothing cut."""
 
     BINDINGS = [
-        Binding("escape,v,enter", "close", "Back to table", tooltip="Return to the node table", id="close-verdict"),
+        Binding("escape,v,enter", "close", "Table", tooltip="Return to the node table", id="close-verdict"),
         Binding("j", "culprit", "Culprit", tooltip="Close and jump to the culprit", id="verdict-culprit"),
     ]
 
@@ -158,7 +158,7 @@ class VerdictScreen(Screen):
         yield Header()
         with VerticalScroll(id="verdict-scroll"):
             yield Static(verdict_text(self.index), id="verdict-view")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         scroll = self.query_one("#verdict-scroll")
