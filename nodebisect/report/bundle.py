@@ -26,6 +26,11 @@ NO_REPRO_NOTE = (
     "`nodebisect locate ... --report DIR` on the model to write `repro/`."
 )
 
+NO_WINDOW_NOTE = (
+    "No repro bundle: no subgraph around the culprit reproduces the mismatch on PyTorch's values alone; "
+    "reproduce it with the model and the command above."
+)
+
 CAPTURE_NOTE = (
     "No ONNX repro bundle: the divergence happens in torch.export's capture, before ONNX; "
     "reproduce it by comparing eager PyTorch with `torch.export.export(model, args).module()`."
@@ -65,7 +70,11 @@ def write_report(result: LocateResult, out_dir: str | Path, redact: bool = False
             bundle.graph_message = picture.message
             _remove_stale(out / "graph.svg")
 
-    if result.repro is not None:
+    if result.repro is not None and not result.repro.reproduces:
+        # Never a repro that passes: no window reproduced the mismatch (diagnose.repro_check).
+        _remove_stale_repro(out / REPRO_DIR)
+        bundle.repro_note = f"No repro bundle: {result.repro.note}." if result.repro.note else NO_WINDOW_NOTE
+    elif result.repro is not None:
         from nodebisect.report.repro import build_repro  # onnx: only a live run has repro data
 
         files = build_repro(result.repro, result.tolerance, scrub=redactor.scrub if redactor else None)
@@ -74,6 +83,7 @@ def write_report(result: LocateResult, out_dir: str | Path, redact: bool = False
         bundle.repro_dir = REPRO_DIR
         bundle.repro_bytes = sum(len(d) for d in files.values())
         bundle.repro_files = sorted(rel for rel in files if "/" not in rel) + ["test_data_set_0/"]
+        bundle.repro_window = result.repro.note
     elif _existing_repro(out, result, bundle):
         pass  # `nodebisect report DIR/report.json --out DIR`: the repro written by locate stays
     elif result.first_divergent is not None and result.first_divergent.stage == STAGE_CAPTURE:
@@ -113,6 +123,14 @@ def _existing_repro(out: Path, result: LocateResult, bundle: BundleInfo) -> bool
     return True
 
 
+def _remove_stale_repro(folder: Path) -> None:
+    """Drop a repro/ of an earlier run: it would stand for this result and may pass."""
+    if (folder / "repro.py").is_file():
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _remove_stale(path: Path) -> None:
     """Drop a picture of the other format left by an earlier run, so the two never disagree."""
     try:
@@ -121,4 +139,4 @@ def _remove_stale(path: Path) -> None:
         pass
 
 
-__all__ = ["CAPTURE_NOTE", "NO_REPRO_NOTE", "write_report"]
+__all__ = ["CAPTURE_NOTE", "NO_REPRO_NOTE", "NO_WINDOW_NOTE", "write_report"]

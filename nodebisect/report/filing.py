@@ -150,7 +150,9 @@ def reproduce_section(result: LocateResult, bundle: Any) -> str:
         text += (
             f"\n\nWithout the model: `{bundle.repro_dir}/` ({_size(bundle.repro_bytes)}) holds the culprit's local "
             f"ONNX subgraph fed with PyTorch's own values ({files}). It needs only numpy and onnxruntime; "
-            "it exits 1 while the mismatch reproduces and 0 once fixed:\n\n"
+            "it exits 1 while the mismatch reproduces and 0 once fixed"
+            + (f". It holds {bundle.repro_window}" if bundle.repro_window else "")
+            + ":\n\n"
         )
         text += _fence(f"pip install numpy onnxruntime=={env.get('onnxruntime', '')}".rstrip("=") + f"\npython {bundle.repro_dir}/repro.py", "sh")
         text += (

@@ -63,6 +63,7 @@ class BundleInfo:
         repro_bytes: total size of the repro bundle.
         repro_files: file names inside the repro bundle.
         repro_note: why there is no repro bundle, when there is none.
+        repro_window: which nodes the repro holds and why (widened when the culprit alone passes).
         redacted: whether paths, user and host names were stripped.
     """
 
@@ -73,6 +74,7 @@ class BundleInfo:
     repro_bytes: int = 0
     repro_files: list[str] = field(default_factory=list)
     repro_note: str = ""
+    repro_window: str = ""
     redacted: bool = False
 
 

@@ -12,6 +12,7 @@ bytes; the bundle writer writes them.
 from __future__ import annotations
 
 import io
+import textwrap
 from typing import Callable
 
 import numpy as np
@@ -55,7 +56,7 @@ def build_repro(
         "model.onnx": model.SerializeToString(),
         "inputs.npz": _npz(inputs),
         "expected.npz": _npz(expected),
-        "repro.py": script(rtol, atol, data.opt_level, data.ep).encode("utf-8"),
+        "repro.py": script(rtol, atol, data.opt_level, data.ep, data.note).encode("utf-8"),
     }
     graph_inputs = [i.name for i in model.graph.input if i.name in inputs]
     for i, name in enumerate(graph_inputs):
@@ -66,11 +67,15 @@ def build_repro(
     return files
 
 
-def script(rtol: float, atol: float, opt_level: str, ep: str) -> str:
-    """The standalone check script (numpy + onnxruntime only)."""
+def script(rtol: float, atol: float, opt_level: str, ep: str, note: str = "") -> str:
+    """The standalone check script (numpy + onnxruntime only); ``note`` says what model.onnx holds."""
     level = OPT_LEVELS.get(opt_level, "ORT_ENABLE_ALL")
     providers = PROVIDERS.get(ep, PROVIDERS["cpu"])
-    return _SCRIPT.format(rtol=repr(rtol), atol=repr(atol), level=level, opt_level=opt_level, providers=repr(providers))
+    holds = textwrap.fill(f"It holds {note}." if note else "It holds the divergent node with its local subgraph.", 88)
+    holds = holds.replace('"' * 3, "'" * 3).replace("{", "{{").replace("}", "}}")
+    return _SCRIPT.replace("@HOLDS@", holds).format(
+        rtol=repr(rtol), atol=repr(atol), level=level, opt_level=opt_level, providers=repr(providers)
+    )
 
 
 def _clean_model(model_bytes: bytes, scrub: Callable[[str], str] | None) -> onnx.ModelProto:
@@ -115,7 +120,9 @@ differently from PyTorch. Needs only numpy and onnxruntime.
 
     python repro.py      # exit 1: the mismatch reproduces; exit 0: fixed
 
-model.onnx    the divergent node with its local subgraph
+@HOLDS@
+
+model.onnx    the subgraph
 inputs.npz    PyTorch's own values of the subgraph's inputs
 expected.npz  PyTorch's value of the output
 """
