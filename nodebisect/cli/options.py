@@ -36,6 +36,12 @@ def add_locate_options(p: argparse.ArgumentParser) -> None:
     cmp.add_argument("--strategy", choices=["auto", "all", "bisect"], default="auto", help="all: one session marks every value; bisect: O(log N) sessions (default auto)")
     cmp.add_argument("--probes-per-step", type=int, default=3, metavar="K", help="values measured per onnxruntime session while bisecting (default 3)")
     cmp.add_argument("--no-capture-check", action="store_true", help="skip comparing eager PyTorch with the exported program")
+    mod = p.add_argument_group("model settings")
+    mod.add_argument(
+        "--model-setting", action="append", dest="model_settings", metavar="KEY=VALUE",
+        help="set a config value or attribute of the model before export (repeatable), e.g. use_cache=False or "
+        "attn_implementation=eager: the remedies an export failure names; every report notes it",
+    )
 
 
 def locate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,4 +69,6 @@ def locate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "isolate_crashes": args.isolate_crashes,
         "timeout_s": args.timeout,
         "memory_budget": int(args.memory_budget * 2**20) if args.memory_budget is not None else None,
+        # Only when given: an older Options without the field still takes every other flag.
+        **({"model_settings": list(args.model_settings)} if getattr(args, "model_settings", None) else {}),
     }

@@ -53,6 +53,8 @@ class LoadedModel:
     kwargs: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     kind: str = "module"
+    # --model-setting KEY=VALUE applied to the model before export, as "KEY=VALUE" (see model_settings.py).
+    applied_settings: list[str] = field(default_factory=list)
 
 
 def load_model(spec: str, trust_pickle: bool = False) -> tuple[torch.nn.Module | None, Any, tuple | None, str]:
@@ -101,8 +103,12 @@ def load_model(spec: str, trust_pickle: bool = False) -> tuple[torch.nn.Module |
 
 
 def _load_pt2(path: Path, trust_pickle: bool = False) -> Any:
+    from nodebisect.frontends.pt2_types import register_archive_types
     from nodebisect.frontends.quiet import quiet_torch
 
+    # Output containers named in the archive (a transformers ModelOutput) must be
+    # registered before it deserializes; read from its JSON, nothing unpickled.
+    register_archive_types(path)
     try:
         # torch.export.load logs a traceback per failed attempt; the one-line error below says it all.
         with quiet_torch(), _weights_only_unless(trust_pickle):
@@ -291,12 +297,15 @@ def build_loaded_model(
     inputs_file: str | None = None,
     seed: int = 0,
     trust_pickle: bool = False,
+    model_settings: list[str] | None = None,
 ) -> LoadedModel:
     """Resolve the model and its inputs from any of the accepted forms.
 
     ``model`` may be an ``nn.Module``, an ``ExportedProgram``, or a path/spec
     string. ``inputs`` (a tensor, tuple or dict) wins over ``inputs_file`` and
     ``input_specs``, which win over example inputs stored with the model.
+    ``model_settings`` (``KEY=VALUE``) are applied to the model's configs or
+    attributes right after it is built (``LoadedModel.applied_settings``).
     """
     module: torch.nn.Module | None
     exported = None
@@ -348,12 +357,17 @@ def build_loaded_model(
             "no inputs: the model carries no example inputs",
             tip="pass --inputs FILE (.pt/.npz) or --input NAME=1x3x224x224[:float32]",
         )
+    applied: list[str] = []
+    if model_settings:
+        from nodebisect.frontends.model_settings import apply_model_settings
+
+        applied = apply_model_settings(module, model_settings)
     if module is not None:
         module = module.eval()
         _check_signature(module, args, kwargs)
     if exported is None and kind == "torchscript":
         exported = _torchscript_to_exported(module, args)
-    return LoadedModel(module=module, exported=exported, args=args, kwargs=kwargs, source=source, kind=kind)
+    return LoadedModel(module=module, exported=exported, args=args, kwargs=kwargs, source=source, kind=kind, applied_settings=applied)
 
 
 def _check_signature(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

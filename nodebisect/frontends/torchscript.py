@@ -92,7 +92,6 @@ MODULE_TARGETS = {
 _FOLDED_INTO = {"BatchNorm1d": ("Conv",), "BatchNorm2d": ("Conv",), "BatchNorm3d": ("Conv",)}
 
 _CALL_SUFFIX = re.compile(r"^(.*)_(\d+)$")
-_UNSUPPORTED_OP = re.compile(r"operator '(aten|prim|onnx)::(\w+)'")
 
 
 @dataclass
@@ -123,11 +122,11 @@ def prepare_torchscript(loaded: LoadedModel, opts: Any, stage: Callable[[str], f
 
     Args:
         loaded: the model; it needs an eager ``nn.Module``.
-        opts: ``pipeline.Options``.
+        opts: ``run.Options``.
         stage: reports a named stage to the progress callback.
 
     Returns:
-        ``pipeline.Prepared`` with activations keyed by ONNX value names, a
+        ``prepared.Prepared`` with activations keyed by ONNX value names, a
         FrameworkRef per node, and the mapping quality.
 
     Raises:
@@ -209,19 +208,17 @@ def export_torchscript(module: torch.nn.Module, args: tuple[Any, ...], kwargs: d
                     export_modules_as_functions=False,
                 )
         except Exception as exc:  # noqa: BLE001 - every exporter failure becomes a verdict
-            raise export_failure(exc, opset) from exc
+            raise export_failure(exc, opset, module) from exc
         return onnx.load(path)
 
 
-def export_failure(exc: BaseException, opset: int) -> ExportFailedError:
-    """The exporter's exception as an ``export_failed`` verdict naming the op it could not convert."""
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    match = _UNSUPPORTED_OP.search(text)
-    target = f"{match.group(1)}.{match.group(2)}" if match else ""
-    message = f"TorchScript ONNX export failed (opset {opset})" + (f" on {target}" if target else "") + f": {type(exc).__name__}: {first[:240]}"
-    tip = "try --exporter dynamo, or a newer --opset; --debug shows the exporter's traceback"
-    return ExportFailedError(message, tip=tip, step=EXPORT_STEP, target=target)
+def export_failure(exc: BaseException, opset: int, module: Any = None) -> ExportFailedError:
+    """The exporter's exception as an ``export_failed`` verdict: the shared classifier's stage, cause, frames, remedy."""
+    from nodebisect.frontends.export_failure import classify_export_error
+
+    error = classify_export_error(exc, exporter="torchscript", opset=opset, module=module)
+    error.step = EXPORT_STEP
+    return error
 
 
 # -- reference values ------------------------------------------------------------------
