@@ -153,6 +153,21 @@ def test_verbose_shows_the_mechanics_note(runs: dict[str, Run]) -> None:
     assert "marking probes changed" not in summary(result)
 
 
+def test_capture_verdict_says_it_once_and_files_at_torch_export(tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp("capture")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["locate", f"{ROOT}/samples/divergent.py:TransformerFastPath", "--report", str(folder)])
+    run = Run(code, out.getvalue(), err.getvalue(), folder)
+    assert run.code == 1 and _summary_line(run, "stage:").startswith("stage:     capture"), run.out
+    assert _summary_line(run, "file at:") == "file at:   pytorch/pytorch: torch.export"
+    for text in (run.out, run.md):
+        assert text.count("already differ") == 1, text  # the stage sentence, not again in why
+    assert "python" not in _summary_line(run, "next:") and "repro/repro.py" not in run.out  # no ONNX repro for a capture verdict
+    assert run.md.splitlines()[0].startswith("## torch.export: the exported program differs from eager PyTorch")
+    assert "Capture: max |torch.export − eager PyTorch| per module" in (folder / "growth.svg").read_text()
+
+
 # -- item 3: the values behind the bug ----------------------------------------------
 
 

@@ -149,12 +149,10 @@ def _summary(result: LocateResult) -> str:
     text += f". Stage **{fd.stage or '?'}** (cause {fd.cause or '?'}): {stage_sentence(fd, exporter)}; {_metrics_sentence(fd.metrics, fd.worst)}."
     why = explanation_text(fd)
     if why:
-        text += f" {why[:1].upper()}{why[1:].rstrip('.')}."
+        text += f" {why if why.startswith('torch') else why[:1].upper() + why[1:]}".rstrip(".") + "."
     bad = [o for o in result.outputs if not o.ok]
     if bad:
         text += f" {len(bad)}/{len(result.outputs)} model output(s) diverge (worst max_abs={_num(max(o.metrics.max_abs for o in bad))})."
-    if fd.stage == STAGE_CAPTURE:
-        text += " The ONNX graph is not at fault: report this against `torch.export`, not the ONNX exporter."
     return text
 
 

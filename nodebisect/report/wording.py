@@ -40,6 +40,7 @@ REPO_EXPORT = ("pytorch/pytorch", "torch.export")
 
 _ALONE_PREFIX = "right when run alone on reference inputs but wrong together with the ops producing its inputs"
 _SUSPECT_MARK = ". Most suspect in the segment: "
+_STAGE_RESTATED = ("torch.export changed the model's behaviour", "the ExportedProgram and its decomposition")
 # Clauses of the diagnosis that stage_sentence / isolation_text already say in their own words.
 _STOCK_CLAUSES = (
     "wrong even when fed the framework's own input values",
@@ -113,7 +114,7 @@ def what_to_do(fd: FirstDivergent, exporter: str = "dynamo") -> str:
     if where == REPO_OPTIMIZER:
         return "meanwhile, export with torch.onnx.export(..., optimize=False): the unoptimized graph is right here"
     if fd.stage == STAGE_CAPTURE:
-        return "report it against torch.export, not the ONNX exporter; meanwhile, export the module in the mode that matches eager (e.g. no fast path)"
+        return "meanwhile, export the model in a mode where eager takes the same path (e.g. without the fused fast path), or compare ONNX against the exported program, not eager"
     if fd.stage == STAGE_DECOMPOSITION:
         return "meanwhile, keep the op out of the decomposition table, or rewrite it in the model"
     return "meanwhile, rewrite the op in the model (the source line above) or give the exporter a custom translation (torch.onnx.export(..., custom_translation_table=...))"
@@ -148,7 +149,9 @@ def explanation_text(fd: FirstDivergent) -> str:
     if text.startswith(_ALONE_PREFIX):
         text = text[len(_ALONE_PREFIX) :].lstrip(": ")
     if fd.stage in (STAGE_CAPTURE, STAGE_DECOMPOSITION):
-        return text.strip()
+        # The first sentence restates stage_sentence; the rest (which path eager takes) is evidence.
+        sentences = [x for x in text.split(". ") if x.strip() and not x.startswith(_STAGE_RESTATED)]
+        return ". ".join(sentences).strip()
     kept = [c for c in text.split("; ") if c.strip() and not c.strip().startswith(_STOCK_CLAUSES)]
     return "; ".join(kept).strip()
 
