@@ -60,9 +60,9 @@ def issue_title(result: LocateResult) -> str:
     elif where == REPO_RUNTIME:
         alone = "" if not fd.explanation.startswith("right when run alone") else " together with its producers"
         opt = f" with graph optimizations ({fd.optimizer.get('level') or 'on'})" if fd.cause == "optimizer" else ""
-        text = f"onnxruntime: {fd.op_type}{alone}{opt} differs from the ONNX reference and PyTorch ({op}){symptom}"
+        text = f"onnxruntime: {fd.op_type} (from {op}){alone}{opt} differs from ONNX's reference and PyTorch{symptom}"
     elif fd.cause == CAUSE_INHERITED:
-        text = f"numeric drift grows at {fd.op_type} ({op}){symptom}"
+        text = f"numeric drift grows at {fd.op_type} (from {op}){symptom}"
     else:
         text = f"torch.onnx: {op} exported as {fd.op_type} computes something else{symptom}"
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
@@ -195,7 +195,7 @@ def _symptom(fd: FirstDivergent) -> str:
     m = fd.metrics
     if m.reason:
         return f": {m.reason}"
-    return f" (max_abs {num(m.max_abs)} on {m.mismatch_fraction:.1%} of elements)"
+    return f": max_abs {num(m.max_abs)} on {m.mismatch_fraction:.1%} of elements"
 
 
 def _size(n: int) -> str:

@@ -233,8 +233,8 @@ def _values(result: LocateResult) -> str:
 
 def _suspects(result: LocateResult) -> str:
     fd = result.first_divergent
-    if fd is None or not fd.suspects:
-        return ""
+    if fd is None or not fd.suspects or [s.onnx_node for s in fd.suspects] == [fd.onnx_node]:
+        return ""  # the culprit alone: the summary already names it
     rows = [[_code_cell(s.onnx_node), _code_cell(s.op_type), f"{s.score:.2f}", _cell(s.reason)] for s in fd.suspects]
     seg = f"The culprit's segment has {len(fd.segment)} node(s) converted from the same framework op; most suspect first."
     return "### Suspects in the segment\n\n" + seg + "\n\n" + _table(["node", "op", "score", "why"], rows)
