@@ -60,6 +60,11 @@ def test_the_culprit_alone_passes_so_the_window_widens_to_its_producers(fp16: tu
     assert done.returncode == 1, done.stdout
     assert "MISMATCH REPRODUCED" in done.stdout
     assert "node_sub alone is right" in (tmp_path / "widened" / "repro.py").read_text()
+    # The values behind it, from the arrays of the window that reproduces (FirstDivergent.worst).
+    worst = check.worst
+    assert worst["index"] and worst["expected"] != worst["actual"]
+    assert set(worst["inputs"]) <= set(check.repro.inputs) and worst["inputs"]
+    assert 1024.0 in [abs(v) for v in worst["constants"].values() if isinstance(v, float)], worst["constants"]
 
 
 def test_no_window_reproduces_means_no_repro_bundle(fp16: tuple, tmp_path: Path) -> None:
@@ -88,3 +93,20 @@ def test_no_window_reproduces_means_no_repro_bundle(fp16: tuple, tmp_path: Path)
     md = (out / "report.md").read_text()
     assert "No repro bundle: no subgraph ending at add reproduces" in md and "nodebisect locate samples/build/Fp16RoundingElided.pt2" in md
     assert "repro:     none: no subgraph ending at add" in summary(result)
+
+
+def test_sdpa_worst_keeps_the_mask_fill_and_no_per_element_inputs_through_matmul() -> None:
+    if not (BUILD / "SdpaFullyMaskedRow.pt2").exists():
+        pytest.skip("samples not built")
+    import nodebisect
+    from nodebisect.diagnose.repro_check import reproducing_window
+    from nodebisect.run import make_options
+    from nodebisect.search.strategy import map_graph
+
+    prep = nodebisect.prepare(str(BUILD / "SdpaFullyMaskedRow.pt2"), inputs_file=str(BUILD / "SdpaFullyMaskedRow.inputs.pt")).prep
+    check = reproducing_window(prep.onnx_model, map_graph(prep), "scaled_dot_product_attention", prep, make_options({}))
+    assert check.repro.reproduces and check.depth == 0
+    worst = check.worst
+    assert worst["expected"] == 0.0 and worst["actual"] != 0.0  # torch: zeros for a fully masked row
+    assert worst["inputs"] == {}  # q/k/v elements at the output's index do not make that output (MatMul)
+    assert any(v == pytest.approx(-3.4028234663852886e38) for v in worst["constants"].values() if isinstance(v, float))

@@ -13,7 +13,7 @@ writes no repro that would pass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,10 +23,16 @@ from nodebisect.records import Metrics, ReproData
 from nodebisect.run import Options
 from nodebisect.search.compare import compare
 from nodebisect.search.graphmap import GraphMap
+from nodebisect.search.worst import small_constants, worst_element
 
 # Mapped levels of producers added at most before the whole prefix is tried.
 MAX_DEPTH = 6
 OWN_NODES = "the culprit's own node(s)"
+ELEMENTWISE = frozenset(
+    "Abs Acos Add And Asin Atan BitwiseAnd BitwiseNot BitwiseOr Cast CastLike Ceil Clip Constant Cos Cosh Div Elu Equal Erf "
+    "Exp Floor Gelu Greater GreaterOrEqual HardSigmoid Identity IsInf IsNaN LeakyRelu Less LessOrEqual Log Max Min Mod Mul "
+    "Neg Not Or Pow Reciprocal Relu Round Selu Sigmoid Sign Sin Sinh Softplus Sqrt Sub Tan Tanh Where Xor".split()
+)
 
 
 @dataclass
@@ -38,12 +44,15 @@ class ReproCheck:
         depth: mapped levels of producers above the culprit (0: its own nodes); -1 when none reproduced.
         metrics: the window's comparison with PyTorch.
         sessions: onnxruntime sessions the check ran.
+        worst: ``search.worst`` of the window's output (the worst element, its inputs
+            there, the window's small constants): ``FirstDivergent.worst``; {} when none reproduced.
     """
 
     repro: ReproData
     depth: int
     metrics: Metrics | None
     sessions: int = 0
+    worst: dict[str, Any] = field(default_factory=dict)
 
 
 def reproducing_window(
@@ -80,13 +89,18 @@ def reproducing_window(
             break  # the window stopped growing: it already reaches the graph inputs
         seen.append(key)
         data = _repro_data(window, culprit, prep, gm, expected, opts)
-        metrics = _run(window, data, culprit, expected, dtype, opts, sandbox)
+        metrics, got = _run(window, data, culprit, expected, dtype, opts, sandbox)
         sessions += 1
         last = (window, metrics)
-        if metrics is not None and metrics.mismatch_fraction > 0:
+        if metrics is not None and got is not None and metrics.mismatch_fraction > 0:
             data.nodes = list(window.nodes)
             data.note = _note(window, gm, culprit, depth, depths[-1])
-            return ReproCheck(data, depth, metrics, sessions)
+            # An input's element at the output's index belongs to it only through element-wise ops.
+            pointwise = all(gm.nodes[n].op_type in ELEMENTWISE for n in window.nodes)
+            worst = worst_element(expected, got, data.inputs if pointwise else {})
+            if worst:
+                worst["constants"] = small_constants(onnx_model, window.nodes)
+            return ReproCheck(data, depth, metrics, sessions, worst)
     window, metrics = last if last is not None else (local_graph(onnx_model, gm, culprit), None)
     data = _repro_data(window, culprit, prep, gm, expected, opts)
     data.nodes = list(window.nodes)
@@ -111,16 +125,16 @@ def _repro_data(window: LocalGraph, culprit: str, prep: Any, gm: GraphMap, expec
 
 def _run(
     window: LocalGraph, data: ReproData, culprit: str, expected: np.ndarray, dtype: str | None, opts: Options, sandbox: Any
-) -> Metrics | None:
-    """Run the window as repro.py does (only the culprit marked) and compare; None when it cannot run."""
+) -> tuple[Metrics | None, np.ndarray | None]:
+    """Run the window as repro.py does (only the culprit marked) and compare; (None, None) when it cannot run."""
     from nodebisect.runtime.runner import OrtRunner
 
     try:
         runner = OrtRunner(window.model, data.inputs, ep=opts.ep, opt_level=opts.opt_level, sandbox=sandbox)
-        got = runner.run([culprit])[culprit]
+        got = np.asarray(runner.run([culprit])[culprit])
     except Exception:  # noqa: BLE001 - a window that cannot run alone is no repro; try a wider one
-        return None
-    return compare(culprit, got, expected, opts.rtol, opts.atol, dtype).metrics
+        return None, None
+    return compare(culprit, got, expected, opts.rtol, opts.atol, dtype).metrics, got
 
 
 def _note(window: LocalGraph, gm: GraphMap, culprit: str, depth: int, prefix_depth: int) -> str:
