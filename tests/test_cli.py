@@ -328,3 +328,20 @@ def test_pt2_with_pickled_example_inputs_never_runs_them(tmp_path: Path, capsys:
     assert "--trust-pickle" in err.splitlines()[0]
     assert not marker.exists()
     assert "Traceback" not in err and "Ran into the following error" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, usage, hint",
+    [
+        pytest.param(["report", "x.json", "--outt", "d"], "usage: nodebisect report ", "--outt (did you mean --out?)", id="report-before-required"),
+        pytest.param(["locate", "--atoll", "1", "m.pt2"], "usage: nodebisect locate ", "--atoll (did you mean --atol?)", id="locate"),
+        pytest.param(["locate", "m.pt2", "--strategyy=all"], "usage: nodebisect locate ", "--strategyy=all (did you mean --strategy?)", id="with-value"),
+    ],
+)
+def test_unknown_option_gets_did_you_mean_in_the_commands_usage(argv: list[str], usage: str, hint: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert err.startswith(usage), err
+    assert hint in err and "Traceback" not in err

@@ -29,6 +29,11 @@ class Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message}\n")
 
+    def knows(self, flag: str) -> bool:
+        """``flag`` is one of this parser's options, or an abbreviation argparse accepts."""
+        known = [o for action in self._actions for o in action.option_strings]
+        return flag in known or len([o for o in known if o.startswith(flag)]) == 1
+
     def unknown_options(self, extras: list[str]) -> NoReturn:
         """Refuse ``extras`` naming the closest known option of each."""
         known = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
@@ -116,10 +121,16 @@ def cmd_locate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of exiting (tests call this)."""
     parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Unknown options first: argparse would otherwise complain of a missing required one instead.
+    command = next((w for w in words if not w.startswith("-")), None)
+    sub = _subparser(parser, command) or parser
+    unknown = [w for w in words if w.startswith("--") and w != "--" and not sub.knows(w.split("=", 1)[0])]
+    if unknown:
+        sub.unknown_options(unknown)
+    args, extras = parser.parse_known_args(words)
     if extras:
-        sub = _subparser(parser, getattr(args, "command", None)) or parser
-        sub.unknown_options(extras)
+        (_subparser(parser, getattr(args, "command", None)) or parser).unknown_options(extras)
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return int(ExitCode.USAGE)
