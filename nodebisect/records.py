@@ -241,9 +241,9 @@ class FirstDivergent:
             "isolated_metrics": self.isolated_metrics.to_dict() if self.isolated_metrics else None,
             "input_values": list(self.input_values),
             "optimizer": dict(self.optimizer),
-            "worst": _json_safe(self.worst),
+            "worst": _json_float(self.worst),
             "amplifiers": list(self.amplifiers),
-            "local_error": _json_safe(self.local_error),
+            "local_error": _json_float(self.local_error),
         }
 
     @classmethod
@@ -267,7 +267,7 @@ class FirstDivergent:
             ),
             input_values=list(data.get("input_values", [])),
             optimizer=dict(data.get("optimizer") or {}),
-            worst=_from_json_safe(dict(data.get("worst") or {})),
+            worst=_from_json_float(dict(data.get("worst") or {})),
             amplifiers=list(data.get("amplifiers") or []),
             local_error=dict(data.get("local_error") or {}),
         )
@@ -470,33 +470,19 @@ class Event:
 
 
 def _json_float(value: Any) -> Any:
-    """Make floats JSON-safe (no NaN/Infinity literals) while staying lossless."""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-    return value
-
-
-def _json_safe(value: Any) -> Any:
-    """``_json_float`` through nested dicts and lists."""
+    """Make floats JSON-safe (no NaN/Infinity literals), through dicts and lists, losslessly."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: _json_float(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return _json_float(value)
-
-
-def _from_json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _from_json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_json_safe(v) for v in value]
-    return _from_json_float(value)
+        return [_json_float(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
 
 
 def _from_json_float(value: Any) -> Any:
-    if value in ("nan", "inf", "-inf"):
-        return float(value)
-    return value
+    if isinstance(value, dict):
+        return {k: _from_json_float(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json_float(v) for v in value]
+    return float(value) if isinstance(value, str) and value in ("nan", "inf", "-inf") else value
