@@ -151,6 +151,7 @@ def _describe_difference(mine: tuple, common: tuple, count: int, target: str) ->
 
 
 def _contradicts_fx(gm: GraphMap, name: str, fx_args: dict[str, tuple[str, tuple[Any, ...]]]) -> str:
+    """The attribute of ``name`` that contradicts its FX node's own arguments, in words ("" if none)."""
     node = gm.nodes[name]
     ref = gm.refs[name]
     if ref.fx_node not in fx_args:
@@ -158,20 +159,110 @@ def _contradicts_fx(gm: GraphMap, name: str, fx_args: dict[str, tuple[str, tuple
     target, args = fx_args[ref.fx_node]
     base = target.split(".")[1] if target.startswith("aten.") and "." in target else target
     attrs = node_attributes(node)
-    if node.op_type in ("Softmax", "LogSoftmax") and base in ("softmax", "_softmax", "log_softmax", "_log_softmax") and len(args) > 1:
-        dim, rank = args[1], _rank(args[0])
-        axis = attrs.get("axis", -1)
-        if isinstance(dim, int) and rank and (axis % rank) != (dim % rank):
-            return f"{node.op_type} axis={axis} but {target} normalises over dim={dim}"
-    if node.op_type == "LayerNormalization" and base in ("layer_norm", "native_layer_norm") and len(args) > 4:
-        eps = args[4]
-        got = attrs.get("epsilon", 1e-5)
-        if isinstance(eps, float) and not np.isclose(got, eps, rtol=1e-3, atol=0):
-            return f"LayerNormalization epsilon={got:g} but {target} uses eps={eps:g}"
+    for check in (_softmax_axis, _layernorm_eps, _avg_pool_args, _scatter_reduction, _axis_vs_dim):
+        reason = check(node.op_type, base, target, args, attrs)
+        if reason:
+            return reason
     if base in _ARITH and len(gm.segments.get(gm.segment_of[name], [])) == 1:
         expected = _ARITH[base]
         if node.op_type in _ARITH.values() and node.op_type != expected:
             return f"{node.op_type} node lowers {target}, which is {expected}"
+    return ""
+
+
+def _softmax_axis(op: str, base: str, target: str, args: tuple[Any, ...], attrs: dict[str, Any]) -> str:
+    if op in ("Softmax", "LogSoftmax") and base in ("softmax", "_softmax", "log_softmax", "_log_softmax") and len(args) > 1:
+        dim, rank = args[1], _rank(args[0])
+        axis = attrs.get("axis", -1)
+        if isinstance(dim, int) and rank and (axis % rank) != (dim % rank):
+            return f"{op} attribute axis={axis} contradicts argument dim={dim} of {target}"
+    return ""
+
+
+def _layernorm_eps(op: str, base: str, target: str, args: tuple[Any, ...], attrs: dict[str, Any]) -> str:
+    if op == "LayerNormalization" and base in ("layer_norm", "native_layer_norm") and len(args) > 4:
+        eps = args[4]
+        got = attrs.get("epsilon", 1e-5)
+        if isinstance(eps, float) and not np.isclose(got, eps, rtol=1e-3, atol=0):
+            return f"LayerNormalization attribute epsilon={got:g} contradicts argument eps={eps:g} of {target}"
+    return ""
+
+
+# aten.avg_pool{1,2,3}d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+_AVG_POOL = ("avg_pool1d", "avg_pool2d", "avg_pool3d")
+
+
+def _avg_pool_args(op: str, base: str, target: str, args: tuple[Any, ...], attrs: dict[str, Any]) -> str:
+    if op != "AveragePool" or base not in _AVG_POOL:
+        return ""
+    divisor = args[6] if len(args) > 6 else None
+    if isinstance(divisor, int) and divisor:
+        kernel = list(attrs.get("kernel_shape", []))
+        window = int(np.prod(kernel)) if kernel else 0
+        if divisor != window:
+            return (
+                f"AveragePool has no divisor_override attribute: it divides by the {window} elements of "
+                f"kernel_shape={kernel}, but {target} passes divisor_override={divisor}"
+            )
+    ceil_mode = args[4] if len(args) > 4 else False
+    if isinstance(ceil_mode, bool) and bool(attrs.get("ceil_mode", 0)) != ceil_mode:
+        return f"AveragePool attribute ceil_mode={attrs.get('ceil_mode', 0)} contradicts argument ceil_mode={ceil_mode} of {target}"
+    include_pad = args[5] if len(args) > 5 else True
+    padded = any(p for p in attrs.get("pads", []) or [])
+    if padded and isinstance(include_pad, bool) and bool(attrs.get("count_include_pad", 0)) != include_pad:
+        return (
+            f"AveragePool attribute count_include_pad={attrs.get('count_include_pad', 0)} contradicts "
+            f"argument count_include_pad={include_pad} of {target}"
+        )
+    return ""
+
+
+# torch's reduce names -> ONNX ScatterElements/ScatterND reduction; "mean" has none.
+_SCATTER_REDUCTION = {"sum": "add", "add": "add", "prod": "mul", "multiply": "mul", "amax": "max", "amin": "min", "mean": None}
+
+
+def _scatter_reduction(op: str, base: str, target: str, args: tuple[Any, ...], attrs: dict[str, Any]) -> str:
+    if op not in ("ScatterElements", "ScatterND") or not base.startswith("scatter"):
+        return ""
+    reduce = args[4] if base == "scatter_reduce" and len(args) > 4 else ("sum" if base == "scatter_add" else None)
+    if base == "scatter" and len(args) > 4 and isinstance(args[4], str):
+        reduce = args[4]  # aten.scatter.reduce / value_reduce
+    got = attrs.get("reduction", "none")
+    if not isinstance(reduce, str) or reduce not in _SCATTER_REDUCTION:
+        return ""
+    expected = _SCATTER_REDUCTION[reduce]
+    if expected is None:
+        return (
+            f"{op} attribute reduction='{got}' contradicts argument reduce='{reduce}' of {target}: "
+            f"ONNX {op} has no '{reduce}' reduction"
+        )
+    if got != expected:
+        return f"{op} attribute reduction='{got}' contradicts argument reduce='{reduce}' of {target} (expected reduction='{expected}')"
+    return ""
+
+
+# aten op -> (ONNX op, index of its ``dim`` argument, default dim) for ops whose axis is an attribute.
+_AXIS_OF = {
+    "cat": ("Concat", 1, 0),
+    "concat": ("Concat", 1, 0),
+    "gather": ("GatherElements", 1, None),
+    "scatter": ("ScatterElements", 1, None),
+    "scatter_add": ("ScatterElements", 1, None),
+    "scatter_reduce": ("ScatterElements", 1, None),
+}
+
+
+def _axis_vs_dim(op: str, base: str, target: str, args: tuple[Any, ...], attrs: dict[str, Any]) -> str:
+    spec = _AXIS_OF.get(base)
+    if spec is None or spec[0] != op:
+        return ""
+    _, index, default = spec
+    dim = args[index] if len(args) > index else default
+    first = args[0][0] if base in ("cat", "concat") and isinstance(args[0], (list, tuple)) and args[0] else args[0]
+    rank = _rank(first)
+    axis = attrs.get("axis", 0)
+    if isinstance(dim, int) and rank and (axis % rank) != (dim % rank):
+        return f"{op} attribute axis={axis} contradicts argument dim={dim} of {target}"
     return ""
 
 
