@@ -323,9 +323,10 @@ def _forward_frame(module: Any) -> Frame | None:
     for mod in candidates:
         forward = getattr(type(mod), "forward", None)
         try:
+            forward = inspect.unwrap(forward)  # decorated forwards (transformers' can_return_tuple)
             file = inspect.getsourcefile(forward) or ""
             lines, start = inspect.getsourcelines(forward)
-        except (OSError, TypeError):
+        except (OSError, TypeError, ValueError):
             continue
         if frame_kind(file) == "library" and hasattr(mod, "config"):
             return Frame(file, start, next((ln.strip() for ln in lines if ln.strip().startswith("def ")), ""), "forward")

@@ -1,0 +1,236 @@
+"""Export failures answered like a divergence (issue #13): stage, cause class, frames, remedy, repro.
+
+Real exports of tiny models: ``transformers`` models from configs with random
+weights, and small modules written to files, so the user's frame is a real file.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from nodebisect.errors import BadInputError, ExportFailedError  # noqa: E402
+from nodebisect.frontends.dynamo import export_onnx  # noqa: E402
+from nodebisect.frontends.export_failure import classify_export_error, frame_kind  # noqa: E402
+from nodebisect.frontends.loading import build_loaded_model  # noqa: E402
+from nodebisect.frontends.model_settings import apply_model_settings, parse_setting  # noqa: E402
+from nodebisect.frontends.torchscript import export_torchscript  # noqa: E402
+from nodebisect.records import EXPORT_FAILED, ExportFailure, LocateResult  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def gpt2() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0)
+    return transformers.GPT2LMHeadModel(config).eval(), (torch.randint(0, 100, (1, 8)),)
+
+
+def t5_encoder() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(0)
+    config = transformers.T5Config(num_layers=1, d_model=32, d_kv=8, num_heads=2, d_ff=64, vocab_size=100)
+    return transformers.T5EncoderModel(config).eval(), (torch.randint(0, 100, (1, 8)),)
+
+
+def failure(model: torch.nn.Module | str, args: tuple | None = None, settings: list[str] | None = None) -> ExportFailedError:
+    loaded = build_loaded_model(model, args, model_settings=settings)
+    with pytest.raises(ExportFailedError) as info:
+        export_onnx(loaded)
+    return info.value
+
+
+USER_MODELS = '''import torch
+
+
+class Branch(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return x * 2
+        return x - 1
+
+    @staticmethod
+    def example_inputs():
+        return (torch.randn(4),)
+
+
+class Eig(torch.nn.Module):
+    def forward(self, x):
+        return torch.linalg.eigvals(x @ x).real + 1
+
+    @staticmethod
+    def example_inputs():
+        return (torch.randn(3, 3),)
+'''
+
+
+@pytest.fixture(scope="module")
+def user_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("user") / "mymodels.py"
+    path.write_text(USER_MODELS)
+    return path
+
+
+@pytest.fixture(scope="module")
+def t5_failure() -> ExportFailedError:
+    model, args = t5_encoder()
+    return failure(model, args)
+
+
+def test_cache_in_the_outputs_is_an_unsupported_output_type_remedied_by_use_cache() -> None:
+    model, args = gpt2()
+    err = failure(model, args)
+    d = err.details
+    assert err.step == "torch.export (capture the graph)" and d["stage"] == "capture (torch.export)"
+    assert d["cause"] == "unsupported output type"
+    assert d["settings"] == ["use_cache=False"]
+    assert "--model-setting use_cache=False" in err.tip and "no branching" not in err.tip
+    # No user frame (the whole model is library code): the library's forward is named, in source too.
+    assert d["library_source"].rsplit(":", 1)[0].endswith("transformers/models/gpt2/modeling_gpt2.py")
+    assert d["library_code"].startswith("def forward")
+    assert err.source == d["library_source"]
+
+
+def test_the_setting_named_makes_the_same_model_export() -> None:
+    model, args = gpt2()
+    loaded = build_loaded_model(model, args, model_settings=["use_cache=False"])
+    assert loaded.applied_settings == ["use_cache=False"] and model.config.use_cache is False
+    exported = export_onnx(loaded)
+    assert len(exported.model.graph.output) == 1  # logits only: no cache tensors
+
+
+def test_data_dependent_branch_names_the_users_line(user_file: Path) -> None:
+    err = failure(f"{user_file}:Branch")
+    d = err.details
+    assert d["cause"] == "data-dependent control flow"
+    assert err.source == f"{user_file}:6" and d["code"] == "if x.sum() > 0:"
+    assert d["library_source"] == "" and d["settings"] == []
+    assert "torch.cond" in d["remedy"]
+
+
+def test_op_without_translation_is_unsupported_op_with_a_repro_that_fails_alone(user_file: Path, tmp_path: Path) -> None:
+    err = failure(f"{user_file}:Eig")
+    d = err.details
+    assert d["stage"] == "translation to ONNX" and err.step == "translate to ONNX"
+    assert d["cause"] == "unsupported op" and err.target == "aten.linalg_eig.default"
+    # The failing node was made by decomposition; its stack trace still names the user's line.
+    assert err.source == f"{user_file}:17" and "eigvals" in d["code"]
+    script = d["repro_script"]
+    assert "class Repro" in script and "torch.Size" not in script
+    assert "linalg_eigvals" in script and "@" not in script.split("class Repro", 1)[1]  # one op, not the matmul before it
+    path = tmp_path / "export_repro.py"
+    path.write_text(script)
+    run = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode != 0
+    assert "No ONNX function found for <OpOverload(op='aten.linalg_eig'" in run.stderr
+
+
+def test_t5_attention_view_is_a_decomposition_failure_remedied_by_eager_attention(t5_failure: ExportFailedError) -> None:
+    d = t5_failure.details
+    assert d["stage"] == "decomposition" and t5_failure.target == "aten.view.default"
+    assert d["cause"] == "decomposition failure"
+    assert d["settings"] == ["attn_implementation=eager"]
+    # Frames inside transformers are named, not filtered away.
+    file, line = d["library_source"].rsplit(":", 1)
+    assert file.endswith("transformers/models/t5/modeling_t5.py") and int(line) > 0
+    assert "reshape" in d["library_code"]
+    assert t5_failure.source == d["library_source"]
+
+
+def test_t5_repro_script_fails_the_same_way_alone(t5_failure: ExportFailedError, tmp_path: Path) -> None:
+    script = t5_failure.details["repro_script"]
+    assert "scaled_dot_product_attention" in script and "transformers" not in script.split('"""', 2)[2]
+    path = tmp_path / "export_repro.py"
+    path.write_text(script)
+    run = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode != 0
+    assert "Cannot view a tensor with shape" in run.stderr
+
+
+def test_eager_attention_makes_t5_export() -> None:
+    model, args = t5_encoder()
+    loaded = build_loaded_model(model, args, model_settings=["attn_implementation=eager"])
+    assert loaded.applied_settings == ["attn_implementation=eager"]
+    assert export_onnx(loaded).model.graph.node
+
+
+def test_dynamic_shape_constraint_is_classified() -> None:
+    class Fixed(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(2, 4)
+
+    batch = torch.export.Dim("batch")
+    with pytest.raises(Exception) as info:
+        torch.export.export(Fixed(), (torch.randn(8),), dynamic_shapes=({0: batch},))
+    err = classify_export_error(info.value)
+    assert err.details["cause"] == "dynamic shape constraint", err.message
+    assert "--dynamic" in err.details["remedy"]
+
+
+def test_torchscript_exporter_failures_share_the_classifier() -> None:
+    model, args = gpt2()
+    with pytest.raises(ExportFailedError) as info:
+        export_torchscript(model, args, {}, 17)
+    d = info.value.details
+    assert info.value.step == "torchscript export" and d["exporter"] == "torchscript"
+    assert d["cause"] == "unsupported output type" and d["settings"] == ["use_cache=False"]
+    assert d["library_source"].rsplit(":", 1)[0].endswith("modeling_gpt2.py")
+
+    class NearestExact(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(x, size=7, mode="nearest-exact")
+
+    with pytest.raises(ExportFailedError) as info:
+        export_torchscript(NearestExact(), (torch.randn(1, 1, 10),), {}, 17)
+    assert info.value.details["cause"] == "unsupported op"
+    assert info.value.target == "aten._upsample_nearest_exact1d"
+    assert "--opset" in info.value.tip
+
+
+def test_classified_failure_survives_the_json_contract_and_the_reports(t5_failure: ExportFailedError, tmp_path: Path) -> None:
+    from nodebisect.report.bundle import write_report
+    from nodebisect.report.summary import summary
+
+    record = ExportFailure.from_error(t5_failure)
+    assert record.cause == "decomposition failure" and record.settings == ["attn_implementation=eager"]
+    result = LocateResult(verdict=EXPORT_FAILED, export_failure=record)
+    back = LocateResult.from_dict(result.to_dict())
+    assert back.export_failure == record
+    # An older report without the new fields still reads.
+    old = {k: v for k, v in result.to_dict()["export_failure"].items() if k in ("step", "message", "target", "source", "tip")}
+    assert LocateResult.from_dict({**result.to_dict(), "export_failure": old}).export_failure.cause == ""
+
+    out = write_report(result, tmp_path / "rep")
+    assert (out / "repro" / "export_repro.py").read_text() == record.repro_script
+    md = (out / "report.md").read_text()
+    assert "decomposition failure" in md and "--model-setting attn_implementation=eager" in md and "modeling_t5.py" in md
+    text = summary(result, report_dir=str(out))
+    assert "cause: decomposition failure" in text
+    assert "--model-setting attn_implementation=eager" in text
+    assert "repro/export_repro.py" in text
+
+
+def test_model_setting_specs() -> None:
+    assert parse_setting("use_cache=False") == ("use_cache", False)
+    assert parse_setting("attn_implementation=eager") == ("attn_implementation", "eager")
+    assert parse_setting("num_labels=3") == ("num_labels", 3)
+    with pytest.raises(BadInputError, match="bad --model-setting"):
+        parse_setting("use_cache")
+    model, _args = gpt2()
+    with pytest.raises(BadInputError, match="use_cach") as info:
+        apply_model_settings(model, ["use_cach=False"])
+    assert "use_cache" in info.value.tip  # did you mean
+    with pytest.raises(BadInputError, match="needs the eager model"):
+        apply_model_settings(None, ["use_cache=False"])
+
+
+def test_frame_kinds() -> None:
+    assert frame_kind("/x/site-packages/transformers/models/t5/modeling_t5.py") == "library"
+    assert frame_kind("/x/site-packages/torch/export/_trace.py") == "internal"
+    assert frame_kind("<string>") == "internal"
+    assert frame_kind(str(ROOT / "mymodel.py")) == "user"
