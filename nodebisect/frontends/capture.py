@@ -241,3 +241,77 @@ def module_output_nodes(program: Any) -> dict[str, str]:
             if path:
                 last[str(path)] = node.name
     return last
+
+
+# -- every submodule call (the TorchScript path's reference values) --------------------
+
+
+@dataclass
+class ModuleCall:
+    """One forward call of one submodule, as the hooks saw it."""
+
+    path: str
+    module_type: str
+    outputs: list[np.ndarray]
+    dtypes: list[str]
+    output_ids: list[int]
+    input_ids: list[int]
+    passthrough: bool  # returned its input unchanged (Identity, eval Dropout)
+
+
+@dataclass
+class Hooked:
+    """Every submodule call of one eager forward, in completion order."""
+
+    calls: list[ModuleCall] = field(default_factory=list)
+    final: list[torch.Tensor] = field(default_factory=list)
+    types: dict[str, str] = field(default_factory=dict)  # path -> class name
+    scriptable: bool = True
+
+
+def hook_modules(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], device: str = "cpu") -> Hooked:
+    """Run the eager module once with a forward hook on every submodule, recording every call.
+
+    Outputs are copied at hook time: a later in-place op must not change what
+    the module returned.
+    """
+    hooked = Hooked()
+    alive: list[torch.Tensor] = []  # keeps tensors alive so their ids stay unique during the run
+
+    def tensors(obj: Any) -> list[torch.Tensor]:
+        return [t for t in pytree.tree_leaves(obj) if isinstance(t, torch.Tensor) and not t.is_nested]
+
+    def hook_for(path: str, type_name: str) -> Callable[..., None]:
+        def hook(_mod: Any, inp: Any, kw: Any, out: Any) -> None:
+            outs, ins = tensors(out), tensors((inp, kw))
+            alive.extend(outs + ins)
+            passthrough = bool(outs and ins) and (
+                outs[0] is ins[0] or (outs[0].shape == ins[0].shape and outs[0].dtype == ins[0].dtype and bool(torch.equal(outs[0], ins[0])))
+            )
+            hooked.calls.append(
+                ModuleCall(
+                    path=path,
+                    module_type=type_name,
+                    outputs=[np.array(to_numpy(t), copy=True) for t in outs],
+                    dtypes=[str(t.dtype).replace("torch.", "") for t in outs],
+                    output_ids=[id(t) for t in outs],
+                    input_ids=[id(t) for t in ins],
+                    passthrough=passthrough,
+                )
+            )
+
+        return hook
+
+    hooked.scriptable = not isinstance(module, torch.jit.ScriptModule)
+    for path, sub in module.named_modules():
+        hooked.types[path] = type(sub).__name__
+    out = forward_with_hooks(
+        module,
+        args,
+        kwargs,
+        device,
+        lambda path, sub: sub.register_forward_hook(hook_for(path, type(sub).__name__), with_kwargs=True),
+    )
+    hooked.final = [t.detach().cpu() for t in tensors(out)]
+    alive.clear()
+    return hooked
