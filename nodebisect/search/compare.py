@@ -52,12 +52,16 @@ def compare(
     rtol: float | None = None,
     atol: float | None = None,
     dtype: str | None = None,
+    signed_zeros: bool = False,
 ) -> Comparison:
     """Compare ``actual`` (ONNX Runtime) with ``expected`` (the framework).
 
     NaN where the reference is finite is a divergence; NaN on both sides at the
     same positions, or the same infinity on both sides, is a match. ``dtype``
     names the framework dtype when ``expected`` was widened (bfloat16 -> float32).
+    ``signed_zeros``: a zero of the opposite sign is a divergence too; set it for
+    values a later node divides by or takes the sign of (``search.signs``), where
+    -0.0 and +0.0 lead to -inf and +inf. Off, every tolerance calls them equal.
     """
     actual = np.asarray(actual)
     expected = np.asarray(expected)
@@ -87,10 +91,12 @@ def compare(
         finite = np.abs(expected[np.isfinite(expected)].astype(np.float64))
         metrics.range_used = float(finite.max() / half_max) if finite.size else 0.0
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        return _compare_values(onnx_value, actual, expected, tol, metrics)
+        return _compare_values(onnx_value, actual, expected, tol, metrics, signed_zeros)
 
 
-def _compare_values(onnx_value: str, actual: np.ndarray, expected: np.ndarray, tol: Tolerance, metrics: Metrics) -> Comparison:
+def _compare_values(
+    onnx_value: str, actual: np.ndarray, expected: np.ndarray, tol: Tolerance, metrics: Metrics, signed_zeros: bool = False
+) -> Comparison:
     a = actual.astype(np.float64)
     e = expected.astype(np.float64)
     a_nan, e_nan = np.isnan(a), np.isnan(e)
@@ -106,6 +112,12 @@ def _compare_values(onnx_value: str, actual: np.ndarray, expected: np.ndarray, t
     good = np.where(both_finite, within, special_match)
     if _kind(expected.dtype) != "float":
         good = actual == expected  # exact: float64 would round integers above 2**53
+    elif signed_zeros:
+        flipped = (a == 0) & (e == 0) & (np.signbit(a) != np.signbit(e))
+        if flipped.any():
+            if good.all():
+                metrics.reason = _signed_zero_reason(a, e, flipped)
+            good = good & ~flipped
     metrics.mismatch_fraction = float(1.0 - good.mean())
 
     if both_finite.any():
@@ -125,6 +137,18 @@ def _compare_values(onnx_value: str, actual: np.ndarray, expected: np.ndarray, t
         metrics.max_rel = float("inf")
     metrics.cosine = _cosine(np.where(both_finite, a, 0.0), np.where(both_finite, e, 0.0))
     return Comparison(onnx_value, metrics.mismatch_fraction == 0.0, metrics, tol)
+
+
+def _signed_zero_reason(a: np.ndarray, e: np.ndarray, flipped: np.ndarray) -> str:
+    """The sign flips in words: every value is within tolerance, only zeros changed sign."""
+    to_plus = int((flipped & np.signbit(e)).sum())
+    to_minus = int(flipped.sum()) - to_plus
+    parts = []
+    if to_plus:
+        parts.append(f"+0.0 at {to_plus} position(s) where PyTorch has -0.0")
+    if to_minus:
+        parts.append(f"-0.0 at {to_minus} position(s) where PyTorch has +0.0")
+    return "onnxruntime has " + " and ".join(parts) + " (equal under any tolerance, but a later node divides by it or takes its sign)"
 
 
 def _kind(dtype: np.dtype) -> str:
