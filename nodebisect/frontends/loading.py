@@ -67,7 +67,9 @@ def load_model(spec: str, trust_pickle: bool = False) -> tuple[torch.nn.Module |
     if path.suffix == ".py" or (":" in spec and not path.exists()):
         return _load_factory(spec)
     if not path.exists():
-        raise BadInputError(f"model file not found: {spec}", tip="check the path, or pass a factory as file.py:factory")
+        from nodebisect.frontends.load_hints import near_files
+
+        raise BadInputError(f"model file not found: {spec}{near_files(path)}", tip="check the path, or pass a factory as file.py:factory")
     if path.is_dir():
         raise BadInputError(f"model path is a directory: {spec}", tip="pass a .pt2, TorchScript or .pt file")
     if not os.access(path, os.R_OK):
@@ -99,7 +101,8 @@ def load_model(spec: str, trust_pickle: bool = False) -> tuple[torch.nn.Module |
         except Exception as exc:  # noqa: BLE001 - any load failure is a bad file
             raise BadInputError(f"cannot load TorchScript archive {spec}: {_first_line(exc)}") from exc
         return module, None, None, "torchscript"
-    return _load_pickle(path, trust_pickle), None, None, "pickle"
+    module = _load_pickle(path, trust_pickle)
+    return module, None, _example_inputs(module), "pickle"
 
 
 def _load_pt2(path: Path, trust_pickle: bool = False) -> Any:
@@ -172,7 +175,9 @@ def _load_pickle(path: Path, trust_pickle: bool) -> torch.nn.Module:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001
-        raise BadInputError(f"cannot unpickle {path}: {_first_line(exc)}", tip="the model's classes must be importable") from exc
+        from nodebisect.frontends.load_hints import unpickle_error
+
+        raise unpickle_error(path, exc) from exc
     if not isinstance(obj, torch.nn.Module):
         raise BadInputError(f"{path} holds {type(obj).__name__}, not an nn.Module", tip="save the module itself with torch.save(model)")
     return obj
@@ -185,7 +190,9 @@ def _load_factory(spec: str) -> tuple[torch.nn.Module | None, Any, tuple | None,
     if target.endswith(".py") or os.sep in target:
         file = Path(target)
         if not file.exists():
-            raise BadInputError(f"factory file not found: {target}", tip="check the path before ':'")
+            from nodebisect.frontends.load_hints import near_files
+
+            raise BadInputError(f"factory file not found: {target}{near_files(file)}", tip="check the path before ':'")
         mod_name = "_nodebisect_user_" + re.sub(r"\W", "_", file.stem)
         module_spec = importlib.util.spec_from_file_location(mod_name, file)
         if module_spec is None or module_spec.loader is None:
@@ -206,7 +213,9 @@ def _load_factory(spec: str) -> tuple[torch.nn.Module | None, Any, tuple | None,
             raise BadInputError(f"cannot import module {target!r}: {_first_line(exc)}", tip="is it on PYTHONPATH?") from exc
     factory = getattr(mod, attr, None)
     if factory is None:
-        raise BadInputError(f"{target} has no attribute {attr!r}", tip="name a class or a function that returns an nn.Module")
+        from nodebisect.frontends.load_hints import missing_factory_tip
+
+        raise BadInputError(f"{target} has no attribute {attr!r}", tip=missing_factory_tip(mod, attr))
     try:
         built = factory()
     except Exception as exc:  # noqa: BLE001
@@ -218,11 +227,20 @@ def _load_factory(spec: str) -> tuple[torch.nn.Module | None, Any, tuple | None,
     if not isinstance(built, torch.nn.Module):
         raise BadInputError(f"{spec} returned {type(built).__name__}, not an nn.Module")
     if example is None:
-        maker = getattr(built, "example_inputs", None) or getattr(factory, "example_inputs", None)
-        if callable(maker):
-            example = maker()
-            example = example if isinstance(example, tuple) else (example,)
+        example = _example_inputs(built, factory)
     return built, None, example, "factory"
+
+
+def _example_inputs(module: torch.nn.Module, factory: Any = None) -> tuple | None:
+    """``example_inputs()`` of the module (or its factory), as a tuple; None where there is none."""
+    maker = getattr(module, "example_inputs", None) or getattr(factory, "example_inputs", None)
+    if not callable(maker):
+        return None
+    try:
+        example = maker()
+    except Exception as exc:  # noqa: BLE001 - the user's code
+        raise BadInputError(f"example_inputs() of {type(module).__name__} failed: {_first_line(exc)}") from exc
+    return example if isinstance(example, tuple) else (example,)
 
 
 def parse_input_spec(text: str) -> tuple[str, list[int], torch.dtype]:
@@ -365,6 +383,10 @@ def build_loaded_model(
     if module is not None:
         module = module.eval()
         _check_signature(module, args, kwargs)
+    elif exported is not None and (inputs is not None or inputs_file or input_specs):
+        from nodebisect.frontends.load_hints import check_pt2_inputs
+
+        check_pt2_inputs(exported, args, kwargs)  # shapes and dtypes are fixed in the archive: say so before exporting
     if exported is None and kind == "torchscript":
         exported = _torchscript_to_exported(module, args)
     return LoadedModel(module=module, exported=exported, args=args, kwargs=kwargs, source=source, kind=kind, applied_settings=applied)

@@ -1,0 +1,144 @@
+"""Loading as a user gets it wrong (issue #12 item 8): near misses, fixed .pt2 shapes, unimportable pickles.
+
+Real files: factories and pickles written here, .pt2 archives saved with
+torch.export.save; the CLI runs in-process, or in a fresh process where the
+import path matters.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nodebisect.cli.main import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MODELS = '''import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return torch.relu(self.fc(x))
+
+    @staticmethod
+    def example_inputs():
+        return (torch.randn(2, 4),)
+
+
+def build():
+    return Net()
+
+
+HELPER = 3
+'''
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert lines[0].startswith("nodebisect: error: "), err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("loading")
+    (folder / "mymodels.py").write_text(MODELS)
+    return folder
+
+
+def test_near_miss_model_file_says_did_you_mean(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (work / "resnet_small.pt2").write_bytes(b"x")
+    code, _out, err = run_cli(["locate", str(work / "resnet_smal.pt2"), "-q"], capsys)
+    assert code == 2
+    assert "did you mean" in one_line_error(err) and "resnet_small.pt2" in err
+
+
+def test_near_miss_factory_file_says_did_you_mean(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run_cli(["locate", f"{work}/mymodel.py:Net", "-q"], capsys)
+    assert code == 2
+    assert "factory file not found" in one_line_error(err) and "mymodels.py" in err
+
+
+def test_missing_factory_name_lists_the_files_modules_and_callables(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run_cli(["locate", f"{work}/mymodels.py:Nett", "-q"], capsys)
+    assert code == 2
+    one_line_error(err)
+    assert "did you mean Net" in err
+    assert "build" in err and "HELPER" not in err and "torch" not in err.split("defines", 1)[1]
+
+
+def test_pt2_inputs_are_checked_against_the_archive_before_export(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sys.path.insert(0, str(work))
+    try:
+        import mymodels
+    finally:
+        sys.path.remove(str(work))
+    x = torch.randn(2, 4)
+    torch.export.save(torch.export.export(mymodels.Net().eval(), (x,)), str(work / "static.pt2"))
+    torch.save((torch.randn(5, 4),), str(work / "batch5.pt"))
+    code, _out, err = run_cli(["locate", str(work / "static.pt2"), "--inputs", str(work / "batch5.pt"), "-q"], capsys)
+    assert code == 2
+    one_line_error(err)
+    assert "has shape [5, 4], the .pt2 was exported with [2, 4] (all dimensions fixed)" in err
+    assert "--dynamic cannot change" in err
+    # A .pt2 saved with a dynamic batch takes the other batch size: the check lets symbolic sizes through.
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(mymodels.Net().eval(), (x,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(work / "dynamic.pt2"))
+    code, out, err = run_cli(["locate", str(work / "dynamic.pt2"), "--inputs", str(work / "batch5.pt"), "-q"], capsys)
+    assert code == 0, out + err
+
+
+def _save_pickle(folder: Path, target: Path, main_script: bool = False) -> None:
+    if main_script:
+        code = MODELS + f"\ntorch.save(Net().eval(), {str(target)!r})\n"
+    else:
+        code = f"import torch, mymodels\ntorch.save(mymodels.Net().eval(), {str(target)!r})\n"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=folder, timeout=300)
+
+
+def _cli(argv: list[str], cwd: Path, pythonpath: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = pythonpath
+    return subprocess.run([sys.executable, "-m", "nodebisect", "locate", *argv, "-q"], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def test_trusted_pickle_of_an_unimportable_class_says_set_pythonpath(work: Path, tmp_path: Path) -> None:
+    _save_pickle(work, tmp_path / "net.pt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = _cli([str(tmp_path / "net.pt"), "--trust-pickle"], elsewhere, str(ROOT))
+    assert run.returncode == 2, run.stderr
+    one_line_error(run.stderr)
+    assert "module 'mymodels'" in run.stderr and "is not importable" in run.stderr
+    assert "PYTHONPATH" in run.stderr
+    # With the module on the path it loads, and its class's example_inputs() feed it (no --inputs).
+    run = _cli([str(tmp_path / "net.pt"), "--trust-pickle"], elsewhere, f"{ROOT}{os.pathsep}{work}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.startswith("MATCH")
+
+
+def test_trusted_pickle_of_a_class_from_main_says_so(work: Path, tmp_path: Path) -> None:
+    _save_pickle(work, tmp_path / "main_net.pt", main_script=True)
+    run = _cli([str(tmp_path / "main_net.pt"), "--trust-pickle"], tmp_path, str(ROOT))
+    assert run.returncode == 2, run.stderr
+    one_line_error(run.stderr)
+    assert "__main__" in run.stderr and "class Net" in run.stderr
