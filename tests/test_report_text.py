@@ -214,6 +214,18 @@ def test_repro_script_prints_the_worst_element(runs: dict[str, Run]) -> None:
     assert re.search(r"worst element at \[\d+, \d+\]: relu=\+0\.0, linear_1=-[0-9.]+ -> PyTorch \+3\.1416, onnxruntime -3\.1416", done.stdout), done.stdout
 
 
+def test_worst_values_are_printed_with_the_digits_that_tell_them_apart(runs: dict[str, Run]) -> None:
+    from nodebisect.report.wording import pair_text
+
+    assert pair_text(-707106.78125, -707106.8125) == ("-707106.781", "-707106.812")
+    assert pair_text(np.pi, -np.pi) == ("+3.1416", "-3.1416")
+    assert pair_text(0.0, -0.0) == ("+0.0", "-0.0")
+    line = _summary_line(runs["ConvBnCancellation"], "worst:")
+    if line:  # filled by the diagnosis (diagnose.repro_check)
+        pytorch, ort = re.search(r"PyTorch (\S+), onnxruntime (\S+)", line).groups()
+        assert pytorch != ort, line
+
+
 def test_sdpa_constants_include_the_mask_fill(runs: dict[str, Run]) -> None:
     from nodebisect.report.summary import summary
 

@@ -31,6 +31,7 @@ from nodebisect.report.wording import (
     isolation_text,
     nonfinite_sentence,
     num,
+    pair_text,
     value_text,
     what_to_do,
     worst_text,
@@ -191,7 +192,8 @@ def _symptom(fd: FirstDivergent) -> str:
     if "expected" in w:
         inputs = ", ".join(f"{k}={value_text(v)}" for k, v in list((w.get("inputs") or {}).items())[:3])
         at = f" at {inputs}" if inputs else ""
-        return f": PyTorch {value_text(w['expected'])}, onnxruntime {value_text(w['actual'])}{at}"
+        expected, actual = pair_text(w["expected"], w["actual"])
+        return f": PyTorch {expected}, onnxruntime {actual}{at}"
     m = fd.metrics
     if m.reason:
         return f": {m.reason}"

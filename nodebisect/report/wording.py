@@ -208,7 +208,8 @@ def worst_text(worst: dict[str, Any] | None) -> str:
     where = f"at [{', '.join(str(i) for i in index)}]" if index else "at the scalar"
     inputs = ", ".join(f"{_short_name(k)}={value_text(v)}" for k, v in (worst.get("inputs") or {}).items())
     text = f"{where}: " + (f"{inputs} -> " if inputs else "")
-    return text + f"PyTorch {value_text(worst['expected'])}, onnxruntime {value_text(worst['actual'])}"
+    expected, actual = pair_text(worst["expected"], worst["actual"])
+    return text + f"PyTorch {expected}, onnxruntime {actual}"
 
 
 def constants_text(worst: dict[str, Any] | None, limit: int = 0) -> str:
@@ -248,7 +249,16 @@ def num(x: Any) -> str:
     return f"{x:.3g}"
 
 
-def value_text(v: Any) -> str:
+def pair_text(expected: Any, actual: Any) -> tuple[str, str]:
+    """Both values with as many digits as it takes to see them differ (-707106.78 vs -707106.84)."""
+    for digits in (5, 7, 9, 12, 17):
+        e, a = value_text(expected, digits), value_text(actual, digits)
+        if e != a:
+            return e, a
+    return e, a
+
+
+def value_text(v: Any, digits: int = 5) -> str:
     """One element's value, signed (``+0`` and ``-0`` differ; so do ``+3.1416`` and ``-3.1416``)."""
     if isinstance(v, bool):
         return str(v)
@@ -261,7 +271,7 @@ def value_text(v: Any) -> str:
             return "+inf" if v > 0 else "-inf"
         if v == 0.0:
             return "-0.0" if math.copysign(1.0, v) < 0 else "+0.0"
-        return f"{v:+.5g}"
+        return f"{v:+.{digits}g}"
     return str(v)
 
 
@@ -296,6 +306,7 @@ __all__ = [
     "named_suspect",
     "next_lines",
     "nonfinite_sentence",
+    "pair_text",
     "stage_sentence",
     "value_text",
     "what_to_do",
