@@ -161,7 +161,7 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -
 
 def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log: RunLog, sandbox: Any) -> LocateResult:
     """Map the graph, search it, explain the culprit: one input set."""
-    from nodebisect.diagnose.explain import explain, follow_to_source
+    from nodebisect.diagnose.explain import explain, follow_to_source, verified_repro
     from nodebisect.frontends.user_onnx import check_ownership
     from nodebisect.onnxgraph import check_feeds_fit
     from nodebisect.search.failure import runtime_failure_result
@@ -183,9 +183,10 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
         return runtime_failure_result(outcome, outcome.failure, environment, log)
     first_divergent = repro = None
     if outcome.culprit is not None:
-        first_divergent, repro = explain(outcome.culprit, gm, prep, outcome.comparisons, opts, log, sandbox)
+        first_divergent = explain(outcome.culprit, gm, prep, outcome.comparisons, opts, log, sandbox)
         if first_divergent.cause == CAUSE_INHERITED:  # right on PyTorch's inputs: the source lies upstream
-            first_divergent, repro = follow_to_source(outcome, first_divergent, repro, prep, opts, log, sandbox)
+            first_divergent = follow_to_source(outcome, first_divergent, prep, opts, log, sandbox)
+        repro = verified_repro(first_divergent, gm, prep, opts, log, sandbox)  # a repro that reproduces
     return search_result(outcome, environment, first_divergent, repro, log)
 
 

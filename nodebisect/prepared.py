@@ -39,6 +39,8 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     mapping_quality: dict[str, Any] = field(default_factory=dict)
     feeds: dict[str, np.ndarray] = field(default_factory=dict)
+    # float64 values of the program's floating FX nodes (frontends.oracle), or empty.
+    oracle: dict[str, np.ndarray] = field(default_factory=dict)
     # The same program exported with optimize=False, made once on demand (stage graph_optimization).
     unoptimized_onnx: Any = None
 

@@ -92,6 +92,11 @@ class Metrics:
     reason: str = ""
     # Half precision only: largest |value| as a fraction of the dtype's max (1.0 = overflow).
     range_used: float = 0.0
+    # Natural noise (float64 oracle): PyTorch's own largest error against the exact answer,
+    # ONNX's error as a multiple of it, and which criterion decided ("fixed" or "noise").
+    noise: float = 0.0
+    noise_ratio: float = 0.0
+    criterion: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_float(v) for k, v in dataclasses.asdict(self).items()}

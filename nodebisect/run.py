@@ -19,6 +19,7 @@ from nodebisect.records import Event
 Progress = Callable[[Event], None]
 STRATEGIES = ("auto", "all", "bisect")
 EXPORTERS = ("dynamo", "torchscript")
+ORACLE_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -55,12 +56,15 @@ class Options:
     # --model-setting KEY=VALUE: applied to the model's config / attributes before export
     # (frontends.model_settings), noted in every report.
     model_settings: list[str] | None = None
+    # The float64 oracle that gives each value its natural noise (search.noise):
+    # "auto" runs it when no --rtol/--atol is given and it fits the memory budget.
+    oracle: str = "auto"
 
 
 # Options that change what is exported and captured; the others only change the search,
 # so a prepared model can be searched again under them without exporting again.
 PREPARE_FIELDS = (
-    "onnx_path", "opset", "device", "seed", "input_specs", "inputs_file", "trust_pickle", "exporter", "memory_budget", "dynamic",
+    "onnx_path", "opset", "device", "seed", "input_specs", "inputs_file", "trust_pickle", "exporter", "memory_budget", "dynamic", "oracle",
     "model_settings",
 )
 
@@ -73,6 +77,8 @@ def make_options(options: dict[str, Any]) -> Options:
     opts = Options(**options)
     if opts.exporter not in EXPORTERS:
         raise BadInputError(f"unknown exporter {opts.exporter!r}", tip="use dynamo or torchscript")
+    if opts.oracle not in ORACLE_MODES:
+        raise BadInputError(f"unknown oracle mode {opts.oracle!r}", tip="use auto, on or off")
     if opts.strategy not in STRATEGIES:
         raise BadInputError(f"unknown strategy {opts.strategy!r}", tip="use auto, all or bisect")
     for name in ("rtol", "atol"):

@@ -36,6 +36,13 @@ def add_locate_options(p: argparse.ArgumentParser) -> None:
     cmp.add_argument("--strategy", choices=["auto", "all", "bisect"], default="auto", help="all: one session marks every value; bisect: O(log N) sessions (default auto)")
     cmp.add_argument("--probes-per-step", type=int, default=3, metavar="K", help="values measured per onnxruntime session while bisecting (default 3)")
     cmp.add_argument("--no-capture-check", action="store_true", help="skip comparing eager PyTorch with the exported program")
+    cmp.add_argument(
+        "--oracle",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="run the program once more in float64 so each value is judged against PyTorch's own rounding noise "
+        "(auto: when no --rtol/--atol is given and it fits the memory budget)",
+    )
     mod = p.add_argument_group("model settings")
     mod.add_argument(
         "--model-setting", action="append", dest="model_settings", metavar="KEY=VALUE",
@@ -58,6 +65,7 @@ def locate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "probes_per_step": args.probes_per_step,
         "opt_level": args.opt_level,
         "check_capture": not args.no_capture_check,
+        "oracle": args.oracle,
         "seed": args.seed,
         "input_specs": args.input_specs,
         "inputs_file": inputs[0] if inputs else None,

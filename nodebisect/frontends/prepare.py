@@ -62,7 +62,27 @@ def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepared
     prep = Prepared(
         onnx_model=onnx_model, acts=acts, flat_inputs=flat, program=exported.program, opset=exported.opset, original=exported.original, notes=notes
     )
+    prep.oracle = _oracle(prep, loaded.args, loaded.kwargs, opts, budget, log)
     return with_feeds(prep)
+
+
+def _oracle(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], opts: Options, budget: int, log: RunLog) -> dict[str, Any]:
+    """The float64 oracle of the program's floating values, when asked for and affordable."""
+    if opts.oracle == "off" or (opts.oracle == "auto" and (opts.rtol is not None or opts.atol is not None)):
+        return {}
+    floats = {n for n in prep.acts.order if prep.acts.values[n].dtype.kind == "f"}
+    need = 2 * sum(prep.acts.values[n].nbytes for n in floats)
+    if opts.oracle == "auto" and (prep.acts.spilled or need > budget):
+        log.note(f"the float64 oracle ({need / 2**20:.0f} MiB) does not fit the memory budget: values are judged by the fixed tolerance only")
+        return {}
+    from nodebisect.frontends.oracle import capture_oracle
+
+    with log.timed("oracle", "run the program in float64 (each value's natural noise)"):
+        try:
+            return capture_oracle(prep.program, args, kwargs, floats)
+        except Exception as exc:  # noqa: BLE001 - the oracle refines tolerances; the fixed ones stand without it
+            log.note(f"the float64 oracle could not run ({str(exc).splitlines()[0][:160]}): values are judged by the fixed tolerance only")
+            return {}
 
 
 def capture_inputs(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], device: str) -> Prepared:
@@ -71,7 +91,15 @@ def capture_inputs(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any]
 
     acts = capture_fx(prep.program, args, kwargs, device=device)
     flat = [a for a in flat_user_inputs(prep.program, args, kwargs) if hasattr(a, "dtype")]
-    return with_feeds(replace(prep, acts=acts, flat_inputs=flat, notes=[]))
+    trial = with_feeds(replace(prep, acts=acts, flat_inputs=flat, notes=[], oracle={}))
+    if prep.oracle:
+        from nodebisect.frontends.oracle import capture_oracle
+
+        try:
+            trial.oracle = capture_oracle(prep.program, args, kwargs, set(prep.oracle))
+        except Exception:  # noqa: BLE001 - judged by the fixed tolerance then
+            trial.oracle = {}
+    return trial
 
 
 def with_feeds(prep: Prepared) -> Prepared:

@@ -15,6 +15,7 @@ from nodebisect.records import Comparison, Event, Step
 from nodebisect.run import Options, RunLog
 from nodebisect.search.compare import compare
 from nodebisect.search.graphmap import GraphMap
+from nodebisect.search.noise import judge
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Prober:
     acts: Any
     opts: Options
     log: RunLog
+    oracle: dict[str, Any] = field(default_factory=dict)  # float64 values by FX name (search.noise)
     comparisons: dict[str, Comparison] = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
 
@@ -36,7 +38,10 @@ class Prober:
         bad = set()
         for v in values:
             fx_name = self.gm.mapped[v]
-            cmp = compare(v, got[v], self.acts.values[fx_name], self.opts.rtol, self.opts.atol, self.acts.dtypes.get(fx_name))
+            expected, dtype = self.acts.values[fx_name], self.acts.dtypes.get(fx_name)
+            cmp = compare(v, got[v], expected, self.opts.rtol, self.opts.atol, dtype)
+            if self.oracle:
+                cmp = judge(cmp, got[v], expected, self.oracle.get(fx_name), dtype or "")
             self.comparisons[v] = cmp
             if not cmp.ok:
                 bad.add(v)
