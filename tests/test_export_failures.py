@@ -113,6 +113,16 @@ def test_data_dependent_branch_names_the_users_line(user_file: Path) -> None:
     assert "torch.cond" in d["remedy"]
 
 
+def test_capture_failure_repro_rebuilds_the_model_from_its_factory(user_file: Path, tmp_path: Path) -> None:
+    script = failure(f"{user_file}:Branch").details["repro_script"]
+    assert "no smaller piece" in script and str(user_file) in script
+    path = tmp_path / "export_repro.py"
+    path.write_text(script)
+    run = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode != 0
+    assert "data-dependent" in run.stderr
+
+
 def test_op_without_translation_is_unsupported_op_with_a_repro_that_fails_alone(user_file: Path, tmp_path: Path) -> None:
     err = failure(f"{user_file}:Eig")
     d = err.details

@@ -56,7 +56,7 @@ def test_gpt2_with_its_cache_is_export_failed_naming_the_flag(work: Path, capsys
     code, out, err = run_cli(["locate", f"{work}/hf_models.py:gpt2", "--json", str(out_json), "-q"], capsys)
     assert code == 3, err
     failure = json.loads(out_json.read_text())["export_failure"]
-    assert "(unsupported output type)" in failure["message"] and "DynamicCache" in failure["message"]
+    assert ": unsupported output type. " in failure["message"] and "DynamicCache" in failure["message"]
     assert "--model-setting use_cache=False" in failure["tip"]
     assert "modeling_gpt2.py:" in failure["source"]  # no longer empty: the library's frame stands in
     assert "--model-setting use_cache=False" in out

@@ -114,9 +114,10 @@ def classify_export_error(
         # The output is built in the model's forward; the frames at hand are torch's flattening.
         lib = _forward_frame(module) or lib
     at = user or lib
-    message = f"ONNX export failed in {stage}" + (f" on {target}" if target else "") + f" ({cause}): {type(root).__name__}: {root_msg[:240]}"
+    said = f"{type(root).__name__}: {_shorten(root_msg)}"
+    message = f"ONNX export failed in {stage}" + (f" on {target}" if target else "") + f": {cause}. {said}"
     if exporter == "torchscript":
-        message = f"TorchScript ONNX export failed (opset {opset or '?'})" + (f" on {target}" if target else "") + f" ({cause}): {type(root).__name__}: {root_msg[:240]}"
+        message = f"TorchScript ONNX export failed (opset {opset or '?'})" + (f" on {target}" if target else "") + f": {cause}. {said}"
     tip = remedy
     if settings:
         tip = f"{remedy}; add {' '.join('--model-setting ' + s for s in settings)} to go on to the numeric comparison"
@@ -151,6 +152,13 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def _root(chain: list[BaseException]) -> BaseException:
     """The innermost exception, skipping the exporter's own wrappers where a better one is inside."""
     return chain[-1]
+
+
+def _shorten(text: str, limit: int = 240) -> str:
+    """``text`` cut at a word boundary near ``limit``, marked with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " …"
 
 
 def _first_line(exc: BaseException) -> str:

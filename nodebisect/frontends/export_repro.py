@@ -38,7 +38,7 @@ def repro_script(error: ExportFailedError, loaded: LoadedModel, original: Any, d
         if found:
             return found
     if loaded.kind == "factory" and ":" in loaded.source:
-        return _factory_script(loaded.source, error)
+        return _factory_script(loaded.source, error, loaded.applied_settings)
     return ""
 
 
@@ -216,7 +216,7 @@ def _tensor_expr(t: torch.Tensor) -> str:
     return f"torch.empty_strided({shape}, {stride}, dtype={dtype}).copy_({fill}){grad}"
 
 
-def _factory_script(spec: str, error: ExportFailedError) -> str:
+def _factory_script(spec: str, error: ExportFailedError, settings: list[str] | None = None) -> str:
     target, _, attr = spec.rpartition(":")
     if target.endswith(".py"):
         load = (
@@ -244,7 +244,13 @@ def _factory_script(spec: str, error: ExportFailedError) -> str:
         "    model = built\n"
         "    args = (getattr(model, 'example_inputs', None) or getattr(factory, 'example_inputs'))()\n"
         "args = args if isinstance(args, tuple) else (args,)\n"
-        "torch.onnx.export(model.eval(), args, dynamo=True)\n"
+        + (
+            "from nodebisect.frontends.model_settings import apply_model_settings  # the run's --model-setting\n"
+            f"apply_model_settings(model, {list(settings)!r})\n"
+            if settings
+            else ""
+        )
+        + "torch.onnx.export(model.eval(), args, dynamo=True)\n"
         'print("exported without error: the failure did not reproduce here")\n'
     )
 
