@@ -97,13 +97,33 @@ class ConvBn(nn.Module):
         return self.head(torch.relu(self.bn2(self.conv2(h))))
 
 
+class Norms(nn.Module):
+    """group_norm lowers to InstanceNormalization with its own ones/zeros [C] (same shape as
+    the weight), then Mul/Add by the reshaped weight and bias; instance_norm reads its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.gn = nn.GroupNorm(4, 4)
+        self.inn = nn.InstanceNorm2d(4, affine=True)
+        with torch.no_grad():
+            for norm in (self.gn, self.inn):
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.uniform_(-0.3, 0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inn(self.gn(self.conv(x)))
+
+
 WEIGHT_CASES = [
     pytest.param(Mlp3d, (torch.randn(2, 5, 8),), "MatMul", id="linear-matmul-transposed"),
     pytest.param(ConvBn, (torch.randn(1, 3, 8, 8),), "Conv", id="conv-with-batchnorm-folded"),
 ]
+CLEAN_ONLY = [pytest.param(Norms, (torch.randn(1, 3, 5, 5),), "InstanceNormalization", id="norm-lowerings-own-constants")]
 
 
-@pytest.mark.parametrize(("cls", "args", "op"), WEIGHT_CASES)
+@pytest.mark.parametrize(("cls", "args", "op"), WEIGHT_CASES + CLEAN_ONLY)
 def test_clean_weights_raise_no_evidence(cls: type[nn.Module], args: tuple[Any, ...], op: str) -> None:
     model, program = export(cls(), args)
     gm = build_graph_map(model, {}, [])

@@ -33,6 +33,27 @@ WEIGHT_SCORE = 0.97
 # fold recomputed in another precision, none for a changed weight.
 _RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-4, np.dtype(np.float16): 2e-3}
 
+# ONNX op -> the inputs that hold a layer's weights (None: any input). An initializer
+# named after a parameter is checked wherever it is read; one with a generated name
+# (``val_N``) elsewhere is taken for the lowering's own constant (a shape, a mask, the
+# ones of InstanceNormalization inside group_norm), never for a weight.
+_WEIGHT_INPUTS: dict[str, tuple[int, ...] | None] = {
+    "MatMul": None,
+    "Gemm": None,
+    "Conv": (1, 2),
+    "ConvTranspose": (1, 2),
+    "Gather": (0,),
+    "LayerNormalization": (1, 2),
+    "BatchNormalization": (1, 2, 3, 4),
+    "GroupNormalization": (1, 2),
+    "RMSNormalization": (1,),
+    "PRelu": (1,),
+    "Add": None,
+    "Sub": None,
+    "Mul": None,
+    "Div": None,
+}
+
 _BATCH_NORM = {"_native_batch_norm_legit_no_training", "native_batch_norm", "batch_norm", "_native_batch_norm_legit"}
 _CONV = {"conv1d", "conv2d", "conv3d", "convolution", "_convolution"}
 
@@ -63,9 +84,13 @@ def weight_evidence(gm: GraphMap, onnx_model: onnx.ModelProto, program: Any, nod
             sources = None
         if not sources:
             continue
-        for value in node.input:
+        roles = _WEIGHT_INPUTS.get(node.op_type, ())
+        for index, value in enumerate(node.input):
             if value not in inits:
                 continue
+            named = value in program.state_dict or value in program.constants
+            if not named and roles is not None and index not in roles:
+                continue  # a generated constant in no weight's place: the lowering's own
             reason = _mismatch(value, inits[value], _with_named(program, value, sources))
             if reason:
                 out.append((name, WEIGHT_SCORE, f"{reason}; read by {name} ({node.op_type}), which lowers {gm.refs[name].target or fx.name}"))
@@ -144,7 +169,6 @@ def _base(fx: torch.fx.Node) -> str:
 def _batch_norm_fold(program: Any, bn: torch.fx.Node, conv: torch.fx.Node) -> dict[str, np.ndarray] | None:
     """The Conv weight and bias with an inference BatchNorm folded in (the exporter's FuseBatchNormIntoConv)."""
     if _base(bn) not in _BATCH_NORM or _base(conv) not in _CONV or bn.args[0] is not conv:
-
         return None
 
     def tensor(arg: Any) -> np.ndarray | None:
@@ -198,8 +222,8 @@ def _mismatch(value: str, init: onnx.TensorProto, sources: dict[str, np.ndarray]
     closest: tuple[float, str, float] | None = None
     for fqn, ref in sources.items():
         for how, laid in _layouts(ref, arr.shape):
-            if laid.dtype.kind not in "fiub":
-                continue
+            if laid.dtype.kind not in "fiub" or (laid.dtype.kind == "f") != (arr.dtype.kind == "f"):
+                continue  # a float weight is never an integer constant
             expected = laid.astype(arr.dtype)  # the exporter may cast: compare in the ONNX dtype
             diff, scale = _distance(arr, expected)
             rtol = _RTOL.get(arr.dtype, 0.0)
