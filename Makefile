@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,ray]'
 	@command -v dot >/dev/null || test -x $(BIN)/graphviz-pure || echo "note: graphviz 'dot' is missing: apt-get install -y graphviz (graph.svg falls back to graph.dot)"
 	touch $(STAMP)
 

@@ -72,21 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[tuple[str, Callable[[argparse.ArgumentParser], None], str]]:
-    """Subcommands defined by optional modules (report, tui), registered if present."""
-    found = []
-    try:
-        from nodebisect.cli import report as cli_report
+    """The other subcommands; each module imports its heavy libraries only when it runs."""
+    from nodebisect.cli import report as cli_report
+    from nodebisect.cli import tui as cli_tui
+    from nodebisect.sweep import cli as sweep_cli
 
-        found.append(("report", cli_report.configure, "rebuild report.md / graph / repro from a saved result JSON"))
-    except ImportError:
-        pass
-    try:
-        from nodebisect.cli import tui as cli_tui
-
-        found.append(("tui", cli_tui.configure, "interactive terminal UI over a model or a saved result"))
-    except ImportError:
-        pass
-    return found
+    return [
+        ("report", cli_report.configure, "rebuild report.md / graph / repro from a saved result JSON"),
+        ("tui", cli_tui.configure, "interactive terminal UI over a model, a saved result or a sweep directory"),
+        ("sweep", sweep_cli.configure, "check a whole model fleet (local pool or Ray) and mine the operator sequences that diverge"),
+    ]
 
 
 def cmd_locate(args: argparse.Namespace) -> int:
