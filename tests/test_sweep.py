@@ -242,3 +242,30 @@ def test_row_writer_appends_whole_lines(tmp_path: Path) -> None:
     writer.append({"name": "b", "status": "diverged"})
     assert [(r["name"], r["status"]) for r in load_rows(tmp_path)] == [("a", "match"), ("b", "diverged")]
     assert os.path.getsize(tmp_path / "sweep.jsonl") == len((tmp_path / "sweep.jsonl").read_bytes())
+
+
+def test_tui_opens_a_sweep_and_a_model(pool_sweep: Path) -> None:
+    pytest.importorskip("textual")
+    import asyncio
+
+    from textual.widgets import DataTable
+
+    from nodebisect_tui.sweep_screen import SweepApp, SweepScreen
+
+    async def drive() -> None:
+        app = SweepApp(pool_sweep)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.pause()
+            assert isinstance(app.screen, SweepScreen)
+            table = app.screen.query_one(DataTable)
+            assert table.row_count == 5
+            assert table.get_row_at(0)[:2] == ["avgpool", "diverged"]  # worst first
+            await pilot.press("enter")
+            await pilot.pause()
+            assert not isinstance(app.screen, SweepScreen)
+            assert app.result is not None and app.result.first_divergent.onnx_node == "node_avg_pool2d"
+            await pilot.press("m")
+            await pilot.pause()
+            assert isinstance(app.screen, SweepScreen)
+
+    asyncio.run(drive())

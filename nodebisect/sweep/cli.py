@@ -91,7 +91,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise BadInputError("sweep needs --out DIR", tip="e.g. --out sweep-out")
     if not args.sources and not args.zoo:
         raise BadInputError("no models to sweep", tip="pass a directory, a model list, or --zoo transformers")
-    out_dir = Path(args.out or ".")
+    out_dir = Path(args.out or ".").expanduser().absolute()
     tasks = tasks_from_sources(list(args.sources))
     if args.zoo:
         from nodebisect.sweep.zoo import zoo_tasks
@@ -143,7 +143,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - start
     names = {t.name for t in tasks}
     rows = [r for r in load_rows(rows_path) if r["name"] in names] if rows_path.exists() else []
-    summary = write_summary(out_dir, rows, elapsed)
+    summary = write_summary(out_dir, rows, elapsed, ran=progress.done)
     print(summary["terminal"], file=sys.stderr)  # the table goes with the progress, off stdout
     rate = len(todo) / (elapsed / 60) if elapsed > 0 and todo else 0.0
     print(f"{len(rows)} row(s) in {rows_path}; this run: {progress.done} model(s) in {elapsed:.0f}s "
@@ -156,7 +156,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return ExitCode.MATCH if all(r["status"] in ("match", "skipped") for r in rows) else ExitCode.DIVERGED
 
 
-def write_summary(out_dir: Path, rows: list[dict[str, Any]], elapsed_s: float | None = None) -> dict[str, Any]:
+def write_summary(out_dir: Path, rows: list[dict[str, Any]], elapsed_s: float | None = None, ran: int | None = None) -> dict[str, Any]:
     """Write sweep.md, sequences.md and sweep.json atomically; return the terminal text and the JSON."""
     from nodebisect.sweep import sequences, summary
     from nodebisect.sweep.results import write_atomic
@@ -170,6 +170,7 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]], elapsed_s: float | 
         "by_stage": dict(t.by_stage),
         "by_cause": dict(t.by_cause),
         "elapsed_s": round(elapsed_s, 1) if elapsed_s else None,
+        "ran": ran,
         "divergent": [{"name": r["name"], "onnx_node": (r.get("first_divergent") or {}).get("onnx_node"),
                        "op_type": (r.get("first_divergent") or {}).get("op_type"),
                        "target": ((r.get("first_divergent") or {}).get("framework") or {}).get("target"),
@@ -180,7 +181,7 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]], elapsed_s: float | 
                    for r in rows if r["status"] not in ("match", "diverged", "export_failed")],
         "sequences": mined.to_dict(),
     }
-    write_atomic(out_dir / "sweep.md", summary.to_markdown(rows, out_dir, elapsed_s))
+    write_atomic(out_dir / "sweep.md", summary.to_markdown(rows, out_dir, elapsed_s, ran))
     write_atomic(out_dir / "sequences.md", sequences.to_markdown(mined))
     write_atomic(out_dir / "sweep.json", json.dumps(data, indent=1, default=str) + "\n")
     width = shutil.get_terminal_size((120, 24)).columns

@@ -34,7 +34,7 @@ def tasks_from_sources(sources: list[str]) -> list[ModelTask]:
     """
     tasks: list[ModelTask] = []
     for source in sources:
-        path = Path(source)
+        path = Path(source).expanduser().absolute()
         if path.is_dir():
             tasks += tasks_from_directory(path)
         elif path.is_file() and path.suffix.lower() == ".pt2":
@@ -44,7 +44,7 @@ def tasks_from_sources(sources: list[str]) -> list[ModelTask]:
         elif path.is_file():
             raise BadInputError(f"cannot read models from {source}: not a directory, .pt2 or a list ({', '.join(LIST_SUFFIXES)})")
         elif ":" in source:
-            tasks.append(ModelTask(name=_name_of(source), spec=source, group="argv"))
+            tasks.append(ModelTask(name=_name_of(source), spec=_resolve_spec(source, Path.cwd()), group="argv"))
         else:
             raise BadInputError(f"source not found: {source}", tip="pass a directory of .pt2 files, a model list, or --zoo transformers")
     return unique_names(tasks)
@@ -146,8 +146,10 @@ def _parse_line(line: str, path: Path, number: int) -> dict[str, Any] | None:
         if "=" not in word:
             raise BadInputError(f"{path}:{number}: expected KEY=VALUE, got {word!r}", tip="e.g. inputs=x.pt rtol=1e-2 timeout=60")
         key, value = word.split("=", 1)
-        if key in ("inputs", "name"):
-            entry.setdefault(key, []).append(value) if key == "inputs" else entry.__setitem__(key, value)
+        if key == "inputs":
+            entry.setdefault("inputs", []).append(value)
+        elif key == "name":
+            entry["name"] = value
         else:
             entry["options"][key.replace("-", "_")] = value
     return entry
@@ -181,7 +183,8 @@ def _resolve_spec(spec: str, base: Path) -> str:
 
 def _resolve(path: Path, base: Path) -> Path:
     path = path.expanduser()
-    return path if path.is_absolute() else (base / path)
+    # Absolute: a Ray worker runs in another directory (and maybe on another machine with the same layout).
+    return (path if path.is_absolute() else (base / path)).absolute()
 
 
 def _inputs_beside(archive: Path) -> tuple[str, ...]:

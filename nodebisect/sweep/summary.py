@@ -6,6 +6,7 @@ Pure functions from rows to strings; the CLI decides where they go.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,13 +58,21 @@ def export_failure_groups(rows: list[dict[str, Any]]) -> list[tuple[str, str, li
     return sorted(((k[0], k[1], v) for k, v in groups.items()), key=lambda g: (-len(g[2]), g[0], g[1]))
 
 
-def to_markdown(rows: list[dict[str, Any]], out_dir: Path, elapsed_s: float | None = None, title: str = "nodebisect sweep") -> str:
-    """``sweep.md``: counts, then the divergent models, export failures, other failures, flags."""
+def to_markdown(rows: list[dict[str, Any]], out_dir: Path, elapsed_s: float | None = None, ran: int | None = None,
+                title: str = "nodebisect sweep") -> str:
+    """``sweep.md``: counts, then the divergent models, export failures, other failures, flags.
+
+    Args:
+        elapsed_s: how long this run took, and ``ran``: how many models it ran (fewer
+            than ``rows`` after ``--resume``), for the models-per-minute figure.
+    """
     t = totals(rows)
     lines = [f"# {title}", "", status_line(rows) + "."]
     if elapsed_s:
-        rate = t.models / (elapsed_s / 60) if elapsed_s > 0 else 0.0
-        lines.append(f"Elapsed {_duration(elapsed_s)} ({rate:.1f} models/min); per-model wall time summed: {_duration(t.wall_s)}.")
+        ran = t.models if ran is None else ran
+        rate = ran / (elapsed_s / 60) if elapsed_s > 0 else 0.0
+        lines.append(f"This run: {ran} model(s) in {_duration(elapsed_s)} ({rate:.1f} models/min); "
+                     f"per-model wall time summed over all rows: {_duration(t.wall_s)}.")
     lines += ["", "| verdict | models |", "|---|---:|"]
     lines += [f"| {s} | {t.by_status[s]} |" for s in STATUSES if t.by_status[s]]
     if t.by_stage:
@@ -139,8 +148,13 @@ def diff_text(diff: SweepDiff) -> str:
 
 
 def _message_key(message: str) -> str:
+    """The message as a group key: first line, without the step the table already names,
+    numbers folded (``Cannot view a tensor with shape torch.Size([N, N, N, N])``) so one
+    cause met at several shapes is one group."""
     first = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
-    return first[:160]
+    if first.startswith("ONNX export failed at step") and "': " in first:
+        first = first.split("': ", 1)[1]
+    return re.sub(r"\d+", "N", first)[:160]
 
 
 def _short_source(source: str) -> str:

@@ -37,6 +37,7 @@ from nodebisect.sweep.tasks import ModelTask
 VARIANTS = ("default", "export-friendly", "eager")
 MAX_PARAMS = 60_000_000
 REPAIR_TRIES = 6
+LEFT_PAD = 3  # padded positions at the start of the second text sequence
 REPAIR_BUDGET_S = 60.0
 SMALL = {"layers": 2, "hidden": 64, "heads": 4, "kv_heads": 2, "intermediate": 128, "vocab": 1000, "image": 64}
 
@@ -359,7 +360,12 @@ def example_inputs(model: Any, config: Any) -> tuple[list[str], list[Any]]:
     vocab = int(getattr(text, "vocab_size", None) or getattr(config, "vocab_size", None) or 100)
     if main == "input_ids":
         add("input_ids", torch.randint(3, max(4, vocab), (batch, seq), generator=g))
-        add("attention_mask", torch.ones(batch, seq, dtype=torch.long))
+        # A batch as batched generation feeds it: the second sequence left-padded. Its first
+        # query rows then attend to nothing under a causal mask, the case attention lowerings
+        # get wrong; an all-ones mask would never reach it.
+        mask = torch.ones(batch, seq, dtype=torch.long)
+        mask[1, :LEFT_PAD] = 0
+        add("attention_mask", mask)
     elif main == "pixel_values":
         vision = getattr(config, "vision_config", None) or config
         size = getattr(vision, "image_size", 64)
