@@ -222,6 +222,23 @@ def test_small_integers_cast_exactly_raise_nothing() -> None:
     assert lossy_cast_evidence(gm, gm.order, _all_values(model, feeds)) == []
 
 
+class ExplicitFloat(nn.Module):
+    """The model itself casts int64 to float32: PyTorch loses the same digits, no evidence."""
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return t.float() * 2
+
+
+def test_a_cast_the_model_asked_for_is_not_evidence() -> None:
+    model, _ = export(ExplicitFloat(), (TIMESTAMPS,))
+    gm = build_graph_map(model, {}, [])
+    cast = next(n for n in gm.order if gm.nodes[n].op_type == "Cast")
+    assert gm.refs[cast].target.startswith("aten._to_copy"), gm.refs[cast].target
+    values = _all_values(model, {"t": TIMESTAMPS.numpy()})
+    assert lossy_cast(values["t"], np.dtype(np.float32))  # the values do lose digits
+    assert lossy_cast_evidence(gm, gm.order, values) == []
+
+
 @pytest.mark.parametrize(
     ("values", "target", "words"),
     [

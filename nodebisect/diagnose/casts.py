@@ -19,6 +19,9 @@ from nodebisect.search.graphmap import GraphMap
 # changes the very values it was given is a defect on its own.
 CAST_SCORE = 0.92
 
+# FX targets that are a dtype conversion written in the model (x.float(), x.to(...)).
+_USER_CASTS = ("aten._to_copy", "aten.to.", "aten.type_as", "prims.convert_element_type", "aten._to_dtype")
+
 def lossy_cast_evidence(gm: GraphMap, nodes: list[str], values: dict[str, np.ndarray]) -> list[tuple[str, float, str]]:
     """(node, score, reason) for each Cast among ``nodes`` that changes values it was given.
 
@@ -34,6 +37,8 @@ def lossy_cast_evidence(gm: GraphMap, nodes: list[str], values: dict[str, np.nda
         node = gm.nodes.get(name)
         if node is None or node.op_type != "Cast" or not node.input or node.input[0] not in values:
             continue
+        if gm.refs.get(name) is not None and gm.refs[name].target.startswith(_USER_CASTS):
+            continue  # the model's own conversion: PyTorch loses the same values
         to = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "to"), None)
         if to is None:
             continue
