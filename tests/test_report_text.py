@@ -226,6 +226,13 @@ def test_worst_values_are_printed_with_the_digits_that_tell_them_apart(runs: dic
         assert pytorch != ort, line
 
 
+def test_repro_script_names_inputs_only_through_element_wise_nodes(runs: dict[str, Run]) -> None:
+    repro = runs["SdpaFullyMaskedRow"].folder / "repro" / "repro.py"
+    done = subprocess.run([sys.executable, str(repro)], capture_output=True, text=True, timeout=120)
+    line = next(x for x in done.stdout.splitlines() if "worst element at" in x)
+    assert " -> " not in line and "PyTorch +0.0, onnxruntime +" in line, line  # q/k/v at the output's index mean nothing
+
+
 def test_sdpa_constants_include_the_mask_fill(runs: dict[str, Run]) -> None:
     from nodebisect.report.summary import summary
 

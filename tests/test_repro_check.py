@@ -65,6 +65,7 @@ def test_the_culprit_alone_passes_so_the_window_widens_to_its_producers(fp16: tu
     assert worst["index"] and worst["expected"] != worst["actual"]
     assert set(worst["inputs"]) <= set(check.repro.inputs) and worst["inputs"]
     assert 1024.0 in [abs(v) for v in worst["constants"].values() if isinstance(v, float)], worst["constants"]
+    assert any(k.endswith("(into Add)") or k.endswith("(into Sub)") for k in worst["constants"])
 
 
 def test_no_window_reproduces_means_no_repro_bundle(fp16: tuple, tmp_path: Path) -> None:
@@ -109,4 +110,6 @@ def test_sdpa_worst_keeps_the_mask_fill_and_no_per_element_inputs_through_matmul
     worst = check.worst
     assert worst["expected"] == 0.0 and worst["actual"] != 0.0  # torch: zeros for a fully masked row
     assert worst["inputs"] == {}  # q/k/v elements at the output's index do not make that output (MatMul)
-    assert any(v == pytest.approx(-3.4028234663852886e38) for v in worst["constants"].values() if isinstance(v, float))
+    fills = [k for k, v in worst["constants"].items() if isinstance(v, float) and v == pytest.approx(-3.4028234663852886e38)]
+    assert fills and fills[0].endswith("(into Where)"), worst["constants"]
+    assert not any(k.endswith("(into Reshape)") for k in worst["constants"])  # shapes are plumbing

@@ -52,23 +52,25 @@ def test_small_constants_finds_mask_fill_epsilon_and_scalars() -> None:
         helper.make_node("Constant", [], ["eps"], name="eps_const", value=eps),
         helper.make_node("Add", ["masked", "eps"], ["plus"], name="add"),
         helper.make_node("Mul", ["plus", "scale"], ["scaled"], name="mul"),
-        helper.make_node("MatMul", ["scaled", "W"], ["out"], name="matmul"),
+        helper.make_node("MatMul", ["scaled", "W"], ["product"], name="matmul"),
+        helper.make_node("Reshape", ["product", "target_shape"], ["out"], name="reshape"),
     ]
     graph = helper.make_graph(
         nodes,
         "g",
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [8, 8]), helper.make_tensor_value_info("mask", TensorProto.BOOL, [8, 8])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [8, 8])],
-        initializer=[big, scale],
+        initializer=[big, scale, numpy_helper.from_array(np.array([8, 8], dtype=np.int64), "target_shape")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
-    found = small_constants(model, ["where", "add", "mul", "matmul"])
-    assert found["filled"] == {"fill": [pytest.approx(-3.4028234663852886e38)]}
-    assert found["eps"] == pytest.approx(1e-5)
-    assert found["scale"] == 0.125
-    assert found["W"] == {"shape": [8, 8], "dtype": "float32", "min": 0.0, "max": 63.0}
-    assert small_constants(model, ["fill"])["filled"] == [pytest.approx(-3.4028234663852886e38)]
+    found = small_constants(model, ["where", "add", "mul", "matmul", "reshape"])
+    assert found["filled (into Where)"] == {"fill": [pytest.approx(-3.4028234663852886e38)]}
+    assert found["eps (into Add)"] == pytest.approx(1e-5)
+    assert found["scale (into Mul)"] == 0.125
+    assert found["W (into MatMul)"] == {"shape": [8, 8], "dtype": "float32", "min": 0.0, "max": 63.0}
+    assert not any(k.startswith("target_shape") for k in found)  # a shape argument is plumbing
+    assert small_constants(model, ["fill"])["filled (ConstantOfShape fill)"] == [pytest.approx(-3.4028234663852886e38)]
 
 
 @pytest.fixture(scope="module")

@@ -23,16 +23,11 @@ from nodebisect.records import Metrics, ReproData
 from nodebisect.run import Options
 from nodebisect.search.compare import compare
 from nodebisect.search.graphmap import GraphMap
-from nodebisect.search.worst import small_constants, worst_element
+from nodebisect.search.worst import ELEMENTWISE, small_constants, worst_element
 
 # Mapped levels of producers added at most before the whole prefix is tried.
 MAX_DEPTH = 6
 OWN_NODES = "the culprit's own node(s)"
-ELEMENTWISE = frozenset(
-    "Abs Acos Add And Asin Atan BitwiseAnd BitwiseNot BitwiseOr Cast CastLike Ceil Clip Constant Cos Cosh Div Elu Equal Erf "
-    "Exp Floor Gelu Greater GreaterOrEqual HardSigmoid Identity IsInf IsNaN LeakyRelu Less LessOrEqual Log Max Min Mod Mul "
-    "Neg Not Or Pow Reciprocal Relu Round Selu Sigmoid Sign Sin Sinh Softplus Sqrt Sub Tan Tanh Where Xor".split()
-)
 
 
 @dataclass

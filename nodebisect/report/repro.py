@@ -56,7 +56,7 @@ def build_repro(
         "model.onnx": model.SerializeToString(),
         "inputs.npz": _npz(inputs),
         "expected.npz": _npz(expected),
-        "repro.py": script(rtol, atol, data.opt_level, data.ep, data.note).encode("utf-8"),
+        "repro.py": script(rtol, atol, data.opt_level, data.ep, data.note, _pointwise(model)).encode("utf-8"),
     }
     graph_inputs = [i.name for i in model.graph.input if i.name in inputs]
     for i, name in enumerate(graph_inputs):
@@ -67,14 +67,18 @@ def build_repro(
     return files
 
 
-def script(rtol: float, atol: float, opt_level: str, ep: str, note: str = "") -> str:
-    """The standalone check script (numpy + onnxruntime only); ``note`` says what model.onnx holds."""
+def script(rtol: float, atol: float, opt_level: str, ep: str, note: str = "", pointwise: bool = False) -> str:
+    """The standalone check script (numpy + onnxruntime only).
+
+    ``note`` says what model.onnx holds; ``pointwise`` (every node element-wise)
+    lets it print the inputs at the worst element (through a MatMul they mean nothing).
+    """
     level = OPT_LEVELS.get(opt_level, "ORT_ENABLE_ALL")
     providers = PROVIDERS.get(ep, PROVIDERS["cpu"])
     holds = textwrap.fill(f"It holds {note}." if note else "It holds the divergent node with its local subgraph.", 88)
     holds = holds.replace('"' * 3, "'" * 3).replace("{", "{{").replace("}", "}}")
     return _SCRIPT.replace("@HOLDS@", holds).format(
-        rtol=repr(rtol), atol=repr(atol), level=level, opt_level=opt_level, providers=repr(providers)
+        rtol=repr(rtol), atol=repr(atol), level=level, opt_level=opt_level, providers=repr(providers), pointwise=repr(pointwise)
     )
 
 
@@ -109,6 +113,12 @@ def _clean_model(model_bytes: bytes, scrub: Callable[[str], str] | None) -> onnx
     return model
 
 
+def _pointwise(model: onnx.ModelProto) -> bool:
+    from nodebisect.search.worst import ELEMENTWISE
+
+    return all(node.op_type in ELEMENTWISE for node in model.graph.node)
+
+
 def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -138,6 +148,7 @@ RTOL = {rtol}
 ATOL = {atol}
 OPT_LEVEL = "{opt_level}"
 PROVIDERS = {providers}
+POINTWISE = {pointwise}  # every node element-wise: the inputs at the worst element explain it
 
 
 def compare(actual, expected):
@@ -171,7 +182,7 @@ def worst(actual, expected, inputs):
     parts = []
     for name in inputs.files:
         value = inputs[name]
-        if value.shape == e.shape or value.size == 1:
+        if value.size == 1 or (POINTWISE and value.shape == e.shape):
             parts.append(f"{{name}}={{fmt(value.reshape(-1)[flat if value.size > 1 else 0])}}")
     where = "[" + ", ".join(str(int(i)) for i in index) + "]"
     given = (", ".join(parts) + " -> ") if parts else ""

@@ -16,6 +16,20 @@ import numpy as np
 
 # A constant input is "small" (worth printing whole) up to this many elements.
 SMALL_CONSTANT_ELEMENTS = 8
+# Ops whose output element depends only on the inputs' elements at the same (broadcast) index:
+# through these alone, "the inputs at the worst element" means something.
+ELEMENTWISE = frozenset(
+    "Abs Acos Add And Asin Atan BitwiseAnd BitwiseNot BitwiseOr Cast CastLike Ceil Clip Constant Cos Cosh Div Elu Equal Erf "
+    "Exp Floor Gelu Greater GreaterOrEqual HardSigmoid Identity IsInf IsNaN LeakyRelu Less LessOrEqual Log Max Min Mod Mul "
+    "Neg Not Or Pow Reciprocal Relu Round Selu Sigmoid Sign Sin Sinh Softplus Sqrt Sub Tan Tanh Where Xor".split()
+)
+# (op, input position) that take shapes, axes or indices: plumbing, not numerics.
+SHAPE_ARGUMENTS = frozenset(
+    [("Reshape", 1), ("Expand", 1), ("Tile", 1), ("Unsqueeze", 1), ("Squeeze", 1), ("Slice", 1), ("Slice", 2), ("Slice", 3),
+     ("Slice", 4), ("ConstantOfShape", 0), ("Range", 0), ("Range", 1), ("Range", 2), ("Pad", 1), ("Resize", 1), ("Resize", 2),
+     ("Resize", 3), ("Split", 1), ("TopK", 1), ("OneHot", 1), ("Gather", 1), ("GatherElements", 1), ("ScatterElements", 1)]
+    + [(f"Reduce{k}", 1) for k in ("Max", "Min", "Mean", "Sum", "Prod", "L1", "L2", "LogSum", "LogSumExp", "SumSquare")]
+)
 
 
 def worst_element(
@@ -97,9 +111,9 @@ def small_constants(onnx_model: Any, node_names: list[str], limit: int = SMALL_C
         limit: largest element count printed whole.
 
     Returns:
-        ``{value_name: number | [numbers] | {"shape": [...], "min": x, "max": y}}``
-        in node order; for a ConstantOfShape the key is its output name and the
-        value its fill.
+        ``{"value (into Op)": number | [numbers] | {"shape": [...], "min": x, "max": y}}``
+        in node order, skipping shape and axis arguments; a ConstantOfShape of
+        the list gives ``"out (ConstantOfShape fill)"``.
     """
     from onnx import numpy_helper
 
@@ -108,26 +122,30 @@ def small_constants(onnx_model: Any, node_names: list[str], limit: int = SMALL_C
     producers: dict[str, Any] = {o: n for n in graph.node for o in n.output}
     wanted = set(node_names)
     found: dict[str, Any] = {}
+    seen: set[str] = set()
     for node in graph.node:
         if node.name not in wanted:
             continue
         if node.op_type == "ConstantOfShape":
             fill = next((a for a in node.attribute if a.name == "value"), None)
-            found[node.output[0]] = _describe(numpy_helper.to_array(fill.t), limit) if fill is not None else 0.0
-        for name in node.input:
-            if not name or name in found:
+            found[f"{node.output[0]} (ConstantOfShape fill)"] = _describe(numpy_helper.to_array(fill.t), limit) if fill is not None else 0.0
+        for position, name in enumerate(node.input):
+            if not name or name in seen or (node.op_type, position) in SHAPE_ARGUMENTS:
                 continue
-            if name in inits:
-                found[name] = _describe(numpy_helper.to_array(inits[name]), limit)
-                continue
+            key = f"{name} (into {node.op_type})"
             producer = producers.get(name)
-            if producer is not None and producer.op_type == "Constant":
+            if name in inits:
+                found[key] = _describe(numpy_helper.to_array(inits[name]), limit)
+            elif producer is not None and producer.op_type == "Constant":
                 array = _constant_value(producer)
                 if array is not None:
-                    found[name] = _describe(array, limit)
+                    found[key] = _describe(array, limit)
             elif producer is not None and producer.op_type == "ConstantOfShape":
                 fill = next((a for a in producer.attribute if a.name == "value"), None)
-                found[name] = {"fill": _describe(numpy_helper.to_array(fill.t), limit) if fill is not None else 0.0}
+                found[key] = {"fill": _describe(numpy_helper.to_array(fill.t), limit) if fill is not None else 0.0}
+            else:
+                continue
+            seen.add(name)
     return found
 
 
@@ -167,4 +185,4 @@ def _scalar(value: Any) -> Any:
     return float(v) if isinstance(v, float) else v
 
 
-__all__ = ["SMALL_CONSTANT_ELEMENTS", "small_constants", "worst_element"]
+__all__ = ["ELEMENTWISE", "SHAPE_ARGUMENTS", "SMALL_CONSTANT_ELEMENTS", "small_constants", "worst_element"]
