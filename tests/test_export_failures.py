@@ -199,7 +199,16 @@ def test_torchscript_exporter_failures_share_the_classifier() -> None:
         export_torchscript(NearestExact(), (torch.randn(1, 1, 10),), {}, 17)
     assert info.value.details["cause"] == "unsupported op"
     assert info.value.target == "aten._upsample_nearest_exact1d"
-    assert "--opset" in info.value.tip
+    assert "no symbolic for aten._upsample_nearest_exact1d at any opset: use --exporter dynamo" in info.value.tip
+
+    class Tril(torch.nn.Module):  # aten::tril converts from opset 14
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.tril(x)
+
+    with pytest.raises(ExportFailedError) as info:
+        export_torchscript(Tril(), (torch.randn(3, 4),), {}, 9)
+    assert info.value.details["cause"] == "unsupported op" and info.value.target == "aten.tril"
+    assert "pass --opset 14" in info.value.tip
 
 
 def test_classified_failure_survives_the_json_contract_and_the_reports(t5_failure: ExportFailedError, tmp_path: Path) -> None:

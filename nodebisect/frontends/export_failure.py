@@ -260,7 +260,7 @@ def _cause(text: str, stage: str, target: str, exporter: str) -> tuple[str, str,
     if "No ONNX function found" in text or _TS_OP_RE.search(text) and "not supported" in text:
         where = target or "the op"
         if exporter == "torchscript":
-            return (UNSUPPORTED_OP, f"the TorchScript exporter has no symbolic for {where} at this opset: try a newer --opset, or --exporter dynamo", [])
+            return (UNSUPPORTED_OP, _symbolic_remedy(where), [])
         return (
             UNSUPPORTED_OP,
             f"the exporter has no ONNX translation for {where}: rewrite that call with supported ops, "
@@ -282,6 +282,24 @@ def _cause(text: str, stage: str, target: str, exporter: str) -> tuple[str, str,
     if stage == CAPTURE:
         return (OTHER, "torch.export could not capture the model at the source line named: make that code traceable", [])
     return (OTHER, "see the exporter's message", [])
+
+
+def _symbolic_remedy(op: str) -> str:
+    """For the TorchScript exporter: the first opset with a symbolic for ``op``, or none at all."""
+    first = None
+    try:
+        from torch.onnx._internal.torchscript_exporter import registration
+
+        name = op.replace(".", "::", 1)
+        first = next((v for v in range(7, 27) if registration.registry.is_registered_op(name, v)), None)
+    except Exception:  # noqa: BLE001 - torch internals; the generic remedy stands
+        return f"the TorchScript exporter has no symbolic for {op} at this opset: try a newer --opset, or --exporter dynamo"
+    if first is None:
+        return (
+            f"the TorchScript exporter has no symbolic for {op} at any opset: use --exporter dynamo, "
+            "or register one with torch.onnx.register_custom_op_symbolic"
+        )
+    return f"the TorchScript exporter converts {op} from opset {first}: pass --opset {first} (or newer), or use --exporter dynamo"
 
 
 # -- frames ----------------------------------------------------------------------------
