@@ -174,12 +174,13 @@ def _export_failure(result: LocateResult) -> str:
         return ""
     source = f.source + (f": {f.code}" if f.code else "")
     library = f.library_source + (f": {f.library_code}" if f.library_code else "") if f.library_source != f.source else ""
+    in_library = bool(f.library_source) and f.library_source == f.source  # no frame of the user's own code
     rows = [
         ["step", _code_cell(f.step)],
-        ["stage", _code_cell(f.stage)],
+        ["stage", _code_cell(f.stage if f.stage != f.step else "")],
         ["cause", _code_cell(f.cause)],
         ["aten op", _code_cell(f.target)],
-        ["source", _code_cell(source)],
+        ["source (library code)" if in_library else "source", _code_cell(source)],
         ["in library", _code_cell(library)],
         ["model settings that avoid it", _code_cell(" ".join(f"--model-setting {s}" for s in f.settings))],
     ]

@@ -50,7 +50,8 @@ def summary(result: LocateResult, report_dir: str | None = None, verbose: bool =
         if f.cause:
             lines.append(f"  cause: {f.cause} (stage: {f.stage or f.step})")
         if f.source:
-            lines.append(f"  source: {f.source}" + (f": {f.code}" if f.code else ""))
+            where = "source (library code)" if f.library_source == f.source else "source"
+            lines.append(f"  {where}: {f.source}" + (f": {f.code}" if f.code else ""))
         if f.library_source and f.library_source != f.source:
             lines.append(f"  in library: {f.library_source}" + (f": {f.library_code}" if f.library_code else ""))
         if f.repro_script and report_dir:
