@@ -174,7 +174,7 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]], elapsed_s: float | 
         "divergent": [{"name": r["name"], "onnx_node": (r.get("first_divergent") or {}).get("onnx_node"),
                        "op_type": (r.get("first_divergent") or {}).get("op_type"),
                        "target": ((r.get("first_divergent") or {}).get("framework") or {}).get("target"),
-                       "source": ((r.get("first_divergent") or {}).get("framework") or {}).get("source"),
+                       "source": summary.model_source((r.get("first_divergent") or {}).get("framework") or {}),
                        "report_dir": r.get("report_dir", "")} for r in rows if r["status"] == "diverged"],
         "export_failures": [{"target": g[0], "message": g[1], "models": g[2]} for g in summary.export_failure_groups(rows)],
         "others": [{"name": r["name"], "status": r["status"], "reason": r.get("reason", "")}

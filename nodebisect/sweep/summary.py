@@ -93,7 +93,7 @@ def to_markdown(rows: list[dict[str, Any]], out_dir: Path, elapsed_s: float | No
             link = _link(r.get("report_dir", ""), out_dir)
             lines.append(f"| {_cell(r['name'])} | `{fd.get('onnx_node', '')}` | {fd.get('op_type', '')} | `{fw.get('target', '')}` | "
                          f"{fd.get('stage', '')} / {fd.get('cause', '')} | {_num((fd.get('metrics') or {}).get('max_abs'))} | "
-                         f"{_cell(_short_source(fw.get('source', '')))} | {link} |")
+                         f"{_cell(_short_source(model_source(fw)))} | {link} |")
     groups = export_failure_groups(rows)
     if groups:
         lines += ["", "## Export failures", "", "| failing op / step | message | models |", "|---|---|---|"]
@@ -152,9 +152,23 @@ def _message_key(message: str) -> str:
     numbers folded (``Cannot view a tensor with shape torch.Size([N, N, N, N])``) so one
     cause met at several shapes is one group."""
     first = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
-    if first.startswith("ONNX export failed at step") and "': " in first:
-        first = first.split("': ", 1)[1]
+    first = re.sub(r"^ONNX export failed at step '[^']*'( on \S+)?: ", "", first)
     return re.sub(r"\d+", "N", first)[:160]
+
+
+def model_source(framework: dict[str, Any]) -> str:
+    """The culprit's line in the model's code.
+
+    locate names the innermost frame outside site-packages; for a zoo model that is the
+    zoo's own wrapper, so take the deepest frame of the stack trace outside torch instead
+    (the ``transformers`` modeling line).
+    """
+    source = framework.get("source", "") or ""
+    if source and "/nodebisect/sweep/zoo.py" not in source.replace(os.sep, "/"):
+        return source
+    frames = re.findall(r'File "([^"]+)", line (\d+)', framework.get("stack_trace", "") or "")
+    frames = [f for f in frames if "/torch/" not in f[0].replace(os.sep, "/") and "/nodebisect/" not in f[0].replace(os.sep, "/")]
+    return f"{frames[-1][0]}:{frames[-1][1]}" if frames else source
 
 
 def _short_source(source: str) -> str:
@@ -168,13 +182,10 @@ def _short_source(source: str) -> str:
 
 
 def _link(report_dir: str, out_dir: Path) -> str:
+    """A link that survives moving the sweep directory: bundles live in ``DIR/reports/NAME``."""
     if not report_dir:
         return ""
-    try:
-        rel = os.path.relpath(Path(report_dir) / "report.md", out_dir)
-    except ValueError:
-        rel = str(Path(report_dir) / "report.md")
-    return f"[report]({rel})"
+    return f"[report](reports/{Path(report_dir).name}/report.md)"
 
 
 def _cell(text: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -270,8 +271,7 @@ def result_reason(result: dict[str, Any]) -> str:
     if verdict == "export_failed" and result.get("export_failure"):
         ef = result["export_failure"]
         message = first_line(ef.get("message", ""), 400)
-        if message.startswith("ONNX export failed at step") and "': " in message:
-            message = message.split("': ", 1)[1]  # the step is named just before
+        message = re.sub(r"^ONNX export failed at step '[^']*'( on \S+)?: ", "", message)  # named just before
         where = ef.get("target") or ef.get("step", "")
         return f"{where}: {message[:200]}"
     if verdict == "runtime_failed" and result.get("runtime_failure"):
