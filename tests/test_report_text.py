@@ -278,6 +278,8 @@ def test_report_command_keeps_the_repro_section(runs: dict[str, Run], tmp_path: 
         assert main(["report", str(folder / "report.json"), "--out", str(folder)]) == 0
     after = (folder / "report.md").read_text()
     assert "python repro/repro.py" in after and "No repro bundle" not in after
+    holds = re.search(r"\. It holds [^:]+", before)
+    assert holds and holds.group(0) in after  # what the repro holds survives the rebuild
     assert "No repro bundle" not in err.getvalue()
 
 

@@ -120,7 +120,21 @@ def _existing_repro(out: Path, result: LocateResult, bundle: BundleInfo) -> bool
     bundle.repro_files = sorted(p.name for p in files if p.parent == folder) + (
         ["test_data_set_0/"] if (folder / "test_data_set_0").is_dir() else []
     )
+    bundle.repro_window = _holds(folder / "repro.py")
     return True
+
+
+def _holds(script: Path) -> str:
+    """What repro.py says its model holds (the "It holds ..." paragraph of its docstring), or ""."""
+    try:
+        text = script.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+    start = text.find("\nIt holds ")
+    if start < 0:
+        return ""
+    paragraph = text[start + len("\nIt holds ") :].split("\n\n", 1)[0]
+    return " ".join(paragraph.split()).rstrip(".")
 
 
 def _remove_stale_repro(folder: Path) -> None:
