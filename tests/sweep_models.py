@@ -56,3 +56,9 @@ def crashes():
 def hangs():
     """Never returns: the per-model timeout must kill it."""
     time.sleep(3600)
+
+
+def hogs_memory():
+    """Holds ~1.5 GiB while building: the per-model memory limit must kill it."""
+    hog = torch.ones(400_000_000)  # noqa: F841 - the point is to hold it
+    time.sleep(3600)

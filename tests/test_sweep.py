@@ -3,7 +3,7 @@
 The fleet holds one model of each outcome: clean, divergent
 (``samples/divergent.py:AvgPoolDivisorOverride``), failing to export (a data-dependent
 branch), crashing its worker (SIGSEGV while building) and, for the pool, hanging
-(killed by its per-model timeout).
+(killed by its per-model timeout) and holding too much memory (killed by its limit).
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def pool_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
                    f"{DIVERGENT}:AvgPoolDivisorOverride name=avgpool",
                    f"{MODELS}:export_fails name=export_fails",
                    f"{MODELS}:crashes name=crashes",
-                   f"{MODELS}:hangs name=hangs timeout=6")
+                   f"{MODELS}:hangs name=hangs timeout=6",
+                   f"{MODELS}:hogs_memory name=hog memory_mib=900")
     out = tmp / "out"
     code = _sweep(fleet, "--out", out, "--jobs", "2", "--reports", "-q")
     assert code == 1  # some model diverged or failed
@@ -67,7 +68,9 @@ def test_pool_sweep_gives_every_model_its_verdict(pool_sweep: Path) -> None:
     rows = _by_name(pool_sweep)
     assert {n: r["status"] for n, r in rows.items()} == {
         "clean": "match", "avgpool": "diverged", "export_fails": "export_failed", "crashes": "crashed", "hangs": "timeout",
+        "hog": "out_of_memory",
     }
+    assert rows["hog"]["peak_rss_mib"] > 900 and rows["hog"]["wall_s"] < 60
     assert rows["avgpool"]["first_divergent"]["framework"]["target"] == "aten.avg_pool2d.default"
     assert rows["avgpool"]["exit_code"] == 1 and rows["clean"]["exit_code"] == 0 and rows["export_fails"]["exit_code"] == 3
     assert rows["crashes"]["reason"].startswith("worker killed by SIGSEGV")
@@ -79,7 +82,7 @@ def test_pool_sweep_gives_every_model_its_verdict(pool_sweep: Path) -> None:
 
 def test_pool_sweep_writes_summary_sequences_and_reports(pool_sweep: Path) -> None:
     md = (pool_sweep / "sweep.md").read_text()
-    assert "5 models: 1 match, 1 diverged, 1 export_failed, 1 crashed, 1 timeout" in md
+    assert "6 models: 1 match, 1 diverged, 1 export_failed, 1 crashed, 1 timeout, 1 out_of_memory" in md
     assert "`aten.avg_pool2d.default`" in md and "divergent.py:46" in md
     assert "GuardOnDataDependentSymNode" in md  # export failures grouped with their message
     assert "[report](reports/avgpool/report.md)" in md
@@ -146,7 +149,7 @@ def test_compare_names_what_newly_diverges_or_fails(pool_sweep: Path, tmp_path: 
     assert "newly diverged:\n  avgpool: match -> diverged" in text
     diff = json.loads((tmp_path / "diff.json").read_text())
     assert [c["name"] for c in diff["newly_diverged"]] == ["avgpool"]
-    assert diff["only_new"] == ["crashes", "export_fails", "hangs"] and diff["unchanged"] == 1
+    assert diff["only_new"] == ["crashes", "export_fails", "hangs", "hog"] and diff["unchanged"] == 1
     back = compare(load_rows(pool_sweep), load_rows(old))
     assert [c.name for c in back.fixed] == ["avgpool"] and back.regressions == 0
 
@@ -258,7 +261,7 @@ def test_tui_opens_a_sweep_and_a_model(pool_sweep: Path) -> None:
             await pilot.pause()
             assert isinstance(app.screen, SweepScreen)
             table = app.screen.query_one(DataTable)
-            assert table.row_count == 5
+            assert table.row_count == 6
             assert table.get_row_at(0)[:2] == ["avgpool", "diverged"]  # worst first
             await pilot.press("enter")
             await pilot.pause()
