@@ -32,6 +32,7 @@ from nodebisect.report.wording import (
     nonfinite_sentence,
     num,
     pair_text,
+    precision_text,
     value_text,
     what_to_do,
     worst_text,
@@ -87,6 +88,9 @@ def values_section(result: LocateResult) -> str:
     alone = isolation_text(fd)
     if alone:
         lines.append(f"- {alone}")
+    caution = precision_text(fd.metrics)
+    if caution:
+        lines.append(f"- precision: {caution}")
     node = result.node(fd.onnx_node)
     if node is not None and node.attributes:
         lines.append(f"- attributes of node `{fd.onnx_node}` ({fd.op_type}): `{full_attributes(node)}`")

@@ -12,6 +12,7 @@ from nodebisect.report.wording import (
     metrics_text,
     named_suspect,
     next_lines,
+    precision_text,
     stage_sentence,
     worst_text,
 )
@@ -100,6 +101,9 @@ def _diverged(result: LocateResult, report_dir: str | None, repro: bool) -> list
     alone = isolation_text(fd)
     if alone:
         lines.append(f"  isolated:  {alone}")
+    caution = precision_text(fd.metrics)
+    if caution:
+        lines.append(f"  precision: {caution}")
     if len(fd.segment) > 1:
         lines.append(f"  segment ({len(fd.segment)} nodes, most suspect first): " + ", ".join(f"{n} ({t})" for n, t in zip(fd.segment[:5], fd.segment_op_types[:5])))
     suspect = named_suspect(fd)

@@ -50,7 +50,10 @@ _STOCK_CLAUSES = (
     "its inputs were within tolerance",
     "the unoptimized export is wrong here too",
     "the same program exported with optimize=False",
+    "note: PyTorch's own",  # the precision caution: its own line (precision_text)
+    "inside the fixed tolerance, but",
 )
+WITHIN_NOISE = "fixed, within noise"  # search.noise's criterion: outside atol/rtol, within PyTorch's own error
 
 
 def stage_sentence(fd: FirstDivergent, exporter: str = "dynamo") -> str:
@@ -154,6 +157,22 @@ def explanation_text(fd: FirstDivergent) -> str:
         return ". ".join(sentences).strip()
     kept = [c for c in text.split("; ") if c.strip() and not c.strip().startswith(_STOCK_CLAUSES)]
     return "; ".join(kept).strip()
+
+
+def precision_text(m: Metrics) -> str:
+    """A caution when a float64 oracle says the error is PyTorch's own rounding, or a hidden defect (or "")."""
+    if m.criterion == WITHIN_NOISE:
+        return (
+            f"PyTorch's own {m.expected_dtype} result is already {num(m.noise)} from the exact (float64) answer here, "
+            f"and onnxruntime is within {m.noise_ratio:.2g}x of that: a defect only if the model relies on PyTorch's "
+            "rounding (as an fp16 round-to-integer does); otherwise precision drift"
+        )
+    if m.criterion == "noise":
+        return (
+            f"inside --rtol/--atol, but {m.noise_ratio:.3g}x PyTorch's own rounding error against the exact (float64) "
+            "answer: a defect too small in magnitude for the fixed tolerance"
+        )
+    return ""
 
 
 def named_suspect(fd: FirstDivergent) -> str:
@@ -307,6 +326,7 @@ __all__ = [
     "next_lines",
     "nonfinite_sentence",
     "pair_text",
+    "precision_text",
     "stage_sentence",
     "value_text",
     "what_to_do",
