@@ -345,3 +345,38 @@ def test_unknown_option_gets_did_you_mean_in_the_commands_usage(argv: list[str],
     assert exc.value.code == 2
     assert err.startswith(usage), err
     assert hint in err and "Traceback" not in err
+
+
+OTHER = '''
+import torch
+
+class Model(torch.nn.Module):
+    def __init__(self, out, act):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(8, 8)
+        self.out = torch.nn.Linear(8, out)
+        self.act = act
+
+    def forward(self, x):
+        return self.out(self.act(self.lin(x)))
+
+def relu():
+    return Model(4, torch.relu), (torch.randn(2, 8),)
+
+def tanh():
+    return Model(3, torch.tanh), (torch.randn(2, 8),)
+'''
+
+
+@pytest.mark.xfail(strict=True, reason="frontends.user_onnx.check_signature is not called by the pipeline yet (call site: pipeline._search_once)")
+def test_onnx_of_another_model_with_coinciding_node_names_is_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "two.py").write_text(OTHER)
+    export = "import sys, torch; sys.path.insert(0, '.'); import two; m, a = two.tanh(); torch.onnx.export(m.eval(), a, 'tanh.onnx', dynamo=True)"
+    subprocess.run([sys.executable, "-c", export], cwd=tmp_path, check=True, capture_output=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "nodebisect", "locate", "two.py:relu", "--onnx", "tanh.onnx"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "not an export of this model" in done.stderr and "has shape [2, 3], the model's is [2, 4]" in done.stderr

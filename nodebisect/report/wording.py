@@ -133,6 +133,8 @@ def isolation_text(fd: FirstDivergent) -> str:
         return ""
     if fd.cause == CAUSE_INHERITED:
         return f"node alone on PyTorch's inputs: right (max_abs={num(iso.max_abs)}, within tolerance)"
+    if iso.reason:
+        return f"node alone on PyTorch's inputs: still wrong ({iso.reason})"
     if not math.isfinite(iso.max_abs) and nonfinite_sentence(iso):
         return f"node alone on PyTorch's inputs: still wrong ({nonfinite_sentence(iso)})"
     return f"node alone on PyTorch's inputs: still wrong (max_abs={num(iso.max_abs)})"
