@@ -114,7 +114,9 @@ def _diverged(result: LocateResult, report_dir: str | None, repro: bool) -> list
         lines.append(f"  why:       {why}")
     bad = [o for o in result.outputs if not o.ok]
     if bad:
-        lines.append(f"  outputs:   {len(bad)}/{len(result.outputs)} diverge (worst max_abs={max(o.metrics.max_abs for o in bad):.3g})")
+        reasons = [o.metrics.reason for o in bad if o.metrics.reason]
+        size = reasons[0] if reasons else f"worst max_abs={max(o.metrics.max_abs for o in bad):.3g}"
+        lines.append(f"  outputs:   {len(bad)}/{len(result.outputs)} diverge ({size})")
     lines.append(
         f"  search:    {stats.get('strategy', '?')}, {stats.get('ort_sessions', 0)} onnxruntime session(s), "
         f"{stats.get('compared_values', 0)}/{stats.get('mapped_values', 0)} values compared, {stats.get('seconds', 0):.1f}s"
