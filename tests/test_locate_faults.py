@@ -60,15 +60,9 @@ STRATEGIES = [pytest.param("all", id="all"), pytest.param("bisect", id="bisect")
 
 # Decomposed-op cases where nothing in the evidence can single out the edited
 # node, so ``segment[0]`` is not expected to be it (the test still requires it
-# in the segment). Keyed by case id; the value says why.
-_LINEAR = (
-    "aten.linear lowers to MatMul + Add, but PyTorch's own decomposition of it is addmm (bias fused), "
-    "so no torch intermediate matches the MatMul output and nothing separates a wrong weight from a "
-    "wrong bias: the carrier (the bias Add) is ranked first"
-)
+# in the segment). Keyed by case id; the value says why. (A corrupted linear weight,
+# once listed here, is now named by comparing each initializer with its parameter.)
 RANKING_UNSUPPORTED: dict[str, str] = {
-    "bert-matmul_weight_scale": _LINEAR,
-    "vit-matmul_weight_noise": _LINEAR,
     # A false lead in suspects, not a missing one: GPT-2's causal mask is exported as a
     # constant additive mask of -3.4e38 where PyTorch's SDPA decomposition adds -inf, so
     # the mask Add "leaves PyTorch's decomposition" even in the clean export, and every

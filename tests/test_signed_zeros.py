@@ -157,10 +157,6 @@ def test_signed_zeros_raise_no_alarm_on_a_clean_model() -> None:
         assert compare(v, got[v], acts.values[gm.mapped[v]], signed_zeros=v in sensitive).ok, v
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the wiring in search/prober.py and diagnose/isolate.py (compare(..., signed_zeros=v in sign_sensitive_values(gm))); remove this mark then",
-)
 def test_locate_names_the_where_that_dropped_the_sign() -> None:
     from nodebisect import locate
 

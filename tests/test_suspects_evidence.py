@@ -324,10 +324,6 @@ def test_edited_axis_contradicts_dim(op: str, attr: str, value: int, words: str)
     assert top.reason.startswith(words), top.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs lossy_cast_evidence wired into diagnose/explain.py; remove this mark then",
-)
 def test_locate_ranks_the_lossy_cast_first() -> None:
     result = locate(FloorDivTimestamps(), (TIMESTAMPS, torch.randn(3)))
     fd = result.first_divergent

@@ -12,7 +12,7 @@ import argparse
 from nodebisect.cli.options import add_locate_options, locate_kwargs
 from nodebisect.errors import BadInputError
 
-MODEL_HELP = "RESULT.json (saved with `locate --json`, opens instantly) or a model as for `locate`: " \
+MODEL_HELP = "RESULT.json (saved with `locate --json`, opens instantly), a sweep directory (DIR with sweep.jsonl), or a model as for `locate`: " \
              "model.pt2 | TorchScript .pt | pickled .pt (with --trust-pickle) | file.py:factory | pkg.module:factory"
 
 
@@ -32,8 +32,13 @@ def cmd_tui(args: argparse.Namespace) -> int:
         raise BadInputError("several --inputs files are not supported yet", tip="pass one --inputs FILE")
     try:
         from nodebisect_tui import create_app
+        from nodebisect_tui.sweep_screen import create_sweep_app, is_sweep_dir
     except ImportError as exc:
         raise BadInputError(f"the terminal UI is not installed ({exc})", tip="reinstall nodebisect: pip install -e .") from exc
+    if is_sweep_dir(args.model):  # DIR/sweep.jsonl: the table of models; Enter opens one's result
+        sweep = create_sweep_app(args.model)
+        sweep.run()
+        return int(sweep.return_code or 0)
     app = create_app(args.model, **locate_kwargs(args))
     app.run()
     return int(app.return_code or 0)

@@ -41,7 +41,9 @@ def explain(
     sandbox: Any = None,
 ) -> FirstDivergent:
     """Cause and segment of ``culprit`` (an ONNX value that is bad while its mapped inputs are good)."""
+    from nodebisect.diagnose.casts import lossy_cast_evidence
     from nodebisect.diagnose.suspects import rank_suspects
+    from nodebisect.diagnose.weights import weight_evidence
 
     t = log.stage("isolate the culprit")
     carrier = gm.producer[culprit]
@@ -61,6 +63,9 @@ def explain(
         else {}
     )
     evidence = _decomposition_evidence(local, carrier, gm, prep, iso)
+    evidence += weight_evidence(gm, prep.onnx_model, prep.program, list(dict.fromkeys(segment + local.nodes)))
+    reference_inputs = {v: prep.acts.values[gm.mapped[v]] for v in local.inputs if v in gm.mapped}
+    evidence += lossy_cast_evidence(gm, local.nodes, {**prep.feeds, **reference_inputs, **iso.internal})
     suspects = rank_suspects(gm, prep.onnx_model, segment, carrier, fx_args, iso.nan_source, extra=local.nodes, evidence=evidence)
     ordered = [s.onnx_node for s in suspects]
     ref = gm.refs[carrier]

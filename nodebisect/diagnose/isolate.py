@@ -18,6 +18,7 @@ import onnx
 
 from nodebisect.search.compare import compare
 from nodebisect.onnxgraph import sub_model, value_infos
+from nodebisect.search.signs import sign_sensitive_values
 from nodebisect.search.graphmap import GraphMap
 from nodebisect.records import (
     CAUSE_CONVERSION,
@@ -111,6 +112,7 @@ def isolate(
     atol: float | None,
     dtype: str | None = None,
     sandbox: Any = None,
+    signed_zeros: bool = False,
 ) -> Isolation:
     """Decide the culprit's cause by running its local subgraph on reference inputs."""
     feeds = {name: graph_feeds[name] if name in graph_feeds else reference(name) for name in local.inputs}
@@ -124,7 +126,7 @@ def isolate(
             got.update(runner.run(internal))
     except Exception as exc:  # noqa: BLE001 - isolation is evidence, not a requirement
         return Isolation(CAUSE_UNKNOWN, None, f"the local subgraph could not run alone: {str(exc).splitlines()[0][:200]}")
-    cmp = compare(value, got[value], expected, rtol, atol, dtype)
+    cmp = compare(value, got[value], expected, rtol, atol, dtype, signed_zeros=signed_zeros)
     nan_source = _first_nonfinite(local, got, feeds)
     if cmp.ok:
         return Isolation(
@@ -136,7 +138,7 @@ def isolate(
         )
     try:
         plain = OrtRunner(local.model, feeds, ep=ep, opt_level="disabled", sandbox=sandbox).run([value])[value]
-        if opt_level != "disabled" and compare(value, plain, expected, rtol, atol, dtype).ok:
+        if opt_level != "disabled" and compare(value, plain, expected, rtol, atol, dtype, signed_zeros=signed_zeros).ok:
             return Isolation(
                 CAUSE_OPTIMIZER,
                 cmp.metrics,
@@ -153,7 +155,7 @@ def isolate(
 
         with np.errstate(all="ignore"):  # the evaluator's numpy warns on the very NaN we study
             ref_out = ReferenceEvaluator(local.model).run([value], feeds)[0]
-        if compare(value, np.asarray(ref_out), expected, rtol, atol, dtype).ok:
+        if compare(value, np.asarray(ref_out), expected, rtol, atol, dtype, signed_zeros=signed_zeros).ok:
             return Isolation(
                 CAUSE_RUNTIME,
                 cmp.metrics,
@@ -201,6 +203,7 @@ def isolate_value(local: LocalGraph, value: str, gm: GraphMap, prep: Any, opts: 
         atol=opts.atol,
         dtype=acts.dtypes.get(fx_name),
         sandbox=sandbox,
+        signed_zeros=value in sign_sensitive_values(gm),
     )
 
 

@@ -16,6 +16,7 @@ from nodebisect.run import Options, RunLog
 from nodebisect.search.compare import compare
 from nodebisect.search.graphmap import GraphMap
 from nodebisect.search.noise import judge
+from nodebisect.search.signs import sign_sensitive_values
 
 
 @dataclass
@@ -30,6 +31,10 @@ class Prober:
     oracle: dict[str, Any] = field(default_factory=dict)  # float64 values by FX name (search.noise)
     comparisons: dict[str, Comparison] = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
+    signed: set[str] = field(default_factory=set)  # values whose sign of zero a later node sees
+
+    def __post_init__(self) -> None:
+        self.signed = sign_sensitive_values(self.gm)
 
     def measure(self, values: list[str], optimized_path: str | None = None) -> set[str]:
         """Run ``values`` in one session; the ones outside tolerance."""
@@ -39,7 +44,7 @@ class Prober:
         for v in values:
             fx_name = self.gm.mapped[v]
             expected, dtype = self.acts.values[fx_name], self.acts.dtypes.get(fx_name)
-            cmp = compare(v, got[v], expected, self.opts.rtol, self.opts.atol, dtype)
+            cmp = compare(v, got[v], expected, self.opts.rtol, self.opts.atol, dtype, signed_zeros=v in self.signed)
             if self.oracle:
                 cmp = judge(cmp, got[v], expected, self.oracle.get(fx_name), dtype or "")
             self.comparisons[v] = cmp
