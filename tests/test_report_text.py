@@ -173,6 +173,9 @@ def test_capture_verdict_says_it_once_and_files_at_torch_export(tmp_path_factory
     for text in (run.out, run.md):
         assert text.count("already differ") == 1, text  # the stage sentence, not again in why
     assert "python" not in _summary_line(run, "next:") and "repro/repro.py" not in run.out  # no ONNX repro for a capture verdict
+    from nodebisect.report.summary import summary
+
+    assert "minimal repro" not in summary(run.result)  # nor promised without --report
     assert run.md.splitlines()[0].startswith("## torch.export: the exported program differs from eager PyTorch")
     assert "Capture: max |torch.export − eager PyTorch| per module" in (folder / "growth.svg").read_text()
 

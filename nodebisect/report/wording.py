@@ -250,8 +250,10 @@ def next_lines(result: LocateResult, report_dir: str | None = None, repro: bool 
         if repro:
             lines.append(f"check the repro: python {d}/repro/repro.py (exits 1 while the mismatch reproduces)")
         return lines
+    fd = result.first_divergent
+    capture = fd is not None and fd.stage == STAGE_CAPTURE
     return [
-        "write a bug report: add --report DIR (report.md, graph, a minimal repro)",
+        "write a bug report: add --report DIR (report.md and graphs" + ("" if capture else ", a minimal repro") + ")",
         "browse it: nodebisect tui MODEL (same options), or save --json FILE and run nodebisect tui FILE",
     ]
 
