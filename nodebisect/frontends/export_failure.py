@@ -241,7 +241,7 @@ def _cause(text: str, stage: str, target: str, exporter: str) -> tuple[str, str,
             "rewrite it without Python control flow on tensor values (torch.where, torch.cond, or torch._check for a known bound)",
             [],
         )
-    if re.search(r"Constraints violated|ConstraintViolation|specialized to|Dim\.AUTO|dynamic_shapes", text):
+    if re.search(r"Constraints violated|ConstraintViolation|specialized it to be a constant|Not all values of \w+ .* are valid", text):
         return (
             DYNAMIC_SHAPES,
             "a dimension marked dynamic is fixed by the model's code (or a guard contradicts it): "
