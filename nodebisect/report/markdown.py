@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from nodebisect.report.filing import full_attributes, gh_command, issue_title, reproduce_section, values_section, what_to_do_section
-from nodebisect.report.wording import explanation_text, nonfinite_sentence, stage_sentence
+from nodebisect.report.wording import explanation_text, is_detail_note, nonfinite_sentence, stage_sentence
 from nodebisect.records import (
     DIVERGED,
     EXPORT_FAILED,
@@ -303,7 +303,7 @@ def _pictures(result: LocateResult, bundle: BundleInfo) -> str:
 
 
 def _notes(result: LocateResult) -> str:
-    notes = list(result.notes)
+    notes = [n for n in result.notes if not is_detail_note(n)]  # nodebisect's own mechanics stay in report.json
     if result.capture.get("checked") is False:
         notes.append("eager PyTorch was not compared with the exported program")
     if not notes:
