@@ -176,6 +176,8 @@ def _describe(array: np.ndarray, limit: int) -> Any:
 def _scalar(value: Any) -> Any:
     """A JSON-ready Python number (signed zeros and NaN kept as floats)."""
     v = np.asarray(value).item()
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
     if isinstance(v, bool):
         return v
     if isinstance(v, int):
