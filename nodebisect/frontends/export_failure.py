@@ -205,8 +205,16 @@ def _target(text: str, exporter: str) -> str:
     return f"{m.group(1)}.{m.group(2)}" if m else ""
 
 
-def _cause(text: str, stage: str, target: str, exporter: str) -> tuple[str, str, list[str]]:
-    """(cause class, remedy, model settings that avoid it)."""
+Cause = tuple[str, str, list[str]]
+
+
+def _cause(text: str, stage: str, target: str, exporter: str) -> Cause:
+    """(cause class, remedy, model settings that avoid it): known patterns first, then by op and stage."""
+    return _pattern_cause(text, target, exporter) or _op_or_stage_cause(text, stage, target, exporter)
+
+
+def _pattern_cause(text: str, target: str, exporter: str) -> Cause | None:
+    """Patterns with a remedy of their own (outputs, arguments, control flow, shapes, attention)."""
     out = _OUTPUT_TYPE_RE.search(text)
     if out:
         type_name = next(g for g in out.groups() if g)
@@ -257,6 +265,11 @@ def _cause(text: str, stage: str, target: str, exporter: str) -> tuple[str, str,
             "(a view of a non-contiguous tensor); the model's eager attention exports: set attn_implementation=eager",
             ["attn_implementation=eager"],
         )
+    return None
+
+
+def _op_or_stage_cause(text: str, stage: str, target: str, exporter: str) -> Cause:
+    """An op the exporter cannot convert, else what the failing stage says."""
     if "No ONNX function found" in text or _TS_OP_RE.search(text) and "not supported" in text:
         where = target or "the op"
         if exporter == "torchscript":
