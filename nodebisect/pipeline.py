@@ -96,8 +96,14 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
     # 1. load the model and its inputs
     check_device(opts.device)
     with log.timed("load", "load"):
-        loaded = build_loaded_model(model, inputs, input_specs=opts.input_specs, inputs_file=opts.inputs_file, seed=opts.seed, trust_pickle=opts.trust_pickle)
+        loaded = build_loaded_model(
+            model, inputs, input_specs=opts.input_specs, inputs_file=opts.inputs_file, seed=opts.seed,
+            trust_pickle=opts.trust_pickle, model_settings=opts.model_settings,
+        )
     env = environment(opts.device, opts.ep, opts.opset, opts.opt_level)
+    if loaded.applied_settings:  # said in every answer: the model compared is not the model as given
+        env["applied_settings"] = list(loaded.applied_settings)
+        log.note(f"applied {', '.join('--model-setting ' + s for s in loaded.applied_settings)} to the model before export")
     out = PreparedModel(opts=opts, source=loaded.source, environment=env, loaded=loaded, notes=log.notes, timings=log.timings)
     # 2. export (or read --onnx) and capture the reference activations
     log.stage("export")
@@ -106,7 +112,7 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
     except ExportFailedError as exc:
         if opts.onnx_path:
             raise
-        failure = ExportFailure(step=exc.step, message=exc.message, target=exc.target, source=exc.source, tip=exc.tip)
+        failure = ExportFailure.from_error(exc)  # stage, cause class, frames, remedy, repro script
         seconds = round(time.perf_counter() - started, 3)
         out.failed = LocateResult(verdict=EXPORT_FAILED, export_failure=failure, environment=env, model=loaded.source, stats={"seconds": seconds, "ort_sessions": 0})
         return out

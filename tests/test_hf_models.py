@@ -6,7 +6,6 @@ offline; the CLI runs in-process as a user would call it.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import subprocess
@@ -24,8 +23,6 @@ from nodebisect.cli.main import main  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 # --model-setting reaches the model once the pipeline hands Options.model_settings to
 # build_loaded_model and ExportFailure.from_error keeps the classified fields.
-WIRED = "model_settings=opts.model_settings" in inspect.getsource(nodebisect.pipeline)
-needs_wiring = pytest.mark.skipif(not WIRED, reason="pipeline does not pass Options.model_settings to build_loaded_model yet")
 
 FACTORIES = '''import torch
 import transformers
@@ -60,11 +57,9 @@ def test_gpt2_with_its_cache_is_export_failed_naming_the_flag(work: Path, capsys
     assert "--model-setting use_cache=False" in failure["tip"]
     assert "modeling_gpt2.py:" in failure["source"]  # no longer empty: the library's frame stands in
     assert "--model-setting use_cache=False" in out
-    if WIRED:
-        assert failure["cause"] == "unsupported output type" and failure["settings"] == ["use_cache=False"]
+    assert failure["cause"] == "unsupported output type" and failure["settings"] == ["use_cache=False"]
 
 
-@needs_wiring
 def test_gpt2_with_the_setting_applied_reaches_a_numeric_verdict(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_json = work / "gpt2_nocache.json"
     argv = ["locate", f"{work}/hf_models.py:gpt2", "--model-setting", "use_cache=False", "--json", str(out_json), "-q"]
@@ -73,12 +68,10 @@ def test_gpt2_with_the_setting_applied_reaches_a_numeric_verdict(work: Path, cap
     data = json.loads(out_json.read_text())
     assert data["verdict"] == "match"
     assert any("use_cache=False" in n for n in data["notes"]), data["notes"]
-    assert data["environment"].get("applied_settings") == ["use_cache=False"] or data["stats"].get("applied_settings") == ["use_cache=False"]
+    assert data["environment"]["applied_settings"] == ["use_cache=False"]
 
 
 def test_unknown_model_setting_is_bad_input(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not WIRED:
-        pytest.skip("pipeline does not pass Options.model_settings to build_loaded_model yet")
     code, _out, err = run_cli(["locate", f"{work}/hf_models.py:gpt2", "--model-setting", "use_cach=False", "-q"], capsys)
     assert code == 2
     assert "use_cach" in err and "did you mean use_cache" in err and "Traceback" not in err
