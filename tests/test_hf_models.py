@@ -17,7 +17,6 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-import nodebisect.pipeline  # noqa: E402
 from nodebisect.cli.main import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
