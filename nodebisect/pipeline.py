@@ -38,7 +38,6 @@ class PreparedModel:
     culprit: FirstDivergent | None = None  # a capture or decomposition stage culprit
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 def locate(model: Any, inputs: Any = None, *, progress: Progress | None = None, **options: Any) -> LocateResult:
@@ -76,7 +75,9 @@ def locate(model: Any, inputs: Any = None, *, progress: Progress | None = None, 
         return prepared.failed
     with _sandbox(opts) as sandbox:
         result = _search(prepared, opts, log, sandbox)
-    return _finish(result, prepared, log, time.perf_counter() - started + (prepared.seconds if prepared is model else 0.0))
+    if prepared is model:  # export and capture were not redone: their timings are not this run's
+        result.stats["reused_preparation"] = True
+    return _finish(result, prepared, log, time.perf_counter() - started)
 
 
 def prepare(model: Any, inputs: Any = None, *, progress: Progress | None = None, **options: Any) -> PreparedModel:
@@ -132,7 +133,6 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
         with log.timed("decomposition_check", "check decomposition against the exported program"):
             out.culprit = check_decomposition(loaded, prep, opts, log, out.capture_info)
     note_framework_nans(prep.acts, log)
-    out.seconds = time.perf_counter() - started
     return out
 
 
@@ -221,7 +221,7 @@ def _finish(result: LocateResult, prepared: PreparedModel, log: RunLog, seconds:
     result.notes = list(dict.fromkeys(log.notes + result.notes))  # trials repeat the same observations
     result.stats["seconds"] = round(seconds, 3)
     result.stats["extra_sessions"] = log.extra_sessions
-    result.stats["timings"] = {k: round(v, 3) for k, v in {**prepared.timings, **log.timings}.items()}
+    result.stats["timings"] = {k: round(v, 3) for k, v in log.timings.items()}
     log.emit(Event(kind="done", message=result.verdict))
     return result
 

@@ -89,6 +89,9 @@ def test_a_prepared_model_is_searched_again_without_exporting(monkeypatch: pytes
     assert first.verdict == again.verdict == "diverged"
     assert first.first_divergent.onnx_node == again.first_divergent.onnx_node
     assert first.stats["strategy"] == "all" and again.stats["strategy"] == "bisect"
+    # The re-run's timings are its own: no export or capture was redone.
+    assert again.stats["reused_preparation"] is True
+    assert "export" not in again.stats["timings"] and "capture" not in again.stats["timings"]
     loose = nodebisect.locate(prepared, atol=10.0, rtol=10.0)
     assert loose.verdict == "match"
     with pytest.raises(nodebisect.BadInputError, match="opset"):
