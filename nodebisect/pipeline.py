@@ -115,7 +115,10 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
             raise
         failure = ExportFailure.from_error(exc)  # stage, cause class, frames, remedy, repro script
         seconds = round(time.perf_counter() - started, 3)
-        out.failed = LocateResult(verdict=EXPORT_FAILED, export_failure=failure, environment=env, model=loaded.source, stats={"seconds": seconds, "ort_sessions": 0})
+        out.failed = LocateResult(
+            verdict=EXPORT_FAILED, export_failure=failure, environment=env, model=loaded.source,
+            notes=list(log.notes), stats={"seconds": seconds, "ort_sessions": 0},
+        )
         return out
     from nodebisect.onnxgraph import opset_of
 

@@ -23,6 +23,7 @@ from nodebisect.records import (
     Metrics,
     NodeRecord,
 )
+from nodebisect.report.index import culprit_node, graph_index
 
 # Row colour by how a value fared; the culprit gets its own.
 STATUS_STYLE = {
@@ -79,19 +80,16 @@ class ResultIndex:
         for pos, record in enumerate(self.result.nodes):
             self.by_name[record.onnx_node] = record
             self.position[record.onnx_node] = pos
-            for value in record.outputs or [record.onnx_value]:
-                self.producer[value] = record.onnx_node
-            for value in record.inputs:
-                if value:
-                    self.consumers.setdefault(value, []).append(record.onnx_node)
+        index = graph_index(self.result)  # the same producers and consumers as the report's pictures
+        self.producer = {value: node.onnx_node for value, node in index.producer.items()}
+        self.consumers = {value: [node.onnx_node for node in nodes] for value, nodes in index.consumers.items()}
         fd = self.result.first_divergent
         if fd is None:
             return
+        carrier = culprit_node(self.result)  # for a capture verdict: the ONNX node carrying the FX value
+        self.culprit = carrier.onnx_node if carrier is not None else ""
         if fd.stage == STAGE_CAPTURE:
-            # The culprit is an FX node: show the ONNX node that carries its value.
-            self.culprit = next((r.onnx_node for r in self.result.nodes if fd.onnx_value and r.mapped_to == fd.onnx_value), "")
             return
-        self.culprit = fd.onnx_node if fd.onnx_node in self.by_name else ""
         self.segment = {name for name in fd.segment if name in self.by_name}
         self.suspects = {s.onnx_node: rank for rank, s in enumerate(fd.suspects) if s.onnx_node in self.by_name}
 

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from nodebisect.records import OK, STAGE_CAPTURE, STATUS_DIVERGED, LocateResult, Metrics, NodeRecord
+from nodebisect.report.index import culprit_node, graph_index
 
 WIDTH = 760
 HEIGHT = 346
@@ -52,7 +53,7 @@ def growth_svg(result: LocateResult) -> str:
         nodes, culprit = _capture_points(result, atol)
         label = f"first divergent module: {_clip(culprit.onnx_node, 40)} (eager vs torch.export)"
         return _render(nodes, culprit, {n.onnx_node for n in nodes}, atol, CAPTURE_TITLE, CAPTURE_AXIS, label)
-    culprit = _culprit(result)
+    culprit = culprit_node(result)
     measured = [n for n in result.nodes if n.metrics is not None and not n.metrics.reason]
     path = _path(result, culprit) if culprit else {n.onnx_node for n in measured}
     label = f"first divergent: {_clip(culprit.onnx_node, 40)} ({culprit.op_type})" if culprit else ""
@@ -206,15 +207,6 @@ def _capture_points(result: LocateResult, atol: float) -> tuple[list[NodeRecord]
     return nodes, culprit
 
 
-def _culprit(result: LocateResult) -> NodeRecord | None:
-    fd = result.first_divergent
-    if fd is None:
-        return None
-    if fd.stage == STAGE_CAPTURE:
-        return next((n for n in result.nodes if fd.onnx_value and n.mapped_to == fd.onnx_value), None)
-    return result.node(fd.onnx_node)
-
-
 def _path(result: LocateResult, culprit: NodeRecord) -> set[str]:
     """Node names of one chain through the culprit, from a graph input to an output.
 
@@ -222,13 +214,9 @@ def _path(result: LocateResult, culprit: NodeRecord) -> set[str]:
     is largest, so it runs through the activations (not a shape computation)
     and one line shows how the error grows. Nodes are in topological order.
     """
-    producer = {v: n for n in result.nodes for v in n.outputs}
-    consumers: dict[str, list[NodeRecord]] = {}
-    for n in result.nodes:
-        for v in n.inputs:
-            consumers.setdefault(v, []).append(n)
-    ups = {n.onnx_node: [producer[v] for v in n.inputs if v in producer] for n in result.nodes}
-    downs = {n.onnx_node: [c for v in n.outputs for c in consumers.get(v, [])] for n in result.nodes}
+    index = graph_index(result)
+    ups = {n.onnx_node: index.ups(n) for n in result.nodes}
+    downs = {n.onnx_node: index.downs(n) for n in result.nodes}
     reach_up: dict[str, float] = {}
     for n in result.nodes:
         reach_up[n.onnx_node] = _score(n, [reach_up.get(p.onnx_node, -1.0) for p in ups[n.onnx_node]])

@@ -27,6 +27,7 @@ from nodebisect.records import (
     Metrics,
     NodeRecord,
 )
+from nodebisect.report.index import center_node, error_key
 
 # How much of the graph the report shows before folding it away.
 WORST_VALUES = 5
@@ -216,7 +217,7 @@ def _values(result: LocateResult) -> str:
         shown.add(fd.onnx_value)
     worst = sorted(
         (n for n in measured if n.status == STATUS_DIVERGED and n.onnx_value not in shown),
-        key=lambda n: _sort_key(n.metrics),
+        key=lambda n: error_key(n.metrics),
         reverse=True,
     )[:WORST_VALUES]
     for n in worst:
@@ -350,20 +351,6 @@ def _full_table(result: LocateResult) -> str:
 # -- helpers ---------------------------------------------------------------------
 
 
-def center_node(result: LocateResult) -> NodeRecord | None:
-    """The node a report or picture centres on: the culprit, else the largest error."""
-    fd = result.first_divergent
-    if fd is not None and fd.stage == STAGE_CAPTURE:
-        # The culprit is an FX node; show the ONNX node that carries its value, if any.
-        return next((n for n in result.nodes if fd.onnx_value and n.mapped_to == fd.onnx_value), None)
-    if fd is not None:
-        return result.node(fd.onnx_node)
-    measured = [n for n in result.nodes if n.metrics is not None]
-    if result.verdict in (DIVERGED, RUNTIME_FAILED, MATCH) and measured:
-        return max(measured, key=lambda n: _sort_key(n.metrics))
-    return None
-
-
 def _value_row(label: str, value: str, node: str, op: str, status: str, m: Metrics) -> list[str]:
     if m.reason:
         return [label, _code_cell(value), _code_cell(node), _code_cell(op), status, _cell(m.reason), "", "", _pct(m.mismatch_fraction), ""]
@@ -394,12 +381,6 @@ def _metrics_sentence(m: Metrics, worst: dict | None = None) -> str:
     if m.nan or m.inf:
         text += f", {m.nan} NaN / {m.inf} Inf (PyTorch: {m.expected_nan} / {m.expected_inf})"
     return text
-
-
-def _sort_key(m: Metrics | None) -> float:
-    if m is None:
-        return -1.0
-    return m.max_abs if not math.isnan(m.max_abs) else math.inf
 
 
 def _attributes(n: NodeRecord) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nodebisect.records import OK, STAGE_CAPTURE, STATUS_DIVERGED, LocateResult, NodeRecord
-from nodebisect.report.markdown import center_node
+from nodebisect.report.index import center_node, graph_index
 
 HOPS = 4
 MAX_NODES = 24
@@ -49,19 +49,14 @@ class GraphPicture:
 
 def neighbourhood(result: LocateResult, center: NodeRecord, hops: int = HOPS, cap: int = MAX_NODES) -> list[NodeRecord]:
     """Nodes within ``hops`` of ``center``, nearest first, at most ``cap``, in graph order."""
-    producer = {v: n for n in result.nodes for v in n.outputs}
-    consumers: dict[str, list[NodeRecord]] = {}
-    for n in result.nodes:
-        for v in n.inputs:
-            consumers.setdefault(v, []).append(n)
+    index = graph_index(result)
     dist = {center.onnx_node: 0}
     queue = deque([center])
     while queue and len(dist) < cap:
         node = queue.popleft()
         if dist[node.onnx_node] >= hops:
             continue
-        ups = [producer[v] for v in node.inputs if v in producer]
-        downs = [c for v in node.outputs for c in consumers.get(v, [])]
+        ups, downs = index.ups(node), index.downs(node)
         # Alternate upstream and downstream so the cap cuts both sides evenly.
         for nb in _interleave(ups, downs):
             if nb.onnx_node not in dist and len(dist) < cap:
@@ -73,11 +68,8 @@ def neighbourhood(result: LocateResult, center: NodeRecord, hops: int = HOPS, ca
 def to_dot(result: LocateResult, center: NodeRecord, nodes: list[NodeRecord], title: str = "") -> str:
     """DOT text of ``nodes`` with edges between them and stubs for what is cut off."""
     chosen = {n.onnx_node for n in nodes}
-    producer = {v: n for n in result.nodes for v in n.outputs}
-    consumers: dict[str, list[NodeRecord]] = {}
-    for n in result.nodes:
-        for v in n.inputs:
-            consumers.setdefault(v, []).append(n)
+    index = graph_index(result)
+    producer, consumers = index.producer, index.consumers
     ids = {n.onnx_node: f"n{i}" for i, n in enumerate(nodes)}
     worst = max((n.metrics.max_abs for n in nodes if n.metrics and n.status == STATUS_DIVERGED), default=0.0, key=_finite)
     lines = [
