@@ -171,7 +171,7 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -
 def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log: RunLog, sandbox: Any) -> LocateResult:
     """Map the graph, search it, explain the culprit: one input set."""
     from nodebisect.diagnose.explain import explain, follow_to_source, verified_repro
-    from nodebisect.frontends.user_onnx import check_ownership
+    from nodebisect.frontends.user_onnx import check_ownership, check_signature
     from nodebisect.onnxgraph import check_feeds_fit
     from nodebisect.search.failure import runtime_failure_result
     from nodebisect.search.graphmap import overlap
@@ -179,7 +179,7 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
     from nodebisect.search.strategy import map_graph, search
 
     gm = map_graph(prep)
-    if opts.onnx_path:
+    if opts.onnx_path:  # the user's file: its values must be this model's
         check_ownership(opts.onnx_path, overlap(gm), len(gm.output_map), len(prep.onnx_model.graph.output), opts.exporter == "torchscript")
     if len(prep.flat_inputs) != len(gm.graph_inputs):
         raise BadInputError(
@@ -187,6 +187,8 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
             tip="the ONNX file and the inputs must come from the same model",
         )
     check_feeds_fit(prep.onnx_model, prep.feeds, opts.onnx_path)
+    if opts.onnx_path:  # node names can coincide between exports of two models; the signature cannot
+        check_signature(prep.onnx_model, prep.feeds, [prep.acts.values[n] for n in prep.acts.outputs if n in prep.acts.values])
     outcome = search(prep, gm, opts, log, sandbox)
     if outcome.failure is not None:
         return runtime_failure_result(outcome, outcome.failure, environment, log)

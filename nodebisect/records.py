@@ -11,6 +11,7 @@ The JSON contract is ``nodebisect.report/1``: fields may be added, never renamed
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -413,6 +414,10 @@ class LocateResult:
             if record.onnx_node == name:
                 return record
         return None
+
+    def to_json(self) -> str:
+        """The JSON text every writer uses (``--json``, report.json, the TUI's save)."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
         return {

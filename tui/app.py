@@ -176,7 +176,7 @@ class NodebisectApp(App[int]):
         from nodebisect.report.atomic import write_text
 
         try:
-            write_text(path, json.dumps(self.result.to_dict(), indent=2) + "\n")
+            write_text(path, self.result.to_json())
         except OSError as exc:
             self.notify(f"cannot write {path}: {exc.strerror}", severity="error")
             return

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import os
 import sys
 import traceback
@@ -94,12 +93,12 @@ def cmd_locate(args: argparse.Namespace) -> int:
 
     progress = ProgressPrinter(quiet=args.quiet, verbose=args.verbose)
     result = locate(args.model, progress=progress, **locate_kwargs(args))
-    text = json.dumps(result.to_dict(), indent=2, sort_keys=False)
+    text = result.to_json()
     if args.json:
         if json_to_stdout:
-            print(text)
+            print(text, end="")
         else:
-            write_text(args.json, text + "\n")
+            write_text(args.json, text)
             print(f"wrote {args.json}", file=sys.stderr)
     written = None
     if args.report:

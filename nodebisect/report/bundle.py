@@ -8,7 +8,6 @@ imports torch.
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
@@ -97,7 +96,7 @@ def write_report(result: LocateResult, out_dir: str | Path, redact: bool = False
         bundle.repro_dir = REPRO_DIR
         bundle.repro_files = [EXPORT_REPRO]
 
-    write_text(out / "report.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    write_text(out / "report.json", result.to_json())
     write_text(out / "report.md", render_markdown(result, bundle))
     return out
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from nodebisect.records import OK, STAGE_CAPTURE, STATUS_DIVERGED, LocateResult, Metrics, NodeRecord
 from nodebisect.report.index import culprit_node, graph_index
+from nodebisect.search.compare import DEFAULT_TOLERANCES
 
 WIDTH = 760
 HEIGHT = 346
@@ -22,7 +23,7 @@ MARGIN_LEFT = 62
 MARGIN_RIGHT = 24
 MARGIN_TOP = 56
 MARGIN_BOTTOM = 48
-DEFAULT_ATOL = 1e-4  # fp32 default of nodebisect.search.compare
+DEFAULT_ATOL = DEFAULT_TOLERANCES["float32"].atol
 
 COLORS = {OK: "#2e7d32", STATUS_DIVERGED: "#c62828"}
 TITLE = "Error growth: max |ORT − PyTorch| per node"

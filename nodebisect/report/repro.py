@@ -19,16 +19,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from nodebisect.records import ReproData
+from nodebisect.records import ORT_OPT_LEVELS, ReproData
+from nodebisect.search.compare import DEFAULT_TOLERANCES
 
-DEFAULT_RTOL = 1e-3  # fp32 defaults of nodebisect.search.compare
-DEFAULT_ATOL = 1e-4
-OPT_LEVELS = {
-    "disabled": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
+DEFAULT_RTOL = DEFAULT_TOLERANCES["float32"].rtol
+DEFAULT_ATOL = DEFAULT_TOLERANCES["float32"].atol
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
@@ -73,7 +68,7 @@ def script(rtol: float, atol: float, opt_level: str, ep: str, note: str = "", po
     ``note`` says what model.onnx holds; ``pointwise`` (every node element-wise)
     lets it print the inputs at the worst element (through a MatMul they mean nothing).
     """
-    level = OPT_LEVELS.get(opt_level, "ORT_ENABLE_ALL")
+    level = ORT_OPT_LEVELS.get(opt_level, "ORT_ENABLE_ALL")
     providers = PROVIDERS.get(ep, PROVIDERS["cpu"])
     holds = textwrap.fill(f"It holds {note}." if note else "It holds the divergent node with its local subgraph.", 88)
     holds = holds.replace('"' * 3, "'" * 3).replace("{", "{{").replace("}", "}}")
