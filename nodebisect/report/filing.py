@@ -33,6 +33,7 @@ from nodebisect.report.wording import (
     num,
     pair_text,
     precision_text,
+    amplifier_text,
     value_text,
     what_to_do,
     worst_text,
@@ -91,6 +92,9 @@ def values_section(result: LocateResult) -> str:
     caution = precision_text(fd.metrics)
     if caution:
         lines.append(f"- precision: {caution}")
+    amplified = amplifier_text(fd)
+    if amplified:
+        lines.append(f"- amplified downstream by {amplified}")
     node = result.node(fd.onnx_node)
     if node is not None and node.attributes:
         lines.append(f"- attributes of node `{fd.onnx_node}` ({fd.op_type}): `{full_attributes(node)}`")

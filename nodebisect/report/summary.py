@@ -13,6 +13,7 @@ from nodebisect.report.wording import (
     named_suspect,
     next_lines,
     precision_text,
+    amplifier_text,
     stage_sentence,
     worst_text,
 )
@@ -104,6 +105,9 @@ def _diverged(result: LocateResult, report_dir: str | None, repro: bool) -> list
     caution = precision_text(fd.metrics)
     if caution:
         lines.append(f"  precision: {caution}")
+    amplified = amplifier_text(fd)
+    if amplified:
+        lines.append(f"  amplified: {amplified}")
     if len(fd.segment) > 1:
         lines.append(f"  segment ({len(fd.segment)} nodes, most suspect first): " + ", ".join(f"{n} ({t})" for n, t in zip(fd.segment[:5], fd.segment_op_types[:5])))
     suspect = named_suspect(fd)

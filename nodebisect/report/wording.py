@@ -197,7 +197,19 @@ def metrics_text(m: Metrics, worst: dict[str, Any] | None = None) -> str:
             parts.append(f"max_abs={num(finite_abs)} where both are finite")
         parts.append(f"mismatch={m.mismatch_fraction:.1%}")
         return "; ".join(parts)
-    return f"max_abs={num(m.max_abs)} max_rel={num(m.max_rel)} cosine={m.cosine:.4f} mismatch={m.mismatch_fraction:.1%}"
+    text = f"max_abs={num(m.max_abs)} max_rel={num(m.max_rel)} cosine={m.cosine:.4f} mismatch={m.mismatch_fraction:.1%}"
+    if m.noise_ratio > 0:  # judged against a float64 oracle too (search.noise)
+        text += f" noise={num(m.noise)} ({m.noise_ratio:.3g}x PyTorch's own rounding error)"
+    return text
+
+
+def amplifier_text(fd: FirstDivergent) -> str:
+    """The later nodes that only amplify this defect (the search's first stop), or ""."""
+    if not fd.amplifiers:
+        return ""
+    local = fd.local_error
+    alone = f"; alone on PyTorch's inputs this node is off by {local['rel_l2']:.2g} (relative L2)" if local.get("rel_l2") else ""
+    return f"{', '.join(fd.amplifiers)}: right on PyTorch's inputs, they push this node's error past the tolerance{alone}"
 
 
 def nonfinite_sentence(m: Metrics, worst: dict[str, Any] | None = None) -> str:
@@ -331,6 +343,7 @@ __all__ = [
     "nonfinite_sentence",
     "pair_text",
     "precision_text",
+    "amplifier_text",
     "stage_sentence",
     "value_text",
     "what_to_do",
