@@ -16,6 +16,7 @@ from textual.widgets import Button, Footer, Header, Input, Label, RichLog, Selec
 from nodebisect.records import Event, LocateResult
 
 from .messages import NodeHighlighted, NodeOpened
+from .navigation import NavigationActions
 from .node_screen import NodeScreen
 from .verdict import VerdictScreen, verdict_text
 from .view import FILTER_FIELDS, MARK_CULPRIT, MARK_SEGMENT, MARK_SUSPECT, ResultIndex
@@ -24,7 +25,7 @@ from .widgets import NodeDetail, NodeTable, VerdictBanner
 FILTER_DELAY = 0.15  # seconds of typing quiet before a 10k-row table is refiltered
 
 
-class MainScreen(Screen):
+class MainScreen(NavigationActions, Screen):
     """Verdict banner, the node table with its filter, and a detail pane."""
 
     # The footer shows these in this order, before the app's q and ?: keep the labels short so
@@ -158,52 +159,6 @@ class MainScreen(Screen):
         if not self.table.row_count:
             self.query_one(NodeDetail).show(None, None)
 
-    # -- actions ----------------------------------------------------------------------
-    def action_culprit(self) -> None:
-        if self.index is None:
-            self.notify("no result yet", severity="warning")
-        elif self.index.capture and not self.index.culprit:
-            self.app.push_screen(VerdictScreen(self.index))  # eager vs export: no ONNX node to show
-        elif not self.index.culprit:
-            self.notify(f"no divergent node: verdict {self.index.result.verdict}", severity="information")
-        else:
-            self.select(self.index.culprit)
-            self.table.focus()
-            fd = self.index.result.first_divergent
-            if self.index.capture and fd is not None:
-                self.notify(f"eager PyTorch and torch.export differ at FX node {fd.onnx_node}; {self.index.culprit} "
-                            "carries its value (the ONNX graph matches the export). v: full verdict", timeout=8)
-
-    def action_verdict(self) -> None:
-        if self.index is None:
-            self.notify("no result yet", severity="warning")
-        else:
-            self.app.push_screen(VerdictScreen(self.index))
-
-    def action_open_detail(self, mode: str = "detail") -> None:
-        name = self.table.current
-        if self.index is None or name is None:
-            self.notify("no node selected", severity="warning")
-            return
-        self.app.push_screen(NodeScreen(self.index, name, mode=mode))
-
-    def action_neighbourhood(self) -> None:
-        self.action_open_detail(mode="graph")
-
-    def action_walk(self, upward: bool) -> None:
-        name = self.table.current
-        if self.index is None or name is None:
-            return
-        target = self.index.step(name, upward)
-        if target is None:
-            self.notify("no producer in the graph (inputs and weights only)" if upward else "no consumer: a graph output")
-            return
-        self.select(target)
-
-    def action_back(self) -> None:
-        if self.history:
-            self.select(self.history.pop(), remember=False)
-
     def action_focus_filter(self) -> None:
         self.query_one("#filter", Input).focus()
 
@@ -219,15 +174,6 @@ class MainScreen(Screen):
             filt.value = ""
             self._refilter()
         self.table.focus()
-
-    def action_rerun(self) -> None:
-        self.app.action_rerun()  # type: ignore[attr-defined]
-
-    def action_write_report(self) -> None:
-        self.app.action_write_report()  # type: ignore[attr-defined]
-
-    def action_save_json(self) -> None:
-        self.app.action_save_json()  # type: ignore[attr-defined]
 
 
 class HelpScreen(ModalScreen[None]):

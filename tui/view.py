@@ -205,25 +205,25 @@ class ResultIndex:
             return any(role.startswith(text) for role in self.roles(record.onnx_node))
         return _term_matches(record, key, text)
 
-    # -- text renderings ------------------------------------------------------------
-    def histogram(self, selected: str | None = None, width: int = 24) -> list[str]:
-        """Max-abs error of every compared node, bucketed by decade; ``◀`` marks ``selected``."""
-        if self._decades is None:
-            self._decades = Counter(_decade(r.metrics.max_abs) for r in self.result.nodes if _has_error(r.metrics))
-        decades = self._decades
-        if not decades:
-            return []
-        record = self.by_name.get(selected or "")
-        mark = _decade(record.metrics.max_abs) if record is not None and _has_error(record.metrics) else None
-        top = max(decades.values())
-        lines = []
-        for decade in range(max(decades), min(decades) - 1, -1):
-            count = decades.get(decade, 0)
-            bar = "█" * max(1 if count else 0, round(width * count / top))
-            label = "  ≥1e+00" if decade == 0 else ("   <1e-9" if decade <= -10 else f"  ~1e{decade:+03d}")
-            tail = " ◀" if decade == mark else ""
-            lines.append(f"{label} {bar:<{width}} {count}{tail}")
-        return lines
+
+def histogram(index: ResultIndex, selected: str | None = None, width: int = 24) -> list[str]:
+    """Max-abs error of every compared node, bucketed by decade; ``◀`` marks ``selected``."""
+    if index._decades is None:  # noqa: SLF001 - the index caches the buckets for the detail pane
+        index._decades = Counter(_decade(r.metrics.max_abs) for r in index.result.nodes if _has_error(r.metrics))
+    decades = index._decades
+    if not decades:
+        return []
+    record = index.by_name.get(selected or "")
+    mark = _decade(record.metrics.max_abs) if record is not None and _has_error(record.metrics) else None
+    top = max(decades.values())
+    lines = []
+    for decade in range(max(decades), min(decades) - 1, -1):
+        count = decades.get(decade, 0)
+        bar = "█" * max(1 if count else 0, round(width * count / top))
+        label = "  ≥1e+00" if decade == 0 else ("   <1e-9" if decade <= -10 else f"  ~1e{decade:+03d}")
+        tail = " ◀" if decade == mark else ""
+        lines.append(f"{label} {bar:<{width}} {count}{tail}")
+    return lines
 
 
 def verdict_line(result: LocateResult) -> str:

@@ -17,7 +17,7 @@ from nodebisect.records import LocateResult, Metrics, NodeRecord
 
 from .messages import NodeHighlighted, NodeOpened
 from .verdict import banner_text, capture_section
-from .view import ResultIndex, bar, fmt, fmt_cos
+from .view import ResultIndex, bar, fmt, fmt_cos, histogram
 
 MODULE_WIDTH = 30
 NODE_WIDTH = 32
@@ -277,7 +277,7 @@ def node_detail(index: ResultIndex, name: str, full: bool = False) -> Text:
         for suspect in fd.suspects[:4]:
             text.append(f"\n  suspect {suspect.onnx_node} ({suspect.op_type}, {suspect.score:.2f}): {suspect.reason}", style="yellow")
 
-    hist = index.histogram(selected=name, width=16 if not full else 28)
+    hist = histogram(index, selected=name, width=16 if not full else 28)
     if hist:
         _section(text, "max-abs histogram, all nodes (◀ this one)")
         for line in hist:
