@@ -513,3 +513,24 @@ async def test_rerun_from_json_offers_the_recorded_model_and_runs_it(
         assert app.result is not None and app.result.verdict == "match"
         assert app.result.model == result.model
         assert "MATCH" in str(app.screen.query_one(VerdictBanner).render())
+
+
+def test_verdict_view_shows_the_values_behind_the_bug() -> None:
+    """The worst element, the constants and the noise ratio are in the verdict view, as in the summary."""
+    from nodebisect.records import FirstDivergent, FrameworkRef, LocateResult, Metrics
+
+    from nodebisect_tui.verdict import verdict_text
+    from nodebisect_tui.view import ResultIndex
+
+    fd = FirstDivergent(
+        onnx_node="node_atan2", op_type="Where", onnx_value="atan2", stage="conversion", cause="conversion",
+        segment=["node_atan2"], segment_op_types=["Where"], framework=FrameworkRef(target="aten.atan2.default"),
+        metrics=Metrics(max_abs=6.28, noise=1e-7, noise_ratio=3e6, criterion="fixed"),
+        worst={"index": [0, 1], "expected": 3.14159, "actual": -3.14159, "inputs": {"y": 0.0, "x": -0.52}, "constants": {"val_3": 0.0}},
+        amplifiers=["node_mul_9"], local_error={"rel_l2": 0.5},
+    )
+    text = verdict_text(ResultIndex(LocateResult(verdict="diverged", first_divergent=fd))).plain
+    assert "worst" in text and "3.1416" in text and "-3.1416" in text
+    assert "constants" in text and "val_3" in text
+    assert "3e+06x" in text
+    assert "amplified" in text and "node_mul_9" in text

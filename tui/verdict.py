@@ -6,6 +6,8 @@ The banner keeps one line per fact and the stylesheet cuts each with an ellipsis
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -73,6 +75,7 @@ def verdict_text(index: ResultIndex) -> Text:
         else:
             _section(text, "metrics (ONNX vs PyTorch at the culprit)")
             _metrics(text, fd.metrics)
+            _values_behind(text, fd)
             if fd.isolated_metrics is not None:
                 _section(text, "the segment run alone on PyTorch's own inputs")
                 _metrics(text, fd.isolated_metrics)
@@ -106,6 +109,22 @@ def verdict_text(index: ResultIndex) -> Text:
         for note in result.notes:
             text.append(f"\n  · {note}")
     return text
+
+
+def _values_behind(text: Text, fd: Any) -> None:
+    """The worst element, the small constants, the noise and the amplifiers: the same words as the summary."""
+    from nodebisect.report.wording import amplifier_text, constants_text, precision_text, worst_text
+
+    for label, line in (
+        ("worst", worst_text(fd.worst)),
+        ("constants", constants_text(fd.worst)),
+        ("precision", precision_text(fd.metrics)),
+        ("amplified", amplifier_text(fd)),
+    ):
+        if line:
+            text.append(f"\n  {label:<9} {line}")
+    if fd.metrics.noise_ratio > 0:
+        text.append(f"\n  noise     PyTorch's own rounding error {fmt(fd.metrics.noise)}; onnxruntime's is {fd.metrics.noise_ratio:.3g}x that")
 
 
 def capture_section(text: Text, index: ResultIndex) -> None:
