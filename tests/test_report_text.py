@@ -373,3 +373,19 @@ def test_bad_flags_exit_2_with_the_locate_usage(argv: list[str], needle: str) ->
     assert needle in done.stderr and "Traceback" not in done.stderr
     if "did you mean" in needle:
         assert done.stderr.startswith("usage: nodebisect locate "), done.stderr
+
+
+def test_a_capture_verdict_gets_a_repro_that_compares_eager_with_torch_export(tmp_path: Path) -> None:
+    """Issue #12 item 1: the capture stage has no ONNX repro; its own script must fail the same way."""
+    shutil.copy(ROOT / "samples" / "divergent.py", tmp_path / "divergent.py")
+    done = subprocess.run(
+        [sys.executable, "-m", "nodebisect", "locate", "divergent.py:TransformerFastPath", "--report", "rep", "-q"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 1, done.stderr
+    script = tmp_path / "rep" / "repro" / "capture_repro.py"
+    assert script.is_file()
+    assert "repro/capture_repro.py" in (tmp_path / "rep" / "report.md").read_text()
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "MISMATCH REPRODUCED" in run.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+from nodebisect.report.capture_repro import CAPTURE_REPRO, capture_script
 from nodebisect.report.atomic import write_bytes, write_text
 from nodebisect.report.neighbourhood import render_graph
 from nodebisect.report.growth import growth_svg
@@ -86,7 +87,18 @@ def write_report(result: LocateResult, out_dir: str | Path, redact: bool = False
     elif _existing_repro(out, result, bundle):
         pass  # `nodebisect report DIR/report.json --out DIR`: the repro written by locate stays
     elif result.first_divergent is not None and result.first_divergent.stage == STAGE_CAPTURE:
-        bundle.repro_note = CAPTURE_NOTE
+        script = capture_script(result)
+        if script:  # eager vs torch.export, the way locate compared them
+            write_text(out / REPRO_DIR / CAPTURE_REPRO, redactor.scrub(script) if redactor else script)
+            bundle.repro_dir = REPRO_DIR
+            bundle.repro_files = [CAPTURE_REPRO]
+            bundle.repro_note = (
+                f"`repro/{CAPTURE_REPRO}` loads the model as nodebisect did and compares eager PyTorch with "
+                f"`torch.export.export(model, args).module()`: `python repro/{CAPTURE_REPRO}` exits 1 while they differ "
+                "(pass the `--inputs` file as its argument if the run used one)."
+            )
+        else:
+            bundle.repro_note = CAPTURE_NOTE
     elif result.verdict in (DIVERGED, RUNTIME_FAILED) and result.first_divergent is not None:
         bundle.repro_note = NO_REPRO_NOTE
     if result.export_failure is not None and result.export_failure.repro_script:

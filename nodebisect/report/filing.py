@@ -154,7 +154,7 @@ def reproduce_section(result: LocateResult, bundle: Any) -> str:
     cmd += ["--report", "report/"]
     text = "### How to reproduce\n\nWith the model (add the same `--inputs`/`--input` as the original run):\n\n"
     text += _fence(" ".join(cmd), "sh")
-    if bundle.repro_dir:
+    if bundle.repro_dir and "repro.py" in bundle.repro_files:  # the ONNX repro (not a capture or export script)
         files = ", ".join(f"`{f}`" for f in bundle.repro_files)
         text += (
             f"\n\nWithout the model: `{bundle.repro_dir}/` ({_size(bundle.repro_bytes)}) holds the culprit's local "
