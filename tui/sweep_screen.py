@@ -6,7 +6,6 @@ sweep's keys added), so opening a sweep imports nothing heavier than ``nodebisec
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,10 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from nodebisect.errors import BadInputError
 from nodebisect.records import LocateResult
+from nodebisect.sweep.results import ROWS_FILE, load_rows
 
 from .app import NodebisectApp
 
-ROWS_FILE = "sweep.jsonl"
 COLUMNS = ("model", "status", "culprit / reason", "aten op", "wall s", "MiB")
 # Worst first: what a maintainer opens a sweep for.
 STATUS_ORDER = ("diverged", "export_failed", "runtime_failed", "crashed", "timeout", "out_of_memory", "error", "bad_input",
@@ -34,24 +33,15 @@ def is_sweep_dir(path: str | Path) -> bool:
 
 
 def load_sweep_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The complete rows of a sweep directory; torn lines skipped, a model's later row wins.
+    """The complete rows of a sweep directory, worst first (``sweep.results.load_rows``: torn lines
+    skipped, a model's later row wins).
 
     Raises:
         BadInputError: not a sweep directory.
     """
-    rows_file = Path(path) / ROWS_FILE
-    if not rows_file.is_file():
+    if not is_sweep_dir(path):
         raise BadInputError(f"no {ROWS_FILE} in {path}", tip="open a directory written by `nodebisect sweep --out DIR`")
-    rows: dict[str, dict[str, Any]] = {}
-    for line in rows_file.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and "name" in row and "status" in row:
-            rows.pop(row["name"], None)
-            rows[row["name"]] = row
-    return sorted(rows.values(), key=lambda r: (_rank(r["status"]), r["name"]))
+    return sorted(load_rows(Path(path)), key=lambda r: (_rank(r["status"]), r["name"]))
 
 
 def culprit_text(row: dict[str, Any]) -> tuple[str, str]:
