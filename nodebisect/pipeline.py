@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from nodebisect.errors import BadInputError, ExportFailedError
 from nodebisect.prepared import Prepared
-from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, EXPORT_FAILED, Event, ExportFailure, FirstDivergent, LocateResult
+from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, STAGE_GRAPH_OPTIMIZATION, EXPORT_FAILED, Event, ExportFailure, FirstDivergent, LocateResult
 from nodebisect.run import PREPARE_FIELDS, Options, Progress, RunLog, make_options
 
 
@@ -140,7 +140,7 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
 
 
 def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -> LocateResult:
-    from nodebisect.diagnose.stages import check_exporter_optimizer
+    from nodebisect.diagnose.stages import check_exporter_optimizer, unoptimized_window
 
     prep = prepared.prep
     assert prep is not None
@@ -159,6 +159,8 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -
     if fd is not None and fd.cause == CAUSE_CONVERSION and not opts.onnx_path and prep.program is not None:
         with log.timed("graph_optimization_check", "check the exporter's graph optimizer"):
             check_exporter_optimizer(prepared.loaded, prep, fd, opts, log, sandbox)
+        if fd.stage == STAGE_GRAPH_OPTIMIZATION and result.repro is not None:
+            result.repro.unoptimized = unoptimized_window(prep, fd.onnx_value)  # the unfused ops, for the repro
     # 9. a capture or decomposition culprit comes first: the ONNX graph was made from changed numerics
     if prepared.culprit is not None:
         if result.first_divergent is not None:

@@ -367,6 +367,8 @@ class ReproData:
     note: str = ""
     # False when no window reproduced the mismatch: the bundle writes no repro/ and says so.
     reproduces: bool = True
+    # Stage graph_optimization: the same value's subgraph before the exporter's optimizer (the unfused ops).
+    unoptimized: tuple[bytes, dict[str, Any]] | None = None
 
 
 @dataclass

@@ -53,3 +53,24 @@ def test_without_onnxruntime_optimizations_the_unoptimized_export_matches(unopti
         ConvBnCancellation().eval(), ConvBnCancellation.example_inputs(), onnx_path=str(unoptimized_onnx), opt_level="disabled"
     )
     assert result.verdict == "match"
+
+
+def test_graph_optimization_repro_holds_the_unfused_pair_next_to_the_folded_conv(tmp_path: Path) -> None:
+    """Issue #12 item 1: the optimizer's maintainers need the ops before folding beside the folded Conv."""
+    import subprocess
+
+    import onnx
+
+    from nodebisect.report.bundle import write_report
+
+    result = nodebisect.locate(ConvBnCancellation().eval(), ConvBnCancellation.example_inputs())
+    assert result.first_divergent is not None and result.first_divergent.stage == "graph_optimization"
+    write_report(result, tmp_path)
+    folded = onnx.load(str(tmp_path / "repro" / "model.onnx"))
+    unfused = onnx.load(str(tmp_path / "repro" / "unoptimized" / "model.onnx"))
+    assert {n.op_type for n in folded.graph.node} == {"Conv"}
+    assert {"Conv", "BatchNormalization"} <= {n.op_type for n in unfused.graph.node}
+    run = subprocess.run([sys.executable, str(tmp_path / "repro" / "repro.py")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "before the exporter's optimizer" in run.stdout and "matches PyTorch" in run.stdout
+    assert "unoptimized/" in (tmp_path / "report.md").read_text()

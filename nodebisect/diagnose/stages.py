@@ -146,6 +146,26 @@ def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, op
         fd.explanation += "; the unoptimized export is wrong here too, so the defect is in the op's conversion itself"
 
 
+def unoptimized_window(prep: Prepared, value: str) -> tuple[bytes, dict[str, Any]] | None:
+    """The subgraph computing ``value`` in the unoptimized export, fed with PyTorch's values.
+
+    What the optimizer's maintainers need next to the folded node: the ops as the
+    exporter translated them (e.g. Conv + BatchNormalization) before they were folded.
+    """
+    from nodebisect.diagnose.isolate import local_graph
+    from nodebisect.search.graphmap import build_graph_map
+
+    plain = prep.unoptimized_onnx
+    if plain is None:
+        return None
+    gm = build_graph_map(plain, prep.acts.values, prep.acts.outputs)
+    if value not in gm.producer:
+        return None
+    window = local_graph(plain, gm, value, depth=1)  # one level up: the ops the optimizer folded together
+    inputs = {n: prep.feeds[n] if n in prep.feeds else prep.acts.values[gm.mapped[n]] for n in window.inputs}
+    return window.model.SerializeToString(), inputs
+
+
 def note_framework_nans(acts: Any, log: RunLog) -> None:
     """Say when PyTorch itself makes NaN: there values are compared NaN-to-NaN."""
     for name in acts.order:

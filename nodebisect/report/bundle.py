@@ -83,6 +83,8 @@ def write_report(result: LocateResult, out_dir: str | Path, redact: bool = False
         bundle.repro_dir = REPRO_DIR
         bundle.repro_bytes = sum(len(d) for d in files.values())
         bundle.repro_files = sorted(rel for rel in files if "/" not in rel) + ["test_data_set_0/"]
+        if any(rel.startswith("unoptimized/") for rel in files):
+            bundle.repro_files.append("unoptimized/")
         bundle.repro_window = result.repro.note
     elif _existing_repro(out, result, bundle):
         pass  # `nodebisect report DIR/report.json --out DIR`: the repro written by locate stays

@@ -168,6 +168,12 @@ def reproduce_section(result: LocateResult, bundle: Any) -> str:
             f"\n\n`{bundle.repro_dir}/test_data_set_0/` follows the ONNX backend-test layout "
             "(`input_N.pb`, `output_0.pb`) for runtimes other than onnxruntime."
         )
+        if "unoptimized/" in bundle.repro_files:
+            text += (
+                f"\n\n`{bundle.repro_dir}/unoptimized/` holds the same value's ops as the exporter translated them, "
+                "before its graph optimizer folded them (e.g. Conv + BatchNormalization): repro.py runs both, so the "
+                "optimizer's maintainers see the folded node wrong and the unfused pair right."
+            )
     elif bundle.repro_note:
         text += f"\n\n{bundle.repro_note}"
     return text

@@ -53,6 +53,10 @@ def build_repro(
         "expected.npz": _npz(expected),
         "repro.py": script(rtol, atol, data.opt_level, data.ep, data.note, _pointwise(model)).encode("utf-8"),
     }
+    if data.unoptimized is not None:  # stage graph_optimization: the ops before the exporter folded them
+        plain_bytes, plain_inputs = data.unoptimized
+        files["unoptimized/model.onnx"] = _clean_model(plain_bytes, scrub).SerializeToString()
+        files["unoptimized/inputs.npz"] = _npz({k: np.asarray(v) for k, v in plain_inputs.items()})
     graph_inputs = [i.name for i in model.graph.input if i.name in inputs]
     for i, name in enumerate(graph_inputs):
         files[f"test_data_set_0/input_{i}.pb"] = numpy_helper.from_array(inputs[name], name).SerializeToString()
@@ -184,6 +188,32 @@ def worst(actual, expected, inputs):
     return f"worst element at {{where}}: {{given}}PyTorch {{fmt(e.reshape(-1)[flat])}}, onnxruntime {{fmt(a.reshape(-1)[flat])}}"
 
 
+def unoptimized(names, expected):
+    """The same value before the exporter's graph optimizer (unoptimized/, when written): the unfused ops."""
+    folder = HERE / "unoptimized"
+    if not (folder / "model.onnx").is_file():
+        return
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    inputs = np.load(folder / "inputs.npz")
+    ops = ", ".join(sorted({{n.op_type for n in _nodes(folder / "model.onnx")}}))
+    got = session.run(names, {{i.name: inputs[i.name] for i in session.get_inputs()}})
+    for name, value in zip(names, got):
+        max_abs, mismatch = compare(value, expected[name])
+        verdict = "matches PyTorch" if mismatch == 0 else "differs from PyTorch too"
+        print(f"before the exporter's optimizer ({{ops}}; unoptimized/model.onnx, onnxruntime optimizations off): "
+              f"{{name}} max abs error {{max_abs:.9g}}, {{mismatch:.1%}} of elements out of tolerance: {{verdict}}")
+
+
+def _nodes(path):
+    try:
+        import onnx
+    except ImportError:  # the op list is a nicety: numpy and onnxruntime are all the repro needs
+        return []
+    return onnx.load(str(path)).graph.node
+
+
 def fmt(v):
     v = float(v)
     if v != v:
@@ -213,6 +243,7 @@ def main():
         if mismatch > 0:
             print("  " + worst(got, expected[name], inputs))
         failed = failed or mismatch > 0
+    unoptimized(names, expected)
     if failed:
         print("MISMATCH REPRODUCED: onnxruntime differs from PyTorch")
         return 1
