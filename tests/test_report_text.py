@@ -389,3 +389,6 @@ def test_a_capture_verdict_gets_a_repro_that_compares_eager_with_torch_export(tm
     run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "MISMATCH REPRODUCED" in run.stdout
+    # growth.svg plots eager vs export per hooked module, not one point
+    modules = json.loads((tmp_path / "rep" / "report.json").read_text())["capture"]["modules"]
+    assert len(modules) >= 2 and any(m["max_abs"] > 0.1 for m in modules) and any(m["max_abs"] == 0.0 for m in modules)

@@ -44,14 +44,16 @@ def check_capture(loaded: Any, prep: Prepared, opts: Options, log: RunLog) -> tu
         return info, None
     out_nodes = module_output_nodes(prep.program)
     culprit_module, culprit_fx, metrics = "", "", bad_outputs[0].metrics
+    modules = []  # every hooked module, eager vs export: growth.svg plots how the difference grows
     for path in eager.order:
         fx_name = out_nodes.get(path)
         if not fx_name or fx_name not in acts.values:
             continue
         cmp = compare(fx_name, acts.values[fx_name], eager.outputs[path], opts.rtol, opts.atol, acts.dtypes.get(fx_name))
-        if not cmp.ok:
+        modules.append({"module": path, "fx_node": fx_name, "max_abs": cmp.metrics.max_abs})
+        if not cmp.ok and not culprit_module:
             culprit_module, culprit_fx, metrics = path, fx_name, cmp.metrics
-            break
+    info["modules"] = modules
     info["first_module"] = culprit_module
     info["fx_node"] = culprit_fx
     where = f"module {culprit_module!r} (FX node {culprit_fx})" if culprit_module else "the model's outputs"
