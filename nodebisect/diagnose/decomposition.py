@@ -174,3 +174,56 @@ def departure_points(
         if ok_inputs:
             entries.append(n)
     return entries
+
+
+def repaired_by(
+    model: Any,
+    carrier_value: str,
+    feeds: dict[str, np.ndarray],
+    internal: dict[str, np.ndarray],
+    candidates: list[np.ndarray],
+    is_right: Any,
+) -> list[str]:
+    """Internal values whose replacement by a PyTorch intermediate makes the culprit right.
+
+    When no internal value of the lowering matches PyTorch's decomposition, the
+    departure rule has nothing to anchor on (a two-node ``silu`` whose Sigmoid
+    became a Tanh). The counterfactual settles it: feed the rest of the local
+    subgraph PyTorch's own intermediate (same shape and dtype) in place of one
+    internal value; if the culprit's value then matches PyTorch, the node making
+    that value is the one that computes something else. Run in ONNX's reference
+    evaluator: small segments only, and no onnxruntime session.
+
+    Returns:
+        the internal value names whose replacement repairs the culprit, earliest first.
+    """
+    import onnx
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    found = []
+    for value, actual in internal.items():
+        if value == carrier_value or has_counterpart(actual, candidates):
+            continue
+        for cand in candidates:
+            if cand.shape != actual.shape or cand.dtype != actual.dtype:
+                continue
+            sub = onnx.ModelProto()
+            sub.CopyFrom(model)
+            kept = [n for n in sub.graph.node if value not in n.output]
+            if len(kept) == len(sub.graph.node):
+                break
+            del sub.graph.node[:]
+            sub.graph.node.extend(kept)
+            elem = helper.np_dtype_to_tensor_dtype(cand.dtype)
+            sub.graph.input.append(helper.make_tensor_value_info(value, elem, list(cand.shape)))
+            names = {i.name for i in sub.graph.input}
+            try:
+                with np.errstate(all="ignore"):
+                    got = ReferenceEvaluator(sub).run([carrier_value], {k: v for k, v in {**feeds, value: cand}.items() if k in names})[0]
+            except Exception:  # noqa: BLE001 - a cut the evaluator cannot run proves nothing
+                continue
+            if is_right(np.asarray(got)):
+                found.append(value)
+                break
+    return found

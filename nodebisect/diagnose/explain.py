@@ -140,6 +140,8 @@ def _decomposition_evidence(local: LocalGraph, carrier: str, gm: GraphMap, prep:
         good,
     )
     target = gm.refs[carrier].target or "the op"
+    if not entries:  # no internal value matches PyTorch's decomposition: try the counterfactual
+        return _repair_evidence(local, carrier, gm, prep, iso, candidates, target)
     out = []
     for rank, name in enumerate(entries):
         if rank == 0:
@@ -147,6 +149,26 @@ def _decomposition_evidence(local: LocalGraph, carrier: str, gm: GraphMap, prep:
         else:
             out.append((name, 0.5, f"also leaves PyTorch's decomposition of {target}, downstream of {entries[0]}"))
     return out
+
+
+def _repair_evidence(
+    local: LocalGraph, carrier: str, gm: GraphMap, prep: Prepared, iso: Isolation, candidates: list[Any], target: str
+) -> list[tuple[str, float, str]]:
+    """The node whose output, replaced by PyTorch's own intermediate, makes the culprit right."""
+    from nodebisect.diagnose.decomposition import repaired_by
+    from nodebisect.search.compare import compare
+
+    value = next(o for o in gm.nodes[carrier].output if o in gm.mapped)
+    fx_name = gm.mapped[value]
+    expected, dtype = prep.acts.values[fx_name], prep.acts.dtypes.get(fx_name)
+    feeds = {n: prep.feeds[n] if n in prep.feeds else prep.acts.values[gm.mapped[n]] for n in local.inputs}
+    internal = {v: a for v, a in iso.internal.items() if v in local.internal_values and v != value}
+    fixed = repaired_by(local.model, value, feeds, internal, candidates, lambda got: compare(value, got, expected, dtype=dtype).ok)
+    return [
+        (gm.producer[v], 0.9, f"replacing its output by PyTorch's own intermediate (the decomposition of {target}) makes the op right: this node computes something else")
+        for v in fixed
+        if v in gm.producer
+    ]
 
 
 def _blame_fusion(iso: Isolation, culprit: str, prep: Prepared, fx_name: str, opts: Options, log: RunLog) -> dict[str, Any]:

@@ -1,0 +1,66 @@
+"""The faulty node inside a lowering no intermediate of PyTorch's decomposition anchors (issue #11.3).
+
+``silu`` lowers to Sigmoid + Mul. With the Sigmoid edited into a Tanh, no internal
+value matches PyTorch's decomposition (sigmoid, mul), so the departure rule has
+nothing to go on and the carrier Mul was ranked first (the accuracy benchmark's
+miss on Llama). Feeding the Mul PyTorch's own sigmoid in place of the Tanh's
+output makes it right: the Tanh/Sigmoid node is the one to name.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+import nodebisect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import faults  # noqa: E402
+
+
+class SiluMlp(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.up = torch.nn.Linear(16, 32)
+        self.down = torch.nn.Linear(32, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.nn.functional.silu(self.up(x)))
+
+
+@pytest.fixture(scope="module")
+def silu_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, tuple[torch.Tensor], onnx.ModelProto, Path]:
+    from nodebisect.frontends.dynamo import export_onnx
+    from nodebisect.frontends.loading import build_loaded_model
+
+    model = SiluMlp().eval()
+    x = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
+    return model, (x,), export_onnx(build_loaded_model(model, (x,))).model, tmp_path_factory.mktemp("silu")
+
+
+def test_the_edited_node_inside_silu_leads_the_segment(silu_model) -> None:  # type: ignore[no-untyped-def]
+    model, args, clean, tmp = silu_model
+    sigmoid = next(n.name for n in clean.graph.node if n.op_type == "Sigmoid")
+    faulted, edited = faults.swap_op(clean, sigmoid, "Tanh")
+    path = tmp / "tanh.onnx"
+    onnx.save(faulted, str(path))
+    fd = nodebisect.locate(model, args, onnx_path=str(path), check_capture=False).first_divergent
+    assert fd is not None and fd.op_type == "Mul"  # the carrier of silu's value
+    assert fd.segment[0] == edited, fd.suspects
+    assert "makes the op right" in fd.suspects[0].reason
+
+
+def test_a_wrong_carrier_is_not_blamed_on_the_node_before_it(silu_model) -> None:  # type: ignore[no-untyped-def]
+    model, args, clean, tmp = silu_model
+    mul = next(n.name for n in clean.graph.node if n.op_type == "Mul")
+    faulted, edited = faults.swap_op(clean, mul, "Add")
+    path = tmp / "add.onnx"
+    onnx.save(faulted, str(path))
+    fd = nodebisect.locate(model, args, onnx_path=str(path), check_capture=False).first_divergent
+    assert fd is not None and fd.onnx_node == edited
+    assert fd.segment[0] == edited, fd.suspects
