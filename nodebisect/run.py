@@ -60,6 +60,10 @@ class Options:
     # "auto" runs it when no --rtol/--atol is given and it fits the memory budget.
     oracle: str = "auto"
 
+    def judges_noise(self) -> bool:
+        """Values are judged against the float64 oracle: --oracle on, or auto without fixed --rtol/--atol."""
+        return self.oracle == "on" or (self.oracle == "auto" and self.rtol is None and self.atol is None)
+
 
 # Options that change what is exported and captured; the others only change the search,
 # so a prepared model can be searched again under them without exporting again.

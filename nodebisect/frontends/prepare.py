@@ -68,7 +68,7 @@ def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepared
 
 def _oracle(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], opts: Options, budget: int, log: RunLog) -> dict[str, Any]:
     """The float64 oracle of the program's floating values, when asked for and affordable."""
-    if opts.oracle == "off" or (opts.oracle == "auto" and (opts.rtol is not None or opts.atol is not None)):
+    if not opts.judges_noise():
         return {}
     floats = {n for n in prep.acts.order if prep.acts.values[n].dtype.kind == "f"}
     need = 2 * sum(prep.acts.values[n].nbytes for n in floats)

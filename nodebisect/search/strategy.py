@@ -68,8 +68,7 @@ def search(prep: Prepared, gm: GraphMap, opts: Options, log: RunLog, sandbox: An
 
     runner = OrtRunner(prep.onnx_model, prep.feeds, ep=opts.ep, opt_level=opts.opt_level, sandbox=sandbox)
     # Fixed bounds the user asked for (--rtol/--atol) are judged as fixed bounds, unless --oracle on.
-    fixed_only = opts.oracle == "off" or (opts.oracle == "auto" and (opts.rtol is not None or opts.atol is not None))
-    prober = Prober(runner, gm, prep.acts, opts, log, oracle={} if fixed_only else prep.oracle)
+    prober = Prober(runner, gm, prep.acts, opts, log, oracle=prep.oracle if opts.judges_noise() else {})
     probes = gm.probes()
     outputs = [o.name for o in prep.onnx_model.graph.output if o.name in gm.mapped]
     strategy = choose_strategy(opts, gm, prep.acts, probes)
