@@ -1,7 +1,8 @@
-"""Explain a culprit value: its cause, its segment ordered by evidence, and the repro data.
+"""Explain a culprit value: its cause, its segment ordered by evidence, and its verified repro.
 
-Input: the value the search stopped at. Output: ``FirstDivergent`` + ``ReproData``.
-Runs the culprit's local subgraph on reference inputs (isolate), a one-level
+``explain``: the value the search stopped at -> ``FirstDivergent``; ``follow_to_source``:
+an inherited culprit -> the upstream value wrong on its own; ``verified_repro``: the
+smallest window that still fails -> ``ReproData``. Runs the culprit's local subgraph on reference inputs (isolate), a one-level
 wider window when it looks inherited, onnxruntime's optimizers when they are to
 blame (fusions), and PyTorch's own decomposition of the op (decomposition).
 """
