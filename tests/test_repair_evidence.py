@@ -64,3 +64,30 @@ def test_a_wrong_carrier_is_not_blamed_on_the_node_before_it(silu_model) -> None
     fd = nodebisect.locate(model, args, onnx_path=str(path), check_capture=False).first_divergent
     assert fd is not None and fd.onnx_node == edited
     assert fd.segment[0] == edited, fd.suspects
+
+
+# -- atan2: one prim, so PyTorch's only value is the op's own output --------------------------
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samples"))
+from divergent import Atan2ZeroY  # noqa: E402
+
+
+def test_atan2_names_the_where_that_drops_the_right_branch() -> None:
+    """y == +0, x < 0: the lowering's Greater(y, 0) is False, so its Where picks atan(y/x) - pi
+    although its other input (atan(y/x) + pi) holds PyTorch's +pi at exactly those elements."""
+    fd = nodebisect.locate(Atan2ZeroY().eval(), Atan2ZeroY.example_inputs(), check_capture=False).first_divergent
+    assert fd is not None and fd.onnx_node == "node_atan2" and fd.cause == "conversion"
+    lead = fd.suspects[0]
+    assert lead.onnx_node == fd.segment[0] and lead.op_type == "Where", fd.suspects
+    assert "Greater" in lead.reason and "holds PyTorch's value" in lead.reason, lead.reason
+    # the Where the Greater feeds, not the last Where selecting on x < 0
+    assert lead.onnx_node == "node_Where_7", [s.onnx_node for s in fd.suspects]
+
+
+def test_atan2_without_zeros_is_a_match() -> None:
+    """The same lowering is right away from y == 0: no false alarm on the clean inputs."""
+    model = Atan2ZeroY().eval()
+    with torch.no_grad():
+        model.fy.bias += 5.0  # relu(y) > 0 everywhere: no +0.0 reaches atan2
+    result = nodebisect.locate(model, Atan2ZeroY.example_inputs(), check_capture=False)
+    assert result.verdict == "match", result.first_divergent

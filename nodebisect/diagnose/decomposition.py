@@ -227,3 +227,46 @@ def repaired_by(
                 found.append(value)
                 break
     return found
+
+
+def dropped_right_value(
+    nodes: list[str],
+    node_inputs: dict[str, list[str]],
+    node_outputs: dict[str, list[str]],
+    values: dict[str, np.ndarray],
+    expected: np.ndarray,
+    wrong: np.ndarray,
+    dtype: str | None,
+) -> tuple[str, str] | None:
+    """The first node that had PyTorch's answer on an input and dropped it, element-wise.
+
+    When the op decomposes to a single prim (``atan2``), PyTorch offers no
+    intermediate to anchor on, only the op's own output. Inside an element-wise
+    lowering that is still enough: at the elements where the op is wrong, one
+    branch of a ``Where`` (``atan(y/x) + pi``) often already holds PyTorch's
+    value while the node passes the other branch on. The first node whose input
+    holds the expected numbers at every wrong element while its output does not
+    is where the lowering departs, the missing-guard convention applied to
+    elements instead of whole tensors. Same-shape values only.
+
+    Returns:
+        (node, input value) or None.
+    """
+    if not wrong.any():
+        return None
+    want = expected[wrong]
+
+    def right(name: str) -> bool:
+        arr = values.get(name)
+        if arr is None or arr.shape != expected.shape or arr.dtype.kind != "f":
+            return False
+        return compare(name, np.ascontiguousarray(arr[wrong]), want, dtype=dtype).ok
+
+    for n in nodes:
+        outs = [o for o in node_outputs[n] if o in values]
+        if not outs or any(right(o) for o in outs):
+            continue
+        held = next((i for i in node_inputs[n] if right(i)), None)
+        if held is not None:
+            return n, held
+    return None

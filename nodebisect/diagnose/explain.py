@@ -10,6 +10,8 @@ blame (fusions), and PyTorch's own decomposition of the op (decomposition).
 from __future__ import annotations
 
 import time
+
+import numpy as np
 from typing import Any
 
 from nodebisect.diagnose.isolate import Isolation, LocalGraph, context_check, isolate_value, local_graph
@@ -156,20 +158,43 @@ def _repair_evidence(
     local: LocalGraph, carrier: str, gm: GraphMap, prep: Prepared, iso: Isolation, candidates: list[Any], target: str
 ) -> list[tuple[str, float, str]]:
     """The node whose output, replaced by PyTorch's own intermediate, makes the culprit right."""
-    from nodebisect.diagnose.decomposition import repaired_by
+    from nodebisect.diagnose.decomposition import dropped_right_value, repaired_by
     from nodebisect.search.compare import compare
 
     value = next(o for o in gm.nodes[carrier].output if o in gm.mapped)
     fx_name = gm.mapped[value]
     expected, dtype = prep.acts.values[fx_name], prep.acts.dtypes.get(fx_name)
     feeds = {n: prep.feeds[n] if n in prep.feeds else prep.acts.values[gm.mapped[n]] for n in local.inputs}
-    internal = {v: a for v, a in iso.internal.items() if v in local.internal_values and v != value}
-    fixed = repaired_by(local.model, value, feeds, internal, candidates, lambda got: compare(value, got, expected, dtype=dtype).ok)
-    return [
-        (gm.producer[v], 0.9, f"replacing its output by PyTorch's own intermediate (the decomposition of {target}) makes the op right: this node computes something else")
-        for v in fixed
-        if v in gm.producer
-    ]
+    # Graph order, so the earliest repairing node leads: when the only PyTorch value is the op's
+    # own output (atan2 decomposes to one prim), every node on the path to the carrier that
+    # selects it "repairs" the op, and the first of them is where the lowering goes wrong.
+    internal = {v: iso.internal[v] for v in local.internal_values if v in iso.internal and v != value}
+    fixed = [v for v in repaired_by(local.model, value, feeds, internal, candidates, lambda got: compare(value, got, expected, dtype=dtype).ok) if v in gm.producer]
+    out = []
+    got = iso.internal.get(value)
+    if fixed and got is not None and got.shape == expected.shape:
+        wrong = ~np.isclose(got.astype(np.float64), expected.astype(np.float64), rtol=1e-3, atol=1e-5, equal_nan=True)
+        hit = dropped_right_value(
+            local.nodes,
+            {n: [i for i in gm.nodes[n].input if i] for n in local.nodes},
+            {n: [o for o in gm.nodes[n].output if o] for n in local.nodes},
+            {**feeds, **iso.internal},
+            expected,
+            wrong,
+            dtype,
+        )
+        if hit is not None:
+            node, held = hit
+            source = f" (from {gm.producer[held]})" if held in gm.producer else ""
+            reason = f"at the {int(wrong.sum())} element(s) where {target} is wrong, its input {held}{source} holds PyTorch's value and its output does not"
+            cond = gm.nodes[node].input[0] if gm.nodes[node].op_type == "Where" else ""
+            if cond in gm.producer:
+                reason += f": it picks the other branch, so its condition ({gm.producer[cond]}, {gm.nodes[gm.producer[cond]].op_type}) is wrong there"
+            out.append((node, 0.92, reason))
+    for rank, v in enumerate(fixed):
+        reason = f"replacing its output by PyTorch's own intermediate (the decomposition of {target}) makes the op right"
+        out.append((gm.producer[v], 0.9 if rank == 0 else 0.5, reason + (": this node computes something else" if rank == 0 else f", as downstream of {gm.producer[fixed[0]]}")))
+    return out
 
 
 def _blame_fusion(iso: Isolation, culprit: str, prep: Prepared, fx_name: str, opts: Options, log: RunLog) -> dict[str, Any]:
