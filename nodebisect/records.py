@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from nodebisect.jsonfloat import from_json_float, json_float
 
 SCHEMA = "nodebisect.report/1"
 # onnxruntime graph optimization levels by the names the CLI and the results use.
@@ -100,12 +101,12 @@ class Metrics:
     criterion: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _json_float(v) for k, v in dataclasses.asdict(self).items()}
+        return {k: json_float(v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Metrics:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: _from_json_float(v) for k, v in data.items() if k in known})
+        return cls(**{k: from_json_float(v) for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -247,9 +248,9 @@ class FirstDivergent:
             "isolated_metrics": self.isolated_metrics.to_dict() if self.isolated_metrics else None,
             "input_values": list(self.input_values),
             "optimizer": dict(self.optimizer),
-            "worst": _json_float(self.worst),
+            "worst": json_float(self.worst),
             "amplifiers": list(self.amplifiers),
-            "local_error": _json_float(self.local_error),
+            "local_error": json_float(self.local_error),
         }
 
     @classmethod
@@ -273,7 +274,7 @@ class FirstDivergent:
             ),
             input_values=list(data.get("input_values", [])),
             optimizer=dict(data.get("optimizer") or {}),
-            worst=_from_json_float(dict(data.get("worst") or {})),
+            worst=from_json_float(dict(data.get("worst") or {})),
             amplifiers=list(data.get("amplifiers") or []),
             local_error=dict(data.get("local_error") or {}),
         )
@@ -479,22 +480,3 @@ class Event:
     bad: list[str] = field(default_factory=list)
     step: int = 0
     total: int = 0
-
-
-def _json_float(value: Any) -> Any:
-    """Make floats JSON-safe (no NaN/Infinity literals), through dicts and lists, losslessly."""
-    if isinstance(value, dict):
-        return {k: _json_float(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_float(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
-
-
-def _from_json_float(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _from_json_float(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_json_float(v) for v in value]
-    return float(value) if isinstance(value, str) and value in ("nan", "inf", "-inf") else value
