@@ -62,31 +62,13 @@ def local_graph(model: onnx.ModelProto, gm: GraphMap, value: str, depth: int = 0
     also holds the ops producing the culprit's inputs: effects that span nodes
     (runtime casts, fusions) show there but not in the node alone.
     """
-    keep: set[str] = set()
-    boundary: list[str] = []
-    stack = [(gm.producer[value], 0)]
-    while stack:
-        name, level = stack.pop()
-        if name in keep:
-            continue
-        keep.add(name)
-        for x in gm.reads[name]:
-            if x in gm.initializers or x not in gm.producer:
-                continue
-            if x in gm.mapped and level >= depth:
-                if x not in boundary:
-                    boundary.append(x)
-            else:
-                stack.append((gm.producer[x], level + (1 if x in gm.mapped else 0)))
-    boundary = [b for b in boundary if gm.producer[b] not in keep]
-    ordered = [n for n in gm.order if n in keep]
+    ordered, boundary_sorted = gm.cut(value, depth)
     graph = model.graph
     used: set[str] = set()
     for n in ordered:
         used |= gm.reads[n]
     types = value_infos(model)
     graph_inputs = [i for i in graph.input if i.name in used and i.name not in gm.initializers]
-    boundary_sorted = sorted(boundary, key=lambda v: gm.position[gm.producer[v]])
     internal = [o for n in ordered for o in gm.nodes[n].output if o]
     sub = sub_model(
         model,

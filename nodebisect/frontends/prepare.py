@@ -75,14 +75,21 @@ def _oracle(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], opts:
     if opts.oracle == "auto" and (prep.acts.spilled or need > budget):
         log.note(f"the float64 oracle ({need / 2**20:.0f} MiB) does not fit the memory budget: values are judged by the fixed tolerance only")
         return {}
+    with log.timed("oracle", "run the program in float64 (each value's natural noise)"):
+        values, error = _oracle_or_reason(prep.program, args, kwargs, floats)
+    if error:
+        log.note(f"the float64 oracle could not run ({error}): values are judged by the fixed tolerance only")
+    return values
+
+
+def _oracle_or_reason(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any], floats: set[str]) -> tuple[dict[str, Any], str]:
+    """The float64 oracle's values, or none and the first line of why it could not run."""
     from nodebisect.frontends.oracle import capture_oracle
 
-    with log.timed("oracle", "run the program in float64 (each value's natural noise)"):
-        try:
-            return capture_oracle(prep.program, args, kwargs, floats)
-        except Exception as exc:  # noqa: BLE001 - the oracle refines tolerances; the fixed ones stand without it
-            log.note(f"the float64 oracle could not run ({str(exc).splitlines()[0][:160]}): values are judged by the fixed tolerance only")
-            return {}
+    try:
+        return capture_oracle(program, args, kwargs, floats), ""
+    except Exception as exc:  # noqa: BLE001 - the oracle refines tolerances; the fixed ones stand without it
+        return {}, str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
 
 
 def capture_inputs(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], device: str) -> Prepared:
@@ -92,13 +99,8 @@ def capture_inputs(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any]
     acts = capture_fx(prep.program, args, kwargs, device=device)
     flat = [a for a in flat_user_inputs(prep.program, args, kwargs) if hasattr(a, "dtype")]
     trial = with_feeds(replace(prep, acts=acts, flat_inputs=flat, notes=[], oracle={}))
-    if prep.oracle:
-        from nodebisect.frontends.oracle import capture_oracle
-
-        try:
-            trial.oracle = capture_oracle(prep.program, args, kwargs, set(prep.oracle))
-        except Exception:  # noqa: BLE001 - judged by the fixed tolerance then
-            trial.oracle = {}
+    if prep.oracle:  # a trial whose oracle fails is judged by the fixed tolerance
+        trial.oracle = _oracle_or_reason(prep.program, args, kwargs, set(prep.oracle))[0]
     return trial
 
 

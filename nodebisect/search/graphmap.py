@@ -56,6 +56,8 @@ class GraphMap:
     graph_inputs: list[str] = field(default_factory=list)
     initializers: set[str] = field(default_factory=set)
     position: dict[str, int] = field(default_factory=dict)
+    # Graph walks derived from the fields above, computed once per map (e.g. sign-sensitive values).
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def probes(self) -> list[str]:
         """Mapped values in topological order of their producers."""
@@ -76,6 +78,34 @@ class GraphMap:
                     seen.add(x)
                     stack.append(x)
         return seen
+
+    def cut(self, value: str, depth: int = 0) -> tuple[list[str], list[str]]:
+        """The nodes computing ``value`` from its nearest mapped inputs, and those inputs.
+
+        With ``depth=1`` the cut goes one mapped level further up. One walk for the
+        isolation window (diagnose) and the teacher-forced segments (search).
+
+        Returns:
+            (node names in graph order, boundary values in order of their producers).
+        """
+        keep: set[str] = set()
+        boundary: list[str] = []
+        stack = [(self.producer[value], 0)]
+        while stack:
+            name, level = stack.pop()
+            if name in keep:
+                continue
+            keep.add(name)
+            for x in self.reads[name]:
+                if x in self.initializers or x not in self.producer:
+                    continue
+                if x in self.mapped and level >= depth:
+                    if x not in boundary:
+                        boundary.append(x)
+                else:
+                    stack.append((self.producer[x], level + (1 if x in self.mapped else 0)))
+        boundary = sorted((b for b in boundary if self.producer[b] not in keep), key=lambda v: self.position[self.producer[v]])
+        return [n for n in self.order if n in keep], boundary
 
     def mapped_inputs(self, value: str) -> list[str]:
         """The nearest mapped values upstream of ``value`` (through unmapped values)."""

@@ -42,7 +42,16 @@ _CARRIES_SIGN: dict[str, tuple[int, ...] | None] = {
 
 
 def sign_sensitive_values(gm: GraphMap) -> set[str]:
-    """Mapped values whose zeros' sign some later node reads (through sign-carrying ops)."""
+    """Mapped values whose zeros' sign some later node reads (through sign-carrying ops).
+
+    Computed once per map: the prober and every isolation ask for it.
+    """
+    if "sign_sensitive" not in gm.derived:
+        gm.derived["sign_sensitive"] = _sign_sensitive(gm)
+    return gm.derived["sign_sensitive"]
+
+
+def _sign_sensitive(gm: GraphMap) -> set[str]:
     stack = []
     for name in gm.order:
         node = gm.nodes[name]

@@ -95,7 +95,7 @@ def local_errors(
 
     out: dict[str, LocalError] = {}
     for batch in _batches(values, gm, reference):
-        fed = {x for v in batch for n in _segment_nodes(gm, v) for x in gm.reads[n] if x in gm.mapped and x not in gm.graph_inputs and feedable(x)}
+        fed = {x for v in batch for n in gm.cut(v)[0] for x in gm.reads[n] if x in gm.mapped and x not in gm.graph_inputs and feedable(x)}
         forced = teacher_forced_model(model, gm, batch, fed)
         got = run(forced, {**feeds, **{x + REF_SUFFIX: reference[x] for x in fed}}, batch)
         for v in batch:
@@ -131,19 +131,6 @@ def _finite_max(x: np.ndarray) -> float:
         return 0.0
     f = np.abs(x[np.isfinite(x)])
     return float(f.max()) if f.size else 0.0
-
-
-def _segment_nodes(gm: GraphMap, value: str) -> list[str]:
-    """The nodes computing ``value`` from its nearest mapped inputs."""
-    keep: list[str] = []
-    stack = [gm.producer[value]]
-    while stack:
-        name = stack.pop()
-        if name in keep:
-            continue
-        keep.append(name)
-        stack.extend(gm.producer[x] for x in gm.reads[name] if x in gm.producer and x not in gm.mapped)
-    return keep
 
 
 def _batches(values: list[str], gm: GraphMap, reference: dict[str, np.ndarray]) -> list[list[str]]:
