@@ -1,15 +1,20 @@
 """The TorchScript-exporter path (``exporter="torchscript"``): real export, real ORT, tiny models.
 
 Reference values there are submodule outputs caught by forward hooks, mapped to
-the ONNX values leaving each module's scope. What ``locate`` can then promise
-for a fault injected into one node (asserted below, case by case):
+the ONNX values leaving each module's scope, plus function-level values: every
+aten call of the graph the exporter translates, evaluated during the export and
+tied to the ONNX value its lowering produced (``frontends.torchscript_refs``).
+What ``locate`` can then promise for a fault injected into one node (asserted
+below, case by case):
 
-* EXACT: the edited node's output is itself a mapped value (a module's output
-  or a graph output): ``first_divergent.onnx_node`` is the edited node.
-* SPAN: the edited node's output is not mapped (a node inside a module, e.g.
-  the Softmax inside an attention module, the MatMul of a Linear whose bias Add
-  carries the output). The fault is first measurable at the next mapped value
-  downstream, so the culprit is that value's producer, and the edited node lies
+* EXACT: the edited node's output is itself a mapped value (a module's output,
+  a graph output, or the value an aten call's lowering ends in, e.g. the Softmax
+  inside an attention module, a residual Add, ``F.interpolate`` or ``1 / x``
+  between modules): ``first_divergent.onnx_node`` is the edited node.
+* SPAN: the edited node is inside a multi-node lowering of one aten call (the
+  MatMul of a Linear whose bias Add carries the output, the Sqrt of a LayerNorm
+  written out at opset 16). The fault is first measurable at the lowering's
+  output, so the culprit is that value's producer, and the edited node lies
   in the culprit's local subgraph (the nodes between the culprit value and its
   nearest mapped inputs), all of which ``first_divergent.segment`` lists.
 """
@@ -30,6 +35,9 @@ from torch import nn
 from nodebisect import locate
 from nodebisect.errors import BadInputError
 from nodebisect.frontends.torchscript import ScopeResolver, export_torchscript, node_scope
+from nodebisect.frontends.torchscript_refs import Recorder
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 EXACT = "exact"
 SPAN = "span"
@@ -148,10 +156,29 @@ class ShiftNet(nn.Module):
         return self.shift(x * 3 - 5)
 
 
+class Between(nn.Module):
+    """Plain function calls between modules: no module returns their values, their lowerings are single nodes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.mix = nn.Conv2d(4, 4, 1)
+        self.head = nn.Linear(64, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.interpolate(self.conv(x), scale_factor=2, mode="nearest")
+        h = torch.softmax(self.mix(h), dim=1)
+        h = 1 / (h + 0.5)
+        h = nn.functional.avg_pool2d(h, 4)
+        return self.head(h.flatten(1))
+
+
 def build(arch: str) -> tuple[nn.Module, tuple[Any, ...]]:
     torch.manual_seed(0)
     if arch == "cnn":
         return TinyCNN().eval(), (torch.randn(1, 3, 8, 8),)
+    if arch == "between":
+        return Between().eval(), (torch.randn(2, 3, 8, 8),)
     return TinyTransformer().eval(), (torch.randn(2, 6, 16),)
 
 
@@ -234,9 +261,10 @@ CASES = [
     pytest.param("cnn", 17, "/block/block.0/Conv", scale_weight("/block/block.0/Conv", 0.5), EXACT, "block.0", id="cnn-seq_conv_weight"),
     pytest.param("tiny", 17, "/layers.1/ln1/LayerNormalization", set_attr("/layers.1/ln1/LayerNormalization", "epsilon", 1.0), EXACT, "layers.1.ln1", id="tiny-layernorm_epsilon"),
     pytest.param("tiny", 17, "/layers.0/attn/q/Add", swap_op("/layers.0/attn/q/Add", "Sub"), EXACT, "layers.0.attn.q", id="tiny-linear_bias_add_to_sub"),
-    pytest.param("tiny", 17, "/layers.0/attn/Softmax", set_attr("/layers.0/attn/Softmax", "axis", 1), SPAN, "layers.0.attn.o", id="tiny-softmax_axis"),
-    pytest.param("tiny", 17, "/layers.0/attn/Div", swap_op("/layers.0/attn/Div", "Mul"), SPAN, "layers.0.attn.o", id="tiny-attention_scale_div_to_mul"),
-    pytest.param("tiny", 17, "/layers.0/Add", swap_op("/layers.0/Add", "Sub"), SPAN, "layers.0.ln2", id="tiny-residual_add_to_sub"),
+    # Function calls inside a module's forward: judged at their own lowering (module-level alone said layers.0.attn.o / layers.0.ln2).
+    pytest.param("tiny", 17, "/layers.0/attn/Softmax", set_attr("/layers.0/attn/Softmax", "axis", 1), EXACT, "layers.0.attn", id="tiny-softmax_axis"),
+    pytest.param("tiny", 17, "/layers.0/attn/Div", swap_op("/layers.0/attn/Div", "Mul"), EXACT, "layers.0.attn", id="tiny-attention_scale_div_to_mul"),
+    pytest.param("tiny", 17, "/layers.0/Add", swap_op("/layers.0/Add", "Sub"), EXACT, "layers.0", id="tiny-residual_add_to_sub"),
     pytest.param("tiny", 17, "/layers.1/fc1/MatMul", scale_weight("/layers.1/fc1/MatMul", 1.5), SPAN, "layers.1.fc1", id="tiny-matmul_weight"),
     # opset 16 has no LayerNormalization: the exporter writes ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add.
     pytest.param("tiny", 16, "/layers.0/ln2/Sqrt", swap_op("/layers.0/ln2/Sqrt", "Reciprocal"), SPAN, "layers.0.ln2", id="tiny16-layernorm_chain_sqrt"),
@@ -290,19 +318,137 @@ def test_injected_fault_is_located(
     assert mapping["onnx_nodes"] == len(faulted.graph.node)
 
 
-@pytest.mark.parametrize("arch", ["cnn", "tiny"])
-def test_clean_export_matches_with_full_module_coverage(exports: Exports, arch: str) -> None:
+@pytest.mark.parametrize("arch, function_values", [("cnn", 1), ("tiny", 12), ("between", 6)])
+def test_clean_export_matches_with_full_module_coverage(exports: Exports, arch: str, function_values: int) -> None:
     model, args, _clean = exports[(arch, 17)]
     result = locate(model, args, exporter="torchscript")
     assert result.verdict == "match", result.notes
     assert result.environment["exporter"] == "torchscript"
     mapping = result.stats["mapping"]
-    assert set(mapping) == {"onnx_nodes", "mapped_values", "modules_hooked", "modules_mapped", "unmapped_modules"}
+    assert set(mapping) == {"onnx_nodes", "mapped_values", "modules_hooked", "modules_mapped", "unmapped_modules", "function_values"}
+    # Values only function calls give (the CNN's mean, the transformer's matmuls, softmaxes and
+    # residual adds, Between's calls between modules), every one of them compared and matching.
+    assert mapping["function_values"] == function_values
+    assert not any("function-level reference values are off" in n for n in result.notes)
     # The CNN's conv1 is the only module whose own output is not in the graph:
     # its Conv carries bn1 (folded), so bn1 is mapped and conv1 is not.
     expected_unmapped = ["conv1"] if arch == "cnn" else []
     assert mapping["unmapped_modules"] == expected_unmapped
     assert mapping["modules_mapped"] == mapping["modules_hooked"] - len(expected_unmapped)
+
+
+# -- function-level values: calls between modules named at their own node -----------------
+
+
+# (edited node, fault, aten target, traced call, code on the source line)
+FUNCTION_CASES = [
+    pytest.param("/Resize", set_attr("/Resize", "mode", "linear"), "aten.upsample_nearest2d", "upsample_nearest2d", "interpolate(", id="interpolate_mode"),
+    pytest.param("/Softmax", set_attr("/Softmax", "axis", 3), "aten.softmax", "softmax", "torch.softmax(", id="softmax_axis"),
+    pytest.param("/Reciprocal", swap_op("/Reciprocal", "Sqrt"), "aten.reciprocal", "reciprocal", "1 / (h + 0.5)", id="reciprocal_to_sqrt"),
+]
+
+
+@pytest.mark.parametrize("edited, fault, target, call, code", FUNCTION_CASES)
+@pytest.mark.parametrize("strategy", ["all", "bisect"])
+def test_function_call_between_modules_is_named_exactly(
+    exports: Exports, tmp_path: Path, edited: str, fault: Any, target: str, call: str, code: str, strategy: str
+) -> None:
+    """Module outputs alone would report each of these at the next module (/mix/Conv, /head/Gemm)."""
+    model, args, clean = exports[("between", 17)]
+    faulted = copy.deepcopy(clean)
+    fault(faulted)
+    path = tmp_path / "faulted.onnx"
+    onnx.save(faulted, str(path))
+
+    result = locate(model, args, exporter="torchscript", onnx_path=str(path), strategy=strategy)
+
+    assert result.verdict == "diverged", result.notes
+    fd = result.first_divergent
+    assert fd.onnx_node == edited and fd.cause == "conversion"
+    assert fd.segment[0] == edited and all(n == edited or n.startswith("/Constant") for n in fd.segment)
+    assert (fd.framework.target, fd.framework.fx_node, fd.framework.module) == (target, call, "")
+    assert fd.framework.source.startswith(__file__) and code in fd.framework.code
+
+
+def test_dropped_divisor_override_is_named_at_the_average_pool() -> None:
+    """A real TorchScript-exporter divergence between modules: AveragePool has no divisor_override."""
+    result = locate(f"{SAMPLES}/divergent.py:AvgPoolDivisorOverride", exporter="torchscript")
+    assert result.verdict == "diverged"
+    fd = result.first_divergent
+    assert (fd.onnx_node, fd.op_type, fd.cause) == ("/AveragePool", "AveragePool", "conversion")  # was /head/Gemm
+    assert (fd.framework.target, fd.framework.fx_node) == ("aten.avg_pool2d", "avg_pool2d")
+    assert "divisor_override=3" in fd.framework.code and "divergent.py:" in fd.framework.source
+
+
+@pytest.mark.parametrize("arch", ["cnn", "tiny", "between"])
+def test_tagged_export_is_the_plain_export(exports: Exports, arch: str) -> None:
+    """Listening to the exporter changes nothing in the file it writes; a rewritten node carries no call's value."""
+    model, args, clean = exports[(arch, 17)]
+    recorder = Recorder()
+    tagged = export_torchscript(model, args, {}, 17, recorder=recorder)
+    assert tagged.SerializeToString() == clean.SerializeToString()
+    refs = recorder.refs
+    assert refs.error == "" and refs.carriers
+    assert all(refs.value_of(v) is not None for v in refs.carriers)
+    if arch == "cnn":
+        # bn1 is folded into /conv1/Conv after translation: its value is the BatchNorm's, not the convolution's.
+        assert "/conv1/Conv_output_0" in refs.dropped and "/conv1/Conv_output_0" not in refs.carriers
+        assert "/conv1/Conv" not in refs.members
+
+
+class ConvBnOut(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        with torch.no_grad():
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+def test_batchnorm_folded_into_the_returned_conv_gives_no_function_value() -> None:
+    """No node reads the folded Conv: the graph output itself shows the rewrite (the graph returned the BatchNorm)."""
+    torch.manual_seed(0)
+    model, args = ConvBnOut().eval(), (torch.randn(1, 3, 6, 6),)
+    recorder = Recorder()
+    exported = export_torchscript(model, args, {}, 17, recorder=recorder)
+    assert [n.op_type for n in exported.graph.node] == ["Conv"]
+    assert recorder.refs.carriers == {} and exported.graph.output[0].name in recorder.refs.dropped
+    result = locate(model, args, exporter="torchscript")
+    assert result.verdict == "match" and not any("function-level" in n for n in result.notes)
+
+
+class Overwrites(nn.Module):
+    """In-place writes through views and an indexed assignment: the exporter rewrites them into a block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 6)
+        self.b = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        h[:, :3].mul_(2)
+        h[:, 0] = 1.0
+        return self.b(h.relu())
+
+
+def test_graph_the_evaluator_cannot_replay_falls_back_to_module_outputs() -> None:
+    torch.manual_seed(0)
+    result = locate(Overwrites().eval(), (torch.randn(2, 4),), exporter="torchscript")
+    assert result.verdict == "match", result.notes
+    assert result.stats["mapping"]["function_values"] == 0
+    assert any(n.startswith("function-level reference values are off") for n in result.notes)
+
+
+def test_graph_that_is_not_the_eager_forward_turns_function_values_off() -> None:
+    """Eager nn.TransformerEncoder takes its nested-tensor fast path; the trace does not: graph values are no reference."""
+    result = locate(f"{SAMPLES}/divergent.py:TransformerFastPath", exporter="torchscript")
+    assert result.stats["mapping"]["function_values"] == 0
+    assert any("already differs from the eager module" in n for n in result.notes)
+    assert result.first_divergent.onnx_node == "/enc/layers.0/norm2/LayerNormalization"  # as with module outputs alone
 
 
 def test_folded_batchnorm_compares_the_conv_value_with_the_batchnorm_output(exports: Exports) -> None:

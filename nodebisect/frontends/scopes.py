@@ -5,7 +5,8 @@ in (``/encoder/layer.0/attn/q/MatMul``). ``ScopeResolver`` turns those scopes
 back into module paths; ``map_activations`` maps each hooked submodule output
 (``capture.hook_modules``) to the ONNX value that carries it: the value produced
 inside the module's scope and read outside it (or a graph output), with the
-same shape and dtype, the closest one where several fit.
+same shape and dtype, the closest one where several fit. Function-level values
+(``torchscript_refs``) then fill the values no module output reaches.
 """
 
 from __future__ import annotations
@@ -224,6 +225,7 @@ def map_activations(
     notes: list[str],
     feeds: dict[str, np.ndarray] | None = None,
     ep: str = "cpu",
+    functions: Any = None,
 ) -> tuple[Activations, dict[str, FrameworkRef], dict[str, Any]]:
     """Hooked module outputs -> Activations keyed by ONNX value names, refs per node, coverage.
 
@@ -234,7 +236,14 @@ def map_activations(
     run of the graph wins. The graph outputs map to the eager outputs by
     position. A BatchNorm the exporter folded into the Conv before it has no
     nodes: the Conv's value then carries the BatchNorm's output.
+
+    ``functions`` (``torchscript_refs.FunctionRefs``) adds a value for each aten
+    call's own ONNX value where no module output is mapped, and names the
+    traced call (FX-style name, aten target, the user's source line) in the
+    refs of the nodes its lowering made, so each call is its own segment.
     """
+    from nodebisect.frontends.torchscript_refs import add_function_values, name_calls
+
     g = _index(model)
     resolver = ScopeResolver(list(hooked.types))
     plans = _plan(g, resolver, hooked)
@@ -242,8 +251,13 @@ def map_activations(
     onnx_values = _ort_values(model, ambiguous, feeds, ep) if ambiguous and feeds is not None else {}
     acts, mapped_paths = _assign(plans, g, model, onnx_values)
     _map_outputs(acts, g, hooked.final, notes)
+    added = add_function_values(acts, functions, lambda v, a: _fits_value(g, v, a), notes) if functions is not None else 0
     refs = _refs(model, g, resolver, hooked, module)
-    return acts, refs, _quality(g, acts, hooked, mapped_paths, notes)
+    if added:
+        name_calls(refs, functions)
+    quality = _quality(g, acts, hooked, mapped_paths, notes, functions is not None and added > 0)
+    quality["function_values"] = added
+    return acts, refs, quality
 
 
 _Plan = tuple[ModuleCall, "str | None", list[list[str]]]
@@ -315,7 +329,7 @@ def _map_outputs(acts: Activations, g: _Graph, final: list[torch.Tensor], notes:
     acts.outputs = [o if i < len(final) else "" for i, o in enumerate(g.outputs)]
 
 
-def _quality(g: _Graph, acts: Activations, hooked: Hooked, mapped_paths: set[str], notes: list[str]) -> dict[str, Any]:
+def _quality(g: _Graph, acts: Activations, hooked: Hooked, mapped_paths: set[str], notes: list[str], functions: bool = False) -> dict[str, Any]:
     """How much of the graph found framework values; a note where too little did."""
     hooked_paths = list(dict.fromkeys(c.path for c in hooked.calls))
     unmapped = [p for p in hooked_paths if p not in mapped_paths]
@@ -328,7 +342,7 @@ def _quality(g: _Graph, acts: Activations, hooked: Hooked, mapped_paths: set[str
     }
     if not hooked.scriptable:
         notes.append("a TorchScript module takes no forward hooks: only the graph outputs are compared")
-    elif hooked_paths and quality["modules_mapped"] / len(hooked_paths) < LOW_COVERAGE:
+    elif hooked_paths and quality["modules_mapped"] / len(hooked_paths) < LOW_COVERAGE and not functions:
         notes.append(
             f"TorchScript exporter: only {quality['modules_mapped']} of {len(hooked_paths)} hooked modules found their output "
             "in the ONNX graph (node names lost their module scopes, or modules were folded away); "

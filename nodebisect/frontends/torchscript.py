@@ -1,21 +1,30 @@
 """The TorchScript-exporter path: ``torch.onnx.export(..., dynamo=False)``.
 
-(Submodule hooks live in ``capture``, scope resolution and the mapping in ``scopes``.)
+(Submodule hooks live in ``capture``, scope resolution and the module mapping in
+``scopes``, function-level values in ``torchscript_refs``.)
 
 That exporter keeps no FX names and no node metadata, only node *names* that
 carry the module scope the op was traced in (``/encoder/layer.0/attn/q/MatMul``).
-So the reference values are the eager module's own submodule outputs, caught
-with forward hooks, and each is mapped to the ONNX value that carries it: the
-value produced inside the module's scope and read outside it (or a graph
-output), with the same shape and dtype, the closest one where several fit.
+Reference values come from two places:
 
-Coverage is coarser than on the dynamo path: only module boundaries are
-compared, so a culprit names the span of nodes between a module's output and
-the mapped values it reads, not one aten op.
+* module level: the eager module's own submodule outputs, caught with forward
+  hooks, each mapped to the ONNX value that carries it (the value produced
+  inside the module's scope and read outside it, or a graph output, with the
+  same shape and dtype, the closest one where several fit);
+* function level: every aten call of the graph the exporter translates,
+  evaluated node by node during the export, tied to the ONNX value its
+  lowering produced by tags the exporter itself carries into the file
+  (``torchscript_refs``). So ``F.interpolate`` or ``1 / x`` between modules is
+  judged at its own node, not at the next module's output.
+
+Module-level values win where both exist; function-level values are used only
+where the mapping is unambiguous and the evaluated graph agrees with the eager
+module at every module output.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import tempfile
@@ -30,6 +39,7 @@ from nodebisect.errors import BadInputError, ExportFailedError
 from nodebisect.frontends.capture import Hooked, ModuleCall, hook_modules, to_numpy
 from nodebisect.frontends.loading import LoadedModel
 from nodebisect.frontends.scopes import ScopeResolver, map_activations, node_scope, with_types
+from nodebisect.frontends.torchscript_refs import FunctionRefs, Recorder, transfer
 
 DEFAULT_OPSET = 17
 # A user's ONNX file belongs to the model when this share of its scoped node
@@ -46,15 +56,18 @@ def prepare_torchscript(loaded: LoadedModel, opts: Any, stage: Callable[[str], f
         stage: reports a named stage to the progress callback.
 
     Returns:
-        ``prepared.Prepared`` with activations keyed by ONNX value names, a
-        FrameworkRef per node, and the mapping quality.
+        ``prepared.Prepared`` with activations keyed by ONNX value names (module
+        outputs, then function-level values where no module output is), a
+        FrameworkRef per node, and the mapping quality. With ``opts.onnx_path``
+        the module is still exported once, tagged, to tie its calls to the
+        file's nodes by name.
 
     Raises:
         BadInputError: no eager module (a ``.pt2``).
         ExportFailedError: the exporter raised (verdict ``export_failed``).
     """
     from nodebisect.frontends.user_onnx import load_user_onnx
-    from nodebisect.prepared import Prepared
+    from nodebisect.prepared import Prepared, memory_available
 
     if loaded.module is None:
         raise BadInputError(
@@ -64,10 +77,13 @@ def prepare_torchscript(loaded: LoadedModel, opts: Any, stage: Callable[[str], f
     module = loaded.module
     opset = opts.opset or DEFAULT_OPSET
     args, kwargs = positional_inputs(module, loaded.args, loaded.kwargs)
+    recorder = Recorder(budget=opts.memory_budget if opts.memory_budget is not None else memory_available() // 4)
     if opts.onnx_path:
         model = load_user_onnx(opts.onnx_path)
+        functions = _functions_for_file(module, args, kwargs, model, opset, recorder)
     else:
-        model = export_torchscript(module, args, kwargs, opset)
+        model = export_torchscript(module, args, kwargs, opset, recorder=recorder)
+        functions = recorder.refs
     model = with_types(model)
     stage("capture (module hooks)")
     hooked = hook_modules(module, loaded.args, loaded.kwargs, device=opts.device)
@@ -79,7 +95,7 @@ def prepare_torchscript(loaded: LoadedModel, opts: Any, stage: Callable[[str], f
     inits = {t.name for t in model.graph.initializer}
     names = [vi.name for vi in model.graph.input if vi.name not in inits]
     feeds = {n: to_numpy(t) for n, t in zip(names, inputs)} if len(names) == len(inputs) else None
-    acts, refs, quality = map_activations(model, module, hooked, notes, feeds=feeds, ep=opts.ep)
+    acts, refs, quality = map_activations(model, module, hooked, notes, feeds=feeds, ep=opts.ep, functions=functions)
     used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
     return Prepared(onnx_model=model, acts=acts, flat_inputs=inputs, program=None, opset=used, refs=refs, notes=notes, mapping_quality=quality)
 
@@ -106,30 +122,69 @@ def positional_inputs(module: torch.nn.Module, args: tuple[Any, ...], kwargs: di
 # -- export ----------------------------------------------------------------------------
 
 
-def export_torchscript(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opset: int) -> onnx.ModelProto:
+def export_torchscript(
+    module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opset: int, recorder: Recorder | None = None
+) -> onnx.ModelProto:
     """``torch.onnx.export(..., dynamo=False)`` into a temporary file, loaded back.
 
     Node names keep their module scopes (``export_modules_as_functions=False``).
     A file, not bytes, so models over 2 GB come back with their external data.
+    With a ``recorder`` the export also yields function-level reference values
+    (``recorder.refs``) and comes back with its tags stripped, byte for byte the
+    plain export. Should the tagged export fail where the exporter itself did
+    not complain (an internal assert in serialization), it is retried plain:
+    listening must never turn into an ``export_failed`` verdict.
     """
     from nodebisect.frontends.quiet import quiet_torch
 
     with tempfile.TemporaryDirectory(prefix="nodebisect-ts-") as tmp:
         path = os.path.join(tmp, "model.onnx")
         try:
-            with quiet_torch():
-                torch.onnx.export(
-                    module,
-                    tuple(args),
-                    path,
-                    kwargs=dict(kwargs) or None,
-                    dynamo=False,
-                    opset_version=opset,
-                    export_modules_as_functions=False,
-                )
+            with quiet_torch(), (recorder.patched() if recorder is not None else contextlib.nullcontext()):
+                _export_file(module, args, kwargs, opset, path)
         except Exception as exc:  # noqa: BLE001 - every exporter failure becomes a verdict
-            raise export_failure(exc, opset, module) from exc
-        return onnx.load(path)
+            if recorder is None or isinstance(exc, torch.onnx.errors.OnnxExporterError) or not recorder.refs.calls:
+                raise export_failure(exc, opset, module) from exc
+            recorder.fail(f"the tagged export failed ({type(exc).__name__})")
+            try:
+                with quiet_torch():
+                    _export_file(module, args, kwargs, opset, path)
+            except Exception as plain:  # noqa: BLE001
+                raise export_failure(plain, opset, module) from plain
+        model = onnx.load(path)
+        if recorder is not None:
+            recorder.read(model)
+        return model
+
+
+def _export_file(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opset: int, path: str) -> None:
+    torch.onnx.export(
+        module,
+        tuple(args),
+        path,
+        kwargs=dict(kwargs) or None,
+        dynamo=False,
+        opset_version=opset,
+        export_modules_as_functions=False,
+    )
+
+
+def _functions_for_file(
+    module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], model: onnx.ModelProto, opset: int, recorder: Recorder
+) -> FunctionRefs:
+    """Function-level values for a user's ONNX file: our own tagged export at the file's opset, matched by node name.
+
+    Costs one export of the module; if that export fails, the file is judged at
+    module outputs only (the failure is the note, not the verdict).
+    """
+    from nodebisect.onnxgraph import opset_of
+
+    try:
+        ours = export_torchscript(module, args, kwargs, opset_of(model, opset), recorder=recorder)
+    except ExportFailedError as exc:
+        recorder.fail(f"the model does not export here ({str(exc).splitlines()[0][:120]}) to tie its calls to the file's nodes")
+        return recorder.refs
+    return transfer(recorder.refs, ours, model)
 
 
 def export_failure(exc: BaseException, opset: int, module: Any = None) -> ExportFailedError:
