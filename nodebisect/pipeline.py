@@ -177,7 +177,7 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
     from nodebisect.onnxgraph import check_feeds_fit
     from nodebisect.search.failure import runtime_failure_result
     from nodebisect.search.graphmap import overlap
-    from nodebisect.search.outcome import search_result
+    from nodebisect.search.outcome import precision_drift, search_result
     from nodebisect.search.strategy import map_graph, search
 
     gm = map_graph(prep)
@@ -195,12 +195,15 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
     if outcome.failure is not None:
         return runtime_failure_result(outcome, outcome.failure, environment, log)
     first_divergent = repro = None
+    drift: dict[str, Any] = {}
     if outcome.culprit is not None:
         first_divergent = explain(outcome.culprit, gm, prep, outcome.comparisons, opts, log, sandbox)
         if first_divergent.cause == CAUSE_INHERITED:  # right on PyTorch's inputs: the source lies upstream
             first_divergent = follow_to_source(outcome, first_divergent, prep, opts, log, sandbox)
-        repro = verified_repro(first_divergent, gm, prep, opts, log, sandbox)  # a repro that reproduces
-    return search_result(outcome, environment, first_divergent, repro, log)
+            drift = precision_drift(outcome, first_divergent)  # no source, all within noise: a match
+        if not drift:
+            repro = verified_repro(first_divergent, gm, prep, opts, log, sandbox)  # a repro that reproduces
+    return search_result(outcome, environment, first_divergent, repro, log, drift)
 
 
 def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -> LocateResult:

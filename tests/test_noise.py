@@ -91,3 +91,63 @@ def test_the_oracle_leaves_the_users_model_in_its_dtype() -> None:
     nodebisect.locate(model, (x,), check_capture=False, oracle="on")
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert model(x).dtype == torch.float32
+
+
+# -- deep and half-precision clean models: drift is not a divergence ---------------------------
+
+
+class _Deep(torch.nn.Module):
+    """16 pre-norm residual MLP blocks: in float16 the residual stream drifts past atol."""
+
+    def __init__(self, depth: int = 16, width: int = 32) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.Sequential(torch.nn.LayerNorm(width), torch.nn.Linear(width, 4 * width), torch.nn.GELU(), torch.nn.Linear(4 * width, width))
+            for _ in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = x + block(x)
+        return x
+
+
+def test_a_deep_float16_model_drifting_past_atol_is_a_match_with_a_note() -> None:
+    model = _Deep().eval().half()
+    x = torch.randn(4, 8, 32, generator=torch.Generator().manual_seed(0)).half()
+    fixed = nodebisect.locate(model, (x,), oracle="off")
+    # The fixed tolerance alone calls it a divergence of a node that only inherits drift ...
+    assert fixed.verdict == "diverged" and fixed.first_divergent.cause == "inherited", fixed.first_divergent
+    result = nodebisect.locate(model, (x,))
+    # ... which the oracle shows is within PyTorch's own float16 rounding error: no node is wrong.
+    assert result.verdict == "match" and result.first_divergent is None
+    drift = result.stats["precision_drift"]
+    assert drift["dtype"] == "float16" and drift["values_beyond_tolerance"] > 0 and drift["noise_ratio"] <= NOISE_FACTOR
+    assert drift["culprit"] == fixed.first_divergent.onnx_node
+    assert any(n.startswith("precision drift, not a defect") for n in result.notes), result.notes
+    from nodebisect.report.summary import summary
+
+    assert "within float16 precision drift" in summary(result)
+
+
+def test_eager_and_exported_float16_drift_is_not_a_capture_defect() -> None:
+    """An 8-layer float16 GPT-2: eager and torch.export round differently past atol (capture check)."""
+    transformers = pytest.importorskip("transformers")
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, m: torch.nn.Module) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.m(input_ids=ids).last_hidden_state
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_embd=64, n_layer=8, n_head=4, vocab_size=1000, n_positions=64)
+    model = Wrap(transformers.GPT2Model(config).eval()).half()
+    ids = torch.randint(0, 1000, (1, 16), generator=torch.Generator().manual_seed(0))
+    fixed = nodebisect.locate(model, (ids,), oracle="off")
+    assert fixed.verdict == "diverged" and fixed.first_divergent.stage == "capture", fixed.first_divergent
+    result = nodebisect.locate(model, (ids,))
+    assert result.verdict == "match", result.first_divergent

@@ -119,7 +119,13 @@ def _summary(result: LocateResult) -> str:
         return (
             f"**Summary.** Verdict **match**: all {len(result.outputs)} output(s) and "
             f"{stats.get('compared_values', 0)} compared intermediate value(s) agree with PyTorch "
-            f"within tolerance ({_tolerance_text(result)})."
+            f"within tolerance ({_tolerance_text(result)})"
+            + (
+                f", or within {d.get('dtype') or 'float'} precision drift: each value beyond it is within {d.get('noise_ratio', 0):.2g}x "
+                "PyTorch's own rounding error against the exact (float64) answer, and no node is wrong on PyTorch's own inputs."
+                if (d := stats.get("precision_drift"))
+                else "."
+            )
         )
     if result.verdict == EXPORT_FAILED:
         f = result.export_failure

@@ -43,7 +43,9 @@ def summary(result: LocateResult, report_dir: str | None = None, verbose: bool =
     lines: list[str] = []
     stats = result.stats
     if result.verdict == MATCH:
-        lines.append(f"MATCH: all {len(result.outputs)} output(s) and {stats.get('compared_values', 0)} compared value(s) agree with PyTorch.")
+        drift = stats.get("precision_drift")
+        within = f" within {drift.get('dtype') or 'float'} precision drift (note below)" if drift else ""
+        lines.append(f"MATCH: all {len(result.outputs)} output(s) and {stats.get('compared_values', 0)} compared value(s) agree with PyTorch{within}.")
         lines.append(f"  {stats.get('onnx_nodes', 0)} ONNX nodes, {stats.get('ort_sessions', 0)} onnxruntime session(s), {stats.get('seconds', 0):.1f}s")
     elif result.verdict == EXPORT_FAILED and result.export_failure:
         f = result.export_failure
@@ -87,8 +89,9 @@ def _diverged(result: LocateResult, report_dir: str | None, repro: bool) -> list
     lines = [f"DIVERGED at {fd.onnx_node} ({fd.op_type})", f"  value:     {fd.onnx_value}"]
     lines.append(f"  stage:     {fd.stage} (cause {fd.cause}): {stage_sentence(fd, exporter)}")
     if fw.target or fw.fx_node:
-        # The TorchScript exporter has no FX graph: its segments are module scopes.
-        kind = "scope" if exporter == "torchscript" else "FX node"
+        # The TorchScript exporter has no FX graph: its segments are module scopes, or traced
+        # aten calls between modules (function-level references) when fx_node is not the module.
+        kind = "FX node" if exporter != "torchscript" else ("scope" if fw.fx_node == fw.module else "traced call")
         lines.append(f"  framework: {fw.target or '?'} ({kind} {fw.fx_node or '?'})" + (f" in module '{fw.module}'" if fw.module else ""))
     if fw.source:
         lines.append(f"  source:    {fw.source}" + (f"  {fw.code}" if fw.code else ""))

@@ -214,7 +214,51 @@ def build_graph_map(
         if not fx_name:
             continue
         gm.mapped[value] = fx_name
+    _map_renamed_exits(gm, model, activations)
     return gm
+
+
+def _map_renamed_exits(gm: GraphMap, model: onnx.ModelProto, activations: dict[str, Any]) -> None:
+    """Map an FX node's value that lost its name on the way to ONNX.
+
+    The exporter drops identity-like FX nodes (an eval-mode dropout's ``clone``
+    after a softmax): the softmax's ONNX output is then named ``val_241``, not
+    ``softmax_1``, and a name-only mapping leaves the op without a reference, so a
+    fault in it is reported at the next op. When the nodes carrying the FX node's
+    metadata hand exactly one value to the rest of the graph, and its static shape
+    and element type are the activation's, that value is the FX node's.
+    """
+    from nodebisect.onnxgraph import value_infos
+
+    taken = set(gm.mapped.values())
+    types: dict[str, onnx.ValueInfoProto] | None = None
+    for key, nodes in gm.segments.items():
+        act = activations.get(key)
+        if key in taken or act is None or not hasattr(act, "shape"):
+            continue
+        inside = set(nodes)
+        graph_outputs = {o.name for o in model.graph.output}
+        exits = [
+            o
+            for n in nodes
+            for o in gm.nodes[n].output
+            if o and (o in graph_outputs or any(c not in inside for c in gm.consumers.get(o, [])))
+        ]
+        if len(exits) != 1 or exits[0] in gm.mapped:
+            continue
+        types = types if types is not None else value_infos(model)
+        vi = types.get(exits[0])
+        if vi is None or not vi.type.HasField("tensor_type"):
+            continue
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim] if tt.HasField("shape") else None
+        try:
+            same_type = helper.tensor_dtype_to_np_dtype(tt.elem_type) == act.dtype
+        except (KeyError, TypeError, ValueError):  # an element type numpy cannot name: leave it unmapped
+            same_type = False
+        if dims != list(act.shape) or not same_type:
+            continue
+        gm.mapped[exits[0]] = key
 
 
 def overlap(gm: GraphMap) -> float:
