@@ -10,9 +10,9 @@ blame (fusions), and PyTorch's own decomposition of the op (decomposition).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
-from typing import Any
 
 from nodebisect.diagnose.isolate import Isolation, LocalGraph, context_check, isolate_value, local_graph
 from nodebisect.prepared import Prepared
@@ -135,8 +135,7 @@ def _decomposition_evidence(local: LocalGraph, carrier: str, gm: GraphMap, prep:
     values = {**prep.feeds, **iso.internal}
     entries = departure_points(
         local.nodes,
-        {n: [i for i in gm.nodes[n].input if i] for n in local.nodes},
-        {n: [o for o in gm.nodes[n].output if o] for n in local.nodes},
+        *_wiring(local, gm),
         carrier,
         values,
         candidates,
@@ -152,6 +151,14 @@ def _decomposition_evidence(local: LocalGraph, carrier: str, gm: GraphMap, prep:
         else:
             out.append((name, 0.5, f"also leaves PyTorch's decomposition of {target}, downstream of {entries[0]}"))
     return out
+
+
+def _wiring(local: LocalGraph, gm: GraphMap) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Input and output value names per node of the local subgraph (empty names dropped)."""
+    return (
+        {n: [i for i in gm.nodes[n].input if i] for n in local.nodes},
+        {n: [o for o in gm.nodes[n].output if o] for n in local.nodes},
+    )
 
 
 def _repair_evidence(
@@ -176,8 +183,7 @@ def _repair_evidence(
         wrong = ~np.isclose(got.astype(np.float64), expected.astype(np.float64), rtol=1e-3, atol=1e-5, equal_nan=True)
         hit = dropped_right_value(
             local.nodes,
-            {n: [i for i in gm.nodes[n].input if i] for n in local.nodes},
-            {n: [o for o in gm.nodes[n].output if o] for n in local.nodes},
+            *_wiring(local, gm),
             {**feeds, **iso.internal},
             expected,
             wrong,

@@ -231,13 +231,13 @@ def _map_renamed_exits(gm: GraphMap, model: onnx.ModelProto, activations: dict[s
     from nodebisect.onnxgraph import value_infos
 
     taken = set(gm.mapped.values())
+    graph_outputs = {o.name for o in model.graph.output}
     types: dict[str, onnx.ValueInfoProto] | None = None
     for key, nodes in gm.segments.items():
         act = activations.get(key)
         if key in taken or act is None or not hasattr(act, "shape"):
             continue
         inside = set(nodes)
-        graph_outputs = {o.name for o in model.graph.output}
         exits = [
             o
             for n in nodes
