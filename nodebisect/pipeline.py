@@ -200,7 +200,7 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
         first_divergent = explain(outcome.culprit, gm, prep, outcome.comparisons, opts, log, sandbox)
         if first_divergent.cause == CAUSE_INHERITED:  # right on PyTorch's inputs: the source lies upstream
             first_divergent = follow_to_source(outcome, first_divergent, prep, opts, log, sandbox)
-            drift = precision_drift(outcome, first_divergent)  # no source, all within noise: a match
+        drift = precision_drift(outcome, first_divergent)  # no source beyond rounding, all within noise: a match
         if not drift:
             repro = verified_repro(first_divergent, gm, prep, opts, log, sandbox)  # a repro that reproduces
     return search_result(outcome, environment, first_divergent, repro, log, drift)

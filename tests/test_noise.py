@@ -151,3 +151,33 @@ def test_eager_and_exported_float16_drift_is_not_a_capture_defect() -> None:
     assert fixed.verdict == "diverged" and fixed.first_divergent.stage == "capture", fixed.first_divergent
     result = nodebisect.locate(model, (ids,))
     assert result.verdict == "match", result.first_divergent
+
+
+class _LayerNormLargeMean(torch.nn.Module):
+    """Rows with mean 1e4 and spread 0.01: LayerNorm's mean subtraction cancels all but a few bits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.norm = torch.nn.LayerNorm(16)
+        self.post = torch.nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(self.norm(x))
+
+
+def test_a_node_rounding_differently_but_no_worse_than_pytorch_is_drift() -> None:
+    """microsoft/onnxruntime#28463: onnxruntime's LayerNorm differs from PyTorch's past atol on such rows,
+    even on PyTorch's own inputs (cause conversion), yet both are equally far from float64."""
+    model = _LayerNormLargeMean().eval()
+    x = 0.01 * torch.randn(2, 16, generator=torch.Generator().manual_seed(1)) + 1.0e4
+    fixed = nodebisect.locate(model, (x,), oracle="off")
+    assert fixed.verdict == "diverged" and fixed.first_divergent.cause == "conversion", fixed.first_divergent
+    result = nodebisect.locate(model, (x,))
+    assert result.verdict == "match", result.first_divergent
+    drift = result.stats["precision_drift"]
+    assert drift["cause"] == "conversion" and drift["culprit"] == fixed.first_divergent.onnx_node
+    assert drift["culprit_noise_ratio"] <= 2.0
+    assert any("the same function, rounded differently" in n for n in result.notes), result.notes
+    # Ordinary rows: nothing to clear, nothing diverges.
+    assert nodebisect.locate(model, (torch.randn(2, 16, generator=torch.Generator().manual_seed(1)),)).verdict == "match"
