@@ -6,7 +6,7 @@ report bundle agree on what a node is called and what it reads.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import onnx
@@ -38,6 +38,22 @@ def subgraph_inputs(node: onnx.NodeProto) -> set[str]:
             for n in g.node:
                 names.update(x for x in subgraph_inputs(n) if x not in local)
     return names
+
+
+def first_nonfinite_node(nodes: Iterable[tuple[str, onnx.NodeProto]], values: dict[str, Any]) -> str:
+    """The first of ``nodes`` (graph order) whose float output holds NaN/Inf while its float inputs are finite.
+
+    Where a NaN is born, not where it is first seen: inputs missing from
+    ``values`` (initializers) count as finite. "" when none is.
+    """
+
+    def bad(v: Any) -> bool:
+        return isinstance(v, np.ndarray) and v.dtype.kind == "f" and not np.isfinite(v).all()
+
+    for name, node in nodes:
+        if any(bad(values.get(o)) for o in node.output if o) and not any(bad(values.get(i)) for i in node.input if i):
+            return name
+    return ""
 
 
 def initializer_bytes(model: onnx.ModelProto) -> int:

@@ -100,6 +100,35 @@ def test_first_node_producing_nan_from_finite_inputs_is_reported(tmp_path: Path)
     assert result.first_divergent is not None and result.first_divergent.onnx_node == norm.name
 
 
+class Erfcx(torch.nn.Module):
+    """erfcx lowers to exp(x**2) * erfc(x): Exp overflows past x ~ 9.4, a later Mul makes inf * 0 = NaN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.pre = torch.nn.Linear(4, 4)
+        self.post = torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(torch.special.erfcx(self.pre(x)))
+
+
+def test_nan_origin_inside_a_lowering_names_the_node_that_makes_it() -> None:
+    """The NaN note and the suspect line name the same node (the Exp), not the op's carrier."""
+    model = Erfcx().eval()
+    with torch.no_grad():
+        model.pre.weight.copy_(torch.eye(4))
+        model.pre.bias.zero_()
+    x = torch.tensor([[0.5, -1.0, 30.0, 2.0], [12.0, 0.1, -0.3, 1.0]])
+    result = nodebisect.locate(model, (x,))
+    fd = result.first_divergent
+    assert result.verdict == "diverged" and fd is not None
+    origin = result.stats["first_nonfinite"]
+    assert origin["op_type"] == "Exp" and origin["onnx_node"] != origin["carrier"] == fd.onnx_node, origin
+    assert fd.suspects[0].onnx_node == origin["onnx_node"], fd.suspects
+    assert any(origin["onnx_node"] in n and "inside the nodes computing" in n for n in result.notes), result.notes
+
+
 def test_half_precision_values_report_their_range_used() -> None:
     expected = np.array([1.0, -32752.0, 2.0], dtype=np.float16)
     metrics = compare("v", expected.copy(), expected).metrics

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from nodebisect.search.compare import compare
-from nodebisect.onnxgraph import sub_model, value_infos
+from nodebisect.onnxgraph import first_nonfinite_node, sub_model, value_infos
 from nodebisect.search.signs import sign_sensitive_values
 from nodebisect.search.graphmap import GraphMap
 from nodebisect.records import (
@@ -109,7 +109,7 @@ def isolate(
     except Exception as exc:  # noqa: BLE001 - isolation is evidence, not a requirement
         return Isolation(CAUSE_UNKNOWN, None, f"the local subgraph could not run alone: {str(exc).splitlines()[0][:200]}")
     cmp = compare(value, got[value], expected, rtol, atol, dtype, signed_zeros=signed_zeros)
-    nan_source = _first_nonfinite(local, got, feeds)
+    nan_source = first_nonfinite_node(zip(local.nodes, local.model.graph.node), {**feeds, **got})
     if cmp.ok:
         return Isolation(
             CAUSE_INHERITED,
@@ -154,19 +154,6 @@ def isolate(
         nan_source,
         got,
     )
-
-
-def _first_nonfinite(local: LocalGraph, got: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> str:
-    """The first node whose output has NaN/Inf while all its inputs are finite."""
-    values = {**feeds, **got}
-    for name, node in zip(local.nodes, local.model.graph.node):
-        outs = [values.get(o) for o in node.output if o]
-        if not any(isinstance(o, np.ndarray) and o.dtype.kind == "f" and not np.isfinite(o).all() for o in outs):
-            continue
-        ins = [values.get(i) for i in node.input if i in values]
-        if all(not (isinstance(i, np.ndarray) and i.dtype.kind == "f") or np.isfinite(i).all() for i in ins):
-            return name
-    return ""
 
 
 def isolate_value(local: LocalGraph, value: str, gm: GraphMap, prep: Any, opts: Any, sandbox: Any = None) -> Isolation:
