@@ -142,3 +142,47 @@ def test_trusted_pickle_of_a_class_from_main_says_so(work: Path, tmp_path: Path)
     assert run.returncode == 2, run.stderr
     one_line_error(run.stderr)
     assert "__main__" in run.stderr and "class Net" in run.stderr
+
+
+KEYWORD_FACTORIES = '''
+import torch
+
+
+class Gated(torch.nn.Module):
+    """forward(x, gate=None): a keyword input that changes the answer."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x, gate=None):
+        y = self.lin(x)
+        return y if gate is None else y * gate
+
+
+def as_dict():
+    return Gated().eval(), {"x": torch.randn(2, 4), "gate": torch.zeros(2, 4)}
+
+
+def as_triple():
+    return Gated().eval(), (torch.randn(2, 4),), {"gate": torch.zeros(2, 4)}
+'''
+
+
+@pytest.mark.parametrize("factory", ["as_dict", "as_triple"])
+def test_factory_may_return_keyword_inputs(factory: str, tmp_path: Path) -> None:
+    """(model, {name: tensor}) and (model, args, kwargs), the way transformers models take input_ids=..."""
+    import json
+
+    from nodebisect.frontends.loading import build_loaded_model
+
+    (tmp_path / "kw.py").write_text(KEYWORD_FACTORIES)
+    loaded = build_loaded_model(f"{tmp_path}/kw.py:{factory}")
+    assert set(loaded.kwargs) == ({"x", "gate"} if factory == "as_dict" else {"gate"}), loaded.kwargs
+    out = tmp_path / "r.json"
+    assert main(["locate", f"{tmp_path}/kw.py:{factory}", "--json", str(out), "-q"]) == 0
+    result = json.loads(out.read_text())
+    assert result["verdict"] == "match"
+    # The gate was fed: its zeros make the output all zeros, so the match proves nothing and says so.
+    assert any("the outputs prove nothing" in n for n in result["notes"]), result["notes"]

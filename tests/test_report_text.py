@@ -392,3 +392,20 @@ def test_a_capture_verdict_gets_a_repro_that_compares_eager_with_torch_export(tm
     # growth.svg plots eager vs export per hooked module, not one point
     modules = json.loads((tmp_path / "rep" / "report.json").read_text())["capture"]["modules"]
     assert len(modules) >= 2 and any(m["max_abs"] > 0.1 for m in modules) and any(m["max_abs"] == 0.0 for m in modules)
+
+
+def test_reproduce_command_carries_the_settings_the_model_needed(runs: dict[str, Run]) -> None:
+    """A model that exported only with --model-setting (a causal LM's cache off) or another exporter:
+    the command in "How to reproduce" must repeat them, or it fails at export instead of reproducing."""
+    from types import SimpleNamespace
+
+    from nodebisect.report.filing import reproduce_section
+
+    result = runs["Atan2ZeroY"].result
+    plain = reproduce_section(result, SimpleNamespace(repro_dir="", repro_note=""))
+    assert "--model-setting" not in plain and "--exporter" not in plain
+    result.environment.update(applied_settings=["use_cache=False", "attn_implementation=eager"], exporter="torchscript")
+    text = reproduce_section(result, SimpleNamespace(repro_dir="", repro_note=""))
+    command = next(line for line in text.splitlines() if line.startswith("nodebisect locate"))
+    assert "--exporter torchscript" in command
+    assert "--model-setting use_cache=False --model-setting attn_implementation=eager" in command

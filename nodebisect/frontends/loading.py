@@ -61,7 +61,7 @@ def load_model(spec: str, trust_pickle: bool = False) -> tuple[torch.nn.Module |
     """Load a model from a path or factory spec.
 
     Returns:
-        (eager module or None, ExportedProgram or None, example args or None, kind)
+        (eager module or None, ExportedProgram or None, example (args, kwargs) or None, kind)
     """
     path = Path(spec)
     if path.suffix == ".py" or (":" in spec and not path.exists()):
@@ -102,7 +102,8 @@ def load_model(spec: str, trust_pickle: bool = False) -> tuple[torch.nn.Module |
             raise BadInputError(f"cannot load TorchScript archive {spec}: {_first_line(exc)}") from exc
         return module, None, None, "torchscript"
     module = _load_pickle(path, trust_pickle)
-    return module, None, _example_inputs(module), "pickle"
+    example = _example_inputs(module)
+    return module, None, None if example is None else (example, {}), "pickle"
 
 
 def _load_pt2(path: Path, trust_pickle: bool = False) -> Any:
@@ -220,14 +221,21 @@ def _load_factory(spec: str) -> tuple[torch.nn.Module | None, Any, tuple | None,
         built = factory()
     except Exception as exc:  # noqa: BLE001
         raise BadInputError(f"calling {attr}() failed: {_first_line(exc)}") from exc
-    example = None
-    if isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], torch.nn.Module):
+    example: Any = None
+    if isinstance(built, tuple) and len(built) == 3 and isinstance(built[0], torch.nn.Module) and isinstance(built[2], dict):
+        built, args, kwargs = built  # (model, args, kwargs), as torch.export.export takes them
+        example = (tuple(args) if isinstance(args, (tuple, list)) else (args,), dict(kwargs))
+    elif isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], torch.nn.Module):
         built, example = built
-        example = example if isinstance(example, tuple) else (example,)
+        if isinstance(example, dict):  # keyword inputs: model(input_ids=..., attention_mask=...)
+            example = ((), dict(example))
+        else:
+            example = (example if isinstance(example, tuple) else (example,), {})
     if not isinstance(built, torch.nn.Module):
         raise BadInputError(f"{spec} returned {type(built).__name__}, not an nn.Module")
     if example is None:
         example = _example_inputs(built, factory)
+        example = None if example is None else (example, {})
     return built, None, example, "factory"
 
 
@@ -327,7 +335,7 @@ def build_loaded_model(
     """
     module: torch.nn.Module | None
     exported = None
-    example: tuple | None = None
+    example: tuple | None = None  # (args, kwargs)
     source = ""
     if isinstance(model, (str, os.PathLike)):
         source = str(model)
@@ -369,7 +377,7 @@ def build_loaded_model(
         args = tuple(args)
         kwargs = dict(kwargs or {})
     elif example is not None:
-        args = example
+        args, kwargs = example
     else:
         raise BadInputError(
             "no inputs: the model carries no example inputs",

@@ -145,9 +145,16 @@ def reproduce_section(result: LocateResult, bundle: Any) -> str:
     cmd = ["nodebisect", "locate", _shell_word(result.model or "MODEL")]
     if env.get("opset"):
         cmd += ["--opset", str(env["opset"])]
-    for flag, key, default in (("--device", "device", "cpu"), ("--ep", "ep", "cpu"), ("--opt-level", "opt_level", "all")):
+    for flag, key, default in (
+        ("--exporter", "exporter", "dynamo"),
+        ("--device", "device", "cpu"),
+        ("--ep", "ep", "cpu"),
+        ("--opt-level", "opt_level", "all"),
+    ):
         if env.get(key) and env[key] != default:
             cmd += [flag, str(env[key])]
+    for setting in env.get("applied_settings", []):  # without them the model would not even export
+        cmd += ["--model-setting", _shell_word(setting)]
     for dtype, tol in sorted(result.tolerance.items())[:1]:
         if (tol.get("rtol"), tol.get("atol")) not in ((1e-3, 1e-4), (None, None)) and dtype == "float32":
             cmd += ["--rtol", f"{tol['rtol']:g}", "--atol", f"{tol['atol']:g}"]

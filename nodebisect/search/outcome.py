@@ -110,7 +110,7 @@ def search_result(
     """
     gm, comparisons = outcome.gm, outcome.comparisons
     nonfinite_origin = _nonfinite_origin(outcome)
-    _note_vanishing_values(gm, comparisons, outcome.prober.acts, log)
+    _note_vanishing_values(gm, comparisons, outcome.prober.acts, log, outcome.outputs)
     if drift:
         first_divergent = repro = None
         log.note(
@@ -196,26 +196,34 @@ def _tolerances_used(comparisons: dict[str, Comparison]) -> dict[str, dict[str, 
     return out
 
 
-def _note_vanishing_values(gm: GraphMap, comparisons: dict[str, Comparison], acts: Any, log: RunLog) -> None:
-    """Warn when most values are below atol: there, any ONNX value would "match".
+def _note_vanishing_values(gm: GraphMap, comparisons: dict[str, Comparison], acts: Any, log: RunLog, outputs: list[str]) -> None:
+    """Warn when most values, or every model output, are below atol: there, any ONNX value would "match".
 
     Random-weight models (e.g. some transformers inits) can shrink activations to
-    1e-30; a match on them says nothing about the conversion.
+    1e-30; inputs can zero an output (a gate or mask of zeros). A match on them
+    says nothing about the conversion.
     """
     float_cmps = [(v, c) for v, c in comparisons.items() if c.tolerance.atol > 0]
     if not float_cmps:
         return
-    tiny = 0
+    tiny: list[str] = []
     for v, c in float_cmps:
         ref = np.asarray(acts.values[gm.mapped[v]])
         finite = ref[np.isfinite(ref)] if ref.dtype.kind == "f" else ref
         if finite.size and float(np.abs(finite).max()) <= c.tolerance.atol:
-            tiny += 1
-    if tiny * 2 > len(float_cmps):
+            tiny.append(v)
+    float_outputs = [o for o in outputs if o in dict(float_cmps)]
+    if len(tiny) * 2 > len(float_cmps):
         log.note(
-            f"{tiny} of {len(float_cmps)} compared values are entirely below atol: there any ONNX value "
+            f"{len(tiny)} of {len(float_cmps)} compared values are entirely below atol: there any ONNX value "
             "matches, so this comparison cannot see a defect (random weights that vanish? use real "
             "weights or inputs of realistic scale, or a smaller --atol)"
+        )
+    elif float_outputs and all(o in tiny for o in float_outputs):
+        log.note(
+            f"every model output ({', '.join(float_outputs[:3])}{', …' if len(float_outputs) > 3 else ''}) is entirely "
+            "below atol on these inputs: any ONNX value matches there, so the outputs prove nothing (inputs that zero "
+            "them, such as a mask or gate of zeros? try other inputs)"
         )
 
 
