@@ -477,7 +477,7 @@ async def test_neighbourhood_is_selectable_deeper_on_demand_and_lists_constants(
         assert table(app).current == "node_linear_1"
 
 
-async def test_footer_at_80_columns_keeps_quit_and_help(result_json: str) -> None:
+async def test_footer_at_80_columns_keeps_every_key(result_json: str) -> None:
     from textual.widgets import Footer
 
     app = create_app(result_json)
@@ -485,7 +485,8 @@ async def test_footer_at_80_columns_keeps_quit_and_help(result_json: str) -> Non
         await pilot.pause()
         footer = app.screen.query_one(Footer)
         keys = {key.key: key for key in footer.query("FooterKey")}
-        for name in ("q", "question_mark"):
+        assert {"q", "question_mark", "j", "v", "n", "slash", "r", "w", "s"} <= set(keys), sorted(keys)
+        for name in keys:
             key = keys[name]
             assert key.region.width > 0 and key.region.right <= 80, (name, key.region)
             assert footer.region.contains_region(key.region)

@@ -64,7 +64,8 @@ class MainScreen(NavigationActions, Screen):
             with VerticalScroll(id="side"):
                 yield NodeDetail(id="detail")
         yield RichLog(id="runlog", max_lines=500, markup=False, wrap=True)
-        yield Footer(compact=True)
+        # Nine keys fill 75 of 80 columns; the palette's own label would cover "s Save" (ctrl+p is in Help).
+        yield Footer(compact=True, show_command_palette=False)
 
     @property
     def table(self) -> NodeTable:
