@@ -8,7 +8,10 @@ up to the whole prefix of the graph from its inputs, each run in onnxruntime
 with the run's EP and graph optimization level (in the onnxruntime child when
 crashes are isolated) and compared under the run's tolerance. The first window
 that fails is the repro; if none does, ``reproduces`` is False and the bundle
-writes no repro that would pass.
+writes no repro that would pass. A value a later node divides by or takes the
+sign of (``search.signs``) is compared with signed zeros, as the search and the
+isolation compare it: otherwise a -0.0 turned +0.0 is found by the search,
+"still wrong" in isolation, and then "reproduced by no window" here.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from nodebisect.records import Metrics, ReproData
 from nodebisect.run import Options
 from nodebisect.search.compare import compare
 from nodebisect.search.graphmap import GraphMap
+from nodebisect.search.signs import sign_sensitive_values
 from nodebisect.search.worst import ELEMENTWISE, small_constants, worst_element
 
 # Mapped levels of producers added at most before the whole prefix is tried.
@@ -73,6 +77,7 @@ def reproducing_window(
     fx_name = gm.mapped[culprit]
     expected = prep.acts.values[fx_name]
     dtype = prep.acts.dtypes.get(fx_name)
+    signed = culprit in sign_sensitive_values(gm)
     seen: list[frozenset[str]] = []
     sessions = 0
     last: tuple[LocalGraph, Metrics | None] | None = None
@@ -84,7 +89,7 @@ def reproducing_window(
             break  # the window stopped growing: it already reaches the graph inputs
         seen.append(key)
         data = _repro_data(window, culprit, prep, gm, expected, opts)
-        metrics, got = _run(window, data, culprit, expected, dtype, opts, sandbox)
+        metrics, got = _run(window, data, culprit, expected, dtype, opts, sandbox, signed)
         sessions += 1
         last = (window, metrics)
         if metrics is not None and got is not None and metrics.mismatch_fraction > 0:
@@ -92,7 +97,7 @@ def reproducing_window(
             data.note = _note(window, gm, culprit, depth, depths[-1])
             # An input's element at the output's index belongs to it only through element-wise ops.
             pointwise = all(gm.nodes[n].op_type in ELEMENTWISE for n in window.nodes)
-            worst = worst_element(expected, got, data.inputs if pointwise else {})
+            worst = _worst(expected, got, data.inputs if pointwise else {}, signed, opts, dtype)
             if worst:
                 worst["constants"] = small_constants(onnx_model, window.nodes)
             return ReproCheck(data, depth, metrics, sessions, worst)
@@ -119,9 +124,19 @@ def _repro_data(window: LocalGraph, culprit: str, prep: Any, gm: GraphMap, expec
 
 
 def _run(
-    window: LocalGraph, data: ReproData, culprit: str, expected: np.ndarray, dtype: str | None, opts: Options, sandbox: Any
+    window: LocalGraph,
+    data: ReproData,
+    culprit: str,
+    expected: np.ndarray,
+    dtype: str | None,
+    opts: Options,
+    sandbox: Any,
+    signed: bool = False,
 ) -> tuple[Metrics | None, np.ndarray | None]:
-    """Run the window as repro.py does (only the culprit marked) and compare; (None, None) when it cannot run."""
+    """Run the window as repro.py does (only the culprit marked) and compare; (None, None) when it cannot run.
+
+    ``signed``: zeros of the opposite sign count as a mismatch (a sign-sensitive value).
+    """
     from nodebisect.runtime.runner import OrtRunner
 
     try:
@@ -129,7 +144,28 @@ def _run(
         got = np.asarray(runner.run([culprit])[culprit])
     except Exception:  # noqa: BLE001 - a window that cannot run alone is no repro; try a wider one
         return None, None
-    return compare(culprit, got, expected, opts.rtol, opts.atol, dtype).metrics, got
+    return compare(culprit, got, expected, opts.rtol, opts.atol, dtype, signed_zeros=signed).metrics, got
+
+
+def _worst(
+    expected: np.ndarray, got: np.ndarray, inputs: dict[str, Any], signed: bool, opts: Options, dtype: str | None
+) -> dict[str, Any]:
+    """``worst_element``, pointed at a flipped zero when the sign of zeros is what differs.
+
+    Every difference is 0 at a -0.0 turned +0.0, so by magnitude the worst element
+    would be any element (the first); the report must show one where the sign changed.
+    """
+    e, a = np.asarray(expected), np.asarray(got)
+    if not signed or a.shape != e.shape or e.dtype.kind != "f":
+        return worst_element(e, a, inputs)
+    flipped = (a == 0) & (e == 0) & (np.signbit(a) != np.signbit(e))
+    if not flipped.any() or not compare("", a, e, opts.rtol, opts.atol, dtype).ok:
+        return worst_element(e, a, inputs)  # a real difference somewhere outranks the signs
+    marked = np.where(flipped, np.inf, a.astype(np.float64))  # ranks above every finite difference
+    worst = worst_element(e, marked, inputs)
+    if worst:
+        worst["actual"] = float(a.reshape(-1)[int(np.flatnonzero(flipped)[0])])
+    return worst
 
 
 def _note(window: LocalGraph, gm: GraphMap, culprit: str, depth: int, prefix_depth: int) -> str:
