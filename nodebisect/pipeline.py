@@ -21,7 +21,7 @@ from typing import Any, Iterator
 from nodebisect.errors import BadInputError, ExportFailedError
 from nodebisect.prepared import Prepared
 from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, STAGE_GRAPH_OPTIMIZATION, EXPORT_FAILED, Event, ExportFailure, FirstDivergent, LocateResult
-from nodebisect.run import PREPARE_FIELDS, Options, Progress, RunLog, make_options
+from nodebisect.run import PREPARE_FIELDS, Options, Progress, RunLog, make_options, recorded_inputs
 
 
 @dataclass
@@ -102,6 +102,8 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
             trust_pickle=opts.trust_pickle, model_settings=opts.model_settings,
         )
     env = environment(opts.device, opts.ep, opts.opset, opts.opt_level)
+    if run_inputs := recorded_inputs(opts):  # the report's command and the TUI's re-run repeat them
+        env["run_inputs"] = run_inputs
     if loaded.applied_settings:  # said in every answer: the model compared is not the model as given
         env["applied_settings"] = list(loaded.applied_settings)
         log.note(f"applied {', '.join('--model-setting ' + s for s in loaded.applied_settings)} to the model before export")

@@ -7,6 +7,7 @@ step's state, and the log is the one place notes, timings and progress go.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -71,6 +72,28 @@ PREPARE_FIELDS = (
     "onnx_path", "opset", "device", "seed", "input_specs", "inputs_file", "trust_pickle", "exporter", "memory_budget", "dynamic", "oracle",
     "model_settings",
 )
+
+
+# Options naming what a run compared (its inputs, its ONNX file): recorded in the result's
+# environment as "run_inputs", so the report's reproduce command and the TUI's re-run repeat them.
+RECORDED_INPUTS = ("inputs_file", "extra_inputs", "input_specs", "onnx_path", "seed", "trials")
+_PATHS = ("inputs_file", "onnx_path")
+
+
+def recorded_inputs(opts: Options) -> dict[str, Any]:
+    """The non-default ``RECORDED_INPUTS`` of ``opts``, file paths made absolute (a re-run may start elsewhere)."""
+    defaults = Options()
+    out: dict[str, Any] = {}
+    for name in RECORDED_INPUTS:
+        value = getattr(opts, name)
+        if value is None or value == [] or value == getattr(defaults, name):
+            continue
+        if name in _PATHS:
+            value = os.path.abspath(value)
+        elif name == "extra_inputs":
+            value = [os.path.abspath(v) for v in value]
+        out[name] = list(value) if isinstance(value, (list, tuple)) else value
+    return out
 
 
 def make_options(options: dict[str, Any]) -> Options:

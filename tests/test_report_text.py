@@ -404,6 +404,8 @@ def test_reproduce_command_carries_the_settings_the_model_needed(runs: dict[str,
     result = runs["Atan2ZeroY"].result
     plain = reproduce_section(result, SimpleNamespace(repro_dir="", repro_note=""))
     assert "--model-setting" not in plain and "--exporter" not in plain
+    # The run's own --inputs file is recorded (absolute) and repeated: the command reproduces as written.
+    assert f"--inputs {BUILD / 'Atan2ZeroY.inputs.pt'}" in plain and "add the same" not in plain
     result.environment.update(applied_settings=["use_cache=False", "attn_implementation=eager"], exporter="torchscript")
     text = reproduce_section(result, SimpleNamespace(repro_dir="", repro_note=""))
     command = next(line for line in text.splitlines() if line.startswith("nodebisect locate"))

@@ -535,3 +535,14 @@ def test_verdict_view_shows_the_values_behind_the_bug() -> None:
     assert "constants" in text and "val_3" in text
     assert "3e+06x" in text
     assert "amplified" in text and "node_mul_9" in text
+
+
+def test_rerun_from_json_repeats_the_recorded_inputs_and_onnx(tmp_path: Path) -> None:
+    from nodebisect_tui.app import recorded_options
+
+    inputs = tmp_path / "x.pt"
+    inputs.write_bytes(b"")
+    recorded = {"inputs_file": str(inputs), "onnx_path": str(tmp_path / "gone.onnx"), "input_specs": ["x=1x4"], "seed": 3}
+    options, missing = recorded_options(recorded)
+    assert options == {"inputs_file": str(inputs), "input_specs": ["x=1x4"], "seed": 3}
+    assert missing == [str(tmp_path / "gone.onnx")]

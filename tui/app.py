@@ -152,8 +152,11 @@ class NodebisectApp(FileActions, App[int]):
                 self.notify(f"re-run needs the model: {where}; start `nodebisect tui MODEL ...` to re-run",
                             severity="warning", timeout=8)
                 return
-            spec = RunSpec(model)
-            note = f"model recorded in {self.source or 'the result'}; its --inputs/--onnx options are not recorded"
+            options, missing = recorded_options(self.result.environment.get("run_inputs", {}) if self.result else {})
+            spec = RunSpec(model, options)
+            note = f"model recorded in {self.source or 'the result'}" + (
+                f"; with its recorded {', '.join(sorted(options))}" if options else ""
+            ) + (f"; not found from here: {', '.join(missing)}" if missing else "")
 
         def rerun(values: dict[str, Any] | None) -> None:
             if values is not None:
@@ -185,6 +188,20 @@ def create_app(target: str | os.PathLike[str] | LocateResult, **locate_options: 
         raise BadInputError(f"ONNX file not found: {onnx_path}", tip="check the --onnx path")
     options = {k: v for k, v in locate_options.items() if v is not None}
     return NodebisectApp(spec=RunSpec(spec, options), source=spec)
+
+
+def recorded_options(run_inputs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``locate`` options repeating a saved run's inputs and ONNX file, and the recorded files gone since."""
+    options: dict[str, Any] = {}
+    missing: list[str] = []
+    for key, value in run_inputs.items():
+        paths = value if key == "extra_inputs" else [value] if key in ("inputs_file", "onnx_path") else []
+        gone = [p for p in paths if not Path(p).exists()]
+        if gone:
+            missing += gone
+            continue
+        options[key] = value
+    return options, missing
 
 
 def recorded_model(model: str, result_path: str = "") -> str | None:

@@ -155,11 +155,15 @@ def reproduce_section(result: LocateResult, bundle: Any) -> str:
             cmd += [flag, str(env[key])]
     for setting in env.get("applied_settings", []):  # without them the model would not even export
         cmd += ["--model-setting", _shell_word(setting)]
+    cmd += _input_flags(env.get("run_inputs", {}))
     for dtype, tol in sorted(result.tolerance.items())[:1]:
         if (tol.get("rtol"), tol.get("atol")) not in ((1e-3, 1e-4), (None, None)) and dtype == "float32":
             cmd += ["--rtol", f"{tol['rtol']:g}", "--atol", f"{tol['atol']:g}"]
     cmd += ["--report", "report/"]
-    text = "### How to reproduce\n\nWith the model (add the same `--inputs`/`--input` as the original run):\n\n"
+    recorded = "run_inputs" in env  # a run given tensors through the API has nothing to repeat
+    text = "### How to reproduce\n\nWith the model" + (
+        "" if recorded else " (on its example inputs; tensors given from Python need `torch.save` and `--inputs`)"
+    ) + ":\n\n"
     text += _fence(" ".join(cmd), "sh")
     if bundle.repro_dir and "repro.py" in bundle.repro_files:  # the ONNX repro (not a capture or export script)
         files = ", ".join(f"`{f}`" for f in bundle.repro_files)
@@ -184,6 +188,19 @@ def reproduce_section(result: LocateResult, bundle: Any) -> str:
     elif bundle.repro_note:
         text += f"\n\n{bundle.repro_note}"
     return text
+
+
+def _input_flags(run_inputs: dict[str, Any]) -> list[str]:
+    """The CLI flags that feed a re-run what the recorded run compared."""
+    flags: list[str] = []
+    for key, flag in (("inputs_file", "--inputs"), ("extra_inputs", "--inputs"), ("input_specs", "--input"), ("onnx_path", "--onnx")):
+        value = run_inputs.get(key)
+        for v in value if isinstance(value, list) else [value] if value else []:
+            flags += [flag, _shell_word(str(v))]
+    for key, flag in (("seed", "--seed"), ("trials", "--trials")):
+        if key in run_inputs:
+            flags += [flag, str(run_inputs[key])]
+    return flags
 
 
 def full_attributes(node: NodeRecord) -> str:
