@@ -95,10 +95,6 @@ def test_the_worst_element_is_a_flipped_zero(neg_zero: LocateResult) -> None:
     assert "PyTorch -0.0, onnxruntime +0.0" in summary(neg_zero)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="report/repro.py's script compares without the sign of zeros; needs ReproData.signed_zeros (see the lead's patch)",
-)
 def test_the_written_repro_fails_on_the_sign(neg_zero: LocateResult, tmp_path: Path) -> None:
     from nodebisect.report.repro import build_repro
 
@@ -121,3 +117,12 @@ def test_a_carrier_without_metadata_is_named_from_the_exported_program(trunc_div
     assert (ref.module, ref.module_type) == ("", f"{__name__}.TruncDiv")
     text = summary(trunc_div)
     assert "framework: ?" not in text and "aten.div.Tensor_mode (FX node div)" in text, text
+
+
+def test_a_signed_zero_verdict_writes_its_report(neg_zero: LocateResult, tmp_path: Path) -> None:
+    """The graph picture shades nodes by log10(max_abs / worst): max_abs 0 against an inf worst underflowed."""
+    from nodebisect.report.bundle import write_report
+
+    folder = write_report(neg_zero, tmp_path / "report")
+    md = (folder / "report.md").read_text()
+    assert "node_masked_fill" in md and "python repro/repro.py" in md

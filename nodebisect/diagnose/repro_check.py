@@ -89,6 +89,7 @@ def reproducing_window(
             break  # the window stopped growing: it already reaches the graph inputs
         seen.append(key)
         data = _repro_data(window, culprit, prep, gm, expected, opts)
+        data.signed_zeros = signed
         metrics, got = _run(window, data, culprit, expected, dtype, opts, sandbox, signed)
         sessions += 1
         last = (window, metrics)

@@ -187,7 +187,7 @@ def _fill(n: NodeRecord, worst: float) -> str:
     if not math.isfinite(n.metrics.max_abs) or worst <= 0:
         return REDS[-1]
     # Shade on a log scale: four decades below the worst error -> lightest red.
-    ratio = math.log10(max(n.metrics.max_abs, 1e-30) / _finite(worst))
+    ratio = math.log10(max(n.metrics.max_abs, 1e-30)) - math.log10(_finite(worst))  # the quotient underflows to 0 against inf
     step = int(round((ratio + 4) / 4 * (len(REDS) - 1)))
     return REDS[max(0, min(len(REDS) - 1, step))]
 

@@ -51,7 +51,7 @@ def build_repro(
         "model.onnx": model.SerializeToString(),
         "inputs.npz": _npz(inputs),
         "expected.npz": _npz(expected),
-        "repro.py": script(rtol, atol, data.opt_level, data.ep, data.note, _pointwise(model)).encode("utf-8"),
+        "repro.py": script(rtol, atol, data.opt_level, data.ep, data.note, _pointwise(model), data.signed_zeros).encode("utf-8"),
     }
     if data.unoptimized is not None:  # stage graph_optimization: the ops before the exporter folded them
         plain_bytes, plain_inputs = data.unoptimized
@@ -68,18 +68,28 @@ def build_repro(
     return files
 
 
-def script(rtol: float, atol: float, opt_level: str, ep: str, note: str = "", pointwise: bool = False) -> str:
+def script(
+    rtol: float, atol: float, opt_level: str, ep: str, note: str = "", pointwise: bool = False, signed_zeros: bool = False
+) -> str:
     """The standalone check script (numpy + onnxruntime only).
 
     ``note`` says what model.onnx holds; ``pointwise`` (every node element-wise)
     lets it print the inputs at the worst element (through a MatMul they mean nothing).
+    ``signed_zeros``: a later node divides by the value or takes its sign, so a -0.0
+    turned +0.0 is the bug and the script must fail on it, as the search did.
     """
     level = ORT_OPT_LEVELS.get(opt_level, "ORT_ENABLE_ALL")
     providers = PROVIDERS.get(ep, PROVIDERS["cpu"])
     holds = textwrap.fill(f"It holds {note}." if note else "It holds the divergent node with its local subgraph.", 88)
     holds = holds.replace('"' * 3, "'" * 3).replace("{", "{{").replace("}", "}}")
     return _SCRIPT.replace("@HOLDS@", holds).format(
-        rtol=repr(rtol), atol=repr(atol), level=level, opt_level=opt_level, providers=repr(providers), pointwise=repr(pointwise)
+        rtol=repr(rtol),
+        atol=repr(atol),
+        level=level,
+        opt_level=opt_level,
+        providers=repr(providers),
+        pointwise=repr(pointwise),
+        signed_zeros=repr(signed_zeros),
     )
 
 
@@ -150,6 +160,7 @@ ATOL = {atol}
 OPT_LEVEL = "{opt_level}"
 PROVIDERS = {providers}
 POINTWISE = {pointwise}  # every node element-wise: the inputs at the worst element explain it
+SIGNED_ZEROS = {signed_zeros}  # a later node divides by this value or takes its sign: -0.0 != +0.0 here
 
 
 def compare(actual, expected):
@@ -162,6 +173,8 @@ def compare(actual, expected):
     same_special = (np.isnan(a) & np.isnan(e)) | (np.isinf(a) & np.isinf(e) & (np.sign(a) == np.sign(e)))
     diff = np.where(finite, np.abs(a - e), 0.0)
     good = np.where(finite, diff <= ATOL + RTOL * np.abs(np.where(finite, e, 0.0)), same_special)
+    if SIGNED_ZEROS:
+        good &= ~flipped_zeros(a, e)
     max_abs = float(diff.max()) if finite.any() else 0.0
     if (~finite & ~same_special).any():
         max_abs = float("inf")
@@ -178,6 +191,9 @@ def worst(actual, expected, inputs):
         both = np.isfinite(a) & np.isfinite(e)
         same = (np.isnan(a) & np.isnan(e)) | (np.isinf(a) & np.isinf(e) & (np.sign(a) == np.sign(e)))
         score = np.where(both, np.abs(a - e), np.where(same, -1.0, np.inf))
+    flipped = flipped_zeros(a, e) if SIGNED_ZEROS else np.zeros(e.shape, bool)
+    if flipped.any() and compare(np.where(flipped, e, a), e)[1] == 0:  # only the signs differ: show one
+        score = np.where(flipped, np.inf, score)
     flat = int(np.argmax(score))
     index = list(np.unravel_index(flat, e.shape)) if e.ndim else []
     parts = []
@@ -188,6 +204,11 @@ def worst(actual, expected, inputs):
     where = "[" + ", ".join(str(int(i)) for i in index) + "]"
     given = (", ".join(parts) + " -> ") if parts else ""
     return f"worst element at {{where}}: {{given}}PyTorch {{fmt(e.reshape(-1)[flat])}}, onnxruntime {{fmt(a.reshape(-1)[flat])}}"
+
+
+def flipped_zeros(a, e):
+    """Zeros of the opposite sign: equal under any tolerance, but 1 / -0.0 is -inf and 1 / +0.0 is +inf."""
+    return (a == 0) & (e == 0) & (np.signbit(a) != np.signbit(e))
 
 
 def unoptimized(names, expected):
@@ -229,7 +250,7 @@ def main():
     names = list(expected.files)
     actual = session.run(names, feeds)
     print(f"onnxruntime {{ort.__version__}}, providers {{providers}}, graph optimization {{OPT_LEVEL}}")
-    print(f"tolerance: |actual - expected| <= {{ATOL:g}} + {{RTOL:g}} * |expected|")
+    print(f"tolerance: |actual - expected| <= {{ATOL:g}} + {{RTOL:g}} * |expected|" + (", and zeros keep their sign" if SIGNED_ZEROS else ""))
     failed = False
     for name, got in zip(names, actual):
         max_abs, mismatch = compare(got, expected[name])
