@@ -11,13 +11,15 @@ Where, a Cast). Evidence used, strongest first:
    segments (other ONNX lowerings of the same aten op with the same shape of
    decomposition, e.g. the attention of every other layer);
 4. an attribute that contradicts the FX node's own arguments (Softmax axis vs
-   ``dim``, LayerNormalization epsilon vs ``eps``) or an arithmetic op type that
-   is not the aten op's;
+   ``dim``, LayerNormalization epsilon vs ``eps``), an arithmetic op type that
+   is not the aten op's, or a non-default numeric argument that appears nowhere
+   in the lowering (``label_smoothing`` of a SoftmaxCrossEntropyLoss);
 5. priors: the node carrying the value, then numerically sensitive op types.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
 
@@ -62,7 +64,7 @@ def rank_suspects(
         scores[name].append((0.9, reason))
 
     for name in candidates:
-        reason = _contradicts_fx(gm, name, fx_args)
+        reason = _contradicts_fx(gm, name, fx_args) or _dropped_argument(gm, name, fx_args, small_consts)
         if reason:
             scores[name].append((0.85, reason))
 
@@ -269,3 +271,121 @@ def _axis_vs_dim(op: str, base: str, target: str, args: tuple[Any, ...], attrs: 
 def _rank(arg: Any) -> int:
     val = getattr(arg, "meta", {}).get("val") if hasattr(arg, "meta") else None
     return len(val.shape) if val is not None and hasattr(val, "shape") else 0
+
+
+# Schema types a lowering writes as a plain number; ScalarType, Layout and MemoryFormat are also
+# ints in the schema but enums whose ONNX form (a Cast's ``to``) is another number.
+_NUMERIC_TYPES = {"int", "SymInt", "float", "number"} | {f"Optional[{t}]" for t in ("int", "SymInt", "float", "number")}
+_TRIVIAL = (0, 1, -1)
+_SENTINEL = 2**31  # ints this large mean "to the end" (a slice's end): a lowering may clamp them
+# (aten op, argument) that change only the backward pass: a forward lowering rightly has no trace of them.
+_BACKWARD_ONLY = {("embedding", "padding_idx")}
+
+
+def _dropped_argument(gm: GraphMap, name: str, fx_args: dict[str, tuple[str, tuple[Any, ...]]], consts: dict[str, tuple]) -> str:
+    """A non-default numeric argument of the FX node that its lowering never writes, in words ("" if none).
+
+    A converter that has no place for an argument drops it silently:
+    ``F.cross_entropy(label_smoothing=0.1)`` becomes one SoftmaxCrossEntropyLoss,
+    which has no label smoothing, and the loss is the unsmoothed one. Per-op checks
+    (``_contradicts_fx``) need to know the op; this one only asks whether a number the
+    model chose (a float or int other than 0/1/-1, differing from the schema's
+    default; never a bool, string, list, dtype, ``dim`` or "to the end" sentinel) is
+    anywhere in the lowering: an attribute of the segment's nodes or a small constant
+    they read. Only two forms count as written: the value ``v`` itself and ``1 - v``
+    (a complement, as in label smoothing's ``1 - eps``; see ``_holds``). Other derived
+    forms (``v / 2``, ``v * 3``, ``sqrt(v)``) are deliberately not accepted: almost any
+    number is some small function of another, so accepting them would hide real drops.
+    Only the segment's carrier is named: the argument belongs to the whole lowering,
+    and the carrier is the node that stands for the op. Only positional arguments are
+    seen (``fx_args`` holds ``node.args``), so kwarg-only ones such as
+    ``scaled_dot_product_attention``'s ``scale`` are never judged. Arguments that act
+    only on the backward pass (``_BACKWARD_ONLY``) are skipped.
+    """
+    ref = gm.refs[name]
+    if ref.fx_node not in fx_args:
+        return ""
+    key = gm.segment_of[name]
+    members = gm.segments.get(key, [])
+    if not members or name != _segment_carrier(gm, key, members):
+        return ""
+    target, args = fx_args[ref.fx_node]
+    schema = _schema_of(target)
+    if schema is None:
+        return ""
+    written: list[float] | None = None
+    base = target.split(".")[1]
+    for arg, value in zip(schema.arguments, args):
+        if not _judged(arg, value) or (base, arg.name) in _BACKWARD_ONLY:
+            continue
+        if written is None:
+            written = _written_numbers(gm, members, consts)
+        if _holds(written, value):
+            continue
+        ops = sorted({gm.nodes[m].op_type for m in members})
+        holder = ops[0] if len(members) == 1 else f"its {len(members)} nodes ({', '.join(ops)})"
+        where = f"no attribute or constant input of {holder} holds it"
+        return f"argument {arg.name}={value!r} of {target} appears nowhere in its lowering ({where}): the exporter dropped or changed it"
+    return ""
+
+
+def _holds(written: list[float], value: float) -> bool:
+    """Whether a lowering that writes ``written`` holds ``value``: ints exactly, floats as ``v`` or ``1 - v``.
+
+    The complement counts only where it is told apart from 1 (``|v| > 0.01``): an
+    ``eps=1e-12`` is not held by every constant 1 of the lowering.
+    """
+    if isinstance(value, int):
+        return any(w == value for w in written)
+    forms = [value] + ([1 - value] if abs(value) > 0.01 else [])
+    return any(math.isclose(w, f, rel_tol=1e-3) for w in written for f in forms)
+
+
+def _segment_carrier(gm: GraphMap, key: str, members: list[str]) -> str:
+    """The node of a segment that produces the FX node's own value (else its last node)."""
+    producer = gm.producer.get(key, "")
+    return producer if producer in members else members[-1]
+
+
+def _schema_of(target: str) -> Any:
+    """The schema of ``aten.op.overload`` (``torch.ops.aten.op.overload._schema``), or None."""
+    parts = target.split(".")
+    if len(parts) != 3 or parts[0] != "aten":
+        return None
+    import torch  # only here: an FX target exists only when torch made the program
+
+    try:
+        return getattr(getattr(torch.ops.aten, parts[1]), parts[2])._schema
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _judged(arg: Any, value: Any) -> bool:
+    """Whether ``value`` for schema argument ``arg`` is a number the model chose and a lowering must write."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    if value in _TRIVIAL or abs(value) >= _SENTINEL:
+        return False
+    if str(arg.real_type) not in _NUMERIC_TYPES or "dim" in arg.name or not arg.has_default_value():
+        return False
+    default = arg.default_value
+    return not (isinstance(default, (int, float)) and not isinstance(default, bool) and math.isclose(value, default, rel_tol=1e-6))
+
+
+def _written_numbers(gm: GraphMap, members: list[str], consts: dict[str, tuple]) -> list[float]:
+    """Every number a lowering writes: its nodes' attributes (small tensors included) and small constant inputs."""
+    out: list[float] = []
+    for m in members:
+        node = gm.nodes[m]
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and int(np.prod(attr.t.dims)) <= 64:
+                value: Any = numpy_helper.to_array(attr.t).ravel().tolist()
+            elif attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS, onnx.AttributeProto.TENSOR):
+                continue
+            else:
+                value = onnx.helper.get_attribute_value(attr)
+            out += [float(v) for v in (value if isinstance(value, list) else [value]) if isinstance(v, (int, float))]
+        for i in node.input:
+            if i in consts:
+                out += [float(v) for v in consts[i][2] if isinstance(v, (int, float)) and math.isfinite(v)]
+    return out
