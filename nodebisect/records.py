@@ -190,6 +190,11 @@ class NodeRecord:
         )
 
 
+# A suspect scoring at least this has evidence of its own (a rule fired, not only its op type):
+# the explanation and the summary name it, the carrier included.
+NAMED_SUSPECT_SCORE = 0.85
+
+
 @dataclass
 class Suspect:
     """A node of the culprit segment and why it is suspected."""

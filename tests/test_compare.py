@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nodebisect.search.compare import DEFAULT_TOLERANCES, compare, resolve_tolerance
+from nodebisect.search.compare import DEFAULT_TOLERANCES, agreeing, compare, resolve_tolerance
 
 NAN, INF = float("nan"), float("inf")
 F32 = np.float32
@@ -181,3 +181,22 @@ def test_all_zero_tensors_match_with_cosine_one() -> None:
 def test_integer_tolerance_ignores_overrides() -> None:
     assert resolve_tolerance("int64", rtol=1.0, atol=1.0) == DEFAULT_TOLERANCES["exact"]
     assert resolve_tolerance("float32", atol=0.5).atol == 0.5
+
+
+@pytest.mark.parametrize(
+    ("actual", "expected", "dtype"),
+    [
+        pytest.param(f32(1, NAN, 3, INF, 1e-3), f32(1, 2, NAN, -INF, 1.2e-3), "float32", id="float32-specials"),
+        pytest.param(np.array([1, 1.004, 2.5], np.float16), np.array([1, 1.0, 2.0], np.float16), "float16", id="float16-looser"),
+        pytest.param(np.array([2**40 + 1, 7]), np.array([2**40, 7]), "int64", id="int64-exact"),
+    ],
+)
+def test_agreeing_marks_exactly_the_elements_compare_counts(actual: np.ndarray, expected: np.ndarray, dtype: str) -> None:
+    """The per-element mask (used to say *where* an op is wrong) and ``compare`` are one rule."""
+    mask = agreeing(actual, expected, resolve_tolerance(dtype))
+    metrics = compare("v", actual, expected, dtype=dtype).metrics
+    assert 0 < mask.sum() < mask.size, mask  # a mix, so the test can tell the two apart
+    assert 1.0 - mask.mean() == pytest.approx(metrics.mismatch_fraction)
+    # Element by element: each element alone is judged the same way.
+    for i in range(mask.size):
+        assert bool(mask[i]) == compare("v", actual[i : i + 1], expected[i : i + 1], dtype=dtype).ok, i

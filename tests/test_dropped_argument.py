@@ -23,11 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from nodebisect import locate
-from nodebisect.diagnose.explain import NAMED_SUSPECT_SCORE
+from nodebisect.records import NAMED_SUSPECT_SCORE
 from nodebisect.diagnose.suspects import rank_suspects
 from nodebisect.frontends.dynamo import export_onnx
 from nodebisect.frontends.loading import build_loaded_model
 from nodebisect.records import LocateResult, Suspect
+from nodebisect.report.filing import values_section
+from nodebisect.report.summary import summary
 from nodebisect.search.graphmap import build_graph_map
 
 DROPPED = "appears nowhere in its lowering"
@@ -109,6 +111,18 @@ def test_dropped_label_smoothing_is_named(smoothed: LocateResult) -> None:
         "argument label_smoothing=0.1 of aten.cross_entropy_loss.default appears nowhere in its lowering "
         "(no attribute or constant input of SoftmaxCrossEntropyLoss holds it): the exporter dropped or changed it"
     )
+
+
+def test_dropped_argument_is_printed_where_the_user_reads(smoothed: LocateResult) -> None:
+    """The carrier's own evidence reaches the terminal and report.md, not only the JSON.
+
+    The suspect is the carrier itself, so the "suspect:" line used to be left out as a
+    repeat of the culprit line: the one sentence a bug report needs was never printed.
+    """
+    text = summary(smoothed)
+    line = next((x for x in text.splitlines() if x.strip().startswith("suspect:")), "")
+    assert "label_smoothing=0.1" in line and DROPPED in line, text
+    assert "label_smoothing=0.1" in values_section(smoothed) and DROPPED in values_section(smoothed)
 
 
 def test_default_label_smoothing_raises_nothing() -> None:

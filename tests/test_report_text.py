@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from nodebisect.cli.main import main
-from nodebisect.records import LocateResult, NodeRecord
+from nodebisect.records import NAMED_SUSPECT_SCORE, LocateResult, NodeRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "samples" / "build"
@@ -132,8 +132,22 @@ def test_suspect_sentence_printed_once(runs: dict[str, Run]) -> None:
     assert suspect.startswith("suspect:   node_Softmax_56 (Softmax)"), run.out
     reason = suspect.split(": ", 2)[-1]
     assert run.out.count(reason) == 1, run.out
-    # A carrier suspect ("carries the divergent framework value") restates the culprit line: not printed.
-    assert "suspect:" not in runs["AvgPoolDivisorOverride"].out
+    # The carrier with evidence of its own (a contradicted attribute) is printed, once.
+    pool = _summary_line(runs["AvgPoolDivisorOverride"], "suspect:")
+    assert pool.startswith("suspect:   node_avg_pool2d (AveragePool): AveragePool has no divisor_override"), pool
+    assert runs["AvgPoolDivisorOverride"].out.count("passes divisor_override=3") == 1
+    # A carrier with nothing but "carries the divergent framework value" restates the culprit line: not printed.
+    bare = [
+        name
+        for name, r in runs.items()
+        if r.result.first_divergent is not None
+        and r.result.first_divergent.suspects[:1]
+        and r.result.first_divergent.suspects[0].onnx_node == r.result.first_divergent.onnx_node
+        and r.result.first_divergent.suspects[0].score < NAMED_SUSPECT_SCORE
+    ]
+    assert bare, "no sample has a bare carrier suspect: the test cannot see this rule"
+    for name in bare:
+        assert "suspect:" not in runs[name].out, (name, runs[name].out)
 
 
 def test_next_points_into_the_written_report(runs: dict[str, Run]) -> None:

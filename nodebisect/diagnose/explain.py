@@ -17,6 +17,7 @@ import numpy as np
 from nodebisect.diagnose.isolate import Isolation, LocalGraph, context_check, isolate_value, local_graph
 from nodebisect.prepared import Prepared
 from nodebisect.records import (
+    NAMED_SUSPECT_SCORE,
     CAUSE_INHERITED,
     CAUSE_OPTIMIZER,
     CAUSE_RUNTIME,
@@ -29,9 +30,6 @@ from nodebisect.records import (
 from nodebisect.run import Options, RunLog
 from nodebisect.search.graphmap import GraphMap
 from nodebisect.search.noise import WITHIN_NOISE
-
-# Suspects scoring at least this are named in the explanation when they are not the carrier.
-NAMED_SUSPECT_SCORE = 0.85
 
 
 def explain(
@@ -193,7 +191,7 @@ def _repair_evidence(
 ) -> list[tuple[str, float, str]]:
     """The node whose output, replaced by PyTorch's own intermediate, makes the culprit right."""
     from nodebisect.diagnose.decomposition import dropped_right_value, repaired_by
-    from nodebisect.search.compare import compare
+    from nodebisect.search.compare import agreeing, compare, resolve_tolerance
 
     value = next(o for o in gm.nodes[carrier].output if o in gm.mapped)
     fx_name = gm.mapped[value]
@@ -207,7 +205,8 @@ def _repair_evidence(
     out = []
     got = iso.internal.get(value)
     if fixed and got is not None and got.shape == expected.shape:
-        wrong = ~np.isclose(got.astype(np.float64), expected.astype(np.float64), rtol=1e-3, atol=1e-5, equal_nan=True)
+        # The per-element rule and dtype tolerance of the compare() above: the elements it calls wrong.
+        wrong = ~agreeing(got, expected, resolve_tolerance(str(dtype or expected.dtype)))
         hit = dropped_right_value(
             local.nodes,
             *_wiring(local, gm),

@@ -31,6 +31,7 @@ from nodebisect.report.wording import (
     isolation_text,
     nonfinite_sentence,
     num,
+    named_suspect,
     pair_text,
     precision_text,
     amplifier_text,
@@ -95,6 +96,9 @@ def values_section(result: LocateResult) -> str:
     amplified = amplifier_text(fd)
     if amplified:
         lines.append(f"- amplified downstream by {amplified}")
+    suspect = named_suspect(fd)
+    if suspect:
+        lines.append(f"- most suspect: {suspect}")
     node = result.node(fd.onnx_node)
     if node is not None and node.attributes:
         lines.append(f"- attributes of node `{fd.onnx_node}` ({fd.op_type}): `{full_attributes(node)}`")

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from nodebisect.records import (
+    NAMED_SUSPECT_SCORE,
     CAUSE_CONVERSION,
     CAUSE_INHERITED,
     CAUSE_OPTIMIZER,
@@ -178,10 +179,20 @@ def precision_text(m: Metrics) -> str:
 
 
 def named_suspect(fd: FirstDivergent) -> str:
-    """The top suspect when it is not the carrier itself (else "": the culprit line says it)."""
-    if not fd.suspects or fd.suspects[0].onnx_node == fd.onnx_node:
+    """The top suspect and its first reason, or "".
+
+    Another node is named whatever its score (the culprit line names the carrier,
+    so the reader needs to know the segment points elsewhere). The carrier itself
+    is named only with evidence of its own (score >= NAMED_SUSPECT_SCORE: a dropped
+    argument, a contradicted attribute, a NaN source): "carries the divergent
+    framework value" would only repeat the culprit line, but "label_smoothing=0.1
+    appears nowhere in its lowering" is the one sentence a bug report needs.
+    """
+    if not fd.suspects:
         return ""
     top = fd.suspects[0]
+    if top.onnx_node == fd.onnx_node and top.score < NAMED_SUSPECT_SCORE:
+        return ""
     return f"{top.onnx_node} ({top.op_type}): {top.reason.split('; ')[0]}"
 
 

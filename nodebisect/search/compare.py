@@ -105,14 +105,10 @@ def _compare_values(
     metrics.inf, metrics.expected_inf = int(a_inf.sum()), int(e_inf.sum())
 
     both_finite = np.isfinite(a) & np.isfinite(e)
-    # Non-finite positions match only when both sides hold the same special value.
     special_match = (a_nan & e_nan) | (a_inf & e_inf & (np.sign(a) == np.sign(e)))
     diff = np.where(both_finite, np.abs(a - e), 0.0)
-    within = diff <= tol.atol + tol.rtol * np.abs(np.where(both_finite, e, 0.0))
-    good = np.where(both_finite, within, special_match)
-    if _kind(expected.dtype) != "float":
-        good = actual == expected  # exact: float64 would round integers above 2**53
-    elif signed_zeros:
+    good = _good(actual, expected, a, e, tol)
+    if _kind(expected.dtype) == "float" and signed_zeros:
         flipped = (a == 0) & (e == 0) & (np.signbit(a) != np.signbit(e))
         if flipped.any():
             if good.all():
@@ -137,6 +133,30 @@ def _compare_values(
         metrics.max_rel = float("inf")
     metrics.cosine = _cosine(np.where(both_finite, a, 0.0), np.where(both_finite, e, 0.0))
     return Comparison(onnx_value, metrics.mismatch_fraction == 0.0, metrics, tol)
+
+
+def agreeing(actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> np.ndarray:
+    """Per element, whether onnxruntime agrees with PyTorch under ``tol``: the rule ``compare`` applies.
+
+    For checks that need *where* a value is wrong, not only how much (the repair
+    evidence marks the wrong elements of an op): one rule, so an element a verdict
+    calls wrong is the element the evidence looks at, in every dtype.
+    """
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _good(actual, expected, actual.astype(np.float64), expected.astype(np.float64), tol)
+
+
+def _good(actual: np.ndarray, expected: np.ndarray, a: np.ndarray, e: np.ndarray, tol: Tolerance) -> np.ndarray:
+    """The agreement mask of ``agreeing`` over the float64 views ``a``/``e`` the caller already made."""
+    if _kind(expected.dtype) != "float":
+        return np.asarray(actual == expected)  # exact: float64 would round integers above 2**53
+    both_finite = np.isfinite(a) & np.isfinite(e)
+    # Non-finite positions match only when both sides hold the same special value.
+    special_match = (np.isnan(a) & np.isnan(e)) | (np.isinf(a) & np.isinf(e) & (np.sign(a) == np.sign(e)))
+    diff = np.where(both_finite, np.abs(a - e), 0.0)
+    within = diff <= tol.atol + tol.rtol * np.abs(np.where(both_finite, e, 0.0))
+    return np.where(both_finite, within, special_match)
 
 
 def _signed_zero_reason(a: np.ndarray, e: np.ndarray, flipped: np.ndarray) -> str:
