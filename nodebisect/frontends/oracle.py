@@ -5,6 +5,14 @@ implementation may legitimately be from exact; an ONNX value far beyond that is
 a divergence whatever its magnitude (``search.noise``). The program's floating
 parameters, inputs and every explicit floating dtype argument (``_to_copy``,
 ``full``, dtype asserts) are promoted to float64; integers stay as they are.
+
+Python float arguments of a floating op are not promoted but rounded to float32,
+the precision PyTorch computes them in (a float32 or half tensor's scalars live
+in float32 "opmath"), and the precision of the constants the exporter writes. The
+oracle is the exact answer of the function both sides compute, constants and all:
+``torch.remainder(h, 0.1)`` at ``|h| ~ 1e6`` moves by 1e7 x the divisor's rounding,
+so an oracle dividing by the exact 0.1 disagreed with PyTorch by as much as the
+conversion defect did, and the defect was cleared as PyTorch's own noise.
 """
 
 from __future__ import annotations
@@ -29,8 +37,9 @@ def capture_oracle(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any], 
         warnings.simplefilter("ignore")
         gm = copy.deepcopy(program.module())
     for node in gm.graph.nodes:
-        node.args = _promote(node.args)
-        node.kwargs = _promote(node.kwargs)
+        rounded = working_precision(node)
+        node.args = tuple(promote(as_float32(v) if rounded else v) for v in node.args)
+        node.kwargs = {k: promote(as_float32(v) if rounded else v) for k, v in node.kwargs.items()}
     gm.recompile()
     gm = gm.double()
     flat = [a.double() if isinstance(a, torch.Tensor) and a.dtype in _FLOATS else a for a in flat_user_inputs(program, args, kwargs)]
@@ -48,13 +57,28 @@ def capture_oracle(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any], 
     return out
 
 
-def _promote(value: Any) -> Any:
+def working_precision(node: torch.fx.Node) -> bool:
+    """Whether the op computes on float32/half tensors, so its Python scalars are float32 to PyTorch."""
+    if node.op != "call_function":
+        return False
+    vals = [a.meta.get("val") for a in node.all_input_nodes] + [node.meta.get("val")]
+    return any(isinstance(v, torch.Tensor) and v.dtype in _FLOATS for v in vals)
+
+
+def as_float32(value: Any) -> Any:
+    """A top-level Python float as float32 holds it (lists, e.g. scale factors, are left exact)."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        return float(np.float32(value))
+    return value
+
+
+def promote(value: Any) -> Any:
     if isinstance(value, torch.dtype):
         return torch.float64 if value in _FLOATS else value
     if isinstance(value, tuple):
-        return tuple(_promote(v) for v in value)
+        return tuple(promote(v) for v in value)
     if isinstance(value, list):
-        return [_promote(v) for v in value]
+        return [promote(v) for v in value]
     if isinstance(value, dict):
-        return {k: _promote(v) for k, v in value.items()}
+        return {k: promote(v) for k, v in value.items()}
     return value
