@@ -236,6 +236,8 @@ class FirstDivergent:
     amplifiers: list[str] = field(default_factory=list)
     # The local check that named this node: {"rel_l2", "max_abs", "limit", "floor"} (search.source).
     local_error: dict[str, float] = field(default_factory=dict)
+    # The op alone against its exact answer on PyTorch's inputs: {"torch", "onnxruntime", "ulp"} (diagnose.op_noise).
+    op_noise: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -256,6 +258,7 @@ class FirstDivergent:
             "worst": json_float(self.worst),
             "amplifiers": list(self.amplifiers),
             "local_error": json_float(self.local_error),
+            "op_noise": json_float(self.op_noise),
         }
 
     @classmethod
@@ -282,6 +285,7 @@ class FirstDivergent:
             worst=from_json_float(dict(data.get("worst") or {})),
             amplifiers=list(data.get("amplifiers") or []),
             local_error=dict(data.get("local_error") or {}),
+            op_noise=from_json_float(dict(data.get("op_noise") or {})),
         )
 
 

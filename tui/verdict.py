@@ -118,7 +118,7 @@ def _values_behind(text: Text, fd: Any) -> None:
     for label, line in (
         ("worst", worst_text(fd.worst)),
         ("constants", constants_text(fd.worst)),
-        ("precision", precision_text(fd.metrics)),
+        ("precision", precision_text(fd.metrics, fd.op_noise)),
         ("amplified", amplifier_text(fd)),
     ):
         if line:

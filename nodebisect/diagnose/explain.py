@@ -18,6 +18,7 @@ from nodebisect.diagnose.isolate import Isolation, LocalGraph, context_check, is
 from nodebisect.prepared import Prepared
 from nodebisect.records import (
     NAMED_SUSPECT_SCORE,
+    CAUSE_CONVERSION,
     CAUSE_INHERITED,
     CAUSE_OPTIMIZER,
     CAUSE_RUNTIME,
@@ -77,7 +78,18 @@ def explain(
     if iso.cause == CAUSE_INHERITED:
         explanation += "; its inputs were within tolerance, so this is accumulated numeric drift rather than a wrong node"
     m = comparisons[culprit].metrics
-    if m.criterion == WITHIN_NOISE:
+    noise: dict[str, float] = {}
+    if iso.cause == CAUSE_CONVERSION and m.criterion == WITHIN_NOISE:  # may be rounding: measure the op alone
+        from nodebisect.diagnose.op_noise import op_noise
+
+        noise = op_noise(program, fx_name, prep.acts.values, iso.internal.get(culprit))
+    if m.criterion == WITHIN_NOISE and noise:
+        explanation += (
+            f"; note: PyTorch's own {m.expected_dtype} result is already {m.noise:.3g} from the exact (float64) answer here, but "
+            f"on its own inputs the op alone is {noise['torch']:.3g} from its exact answer in PyTorch and {noise['onnxruntime']:.3g} "
+            "in onnxruntime: the rounding of its inputs hides a lowering that computes something else"
+        )
+    elif m.criterion == WITHIN_NOISE:
         explanation += (
             f"; note: PyTorch's own {m.expected_dtype} result is already {m.noise:.3g} from the exact (float64) answer here, and "
             f"onnxruntime's is within {m.noise_ratio:.2g}x of that: legitimate precision drift, unless the model relies on that rounding"
@@ -104,6 +116,7 @@ def explain(
         isolated_metrics=iso.metrics,
         input_values=list(gm.mapped_inputs(culprit)),
         optimizer=fusion,
+        op_noise=noise,
     )
 
 

@@ -90,7 +90,7 @@ def values_section(result: LocateResult) -> str:
     alone = isolation_text(fd)
     if alone:
         lines.append(f"- {alone}")
-    caution = precision_text(fd.metrics)
+    caution = precision_text(fd.metrics, fd.op_noise)
     if caution:
         lines.append(f"- precision: {caution}")
     amplified = amplifier_text(fd)

@@ -105,7 +105,7 @@ def _diverged(result: LocateResult, report_dir: str | None, repro: bool) -> list
     alone = isolation_text(fd)
     if alone:
         lines.append(f"  isolated:  {alone}")
-    caution = precision_text(fd.metrics)
+    caution = precision_text(fd.metrics, fd.op_noise)
     if caution:
         lines.append(f"  precision: {caution}")
     amplified = amplifier_text(fd)

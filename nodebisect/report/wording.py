@@ -162,8 +162,21 @@ def explanation_text(fd: FirstDivergent) -> str:
     return "; ".join(kept).strip()
 
 
-def precision_text(m: Metrics) -> str:
-    """A caution when a float64 oracle says the error is PyTorch's own rounding, or a hidden defect (or "")."""
+def precision_text(m: Metrics, op_noise: dict[str, float] | None = None) -> str:
+    """A caution when a float64 oracle says the error is PyTorch's own rounding, or a hidden defect (or "").
+
+    ``op_noise`` (``FirstDivergent.op_noise``, set only on a culprit that stayed a
+    divergence) says why the whole-model noise does not excuse it: on the op alone
+    PyTorch is much closer to exact than onnxruntime.
+    """
+    if m.criterion == WITHIN_NOISE and op_noise:
+        torch_err, ort_err = op_noise.get("torch", 0.0), op_noise.get("onnxruntime", 0.0)
+        ratio = ort_err / max(torch_err, op_noise.get("ulp", 0.0), 1e-300)
+        return (
+            f"PyTorch's own {m.expected_dtype} result is already {num(m.noise)} from the exact (float64) answer here, "
+            f"but that is the rounding of its inputs: on PyTorch's own inputs the op alone is {num(torch_err)} from its "
+            f"exact answer in PyTorch and {num(ort_err)} in onnxruntime ({ratio:.3g}x): the lowering computes something else"
+        )
     if m.criterion == WITHIN_NOISE:
         return (
             f"PyTorch's own {m.expected_dtype} result is already {num(m.noise)} from the exact (float64) answer here, "
