@@ -501,7 +501,8 @@ def nb_run(model, args, path: str, oracle: str) -> dict:
     t = time.perf_counter()
     r = nodebisect.locate(model, args, onnx_path=path, check_capture=False, oracle=oracle)
     out = {"seconds": time.perf_counter() - t, "verdict": r.verdict, "oracle_notes": [n for n in r.notes if "oracle" in n],
-           "oracle_s": (r.stats.get("timings") or {}).get("oracle", 0.0)}
+           "oracle_s": (r.stats.get("timings") or {}).get("oracle", 0.0),
+           "inexact_ops": [f["node"] for f in r.stats.get("inexact_ops") or []]}
     fd = r.first_divergent
     if fd is not None:
         out.update(node=fd.onnx_node, op=fd.op_type, cause=fd.cause, segment=list(fd.segment),
@@ -707,7 +708,12 @@ def main(argv: list[str] | None = None) -> int:
         if missed:
             lines.append(f"- {c.arch} / {c.fault}: edited {c.edited} ({c.op_type}, {c.placement}); named {r.get('node')} "
                          f"({r.get('op')}, cause {r.get('cause')}, verdict {r.get('verdict')}), segment {r.get('segment')}, "
-                         f"suspects {r.get('suspects')}; naive {c.naive}")
+                         f"suspects {r.get('suspects')}; naive {c.naive}"
+                         + (f"; exactness audit (a note on the match) names {r['inexact_ops']}" if r.get("inexact_ops") else ""))
+    audited = [c for c in cases if c.nb.get(oracles[0], {}).get("inexact_ops")]
+    named = sum(c.edited in c.nb[oracles[0]]["inexact_ops"] for c in audited if c.fault != "clean")
+    lines.append(f"exactness audit (matches only, diagnose/exact_ops.py): names the edited node on {named} case(s); "
+                 f"notes on clean exports: {sum(c.fault == 'clean' for c in audited)}")
     notes = sorted({n for c in cases for r in c.nb.values() for n in r.get("oracle_notes", [])})
     lines += [f"oracle note: {n}" for n in notes]
     for c in cases:

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from nodebisect.errors import BadInputError, ExportFailedError
 from nodebisect.prepared import Prepared
-from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, STAGE_GRAPH_OPTIMIZATION, EXPORT_FAILED, Event, ExportFailure, FirstDivergent, LocateResult
+from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, STAGE_GRAPH_OPTIMIZATION, EXPORT_FAILED, MATCH, Event, ExportFailure, FirstDivergent, LocateResult
 from nodebisect.run import PREPARE_FIELDS, Options, Progress, RunLog, make_options, recorded_inputs
 
 
@@ -205,7 +205,15 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
         drift = precision_drift(outcome, first_divergent)  # no source beyond rounding, all within noise: a match
         if not drift:
             repro = verified_repro(first_divergent, gm, prep, opts, log, sandbox)  # a repro that reproduces
-    return search_result(outcome, environment, first_divergent, repro, log, drift)
+    result = search_result(outcome, environment, first_divergent, repro, log, drift)
+    if result.verdict == MATCH:  # a match still holds exact ops to exactness (diagnose.exact_ops)
+        from nodebisect.diagnose.exact_ops import audit, note_text
+
+        inexact = audit(gm, prep, opts, log, sandbox)
+        if inexact:
+            result.stats["inexact_ops"] = inexact
+            result.notes.append(note_text(inexact))
+    return result
 
 
 def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -> LocateResult:

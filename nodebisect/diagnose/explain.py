@@ -64,7 +64,7 @@ def explain(
         if program is not None
         else {}
     )
-    evidence = _decomposition_evidence(local, carrier, gm, prep, iso)
+    evidence = _decomposition_evidence(local, carrier, gm, prep, iso, gm.refs[carrier].fx_node or fx_name)
     evidence += weight_evidence(gm, prep.onnx_model, prep.program, list(dict.fromkeys(segment + local.nodes)))
     reference_inputs = {v: prep.acts.values[gm.mapped[v]] for v in local.inputs if v in gm.mapped}
     evidence += lossy_cast_evidence(gm, local.nodes, {**prep.feeds, **reference_inputs, **iso.internal})
@@ -147,12 +147,18 @@ def fx_ref(program: Any, fx_name: str) -> FrameworkRef:
     return ref
 
 
-def _decomposition_evidence(local: LocalGraph, carrier: str, gm: GraphMap, prep: Prepared, iso: Isolation) -> list[tuple[str, float, str]]:
-    """Where the ONNX lowering leaves PyTorch's own decomposition of the culprit's op."""
+def _decomposition_evidence(
+    local: LocalGraph, carrier: str, gm: GraphMap, prep: Prepared, iso: Isolation, fx_name: str
+) -> list[tuple[str, float, str]]:
+    """Where the ONNX lowering leaves PyTorch's own decomposition of the culprit's op.
+
+    ``fx_name`` is the carrier's FX node: from the exporter's metadata, or, for a
+    carrier the exporter's optimizer made (a Cast it inserted, no metadata), the FX
+    node its value is mapped to, so such a lowering is not left without evidence.
+    """
     from nodebisect.diagnose.decomposition import MAX_SEGMENT_NODES, departure_points, lifted_tensor, torch_intermediates
 
     program, acts = prep.program, prep.acts
-    fx_name = gm.refs[carrier].fx_node
     if program is None or len(local.nodes) < 2 or len(local.nodes) > MAX_SEGMENT_NODES or not iso.internal or not fx_name:
         return []
     fx_node = next((n for n in program.graph.nodes if n.name == fx_name and n.op == "call_function"), None)
@@ -179,7 +185,7 @@ def _decomposition_evidence(local: LocalGraph, carrier: str, gm: GraphMap, prep:
         candidates,
         good,
     )
-    target = gm.refs[carrier].target or "the op"
+    target = gm.refs[carrier].target or str(fx_node.target).replace("torch.ops.", "")
     if not entries:  # no internal value matches PyTorch's decomposition: try the counterfactual
         return _repair_evidence(local, carrier, gm, prep, iso, candidates, target)
     out = []

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from nodebisect.prepared import Prepared
-from nodebisect.records import STAGE_CAPTURE, STAGE_DECOMPOSITION, STAGE_GRAPH_OPTIMIZATION, FirstDivergent, FrameworkRef, Metrics
+from nodebisect.records import STAGE_CAPTURE, STAGE_DECOMPOSITION, STAGE_GRAPH_OPTIMIZATION, FirstDivergent, Metrics
 from nodebisect.run import Options, RunLog
 from nodebisect.search.compare import compare
 
@@ -197,13 +197,18 @@ def note_framework_nans(acts: Any, log: RunLog) -> None:
 
 
 def fx_culprit(program: Any, fx_name: str, stage: str, metrics: Metrics, explanation: str, module: str = "") -> FirstDivergent:
-    """A culprit that is an FX node of ``program`` (stages before ONNX exists: capture, decomposition)."""
-    from nodebisect.search.graphmap import user_frame
+    """A culprit that is an FX node of ``program`` (stages before ONNX exists: capture, decomposition).
 
-    node = next((n for n in program.graph.nodes if n.name == fx_name), None) if fx_name else None
-    target = str(node.target).replace("torch.ops.", "") if node is not None else ""
-    trace = (node.meta.get("stack_trace", "") or "") if node is not None else ""
-    source, code = user_frame(trace)
+    Its framework side is read off the FX node as for a carrier without exporter
+    metadata (``explain.fx_ref``: target, innermost module and its type, source
+    line); ``module`` (the capture check's module path) wins when given.
+    """
+    from nodebisect.diagnose.explain import fx_ref
+
+    ref = fx_ref(program, fx_name)
+    if module:
+        ref.module = module
+    target = ref.target
     return FirstDivergent(
         onnx_node=fx_name,
         op_type=target,
@@ -212,7 +217,7 @@ def fx_culprit(program: Any, fx_name: str, stage: str, metrics: Metrics, explana
         cause=stage,
         segment=[fx_name] if fx_name else [],
         segment_op_types=[target] if target else [],
-        framework=FrameworkRef(target=target, fx_node=fx_name, module=module, source=source, code=code, stack_trace=trace),
+        framework=ref,
         metrics=metrics,
         explanation=explanation,
     )

@@ -45,7 +45,11 @@ def summary(result: LocateResult, report_dir: str | None = None, verbose: bool =
     if result.verdict == MATCH:
         drift = stats.get("precision_drift")
         within = f" within {drift.get('dtype') or 'float'} precision drift (note below)" if drift else ""
-        lines.append(f"MATCH: all {len(result.outputs)} output(s) and {stats.get('compared_values', 0)} compared value(s) agree with PyTorch{within}.")
+        inexact = stats.get("inexact_ops") or []
+        caveat = f"; but {len(inexact)} exact op(s) are not bit-exact on PyTorch's inputs (note below)" if inexact else ""
+        lines.append(
+            f"MATCH: all {len(result.outputs)} output(s) and {stats.get('compared_values', 0)} compared value(s) agree with PyTorch{within}{caveat}."
+        )
         lines.append(f"  {stats.get('onnx_nodes', 0)} ONNX nodes, {stats.get('ort_sessions', 0)} onnxruntime session(s), {stats.get('seconds', 0):.1f}s")
     elif result.verdict == EXPORT_FAILED and result.export_failure:
         f = result.export_failure
