@@ -180,15 +180,9 @@ def _parameter(program: Any, name: str) -> np.ndarray | None:
 
 def audit(gm: GraphMap, prep: Prepared, opts: Any, log: Any, sandbox: Any = None) -> list[dict[str, Any]]:
     """``audit_exact_ops`` in one onnxruntime session; [] when it cannot run (a refinement of a match)."""
-    from nodebisect.runtime.runner import OrtRunner
-
-    def run(model: onnx.ModelProto, feeds: dict[str, Any], values: list[str]) -> dict[str, Any]:
-        runner = OrtRunner(model, feeds, ep=opts.ep, opt_level=opts.opt_level, sandbox=sandbox)
-        got = runner.run(values)
-        log.extra_sessions += runner.sessions
-        return got
+    from nodebisect.runtime.runner import counted_run
 
     try:
-        return audit_exact_ops(gm, prep, run)
+        return audit_exact_ops(gm, prep, counted_run(opts, log, sandbox))
     except Exception:  # noqa: BLE001 - the match stands without this check
         return []

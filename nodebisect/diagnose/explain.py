@@ -296,7 +296,7 @@ def follow_to_source(
     that is locally wrong is the source. Without one, the drift is genuine and the
     inherited answer stands.
     """
-    from nodebisect.runtime.runner import OrtRunner
+    from nodebisect.runtime.runner import counted_run
     from nodebisect.search.source import local_errors
 
     gm, culprit = outcome.gm, fd.onnx_value
@@ -305,14 +305,8 @@ def follow_to_source(
     cone = [v for v in outcome.probes if v in ancestors] + [culprit]
     log.stage("follow the drift to its source")
 
-    def run(model: Any, feeds: dict[str, Any], values: list[str]) -> dict[str, Any]:
-        runner = OrtRunner(model, feeds, ep=opts.ep, opt_level=opts.opt_level, sandbox=sandbox)
-        got = runner.run(values)
-        log.extra_sessions += runner.sessions
-        return got
-
     try:
-        errors = local_errors(prep.onnx_model, gm, prep.acts, prep.feeds, cone, run)
+        errors = local_errors(prep.onnx_model, gm, prep.acts, prep.feeds, cone, counted_run(opts, log, sandbox))
     except Exception as exc:  # noqa: BLE001 - a refinement: the inherited answer stands without it
         log.note(f"could not recompute the culprit's inputs from PyTorch's values: {str(exc).splitlines()[0][:160]}")
         return fd

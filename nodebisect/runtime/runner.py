@@ -171,3 +171,16 @@ class OrtRunner:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
+
+
+def counted_run(opts: Any, log: Any, sandbox: Any = None) -> Any:
+    """``(model, feeds, values) -> {value: array}``: one onnxruntime session per call, with the run's
+    EP and optimization level, counted in ``log.extra_sessions`` (the teacher-forced cone, the exactness audit)."""
+
+    def run(model: onnx.ModelProto, feeds: dict[str, Any], values: list[str]) -> dict[str, Any]:
+        runner = OrtRunner(model, feeds, ep=opts.ep, opt_level=opts.opt_level, sandbox=sandbox)
+        got = runner.run(values)
+        log.extra_sessions += runner.sessions
+        return got
+
+    return run
