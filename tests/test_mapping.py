@@ -74,3 +74,22 @@ def test_the_clean_export_still_matches(exported) -> None:  # type: ignore[no-un
     result = nodebisect.locate(model, args)
     assert result.verdict == "match"
     assert result.stats["mapped_values"] >= 3  # linear, softmax, linear_1
+
+
+def test_the_source_line_skips_nodebisects_own_wrappers() -> None:
+    """A zoo model's trace passes through nodebisect/sweep/zoo.py: the transformers line is the answer, not the wrapper."""
+    import os
+
+    import nodebisect
+    from nodebisect.search.graphmap import user_frame
+
+    own = os.path.join(os.path.dirname(nodebisect.__file__), "sweep", "zoo.py")
+    library = "/venv/lib/python3.11/site-packages/transformers/integrations/sdpa_attention.py"
+    trace = (
+        f'File "{own}", line 420, in forward\n    out = self.model(**kwargs)\n'
+        f'File "{library}", line 96, in sdpa_attention_forward\n    attn_output = torch.nn.functional.scaled_dot_product_attention(\n'
+    )
+    assert user_frame(trace) == (f"{library}:96", "attn_output = torch.nn.functional.scaled_dot_product_attention(")
+    user = "/home/me/project/model.py"
+    mine = trace + f'File "{user}", line 12, in forward\n    return self.attn(x)\n'
+    assert user_frame(mine) == (f"{user}:12", "return self.attn(x)")

@@ -98,7 +98,8 @@ def _diverged(result: LocateResult, report_dir: str | None, repro: bool) -> list
         kind = "FX node" if exporter != "torchscript" else ("scope" if fw.fx_node == fw.module else "traced call")
         lines.append(f"  framework: {fw.target or '?'} ({kind} {fw.fx_node or '?'})" + (f" in module '{fw.module}'" if fw.module else ""))
     if fw.source:
-        lines.append(f"  source:    {fw.source}" + (f"  {fw.code}" if fw.code else ""))
+        library = any(m in fw.source for m in ("site-packages", "dist-packages"))  # no frame of the user's own code
+        lines.append(("  source (library code): " if library else "  source:    ") + fw.source + (f"  {fw.code}" if fw.code else ""))
     worst = worst_text(fd.worst)
     if worst:
         lines.append(f"  worst:     {worst}")

@@ -11,6 +11,7 @@ is *mapped* when a framework activation of the same name and size exists.
 from __future__ import annotations
 
 import ast
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ _FX_NAME_RE = re.compile(r"^%(\S+)\s*:")
 _TARGET_RE = re.compile(r"target=(?:torch\.ops\.)?([\w.]+)")
 _FRAME_RE = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)')
 _LIBRARY_MARKERS = ("site-packages", "dist-packages", "/torch/", "/transformers/", "<frozen", "/lib/python3")
+# nodebisect's own wrappers (the zoo's model wrapper, a factory's adapter) are never the user's code.
+_OWN_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 @dataclass
@@ -149,11 +152,16 @@ def framework_ref(node: onnx.NodeProto) -> FrameworkRef:
 
 
 def user_frame(trace: str) -> tuple[str, str]:
-    """The innermost frame of the user's own code in a stack trace: ("file:line", code)."""
+    """The innermost frame of the user's own code in a stack trace: ("file:line", code).
+
+    Library frames (site-packages, torch, the standard library) and nodebisect's own
+    wrappers (the zoo's model wrapper) are not the user's code; with no frame left,
+    the innermost frame (the library line that called the op) is the answer.
+    """
     frames = _FRAME_RE.findall(trace)
     best = ("", "")
     for file, line, _func, code in frames:
-        if not any(mark in file for mark in _LIBRARY_MARKERS):
+        if not any(mark in file for mark in _LIBRARY_MARKERS) and not os.path.abspath(file).startswith(_OWN_PACKAGE):
             best = (f"{file}:{line}", code.strip())
     if not best[0] and frames:
         file, line, _func, code = frames[-1]
