@@ -20,9 +20,7 @@ import numpy as np
 import torch
 
 from nodebisect.diagnose.decomposition import lifted_tensor
-from nodebisect.frontends.oracle import as_float32, promote, working_precision
-
-_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+from nodebisect.frontends.oracle import FLOATS, as_float32, promote, working_precision
 
 
 def op_noise(program: Any, fx_name: str, values: dict[str, np.ndarray], onnx_value: np.ndarray | None) -> dict[str, float]:
@@ -67,7 +65,7 @@ def _exact(program: Any, node: torch.fx.Node, values: dict[str, np.ndarray]) -> 
             if value is None:
                 raise KeyError(arg.name)
             tensor = torch.from_numpy(np.array(value))
-            return tensor.double() if tensor.dtype in _FLOATS else tensor
+            return tensor.double() if tensor.dtype in FLOATS else tensor
         return arg
 
     rounded = working_precision(node)

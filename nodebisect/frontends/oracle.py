@@ -26,7 +26,7 @@ import torch
 
 from nodebisect.frontends.capture import flat_user_inputs
 
-_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def capture_oracle(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any], names: set[str]) -> dict[str, np.ndarray]:
@@ -42,7 +42,7 @@ def capture_oracle(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any], 
         node.kwargs = {k: promote(as_float32(v) if rounded else v) for k, v in node.kwargs.items()}
     gm.recompile()
     gm = gm.double()
-    flat = [a.double() if isinstance(a, torch.Tensor) and a.dtype in _FLOATS else a for a in flat_user_inputs(program, args, kwargs)]
+    flat = [a.double() if isinstance(a, torch.Tensor) and a.dtype in FLOATS else a for a in flat_user_inputs(program, args, kwargs)]
     out: dict[str, np.ndarray] = {}
 
     class _Recorder(torch.fx.Interpreter):
@@ -62,7 +62,7 @@ def working_precision(node: torch.fx.Node) -> bool:
     if node.op != "call_function":
         return False
     vals = [a.meta.get("val") for a in node.all_input_nodes] + [node.meta.get("val")]
-    return any(isinstance(v, torch.Tensor) and v.dtype in _FLOATS for v in vals)
+    return any(isinstance(v, torch.Tensor) and v.dtype in FLOATS for v in vals)
 
 
 def as_float32(value: Any) -> Any:
@@ -74,7 +74,7 @@ def as_float32(value: Any) -> Any:
 
 def promote(value: Any) -> Any:
     if isinstance(value, torch.dtype):
-        return torch.float64 if value in _FLOATS else value
+        return torch.float64 if value in FLOATS else value
     if isinstance(value, tuple):
         return tuple(promote(v) for v in value)
     if isinstance(value, list):

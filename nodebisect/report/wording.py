@@ -12,6 +12,7 @@ from typing import Any
 
 from nodebisect.records import (
     NAMED_SUSPECT_SCORE,
+    op_noise_ratio,
     CAUSE_CONVERSION,
     CAUSE_INHERITED,
     CAUSE_OPTIMIZER,
@@ -171,7 +172,7 @@ def precision_text(m: Metrics, op_noise: dict[str, float] | None = None) -> str:
     """
     if m.criterion == WITHIN_NOISE and op_noise:
         torch_err, ort_err = op_noise.get("torch", 0.0), op_noise.get("onnxruntime", 0.0)
-        ratio = ort_err / max(torch_err, op_noise.get("ulp", 0.0), 1e-300)
+        ratio = op_noise_ratio(op_noise)
         return (
             f"PyTorch's own {m.expected_dtype} result is already {num(m.noise)} from the exact (float64) answer here, "
             f"but that is the rounding of its inputs: on PyTorch's own inputs the op alone is {num(torch_err)} from its "

@@ -28,6 +28,7 @@ from nodebisect.records import (
     NodeRecord,
     OutputComparison,
     ReproData,
+    op_noise_ratio,
 )
 from nodebisect.run import RunLog
 from nodebisect.search.graphmap import GraphMap
@@ -73,7 +74,7 @@ def precision_drift(outcome: SearchOutcome, fd: FirstDivergent) -> dict[str, Any
     if fd.cause == CAUSE_CONVERSION:
         if fd.metrics.expected_dtype not in _FULL_PRECISION or fd.metrics.noise_ratio > CONVERSION_DRIFT_FACTOR or not fd.op_noise:
             return {}
-        culprit_ratio = fd.op_noise["onnxruntime"] / max(fd.op_noise["torch"], fd.op_noise["ulp"])
+        culprit_ratio = op_noise_ratio(fd.op_noise)
         if culprit_ratio > CONVERSION_DRIFT_FACTOR:
             return {}
     elif fd.cause != CAUSE_INHERITED:
