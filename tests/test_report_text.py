@@ -287,6 +287,9 @@ def test_report_md_title_evidence_then_what_to_do_environment_folded(runs: dict[
     title = md.splitlines()[0]
     assert title.startswith("## torch.onnx: aten::avg_pool2d exported as AveragePool computes something else"), title
     assert "nodebisect:" not in title
+    # Inside a multi-node lowering the title names the node that departs, not the carrier's MatMul.
+    sdpa = runs["SdpaFullyMaskedRow"].md.splitlines()[0]
+    assert sdpa.startswith("## torch.onnx: aten::scaled_dot_product_attention exported as ") and "; its Softmax computes something else" in sdpa, sdpa
     order = [md.index(s) for s in ("**Summary.**", "### The values behind it", "### What to do", "### How to reproduce", "### Filing this report")]
     assert order == sorted(order)
     assert "<summary>Environment</summary>" in md and "\n### Environment" not in md

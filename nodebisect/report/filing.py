@@ -67,6 +67,9 @@ def issue_title(result: LocateResult) -> str:
         text = f"onnxruntime: {fd.op_type} (from {op}){alone}{opt} differs from ONNX's reference and PyTorch{symptom}"
     elif fd.cause == CAUSE_INHERITED:
         text = f"numeric drift grows at {fd.op_type} (from {op}){symptom}"
+    elif len(fd.segment) > 1 and fd.segment[0] != fd.onnx_node and fd.segment_op_types:
+        # Inside a multi-node lowering the node that departs is the lead suspect, not the carrier's op.
+        text = f"torch.onnx: {op} exported as {len(fd.segment)} nodes; its {fd.segment_op_types[0]} computes something else{symptom}"
     else:
         text = f"torch.onnx: {op} exported as {fd.op_type} computes something else{symptom}"
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
