@@ -33,12 +33,16 @@ EXACT_TARGETS = {"aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor"}
 NOTE_NODES = 3
 
 
-def exact_op_candidates(gm: GraphMap, prep: Prepared) -> list[str]:
-    """Single-node lowerings of add/sub/mul (alpha 1) in float32 whose inputs PyTorch's values can feed."""
+def exact_op_candidates(gm: GraphMap, prep: Prepared) -> dict[str, list[Any]]:
+    """Single-node lowerings of add/sub/mul (alpha 1) in float32 whose inputs PyTorch's values can feed.
+
+    Returns:
+        node name -> what feeds each of its inputs (``_source``), in graph order.
+    """
     program = prep.program
     fx_nodes = {n.name: n for n in program.graph.nodes} if program is not None else {}
     inits = {t.name: t for t in prep.onnx_model.graph.initializer}
-    out = []
+    out: dict[str, list[Any]] = {}
     for name in gm.order:
         node = gm.nodes[name]
         ref = gm.refs.get(name)
@@ -53,8 +57,9 @@ def exact_op_candidates(gm: GraphMap, prep: Prepared) -> list[str]:
         expected = prep.acts.values.get(fx.name)
         if expected is None or expected.dtype != np.float32:
             continue
-        if all(_source(gm, prep, inits, x) is not None for x in node.input):
-            out.append(name)
+        sources = [_source(gm, prep, inits, x) for x in node.input]
+        if all(x is not None for x in sources):
+            out[name] = sources
     return out
 
 
@@ -64,11 +69,11 @@ def audit_exact_ops(gm: GraphMap, prep: Prepared, run: Any) -> list[dict[str, An
     Args:
         run: ``(model, feeds, values) -> {value: array}``, one onnxruntime session.
     """
-    names = exact_op_candidates(gm, prep)
-    if not names:
+    candidates = exact_op_candidates(gm, prep)
+    if not candidates:
         return []
+    names = list(candidates)
     types = value_infos(prep.onnx_model)
-    all_inits = {t.name: t for t in prep.onnx_model.graph.initializer}
     nodes: dict[str, onnx.NodeProto] = {}
     inits: dict[str, onnx.TensorProto] = {}
     inputs: dict[str, onnx.ValueInfoProto] = {}
@@ -76,8 +81,7 @@ def audit_exact_ops(gm: GraphMap, prep: Prepared, run: Any) -> list[dict[str, An
     for name in names:
         node = onnx.NodeProto()
         node.CopyFrom(gm.nodes[name])
-        for i, x in enumerate(node.input):
-            source = _source(gm, prep, all_inits, x)
+        for i, (x, source) in enumerate(zip(list(node.input), candidates[name])):
             if isinstance(source, onnx.TensorProto):  # a scalar constant: float32 to both sides
                 inits[x] = source
             elif isinstance(source, onnx.NodeProto):
