@@ -106,3 +106,14 @@ def test_eps_sign_below_every_tolerance_is_named_on_the_match(edited: tuple[str,
     assert f["op_type"] == "Sub" and f["target"] == "aten.add.Tensor" and f["differing"] > 0, f
     text = summary(result)
     assert name in text and "not bit-exact on PyTorch's own inputs" in text, text
+
+
+def test_report_md_of_the_match_says_so(edited: tuple[str, LocateResult], tmp_path: Path) -> None:
+    """The note reaches report.md too: the summary paragraph and the Notes section name the node."""
+    from nodebisect.report.markdown import render_markdown
+
+    name, result = edited
+    md = render_markdown(result)
+    summary_line = next(line for line in md.splitlines() if line.startswith("**Summary.**"))
+    assert "Verdict **match**" in summary_line and f"`{name}`" in summary_line and "not bit-exact" in summary_line, summary_line
+    assert "### Notes" in md and "not bit-exact on PyTorch's own inputs" in md.split("### Notes", 1)[1]

@@ -126,6 +126,12 @@ def _summary(result: LocateResult) -> str:
                 if (d := stats.get("precision_drift"))
                 else "."
             )
+            + (
+                f" **But** {len(inexact)} exact op(s) are not bit-exact on PyTorch's own inputs "
+                f"({', '.join('`' + _code(f['node']) + '`' for f in inexact[:3])}): their lowering computes another function; see Notes."
+                if (inexact := stats.get("inexact_ops"))
+                else ""
+            )
         )
     if result.verdict == EXPORT_FAILED:
         f = result.export_failure
