@@ -117,3 +117,10 @@ def test_report_md_of_the_match_says_so(edited: tuple[str, LocateResult], tmp_pa
     summary_line = next(line for line in md.splitlines() if line.startswith("**Summary.**"))
     assert "Verdict **match**" in summary_line and f"`{name}`" in summary_line and "not bit-exact" in summary_line, summary_line
     assert "### Notes" in md and "not bit-exact on PyTorch's own inputs" in md.split("### Notes", 1)[1]
+
+
+def test_the_tui_banner_of_the_match_says_so(edited: tuple[str, LocateResult]) -> None:
+    from tui.view import verdict_line
+
+    _, result = edited
+    assert verdict_line(result).startswith("MATCH within tolerance, but 1 exact op(s) are not bit-exact"), verdict_line(result)

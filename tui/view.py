@@ -230,6 +230,9 @@ def verdict_line(result: LocateResult) -> str:
     """One line for the title of the banner."""
     fd = result.first_divergent
     if result.verdict == MATCH:
+        inexact = result.stats.get("inexact_ops") or []
+        if inexact:  # diagnose.exact_ops: the note says which, the verdict view (v) shows it
+            return f"MATCH within tolerance, but {len(inexact)} exact op(s) are not bit-exact on PyTorch's inputs (v)"
         return "MATCH: every compared value is within tolerance"
     if fd is not None and fd.stage == STAGE_CAPTURE:
         return f"DIVERGED before ONNX: eager PyTorch vs torch.export differ at FX node {fd.onnx_node} ({fd.op_type})"
