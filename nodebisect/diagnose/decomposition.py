@@ -82,14 +82,18 @@ def lifted_tensor(program: Any, placeholder: str) -> np.ndarray | None:
         or sig.inputs_to_buffers.get(placeholder)
         or sig.inputs_to_lifted_tensor_constants.get(placeholder)
     )
-    if fqn is None:
+    tensor = program_tensor(program, fqn) if fqn is not None else None
+    if tensor is None or tensor.dtype == torch.bfloat16:
         return None
+    return tensor.detach().cpu().contiguous().numpy()
+
+
+def program_tensor(program: Any, fqn: str) -> torch.Tensor | None:
+    """The program's parameter, buffer or constant named ``fqn`` (None if it holds no such tensor)."""
     tensor = program.state_dict.get(fqn)
     if tensor is None:
         tensor = program.constants.get(fqn)
-    if not isinstance(tensor, torch.Tensor) or tensor.dtype == torch.bfloat16:
-        return None
-    return tensor.detach().cpu().contiguous().numpy()
+    return tensor if isinstance(tensor, torch.Tensor) else None
 
 
 def _saturate(arr: np.ndarray) -> np.ndarray:

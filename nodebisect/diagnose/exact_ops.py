@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from nodebisect.diagnose.decomposition import program_tensor
 from nodebisect.onnxgraph import sub_model, value_infos
 from nodebisect.prepared import Prepared
 from nodebisect.search.graphmap import GraphMap
@@ -161,25 +162,22 @@ def _source(gm: GraphMap, prep: Prepared, inits: dict[str, onnx.TensorProto], x:
     elif x in inits and (param := _parameter(prep.program, x)) is not None:
         value = param
     elif x in inits:
-        t = inits[x]
-        scalar = t.data_type == onnx.TensorProto.FLOAT and int(np.prod(t.dims)) == 1
-        return t if scalar else None
+        return inits[x] if _float_scalar(inits[x]) else None
     elif x in gm.producer and gm.nodes[gm.producer[x]].op_type == "Constant":
         node = gm.nodes[gm.producer[x]]
         attr = node.attribute[0] if node.attribute else None
-        scalar = attr is not None and attr.name == "value" and attr.t.data_type == onnx.TensorProto.FLOAT and int(np.prod(attr.t.dims)) == 1
-        return node if scalar else None
+        return node if attr is not None and attr.name == "value" and _float_scalar(attr.t) else None
     return value if isinstance(value, np.ndarray) and value.dtype == np.float32 else None
+
+
+def _float_scalar(t: onnx.TensorProto) -> bool:
+    return t.data_type == onnx.TensorProto.FLOAT and int(np.prod(t.dims)) == 1
 
 
 def _parameter(program: Any, name: str) -> np.ndarray | None:
     """PyTorch's own parameter or buffer ``name`` (the exporter names initializers by their FQN)."""
-    if program is None:
-        return None
-    tensor = program.state_dict.get(name)
-    if tensor is None:
-        tensor = program.constants.get(name)
-    return tensor.detach().cpu().numpy() if tensor is not None and hasattr(tensor, "detach") else None
+    tensor = program_tensor(program, name) if program is not None else None
+    return tensor.detach().cpu().numpy() if tensor is not None else None
 
 
 def audit(gm: GraphMap, prep: Prepared, opts: Any, log: Any, sandbox: Any = None) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from nodebisect.diagnose.decomposition import lifted_tensor
-from nodebisect.frontends.oracle import FLOATS, as_float32, promote, working_precision
+from nodebisect.frontends.oracle import FLOATS, float64_arguments
 
 
 def op_noise(program: Any, fx_name: str, values: dict[str, np.ndarray], onnx_value: np.ndarray | None) -> dict[str, float]:
@@ -68,10 +68,8 @@ def _exact(program: Any, node: torch.fx.Node, values: dict[str, np.ndarray]) -> 
             return tensor.double() if tensor.dtype in FLOATS else tensor
         return arg
 
-    rounded = working_precision(node)
-    args = [promote(as_float32(a) if rounded else a) for a in node.args]
-    kwargs = {k: promote(as_float32(v) if rounded else v) for k, v in node.kwargs.items()}
-    args = torch.fx.node.map_aggregate(tuple(args), materialise)
+    args, kwargs = float64_arguments(node)
+    args = torch.fx.node.map_aggregate(args, materialise)
     kwargs = torch.fx.node.map_aggregate(kwargs, materialise)
     with torch.no_grad():
         out = node.target(*args, **kwargs)

@@ -37,9 +37,7 @@ def capture_oracle(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any], 
         warnings.simplefilter("ignore")
         gm = copy.deepcopy(program.module())
     for node in gm.graph.nodes:
-        rounded = working_precision(node)
-        node.args = tuple(promote(as_float32(v) if rounded else v) for v in node.args)
-        node.kwargs = {k: promote(as_float32(v) if rounded else v) for k, v in node.kwargs.items()}
+        node.args, node.kwargs = float64_arguments(node)
     gm.recompile()
     gm = gm.double()
     flat = [a.double() if isinstance(a, torch.Tensor) and a.dtype in FLOATS else a for a in flat_user_inputs(program, args, kwargs)]
@@ -55,6 +53,14 @@ def capture_oracle(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any], 
     with torch.no_grad():
         _Recorder(gm).run(*flat)
     return out
+
+
+def float64_arguments(node: torch.fx.Node) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The node's args and kwargs for a float64 run: dtypes promoted, Python scalars as float32 holds them."""
+    rounded = working_precision(node)
+    args = tuple(promote(as_float32(v) if rounded else v) for v in node.args)
+    kwargs = {k: promote(as_float32(v) if rounded else v) for k, v in node.kwargs.items()}
+    return args, kwargs
 
 
 def working_precision(node: torch.fx.Node) -> bool:
