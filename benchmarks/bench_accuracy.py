@@ -515,7 +515,7 @@ def run_arch(arch: str, work: Path, oracles: list[str], log: Callable[[str], Non
     ``verify_real`` live cases (the clean export first), emulated from one session on the rest."""
     from nodebisect.frontends.capture import capture_fx
     from nodebisect.frontends.dynamo import export_onnx
-    from nodebisect.frontends.loading import build_loaded_model
+    from nodebisect.frontends.loading.load import build_loaded_model
 
     model, args = build(arch)
     exp = export_onnx(build_loaded_model(model, args))

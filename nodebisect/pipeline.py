@@ -89,9 +89,9 @@ def prepare(model: Any, inputs: Any = None, *, progress: Progress | None = None,
 def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedModel:
     from nodebisect.diagnose.stages import check_capture, check_decomposition, note_framework_nans
     from nodebisect.environment import environment
-    from nodebisect.frontends.loading import build_loaded_model
-    from nodebisect.frontends.prepare import check_device
-    from nodebisect.frontends.prepare import prepare as export_and_capture
+    from nodebisect.frontends.loading.load import build_loaded_model
+    from nodebisect.frontends.export_capture import check_device
+    from nodebisect.frontends.export_capture import prepare as export_and_capture
 
     started = time.perf_counter()
     # 1. load the model and its inputs
@@ -178,7 +178,7 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
     from nodebisect.frontends.user_onnx import check_ownership, check_signature
     from nodebisect.onnxgraph import check_feeds_fit
     from nodebisect.search.failure import runtime_failure_result
-    from nodebisect.search.graphmap import overlap
+    from nodebisect.values.graphmap import overlap
     from nodebisect.search.outcome import precision_drift, search_result
     from nodebisect.search.strategy import map_graph, search
 
@@ -219,7 +219,7 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
 def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -> LocateResult:
     """Compare on more input sets (export once); group the culprits found."""
     from nodebisect.diagnose.trials import group_trials
-    from nodebisect.frontends.prepare import capture_inputs
+    from nodebisect.frontends.export_capture import capture_inputs
     from nodebisect.frontends.trial_inputs import input_sets
 
     prep, loaded = prepared.prep, prepared.loaded
@@ -252,9 +252,9 @@ def _sandbox(opts: Options) -> Iterator[Any]:
     if not opts.isolate_crashes:
         yield None
         return
-    from nodebisect.runtime.sandbox import IsolatedOrt
+    from nodebisect.runtime.sandbox import OrtChild
 
-    sandbox = IsolatedOrt(timeout_s=opts.timeout_s)
+    sandbox = OrtChild(timeout_s=opts.timeout_s)
     try:
         yield sandbox
     finally:

@@ -41,7 +41,7 @@ class Zoo:
     def __getitem__(self, arch: str) -> Built:
         if arch not in self._built:
             from nodebisect.frontends.dynamo import export_onnx
-            from nodebisect.frontends.loading import build_loaded_model
+            from nodebisect.frontends.loading.load import build_loaded_model
             import models
 
             builder = models.BUILDERS[arch]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nodebisect.search.compare import DEFAULT_TOLERANCES, agreeing, compare, resolve_tolerance
+from nodebisect.values.compare import DEFAULT_TOLERANCES, agreeing, compare, resolve_tolerance
 
 NAN, INF = float("nan"), float("inf")
 F32 = np.float32

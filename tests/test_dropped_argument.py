@@ -26,11 +26,11 @@ from nodebisect import locate
 from nodebisect.records import NAMED_SUSPECT_SCORE
 from nodebisect.diagnose.suspects import rank_suspects
 from nodebisect.frontends.dynamo import export_onnx
-from nodebisect.frontends.loading import build_loaded_model
+from nodebisect.frontends.loading.load import build_loaded_model
 from nodebisect.records import LocateResult, Suspect
 from nodebisect.report.filing import values_section
 from nodebisect.report.summary import summary
-from nodebisect.search.graphmap import build_graph_map
+from nodebisect.values.graphmap import build_graph_map
 
 DROPPED = "appears nowhere in its lowering"
 

@@ -27,7 +27,7 @@ from nodebisect.diagnose.exact_ops import audit_exact_ops, exact_op_candidates
 from nodebisect.runtime.runner import OrtRunner
 from nodebisect.search.strategy import map_graph
 from nodebisect.frontends.dynamo import export_onnx
-from nodebisect.frontends.loading import build_loaded_model
+from nodebisect.frontends.loading.load import build_loaded_model
 from nodebisect.records import LocateResult
 from nodebisect.report.summary import summary
 

@@ -18,9 +18,9 @@ transformers = pytest.importorskip("transformers")
 from nodebisect.errors import BadInputError, ExportFailedError  # noqa: E402
 from nodebisect.frontends.dynamo import export_onnx  # noqa: E402
 from nodebisect.frontends.export_failure import classify_export_error, frame_kind  # noqa: E402
-from nodebisect.frontends.loading import build_loaded_model  # noqa: E402
-from nodebisect.frontends.model_settings import apply_model_settings, parse_setting  # noqa: E402
-from nodebisect.frontends.torchscript import export_torchscript  # noqa: E402
+from nodebisect.frontends.loading.load import build_loaded_model  # noqa: E402
+from nodebisect.frontends.loading.settings import apply_model_settings, parse_setting  # noqa: E402
+from nodebisect.frontends.torchscript.export import export_torchscript  # noqa: E402
 from nodebisect.records import EXPORT_FAILED, ExportFailure, LocateResult  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

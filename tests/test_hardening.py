@@ -24,7 +24,7 @@ import torch
 
 from nodebisect.cli.main import main
 from nodebisect.frontends.dynamo import export_onnx
-from nodebisect.frontends.loading import build_loaded_model
+from nodebisect.frontends.loading.load import build_loaded_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

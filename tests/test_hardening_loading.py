@@ -175,7 +175,7 @@ def test_factory_may_return_keyword_inputs(factory: str, tmp_path: Path) -> None
     """(model, {name: tensor}) and (model, args, kwargs), the way transformers models take input_ids=..."""
     import json
 
-    from nodebisect.frontends.loading import build_loaded_model
+    from nodebisect.frontends.loading.load import build_loaded_model
 
     (tmp_path / "kw.py").write_text(KEYWORD_FACTORIES)
     loaded = build_loaded_model(f"{tmp_path}/kw.py:{factory}")

@@ -8,8 +8,8 @@ import torch
 from nodebisect.frontends.capture import capture_fx, flat_user_inputs, to_numpy
 from nodebisect.frontends.dynamo import export_onnx
 from nodebisect.diagnose.isolate import isolate, local_graph
-from nodebisect.frontends.loading import build_loaded_model
-from nodebisect.search.graphmap import build_graph_map
+from nodebisect.frontends.loading.load import build_loaded_model
+from nodebisect.values.graphmap import build_graph_map
 
 
 class Block(torch.nn.Module):

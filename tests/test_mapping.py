@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import nodebisect
-from nodebisect.search.graphmap import build_graph_map
+from nodebisect.values.graphmap import build_graph_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import faults  # noqa: E402
@@ -38,7 +38,7 @@ class SoftmaxThenClone(nn.Module):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, tuple[torch.Tensor], onnx.ModelProto, Path]:
     from nodebisect.frontends.dynamo import export_onnx
-    from nodebisect.frontends.loading import build_loaded_model
+    from nodebisect.frontends.loading.load import build_loaded_model
 
     model = SoftmaxThenClone().eval()
     args = (torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(0)),)
@@ -81,7 +81,7 @@ def test_the_source_line_skips_nodebisects_own_wrappers() -> None:
     import os
 
     import nodebisect
-    from nodebisect.search.graphmap import user_frame
+    from nodebisect.values.graphmap import user_frame
 
     own = os.path.join(os.path.dirname(nodebisect.__file__), "sweep", "zoo.py")
     library = "/venv/lib/python3.11/site-packages/transformers/integrations/sdpa_attention.py"

@@ -8,8 +8,8 @@ import torch
 
 import nodebisect
 from nodebisect.report.summary import summary
-from nodebisect.search.compare import compare
-from nodebisect.search.noise import HIDDEN_FACTOR, NOISE_FACTOR, WITHIN_NOISE, judge
+from nodebisect.values.compare import compare
+from nodebisect.values.noise import HIDDEN_FACTOR, NOISE_FACTOR, WITHIN_NOISE, judge
 
 
 def _arrays(seed: int = 0) -> np.ndarray:

@@ -36,7 +36,7 @@ class SiluMlp(torch.nn.Module):
 @pytest.fixture(scope="module")
 def silu_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, tuple[torch.Tensor], onnx.ModelProto, Path]:
     from nodebisect.frontends.dynamo import export_onnx
-    from nodebisect.frontends.loading import build_loaded_model
+    from nodebisect.frontends.loading.load import build_loaded_model
 
     model = SiluMlp().eval()
     x = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))

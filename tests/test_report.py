@@ -41,7 +41,7 @@ def located(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocateResult, Pat
 
     import nodebisect
     from nodebisect.frontends.dynamo import export_onnx
-    from nodebisect.frontends.loading import build_loaded_model
+    from nodebisect.frontends.loading.load import build_loaded_model
     from nodebisect.report.bundle import write_report
 
     class M(torch.nn.Module):

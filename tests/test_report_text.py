@@ -202,7 +202,7 @@ def _worst_from_repro(run: Run) -> dict:
     import onnx
     import onnxruntime as ort
 
-    from nodebisect.search.worst import small_constants, worst_element
+    from nodebisect.values.worst import small_constants, worst_element
 
     repro = run.folder / "repro"
     inputs = dict(np.load(repro / "inputs.npz"))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import nodebisect
 from nodebisect.errors import NodebisectError
 from nodebisect.frontends.dynamo import export_onnx
-from nodebisect.frontends.loading import build_loaded_model, parse_input_spec
+from nodebisect.frontends.loading.load import build_loaded_model, parse_input_spec
 
 TIMING_KEYS = {"seconds", "timings", "ort_seconds"}
 

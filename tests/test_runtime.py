@@ -12,7 +12,7 @@ import torch
 import nodebisect
 import nodebisect.runtime.runner as runtime
 from nodebisect.frontends.dynamo import export_onnx
-from nodebisect.frontends.loading import build_loaded_model
+from nodebisect.frontends.loading.load import build_loaded_model
 
 
 class Stack(torch.nn.Module):
@@ -75,3 +75,16 @@ def test_spilled_reference_activations_give_the_same_answer(faulted: tuple[Path,
     assert result.first_divergent is not None
     assert result.first_divergent.onnx_node == edited
     assert any("spilled to disk" in note for note in result.notes)
+
+
+def test_the_sandbox_child_imports_nodebisect_from_where_the_parent_did() -> None:
+    """The child's PYTHONPATH holds the folder *containing* the nodebisect package.
+
+    It was computed from sandbox.py's depth, which pointed inside the package once the
+    file moved to runtime/: an uninstalled checkout's child could not import nodebisect.
+    """
+    from nodebisect.runtime.sandbox import import_root
+
+    root = Path(import_root())
+    assert (root / "nodebisect" / "runtime" / "sandbox.py").is_file()
+    assert root / "nodebisect" == Path(nodebisect.__file__).resolve().parent

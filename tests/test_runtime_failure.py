@@ -14,8 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 import nodebisect
 from nodebisect.cli.main import main
 from nodebisect.frontends.dynamo import export_onnx
-from nodebisect.frontends.loading import build_loaded_model
-from nodebisect.runtime.sandbox import IsolatedOrt, OrtCrashed
+from nodebisect.frontends.loading.load import build_loaded_model
+from nodebisect.runtime.sandbox import OrtChild, OrtCrashed
 
 
 class Chain(torch.nn.Module):
@@ -115,7 +115,7 @@ def test_a_dead_child_is_reported_as_a_crash_and_replaced(clean: onnx.ModelProto
     import os
     import signal
 
-    sandbox = IsolatedOrt(timeout_s=60)
+    sandbox = OrtChild(timeout_s=60)
     feeds = {clean.graph.input[0].name: ARGS[0].numpy()}
     outputs = [clean.graph.output[0].name]
     try:

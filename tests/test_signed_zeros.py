@@ -19,11 +19,11 @@ from torch import nn
 
 from nodebisect.frontends.capture import capture_fx
 from nodebisect.frontends.dynamo import export_onnx
-from nodebisect.frontends.loading import build_loaded_model
+from nodebisect.frontends.loading.load import build_loaded_model
 from nodebisect.runtime.runner import OrtRunner
-from nodebisect.search.compare import compare
-from nodebisect.search.graphmap import GraphMap, build_graph_map
-from nodebisect.search.signs import sign_sensitive_values
+from nodebisect.values.compare import compare
+from nodebisect.values.graphmap import GraphMap, build_graph_map
+from nodebisect.values.signs import sign_sensitive_values
 
 F32 = np.float32
 

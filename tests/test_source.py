@@ -41,7 +41,7 @@ class TinyLlama(torch.nn.Module):
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, tuple[torch.Tensor], onnx.ModelProto, Path]:
     from nodebisect.frontends.dynamo import export_onnx
-    from nodebisect.frontends.loading import build_loaded_model
+    from nodebisect.frontends.loading.load import build_loaded_model
 
     model = TinyLlama().eval()
     ids = torch.randint(0, 1000, (1, 12), generator=torch.Generator().manual_seed(0))

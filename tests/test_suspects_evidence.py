@@ -29,9 +29,9 @@ from nodebisect.diagnose.casts import CAST_SCORE, lossy_cast, lossy_cast_evidenc
 from nodebisect.diagnose.suspects import rank_suspects
 from nodebisect.diagnose.weights import WEIGHT_SCORE, weight_evidence
 from nodebisect.frontends.dynamo import export_onnx
-from nodebisect.frontends.loading import build_loaded_model
+from nodebisect.frontends.loading.load import build_loaded_model
 from nodebisect.runtime.runner import OrtRunner
-from nodebisect.search.graphmap import GraphMap, build_graph_map
+from nodebisect.values.graphmap import GraphMap, build_graph_map
 
 ROOT = Path(__file__).resolve().parents[1]
 

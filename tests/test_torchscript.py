@@ -34,8 +34,8 @@ from torch import nn
 
 from nodebisect import locate
 from nodebisect.errors import BadInputError
-from nodebisect.frontends.torchscript import ScopeResolver, export_torchscript, node_scope
-from nodebisect.frontends.torchscript_refs import Recorder
+from nodebisect.frontends.torchscript.export import ScopeResolver, export_torchscript, node_scope
+from nodebisect.frontends.torchscript.refs import Recorder
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 

@@ -12,9 +12,9 @@ import torch
 
 import nodebisect
 from nodebisect.cli.main import main
-from nodebisect.search.compare import compare
+from nodebisect.values.compare import compare
 from nodebisect.frontends.dynamo import export_onnx
-from nodebisect.frontends.loading import build_loaded_model
+from nodebisect.frontends.loading.load import build_loaded_model
 
 MODEL = '''
 import torch
@@ -176,7 +176,7 @@ class RowMean(torch.nn.Module):
 def test_a_value_baked_for_the_export_shape_is_reported_as_shape_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "row_mean.py").write_text(ROW_MEAN)
     spec = f"{tmp_path}/row_mean.py:RowMean"
-    from nodebisect.frontends.loading import build_loaded_model as load
+    from nodebisect.frontends.loading.load import build_loaded_model as load
 
     exported = export_onnx(load(spec), dynamic=True).model
     dims = [[d.dim_param for d in vi.type.tensor_type.shape.dim] for vi in exported.graph.input]

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from nodebisect.errors import BadInputError
 from nodebisect.frontends.user_onnx import check_signature
-from nodebisect.search.worst import small_constants, worst_element
+from nodebisect.values.worst import small_constants, worst_element
 
 
 def test_worst_element_is_the_sign_flip_of_atan2_at_signed_zero() -> None:

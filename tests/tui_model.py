@@ -31,7 +31,7 @@ def write_bad_onnx(path: str) -> str:
     import onnx
 
     from nodebisect.frontends.dynamo import export_onnx
-    from nodebisect.frontends.loading import build_loaded_model
+    from nodebisect.frontends.loading.load import build_loaded_model
 
     model = Model().eval()
     proto = export_onnx(build_loaded_model(model, Model.example_inputs())).model

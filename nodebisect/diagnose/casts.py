@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from nodebisect.search.graphmap import GraphMap
+from nodebisect.values.graphmap import GraphMap
 
 # Above the carrier's prior and the decomposition departure (0.88): a cast that
 # changes the very values it was given is a defect on its own.

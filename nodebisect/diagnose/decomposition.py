@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.fx
 
-from nodebisect.search.compare import compare
+from nodebisect.values.compare import compare
 
 MAX_SEGMENT_NODES = 200
 

@@ -25,8 +25,8 @@ from onnx import helper
 from nodebisect.diagnose.decomposition import program_tensor
 from nodebisect.onnxgraph import sub_model, value_infos
 from nodebisect.prepared import Prepared
-from nodebisect.search.graphmap import GraphMap
-from nodebisect.search.source import REF_SUFFIX
+from nodebisect.values.graphmap import GraphMap
+from nodebisect.diagnose.source import REF_SUFFIX
 
 EXACT_OPS = {"Add", "Sub", "Mul"}
 EXACT_TARGETS = {"aten.add.Tensor", "aten.sub.Tensor", "aten.mul.Tensor"}

@@ -29,8 +29,8 @@ from nodebisect.records import (
     ReproData,
 )
 from nodebisect.run import Options, RunLog
-from nodebisect.search.graphmap import GraphMap
-from nodebisect.search.noise import WITHIN_NOISE
+from nodebisect.values.graphmap import GraphMap
+from nodebisect.values.noise import WITHIN_NOISE
 
 
 def explain(
@@ -131,7 +131,7 @@ def fx_ref(program: Any, fx_name: str) -> FrameworkRef:
     ``nn_module_stack``, the stack trace and its user frame. ``program`` None (the
     TorchScript path) or an unknown name gives the FX name alone.
     """
-    from nodebisect.search.graphmap import user_frame
+    from nodebisect.values.graphmap import user_frame
 
     node = next((n for n in program.graph.nodes if n.name == fx_name), None) if program is not None and fx_name else None
     if node is None or node.op != "call_function":
@@ -210,7 +210,7 @@ def _repair_evidence(
 ) -> list[tuple[str, float, str]]:
     """The node whose output, replaced by PyTorch's own intermediate, makes the culprit right."""
     from nodebisect.diagnose.decomposition import dropped_right_value, repaired_by
-    from nodebisect.search.compare import agreeing, compare, resolve_tolerance
+    from nodebisect.values.compare import agreeing, compare, resolve_tolerance
 
     value = next(o for o in gm.nodes[carrier].output if o in gm.mapped)
     fx_name = gm.mapped[value]
@@ -252,7 +252,7 @@ def _blame_fusion(iso: Isolation, culprit: str, prep: Prepared, fx_name: str, op
     """Name the onnxruntime level and optimizer that make the culprit's window wrong."""
     from nodebisect.runtime.fusions import blame_optimizer
     from nodebisect.runtime.runner import providers_for
-    from nodebisect.search.compare import compare
+    from nodebisect.values.compare import compare
 
     if iso.model is None:
         return {}
@@ -297,7 +297,7 @@ def follow_to_source(
     inherited answer stands.
     """
     from nodebisect.runtime.runner import counted_run
-    from nodebisect.search.source import local_errors
+    from nodebisect.diagnose.source import local_errors
 
     gm, culprit = outcome.gm, fd.onnx_value
     ancestors = gm.ancestors(culprit)

@@ -16,10 +16,10 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from nodebisect.search.compare import compare
+from nodebisect.values.compare import compare
 from nodebisect.onnxgraph import first_nonfinite_node, sub_model, value_infos
-from nodebisect.search.signs import sign_sensitive_values
-from nodebisect.search.graphmap import GraphMap
+from nodebisect.values.signs import sign_sensitive_values
+from nodebisect.values.graphmap import GraphMap
 from nodebisect.records import (
     CAUSE_CONVERSION,
     CAUSE_INHERITED,

@@ -24,10 +24,10 @@ import numpy as np
 from nodebisect.diagnose.isolate import LocalGraph, local_graph
 from nodebisect.records import Metrics, ReproData
 from nodebisect.run import Options
-from nodebisect.search.compare import compare
-from nodebisect.search.graphmap import GraphMap
-from nodebisect.search.signs import sign_sensitive_values
-from nodebisect.search.worst import ELEMENTWISE, small_constants, worst_element
+from nodebisect.values.compare import compare
+from nodebisect.values.graphmap import GraphMap
+from nodebisect.values.signs import sign_sensitive_values
+from nodebisect.values.worst import ELEMENTWISE, small_constants, worst_element
 
 # Mapped levels of producers added at most before the whole prefix is tried.
 MAX_DEPTH = 6

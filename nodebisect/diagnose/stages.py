@@ -18,7 +18,7 @@ import numpy as np
 from nodebisect.prepared import Prepared
 from nodebisect.records import STAGE_CAPTURE, STAGE_DECOMPOSITION, STAGE_GRAPH_OPTIMIZATION, FirstDivergent, Metrics
 from nodebisect.run import Options, RunLog
-from nodebisect.search.compare import compare
+from nodebisect.values.compare import compare
 
 
 def check_capture(loaded: Any, prep: Prepared, opts: Options, log: RunLog) -> tuple[dict[str, Any], FirstDivergent | None]:
@@ -120,7 +120,7 @@ def _beyond_drift(cmp: Any, fx_name: str, other: Any, prep: Prepared, opts: Opti
     oracle knows the value, a difference within ``NOISE_FACTOR`` of the exported
     program's own error against it is drift, not a change of behaviour.
     """
-    from nodebisect.search.noise import WITHIN_NOISE, judge
+    from nodebisect.values.noise import WITHIN_NOISE, judge
 
     if cmp.ok:
         return False
@@ -138,7 +138,7 @@ def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, op
     input sets the trials compared afterwards.
     """
     from nodebisect.frontends.dynamo import export_onnx
-    from nodebisect.frontends.loading import LoadedModel
+    from nodebisect.frontends.loading.load import LoadedModel
     from nodebisect.runtime.runner import OrtRunner
 
     value = fd.onnx_value
@@ -174,7 +174,7 @@ def unoptimized_window(prep: Prepared, value: str) -> tuple[bytes, dict[str, Any
     exporter translated them (e.g. Conv + BatchNormalization) before they were folded.
     """
     from nodebisect.diagnose.isolate import local_graph
-    from nodebisect.search.graphmap import build_graph_map
+    from nodebisect.values.graphmap import build_graph_map
 
     plain = prep.unoptimized_onnx
     if plain is None:

@@ -28,7 +28,7 @@ import onnx
 from onnx import numpy_helper
 
 from nodebisect.onnxgraph import node_attributes
-from nodebisect.search.graphmap import GraphMap
+from nodebisect.values.graphmap import GraphMap
 from nodebisect.records import Suspect
 
 _SENSITIVE = {"Softmax", "LogSoftmax", "Where", "Cast", "Div", "Pow", "Sqrt", "Reciprocal", "Exp", "Log", "Erf", "Mod", "Clip", "Max", "Min", "Resize"}

@@ -23,7 +23,7 @@ import torch.fx
 from onnx import numpy_helper
 
 from nodebisect.diagnose.decomposition import lifted_tensor
-from nodebisect.search.graphmap import GraphMap
+from nodebisect.values.graphmap import GraphMap
 
 # Above the carrier's prior, the decomposition departure (0.88) and a NaN source (0.95):
 # a weight that is not PyTorch's is a defect on its own, whatever the values show.

@@ -16,7 +16,7 @@ import torch
 
 from nodebisect.errors import ExportFailedError
 from nodebisect.frontends.export_failure import CAPTURE, DECOMPOSITION, TRANSLATION, classify_export_error
-from nodebisect.frontends.loading import LoadedModel
+from nodebisect.frontends.loading.load import LoadedModel
 from nodebisect.frontends.quiet import quiet_torch
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.fx
 
 from nodebisect.errors import ExportFailedError
-from nodebisect.frontends.loading import LoadedModel
+from nodebisect.frontends.loading.load import LoadedModel
 
 MAX_HOPS = 64
 BUDGET_S = 60.0
@@ -245,7 +245,7 @@ def _factory_script(spec: str, error: ExportFailedError, settings: list[str] | N
         "    args = (getattr(model, 'example_inputs', None) or getattr(factory, 'example_inputs'))()\n"
         "args = args if isinstance(args, tuple) else (args,)\n"
         + (
-            "from nodebisect.frontends.model_settings import apply_model_settings  # the run's --model-setting\n"
+            "from nodebisect.frontends.loading.settings import apply_model_settings  # the run's --model-setting\n"
             f"apply_model_settings(model, {list(settings)!r})\n"
             if settings
             else ""

@@ -90,7 +90,7 @@ def input_sets(loaded: Any, onnx_model: Any, opts: Any) -> list[tuple[str, tuple
     Files are read up front, so a bad file is reported before any trial runs.
     """
     from nodebisect.frontends.dynamo import dynamic_dims
-    from nodebisect.frontends.loading import load_inputs_file
+    from nodebisect.frontends.loading.load import load_inputs_file
 
     sets = [(path, *load_inputs_file(path)) for path in opts.extra_inputs or []]
     dims = dynamic_dims(onnx_model) if opts.dynamic else None

@@ -10,7 +10,7 @@ two differ, 0 once they agree.
 from __future__ import annotations
 
 from nodebisect.records import STAGE_CAPTURE, LocateResult
-from nodebisect.search.compare import DEFAULT_TOLERANCES
+from nodebisect.values.compare import DEFAULT_TOLERANCES
 
 CAPTURE_REPRO = "capture_repro.py"
 

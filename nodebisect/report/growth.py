@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from nodebisect.records import OK, STAGE_CAPTURE, STATUS_DIVERGED, LocateResult, Metrics, NodeRecord
 from nodebisect.report.index import culprit_node, graph_index
-from nodebisect.search.compare import DEFAULT_TOLERANCES
+from nodebisect.values.compare import DEFAULT_TOLERANCES
 
 WIDTH = 760
 HEIGHT = 346

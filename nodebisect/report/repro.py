@@ -20,7 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from nodebisect.records import ORT_OPT_LEVELS, ReproData
-from nodebisect.search.compare import DEFAULT_TOLERANCES
+from nodebisect.values.compare import DEFAULT_TOLERANCES
 
 DEFAULT_RTOL = DEFAULT_TOLERANCES["float32"].rtol
 DEFAULT_ATOL = DEFAULT_TOLERANCES["float32"].atol
@@ -125,7 +125,7 @@ def _clean_model(model_bytes: bytes, scrub: Callable[[str], str] | None) -> onnx
 
 
 def _pointwise(model: onnx.ModelProto) -> bool:
-    from nodebisect.search.worst import ELEMENTWISE
+    from nodebisect.values.worst import ELEMENTWISE
 
     return all(node.op_type in ELEMENTWISE for node in model.graph.node)
 

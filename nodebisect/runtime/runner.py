@@ -53,7 +53,7 @@ class OrtRunner:
     opt_level: str = "all"
     sessions: int = 0
     seconds: float = 0.0
-    # An IsolatedOrt: sessions run in a child process, so crashes become errors.
+    # An OrtChild: sessions run in a child process, so crashes become errors.
     sandbox: Any = None
     _producer: dict[str, int] = field(default_factory=dict, repr=False)
     _reads: list[set[str]] = field(default_factory=list, repr=False)

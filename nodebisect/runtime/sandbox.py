@@ -35,6 +35,17 @@ class OrtRaised(RuntimeFailedError):
     """onnxruntime raised an exception (load or run)."""
 
 
+def import_root() -> str:
+    """The folder holding the ``nodebisect`` package, put on the child's PYTHONPATH.
+
+    Read from the package itself, not from this file's depth, so that it holds
+    whether nodebisect is installed or run from a checkout, wherever this module sits.
+    """
+    import nodebisect
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(nodebisect.__file__)))
+
+
 def create_session(
     source: bytes | str, providers: list[str], opt_level: str, optimized_path: str | None = None, disabled_optimizers: tuple[str, ...] = ()
 ) -> Any:
@@ -87,7 +98,7 @@ def main() -> None:
     _serve(sys.stdin.buffer, protocol_out)
 
 
-class IsolatedOrt:
+class OrtChild:
     """A child process that creates and runs ONNX Runtime sessions on request.
 
     The child is a plain ``python -m nodebisect.runtime.sandbox`` (not multiprocessing),
@@ -100,7 +111,7 @@ class IsolatedOrt:
 
     def _start(self) -> None:
         env = dict(os.environ)
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        root = import_root()
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "nodebisect.runtime.sandbox"],

@@ -31,8 +31,8 @@ from nodebisect.records import (
     op_noise_ratio,
 )
 from nodebisect.run import RunLog
-from nodebisect.search.graphmap import GraphMap
-from nodebisect.search.noise import WITHIN_NOISE
+from nodebisect.values.graphmap import GraphMap
+from nodebisect.values.noise import WITHIN_NOISE
 from nodebisect.search.strategy import SearchOutcome, cone_bisector, earliest
 
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from nodebisect.records import Comparison, Event, Step
 from nodebisect.run import Options, RunLog
-from nodebisect.search.compare import compare
-from nodebisect.search.graphmap import GraphMap
-from nodebisect.search.noise import judge
-from nodebisect.search.signs import sign_sensitive_values
+from nodebisect.values.compare import compare
+from nodebisect.values.graphmap import GraphMap
+from nodebisect.values.noise import judge
+from nodebisect.values.signs import sign_sensitive_values
 
 
 @dataclass

@@ -15,7 +15,7 @@ from nodebisect.prepared import Prepared, memory_available
 from nodebisect.records import Comparison, Step
 from nodebisect.run import Options, RunLog
 from nodebisect.search.bisection import Bisector
-from nodebisect.search.graphmap import GraphMap, build_graph_map
+from nodebisect.values.graphmap import GraphMap, build_graph_map
 from nodebisect.search.prober import Prober
 
 # `auto` marks every mapped value at once while the reference activations stay

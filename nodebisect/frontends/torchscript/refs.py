@@ -59,7 +59,7 @@ import onnx
 import torch
 
 from nodebisect.frontends.capture import Activations
-from nodebisect.frontends.torchscript_eval import Unsupported, evaluate
+from nodebisect.frontends.torchscript.evaluate import Unsupported, evaluate
 
 TAG_CALL = "nodebisect_call"  # on every ONNX node a symbolic call created: "<call index>"
 TAG_OUT = "nodebisect_out"  # on the node producing a returned value: "<output pos>:<call>:<aten output>;..."

@@ -107,7 +107,7 @@ def _import_installed(name: str) -> bool:
 
 def _register_generic(name: str) -> None:
     short = name.rsplit(".", 1)[-1]
-    cls = type(short, (dict,), {"__module__": "nodebisect.frontends.pt2_types", "__doc__": f"Stand-in for {name} (not importable here)."})
+    cls = type(short, (dict,), {"__module__": "nodebisect.frontends.loading.pt2_types", "__doc__": f"Stand-in for {name} (not importable here)."})
 
     def flatten(d: dict[str, Any]) -> tuple[list[Any], list[str]]:
         return list(d.values()), list(d.keys())

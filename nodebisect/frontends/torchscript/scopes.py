@@ -242,7 +242,7 @@ def map_activations(
     traced call (FX-style name, aten target, the user's source line) in the
     refs of the nodes its lowering made, so each call is its own segment.
     """
-    from nodebisect.frontends.torchscript_refs import add_function_values, name_calls
+    from nodebisect.frontends.torchscript.refs import add_function_values, name_calls
 
     g = _index(model)
     resolver = ScopeResolver(list(hooked.types))

@@ -67,7 +67,7 @@ def load_model(spec: str, trust_pickle: bool = False) -> tuple[torch.nn.Module |
     if path.suffix == ".py" or (":" in spec and not path.exists()):
         return _load_factory(spec)
     if not path.exists():
-        from nodebisect.frontends.load_hints import near_files
+        from nodebisect.frontends.loading.hints import near_files
 
         raise BadInputError(f"model file not found: {spec}{near_files(path)}", tip="check the path, or pass a factory as file.py:factory")
     if path.is_dir():
@@ -107,7 +107,7 @@ def load_model(spec: str, trust_pickle: bool = False) -> tuple[torch.nn.Module |
 
 
 def _load_pt2(path: Path, trust_pickle: bool = False) -> Any:
-    from nodebisect.frontends.pt2_types import register_archive_types
+    from nodebisect.frontends.loading.pt2_types import register_archive_types
     from nodebisect.frontends.quiet import quiet_torch
 
     # Output containers named in the archive (a transformers ModelOutput) must be
@@ -176,7 +176,7 @@ def _load_pickle(path: Path, trust_pickle: bool) -> torch.nn.Module:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001
-        from nodebisect.frontends.load_hints import unpickle_error
+        from nodebisect.frontends.loading.hints import unpickle_error
 
         raise unpickle_error(path, exc) from exc
     if not isinstance(obj, torch.nn.Module):
@@ -191,7 +191,7 @@ def _load_factory(spec: str) -> tuple[torch.nn.Module | None, Any, tuple | None,
     if target.endswith(".py") or os.sep in target:
         file = Path(target)
         if not file.exists():
-            from nodebisect.frontends.load_hints import near_files
+            from nodebisect.frontends.loading.hints import near_files
 
             raise BadInputError(f"factory file not found: {target}{near_files(file)}", tip="check the path before ':'")
         mod_name = "_nodebisect_user_" + re.sub(r"\W", "_", file.stem)
@@ -214,7 +214,7 @@ def _load_factory(spec: str) -> tuple[torch.nn.Module | None, Any, tuple | None,
             raise BadInputError(f"cannot import module {target!r}: {_first_line(exc)}", tip="is it on PYTHONPATH?") from exc
     factory = getattr(mod, attr, None)
     if factory is None:
-        from nodebisect.frontends.load_hints import missing_factory_tip
+        from nodebisect.frontends.loading.hints import missing_factory_tip
 
         raise BadInputError(f"{target} has no attribute {attr!r}", tip=missing_factory_tip(mod, attr))
     try:
@@ -385,14 +385,14 @@ def build_loaded_model(
         )
     applied: list[str] = []
     if model_settings:
-        from nodebisect.frontends.model_settings import apply_model_settings
+        from nodebisect.frontends.loading.settings import apply_model_settings
 
         applied = apply_model_settings(module, model_settings)
     if module is not None:
         module = module.eval()
         _check_signature(module, args, kwargs)
     elif exported is not None and (inputs is not None or inputs_file or input_specs):
-        from nodebisect.frontends.load_hints import check_pt2_inputs
+        from nodebisect.frontends.loading.hints import check_pt2_inputs
 
         check_pt2_inputs(exported, args, kwargs)  # shapes and dtypes are fixed in the archive: say so before exporting
     if exported is None and kind == "torchscript":

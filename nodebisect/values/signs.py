@@ -10,7 +10,7 @@ so the search stops where the sign was lost.
 
 from __future__ import annotations
 
-from nodebisect.search.graphmap import GraphMap
+from nodebisect.values.graphmap import GraphMap
 
 # Op -> the inputs whose sign of zero decides the output (x / -0, 1 / -0, -0 ** -1, sign(-0)).
 SIGN_SINKS: dict[str, tuple[int, ...]] = {"Div": (1,), "Reciprocal": (0,), "Pow": (0,), "Sign": (0,), "Atan2": (0, 1)}

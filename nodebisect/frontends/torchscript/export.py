@@ -37,9 +37,9 @@ import torch.utils._pytree as pytree
 
 from nodebisect.errors import BadInputError, ExportFailedError
 from nodebisect.frontends.capture import Hooked, ModuleCall, hook_modules, to_numpy
-from nodebisect.frontends.loading import LoadedModel
-from nodebisect.frontends.scopes import ScopeResolver, map_activations, node_scope, with_types
-from nodebisect.frontends.torchscript_refs import FunctionRefs, Recorder, transfer
+from nodebisect.frontends.loading.load import LoadedModel
+from nodebisect.frontends.torchscript.scopes import ScopeResolver, map_activations, node_scope, with_types
+from nodebisect.frontends.torchscript.refs import FunctionRefs, Recorder, transfer
 
 DEFAULT_OPSET = 17
 # A user's ONNX file belongs to the model when this share of its scoped node

@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from nodebisect.frontends.loading import LoadedModel
+from nodebisect.frontends.loading.load import LoadedModel
 from nodebisect.prepared import Prepared, memory_available
 from nodebisect.run import Options, RunLog
 
@@ -33,7 +33,7 @@ def prepare(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepared:
         ExportFailedError: the exporter failed (the pipeline turns it into ``export_failed``).
     """
     if opts.exporter == "torchscript":
-        from nodebisect.frontends.torchscript import prepare_torchscript
+        from nodebisect.frontends.torchscript.export import prepare_torchscript
 
         with log.timed("export_and_capture"):
             prep = prepare_torchscript(loaded, opts, log.stage)

@@ -23,7 +23,7 @@ import onnx
 from onnx import helper
 
 from nodebisect.onnxgraph import sub_model, value_infos
-from nodebisect.search.graphmap import GraphMap
+from nodebisect.values.graphmap import GraphMap
 
 REF_SUFFIX = "__nodebisect_ref"
 # Relative L2 error of one segment run on exact inputs, beyond which it is a local defect.

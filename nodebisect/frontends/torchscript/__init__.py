@@ -1,0 +1,1 @@
+"""The TorchScript exporter path: module and function reference values for its ONNX graph."""
