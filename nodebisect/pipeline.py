@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterator
 
 from nodebisect.errors import BadInputError, ExportFailedError
 from nodebisect.prepared import Prepared
-from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, STAGE_GRAPH_OPTIMIZATION, EXPORT_FAILED, MATCH, Event, ExportFailure, FirstDivergent, LocateResult
+from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, EXPORT_FAILED, MATCH, RIGHT, Event, ExportFailure, FirstDivergent, LocateResult, Stage
 from nodebisect.run import PREPARE_FIELDS, Options, Progress, RunLog, make_options, recorded_inputs
 
 
@@ -107,7 +107,7 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
     if loaded.applied_settings:  # said in every answer: the model compared is not the model as given
         env["applied_settings"] = list(loaded.applied_settings)
         log.note(f"applied {', '.join('--model-setting ' + s for s in loaded.applied_settings)} to the model before export")
-    out = PreparedModel(opts=opts, source=loaded.source, environment=env, loaded=loaded, notes=log.notes, timings=log.timings)
+    out = PreparedModel(opts=opts, source=loaded.source, environment=env, loaded=loaded)
     # 2. export (or read --onnx) and capture the reference activations
     log.stage("export")
     try:
@@ -121,7 +121,7 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
             verdict=EXPORT_FAILED, export_failure=failure, environment=env, model=loaded.source,
             notes=list(log.notes), stats={"seconds": seconds, "ort_sessions": 0},
         )
-        return out
+        return _snapshot(out, log)
     from nodebisect.onnxgraph import opset_of
 
     env["opset"] = opset_of(prep.onnx_model, prep.opset)
@@ -138,7 +138,12 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
         with log.timed("decomposition_check", "check decomposition against the exported program"):
             out.culprit = check_decomposition(loaded, prep, opts, log, out.capture_info)
     note_framework_nans(prep.acts, log)
-    return out
+    return _snapshot(out, log)
+
+
+def _snapshot(prepared: PreparedModel, log: RunLog) -> PreparedModel:
+    """The preparation's notes and timings as they stand now: a later search's must not leak into a re-run."""
+    return replace(prepared, notes=list(log.notes), timings=dict(log.timings))
 
 
 def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -> LocateResult:
@@ -160,8 +165,10 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -
     fd = result.first_divergent
     if fd is not None and fd.cause == CAUSE_CONVERSION and not opts.onnx_path and prep.program is not None:
         with log.timed("graph_optimization_check", "check the exporter's graph optimizer"):
-            check_exporter_optimizer(prepared.loaded, prep, fd, opts, log, sandbox)
-        if fd.stage == STAGE_GRAPH_OPTIMIZATION and result.repro is not None:
+            unoptimized = check_exporter_optimizer(prepared.loaded, prep, fd, opts, log, sandbox)
+        stage = Stage.GRAPH_OPTIMIZATION if unoptimized == RIGHT else fd.stage
+        result.first_divergent = fd = replace(fd, stage=stage, checks=replace(fd.checks, unoptimized_export=unoptimized))
+        if fd.stage == Stage.GRAPH_OPTIMIZATION and result.repro is not None:
             result.repro.unoptimized = unoptimized_window(prep, fd.onnx_value)  # the unfused ops, for the repro
     # 9. a capture or decomposition culprit comes first: the ONNX graph was made from changed numerics
     if prepared.culprit is not None:
@@ -204,7 +211,8 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
             first_divergent = follow_to_source(outcome, first_divergent, prep, opts, log, sandbox)
         drift = precision_drift(outcome, first_divergent)  # no source beyond rounding, all within noise: a match
         if not drift:
-            repro = verified_repro(first_divergent, gm, prep, opts, log, sandbox)  # a repro that reproduces
+            repro, worst = verified_repro(first_divergent, gm, prep, opts, log, sandbox)  # a repro that reproduces
+            first_divergent = replace(first_divergent, worst=worst or first_divergent.worst)
     result = search_result(outcome, environment, first_divergent, repro, log, drift)
     if result.verdict == MATCH:  # a match still holds exact ops to exactness (diagnose.exact_ops)
         from nodebisect.diagnose.exact_ops import audit, note_text
@@ -237,6 +245,10 @@ def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log
 
 
 def _finish(result: LocateResult, prepared: PreparedModel, log: RunLog, seconds: float) -> LocateResult:
+    from nodebisect.report.wording import explanation
+
+    if result.first_divergent is not None:  # the diagnosis in words, composed once from its typed checks
+        result.first_divergent = replace(result.first_divergent, explanation=explanation(result.first_divergent))
     result.model = prepared.source
     result.notes = list(dict.fromkeys(log.notes + result.notes))  # trials repeat the same observations
     result.stats["seconds"] = round(seconds, 3)

@@ -16,6 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodebisect.jsonfloat import from_json_float, json_float
+# The contract's words, read from records as always.
+from nodebisect.vocab import (  # noqa: F401
+    Vocabulary, Verdict, Status, Stage, Cause, MATCH, DIVERGED, EXPORT_FAILED, RUNTIME_FAILED, VERDICTS, OK,
+    STATUS_DIVERGED, UNMAPPED, NOT_RUN, STAGE_CAPTURE, STAGE_DECOMPOSITION, STAGE_CONVERSION,
+    STAGE_GRAPH_OPTIMIZATION, STAGE_RUNTIME, STAGE_RUNTIME_OPTIMIZER, CAUSE_CONVERSION, CAUSE_INHERITED,
+    CAUSE_RUNTIME, CAUSE_OPTIMIZER, CAUSE_UNKNOWN, RIGHT, WRONG, FAILED,
+)
 
 SCHEMA = "nodebisect.report/1"
 # onnxruntime graph optimization levels by the names the CLI and the results use.
@@ -25,32 +32,6 @@ ORT_OPT_LEVELS = {
     "extended": "ORT_ENABLE_EXTENDED",
     "all": "ORT_ENABLE_ALL",
 }
-
-# Verdicts of a whole run.
-MATCH = "match"
-DIVERGED = "diverged"
-EXPORT_FAILED = "export_failed"
-RUNTIME_FAILED = "runtime_failed"
-VERDICTS = (MATCH, DIVERGED, EXPORT_FAILED, RUNTIME_FAILED)
-
-# Per-value statuses.
-OK = "ok"
-STATUS_DIVERGED = "diverged"
-UNMAPPED = "unmapped"
-NOT_RUN = "not_run"
-
-# Stages (where behaviour first changes) and causes (what the culprit is).
-STAGE_CAPTURE = "capture"  # eager PyTorch vs the exported program
-STAGE_DECOMPOSITION = "decomposition"  # exported program vs its decomposition
-STAGE_CONVERSION = "conversion"  # node conversion: the ONNX nodes compute something else
-STAGE_GRAPH_OPTIMIZATION = "graph_optimization"  # the exporter's ONNX optimizer changed it
-STAGE_RUNTIME = "runtime"  # onnxruntime differs from the ONNX semantics
-STAGE_RUNTIME_OPTIMIZER = "runtime_optimizer"  # only with onnxruntime graph optimizations on
-CAUSE_CONVERSION = "conversion"
-CAUSE_INHERITED = "inherited"
-CAUSE_RUNTIME = "runtime"
-CAUSE_OPTIMIZER = "optimizer"
-CAUSE_UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -180,7 +161,7 @@ class NodeRecord:
             onnx_node=data["onnx_node"],
             op_type=data.get("op_type", ""),
             onnx_value=data.get("onnx_value", ""),
-            status=data.get("status", NOT_RUN),
+            status=Status.read(data.get("status"), NOT_RUN),
             inputs=list(data.get("inputs", [])),
             outputs=list(data.get("outputs", [])),
             framework=FrameworkRef.from_dict(data.get("framework")),
@@ -214,6 +195,48 @@ class Suspect:
 
 
 @dataclass
+class Checks:
+    """What each check of the diagnosis found at the culprit, as data.
+
+    Every sentence about the culprit (``FirstDivergent.explanation``, the terminal,
+    report.md, the TUI) is composed from these fields in ``report.wording``; nothing
+    writes or parses prose in between. Outcomes are ``RIGHT``/``WRONG``/``FAILED``,
+    "" where the check did not run.
+
+    Attributes:
+        alone: the culprit's local subgraph fed the reference's own input values.
+        alone_error: why it could not run alone (``alone == FAILED``).
+        with_producers: the same, one mapped level wider (the ops producing its inputs),
+            run when the node is right alone: WRONG means an effect spanning nodes.
+        opt_level: the onnxruntime optimization level those runs used.
+        optimizations_off: the wrong window again with onnxruntime's optimizations disabled.
+        reference_evaluator: the wrong window in ONNX's reference evaluator (``onnx.reference``).
+        unoptimized_export: the same program exported with ``optimize=False`` (stage check).
+        amplified_at: the later node the search stopped at first, ``"node (op)"``: right on
+            the reference's inputs, it pushes this node's error past the tolerance.
+        runtime_failure: how onnxruntime failed on the node (raised | crashed | hung).
+    """
+
+    alone: str = ""
+    alone_error: str = ""
+    with_producers: str = ""
+    opt_level: str = ""
+    optimizations_off: str = ""
+    reference_evaluator: str = ""
+    unoptimized_export: str = ""
+    amplified_at: str = ""
+    runtime_failure: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Checks:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: str(v) for k, v in (data or {}).items() if k in known})
+
+
+@dataclass
 class FirstDivergent:
     """The culprit: the earliest divergent value whose mapped inputs all match."""
 
@@ -243,6 +266,8 @@ class FirstDivergent:
     local_error: dict[str, float] = field(default_factory=dict)
     # The op alone against its exact answer on PyTorch's inputs: {"torch", "onnxruntime", "ulp"} (diagnose.op_noise).
     op_noise: dict[str, float] = field(default_factory=dict)
+    # What each check found (the explanation is composed from these and the fields above).
+    checks: Checks = field(default_factory=Checks)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -264,6 +289,7 @@ class FirstDivergent:
             "amplifiers": list(self.amplifiers),
             "local_error": json_float(self.local_error),
             "op_noise": json_float(self.op_noise),
+            "checks": self.checks.to_dict(),
         }
 
     @classmethod
@@ -274,8 +300,8 @@ class FirstDivergent:
             onnx_node=data["onnx_node"],
             op_type=data.get("op_type", ""),
             onnx_value=data.get("onnx_value", ""),
-            stage=data.get("stage", ""),
-            cause=data.get("cause", CAUSE_UNKNOWN),
+            stage=Stage.read(data.get("stage", "")),
+            cause=Cause.read(data.get("cause"), CAUSE_UNKNOWN),
             segment=list(data.get("segment", [])),
             segment_op_types=list(data.get("segment_op_types", [])),
             framework=FrameworkRef.from_dict(data.get("framework")),
@@ -291,6 +317,7 @@ class FirstDivergent:
             amplifiers=list(data.get("amplifiers") or []),
             local_error=dict(data.get("local_error") or {}),
             op_noise=from_json_float(dict(data.get("op_noise") or {})),
+            checks=Checks.from_dict(data.get("checks")),
         )
 
 
@@ -464,7 +491,7 @@ class LocateResult:
             raise ValueError(f"not a nodebisect result (schema {schema!r})")
         failure = data.get("export_failure")
         return cls(
-            verdict=data["verdict"],
+            verdict=Verdict.read(data["verdict"]),
             first_divergent=FirstDivergent.from_dict(data.get("first_divergent")),
             nodes=[NodeRecord.from_dict(n) for n in data.get("nodes", [])],
             outputs=[OutputComparison.from_dict(o) for o in data.get("outputs", [])],

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "nodebisect"
 HEAVY = {"torch", "onnx", "onnxruntime", "onnx_graphsurgeon", "onnxscript", "transformers"}
-LIGHT_MODULES = ["records", "jsonfloat", "errors", "run", "values/compare", "search/bisection", "report/atomic", "report/summary"]
+LIGHT_MODULES = ["records", "vocab", "jsonfloat", "errors", "run", "values/compare", "search/bisection", "report/atomic", "report/summary"]
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 150
 WIRING_MAX_LINES = 300

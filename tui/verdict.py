@@ -112,17 +112,11 @@ def verdict_text(index: ResultIndex) -> Text:
 
 
 def _values_behind(text: Text, fd: Any) -> None:
-    """The worst element, the small constants, the noise and the amplifiers: the same words as the summary."""
-    from nodebisect.report.wording import amplifier_text, constants_text, precision_text, worst_text
+    """The values behind the divergence: the verdict view's list, in its order (as the summary and report.md)."""
+    from nodebisect.report.verdict import values_behind
 
-    for label, line in (
-        ("worst", worst_text(fd.worst)),
-        ("constants", constants_text(fd.worst)),
-        ("precision", precision_text(fd.metrics, fd.op_noise)),
-        ("amplified", amplifier_text(fd)),
-    ):
-        if line:
-            text.append(f"\n  {label:<9} {line}")
+    for fact in values_behind(fd):
+        text.append(f"\n  {fact.label:<9} {fact.text}")
     if fd.metrics.noise_ratio > 0:
         text.append(f"\n  noise     PyTorch's own rounding error {fmt(fd.metrics.noise)}; onnxruntime's is {fd.metrics.noise_ratio:.3g}x that")
 

@@ -13,7 +13,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from nodebisect.records import (
-    MATCH,
     NOT_RUN,
     OK,
     STAGE_CAPTURE,
@@ -227,20 +226,10 @@ def histogram(index: ResultIndex, selected: str | None = None, width: int = 24) 
 
 
 def verdict_line(result: LocateResult) -> str:
-    """One line for the title of the banner."""
-    fd = result.first_divergent
-    if result.verdict == MATCH:
-        inexact = result.stats.get("inexact_ops") or []
-        if inexact:  # diagnose.exact_ops: the note says which, the verdict view (v) shows it
-            return f"MATCH within tolerance, but {len(inexact)} exact op(s) are not bit-exact on PyTorch's inputs (v)"
-        return "MATCH: every compared value is within tolerance"
-    if fd is not None and fd.stage == STAGE_CAPTURE:
-        return f"DIVERGED before ONNX: eager PyTorch vs torch.export differ at FX node {fd.onnx_node} ({fd.op_type})"
-    if fd is not None:
-        return f"DIVERGED at {fd.onnx_node} ({fd.op_type})"
-    if result.export_failure is not None:
-        return f"EXPORT FAILED at step {result.export_failure.step}"
-    return result.verdict.upper().replace("_", " ")
+    """One line for the title of the banner (the verdict view's banner)."""
+    from nodebisect.report.verdict import verdict_view
+
+    return verdict_view(result).banner
 
 
 def bar(fraction: float, width: int = 20) -> str:

@@ -10,23 +10,21 @@ blame (fusions), and PyTorch's own decomposition of the op (decomposition).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
-
-import numpy as np
 
 from nodebisect.diagnose.isolate import Isolation, LocalGraph, context_check, isolate_value, local_graph
 from nodebisect.prepared import Prepared
 from nodebisect.records import (
-    NAMED_SUSPECT_SCORE,
     CAUSE_CONVERSION,
     CAUSE_INHERITED,
     CAUSE_OPTIMIZER,
     CAUSE_RUNTIME,
-    STAGE_CONVERSION,
     Comparison,
     FirstDivergent,
     FrameworkRef,
     ReproData,
+    Stage,
 )
 from nodebisect.run import Options, RunLog
 from nodebisect.values.graphmap import GraphMap
@@ -73,34 +71,13 @@ def explain(
     ref = gm.refs[carrier]
     if not ref.fx_node:
         ref = fx_ref(program, fx_name)
-    stage = {CAUSE_RUNTIME: "runtime", CAUSE_OPTIMIZER: "runtime_optimizer"}.get(iso.cause, STAGE_CONVERSION)
-    explanation = iso.explanation
-    if iso.cause == CAUSE_INHERITED:
-        explanation += "; its inputs were within tolerance, so this is accumulated numeric drift rather than a wrong node"
+    stage = {CAUSE_RUNTIME: Stage.RUNTIME, CAUSE_OPTIMIZER: Stage.RUNTIME_OPTIMIZER}.get(iso.cause, Stage.CONVERSION)
     m = comparisons[culprit].metrics
     noise: dict[str, float] = {}
     if iso.cause == CAUSE_CONVERSION and m.criterion == WITHIN_NOISE:  # may be rounding: measure the op alone
         from nodebisect.diagnose.op_noise import op_noise
 
         noise = op_noise(program, fx_name, prep.acts.values, iso.internal.get(culprit))
-    if m.criterion == WITHIN_NOISE and noise:
-        explanation += (
-            f"; note: PyTorch's own {m.expected_dtype} result is already {m.noise:.3g} from the exact (float64) answer here, but "
-            f"on its own inputs the op alone is {noise['torch']:.3g} from its exact answer in PyTorch and {noise['onnxruntime']:.3g} "
-            "in onnxruntime: the rounding of its inputs hides a lowering that computes something else"
-        )
-    elif m.criterion == WITHIN_NOISE:
-        explanation += (
-            f"; note: PyTorch's own {m.expected_dtype} result is already {m.noise:.3g} from the exact (float64) answer here, and "
-            f"onnxruntime's is within {m.noise_ratio:.2g}x of that: legitimate precision drift, unless the model relies on that rounding"
-        )
-    elif m.criterion == "noise":
-        explanation += (
-            f"; inside the fixed tolerance, but {m.noise_ratio:.3g}x PyTorch's own rounding error against the exact "
-            "(float64) answer: a defect too small in magnitude for atol"
-        )
-    if suspects and suspects[0].onnx_node != carrier and suspects[0].score >= NAMED_SUSPECT_SCORE:
-        explanation += f". Most suspect in the segment: {suspects[0].onnx_node} ({suspects[0].op_type}): {suspects[0].reason.split('; ')[0]}"
     return FirstDivergent(
         onnx_node=carrier,
         op_type=gm.nodes[carrier].op_type,
@@ -112,11 +89,11 @@ def explain(
         framework=ref,
         metrics=comparisons[culprit].metrics,
         suspects=suspects,
-        explanation=explanation,
         isolated_metrics=iso.metrics,
         input_values=list(gm.mapped_inputs(culprit)),
         optimizer=fusion,
         op_noise=noise,
+        checks=iso.checks,
     )
 
 
@@ -271,13 +248,6 @@ def _blame_fusion(iso: Isolation, culprit: str, prep: Prepared, fx_name: str, op
     if blame is None:
         return {}
     log.extra_sessions += blame.sessions
-    iso.explanation += f"; it first goes wrong at optimization level '{blame.level}'"
-    iso.explanation += (
-        f", and disabling onnxruntime's '{blame.optimizer}' alone makes it right (work around with "
-        f"SessionOptions / disabled_optimizers=['{blame.optimizer}'])"
-        if blame.optimizer
-        else "; no single named optimizer explains it"
-    )
     return {"level": blame.level, "optimizer": blame.optimizer}
 
 
@@ -315,31 +285,25 @@ def follow_to_source(
         return fd
     err = errors[source]
     found = fd if source == culprit else explain(source, gm, prep, outcome.comparisons, opts, log, sandbox)
+    changes: dict[str, Any] = {"local_error": {"rel_l2": err.rel_l2, "max_abs": err.max_abs, "limit": err.limit, "floor": err.floor}}
     if source != culprit:
-        found.amplifiers = [fd.onnx_node] + [a for a in fd.amplifiers if a != fd.onnx_node]
-    found.local_error = {"rel_l2": err.rel_l2, "max_abs": err.max_abs, "limit": err.limit, "floor": err.floor}
-    where = f"{fd.onnx_node} ({fd.op_type})"
-    if found.cause == CAUSE_INHERITED:
-        found.cause = found.stage = STAGE_CONVERSION
-        found.explanation = (
-            f"run alone on PyTorch's own inputs it is off by {err.rel_l2:.2g} (relative L2; max {err.max_abs:.3g}), far beyond "
-            f"float rounding of its values and inputs (limit {err.limit:g}, {err.floor:.2g} absolute): a conversion defect too "
-            "small for the tolerance here"
-        )
-    if source != culprit:
-        found.explanation += f"; downstream, {where} is right on PyTorch's inputs but amplifies this error past the tolerance"
-    return found
+        changes["amplifiers"] = [fd.onnx_node] + [a for a in fd.amplifiers if a != fd.onnx_node]
+        changes["checks"] = replace(found.checks, amplified_at=f"{fd.onnx_node} ({fd.op_type})")
+    if found.cause == CAUSE_INHERITED:  # right alone under the tolerance, yet far beyond rounding: a small conversion defect
+        changes.update(cause=CAUSE_CONVERSION, stage=Stage.CONVERSION)
+    return replace(found, **changes)
 
 
-def verified_repro(fd: FirstDivergent, gm: GraphMap, prep: Prepared, opts: Options, log: RunLog, sandbox: Any = None) -> ReproData:
+def verified_repro(
+    fd: FirstDivergent, gm: GraphMap, prep: Prepared, opts: Options, log: RunLog, sandbox: Any = None
+) -> tuple[ReproData, dict[str, Any]]:
     """The smallest window ending at the culprit that still fails on PyTorch's values (``repro_check``).
 
-    Also fills ``fd.worst`` (the worst element, its inputs there, the window's small constants).
+    Returns the repro and the worst element there (its inputs, the window's small constants),
+    for the pipeline to put on the culprit.
     """
     from nodebisect.diagnose.repro_check import reproducing_window
 
     check = reproducing_window(prep.onnx_model, gm, fd.onnx_value, prep, opts, sandbox)
     log.extra_sessions += check.sessions
-    if check.worst:
-        fd.worst = check.worst
-    return check.repro
+    return check.repro, check.worst

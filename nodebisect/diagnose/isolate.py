@@ -10,7 +10,7 @@ and ``runtime`` causes from a wrong conversion.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -26,6 +26,10 @@ from nodebisect.records import (
     CAUSE_OPTIMIZER,
     CAUSE_RUNTIME,
     CAUSE_UNKNOWN,
+    FAILED,
+    RIGHT,
+    WRONG,
+    Checks,
     Metrics,
 )
 from nodebisect.runtime.runner import OrtRunner
@@ -43,11 +47,11 @@ class LocalGraph:
 
 @dataclass
 class Isolation:
-    """Outcome of running the local subgraph alone."""
+    """Outcome of running the local subgraph alone: the cause, and what each run found (``Checks``)."""
 
     cause: str
     metrics: Metrics | None
-    explanation: str
+    checks: Checks
     nan_source: str = ""  # first node making NaN/Inf from finite inputs, if any
     internal: dict[str, np.ndarray] = field(default_factory=dict)
     # The subgraph and feeds that showed the cause, to dig further (which fusion).
@@ -107,24 +111,19 @@ def isolate(
         if internal:
             got.update(runner.run(internal))
     except Exception as exc:  # noqa: BLE001 - isolation is evidence, not a requirement
-        return Isolation(CAUSE_UNKNOWN, None, f"the local subgraph could not run alone: {str(exc).splitlines()[0][:200]}")
+        return Isolation(CAUSE_UNKNOWN, None, Checks(alone=FAILED, alone_error=str(exc).splitlines()[0][:200], opt_level=opt_level))
     cmp = compare(value, got[value], expected, rtol, atol, dtype, signed_zeros=signed_zeros)
     nan_source = first_nonfinite_node(zip(local.nodes, local.model.graph.node), {**feeds, **got})
     if cmp.ok:
-        return Isolation(
-            CAUSE_INHERITED,
-            cmp.metrics,
-            "on the framework's own input values this node matches; it only amplifies drift from upstream",
-            nan_source,
-            got,
-        )
+        return Isolation(CAUSE_INHERITED, cmp.metrics, Checks(alone=RIGHT, opt_level=opt_level), nan_source, got)
+    wrong = Checks(alone=WRONG, opt_level=opt_level)
     try:
         plain = OrtRunner(local.model, feeds, ep=ep, opt_level="disabled", sandbox=sandbox).run([value])[value]
         if opt_level != "disabled" and compare(value, plain, expected, rtol, atol, dtype, signed_zeros=signed_zeros).ok:
             return Isolation(
                 CAUSE_OPTIMIZER,
                 cmp.metrics,
-                f"wrong with onnxruntime graph optimizations ({opt_level}) but right with them disabled",
+                replace(wrong, optimizations_off=RIGHT),
                 nan_source,
                 got,
                 model=local.model,
@@ -138,22 +137,10 @@ def isolate(
         with np.errstate(all="ignore"):  # the evaluator's numpy warns on the very NaN we study
             ref_out = ReferenceEvaluator(local.model).run([value], feeds)[0]
         if compare(value, np.asarray(ref_out), expected, rtol, atol, dtype, signed_zeros=signed_zeros).ok:
-            return Isolation(
-                CAUSE_RUNTIME,
-                cmp.metrics,
-                "ONNX's reference evaluator agrees with PyTorch here but onnxruntime does not: a runtime difference",
-                nan_source,
-                got,
-            )
+            return Isolation(CAUSE_RUNTIME, cmp.metrics, replace(wrong, reference_evaluator=RIGHT), nan_source, got)
     except Exception:  # noqa: BLE001 - the reference evaluator lacks some ops
         pass
-    return Isolation(
-        CAUSE_CONVERSION,
-        cmp.metrics,
-        "wrong even when fed the framework's own input values: the ONNX nodes compute something else (a conversion defect)",
-        nan_source,
-        got,
-    )
+    return Isolation(CAUSE_CONVERSION, cmp.metrics, wrong, nan_source, got)
 
 
 def isolate_value(local: LocalGraph, value: str, gm: GraphMap, prep: Any, opts: Any, sandbox: Any = None) -> Isolation:
@@ -189,7 +176,6 @@ def context_check(iso: Isolation, value: str, gm: GraphMap, prep: Any, opts: Any
     if not window.inputs and not window.nodes:
         return iso
     wider = isolate_value(window, value, gm, prep, opts, sandbox)
-    if wider.cause in (CAUSE_OPTIMIZER, CAUSE_RUNTIME):
-        wider.explanation = "right when run alone on reference inputs but wrong together with the ops producing its inputs: " + wider.explanation
-        return wider
+    if wider.cause in (CAUSE_OPTIMIZER, CAUSE_RUNTIME):  # right alone, wrong with the ops producing its inputs
+        return replace(wider, checks=replace(wider.checks, alone=RIGHT, with_producers=WRONG))
     return iso

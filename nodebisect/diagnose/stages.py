@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from nodebisect.prepared import Prepared
-from nodebisect.records import STAGE_CAPTURE, STAGE_DECOMPOSITION, STAGE_GRAPH_OPTIMIZATION, FirstDivergent, Metrics
+from nodebisect.records import RIGHT, STAGE_CAPTURE, STAGE_DECOMPOSITION, WRONG, Cause, FirstDivergent, Metrics, Stage
 from nodebisect.run import Options, RunLog
 from nodebisect.values.compare import compare
 
@@ -56,16 +56,7 @@ def check_capture(loaded: Any, prep: Prepared, opts: Options, log: RunLog) -> tu
     info["modules"] = modules
     info["first_module"] = culprit_module
     info["fx_node"] = culprit_fx
-    where = f"module {culprit_module!r} (FX node {culprit_fx})" if culprit_module else "the model's outputs"
-    return info, fx_culprit(
-        prep.program,
-        culprit_fx,
-        STAGE_CAPTURE,
-        metrics,
-        f"torch.export changed the model's behaviour: eager PyTorch and the exported program already differ at {where}. "
-        "The ONNX graph is innocent; eager mode takes a path (e.g. a fused fast path) the exported program does not.",
-        module=culprit_module,
-    )
+    return info, fx_culprit(prep.program, culprit_fx, STAGE_CAPTURE, metrics, module=culprit_module)
 
 
 def check_decomposition(loaded: Any, prep: Prepared, opts: Options, log: RunLog, info: dict[str, Any]) -> FirstDivergent | None:
@@ -101,15 +92,7 @@ def check_decomposition(loaded: Any, prep: Prepared, opts: Options, log: RunLog,
             if _beyond_drift(cmp, name, before.values[name], prep, opts):
                 culprit, metrics = name, cmp.metrics
                 break
-    return fx_culprit(
-        prep.program,
-        culprit,
-        STAGE_DECOMPOSITION,
-        metrics,
-        "the ExportedProgram and its decomposition (the program the ONNX exporter translates) already differ"
-        + (f" at FX node {culprit}" if culprit else "")
-        + ": a decomposition rule changed the numerics before any ONNX was written",
-    )
+    return fx_culprit(prep.program, culprit, STAGE_DECOMPOSITION, metrics)
 
 
 def _beyond_drift(cmp: Any, fx_name: str, other: Any, prep: Prepared, opts: Options) -> bool:
@@ -131,40 +114,31 @@ def _beyond_drift(cmp: Any, fx_name: str, other: Any, prep: Prepared, opts: Opti
     return judge(cmp, other, prep.acts.values[fx_name], oracle, dtype).metrics.criterion != WITHIN_NOISE
 
 
-def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, opts: Options, log: RunLog, sandbox: Any = None) -> None:
+def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, opts: Options, log: RunLog, sandbox: Any = None) -> str:
     """Node conversion or the exporter's ONNX optimizer? Re-translate without optimizing and look again.
 
     Runs on ``prep``'s own feeds and activations (the given inputs), whatever
-    input sets the trials compared afterwards.
+    input sets the trials compared afterwards. Returns the unoptimized export's
+    outcome at the culprit's value: ``RIGHT`` (the optimizer introduced the defect),
+    ``WRONG``, or "" when it could not be checked.
     """
-    from nodebisect.frontends.dynamo import export_onnx
-    from nodebisect.frontends.loading.load import LoadedModel
+    from nodebisect.frontends.dynamo import unoptimized_export
     from nodebisect.runtime.runner import OrtRunner
 
     value = fd.onnx_value
     try:
-        if prep.unoptimized_onnx is None:  # kept: a prepared model searched again does not export again
-            loaded_program = LoadedModel(module=None, exported=prep.program, args=loaded.args, kwargs=loaded.kwargs)
-            prep.unoptimized_onnx = export_onnx(loaded_program, opset=opts.opset, optimize=False).model
-        plain = prep.unoptimized_onnx
+        plain = unoptimized_export(prep, loaded, opts.opset)
         produced = {o for n in plain.graph.node for o in n.output}
         if value not in produced or value not in prep.acts.values:
-            return
+            return ""
         # onnxruntime's own fusions off: only the exporter's optimizer differs between the two graphs.
         runner = OrtRunner(plain, prep.feeds, ep=opts.ep, opt_level="disabled", sandbox=sandbox)
         got = runner.run([value])[value]
         log.extra_sessions += runner.sessions
     except Exception as exc:  # noqa: BLE001 - attribution is a refinement, never a failure
         log.note(f"could not re-export without the ONNX optimizer to attribute the stage: {str(exc).splitlines()[0][:160]}")
-        return
-    if compare(value, got, prep.acts.values[value], opts.rtol, opts.atol, prep.acts.dtypes.get(value)).ok:
-        fd.stage = STAGE_GRAPH_OPTIMIZATION
-        fd.explanation += (
-            "; the same program exported with optimize=False is right at this value, so the exporter's ONNX graph "
-            "optimizer (onnxscript rewrite rules) introduced the defect"
-        )
-    else:
-        fd.explanation += "; the unoptimized export is wrong here too, so the defect is in the op's conversion itself"
+        return ""
+    return RIGHT if compare(value, got, prep.acts.values[value], opts.rtol, opts.atol, prep.acts.dtypes.get(value)).ok else WRONG
 
 
 def unoptimized_window(prep: Prepared, value: str) -> tuple[bytes, dict[str, Any]] | None:
@@ -196,7 +170,7 @@ def note_framework_nans(acts: Any, log: RunLog) -> None:
             return
 
 
-def fx_culprit(program: Any, fx_name: str, stage: str, metrics: Metrics, explanation: str, module: str = "") -> FirstDivergent:
+def fx_culprit(program: Any, fx_name: str, stage: Stage, metrics: Metrics, module: str = "") -> FirstDivergent:
     """A culprit that is an FX node of ``program`` (stages before ONNX exists: capture, decomposition).
 
     Its framework side is read off the FX node as for a carrier without exporter
@@ -214,10 +188,9 @@ def fx_culprit(program: Any, fx_name: str, stage: str, metrics: Metrics, explana
         op_type=target,
         onnx_value=fx_name,
         stage=stage,
-        cause=stage,
+        cause=Cause(stage.value),  # before ONNX exists the stage is the cause
         segment=[fx_name] if fx_name else [],
         segment_op_types=[target] if target else [],
         framework=ref,
         metrics=metrics,
-        explanation=explanation,
     )

@@ -79,6 +79,18 @@ def export_onnx(loaded: LoadedModel, opset: int | None = None, optimize: bool = 
     return Exported(model=model, program=program.exported_program, opset=opset_used, original=original)
 
 
+def unoptimized_export(prep: Any, loaded: LoadedModel, opset: int | None = None) -> onnx.ModelProto:
+    """The prepared program translated again with ``optimize=False`` (the exporter's optimizer off).
+
+    Kept on ``prep`` so that a prepared model searched again does not export again;
+    the stage check compares it with the optimized graph at the culprit's value.
+    """
+    if prep.unoptimized_onnx is None:
+        program_only = LoadedModel(module=None, exported=prep.program, args=loaded.args, kwargs=loaded.kwargs)
+        prep.unoptimized_onnx = export_onnx(program_only, opset=opset, optimize=False).model
+    return prep.unoptimized_onnx
+
+
 def auto_dynamic_shapes(loaded: LoadedModel) -> Any:
     """``Dim.AUTO`` for every dimension of every positional tensor input (kwargs stay static)."""
     from torch.export import Dim

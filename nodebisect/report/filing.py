@@ -19,6 +19,7 @@ from nodebisect.records import (
     STAGE_CAPTURE,
     STAGE_DECOMPOSITION,
     STAGE_GRAPH_OPTIMIZATION,
+    WRONG,
     FirstDivergent,
     LocateResult,
     NodeRecord,
@@ -26,19 +27,12 @@ from nodebisect.records import (
 from nodebisect.report.wording import (
     REPO_OPTIMIZER,
     REPO_RUNTIME,
-    constants_text,
     file_at,
-    isolation_text,
     nonfinite_sentence,
-    num,
-    named_suspect,
-    pair_text,
-    precision_text,
-    amplifier_text,
-    value_text,
     what_to_do,
-    worst_text,
 )
+from nodebisect.report.markup import fence, num, pair_text, value_text
+from nodebisect.report.verdict import values_behind
 
 TITLE_CHARS = 150
 
@@ -62,7 +56,7 @@ def issue_title(result: LocateResult) -> str:
         seg = "+".join(dict.fromkeys(fd.segment_op_types or [fd.op_type]))
         text = f"onnxscript optimizer: rewriting {op} into {seg} changes its result{symptom}"
     elif where == REPO_RUNTIME:
-        alone = "" if not fd.explanation.startswith("right when run alone") else " together with its producers"
+        alone = " together with its producers" if fd.checks.with_producers == WRONG else ""
         opt = f" with graph optimizations ({fd.optimizer.get('level') or 'on'})" if fd.cause == "optimizer" else ""
         text = f"onnxruntime: {fd.op_type} (from {op}){alone}{opt} differs from ONNX's reference and PyTorch{symptom}"
     elif fd.cause == CAUSE_INHERITED:
@@ -75,33 +69,24 @@ def issue_title(result: LocateResult) -> str:
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
 
 
+# How report.md words each of the verdict view's values behind it (the order is the view's).
+_VALUE_BULLETS = {
+    "worst": "worst element {}",
+    "nan/inf": "{}",
+    "constants": "small constants of the culprit and its segment: `{}`",
+    "isolated": "{}",
+    "precision": "precision: {}",
+    "amplified": "amplified downstream by {}",
+    "suspect": "most suspect: {}",
+}
+
+
 def values_section(result: LocateResult) -> str:
     """The worst element, the culprit's input values there, its constants and attributes."""
     fd = result.first_divergent
     if fd is None:
         return ""
-    lines = []
-    worst = worst_text(fd.worst)
-    if worst:
-        lines.append(f"- worst element {worst}")
-    nonfinite = nonfinite_sentence(fd.metrics, fd.worst)
-    if nonfinite:
-        lines.append(f"- {nonfinite}")
-    consts = constants_text(fd.worst)
-    if consts:
-        lines.append(f"- small constants of the culprit and its segment: `{consts}`")
-    alone = isolation_text(fd)
-    if alone:
-        lines.append(f"- {alone}")
-    caution = precision_text(fd.metrics, fd.op_noise)
-    if caution:
-        lines.append(f"- precision: {caution}")
-    amplified = amplifier_text(fd)
-    if amplified:
-        lines.append(f"- amplified downstream by {amplified}")
-    suspect = named_suspect(fd)
-    if suspect:
-        lines.append(f"- most suspect: {suspect}")
+    lines = [f"- {_VALUE_BULLETS[fact.label].format(fact.text)}" for fact in values_behind(fd)]
     node = result.node(fd.onnx_node)
     if node is not None and node.attributes:
         lines.append(f"- attributes of node `{fd.onnx_node}` ({fd.op_type}): `{full_attributes(node)}`")
@@ -171,7 +156,7 @@ def reproduce_section(result: LocateResult, bundle: Any) -> str:
     text = "### How to reproduce\n\nWith the model" + (
         "" if recorded else " (on its example inputs; tensors given from Python need `torch.save` and `--inputs`)"
     ) + ":\n\n"
-    text += _fence(" ".join(cmd), "sh")
+    text += fence(" ".join(cmd), "sh")
     if bundle.repro_dir and "repro.py" in bundle.repro_files:  # the ONNX repro (not a capture or export script)
         files = ", ".join(f"`{f}`" for f in bundle.repro_files)
         text += (
@@ -181,7 +166,7 @@ def reproduce_section(result: LocateResult, bundle: Any) -> str:
             + (f". It holds {bundle.repro_window}" if bundle.repro_window else "")
             + ":\n\n"
         )
-        text += _fence(f"pip install numpy onnxruntime=={env.get('onnxruntime', '')}".rstrip("=") + f"\npython {bundle.repro_dir}/repro.py", "sh")
+        text += fence(f"pip install numpy onnxruntime=={env.get('onnxruntime', '')}".rstrip("=") + f"\npython {bundle.repro_dir}/repro.py", "sh")
         text += (
             f"\n\n`{bundle.repro_dir}/test_data_set_0/` follows the ONNX backend-test layout "
             "(`input_N.pb`, `output_0.pb`) for runtimes other than onnxruntime."
@@ -258,15 +243,3 @@ def _shell_word(text: str) -> str:
     return text if safe and text else "'" + text.replace("'", "'\\''") + "'"
 
 
-def _code(text: object) -> str:
-    return str(text).replace("`", "'")
-
-
-def _fence(text: str, lang: str = "") -> str:
-    ticks = "```"
-    while ticks in text:
-        ticks += "`"
-    return f"{ticks}{lang}\n{text}\n{ticks}"
-
-
-__all__ = ["full_attributes", "gh_command", "issue_title", "reproduce_section", "values_section", "what_to_do_section"]

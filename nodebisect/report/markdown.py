@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from nodebisect.report.filing import full_attributes, gh_command, issue_title, reproduce_section, values_section, what_to_do_section
-from nodebisect.report.wording import explanation_text, is_detail_note, nonfinite_sentence, stage_sentence
+from nodebisect.report.wording import evidence_text, is_detail_note, nonfinite_sentence, stage_sentence
 from nodebisect.records import (
     DIVERGED,
     EXPORT_FAILED,
@@ -28,6 +28,7 @@ from nodebisect.records import (
     NodeRecord,
 )
 from nodebisect.report.index import center_node, error_key
+from nodebisect.report.markup import cell, code, code_cell, details, fence, num, one_line, table
 
 # How much of the graph the report shows before folding it away.
 WORST_VALUES = 5
@@ -91,7 +92,7 @@ def render_markdown(result: LocateResult, bundle: BundleInfo | None = None) -> s
         parts += [_values(result), _suspects(result), _sequence(result), _pictures(result, bundle)]
     svgs = [f for f in (bundle.growth_file, bundle.graph_file) if f.endswith(".svg")]
     parts += [_notes(result), reproduce_section(result, bundle), gh_command(result, svgs)]
-    parts += [_environment(result), _stack_trace(result), _full_table(result)]
+    parts += [_environment(result), _stack_trace(result), _fulltable(result)]
     return "\n\n".join(p for p in parts if p).rstrip() + "\n"
 
 
@@ -100,7 +101,7 @@ def render_markdown(result: LocateResult, bundle: BundleInfo | None = None) -> s
 
 def _title(result: LocateResult) -> str:
     fd = result.first_divergent
-    model = f" in `{_code(result.model)}`" if result.model else ""
+    model = f" in `{code(result.model)}`" if result.model else ""
     if result.verdict == MATCH:
         return f"## nodebisect: ONNX export matches PyTorch{model}"
     if result.verdict == EXPORT_FAILED:
@@ -109,7 +110,7 @@ def _title(result: LocateResult) -> str:
     if fd is not None and result.verdict in (DIVERGED, RUNTIME_FAILED):
         return f"## {issue_title(result)}"
     if fd is not None:
-        return f"## nodebisect: {result.verdict} at node `{_code(fd.onnx_node)}` ({_code(fd.op_type) or '?'}){model}"
+        return f"## nodebisect: {result.verdict} at node `{code(fd.onnx_node)}` ({code(fd.op_type) or '?'}){model}"
     return f"## nodebisect: {result.verdict}{model}"
 
 
@@ -128,7 +129,7 @@ def _summary(result: LocateResult) -> str:
             )
             + (
                 f" **But** {len(inexact)} exact op(s) are not bit-exact on PyTorch's own inputs "
-                f"({', '.join('`' + _code(f['node']) + '`' for f in inexact[:3])}): their lowering computes another function; see Notes."
+                f"({', '.join('`' + code(f['node']) + '`' for f in inexact[:3])}): their lowering computes another function; see Notes."
                 if (inexact := stats.get("inexact_ops"))
                 else ""
             )
@@ -142,7 +143,7 @@ def _summary(result: LocateResult) -> str:
             text += f" on `{f.target}`"
         if f.source:
             text += f", called from `{f.source}`"
-        return text + f": {_one_line(f.message, 300)}"
+        return text + f": {one_line(f.message, 300)}"
     fd = result.first_divergent
     if fd is None:
         return f"**Summary.** Verdict **{result.verdict}**; no first divergent node was named."
@@ -157,15 +158,15 @@ def _summary(result: LocateResult) -> str:
     if fw.module:
         text += f" in module `{fw.module}`" + (f" (`{fw.module_type}`)" if fw.module_type else "")
     if fw.source:
-        text += f", at `{fw.source}`" + (f": `{_code(fw.code)}`" if fw.code else "")
+        text += f", at `{fw.source}`" + (f": `{code(fw.code)}`" if fw.code else "")
     exporter = result.environment.get("exporter", "dynamo")
     text += f". Stage **{fd.stage or '?'}** (cause {fd.cause or '?'}): {stage_sentence(fd, exporter)}; {_metrics_sentence(fd.metrics, fd.worst)}."
-    why = explanation_text(fd)
+    why = evidence_text(fd)
     if why:
         text += f" {why if why.startswith('torch') else why[:1].upper() + why[1:]}".rstrip(".") + "."
     bad = [o for o in result.outputs if not o.ok]
     if bad:
-        text += f" {len(bad)}/{len(result.outputs)} model output(s) diverge (worst max_abs={_num(max(o.metrics.max_abs for o in bad))})."
+        text += f" {len(bad)}/{len(result.outputs)} model output(s) diverge (worst max_abs={num(max(o.metrics.max_abs for o in bad))})."
     return text
 
 
@@ -178,7 +179,7 @@ def _environment(result: LocateResult) -> str:
     tol = _tolerance_text(result)
     if tol:
         rows.append(("tolerance", tol))
-    return _details("Environment", _table(["", "version / setting"], [[f"**{k}**", _code_cell(v)] for k, v in rows]))
+    return details("Environment", table(["", "version / setting"], [[f"**{k}**", code_cell(v)] for k, v in rows]))
 
 
 def _export_failure(result: LocateResult) -> str:
@@ -189,20 +190,20 @@ def _export_failure(result: LocateResult) -> str:
     library = f.library_source + (f": {f.library_code}" if f.library_code else "") if f.library_source != f.source else ""
     in_library = bool(f.library_source) and f.library_source == f.source  # no frame of the user's own code
     rows = [
-        ["step", _code_cell(f.step)],
-        ["stage", _code_cell(f.stage if f.stage != f.step else "")],
-        ["cause", _code_cell(f.cause)],
-        ["aten op", _code_cell(f.target)],
-        ["source (library code)" if in_library else "source", _code_cell(source)],
-        ["in library", _code_cell(library)],
-        ["model settings that avoid it", _code_cell(" ".join(f"--model-setting {s}" for s in f.settings))],
+        ["step", code_cell(f.step)],
+        ["stage", code_cell(f.stage if f.stage != f.step else "")],
+        ["cause", code_cell(f.cause)],
+        ["aten op", code_cell(f.target)],
+        ["source (library code)" if in_library else "source", code_cell(source)],
+        ["in library", code_cell(library)],
+        ["model settings that avoid it", code_cell(" ".join(f"--model-setting {s}" for s in f.settings))],
     ]
-    text = "### Export failure\n\n" + _table(["", ""], [r for r in rows if r[1]])
+    text = "### Export failure\n\n" + table(["", ""], [r for r in rows if r[1]])
     message = f.message.strip()
     if len(message) > LONG_TEXT_CHARS or message.count("\n") > 8:
-        text += "\n\n" + _details("Exporter message", _fence(message))
+        text += "\n\n" + details("Exporter message", fence(message))
     elif message:
-        text += "\n\n" + _fence(message)
+        text += "\n\n" + fence(message)
     if f.cause and f.tip:
         text += f"\n\nNext: {f.tip}."
     else:
@@ -211,7 +212,7 @@ def _export_failure(result: LocateResult) -> str:
             "`--debug` shows the exporter's traceback."
         )
     if f.repro_script:
-        text += "\n\n" + _details("Minimal repro of the export failure (`repro/export_repro.py`)", _fence(f.repro_script.rstrip(), "python"))
+        text += "\n\n" + details("Minimal repro of the export failure (`repro/export_repro.py`)", fence(f.repro_script.rstrip(), "python"))
     return text
 
 
@@ -242,16 +243,16 @@ def _values(result: LocateResult) -> str:
         return ""
     header = ["", "value", "node", "op", "status", "max_abs", "max_rel", "cosine", "mismatch", "nan / inf"]
     title = f"### Where the values depart (first divergent, {WORST_VALUES} worst, model outputs)"
-    return title + "\n\n" + _table(header, rows)
+    return title + "\n\n" + table(header, rows)
 
 
 def _suspects(result: LocateResult) -> str:
     fd = result.first_divergent
     if fd is None or not fd.suspects or [s.onnx_node for s in fd.suspects] == [fd.onnx_node]:
         return ""  # the culprit alone: the summary already names it
-    rows = [[_code_cell(s.onnx_node), _code_cell(s.op_type), f"{s.score:.2f}", _cell(s.reason)] for s in fd.suspects]
+    rows = [[code_cell(s.onnx_node), code_cell(s.op_type), f"{s.score:.2f}", cell(s.reason)] for s in fd.suspects]
     seg = f"The culprit's segment has {len(fd.segment)} node(s) converted from the same framework op; most suspect first."
-    return "### Suspects in the segment\n\n" + seg + "\n\n" + _table(["node", "op", "score", "why"], rows)
+    return "### Suspects in the segment\n\n" + seg + "\n\n" + table(["node", "op", "score", "why"], rows)
 
 
 def _sequence(result: LocateResult) -> str:
@@ -274,22 +275,22 @@ def _sequence(result: LocateResult) -> str:
             [
                 mark,
                 str(n.index),
-                _code_cell(n.onnx_node),
-                _code_cell(n.op_type),
+                code_cell(n.onnx_node),
+                code_cell(n.op_type),
                 n.status,
-                _num(n.metrics.max_abs) if n.metrics else "",
-                _code_cell(n.framework.target),
-                _code_cell(n.framework.module),
-                _cell(full_attributes(n) if n is center else _attributes(n)),
+                num(n.metrics.max_abs) if n.metrics else "",
+                code_cell(n.framework.target),
+                code_cell(n.framework.module),
+                cell(full_attributes(n) if n is center else _attributes(n)),
             ]
         )
     fd = result.first_divergent
     if fd is not None and fd.stage == STAGE_CAPTURE:
-        label = f"`{_code(center.onnx_node)}`, the ONNX node carrying the culprit's FX value"
+        label = f"`{code(center.onnx_node)}`, the ONNX node carrying the culprit's FX value"
     else:
         label = "the culprit" if fd else "the largest error"
     text = f"### Operator sequence around {label} (topological order)\n\n"
-    return text + _table(["", "node #", "node", "op", "status", "max_abs", "framework op", "module", "attributes"], rows)
+    return text + table(["", "node #", "node", "op", "status", "max_abs", "framework op", "module", "attributes"], rows)
 
 
 def _pictures(result: LocateResult, bundle: BundleInfo) -> str:
@@ -321,7 +322,7 @@ def _notes(result: LocateResult) -> str:
         notes.append("eager PyTorch was not compared with the exported program")
     if not notes:
         return ""
-    return "### Notes\n\n" + "\n".join(f"- {_one_line(n, 500)}" for n in notes)
+    return "### Notes\n\n" + "\n".join(f"- {one_line(n, 500)}" for n in notes)
 
 
 def _stack_trace(result: LocateResult) -> str:
@@ -329,10 +330,10 @@ def _stack_trace(result: LocateResult) -> str:
     if fd is None or not fd.framework.stack_trace.strip():
         return ""
     name = html.escape(fd.framework.fx_node or fd.onnx_node)
-    return _details(f"PyTorch stack trace of <code>{name}</code>", _fence(fd.framework.stack_trace.strip()))
+    return details(f"PyTorch stack trace of <code>{name}</code>", fence(fd.framework.stack_trace.strip()))
 
 
-def _full_table(result: LocateResult) -> str:
+def _fulltable(result: LocateResult) -> str:
     if not result.nodes:
         return ""
     fd = result.first_divergent
@@ -343,21 +344,21 @@ def _full_table(result: LocateResult) -> str:
         rows.append(
             [
                 str(n.index),
-                ("**" + _code_cell(n.onnx_node) + "**") if n.onnx_node == culprit else _code_cell(n.onnx_node),
-                _code_cell(n.op_type),
+                ("**" + code_cell(n.onnx_node) + "**") if n.onnx_node == culprit else code_cell(n.onnx_node),
+                code_cell(n.op_type),
                 n.status,
-                _num(m.max_abs) if m else "",
+                num(m.max_abs) if m else "",
                 _pct(m.mismatch_fraction) if m else "",
-                _code_cell(n.mapped_to),
-                _code_cell(n.framework.module),
-                _cell(n.framework.source),
+                code_cell(n.mapped_to),
+                code_cell(n.framework.module),
+                cell(n.framework.source),
             ]
         )
     more = len(result.nodes) - FULL_TABLE_MAX_ROWS
-    body = _table(["node #", "node", "op", "status", "max_abs", "mismatch", "framework value", "module", "source"], rows)
+    body = table(["node #", "node", "op", "status", "max_abs", "mismatch", "framework value", "module", "source"], rows)
     if more > 0:
         body += f"\n\n… {more} more node(s) in report.json"
-    return _details(f"All {len(result.nodes)} ONNX nodes", body)
+    return details(f"All {len(result.nodes)} ONNX nodes", body)
 
 
 # -- helpers ---------------------------------------------------------------------
@@ -365,18 +366,18 @@ def _full_table(result: LocateResult) -> str:
 
 def _value_row(label: str, value: str, node: str, op: str, status: str, m: Metrics) -> list[str]:
     if m.reason:
-        return [label, _code_cell(value), _code_cell(node), _code_cell(op), status, _cell(m.reason), "", "", _pct(m.mismatch_fraction), ""]
+        return [label, code_cell(value), code_cell(node), code_cell(op), status, cell(m.reason), "", "", _pct(m.mismatch_fraction), ""]
     nonfinite = f"{m.nan}/{m.inf}"
     if m.expected_nan or m.expected_inf:
         nonfinite += f" (expected {m.expected_nan}/{m.expected_inf})"
     return [
         label,
-        _code_cell(value),
-        _code_cell(node),
-        _code_cell(op),
+        code_cell(value),
+        code_cell(node),
+        code_cell(op),
         status,
-        _num(m.max_abs),
-        _num(m.max_rel),
+        num(m.max_abs),
+        num(m.max_rel),
         f"{m.cosine:.4f}" if math.isfinite(m.max_abs) else "—",  # over the agreeing positions only: meaningless
         _pct(m.mismatch_fraction),
         nonfinite,
@@ -389,7 +390,7 @@ def _metrics_sentence(m: Metrics, worst: dict | None = None) -> str:
     nonfinite = nonfinite_sentence(m, worst)
     if nonfinite:  # a cosine over the agreeing positions only would read as "identical"
         return f"{nonfinite}, {_pct(m.mismatch_fraction)} of elements out of tolerance"
-    text = f"max_abs={_num(m.max_abs)}, max_rel={_num(m.max_rel)}, cosine={m.cosine:.4f}, {_pct(m.mismatch_fraction)} of elements out of tolerance"
+    text = f"max_abs={num(m.max_abs)}, max_rel={num(m.max_rel)}, cosine={m.cosine:.4f}, {_pct(m.mismatch_fraction)} of elements out of tolerance"
     if m.nan or m.inf:
         text += f", {m.nan} NaN / {m.inf} Inf (PyTorch: {m.expected_nan} / {m.expected_inf})"
     return text
@@ -397,7 +398,7 @@ def _metrics_sentence(m: Metrics, worst: dict | None = None) -> str:
 
 def _attributes(n: NodeRecord) -> str:
     items = [f"{k}={_short(v)}" for k, v in n.attributes.items()]
-    return _one_line(", ".join(items), 80)
+    return one_line(", ".join(items), 80)
 
 
 def _short(v: object) -> str:
@@ -412,51 +413,8 @@ def _tolerance_text(result: LocateResult) -> str:
     return "; ".join(f"{d}: rtol={t.get('rtol', 0):g} atol={t.get('atol', 0):g}" for d, t in result.tolerance.items())
 
 
-def _num(x: float) -> str:
-    if isinstance(x, str):
-        return x
-    if math.isnan(x) or math.isinf(x):
-        return str(x)
-    return f"{x:.3g}"
-
-
 def _pct(x: float) -> str:
     return f"{x:.1%}"
-
-
-def _one_line(text: str, limit: int) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _cell(text: object) -> str:
-    """A table cell: one line, pipes escaped."""
-    return _one_line(str(text), 200).replace("|", "\\|")
-
-
-def _code(text: object) -> str:
-    return str(text).replace("`", "'")
-
-
-def _code_cell(text: object) -> str:
-    return f"`{_cell(_code(text))}`" if str(text) else ""
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _fence(text: str, lang: str = "") -> str:
-    ticks = "```"
-    while ticks in text:
-        ticks += "`"
-    return f"{ticks}{lang}\n{text}\n{ticks}"
-
-
-def _details(summary: str, body: str) -> str:
-    return f"<details>\n<summary>{summary}</summary>\n\n{body}\n\n</details>"
 
 
 __all__ = ["BundleInfo", "render_markdown"]

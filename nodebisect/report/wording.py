@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from nodebisect.report.markup import constant_text, num, pair_text, short_name, value_text
 from nodebisect.records import (
     NAMED_SUSPECT_SCORE,
     op_noise_ratio,
@@ -22,6 +23,10 @@ from nodebisect.records import (
     STAGE_GRAPH_OPTIMIZATION,
     STAGE_RUNTIME,
     STAGE_RUNTIME_OPTIMIZER,
+    FAILED,
+    RIGHT,
+    WRONG,
+    Checks,
     FirstDivergent,
     LocateResult,
     Metrics,
@@ -40,21 +45,8 @@ REPO_OPTIMIZER = ("microsoft/onnxscript", "the ONNX optimizer / rewrite rules ru
 REPO_RUNTIME = ("microsoft/onnxruntime", "onnxruntime kernels and graph optimizers")
 REPO_EXPORT = ("pytorch/pytorch", "torch.export")
 
-_ALONE_PREFIX = "right when run alone on reference inputs but wrong together with the ops producing its inputs"
-_SUSPECT_MARK = ". Most suspect in the segment: "
-_STAGE_RESTATED = ("torch.export changed the model's behaviour", "the ExportedProgram and its decomposition")
-# Clauses of the diagnosis that stage_sentence / isolation_text already say in their own words.
-_STOCK_CLAUSES = (
-    "wrong even when fed the framework's own input values",
-    "ONNX's reference evaluator agrees with PyTorch",
-    "wrong with onnxruntime graph optimizations",
-    "on the framework's own input values this node matches",
-    "its inputs were within tolerance",
-    "the unoptimized export is wrong here too",
-    "the same program exported with optimize=False",
-    "note: PyTorch's own",  # the precision caution: its own line (precision_text)
-    "inside the fixed tolerance, but",
-)
+_ALONE_RIGHT_TOGETHER_WRONG = "right when run alone on reference inputs but wrong together with the ops producing its inputs"
+_CAPTURE_EVIDENCE = "The ONNX graph is innocent; eager mode takes a path (e.g. a fused fast path) the exported program does not."
 WITHIN_NOISE = "fixed, within noise"  # search.noise's criterion: outside atol/rtol, within PyTorch's own error
 
 
@@ -128,7 +120,7 @@ def what_to_do(fd: FirstDivergent, exporter: str = "dynamo") -> str:
 def isolation_text(fd: FirstDivergent) -> str:
     """"Node alone" vs "with its producers", each with its own number (or "")."""
     iso = fd.isolated_metrics
-    if fd.explanation.startswith(_ALONE_PREFIX):
+    if fd.checks.with_producers == WRONG:
         with_producers = f"max_abs={num(iso.max_abs)}" if iso is not None else "wrong"
         return f"node alone on PyTorch's inputs: right (within tolerance); with the ops producing its inputs: {with_producers}"
     if iso is None:
@@ -142,25 +134,127 @@ def isolation_text(fd: FirstDivergent) -> str:
     return f"node alone on PyTorch's inputs: still wrong (max_abs={num(iso.max_abs)})"
 
 
-def explanation_text(fd: FirstDivergent) -> str:
-    """The explanation without what the stage, isolation and suspect lines already say.
+def explanation(fd: FirstDivergent) -> str:
+    """The whole diagnosis of the culprit in words: ``FirstDivergent.explanation`` in the JSON.
 
-    The diagnosis appends stock clauses (isolation verdicts, the optimize=False
-    check, the top suspect); printed beside ``stage_sentence`` they would say
-    the same thing twice, or, worded for another stage, contradict it. What is
-    left is evidence of its own (NaN provenance, decomposition, capture paths).
+    Composed once, by the pipeline, from the typed checks; the terminal and report.md
+    print ``evidence_text`` beside the stage, isolation and suspect lines instead.
     """
-    text = fd.explanation
-    if _SUSPECT_MARK in text:
-        text = text.split(_SUSPECT_MARK)[0]
-    if text.startswith(_ALONE_PREFIX):
-        text = text[len(_ALONE_PREFIX) :].lstrip(": ")
-    if fd.stage in (STAGE_CAPTURE, STAGE_DECOMPOSITION):
-        # The first sentence restates stage_sentence; the rest (which path eager takes) is evidence.
-        sentences = [x for x in text.split(". ") if x.strip() and not x.startswith(_STAGE_RESTATED)]
-        return ". ".join(sentences).strip()
-    kept = [c for c in text.split("; ") if c.strip() and not c.strip().startswith(_STOCK_CLAUSES)]
-    return "; ".join(kept).strip()
+    if fd.stage == STAGE_CAPTURE:
+        return f"torch.export changed the model's behaviour: eager PyTorch and the exported program already differ at {_capture_where(fd)}. {_CAPTURE_EVIDENCE}"
+    if fd.stage == STAGE_DECOMPOSITION:
+        at = f" at FX node {fd.onnx_node}" if fd.onnx_node else ""
+        return (
+            f"the ExportedProgram and its decomposition (the program the ONNX exporter translates) already differ{at}: "
+            "a decomposition rule changed the numerics before any ONNX was written"
+        )
+    if fd.checks.runtime_failure:
+        return _runtime_failure_sentence(fd)
+    text = _local_error_sentence(fd) if _small_local_defect(fd) else _diagnosis_clauses(fd)
+    if fd.checks.amplified_at:
+        text += f"; downstream, {fd.checks.amplified_at} is right on PyTorch's inputs but amplifies this error past the tolerance"
+    if fd.checks.unoptimized_export == RIGHT:
+        text += (
+            "; the same program exported with optimize=False is right at this value, so the exporter's ONNX graph "
+            "optimizer (onnxscript rewrite rules) introduced the defect"
+        )
+    elif fd.checks.unoptimized_export == WRONG:
+        text += "; the unoptimized export is wrong here too, so the defect is in the op's conversion itself"
+    return text
+
+
+def evidence_text(fd: FirstDivergent) -> str:
+    """What the diagnosis found beyond the stage, isolation, precision, amplifier and suspect lines (or "").
+
+    Those lines already say the isolation verdicts, the optimize=False check, the
+    precision caution and the top suspect; printed again they would say the same
+    thing twice. What is left is evidence of its own: why the node could not run
+    alone, which onnxruntime level and optimizer break it, how far beyond rounding a
+    small defect is, which path eager takes.
+    """
+    if fd.stage == STAGE_CAPTURE:
+        return _CAPTURE_EVIDENCE
+    if fd.stage == STAGE_DECOMPOSITION:
+        return ""
+    if fd.checks.runtime_failure:
+        return _runtime_failure_sentence(fd)
+    if _small_local_defect(fd):
+        return _local_error_sentence(fd)
+    clauses = [f"the local subgraph could not run alone: {fd.checks.alone_error}"] if fd.checks.alone == FAILED else []
+    return "; ".join(clauses + _fusion_clauses(fd))
+
+
+def _diagnosis_clauses(fd: FirstDivergent) -> str:
+    """The local checks, the onnxruntime optimizer, drift, precision and the top suspect, in that order."""
+    checks = fd.checks
+    if checks.alone == FAILED:
+        clauses = [f"the local subgraph could not run alone: {checks.alone_error}"]
+    elif checks.with_producers == WRONG:
+        clauses = [f"{_ALONE_RIGHT_TOGETHER_WRONG}: {_wrong_window_sentence(checks)}"]
+    elif checks.alone == RIGHT:
+        clauses = ["on the framework's own input values this node matches; it only amplifies drift from upstream"]
+    elif checks.alone == WRONG:
+        clauses = [_wrong_window_sentence(checks)]
+    else:
+        clauses = []
+    clauses += _fusion_clauses(fd)
+    if checks.alone == RIGHT and not checks.with_producers:
+        clauses.append("its inputs were within tolerance, so this is accumulated numeric drift rather than a wrong node")
+    m = fd.metrics
+    if m.criterion == WITHIN_NOISE:
+        clauses.append("note: " + precision_text(m, fd.op_noise))
+    elif m.criterion == "noise":
+        clauses.append(precision_text(m, fd.op_noise))
+    text = "; ".join(clauses)
+    top = fd.suspects[0] if fd.suspects else None
+    if top is not None and top.onnx_node != fd.onnx_node and top.score >= NAMED_SUSPECT_SCORE:
+        text += f". Most suspect in the segment: {top.onnx_node} ({top.op_type}): {top.reason.split('; ')[0]}"
+    return text
+
+
+def _wrong_window_sentence(checks: Checks) -> str:
+    if checks.optimizations_off == RIGHT:
+        return f"wrong with onnxruntime graph optimizations ({checks.opt_level}) but right with them disabled"
+    if checks.reference_evaluator == RIGHT:
+        return "ONNX's reference evaluator agrees with PyTorch here but onnxruntime does not: a runtime difference"
+    return "wrong even when fed the framework's own input values: the ONNX nodes compute something else (a conversion defect)"
+
+
+def _fusion_clauses(fd: FirstDivergent) -> list[str]:
+    """Which onnxruntime level, and which named optimizer, make the window wrong (``FirstDivergent.optimizer``)."""
+    level, named = fd.optimizer.get("level", ""), fd.optimizer.get("optimizer", "")
+    if not level:
+        return []
+    first = f"it first goes wrong at optimization level '{level}'"
+    if named:
+        return [first + f", and disabling onnxruntime's '{named}' alone makes it right (work around with SessionOptions / disabled_optimizers=['{named}'])"]
+    return [first, "no single named optimizer explains it"]
+
+
+def _small_local_defect(fd: FirstDivergent) -> bool:
+    """Right alone under the tolerance, yet the teacher-forced check found it far beyond rounding (``local_error``)."""
+    return bool(fd.local_error) and fd.checks.alone == RIGHT and not fd.checks.with_producers
+
+
+def _local_error_sentence(fd: FirstDivergent) -> str:
+    err = fd.local_error
+    return (
+        f"run alone on PyTorch's own inputs it is off by {err['rel_l2']:.2g} (relative L2; max {err['max_abs']:.3g}), far beyond "
+        f"float rounding of its values and inputs (limit {err['limit']:g}, {err['floor']:.2g} absolute): a conversion defect too "
+        "small for the tolerance here"
+    )
+
+
+def _runtime_failure_sentence(fd: FirstDivergent) -> str:
+    return (
+        f"onnxruntime {fd.checks.runtime_failure} while running node {fd.onnx_node} ({fd.op_type}): "
+        "every graph prefix before it runs, the prefix ending with it fails"
+    )
+
+
+def _capture_where(fd: FirstDivergent) -> str:
+    module = fd.framework.module
+    return f"module {module!r} (FX node {fd.onnx_node})" if module else "the model's outputs"
 
 
 def precision_text(m: Metrics, op_noise: dict[str, float] | None = None) -> str:
@@ -264,7 +358,7 @@ def worst_text(worst: dict[str, Any] | None) -> str:
         return ""
     index = worst.get("index") or []
     where = f"at [{', '.join(str(i) for i in index)}]" if index else "at the scalar"
-    inputs = ", ".join(f"{_short_name(k)}={value_text(v)}" for k, v in (worst.get("inputs") or {}).items())
+    inputs = ", ".join(f"{short_name(k)}={value_text(v)}" for k, v in (worst.get("inputs") or {}).items())
     text = f"{where}: " + (f"{inputs} -> " if inputs else "")
     expected, actual = pair_text(worst["expected"], worst["actual"])
     return text + f"PyTorch {expected}, onnxruntime {actual}"
@@ -273,7 +367,7 @@ def worst_text(worst: dict[str, Any] | None) -> str:
 def constants_text(worst: dict[str, Any] | None, limit: int = 0) -> str:
     """The small constants of the culprit and its segment, each whole (or "")."""
     consts = (worst or {}).get("constants") or {}
-    items = [f"{_short_name(k)}={_constant(v)}" for k, v in consts.items()]
+    items = [f"{short_name(k)}={constant_text(v)}" for k, v in consts.items()]
     if limit and len(items) > limit:
         items = items[:limit] + [f"… {len(consts) - limit} more"]
     return ", ".join(items)
@@ -300,65 +394,15 @@ def is_detail_note(note: str) -> bool:
     return note.startswith(DETAIL_NOTE_PREFIXES)
 
 
-def num(x: Any) -> str:
-    """A number in 3 significant digits; NaN/Inf spelled out."""
-    if isinstance(x, str):
-        return x
-    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-        return str(x)
-    return f"{x:.3g}"
-
-
-def pair_text(expected: Any, actual: Any) -> tuple[str, str]:
-    """Both values with as many digits as it takes to see them differ (-707106.78 vs -707106.84)."""
-    for digits in (5, 7, 9, 12, 17):
-        e, a = value_text(expected, digits), value_text(actual, digits)
-        if e != a:
-            return e, a
-    return e, a
-
-
-def value_text(v: Any, digits: int = 5) -> str:
-    """One element's value, signed (``+0`` and ``-0`` differ; so do ``+3.1416`` and ``-3.1416``)."""
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "+inf" if v > 0 else "-inf"
-        if v == 0.0:
-            return "-0.0" if math.copysign(1.0, v) < 0 else "+0.0"
-        return f"{v:+.{digits}g}"
-    return str(v)
-
-
-def _constant(v: Any) -> str:
-    if isinstance(v, list):
-        return "[" + ", ".join(value_text(x) for x in v) + "]"
-    if isinstance(v, dict):
-        if "fill" in v:
-            return f"filled with {_constant(v['fill'])}"
-        shape = "x".join(str(s) for s in v.get("shape", []))
-        rng = f" in [{value_text(v['min'])}, {value_text(v['max'])}]" if "min" in v else ""
-        return f"<{v.get('dtype', '')} {shape}{rng}>"
-    return value_text(v)
-
-
 def _finite_max_abs(worst: dict[str, Any] | None) -> float | None:
     value = (worst or {}).get("finite_max_abs")
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _short_name(name: str) -> str:
-    return name if len(name) <= 40 else "…" + name[-39:]
-
-
 __all__ = [
     "constants_text",
-    "explanation_text",
+    "evidence_text",
+    "explanation",
     "file_at",
     "is_detail_note",
     "isolation_text",

@@ -6,7 +6,7 @@ from typing import Any
 
 from nodebisect.errors import RuntimeFailedError
 from nodebisect.onnxgraph import node_attributes
-from nodebisect.records import RUNTIME_FAILED, FirstDivergent, LocateResult, Metrics
+from nodebisect.records import RUNTIME_FAILED, Cause, Checks, FirstDivergent, LocateResult, Metrics, Stage
 from nodebisect.run import RunLog
 from nodebisect.search.outcome import node_records
 from nodebisect.search.strategy import SearchOutcome
@@ -28,14 +28,13 @@ def runtime_failure_result(outcome: SearchOutcome, exc: RuntimeFailedError, envi
             onnx_node=point.node,
             op_type=node.op_type,
             onnx_value=next((o for o in node.output if o), ""),
-            stage="runtime",
-            cause=RUNTIME_FAILED,
+            stage=Stage.RUNTIME,
+            cause=Cause.RUNTIME_FAILED,
             segment=[point.node],
             segment_op_types=[node.op_type],
             framework=gm.refs[point.node],
             metrics=Metrics(reason=point.error),
-            explanation=f"onnxruntime {point.kind} while running node {point.node} ({node.op_type}): "
-            f"every graph prefix before it runs, the prefix ending with it fails",
+            checks=Checks(runtime_failure=point.kind),
         )
     else:
         log.note("the failure did not reproduce on any prefix of the graph")
