@@ -95,9 +95,33 @@ def value_types(model: onnx.ModelProto) -> dict[str, tuple[Any, list[int | None]
 
 
 def value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
-    """Every typed value of the graph (intermediates, outputs, inputs) by name."""
+    """Every typed value of the graph (intermediates, outputs, inputs) by name.
+
+    Exporters write the intermediates' types; a model from elsewhere (hand-made, another
+    converter, an optimizer's output) may not, and a local subgraph cut from it could
+    not be loaded. Then ONNX's shape inference fills in what it can (once per model).
+    """
     g = model.graph
-    return {vi.name: vi for vi in list(g.value_info) + list(g.output) + list(g.input)}
+    known = {vi.name: vi for vi in list(g.value_info) + list(g.output) + list(g.input)}
+    if all(o in known for n in g.node for o in n.output if o):
+        return known
+    return {**_inferred_types(model), **known}
+
+
+_INFERRED: list[tuple[onnx.ModelProto, dict[str, onnx.ValueInfoProto]]] = []  # the last few models (held, so ids stay theirs)
+
+
+def _inferred_types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    for held, types in _INFERRED:
+        if held is model:
+            return types
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph.value_info
+    except Exception:  # noqa: BLE001 - types are a convenience; without them the cut is tried as it is
+        inferred = []
+    types = {vi.name: vi for vi in inferred}
+    _INFERRED[:] = [*_INFERRED[-3:], (model, types)]
+    return types
 
 
 def sub_model(

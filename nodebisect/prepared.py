@@ -1,7 +1,8 @@
-"""What the frontends hand to the search: the ONNX model, reference values and feeds.
+"""What the frontends hand to the search: the ONNX model, the reference and the feeds.
 
-Every exporter path ends in one ``Prepared``; the comparison and search after it
-know nothing of how it was made, and never import torch.
+Every exporter path ends in one ``Prepared``; the comparison, the search and the
+diagnosis after it know nothing of how it was made: they read the ``Reference``
+(``nodebisect.reference``) and never import torch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from nodebisect.records import FrameworkRef
+from nodebisect.reference import Reference
 
 
 @dataclass
@@ -20,8 +22,9 @@ class Prepared:
 
     Attributes:
         onnx_model: the model to debug (exported, or the user's file).
-        acts: reference activations keyed by names the ONNX graph uses
-            (``values``, ``dtypes``, ``order``, ``outputs``: see ``frontends.capture.Activations``).
+        acts: the reference (``nodebisect.reference.Reference``): its values keyed by names the
+            ONNX graph uses, their dtypes and exact answers, and what it knows of its ops
+            (PyTorch: ``frontends.capture.Activations``).
         flat_inputs: the model inputs, in ONNX graph-input order (tensors).
         feeds: the same inputs as numpy arrays keyed by ONNX graph-input name.
         program: the decomposed ExportedProgram (dynamo path) or None.
@@ -30,19 +33,26 @@ class Prepared:
     """
 
     onnx_model: Any
-    acts: Any
+    acts: Reference
     flat_inputs: list[Any]
-    program: Any = None
+    program: Any = None  # the PyTorch stage checks' own (capture, decomposition, optimize=False); the diagnosis asks ``acts``
     opset: int = 0
     refs: dict[str, FrameworkRef] | None = None
     original: Any = None  # ExportedProgram before decomposition (dynamo path)
     notes: list[str] = field(default_factory=list)
     mapping_quality: dict[str, Any] = field(default_factory=dict)
     feeds: dict[str, np.ndarray] = field(default_factory=dict)
-    # float64 values of the program's floating FX nodes (frontends.oracle), or empty.
-    oracle: dict[str, np.ndarray] = field(default_factory=dict)
     # The same program exported with optimize=False, made once on demand (stage graph_optimization).
     unoptimized_onnx: Any = None
+
+    @property
+    def oracle(self) -> dict[str, np.ndarray]:
+        """The reference's float64 answers (``Reference.exact``; frontends.oracle for PyTorch), or empty."""
+        return self.acts.exact if self.acts is not None else {}
+
+    @oracle.setter
+    def oracle(self, values: dict[str, np.ndarray]) -> None:
+        self.acts.exact = values
 
 
 def memory_available() -> int:

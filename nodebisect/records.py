@@ -409,6 +409,8 @@ class ReproData:
     note: str = ""
     # False when no window reproduced the mismatch: the bundle writes no repro/ and says so.
     reproduces: bool = True
+    # How many mapped levels of producers the window holds beyond the culprit's own nodes (0: its own only).
+    depth: int = 0
     # Stage graph_optimization: the same value's subgraph before the exporter's optimizer (the unfused ops).
     unoptimized: tuple[bytes, dict[str, Any]] | None = None
     # The value is sign-sensitive (search.signs): repro.py counts a zero of the opposite sign as a mismatch.

@@ -82,9 +82,11 @@ def export(model: nn.Module, args: tuple[Any, ...]) -> tuple[onnx.ModelProto, An
     return exported.model, exported.program
 
 
-def fx_args(program: Any) -> dict[str, tuple[str, tuple[Any, ...]]]:
-    """What explain.py hands rank_suspects: FX node -> (target, args)."""
-    return {n.name: (str(n.target).replace("torch.ops.", ""), tuple(n.args)) for n in program.graph.nodes if n.op == "call_function"}
+def fx_args(program: Any) -> dict[str, Any]:
+    """What explain.py hands rank_suspects: the reference's ops (FX node -> RefOp) for this program."""
+    from nodebisect.frontends.pytorch_reference.program import all_ops
+
+    return all_ops(program)
 
 
 def named(suspects: list[Suspect]) -> list[tuple[str, float, str]]:

@@ -27,7 +27,7 @@ from torch import nn
 from nodebisect import locate
 from nodebisect.diagnose.casts import CAST_SCORE, lossy_cast, lossy_cast_evidence
 from nodebisect.diagnose.suspects import rank_suspects
-from nodebisect.diagnose.weights import WEIGHT_SCORE, weight_evidence
+from nodebisect.frontends.pytorch_reference.weights import WEIGHT_SCORE, weight_evidence
 from nodebisect.frontends.dynamo import export_onnx
 from nodebisect.frontends.loading.load import build_loaded_model
 from nodebisect.runtime.runner import OrtRunner
@@ -41,9 +41,11 @@ def export(model: nn.Module, args: tuple[Any, ...]) -> tuple[onnx.ModelProto, An
     return exported.model, exported.program
 
 
-def fx_args(program: Any) -> dict[str, tuple[str, tuple[Any, ...]]]:
-    """What explain.py hands rank_suspects: FX node -> (target, args)."""
-    return {n.name: (str(n.target).replace("torch.ops.", ""), tuple(n.args)) for n in program.graph.nodes if n.op == "call_function"}
+def fx_args(program: Any) -> dict[str, Any]:
+    """What explain.py hands rank_suspects: the reference's ops (FX node -> RefOp) for this program."""
+    from nodebisect.frontends.pytorch_reference.program import all_ops
+
+    return all_ops(program)
 
 
 def segment_of(gm: GraphMap, node: str) -> tuple[list[str], str]:

@@ -22,7 +22,6 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from nodebisect.diagnose.decomposition import program_tensor
 from nodebisect.onnxgraph import sub_model, value_infos
 from nodebisect.prepared import Prepared
 from nodebisect.values.graphmap import GraphMap
@@ -40,8 +39,6 @@ def exact_op_candidates(gm: GraphMap, prep: Prepared) -> dict[str, list[Any]]:
     Returns:
         node name -> what feeds each of its inputs (``_source``), in graph order.
     """
-    program = prep.program
-    fx_nodes = {n.name: n for n in program.graph.nodes} if program is not None else {}
     inits = {t.name: t for t in prep.onnx_model.graph.initializer}
     out: dict[str, list[Any]] = {}
     for name in gm.order:
@@ -52,7 +49,7 @@ def exact_op_candidates(gm: GraphMap, prep: Prepared) -> dict[str, list[Any]]:
         if gm.segments.get(gm.segment_of.get(name, ""), []) != [name]:
             continue  # part of a larger lowering: PyTorch's value is not this node's alone
         value = node.output[0]
-        fx = fx_nodes.get(gm.mapped.get(value, ""))
+        fx = prep.acts.op(gm.mapped.get(value, ""))
         if fx is None or fx.kwargs.get("alpha", 1) != 1 or len(fx.args) > 2:
             continue
         expected = prep.acts.values.get(fx.name)
@@ -159,7 +156,7 @@ def _source(gm: GraphMap, prep: Prepared, inits: dict[str, onnx.TensorProto], x:
         value = prep.acts.values.get(gm.mapped[x])
     elif x in prep.acts.values:  # folded into a constant, but an FX value PyTorch computed
         value = prep.acts.values[x]
-    elif x in inits and (param := _parameter(prep.program, x)) is not None:
+    elif x in inits and (param := prep.acts.parameter(x)) is not None:  # the exporter names initializers by FQN
         value = param
     elif x in inits:
         return inits[x] if _float_scalar(inits[x]) else None
@@ -172,12 +169,6 @@ def _source(gm: GraphMap, prep: Prepared, inits: dict[str, onnx.TensorProto], x:
 
 def _float_scalar(t: onnx.TensorProto) -> bool:
     return t.data_type == onnx.TensorProto.FLOAT and int(np.prod(t.dims)) == 1
-
-
-def _parameter(program: Any, name: str) -> np.ndarray | None:
-    """PyTorch's own parameter or buffer ``name`` (the exporter names initializers by their FQN)."""
-    tensor = program_tensor(program, name) if program is not None else None
-    return tensor.detach().cpu().numpy() if tensor is not None else None
 
 
 def audit(gm: GraphMap, prep: Prepared, opts: Any, log: Any, sandbox: Any = None) -> list[dict[str, Any]]:

@@ -22,7 +22,6 @@ from nodebisect.records import (
     CAUSE_RUNTIME,
     Comparison,
     FirstDivergent,
-    FrameworkRef,
     ReproData,
     Stage,
 )
@@ -43,7 +42,6 @@ def explain(
     """Cause and segment of ``culprit`` (an ONNX value that is bad while its mapped inputs are good)."""
     from nodebisect.diagnose.casts import lossy_cast_evidence
     from nodebisect.diagnose.suspects import rank_suspects
-    from nodebisect.diagnose.weights import weight_evidence
 
     t = log.stage("isolate the culprit")
     carrier = gm.producer[culprit]
@@ -56,28 +54,21 @@ def explain(
     log.timings["isolate"] = time.perf_counter() - t
     seg_key = gm.segment_of[carrier]
     segment = [n for n in gm.segments.get(seg_key, [carrier]) if n in local.nodes or n == carrier]
-    program = prep.program
-    fx_args = (
-        {n.name: (str(n.target).replace("torch.ops.", ""), tuple(n.args)) for n in program.graph.nodes if n.op == "call_function"}
-        if program is not None
-        else {}
-    )
+    reference = prep.acts
     evidence = _decomposition_evidence(local, carrier, gm, prep, iso, gm.refs[carrier].fx_node or fx_name)
-    evidence += weight_evidence(gm, prep.onnx_model, prep.program, list(dict.fromkeys(segment + local.nodes)))
+    evidence += reference.weight_evidence(gm, prep.onnx_model, list(dict.fromkeys(segment + local.nodes)))
     reference_inputs = {v: prep.acts.values[gm.mapped[v]] for v in local.inputs if v in gm.mapped}
     evidence += lossy_cast_evidence(gm, local.nodes, {**prep.feeds, **reference_inputs, **iso.internal})
-    suspects = rank_suspects(gm, prep.onnx_model, segment, carrier, fx_args, iso.nan_source, extra=local.nodes, evidence=evidence)
+    suspects = rank_suspects(gm, prep.onnx_model, segment, carrier, reference.ops(), iso.nan_source, extra=local.nodes, evidence=evidence)
     ordered = [s.onnx_node for s in suspects]
     ref = gm.refs[carrier]
-    if not ref.fx_node:
-        ref = fx_ref(program, fx_name)
+    if not ref.fx_node:  # a node the exporter made (a Cast its optimizer inserted): ask the reference
+        ref = reference.describe(fx_name)
     stage = {CAUSE_RUNTIME: Stage.RUNTIME, CAUSE_OPTIMIZER: Stage.RUNTIME_OPTIMIZER}.get(iso.cause, Stage.CONVERSION)
     m = comparisons[culprit].metrics
     noise: dict[str, float] = {}
     if iso.cause == CAUSE_CONVERSION and m.criterion == WITHIN_NOISE:  # may be rounding: measure the op alone
-        from nodebisect.diagnose.op_noise import op_noise
-
-        noise = op_noise(program, fx_name, prep.acts.values, iso.internal.get(culprit))
+        noise = reference.op_alone(fx_name, iso.internal.get(culprit))
     return FirstDivergent(
         onnx_node=carrier,
         op_type=gm.nodes[carrier].op_type,
@@ -97,33 +88,6 @@ def explain(
     )
 
 
-def fx_ref(program: Any, fx_name: str) -> FrameworkRef:
-    """The framework side of a carrier the exporter left without metadata, read from the FX node itself.
-
-    An ONNX node the exporter's optimizer made (a Cast it inserted) carries no
-    ``pkg.torch.onnx`` metadata, yet its value is mapped to an FX node: without this
-    the verdict read "framework: ?" for a value whose op, module and source line the
-    exported program holds. The same fields the exporter writes onto its nodes
-    (``graphmap.framework_ref`` reads them back): target, the innermost module of
-    ``nn_module_stack``, the stack trace and its user frame. ``program`` None (the
-    TorchScript path) or an unknown name gives the FX name alone.
-    """
-    from nodebisect.values.graphmap import user_frame
-
-    node = next((n for n in program.graph.nodes if n.name == fx_name), None) if program is not None and fx_name else None
-    if node is None or node.op != "call_function":
-        return FrameworkRef(fx_node=fx_name)
-    ref = FrameworkRef(target=str(node.target).replace("torch.ops.", ""), fx_node=fx_name)
-    stack = node.meta.get("nn_module_stack") or {}
-    if stack:
-        path, kind = list(stack.values())[-1]
-        ref.module = str(path)
-        ref.module_type = kind if isinstance(kind, str) else f"{kind.__module__}.{kind.__qualname__}"
-    ref.stack_trace = node.meta.get("stack_trace", "") or ""
-    ref.source, ref.code = user_frame(ref.stack_trace)
-    return ref
-
-
 def _decomposition_evidence(
     local: LocalGraph, carrier: str, gm: GraphMap, prep: Prepared, iso: Isolation, fx_name: str
 ) -> list[tuple[str, float, str]]:
@@ -133,20 +97,13 @@ def _decomposition_evidence(
     carrier the exporter's optimizer made (a Cast it inserted, no metadata), the FX
     node its value is mapped to, so such a lowering is not left without evidence.
     """
-    from nodebisect.diagnose.decomposition import MAX_SEGMENT_NODES, departure_points, lifted_tensor, torch_intermediates
+    from nodebisect.diagnose.decomposition import MAX_SEGMENT_NODES, departure_points
 
-    program, acts = prep.program, prep.acts
-    if program is None or len(local.nodes) < 2 or len(local.nodes) > MAX_SEGMENT_NODES or not iso.internal or not fx_name:
-        return []
-    fx_node = next((n for n in program.graph.nodes if n.name == fx_name and n.op == "call_function"), None)
-    if fx_node is None:
+    op = prep.acts.op(fx_name) if fx_name else None
+    if op is None or len(local.nodes) < 2 or len(local.nodes) > MAX_SEGMENT_NODES or not iso.internal:
         return []
     try:
-        reference = dict(acts.values)
-        for arg in fx_node.all_input_nodes:  # weights are not among the captured activations
-            if arg.name not in reference and (value := lifted_tensor(program, arg.name)) is not None:
-                reference[arg.name] = value
-        candidates = torch_intermediates(fx_node, reference)
+        candidates = prep.acts.intermediates(fx_name)
     except Exception:  # noqa: BLE001 - evidence only; many ops have no decomposition
         return []
     good = set(local.inputs) | gm.initializers
@@ -162,7 +119,7 @@ def _decomposition_evidence(
         candidates,
         good,
     )
-    target = gm.refs[carrier].target or str(fx_node.target).replace("torch.ops.", "")
+    target = gm.refs[carrier].target or op.target
     if not entries:  # no internal value matches PyTorch's decomposition: try the counterfactual
         return _repair_evidence(local, carrier, gm, prep, iso, candidates, target)
     out = []

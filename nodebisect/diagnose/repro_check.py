@@ -95,6 +95,7 @@ def reproducing_window(
         last = (window, metrics)
         if metrics is not None and got is not None and metrics.mismatch_fraction > 0:
             data.nodes = list(window.nodes)
+            data.depth = depth
             data.note = _note(window, gm, culprit, depth, depths[-1])
             # An input's element at the output's index belongs to it only through element-wise ops.
             pointwise = all(gm.nodes[n].op_type in ELEMENTWISE for n in window.nodes)
@@ -106,6 +107,7 @@ def reproducing_window(
     data = _repro_data(window, culprit, prep, gm, expected, opts)
     data.nodes = list(window.nodes)
     data.reproduces = False
+    data.depth = -1
     data.note = (
         f"no subgraph ending at {culprit} reproduces the mismatch on PyTorch's values (up to {len(window.nodes)} node(s) "
         "from the graph inputs): it shows only in the whole model; reproduce it with the model and the command below"

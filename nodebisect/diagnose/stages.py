@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from nodebisect.prepared import Prepared
+from nodebisect.reference import Reference
 from nodebisect.records import RIGHT, STAGE_CAPTURE, STAGE_DECOMPOSITION, WRONG, Cause, FirstDivergent, Metrics, Stage
 from nodebisect.run import Options, RunLog
 from nodebisect.values.compare import compare
@@ -56,7 +57,7 @@ def check_capture(loaded: Any, prep: Prepared, opts: Options, log: RunLog) -> tu
     info["modules"] = modules
     info["first_module"] = culprit_module
     info["fx_node"] = culprit_fx
-    return info, fx_culprit(prep.program, culprit_fx, STAGE_CAPTURE, metrics, module=culprit_module)
+    return info, fx_culprit(prep.acts, culprit_fx, STAGE_CAPTURE, metrics, module=culprit_module)
 
 
 def check_decomposition(loaded: Any, prep: Prepared, opts: Options, log: RunLog, info: dict[str, Any]) -> FirstDivergent | None:
@@ -92,7 +93,7 @@ def check_decomposition(loaded: Any, prep: Prepared, opts: Options, log: RunLog,
             if _beyond_drift(cmp, name, before.values[name], prep, opts):
                 culprit, metrics = name, cmp.metrics
                 break
-    return fx_culprit(prep.program, culprit, STAGE_DECOMPOSITION, metrics)
+    return fx_culprit(prep.acts, culprit, STAGE_DECOMPOSITION, metrics)
 
 
 def _beyond_drift(cmp: Any, fx_name: str, other: Any, prep: Prepared, opts: Options) -> bool:
@@ -170,16 +171,13 @@ def note_framework_nans(acts: Any, log: RunLog) -> None:
             return
 
 
-def fx_culprit(program: Any, fx_name: str, stage: Stage, metrics: Metrics, module: str = "") -> FirstDivergent:
-    """A culprit that is an FX node of ``program`` (stages before ONNX exists: capture, decomposition).
+def fx_culprit(reference: Reference, fx_name: str, stage: Stage, metrics: Metrics, module: str = "") -> FirstDivergent:
+    """A culprit that is a value of the reference itself (stages before ONNX exists: capture, decomposition).
 
-    Its framework side is read off the FX node as for a carrier without exporter
-    metadata (``explain.fx_ref``: target, innermost module and its type, source
-    line); ``module`` (the capture check's module path) wins when given.
+    Its framework side is what the reference says of it (target, innermost module and
+    its type, source line); ``module`` (the capture check's module path) wins when given.
     """
-    from nodebisect.diagnose.explain import fx_ref
-
-    ref = fx_ref(program, fx_name)
+    ref = reference.describe(fx_name)
     if module:
         ref.module = module
     target = ref.target

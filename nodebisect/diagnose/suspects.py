@@ -30,6 +30,7 @@ from onnx import numpy_helper
 from nodebisect.onnxgraph import node_attributes
 from nodebisect.values.graphmap import GraphMap
 from nodebisect.records import Suspect
+from nodebisect.reference import RefOp
 
 _SENSITIVE = {"Softmax", "LogSoftmax", "Where", "Cast", "Div", "Pow", "Sqrt", "Reciprocal", "Exp", "Log", "Erf", "Mod", "Clip", "Max", "Min", "Resize"}
 _ARITH = {"add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow", "maximum": "Max", "minimum": "Min"}
@@ -40,7 +41,7 @@ def rank_suspects(
     model: onnx.ModelProto,
     segment: list[str],
     carrier: str,
-    fx_args: dict[str, tuple[str, tuple[Any, ...]]],
+    ops: dict[str, RefOp],
     nan_source: str = "",
     extra: list[str] | None = None,
     evidence: list[tuple[str, float, str]] | None = None,
@@ -64,7 +65,7 @@ def rank_suspects(
         scores[name].append((0.9, reason))
 
     for name in candidates:
-        reason = _contradicts_fx(gm, name, fx_args) or _dropped_argument(gm, name, fx_args, small_consts)
+        reason = _contradicts_fx(gm, name, ops) or _dropped_argument(gm, name, ops, small_consts)
         if reason:
             scores[name].append((0.85, reason))
 
@@ -152,13 +153,13 @@ def _describe_difference(mine: tuple, common: tuple, count: int, target: str) ->
     return f"constant input differs from {count} other lowerings of {target}"
 
 
-def _contradicts_fx(gm: GraphMap, name: str, fx_args: dict[str, tuple[str, tuple[Any, ...]]]) -> str:
-    """The attribute of ``name`` that contradicts its FX node's own arguments, in words ("" if none)."""
+def _contradicts_fx(gm: GraphMap, name: str, ops: dict[str, RefOp]) -> str:
+    """The attribute of ``name`` that contradicts its reference op's own arguments, in words ("" if none)."""
     node = gm.nodes[name]
-    ref = gm.refs[name]
-    if ref.fx_node not in fx_args:
+    op = ops.get(gm.refs[name].fx_node)
+    if op is None:
         return ""
-    target, args = fx_args[ref.fx_node]
+    target, args = op.target, op.args
     base = target.split(".")[1] if target.startswith("aten.") and "." in target else target
     attrs = node_attributes(node)
     for check in (_softmax_axis, _layernorm_eps, _avg_pool_args, _scatter_reduction, _axis_vs_dim):
@@ -282,7 +283,7 @@ _SENTINEL = 2**31  # ints this large mean "to the end" (a slice's end): a loweri
 _BACKWARD_ONLY = {("embedding", "padding_idx")}
 
 
-def _dropped_argument(gm: GraphMap, name: str, fx_args: dict[str, tuple[str, tuple[Any, ...]]], consts: dict[str, tuple]) -> str:
+def _dropped_argument(gm: GraphMap, name: str, ops: dict[str, RefOp], consts: dict[str, tuple]) -> str:
     """A non-default numeric argument of the FX node that its lowering never writes, in words ("" if none).
 
     A converter that has no place for an argument drops it silently:
@@ -298,19 +299,18 @@ def _dropped_argument(gm: GraphMap, name: str, fx_args: dict[str, tuple[str, tup
     number is some small function of another, so accepting them would hide real drops.
     Only the segment's carrier is named: the argument belongs to the whole lowering,
     and the carrier is the node that stands for the op. Only positional arguments are
-    seen (``fx_args`` holds ``node.args``), so kwarg-only ones such as
+    seen (``RefOp.args``), so kwarg-only ones such as
     ``scaled_dot_product_attention``'s ``scale`` are never judged. Arguments that act
     only on the backward pass (``_BACKWARD_ONLY``) are skipped.
     """
-    ref = gm.refs[name]
-    if ref.fx_node not in fx_args:
+    op = ops.get(gm.refs[name].fx_node)
+    if op is None:
         return ""
     key = gm.segment_of[name]
     members = gm.segments.get(key, [])
     if not members or name != _segment_carrier(gm, key, members):
         return ""
-    target, args = fx_args[ref.fx_node]
-    schema = _schema_of(target)
+    target, args, schema = op.target, op.args, op.schema
     if schema is None:
         return ""
     written: list[float] | None = None
@@ -345,19 +345,6 @@ def _segment_carrier(gm: GraphMap, key: str, members: list[str]) -> str:
     """The node of a segment that produces the FX node's own value (else its last node)."""
     producer = gm.producer.get(key, "")
     return producer if producer in members else members[-1]
-
-
-def _schema_of(target: str) -> Any:
-    """The schema of ``aten.op.overload`` (``torch.ops.aten.op.overload._schema``), or None."""
-    parts = target.split(".")
-    if len(parts) != 3 or parts[0] != "aten":
-        return None
-    import torch  # only here: an FX target exists only when torch made the program
-
-    try:
-        return getattr(getattr(torch.ops.aten, parts[1]), parts[2])._schema
-    except (AttributeError, RuntimeError):
-        return None
 
 
 def _judged(arg: Any, value: Any) -> bool:

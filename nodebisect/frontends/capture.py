@@ -21,20 +21,24 @@ import torch.fx
 import torch.utils._pytree as pytree
 
 from nodebisect.errors import BadInputError
+from nodebisect.records import FrameworkRef
+from nodebisect.reference import Evidence, RefOp, Reference
 
 
 @dataclass
-class Activations:
-    """Framework values by name, as numpy arrays on the CPU.
+class Activations(Reference):
+    """PyTorch as the reference: captured values by FX name (numpy, on the CPU), and the program that made them.
 
     ``dtypes`` keeps the torch dtype name (bfloat16 is stored widened to float32,
-    since numpy has no bfloat16, but compared with bfloat16 tolerance).
+    since numpy has no bfloat16, but compared with bfloat16 tolerance). With the
+    decomposed ``program`` (the dynamo path) the reference also answers what each
+    op is, its weights, its float64 answer alone and its own decomposition
+    (``frontends.pytorch_reference``); without it (the TorchScript path) it knows
+    values only.
     """
 
-    values: dict[str, np.ndarray] = field(default_factory=dict)
-    dtypes: dict[str, str] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)  # FX names of the flat user outputs
+    kind: str = "pytorch"
+    program: Any = field(default=None, repr=False)
     # Where values go once ``spill_after`` bytes are held in memory ("" = never spill).
     spill_dir: str = ""
     spill_after: int = 0
@@ -55,6 +59,44 @@ class Activations:
         self.values[name] = array
         self.dtypes[name] = str(tensor.dtype).replace("torch.", "")
         self.order.append(name)
+
+    # -- the Reference's questions, answered from the program (none without one) --
+
+    def describe(self, name: str) -> FrameworkRef:
+        from nodebisect.frontends.pytorch_reference.program import describe
+
+        return describe(self.program, name)
+
+    def op(self, name: str) -> RefOp | None:
+        from nodebisect.frontends.pytorch_reference.program import fx_node, ref_op
+
+        node = fx_node(self.program, name)
+        return ref_op(node) if node is not None else None
+
+    def ops(self) -> dict[str, RefOp]:
+        from nodebisect.frontends.pytorch_reference.program import all_ops
+
+        return all_ops(self.program)
+
+    def parameter(self, name: str) -> np.ndarray | None:
+        from nodebisect.frontends.pytorch_reference.program import parameter
+
+        return parameter(self.program, name)
+
+    def op_alone(self, name: str, onnx_value: np.ndarray | None) -> dict[str, float]:
+        from nodebisect.frontends.pytorch_reference.op_noise import op_noise
+
+        return op_noise(self.program, name, self.values, onnx_value)
+
+    def intermediates(self, name: str) -> list[np.ndarray]:
+        from nodebisect.frontends.pytorch_reference.program import intermediates
+
+        return intermediates(self.program, name, self.values)
+
+    def weight_evidence(self, gm: Any, onnx_model: Any, nodes: list[str]) -> list[Evidence]:
+        from nodebisect.frontends.pytorch_reference.weights import weight_evidence
+
+        return weight_evidence(gm, onnx_model, self.program, nodes)
 
 
 def spilling_activations(budget_bytes: int) -> Activations:
@@ -115,6 +157,7 @@ def capture_fx(
     memory-mapped back.
     """
     acts = spilling_activations(memory_budget) if memory_budget is not None else Activations()
+    acts.program = program  # what the reference knows of its ops comes from the program that made the values
     gm = program.module()
     if device != "cpu":
         gm = gm.to(device)

@@ -98,7 +98,7 @@ def capture_inputs(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any]
 
     acts = capture_fx(prep.program, args, kwargs, device=device)
     flat = [a for a in flat_user_inputs(prep.program, args, kwargs) if hasattr(a, "dtype")]
-    trial = with_feeds(replace(prep, acts=acts, flat_inputs=flat, notes=[], oracle={}))
+    trial = with_feeds(replace(prep, acts=acts, flat_inputs=flat, notes=[]))  # acts: no exact answers yet
     if prep.oracle:  # a trial whose oracle fails is judged by the fixed tolerance
         trial.oracle = _oracle_or_reason(prep.program, args, kwargs, set(prep.oracle))[0]
     return trial

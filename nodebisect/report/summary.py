@@ -75,7 +75,7 @@ def _diverged(result: LocateResult, report_dir: str | None, repro: bool) -> list
         f"  search:    {stats.get('strategy', '?')}, {stats.get('ort_sessions', 0)} onnxruntime session(s), "
         f"{stats.get('compared_values', 0)}/{stats.get('mapped_values', 0)} values compared, {stats.get('seconds', 0):.1f}s"
     )
-    if result.repro is not None and result.repro.note and not result.repro.note.startswith("the culprit's own"):
+    if result.repro is not None and result.repro.note and result.repro.depth != 0:
         # Widened past the culprit, or no window reproduces (diagnose.repro_check): say so here too.
         lines.append(f"  repro:     {'holds ' if result.repro.reproduces else 'none: '}{result.repro.note}")
     if view.file_at:

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from nodebisect.diagnose.decomposition import lifted_tensor
-from nodebisect.frontends.oracle import FLOATS, float64_arguments
+from nodebisect.frontends.pytorch_reference.decomposition import lifted_tensor
+from nodebisect.frontends.pytorch_reference.float64 import FLOATS, float64_arguments
 
 
 def op_noise(program: Any, fx_name: str, values: dict[str, np.ndarray], onnx_value: np.ndarray | None) -> dict[str, float]:

@@ -22,7 +22,7 @@ import torch
 import torch.fx
 from onnx import numpy_helper
 
-from nodebisect.diagnose.decomposition import lifted_tensor
+from nodebisect.frontends.pytorch_reference.decomposition import lifted_tensor
 from nodebisect.values.graphmap import GraphMap
 
 # Above the carrier's prior, the decomposition departure (0.88) and a NaN source (0.95):
