@@ -24,6 +24,7 @@ from nodebisect.errors import (
     UntrustedPickleError,
 )
 from nodebisect.records import Event, FirstDivergent, LocateResult, Metrics, NodeRecord, Tolerance
+from nodebisect.result_file import load_result  # a saved result, read without torch; BadInputError if unusable
 
 from nodebisect.environment import __version__
 
@@ -43,14 +44,6 @@ def prepare(model: Any, inputs: Any = None, **options: Any) -> Any:
     from nodebisect.pipeline import prepare as _prepare
 
     return _prepare(model, inputs, **options)
-
-
-def load_result(path: str) -> LocateResult:
-    """Read a saved ``--json`` result without importing torch."""
-    import json
-
-    with open(path, encoding="utf-8") as fh:
-        return LocateResult.from_dict(json.load(fh))
 
 
 __all__ = [

@@ -7,7 +7,6 @@ progress ``Event`` as a message, so the screen stays live while torch works.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterable
@@ -21,6 +20,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
+from nodebisect import load_result
 from nodebisect.errors import BadInputError, CancelledError, NodebisectError
 from nodebisect.records import LocateResult
 
@@ -204,7 +204,7 @@ def create_app(target: str | os.PathLike[str] | LocateResult, **locate_options: 
         return NodebisectApp(result=target, source=target.model or "result")
     spec = os.fspath(target)
     if spec.lower().endswith(".json"):
-        return NodebisectApp(result=_load_json(spec), source=spec)
+        return NodebisectApp(result=load_result(spec), source=spec)
     if ":" not in spec and not Path(spec).exists():
         raise BadInputError(f"model file not found: {spec}", tip="pass a model file, file.py:factory, or a saved RESULT.json")
     onnx_path = locate_options.get("onnx_path")
@@ -247,21 +247,3 @@ def recorded_model(model: str, result_path: str = "") -> str | None:
             shown = file_part if base == Path.cwd() or Path(file_part).is_absolute() else str(candidate)
             return shown + (f":{factory}" if sep else "")
     return None
-
-
-def _load_json(path: str) -> LocateResult:
-    from nodebisect import load_result
-
-    if not Path(path).is_file():
-        raise BadInputError(f"result file not found: {path}", tip="write one with `nodebisect locate MODEL --json FILE`")
-    try:
-        return load_result(path)
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"{path} is not valid JSON (line {exc.lineno})", tip="pass a file written by `nodebisect locate --json`") from exc
-    except ValueError as exc:
-        raise BadInputError(f"{path}: {exc}", tip="pass a file written by `nodebisect locate --json`") from exc
-    except (KeyError, TypeError) as exc:
-        raise BadInputError(f"{path} is not a complete nodebisect result ({type(exc).__name__}: {exc})",
-                            tip="pass a file written by `nodebisect locate --json`") from exc
-    except OSError as exc:
-        raise BadInputError(f"cannot read {path}: {exc.strerror}") from exc
