@@ -101,7 +101,7 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
             model, inputs, input_specs=opts.input_specs, inputs_file=opts.inputs_file, seed=opts.seed,
             trust_pickle=opts.trust_pickle, model_settings=opts.model_settings,
         )
-    env = environment(opts.device, opts.ep, opts.opset, opts.opt_level)
+    env = environment(opts.device, opts.ep, opts.opset, opts.opt_level, opts.exporter)
     if run_inputs := recorded_inputs(opts):  # the report's command and the TUI's re-run repeat them
         env["run_inputs"] = run_inputs
     if loaded.applied_settings:  # said in every answer: the model compared is not the model as given
@@ -125,7 +125,6 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
     from nodebisect.onnxgraph import opset_of
 
     env["opset"] = opset_of(prep.onnx_model, prep.opset)
-    env["exporter"] = opts.exporter
     log.notes.extend(prep.notes)
     out.prep = prep
     # 3. stage checks: did the numerics change before ONNX existed?
