@@ -23,7 +23,8 @@ from nodebisect.errors import (
     RuntimeFailedError,
     UntrustedPickleError,
 )
-from nodebisect.records import Event, FirstDivergent, LocateResult, Metrics, NodeRecord, Tolerance
+from nodebisect.records import FirstDivergent, LocateResult, Metrics, NodeRecord, Tolerance
+from nodebisect.run import Event  # a progress event (``locate(progress=...)``)
 from nodebisect.result_file import load_result  # a saved result, read without torch; BadInputError if unusable
 
 from nodebisect.environment import __version__

@@ -20,8 +20,8 @@ from typing import Any, Iterator
 
 from nodebisect.errors import BadInputError, ExportFailedError
 from nodebisect.prepared import Prepared
-from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, STAGE_GRAPH_OPTIMIZATION, EXPORT_FAILED, MATCH, Event, ExportFailure, FirstDivergent, LocateResult
-from nodebisect.run import PREPARE_FIELDS, Options, Progress, RunLog, make_options, recorded_inputs
+from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, STAGE_GRAPH_OPTIMIZATION, EXPORT_FAILED, MATCH, ExportFailure, FirstDivergent, LocateResult
+from nodebisect.run import PREPARE_FIELDS, Event, Options, Progress, RunLog, make_options, recorded_inputs
 
 
 @dataclass

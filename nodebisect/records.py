@@ -18,13 +18,6 @@ from typing import Any
 from nodebisect.jsonfloat import from_json_float, json_float
 
 SCHEMA = "nodebisect.report/1"
-# onnxruntime graph optimization levels by the names the CLI and the results use.
-ORT_OPT_LEVELS = {
-    "disabled": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
 
 # Verdicts of a whole run.
 MATCH = "match"
@@ -361,34 +354,6 @@ class ExportFailure:
 
 
 @dataclass
-class ReproData:
-    """What a minimal repro needs: the culprit's local ONNX subgraph and its data.
-
-    Attributes:
-        model_bytes: serialized ONNX model of the local subgraph.
-        inputs: its inputs, fed with the framework's reference values.
-        expected: the framework's value of each output.
-        opt_level: the onnxruntime graph optimization level the divergence showed at.
-        nodes / note / reproduces: set by ``diagnose.repro_check`` once the repro was run.
-    """
-
-    model_bytes: bytes
-    inputs: dict[str, Any]
-    expected: dict[str, Any]
-    opt_level: str = "all"
-    ep: str = "cpu"
-    # The nodes the subgraph holds, and why (widened past the culprit when it alone does not reproduce).
-    nodes: list[str] = field(default_factory=list)
-    note: str = ""
-    # False when no window reproduced the mismatch: the bundle writes no repro/ and says so.
-    reproduces: bool = True
-    # Stage graph_optimization: the same value's subgraph before the exporter's optimizer (the unfused ops).
-    unoptimized: tuple[bytes, dict[str, Any]] | None = None
-    # The value is sign-sensitive (search.signs): repro.py counts a zero of the opposite sign as a mismatch.
-    signed_zeros: bool = False
-
-
-@dataclass
 class LocateResult:
     """Everything one ``locate`` run found; the CLI serialises exactly this."""
 
@@ -408,9 +373,9 @@ class LocateResult:
     runtime_failure: dict[str, Any] = field(default_factory=dict)
     # --trials / several --inputs: one row per input set (trial, inputs, verdict, onnx_node, cause, max_abs)
     trials: list[dict[str, Any]] = field(default_factory=list)
-    # Live-run only (never serialised): the culprit's local subgraph and its data,
-    # from which the report writer builds the minimal repro bundle.
-    repro: ReproData | None = field(default=None, repr=False, compare=False)
+    # Live-run only (never serialised, so not part of the contract): a ``prepared.ReproData``,
+    # the culprit's local subgraph and its data, from which the report writer builds the repro bundle.
+    repro: Any = field(default=None, repr=False, compare=False)
 
     def __bool__(self) -> bool:
         """Truthy when the ONNX model matches the framework."""
@@ -479,20 +444,3 @@ class LocateResult:
             runtime_failure=dict(data.get("runtime_failure") or {}),
             trials=list(data.get("trials") or []),
         )
-
-
-@dataclass
-class Event:
-    """A progress event: one callback type serves the CLI and the TUI.
-
-    ``kind`` is one of: "stage" (a pipeline step starts; ``message`` names it),
-    "probe" (a bisection step measured ``values``; ``bad`` lists the divergent
-    ones), "done".
-    """
-
-    kind: str
-    message: str = ""
-    values: list[str] = field(default_factory=list)
-    bad: list[str] = field(default_factory=list)
-    step: int = 0
-    total: int = 0

@@ -26,8 +26,8 @@ from nodebisect.records import (
     Comparison,
     FirstDivergent,
     FrameworkRef,
-    ReproData,
 )
+from nodebisect.prepared import ReproData
 from nodebisect.run import Options, RunLog
 from nodebisect.values.graphmap import GraphMap
 from nodebisect.values.noise import WITHIN_NOISE
