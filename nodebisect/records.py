@@ -19,6 +19,16 @@ from nodebisect.jsonfloat import from_json_float, json_float
 
 SCHEMA = "nodebisect.report/1"
 
+
+def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that name a field of the dataclass ``cls``.
+
+    Every record reads its JSON through this, so a result written by a newer
+    nodebisect (fields may be added) still loads; the added fields are dropped.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
 # Verdicts of a whole run.
 MATCH = "match"
 DIVERGED = "diverged"
@@ -98,8 +108,7 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Metrics:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: from_json_float(v) for k, v in data.items() if k in known})
+        return cls(**{k: from_json_float(v) for k, v in known_fields(cls, data).items()})
 
 
 @dataclass
@@ -129,9 +138,7 @@ class FrameworkRef:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> FrameworkRef:
-        data = data or {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**known_fields(cls, data or {}))
 
 
 @dataclass
@@ -205,6 +212,10 @@ class Suspect:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Suspect:
+        return cls(**known_fields(cls, data))
+
 
 @dataclass
 class FirstDivergent:
@@ -273,7 +284,7 @@ class FirstDivergent:
             segment_op_types=list(data.get("segment_op_types", [])),
             framework=FrameworkRef.from_dict(data.get("framework")),
             metrics=Metrics.from_dict(data.get("metrics") or {}),
-            suspects=[Suspect(**s) for s in data.get("suspects", [])],
+            suspects=[Suspect.from_dict(s) for s in data.get("suspects", [])],
             explanation=data.get("explanation", ""),
             isolated_metrics=(
                 Metrics.from_dict(data["isolated_metrics"]) if data.get("isolated_metrics") else None
@@ -315,6 +326,10 @@ class Step:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Step:
+        return cls(**known_fields(cls, data))
+
 
 @dataclass
 class ExportFailure:
@@ -343,14 +358,12 @@ class ExportFailure:
     def from_error(cls, exc: Any) -> ExportFailure:
         """From an ``ExportFailedError``; a classified one carries ``details`` for the newer fields."""
         details = dict(getattr(exc, "details", None) or {})
-        known = {f.name for f in dataclasses.fields(cls)}
         base = {"step": exc.step, "message": exc.message, "target": exc.target, "source": exc.source, "tip": exc.tip}
-        return cls(**base, **{k: v for k, v in details.items() if k in known and k not in base})
+        return cls(**{**known_fields(cls, details), **base})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExportFailure:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**known_fields(cls, data))
 
 
 @dataclass
@@ -436,7 +449,7 @@ class LocateResult:
             stats=dict(data.get("stats") or {}),
             environment=dict(data.get("environment") or {}),
             tolerance=dict(data.get("tolerance") or {}),
-            steps=[Step(**s) for s in data.get("steps", [])],
+            steps=[Step.from_dict(s) for s in data.get("steps", [])],
             export_failure=ExportFailure.from_dict(failure) if failure else None,
             model=data.get("model", ""),
             notes=list(data.get("notes", [])),
