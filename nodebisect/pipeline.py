@@ -90,8 +90,7 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
     from nodebisect.diagnose.stages import check_capture, check_decomposition, note_framework_nans
     from nodebisect.environment import environment
     from nodebisect.frontends.loading.load import build_loaded_model
-    from nodebisect.frontends.export_capture import check_device
-    from nodebisect.frontends.export_capture import prepare as export_and_capture
+    from nodebisect.frontends.export_capture import check_device, export_and_capture
 
     started = time.perf_counter()
     # 1. load the model and its inputs
@@ -174,7 +173,7 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -
 def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log: RunLog, sandbox: Any) -> LocateResult:
     """Map the graph, search it, explain the culprit: one input set."""
     from nodebisect.diagnose.explain import explain, follow_to_source, verified_repro
-    from nodebisect.frontends.user_onnx import check_ownership, check_signature
+    from nodebisect.frontends.user_onnx import check_signature, check_value_ownership
     from nodebisect.onnxgraph import check_feeds_fit
     from nodebisect.search.failure import runtime_failure_result
     from nodebisect.values.graphmap import overlap
@@ -183,7 +182,7 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
 
     gm = map_graph(prep)
     if opts.onnx_path:  # the user's file: its values must be this model's
-        check_ownership(opts.onnx_path, overlap(gm), len(gm.output_map), len(prep.onnx_model.graph.output), opts.exporter == "torchscript")
+        check_value_ownership(opts.onnx_path, overlap(gm), len(gm.output_map), len(prep.onnx_model.graph.output), opts.exporter == "torchscript")
     if len(prep.flat_inputs) != len(gm.graph_inputs):
         raise BadInputError(
             f"the ONNX model takes {len(gm.graph_inputs)} input(s), the model was given {len(prep.flat_inputs)}",

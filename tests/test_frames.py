@@ -10,7 +10,7 @@ import pytest
 import nodebisect
 from nodebisect.frames import INTERNAL, LIBRARY, USER, frame_kind
 from nodebisect.frontends.export_failure import frame_kind as export_failure_frame_kind
-from nodebisect.frontends.torchscript.refs import user_frame as torchscript_user_frame
+from nodebisect.frontends.torchscript.refs import source_range_frame as torchscript_user_frame
 from nodebisect.values.graphmap import user_frame as dynamo_user_frame
 
 OWN = os.path.join(os.path.dirname(nodebisect.__file__), "sweep", "zoo.py")  # nodebisect's own model wrapper

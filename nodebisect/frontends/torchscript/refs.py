@@ -404,7 +404,7 @@ def _model_frames(source_range: str) -> str:
     return "\n".join(lines[:cut])
 
 
-def user_frame(source_range: str) -> tuple[str, str]:
+def source_range_frame(source_range: str) -> tuple[str, str]:
     """("file.py:line", code) of the source frame of a traced source range (``frames.source_frame``,
     the rule of the dynamo path: the user's innermost line, else the model library's, never nodebisect's)."""
     innermost_first = [m.groups() for m in (_USER_FRAME.match(line.strip()) for line in source_range.splitlines()) if m]
@@ -441,6 +441,6 @@ def name_calls(refs: dict[str, Any], functions: FunctionRefs) -> None:
         ref.target = "aten." + call.kind.split("::", 1)[1]
         ref.fx_node = call.name
         ref.stack_trace = _model_frames(call.source_range)
-        source, code = user_frame(call.source_range)
+        source, code = source_range_frame(call.source_range)
         if source:
             ref.source, ref.code = source, code
