@@ -23,7 +23,9 @@ from nodebisect.errors import (
     RuntimeFailedError,
     UntrustedPickleError,
 )
-from nodebisect.records import Event, FirstDivergent, LocateResult, Metrics, NodeRecord, Tolerance
+from nodebisect.records import FirstDivergent, LocateResult, Metrics, NodeRecord, Tolerance
+from nodebisect.run import Event  # a progress event (``locate(progress=...)``)
+from nodebisect.result_file import load_result  # a saved result, read without torch; BadInputError if unusable
 
 from nodebisect.environment import __version__
 
@@ -43,14 +45,6 @@ def prepare(model: Any, inputs: Any = None, **options: Any) -> Any:
     from nodebisect.pipeline import prepare as _prepare
 
     return _prepare(model, inputs, **options)
-
-
-def load_result(path: str) -> LocateResult:
-    """Read a saved ``--json`` result without importing torch."""
-    import json
-
-    with open(path, encoding="utf-8") as fh:
-        return LocateResult.from_dict(json.load(fh))
 
 
 __all__ = [

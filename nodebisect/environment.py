@@ -12,8 +12,13 @@ from typing import Any
 __version__ = "0.1.0"
 
 
-def environment(device: str, ep: str, opset: int | None, opt_level: str) -> dict[str, Any]:
-    """Library versions, platform and run settings, as the report's environment table shows them."""
+def environment(device: str, ep: str, opset: int | None, opt_level: str, exporter: str) -> dict[str, Any]:
+    """Library versions, platform and run settings, as the report's environment table shows them.
+
+    Complete when built: an export failure's result is frozen before any later step
+    could add to it, so the exporter asked for is recorded here (the reproduce command
+    repeats it).
+    """
     import onnx
     import onnxruntime
     import torch
@@ -31,7 +36,7 @@ def environment(device: str, ep: str, opset: int | None, opt_level: str) -> dict
         "ep": ep,
         "opset": opset,
         "opt_level": opt_level,
-        "exporter": "dynamo",
+        "exporter": exporter,
     }
 
 

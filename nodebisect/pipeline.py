@@ -20,8 +20,8 @@ from typing import Any, Iterator
 
 from nodebisect.errors import BadInputError, ExportFailedError
 from nodebisect.prepared import Prepared
-from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, EXPORT_FAILED, MATCH, RIGHT, Event, ExportFailure, FirstDivergent, LocateResult, Stage
-from nodebisect.run import PREPARE_FIELDS, Options, Progress, RunLog, make_options, recorded_inputs
+from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, EXPORT_FAILED, MATCH, RIGHT, ExportFailure, FirstDivergent, LocateResult, Stage
+from nodebisect.run import PREPARE_FIELDS, Event, Options, Progress, RunLog, make_options, recorded_inputs
 
 
 @dataclass
@@ -90,8 +90,7 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
     from nodebisect.diagnose.stages import check_capture, check_decomposition, note_framework_nans
     from nodebisect.environment import environment
     from nodebisect.frontends.loading.load import build_loaded_model
-    from nodebisect.frontends.export_capture import check_device
-    from nodebisect.frontends.export_capture import prepare as export_and_capture
+    from nodebisect.frontends.export_capture import check_device, export_and_capture
 
     started = time.perf_counter()
     # 1. load the model and its inputs
@@ -101,7 +100,7 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
             model, inputs, input_specs=opts.input_specs, inputs_file=opts.inputs_file, seed=opts.seed,
             trust_pickle=opts.trust_pickle, model_settings=opts.model_settings,
         )
-    env = environment(opts.device, opts.ep, opts.opset, opts.opt_level)
+    env = environment(opts.device, opts.ep, opts.opset, opts.opt_level, opts.exporter)
     if run_inputs := recorded_inputs(opts):  # the report's command and the TUI's re-run repeat them
         env["run_inputs"] = run_inputs
     if loaded.applied_settings:  # said in every answer: the model compared is not the model as given
@@ -125,7 +124,6 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
     from nodebisect.onnxgraph import opset_of
 
     env["opset"] = opset_of(prep.onnx_model, prep.opset)
-    env["exporter"] = opts.exporter
     log.notes.extend(prep.notes)
     out.prep = prep
     # 3. stage checks: did the numerics change before ONNX existed?
@@ -182,7 +180,7 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -
 def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log: RunLog, sandbox: Any) -> LocateResult:
     """Map the graph, search it, explain the culprit: one input set."""
     from nodebisect.diagnose.explain import explain, follow_to_source, verified_repro
-    from nodebisect.frontends.user_onnx import check_ownership, check_signature
+    from nodebisect.frontends.user_onnx import check_signature, check_value_ownership
     from nodebisect.onnxgraph import check_feeds_fit
     from nodebisect.search.failure import runtime_failure_result
     from nodebisect.values.graphmap import overlap
@@ -191,7 +189,7 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
 
     gm = map_graph(prep)
     if opts.onnx_path:  # the user's file: its values must be this model's
-        check_ownership(opts.onnx_path, overlap(gm), len(gm.output_map), len(prep.onnx_model.graph.output), opts.exporter == "torchscript")
+        check_value_ownership(opts.onnx_path, overlap(gm), len(gm.output_map), len(prep.onnx_model.graph.output), opts.exporter == "torchscript")
     if len(prep.flat_inputs) != len(gm.graph_inputs):
         raise BadInputError(
             f"the ONNX model takes {len(gm.graph_inputs)} input(s), the model was given {len(prep.flat_inputs)}",

@@ -3,6 +3,8 @@
 Every exporter path ends in one ``Prepared``; the comparison, the search and the
 diagnosis after it know nothing of how it was made: they read the ``Reference``
 (``nodebisect.reference``) and never import torch.
+``ReproData``, the live arrays a repro bundle is written from, lives here too: it is
+never saved in a result.
 """
 
 from __future__ import annotations
@@ -55,6 +57,36 @@ class Prepared:
         self.acts.exact = values
 
 
+@dataclass
+class ReproData:
+    """What a minimal repro needs: the culprit's local ONNX subgraph and its data.
+
+    Attributes:
+        model_bytes: serialized ONNX model of the local subgraph.
+        inputs: its inputs, fed with the framework's reference values.
+        expected: the framework's value of each output.
+        opt_level: the onnxruntime graph optimization level the divergence showed at.
+        nodes / note / reproduces: set by ``diagnose.repro_check`` once the repro was run.
+    """
+
+    model_bytes: bytes
+    inputs: dict[str, Any]
+    expected: dict[str, Any]
+    opt_level: str = "all"
+    ep: str = "cpu"
+    # The nodes the subgraph holds, and why (widened past the culprit when it alone does not reproduce).
+    nodes: list[str] = field(default_factory=list)
+    note: str = ""
+    # False when no window reproduced the mismatch: the bundle writes no repro/ and says so.
+    reproduces: bool = True
+    # How many mapped levels of producers the window holds beyond the culprit's own nodes (0: its own only).
+    depth: int = 0
+    # Stage graph_optimization: the same value's subgraph before the exporter's optimizer (the unfused ops).
+    unoptimized: tuple[bytes, dict[str, Any]] | None = None
+    # The value is sign-sensitive (search.signs): repro.py counts a zero of the opposite sign as a mismatch.
+    signed_zeros: bool = False
+
+
 def memory_available() -> int:
     """Bytes the OS says are available (Linux /proc/meminfo); a conservative 4 GiB elsewhere."""
     try:
@@ -65,3 +97,4 @@ def memory_available() -> int:
     except OSError:
         pass
     return 4 * 1024**3
+

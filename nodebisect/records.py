@@ -25,13 +25,16 @@ from nodebisect.vocab import (  # noqa: F401
 )
 
 SCHEMA = "nodebisect.report/1"
-# onnxruntime graph optimization levels by the names the CLI and the results use.
-ORT_OPT_LEVELS = {
-    "disabled": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
+
+
+def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that name a field of the dataclass ``cls``.
+
+    Every record reads its JSON through this, so a result written by a newer
+    nodebisect (fields may be added) still loads; the added fields are dropped.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,7 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Metrics:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: from_json_float(v) for k, v in data.items() if k in known})
+        return cls(**{k: from_json_float(v) for k, v in known_fields(cls, data).items()})
 
 
 @dataclass
@@ -117,9 +119,7 @@ class FrameworkRef:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> FrameworkRef:
-        data = data or {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**known_fields(cls, data or {}))
 
 
 @dataclass
@@ -193,6 +193,10 @@ class Suspect:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Suspect:
+        return cls(**known_fields(cls, data))
+
 
 @dataclass
 class Checks:
@@ -232,8 +236,7 @@ class Checks:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Checks:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: str(v) for k, v in (data or {}).items() if k in known})
+        return cls(**{k: str(v) for k, v in known_fields(cls, data or {}).items()})
 
 
 @dataclass
@@ -306,7 +309,7 @@ class FirstDivergent:
             segment_op_types=list(data.get("segment_op_types", [])),
             framework=FrameworkRef.from_dict(data.get("framework")),
             metrics=Metrics.from_dict(data.get("metrics") or {}),
-            suspects=[Suspect(**s) for s in data.get("suspects", [])],
+            suspects=[Suspect.from_dict(s) for s in data.get("suspects", [])],
             explanation=data.get("explanation", ""),
             isolated_metrics=(
                 Metrics.from_dict(data["isolated_metrics"]) if data.get("isolated_metrics") else None
@@ -349,6 +352,10 @@ class Step:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Step:
+        return cls(**known_fields(cls, data))
+
 
 @dataclass
 class ExportFailure:
@@ -377,44 +384,12 @@ class ExportFailure:
     def from_error(cls, exc: Any) -> ExportFailure:
         """From an ``ExportFailedError``; a classified one carries ``details`` for the newer fields."""
         details = dict(getattr(exc, "details", None) or {})
-        known = {f.name for f in dataclasses.fields(cls)}
         base = {"step": exc.step, "message": exc.message, "target": exc.target, "source": exc.source, "tip": exc.tip}
-        return cls(**base, **{k: v for k, v in details.items() if k in known and k not in base})
+        return cls(**{**known_fields(cls, details), **base})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExportFailure:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass
-class ReproData:
-    """What a minimal repro needs: the culprit's local ONNX subgraph and its data.
-
-    Attributes:
-        model_bytes: serialized ONNX model of the local subgraph.
-        inputs: its inputs, fed with the framework's reference values.
-        expected: the framework's value of each output.
-        opt_level: the onnxruntime graph optimization level the divergence showed at.
-        nodes / note / reproduces: set by ``diagnose.repro_check`` once the repro was run.
-    """
-
-    model_bytes: bytes
-    inputs: dict[str, Any]
-    expected: dict[str, Any]
-    opt_level: str = "all"
-    ep: str = "cpu"
-    # The nodes the subgraph holds, and why (widened past the culprit when it alone does not reproduce).
-    nodes: list[str] = field(default_factory=list)
-    note: str = ""
-    # False when no window reproduced the mismatch: the bundle writes no repro/ and says so.
-    reproduces: bool = True
-    # How many mapped levels of producers the window holds beyond the culprit's own nodes (0: its own only).
-    depth: int = 0
-    # Stage graph_optimization: the same value's subgraph before the exporter's optimizer (the unfused ops).
-    unoptimized: tuple[bytes, dict[str, Any]] | None = None
-    # The value is sign-sensitive (search.signs): repro.py counts a zero of the opposite sign as a mismatch.
-    signed_zeros: bool = False
+        return cls(**known_fields(cls, data))
 
 
 @dataclass
@@ -437,9 +412,9 @@ class LocateResult:
     runtime_failure: dict[str, Any] = field(default_factory=dict)
     # --trials / several --inputs: one row per input set (trial, inputs, verdict, onnx_node, cause, max_abs)
     trials: list[dict[str, Any]] = field(default_factory=list)
-    # Live-run only (never serialised): the culprit's local subgraph and its data,
-    # from which the report writer builds the minimal repro bundle.
-    repro: ReproData | None = field(default=None, repr=False, compare=False)
+    # Live-run only (never serialised, so not part of the contract): a ``prepared.ReproData``,
+    # the culprit's local subgraph and its data, from which the report writer builds the repro bundle.
+    repro: Any = field(default=None, repr=False, compare=False)
 
     def __bool__(self) -> bool:
         """Truthy when the ONNX model matches the framework."""
@@ -500,7 +475,7 @@ class LocateResult:
             stats=dict(data.get("stats") or {}),
             environment=dict(data.get("environment") or {}),
             tolerance=dict(data.get("tolerance") or {}),
-            steps=[Step(**s) for s in data.get("steps", [])],
+            steps=[Step.from_dict(s) for s in data.get("steps", [])],
             export_failure=ExportFailure.from_dict(failure) if failure else None,
             model=data.get("model", ""),
             notes=list(data.get("notes", [])),
@@ -508,20 +483,3 @@ class LocateResult:
             runtime_failure=dict(data.get("runtime_failure") or {}),
             trials=list(data.get("trials") or []),
         )
-
-
-@dataclass
-class Event:
-    """A progress event: one callback type serves the CLI and the TUI.
-
-    ``kind`` is one of: "stage" (a pipeline step starts; ``message`` names it),
-    "probe" (a bisection step measured ``values``; ``bad`` lists the divergent
-    ones), "done".
-    """
-
-    kind: str
-    message: str = ""
-    values: list[str] = field(default_factory=list)
-    bad: list[str] = field(default_factory=list)
-    step: int = 0
-    total: int = 0

@@ -15,12 +15,37 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterator
 
 from nodebisect.errors import BadInputError, CancelledError
-from nodebisect.records import Event
 
-Progress = Callable[[Event], None]
 STRATEGIES = ("auto", "all", "bisect")
 EXPORTERS = ("dynamo", "torchscript")
 ORACLE_MODES = ("auto", "on", "off")
+# onnxruntime graph optimization levels by the names the CLI and the results use.
+ORT_OPT_LEVELS = {
+    "disabled": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+@dataclass
+class Event:
+    """A progress event: one callback type serves the CLI and the TUI.
+
+    ``kind`` is one of: "stage" (a pipeline step starts; ``message`` names it),
+    "probe" (a bisection step measured ``values``; ``bad`` lists the divergent
+    ones), "done".
+    """
+
+    kind: str
+    message: str = ""
+    values: list[str] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)
+    step: int = 0
+    total: int = 0
+
+
+Progress = Callable[[Event], None]
 
 
 @dataclass

@@ -253,3 +253,33 @@ def test_frame_kinds() -> None:
     assert frame_kind("/x/site-packages/torch/export/_trace.py") == "internal"
     assert frame_kind("<string>") == "internal"
     assert frame_kind(str(ROOT / "mymodel.py")) == "user"
+
+
+NEAREST_EXACT = '''import torch
+
+
+class NearestExact(torch.nn.Module):
+    def forward(self, x):
+        return torch.nn.functional.interpolate(x, size=7, mode="nearest-exact")
+
+    @staticmethod
+    def example_inputs():
+        return (torch.randn(1, 1, 10),)
+'''
+
+
+def test_torchscript_export_failure_records_the_exporter_it_ran(tmp_path: Path) -> None:
+    """The result and report.md's reproduce command say --exporter torchscript (the failure was recorded as dynamo)."""
+    import json
+
+    from nodebisect.cli.main import main
+
+    (tmp_path / "nearest.py").write_text(NEAREST_EXACT)
+    spec = f"{tmp_path / 'nearest.py'}:NearestExact"
+    out, report = tmp_path / "result.json", tmp_path / "report"
+    assert main(["locate", spec, "--exporter", "torchscript", "--json", str(out), "--report", str(report)]) == 3
+    saved = json.loads(out.read_text())
+    assert saved["verdict"] == EXPORT_FAILED and saved["export_failure"]["exporter"] == "torchscript"
+    assert saved["environment"]["exporter"] == "torchscript"
+    reproduce = (report / "report.md").read_text().split("### How to reproduce", 1)[1]
+    assert f"nodebisect locate {spec}" in reproduce and "--exporter torchscript" in reproduce

@@ -6,7 +6,8 @@ Rules (imports point down only):
 - report/* and cli/report never import torch or onnxruntime (they work from a saved result);
 - only pipeline.py imports the diagnose/ wing and wires frontends, search and diagnose together;
 - only cli/* prints or exits; the library never imports the TUI;
-- no import cycle between the package's modules.
+- tui/ never imports torch, onnx or onnxruntime at module level (a saved result opens without them);
+- no import cycle anywhere: the package and tui/ (``nodebisect_tui``) together.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "nodebisect"
+TUI = ROOT / "tui"  # installed as nodebisect_tui
 HEAVY = {"torch", "onnx", "onnxruntime", "onnx_graphsurgeon", "onnxscript", "transformers"}
-LIGHT_MODULES = ["records", "vocab", "jsonfloat", "errors", "run", "values/compare", "search/bisection", "report/atomic", "report/summary"]
+LIGHT_MODULES = ["records", "vocab", "result_file", "frames", "jsonfloat", "errors", "run", "values/compare", "search/bisection", "report/atomic", "report/summary"]
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 150
 WIRING_MAX_LINES = 300
@@ -27,6 +29,10 @@ WIRING_MAX_LINES = 300
 
 def modules() -> list[Path]:
     return sorted(p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def tui_modules() -> list[Path]:
+    return sorted(TUI.glob("*.py"))
 
 
 def dotted(path: Path) -> str:
@@ -37,17 +43,38 @@ def dotted(path: Path) -> str:
     return ".".join(parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """Absolute module names imported anywhere in the file (function-level imports too)."""
+def imports_of(path: Path, module_level: bool = False) -> set[str]:
+    """Absolute module names imported in the file: anywhere (function-level and TYPE_CHECKING
+    imports too), or with ``module_level`` only those that run when the module is imported.
+
+    Relative imports are resolved; ``nodebisect_tui`` is named ``tui``, as the folder is.
+    """
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = dotted(path).split(".") if path.name == "__init__.py" else dotted(path).split(".")[:-1]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _module_level_nodes(tree) if module_level else ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else [])) if node.level else node.module
+            if not base:
+                continue
+            found.add(base)
             # `from nodebisect.report import bundle` imports the submodule
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {"tui" + n.removeprefix("nodebisect_tui") if n.split(".")[0] == "nodebisect_tui" else n for n in found}
+
+
+def _module_level_nodes(tree: ast.Module) -> list[ast.AST]:
+    """The statements run at import: the module body and its if/try/with blocks, not function bodies."""
+    found: list[ast.AST] = []
+    todo: list[ast.AST] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        found.append(node)
+        if isinstance(node, (ast.If, ast.Try, ast.With)):
+            todo += [child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt)]
+            todo += [stmt for handler in getattr(node, "handlers", []) for stmt in handler.body]
     return found
 
 
@@ -56,7 +83,7 @@ def top(names: set[str]) -> set[str]:
 
 
 def internal_imports(path: Path) -> set[str]:
-    known = {dotted(p) for p in modules()}
+    known = {dotted(p) for p in modules() + tui_modules()}
     return {n for n in imports_of(path) if n in known and n != dotted(path)}
 
 
@@ -121,8 +148,27 @@ def test_only_cli_modules_print_or_exit() -> None:
     assert not offenders, f"only cli/ may print or exit: {offenders}"
 
 
+def test_tui_never_imports_heavy_libraries_at_module_level() -> None:
+    """``nodebisect tui RESULT.json`` opens without torch; a live run imports it inside its worker."""
+    offenders = [f"tui/{p.name}: {sorted(heavy)}" for p in tui_modules()
+                 if (heavy := top(imports_of(p, module_level=True)) & {"torch", "onnx", "onnxruntime"})]
+    assert not offenders, offenders
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package's and the TUI's modules it imports (the public face ``nodebisect``
+    aside: it imports the pipeline only inside ``locate``)."""
+    return {dotted(p): {n for n in internal_imports(p) if not n == "nodebisect"} for p in modules() + tui_modules()}
+
+
+def test_import_graph_sees_the_tui_and_its_relative_imports() -> None:
+    graph = import_graph()
+    assert "tui.commands" in graph["tui.app"] and "tui.app" in graph["tui.sweep_screen"]
+    assert "tui.app" in graph["tui"] and "tui.sweep_screen" in graph["nodebisect.cli.tui"]
+
+
 def test_no_import_cycle() -> None:
-    graph = {dotted(p): {n for n in internal_imports(p) if not n == "nodebisect"} for p in modules()}
+    graph = import_graph()
     state: dict[str, int] = {}
     stack: list[str] = []
     cycles: list[list[str]] = []
@@ -146,7 +192,7 @@ def test_no_import_cycle() -> None:
 
 def test_module_and_function_sizes() -> None:
     """The package and the TUI alike: no module over 500 lines, no function or class over 150."""
-    files = modules() + sorted((ROOT / "tui").glob("*.py"))
+    files = modules() + tui_modules()
     too_long = [f"{p.relative_to(ROOT)}: {n} lines" for p in files if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES]
     for p in files:
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):

@@ -13,7 +13,7 @@ import torch
 import nodebisect
 from nodebisect.diagnose.stages import check_capture
 from nodebisect.frontends.loading.load import build_loaded_model
-from nodebisect.frontends.export_capture import prepare as export_and_capture
+from nodebisect.frontends.export_capture import export_and_capture
 from nodebisect.run import Options, RunLog
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"

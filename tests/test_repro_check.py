@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nodebisect.records import LocateResult, ReproData
+from nodebisect.prepared import ReproData
+from nodebisect.records import LocateResult
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "samples" / "build"

@@ -427,12 +427,10 @@ async def test_table_marks_the_segment_and_the_suspects(tmp_path: Path, monkeypa
 
 
 async def test_command_palette_offers_the_apps_commands(result_json: str) -> None:
-    from nodebisect_tui.commands import app_commands
-
     app = create_app(result_json)
     async with app.run_test(size=SIZE) as pilot:
-        names = [name for name, _, _ in app_commands(app)]
-        for wanted in ("Jump to culprit", "Filter nodes", "Write report", "Save result JSON", "Re-run locate"):
+        names = [command.title for command in app.get_system_commands(app.screen)]
+        for wanted in ("Jump to culprit", "Filter nodes", "Write report", "Save result JSON", "Re-run locate", "Theme"):
             assert wanted in names
         await pilot.press("home")
         assert table(app).current == "node_linear"
@@ -546,3 +544,17 @@ def test_rerun_from_json_repeats_the_recorded_inputs_and_onnx(tmp_path: Path) ->
     options, missing = recorded_options(recorded)
     assert options == {"inputs_file": str(inputs), "input_specs": ["x=1x4"], "seed": 3}
     assert missing == [str(tmp_path / "gone.onnx")]
+
+
+async def test_command_palette_goes_to_a_node_by_name(result_json: str) -> None:
+    """The "go to node" provider reads the main screen's index (it no longer imports the app)."""
+    app = create_app(result_json)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("home")
+        assert table(app).current == "node_linear"
+        await pilot.press("ctrl+p", *"softmax_1")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen)
+        assert table(app).current == "node_softmax_1"

@@ -7,21 +7,24 @@ progress ``Event`` as a message, so the screen stays live while torch works.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from textual import on, work
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 
+from nodebisect import load_result
 from nodebisect.errors import BadInputError, CancelledError, NodebisectError
 from nodebisect.records import LocateResult
 
-from .commands import NodebisectCommands
+from .commands import NodeCommands
 from .files import FileActions
 from .messages import NodeChosen, RunFailed, RunFinished, RunProgress
 from .screens import HelpScreen, MainScreen, RerunScreen
@@ -40,7 +43,7 @@ class NodebisectApp(FileActions, App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "nodebisect"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
-    COMMANDS = App.COMMANDS | {NodebisectCommands}
+    COMMANDS = App.COMMANDS | {NodeCommands}
     BINDINGS = [
         Binding("q", "quit", "Quit", tooltip="Quit nodebisect", id="quit"),
         Binding("question_mark", "help", "Help", tooltip="Show every key", id="help"),
@@ -62,6 +65,27 @@ class NodebisectApp(FileActions, App[int]):
         screen = self.screen_stack[0]
         assert isinstance(screen, MainScreen)
         return screen
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's palette commands, then nodebisect's: each calls the same action as its key,
+        so the palette and the keys cannot drift apart."""
+        yield from super().get_system_commands(screen)
+        main = self.main
+        for title, help_text, callback in (
+            ("Jump to culprit", "Put the table on the first divergent node (key j)", main.action_culprit),
+            ("Show full verdict", "Why, segment, suspects and notes, unabridged (key v)", main.action_verdict),
+            ("Filter nodes", "Filter by op type, module, status, is:segment, is:suspect (key /)", main.action_focus_filter),
+            ("Filter: segment and suspects", "Show only the culprit's segment and the suspects",
+             partial(main.set_filter, "is:segment")),
+            ("Filter: diverged nodes", "Show only nodes whose value diverged", partial(main.set_filter, "status:diverged")),
+            ("Clear filter", "Show every node again (key escape)", main.action_clear_filter),
+            ("Neighbourhood graph", "Producers and consumers around the selected node (key n)", main.action_neighbourhood),
+            ("Write report", "Write the report bundle: report.md, graph, repro (key w)", self.action_write_report),
+            ("Save result JSON", "Save this result as JSON (key s)", self.action_save_json),
+            ("Re-run locate", "Run locate again, with another tolerance or strategy (key r)", self.action_rerun),
+            ("Help", "Every key (key ?)", self.action_help),
+        ):
+            yield SystemCommand(title, help_text, callback)
 
     async def action_quit(self) -> None:
         """Quit at once: a running locate is told to stop at its next step."""
@@ -180,7 +204,7 @@ def create_app(target: str | os.PathLike[str] | LocateResult, **locate_options: 
         return NodebisectApp(result=target, source=target.model or "result")
     spec = os.fspath(target)
     if spec.lower().endswith(".json"):
-        return NodebisectApp(result=_load_json(spec), source=spec)
+        return NodebisectApp(result=load_result(spec), source=spec)
     if ":" not in spec and not Path(spec).exists():
         raise BadInputError(f"model file not found: {spec}", tip="pass a model file, file.py:factory, or a saved RESULT.json")
     onnx_path = locate_options.get("onnx_path")
@@ -223,21 +247,3 @@ def recorded_model(model: str, result_path: str = "") -> str | None:
             shown = file_part if base == Path.cwd() or Path(file_part).is_absolute() else str(candidate)
             return shown + (f":{factory}" if sep else "")
     return None
-
-
-def _load_json(path: str) -> LocateResult:
-    from nodebisect import load_result
-
-    if not Path(path).is_file():
-        raise BadInputError(f"result file not found: {path}", tip="write one with `nodebisect locate MODEL --json FILE`")
-    try:
-        return load_result(path)
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"{path} is not valid JSON (line {exc.lineno})", tip="pass a file written by `nodebisect locate --json`") from exc
-    except ValueError as exc:
-        raise BadInputError(f"{path}: {exc}", tip="pass a file written by `nodebisect locate --json`") from exc
-    except (KeyError, TypeError) as exc:
-        raise BadInputError(f"{path} is not a complete nodebisect result ({type(exc).__name__}: {exc})",
-                            tip="pass a file written by `nodebisect locate --json`") from exc
-    except OSError as exc:
-        raise BadInputError(f"cannot read {path}: {exc.strerror}") from exc

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from nodebisect.records import Event, LocateResult
+from nodebisect import Event, LocateResult
 
 
 @dataclass

@@ -13,7 +13,7 @@ from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import Button, Footer, Header, Input, Label, RichLog, Select, Static
 
-from nodebisect.records import Event, LocateResult
+from nodebisect import Event, LocateResult
 
 from .messages import NodeHighlighted, NodeOpened
 from .navigation import NavigationActions

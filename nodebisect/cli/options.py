@@ -17,12 +17,15 @@ def add_locate_options(p: argparse.ArgumentParser) -> None:
     src.add_argument("--inputs", action="append", metavar="FILE", help=".pt (tensor, tuple/list or dict of kwargs) or .npz; repeat it to compare on several input sets")
     src.add_argument("--input", action="append", dest="input_specs", metavar="NAME=1x3x224x224[:float32]", help="random input tensor (repeatable)")
     src.add_argument("--seed", type=int, default=0, help="seed for --input tensors and --trials (default 0)")
-    src.add_argument("--trials", type=int, default=1, metavar="N", help="also compare on N-1 drawn input sets reaching edge cases (negatives, ties, zeros, large, tiny); culprits are grouped per trial")
+    src.add_argument("--trials", type=int, default=1, metavar="N",
+                     help="also compare on N-1 drawn input sets reaching edge cases (negatives, ties, zeros, large, tiny); "
+                          "culprits are grouped per trial")
     exp = p.add_argument_group("export and run")
     exp.add_argument("--onnx", metavar="FILE", help="debug this ONNX file (dynamo export of the same model) instead of exporting")
     exp.add_argument("--opset", type=int, help="ONNX opset for the export")
     exp.add_argument("--dynamic", action="store_true", help="export with dynamic dimensions (Dim.AUTO); --trials then also compare at other input shapes")
-    exp.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo", help="ONNX exporter: dynamo (FX-node mapping, default) or torchscript (module-scope mapping through forward hooks)")
+    exp.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
+                     help="ONNX exporter: dynamo (FX-node mapping, default) or torchscript (module-scope mapping through forward hooks)")
     exp.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where PyTorch runs (default cpu)")
     exp.add_argument("--ep", choices=["cpu", "cuda"], default="cpu", help="onnxruntime execution provider (default cpu)")
     exp.add_argument("--opt-level", choices=["disabled", "basic", "extended", "all"], default="all", help="onnxruntime graph optimization level (default all)")

@@ -8,12 +8,11 @@ the output folder (written by ``locate --report`` there) is kept and linked.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from nodebisect.errors import BadInputError
-from nodebisect.records import STAGE_CAPTURE, LocateResult
+from nodebisect.records import STAGE_CAPTURE
+from nodebisect.result_file import load_result
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from nodebisect.report.bundle import NO_REPRO_NOTE, write_report
 
-    result = load_result_file(args.result)
+    result = load_result(args.result)
     out = write_report(result, args.out, redact=args.redact)
     print(f"wrote report to {out}", file=sys.stderr)
     kept = (Path(out) / "repro" / "repro.py").is_file()
@@ -39,23 +38,3 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not (Path(out) / "graph.svg").exists() and (Path(out) / "graph.dot").exists():
         print("note: graphviz `dot` not found: wrote graph.dot (pip install graphviz-pure, or apt-get install graphviz / brew install graphviz)", file=sys.stderr)
     return 0
-
-
-def load_result_file(path: str) -> LocateResult:
-    """Load a saved result, turning every way it can be unusable into a BadInputError."""
-    file = Path(path)
-    if not file.is_file():
-        raise BadInputError(f"result file not found: {path}", tip="write one with `nodebisect locate MODEL --json result.json`")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"{path} is not valid JSON: {exc}", tip="pass the file written by `nodebisect locate --json`") from exc
-    if not isinstance(data, dict):
-        raise BadInputError(f"{path} holds no nodebisect result (a JSON object is expected)")
-    try:
-        return LocateResult.from_dict(data)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadInputError(
-            f"{path} is not a nodebisect result: {exc}",
-            tip="pass a file written by `nodebisect locate --json` (schema nodebisect.report/1)",
-        ) from exc

@@ -1,8 +1,9 @@
-"""``nodebisect tui MODEL|RESULT.json``: the terminal UI, registered by ``cli._extra_commands``.
+"""``nodebisect tui MODEL|RESULT.json|SWEEP_DIR``: the terminal UI, registered by ``cli.main._extra_commands``.
 
 Takes the same options as ``locate``; a ``.json`` positional opens a saved result
-without importing torch. The app lives in ``nodebisect_tui`` (the ``tui/`` folder)
-and is imported only when the command runs, so ``nodebisect --help`` stays instant.
+(``nodebisect.load_result``) and a sweep directory its table of models, both without
+importing torch. The app lives in ``nodebisect_tui`` (the ``tui/`` folder) and is
+imported only when the command runs, so ``nodebisect --help`` stays instant.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ from nodebisect.records import (
     CAUSE_RUNTIME,
     Comparison,
     FirstDivergent,
-    ReproData,
     Stage,
 )
+from nodebisect.prepared import ReproData
 from nodebisect.run import Options, RunLog
 from nodebisect.values.graphmap import GraphMap
 from nodebisect.values.noise import WITHIN_NOISE

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from nodebisect.diagnose.isolate import LocalGraph, local_graph
-from nodebisect.records import Metrics, ReproData
+from nodebisect.prepared import ReproData
+from nodebisect.records import Metrics
 from nodebisect.run import Options
 from nodebisect.values.compare import compare
 from nodebisect.values.graphmap import GraphMap

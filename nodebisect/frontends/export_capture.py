@@ -26,7 +26,7 @@ def check_device(device: str) -> None:
         raise BadInputError("--device cuda asked for, but torch sees no CUDA device", tip="use --device cpu")
 
 
-def prepare(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepared:
+def export_and_capture(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepared:
     """Export with the chosen exporter and capture the reference activations.
 
     Raises:

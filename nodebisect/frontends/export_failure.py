@@ -3,11 +3,10 @@
 One classifier for both exporters (dynamo and TorchScript). It reads the whole
 exception chain: the messages (the dynamo exporter says ``step N/3``, names the
 FX node it was executing and quotes the model's "Original traceback"), and the
-real traceback frames. Frames are sorted into three kinds:
-
-* internal: torch, onnx, onnxscript, the standard library, nodebisect, generated code;
-* library: any other installed package (``transformers``, ``timm``, ...);
-* user: everything else (the user's factory file, their own modules).
+real traceback frames. Frames are sorted into three kinds by ``nodebisect.frames``
+(the rule every stack nodebisect reads goes by): internal (torch, onnx, the standard
+library, nodebisect itself, generated code), library (``transformers``, ``timm``, ...)
+and user (everything else).
 
 ``source`` names the innermost user frame, or where there is none the innermost
 library frame, so it is never empty when any frame is known;
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nodebisect.errors import ExportFailedError
+from nodebisect.frames import INTERNAL, LIBRARY, USER, frame_kind, innermost
 
 # Stages, in the order an export runs them.
 CAPTURE = "capture (torch.export)"
@@ -55,7 +55,6 @@ _TS_OP_RE = re.compile(r"operator '(aten|prim|onnx)::(\w+)'")
 _NO_FUNCTION_RE = re.compile(r"No ONNX function found for <OpOverload\(op='([\w.]+)', overload='(\w+)'\)>")
 _FRAME_RE = re.compile(r'File "([^"]+)", line (\d+)(?:, in (\S+))?\n(?:[ \t]+(\S[^\n]*))?')
 _OUTPUT_TYPE_RE = re.compile(r"Found <class '([\w.]+)'> in output|unsupported type: (\w+)|output of unsupported type (\w+)")
-_INTERNAL = ("/torch/", "/onnx/", "/onnxscript/", "/onnxruntime/", "/nodebisect/", "/functorch/", "/sympy/", "/typing_extensions")
 _VIEW_RE = re.compile(r"Cannot view a tensor with shape|view size is not compatible with input tensor's size and stride")
 
 
@@ -69,17 +68,6 @@ class Frame:
     @property
     def where(self) -> str:
         return f"{self.file}:{self.line}"
-
-
-def frame_kind(path: str) -> str:
-    """"internal" | "library" | "user" for a source file path."""
-    if path.startswith("<") or "<frozen" in path or any(s in path for s in _INTERNAL):
-        return "internal"
-    if "site-packages" in path or "dist-packages" in path:
-        return "library"
-    if re.search(r"/lib/python3\.\d+/", path):
-        return "internal"  # the standard library
-    return "user"
 
 
 def classify_export_error(
@@ -108,8 +96,8 @@ def classify_export_error(
     target = _target(text, exporter)
     cause, remedy, settings = _cause(text, stage, target, exporter)
     frames = _frames(chain, text, program, target)
-    user = next((f for f in reversed(frames) if frame_kind(f.file) == "user"), None)
-    lib = next((f for f in reversed(frames) if frame_kind(f.file) == "library"), None)
+    user = innermost(frames, USER, lambda f: f.file)
+    lib = innermost(frames, LIBRARY, lambda f: f.file)
     if cause in (UNSUPPORTED_OUTPUT, UNSUPPORTED_INPUT) and module is not None:
         # The output is built in the model's forward; the frames at hand are torch's flattening.
         lib = _forward_frame(module) or lib
@@ -329,9 +317,9 @@ def _frames(chain: list[BaseException], text: str, program: Any, target: str) ->
         for tb in _tbs(e):
             code = tb.tb_frame.f_code
             real.append(Frame(code.co_filename, tb.tb_lineno, linecache.getline(code.co_filename, tb.tb_lineno).strip(), code.co_name))
-    if any(frame_kind(f.file) != "internal" for f in real):
+    if any(frame_kind(f.file) != INTERNAL for f in real):
         # Only frames under the exporter's own call count (not nodebisect's caller).
-        return [f for f in real if frame_kind(f.file) != "internal"]
+        return [f for f in real if frame_kind(f.file) != INTERNAL]
     return _node_frames(program, target, text)
 
 
@@ -367,6 +355,6 @@ def _forward_frame(module: Any) -> Frame | None:
             lines, start = inspect.getsourcelines(forward)
         except (OSError, TypeError, ValueError):
             continue
-        if frame_kind(file) == "library" and hasattr(mod, "config"):
+        if frame_kind(file) == LIBRARY and hasattr(mod, "config"):
             return Frame(file, start, next((ln.strip() for ln in lines if ln.strip().startswith("def ")), ""), "forward")
     return None

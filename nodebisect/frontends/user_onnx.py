@@ -44,11 +44,11 @@ def load_user_onnx(path: str) -> Any:
     return model
 
 
-def check_ownership(path: str, share: float, outputs_mapped: int, outputs: int, module_level: bool) -> None:
+def check_value_ownership(path: str, share: float, outputs_mapped: int, outputs: int, module_level: bool) -> None:
     """Refuse an ONNX file whose values are not the model's (``share`` of its values carry the model's FX names).
 
     Module-level mapping (the TorchScript exporter) compares far fewer values;
-    its scopes are checked in ``frontends.torchscript`` instead.
+    its scopes are checked by ``frontends.torchscript.export.check_scope_ownership`` instead.
     """
     owned = share >= MIN_OWNERSHIP or module_level
     if not owned or outputs_mapped < outputs:

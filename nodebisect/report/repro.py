@@ -19,7 +19,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from nodebisect.records import ORT_OPT_LEVELS, ReproData
+from nodebisect.prepared import ReproData
+from nodebisect.run import ORT_OPT_LEVELS
 from nodebisect.values.compare import DEFAULT_TOLERANCES
 
 DEFAULT_RTOL = DEFAULT_TOLERANCES["float32"].rtol

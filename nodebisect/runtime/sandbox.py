@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from nodebisect.errors import RuntimeFailedError
-from nodebisect.records import ORT_OPT_LEVELS
+from nodebisect.run import ORT_OPT_LEVELS
 
 
 class OrtCrashed(RuntimeFailedError):

@@ -27,9 +27,9 @@ from nodebisect.records import (
     LocateResult,
     NodeRecord,
     OutputComparison,
-    ReproData,
     op_noise_ratio,
 )
+from nodebisect.prepared import ReproData
 from nodebisect.run import RunLog
 from nodebisect.values.graphmap import GraphMap
 from nodebisect.values.noise import WITHIN_NOISE

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodebisect.records import Comparison, Event, Step
-from nodebisect.run import Options, RunLog
+from nodebisect.records import Comparison, Step
+from nodebisect.run import Event, Options, RunLog
 from nodebisect.values.compare import compare
 from nodebisect.values.graphmap import GraphMap
 from nodebisect.values.noise import judge

@@ -11,7 +11,6 @@ is *mapped* when a framework activation of the same name and size exists.
 from __future__ import annotations
 
 import ast
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,15 +18,13 @@ from typing import Any
 import onnx
 from onnx import helper
 
+from nodebisect.frames import source_frame
 from nodebisect.records import FrameworkRef
 from nodebisect.onnxgraph import node_attributes, node_keys, subgraph_inputs
 
 _FX_NAME_RE = re.compile(r"^%(\S+)\s*:")
 _TARGET_RE = re.compile(r"target=(?:torch\.ops\.)?([\w.]+)")
 _FRAME_RE = re.compile(r'File "([^"]+)", line (\d+), in (\S+)\n\s*(.*)')
-_LIBRARY_MARKERS = ("site-packages", "dist-packages", "/torch/", "/transformers/", "<frozen", "/lib/python3")
-# nodebisect's own wrappers (the zoo's model wrapper, a factory's adapter) are never the user's code.
-_OWN_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 @dataclass
@@ -152,21 +149,13 @@ def framework_ref(node: onnx.NodeProto) -> FrameworkRef:
 
 
 def user_frame(trace: str) -> tuple[str, str]:
-    """The innermost frame of the user's own code in a stack trace: ("file:line", code).
-
-    Library frames (site-packages, torch, the standard library) and nodebisect's own
-    wrappers (the zoo's model wrapper) are not the user's code; with no frame left,
-    the innermost frame (the library line that called the op) is the answer.
-    """
-    frames = _FRAME_RE.findall(trace)
-    best = ("", "")
-    for file, line, _func, code in frames:
-        if not any(mark in file for mark in _LIBRARY_MARKERS) and not os.path.abspath(file).startswith(_OWN_PACKAGE):
-            best = (f"{file}:{line}", code.strip())
-    if not best[0] and frames:
-        file, line, _func, code = frames[-1]
-        best = (f"{file}:{line}", code.strip())
-    return best
+    """("file:line", code) of the source frame of a Python stack trace (``frames.source_frame``:
+    the user's innermost line, else the model library's, never nodebisect's own wrappers)."""
+    pick = source_frame(_FRAME_RE.findall(trace), lambda frame: frame[0])
+    if pick is None:
+        return "", ""
+    file, line, _func, code = pick
+    return f"{file}:{line}", code.strip()
 
 
 def _literal_list(text: str) -> list[str]:

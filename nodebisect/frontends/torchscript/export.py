@@ -88,7 +88,7 @@ def prepare_torchscript(loaded: LoadedModel, opts: Any, stage: Callable[[str], f
     stage("capture (module hooks)")
     hooked = hook_modules(module, loaded.args, loaded.kwargs, device=opts.device)
     if opts.onnx_path:
-        check_ownership(model, hooked, opts.onnx_path)
+        check_scope_ownership(model, hooked, opts.onnx_path)
     flat = [t for t in pytree.tree_leaves((tuple(args), dict(kwargs))) if isinstance(t, torch.Tensor)]
     notes: list[str] = []
     inputs = match_inputs(model, flat, notes)
@@ -240,7 +240,7 @@ def _fits(vi: onnx.ValueInfoProto, tensor: torch.Tensor) -> bool:
     return True
 
 
-def check_ownership(model: onnx.ModelProto, hooked: Hooked, path: str) -> None:
+def check_scope_ownership(model: onnx.ModelProto, hooked: Hooked, path: str) -> None:
     """Refuse a user's ONNX whose node scopes do not name this model's modules.
 
     Raises:
@@ -267,7 +267,7 @@ def check_ownership(model: onnx.ModelProto, hooked: Hooked, path: str) -> None:
 
 
 __all__ = [
-    "DEFAULT_OPSET", "EXPORT_STEP", "Hooked", "ModuleCall", "ScopeResolver", "check_ownership", "export_failure",
+    "DEFAULT_OPSET", "EXPORT_STEP", "Hooked", "ModuleCall", "ScopeResolver", "check_scope_ownership", "export_failure",
     "export_torchscript", "hook_modules", "map_activations", "match_inputs", "node_scope", "positional_inputs",
     "prepare_torchscript", "with_types",
 ]

@@ -58,6 +58,7 @@ import numpy as np
 import onnx
 import torch
 
+from nodebisect.frames import source_frame
 from nodebisect.frontends.capture import Activations
 from nodebisect.frontends.torchscript.evaluate import Unsupported, evaluate
 
@@ -68,7 +69,6 @@ TAG_OUT = "nodebisect_out"  # on the node producing a returned value: "<output p
 AGREE_RTOL = 1e-4
 AGREE_ATOL = 1e-5
 _USER_FRAME = re.compile(r"^(.*?)\((\d+)\): (\S+)$")
-_LIBRARY_MARKERS = ("site-packages", "dist-packages", "/torch/", "/transformers/", "<frozen", "/lib/python3")
 
 
 @dataclass
@@ -404,10 +404,11 @@ def _model_frames(source_range: str) -> str:
     return "\n".join(lines[:cut])
 
 
-def user_frame(source_range: str) -> tuple[str, str]:
-    """("file.py:line", code) of the innermost frame of the user's own code in a traced source range."""
-    frames = [m.groups() for m in (_USER_FRAME.match(line.strip()) for line in source_range.splitlines()) if m]
-    pick = next((f for f in frames if not any(mark in f[0] for mark in _LIBRARY_MARKERS)), frames[0] if frames else None)
+def source_range_frame(source_range: str) -> tuple[str, str]:
+    """("file.py:line", code) of the source frame of a traced source range (``frames.source_frame``,
+    the rule of the dynamo path: the user's innermost line, else the model library's, never nodebisect's)."""
+    innermost_first = [m.groups() for m in (_USER_FRAME.match(line.strip()) for line in source_range.splitlines()) if m]
+    pick = source_frame(innermost_first[::-1], lambda frame: frame[0])
     if pick is None:
         return "", ""
     file, line, _func = pick
@@ -440,6 +441,6 @@ def name_calls(refs: dict[str, Any], functions: FunctionRefs) -> None:
         ref.target = "aten." + call.kind.split("::", 1)[1]
         ref.fx_node = call.name
         ref.stack_trace = _model_frames(call.source_range)
-        source, code = user_frame(call.source_range)
+        source, code = source_range_frame(call.source_range)
         if source:
             ref.source, ref.code = source, code
