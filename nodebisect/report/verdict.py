@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nodebisect.frames import USER, frame_kind
 from nodebisect.records import DIVERGED, EXPORT_FAILED, MATCH, RUNTIME_FAILED, STAGE_CAPTURE, FirstDivergent, LocateResult
 from nodebisect.report.wording import (
     amplifier_text,
@@ -139,7 +140,7 @@ def _facts(result: LocateResult, fd: FirstDivergent, exporter: str, values: list
         kind = "FX node" if exporter != "torchscript" else ("scope" if fw.fx_node == fw.module else "traced call")
         facts.append(Fact("framework", f"{fw.target or '?'} ({kind} {fw.fx_node or '?'})" + (f" in module '{fw.module}'" if fw.module else "")))
     if fw.source:
-        library = any(m in fw.source for m in ("site-packages", "dist-packages"))  # no frame of the user's own code
+        library = frame_kind(fw.source.rsplit(":", 1)[0]) != USER  # no frame of the user's own code (frames.py's one rule)
         facts.append(Fact("source (library code)" if library else "source", fw.source + (f"  {fw.code}" if fw.code else "")))
     by_label = {f.label: f for f in values}
     facts += [by_label[k] for k in (WORST, CONSTANTS) if k in by_label]
