@@ -349,6 +349,7 @@ def tanh():
 '''
 
 
+@pytest.mark.slow  # exports a second model
 def test_onnx_of_another_model_with_coinciding_node_names_is_bad_input(tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 

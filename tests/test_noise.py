@@ -168,6 +168,7 @@ class _LayerNormLargeMean(torch.nn.Module):
         return self.post(self.norm(x))
 
 
+@pytest.mark.slow
 def test_a_node_rounding_differently_but_no_worse_than_pytorch_is_drift() -> None:
     """microsoft/onnxruntime#28463: onnxruntime's LayerNorm differs from PyTorch's past atol on such rows,
     even on PyTorch's own inputs (cause conversion), yet both are equally far from float64."""
@@ -208,6 +209,7 @@ class _RemainderOfLargeValues(torch.nn.Module):
         return self.post(torch.remainder(self.pre(x), 0.1))
 
 
+@pytest.mark.slow
 def test_a_conversion_defect_under_its_inputs_rounding_is_not_called_drift() -> None:
     """The drift clearance for a node wrong on PyTorch's inputs measures the op alone, not the whole model."""
     model = _RemainderOfLargeValues().eval()

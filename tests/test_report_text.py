@@ -361,6 +361,7 @@ def test_bad_flags_exit_2_with_the_locate_usage(argv: list[str], needle: str, bu
         assert err.startswith("usage: nodebisect locate "), err
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_capture_verdict_gets_a_repro_that_compares_eager_with_torch_export(sample_runs: SampleRuns) -> None:
     """Issue #12 item 1: the capture stage has no ONNX repro; its own script must fail the same way."""

@@ -69,6 +69,7 @@ def test_prefix_runs_only_what_the_values_need(faulted: tuple[Path, str]) -> Non
     assert np.isfinite(got).all() and np.isfinite(next(iter(full.values()))).all()
 
 
+@pytest.mark.slow
 def test_spilled_reference_activations_give_the_same_answer(faulted: tuple[Path, str]) -> None:
     path, edited = faulted
     result = nodebisect.locate(Stack().eval(), ARGS, onnx_path=str(path), strategy="bisect", memory_budget=0)

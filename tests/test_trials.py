@@ -59,6 +59,7 @@ def test_given_inputs_match_but_edge_case_trials_find_the_culprit(angle: Path, c
     assert "trial 1" in " ".join(data["notes"])
 
 
+@pytest.mark.slow
 def test_several_inputs_files_are_compared(angle: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = (torch.rand(3, 4) + 0.1, torch.rand(3, 4) + 0.1)
     bad = (torch.zeros(3, 4), -torch.rand(3, 4) - 0.1)  # y = +0 and x < 0 everywhere
@@ -77,6 +78,7 @@ def _relu_block() -> torch.nn.Module:
     return Block(act="relu")
 
 
+@pytest.mark.slow
 def test_first_node_producing_nan_from_finite_inputs_is_reported(tmp_path: Path) -> None:
     args = (torch.randn(4, 8, generator=torch.Generator().manual_seed(0)),)
     proto = export_onnx(build_loaded_model(_relu_block().eval(), args)).model
@@ -129,6 +131,7 @@ def test_half_precision_values_report_their_range_used() -> None:
     assert compare("v", np.ones(3, np.float32), np.ones(3, np.float32)).metrics.range_used == 0.0
 
 
+@pytest.mark.slow
 def test_vanishing_activations_are_called_out() -> None:
     model = _relu_block().eval()
     with torch.no_grad():
@@ -166,6 +169,7 @@ class RowMean(torch.nn.Module):
 '''
 
 
+@pytest.mark.slow
 def test_a_value_baked_for_the_export_shape_is_reported_as_shape_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "row_mean.py").write_text(ROW_MEAN)
     spec = f"{tmp_path}/row_mean.py:RowMean"
