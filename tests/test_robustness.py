@@ -33,7 +33,7 @@ def _strip_timings(data: object) -> object:
     return data
 
 
-@pytest.mark.parametrize("strategy", ["all", "bisect"])
+@pytest.mark.parametrize("strategy", [pytest.param("all", marks=pytest.mark.slow), "bisect"])
 def test_same_inputs_give_byte_identical_json_apart_from_timings(faulted: tuple, strategy: str) -> None:
     model, args, path = faulted
     runs = [nodebisect.locate(model, args, onnx_path=str(path), strategy=strategy).to_dict() for _ in range(2)]

@@ -43,7 +43,7 @@ def faulted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return path, edited.name
 
 
-@pytest.mark.parametrize("isolate_crashes", [True, False], ids=["sandbox", "in-process"])
+@pytest.mark.parametrize("isolate_crashes", [pytest.param(True, id="sandbox"), pytest.param(False, id="in-process", marks=pytest.mark.slow)])
 def test_weights_written_once_give_the_same_answer(faulted: tuple[Path, str], isolate_crashes: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     path, edited = faulted
     plain = nodebisect.locate(Stack().eval(), ARGS, onnx_path=str(path), strategy="bisect", isolate_crashes=isolate_crashes)

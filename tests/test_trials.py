@@ -108,6 +108,7 @@ class Erfcx(torch.nn.Module):
         return self.post(torch.special.erfcx(self.pre(x)))
 
 
+@pytest.mark.slow
 def test_nan_origin_inside_a_lowering_names_the_node_that_makes_it() -> None:
     """The NaN note and the suspect line name the same node (the Exp), not the op's carrier."""
     model = Erfcx().eval()
