@@ -17,6 +17,9 @@ below, case by case):
   output, so the culprit is that value's producer, and the edited node lies
   in the culprit's local subgraph (the nodes between the culprit value and its
   nearest mapped inputs), all of which ``first_divergent.segment`` lists.
+
+Each faulted file is prepared once and searched once per strategy. The CNN's cases
+are the fast tier; the transformer's and most between-module cases are marked slow.
 """
 
 from __future__ import annotations
