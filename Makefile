@@ -1,11 +1,12 @@
 # Two commands on a fresh machine: `make demo` (locate a real divergence in a
-# bundled sample) and `make test` (the whole suite). Both create .venv first.
+# bundled sample) and `make test` (the whole suite, what CI runs). Both create .venv first.
+# `make test-fast` is the tier to run after every change (tests not marked slow).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv samples clean bench
+.PHONY: demo test test-fast venv samples clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -23,8 +24,13 @@ samples: $(STAMP)
 demo: samples
 	$(BIN)/nodebisect locate samples/build/SdpaFullyMaskedRow.pt2 --report nodebisect-out/SdpaFullyMaskedRow; test $$? -eq 1
 
+# The whole suite, Ray included, each property test at its full Hypothesis count.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q --durations=25 tests
+
+# Everything not marked slow, Hypothesis at 25 examples a test.
+test-fast: $(STAMP)
+	HYPOTHESIS_PROFILE=dev $(BIN)/python -m pytest -q -m "not slow" --durations=25 tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_locate.py

@@ -1,4 +1,4 @@
-"""Tiny model builders for the end-to-end tests: one CNN and three transformers.
+"""Tiny model builders for the end-to-end tests: a small block, one CNN and three transformers.
 
 Every builder seeds torch, builds random weights from a config (no downloads)
 and returns ``(module, args)`` in eval mode, small enough (hidden 32, 2 layers,
@@ -40,6 +40,63 @@ HIDDEN = 32
 # LayerNorm epsilon or a Softmax axis is invisible at the output. Trained models
 # are not like that; a wider init makes each layer matter.
 INIT_RANGE = 0.2
+
+
+class Block(nn.Module):
+    """Linear -> LayerNorm -> activation -> Linear: the small model most tests break.
+
+    Exported by dynamo it has one LayerNormalization (``node_layer_norm``) to corrupt.
+    Also a factory ``locate`` loads (``tests/models.py:Block``). The arguments give the
+    variants the tests use; submodules are created in the same order whatever they are,
+    so a given configuration always has the same weights.
+
+    Args:
+        d_in: input features (the LayerNorm's width is ``hidden``).
+        hidden: the first Linear's output features.
+        out: the last Linear's output features.
+        act: "softmax" (over the last axis), "relu" or "gelu".
+        scale: multiplies the LayerNorm's output before the activation (1.0: no Mul).
+    """
+
+    def __init__(self, d_in: int = 8, hidden: int = 8, out: int = 8, act: str = "softmax", scale: float = 1.0) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(d_in, hidden)
+        self.ln = nn.LayerNorm(hidden)
+        self.lin2 = nn.Linear(hidden, out)
+        self.act, self.scale = act, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln(self.lin(x))
+        if self.scale != 1.0:
+            h = h * self.scale
+        if self.act == "softmax":
+            h = torch.softmax(h, dim=-1)
+        elif self.act == "relu":
+            h = torch.relu(h)
+        else:
+            h = nn.functional.gelu(h)
+        return self.lin2(h)
+
+    @classmethod
+    def example_inputs(cls) -> tuple[torch.Tensor]:
+        return (torch.randn(4, 8, generator=torch.Generator().manual_seed(1)),)
+
+
+def block() -> tuple[nn.Module, tuple[Any, ...]]:
+    return Block().eval(), Block.example_inputs()
+
+
+def set_layernorm_epsilon(proto: Any, eps: float) -> str:
+    """Set every LayerNormalization's epsilon in ``proto`` (in place); returns the last one's name."""
+    name = ""
+    for node in proto.graph.node:
+        if node.op_type == "LayerNormalization":
+            for attr in node.attribute:
+                if attr.name == "epsilon":
+                    attr.f = eps
+                    name = node.name
+    return name
 
 
 class TinyCNN(nn.Module):
@@ -157,4 +214,4 @@ def vit(attn: str = "sdpa") -> tuple[nn.Module, tuple[Any, ...]]:
     return LastHidden(model).eval(), (pixels,)
 
 
-BUILDERS = {"cnn": cnn, "bert": bert, "gpt2": gpt2, "vit": vit, "bert_raw": bert_raw}
+BUILDERS = {"block": block, "cnn": cnn, "bert": bert, "gpt2": gpt2, "vit": vit, "bert_raw": bert_raw}

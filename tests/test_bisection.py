@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hypothesis_profiles import examples
 from nodebisect.search.bisection import Bisector
 
 
@@ -202,7 +203,7 @@ def random_dag(draw: st.DrawFn) -> tuple[dict[str, list[str]], str]:
     return parents, defect
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(dag=random_dag(), k=st.sampled_from([1, 2, 3]))
 def test_random_dags_single_defect_is_found(dag: tuple[dict[str, list[str]], str], k: int) -> None:
     parents, defect = dag

@@ -8,11 +8,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from nodebisect.cli.main import build_parser, main
+from nodebisect.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
@@ -83,12 +84,6 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize(
     "argv, code, message",
     [
@@ -114,7 +109,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     ],
 )
 def test_bad_input_gives_one_line_error_and_exit_2(
-    work: Path, argv: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    work: Path, argv: list[str], code: int, message: str, cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(work)
     if "--ep" in argv and "cuda" in argv:
@@ -122,7 +117,7 @@ def test_bad_input_gives_one_line_error_and_exit_2(
 
         if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             pytest.skip("this machine has CUDA for onnxruntime")
-    got, _out, err = run_cli(["locate", *argv, "-q"], capsys)
+    got, _out, err = cli("locate", *argv, "-q")
     assert got == code, err
     lines = [line for line in err.strip().splitlines() if line]
     assert lines[0].startswith("nodebisect: error: "), err
@@ -131,9 +126,9 @@ def test_bad_input_gives_one_line_error_and_exit_2(
     assert len(lines) <= 2  # the error and at most one tip
 
 
-def test_untrusted_pickle_payload_never_runs(work: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_untrusted_pickle_payload_never_runs(work: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(work)
-    code, _out, err = run_cli(["locate", "payload.pt", "-q"], capsys)
+    code, _out, err = cli("locate", "payload.pt", "-q")
     assert code == 2
     assert "--trust-pickle" in err
     assert not (work / "PAYLOAD_RAN").exists()
@@ -150,21 +145,21 @@ def test_untrusted_pickle_payload_never_runs(work: Path, capsys: pytest.CaptureF
         pytest.param(["tiny_pickle.pt", "--trust-pickle", "--inputs", "inputs.pt"], id="pickle-trusted"),
     ],
 )
-def test_clean_models_match_with_exit_0(work: Path, argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_clean_models_match_with_exit_0(work: Path, argv: list[str], cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(work)
     monkeypatch.syspath_prepend(str(work))  # the pickled module's class must be importable
-    code, out, err = run_cli(["locate", *argv, "-q"], capsys)
+    code, out, err = cli("locate", *argv, "-q")
     assert code == 0, err
     assert out.startswith("MATCH"), out
 
 
-def test_user_files_are_not_modified(work: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_user_files_are_not_modified(work: Path, cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(work)
     files = ["tiny.pt2", "inputs.pt", "other.onnx"]
     before = {f: hashlib.sha256((work / f).read_bytes()).hexdigest() for f in files}
     out_json = tmp_path / "result.json"
-    run_cli(["locate", "tiny.pt2", "--inputs", "inputs.pt", "--json", str(out_json), "-q"], capsys)
-    run_cli(["locate", "tiny.pt2", "--onnx", "other.onnx", "-q"], capsys)
+    cli("locate", "tiny.pt2", "--inputs", "inputs.pt", "--json", str(out_json), "-q")
+    cli("locate", "tiny.pt2", "--onnx", "other.onnx", "-q")
     after = {f: hashlib.sha256((work / f).read_bytes()).hexdigest() for f in files}
     assert before == after
     data = json.loads(out_json.read_text())
@@ -173,9 +168,9 @@ def test_user_files_are_not_modified(work: Path, capsys: pytest.CaptureFixture[s
     assert not list(tmp_path.glob(".*.tmp")), "a temp file was left behind"
 
 
-def test_json_to_stdout_keeps_summary_on_stderr(work: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_json_to_stdout_keeps_summary_on_stderr(work: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(work)
-    code, out, err = run_cli(["locate", "tiny.pt2", "--json", "-", "-q"], capsys)
+    code, out, err = cli("locate", "tiny.pt2", "--json", "-", "-q")
     assert code == 0
     assert json.loads(out)["verdict"] == "match"
     assert "MATCH" in err
@@ -189,7 +184,7 @@ def test_every_command_has_help() -> None:
         assert sub.format_help().strip(), name
 
 
-def test_export_failure_gives_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_failure_gives_exit_3(tmp_path: Path, cli: Any) -> None:
     # scaled_dot_product_attention on 3-D tensors: torch runs it, the ONNX lowering refuses it.
     (tmp_path / "sdpa3d.py").write_text(
         "import torch\n"
@@ -201,7 +196,7 @@ def test_export_failure_gives_exit_3(tmp_path: Path, capsys: pytest.CaptureFixtu
         "        return (torch.randn(1, 4, 8),)\n"
     )
     out_json = tmp_path / "r.json"
-    code, out, err = run_cli(["locate", f"{tmp_path}/sdpa3d.py:M", "--json", str(out_json), "-q"], capsys)
+    code, out, err = cli("locate", f"{tmp_path}/sdpa3d.py:M", "--json", str(out_json), "-q")
     assert code == 3, err
     assert "EXPORT FAILED" in out
     data = json.loads(out_json.read_text())
@@ -210,6 +205,7 @@ def test_export_failure_gives_exit_3(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert data["export_failure"]["step"] == "translate to ONNX"
 
 
+@pytest.mark.subprocess
 def test_help_is_fast_and_imports_no_torch() -> None:
     code = "import sys; from nodebisect.cli.main import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -217,13 +213,6 @@ def test_help_is_fast_and_imports_no_torch() -> None:
 
 
 # --- the bundled samples, run as a user would --------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def built_samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("samples")
-    subprocess.run([sys.executable, str(SAMPLES / "build.py"), str(out)], check=True, capture_output=True, cwd=ROOT)
-    return out
 
 
 @pytest.mark.parametrize(
@@ -237,26 +226,20 @@ def built_samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.param("Atan2ZeroY", "node_atan2", "conversion", "conversion", id="decomposed-op-2"),
     ],
 )
-def test_samples_are_located_from_pt2(
-    built_samples: Path, name: str, node: str, cause: str, stage: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    out_json = tmp_path / "r.json"
-    code, out, err = run_cli(["locate", str(built_samples / f"{name}.pt2"), "--json", str(out_json), "-q"], capsys)
-    assert code == 1, err
-    fd = json.loads(out_json.read_text())["first_divergent"]
+def test_samples_are_located_from_pt2(sample_runs: Any, name: str, node: str, cause: str, stage: str) -> None:
+    run = sample_runs[name]
+    assert run.code == 1, run.err
+    fd = run.data["first_divergent"]
     assert fd["onnx_node"] == node
     assert fd["cause"] == cause
     assert fd["stage"] == stage
     assert fd["framework"]["source"].endswith(".py:" + fd["framework"]["source"].rsplit(":", 1)[1])
     assert "divergent.py" in fd["framework"]["source"]
-    assert f"DIVERGED at {node}" in out
+    assert f"DIVERGED at {node}" in run.out
 
 
-def test_sdpa_sample_blames_the_softmax_of_the_fully_masked_row(built_samples: Path) -> None:
-    import nodebisect
-
-    result = nodebisect.locate(str(built_samples / "SdpaFullyMaskedRow.pt2"))
-    fd = result.first_divergent
+def test_sdpa_sample_blames_the_softmax_of_the_fully_masked_row(sample_runs: Any) -> None:
+    fd = sample_runs["SdpaFullyMaskedRow"].result.first_divergent
     assert fd is not None
     assert len(fd.segment) > 5
     # The -3.4e38 mask fill reads as PyTorch's -inf; the Softmax of a fully masked row
@@ -269,13 +252,13 @@ def test_sdpa_sample_blames_the_softmax_of_the_fully_masked_row(built_samples: P
     "name, node",
     [
         pytest.param("AvgPoolDivisorOverride", "node_avg_pool2d", id="converter-defect"),
-        pytest.param("NanIgnoringMax", "n0", id="runtime-semantics"),
-        pytest.param("SdpaFullyMaskedRow", "node_scaled_dot_product_attention", id="decomposed-op"),
+        pytest.param("NanIgnoringMax", "n0", id="runtime-semantics", marks=pytest.mark.slow),
+        pytest.param("SdpaFullyMaskedRow", "node_scaled_dot_product_attention", id="decomposed-op", marks=pytest.mark.slow),
     ],
 )
-def test_samples_are_located_from_factory_spec(name: str, node: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_samples_are_located_from_factory_spec(name: str, node: str, cli: Any, tmp_path: Path) -> None:
     out_json = tmp_path / "r.json"
-    code, _out, err = run_cli(["locate", f"{SAMPLES}/divergent.py:{name}", "--strategy", "bisect", "--json", str(out_json), "-q"], capsys)
+    code, _out, err = cli("locate", f"{SAMPLES}/divergent.py:{name}", "--strategy", "bisect", "--json", str(out_json), "-q")
     assert code == 1, err
     data = json.loads(out_json.read_text())
     assert data["first_divergent"]["onnx_node"] == node
@@ -283,21 +266,20 @@ def test_samples_are_located_from_factory_spec(name: str, node: str, capsys: pyt
     assert data["stats"]["strategy"] == "bisect"
 
 
-def test_capture_stage_sample_blames_torch_export_not_onnx(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    out_json = tmp_path / "r.json"
-    code, out, err = run_cli(["locate", f"{SAMPLES}/divergent.py:TransformerFastPath", "--json", str(out_json), "-q"], capsys)
-    assert code == 1, err
-    data = json.loads(out_json.read_text())
+def test_capture_stage_sample_blames_torch_export_not_onnx(sample_runs: Any) -> None:
+    run = sample_runs.factory("TransformerFastPath")
+    assert run.code == 1, run.err
+    data = run.data
     fd = data["first_divergent"]
     assert fd["stage"] == "capture"
     assert fd["framework"]["module"].startswith("enc")
     assert data["capture"]["eager_matches_export"] is False
     # The ONNX graph itself agrees with the exported program.
     assert all(o["ok"] for o in data["outputs"])
-    assert "torch.export" in out
+    assert "torch.export" in run.out
 
 
-def test_pt2_with_pickled_example_inputs_never_runs_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_pt2_with_pickled_example_inputs_never_runs_them(tmp_path: Path, cli: Any) -> None:
     """torch.export.load retries a failed safe load with weights_only=False: a crafted
     .pt2 would run code. nodebisect refuses that retry without --trust-pickle."""
     import io
@@ -323,7 +305,7 @@ def test_pt2_with_pickled_example_inputs_never_runs_them(tmp_path: Path, capsys:
             data = zin.read(item.filename)
             zout.writestr(item, payload.getvalue() if item.filename.endswith("sample_inputs/model.pt") else data)
 
-    code, _out, err = run_cli(["locate", str(evil), "-q"], capsys)
+    code, _out, err = cli("locate", str(evil), "-q")
     assert code == 2
     assert "--trust-pickle" in err.splitlines()[0]
     assert not marker.exists()
@@ -338,11 +320,9 @@ def test_pt2_with_pickled_example_inputs_never_runs_them(tmp_path: Path, capsys:
         pytest.param(["locate", "m.pt2", "--strategyy=all"], "usage: nodebisect locate ", "--strategyy=all (did you mean --strategy?)", id="with-value"),
     ],
 )
-def test_unknown_option_gets_did_you_mean_in_the_commands_usage(argv: list[str], usage: str, hint: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    err = capsys.readouterr().err
-    assert exc.value.code == 2
+def test_unknown_option_gets_did_you_mean_in_the_commands_usage(argv: list[str], usage: str, hint: str, cli: Any) -> None:
+    code, _out, err = cli(*argv)  # argparse exits: its code is the command's
+    assert code == 2
     assert err.startswith(usage), err
     assert hint in err and "Traceback" not in err
 
@@ -369,13 +349,17 @@ def tanh():
 '''
 
 
-def test_onnx_of_another_model_with_coinciding_node_names_is_bad_input(tmp_path: Path) -> None:
+@pytest.mark.slow  # exports a second model
+def test_onnx_of_another_model_with_coinciding_node_names_is_bad_input(tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
     (tmp_path / "two.py").write_text(OTHER)
-    export = "import sys, torch; sys.path.insert(0, '.'); import two; m, a = two.tanh(); torch.onnx.export(m.eval(), a, 'tanh.onnx', dynamo=True)"
-    subprocess.run([sys.executable, "-c", export], cwd=tmp_path, check=True, capture_output=True, timeout=300)
-    done = subprocess.run(
-        [sys.executable, "-m", "nodebisect", "locate", "two.py:relu", "--onnx", "tanh.onnx"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert "not an export of this model" in done.stderr and "has shape [2, 3], the model's is [2, 4]" in done.stderr
+    spec = importlib.util.spec_from_file_location("two_models", tmp_path / "two.py")
+    two = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(two)
+    model, args = two.tanh()
+    torch.onnx.export(model.eval(), args, str(tmp_path / "tanh.onnx"), dynamo=True)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("locate", "two.py:relu", "--onnx", "tanh.onnx")
+    assert code == 2, out + err
+    assert "not an export of this model" in err and "has shape [2, 3], the model's is [2, 4]" in err

@@ -156,20 +156,20 @@ def test_folded_arguments_are_found_beside_a_broken_add(folded: tuple[onnx.Model
     assert all(s.score < NAMED_SUSPECT_SCORE for s in suspects if s.onnx_node in segment), named(suspects)
 
 
-def test_edited_leaky_relu_alpha_names_the_node(folded: tuple[onnx.ModelProto, Any], tmp_path: Path) -> None:
+def test_edited_leaky_relu_alpha_names_the_node(folded: tuple[onnx.ModelProto, Any], tmp_path: Path, quick_locate: Any) -> None:
     """Not only cross_entropy: a LeakyRelu whose alpha is no longer 0.2 is named by the same rule."""
     clean, _ = folded
     model, edited = faults.set_attribute(clean, "node_leaky_relu", "alpha", 0.3)
     path = tmp_path / "alpha.onnx"
     onnx.save(model, str(path))
-    fd = locate(FoldedArguments(), OPS_ARGS, onnx_path=str(path)).first_divergent
+    fd = quick_locate(FoldedArguments(), OPS_ARGS, onnx_path=str(path)).first_divergent
     assert fd is not None and fd.onnx_node == edited
     top = fd.suspects[0]
     assert top.onnx_node == edited and top.score >= NAMED_SUSPECT_SCORE, named(fd.suspects)
     assert top.reason.startswith("argument negative_slope=0.2 of aten.leaky_relu.default appears nowhere"), top.reason
 
 
-def test_a_fault_inside_softplus_is_not_blamed_on_its_beta(folded: tuple[onnx.ModelProto, Any], tmp_path: Path) -> None:
+def test_a_fault_inside_softplus_is_not_blamed_on_its_beta(folded: tuple[onnx.ModelProto, Any], tmp_path: Path, quick_locate: Any) -> None:
     """Softplus(beta=2) lowers to Mul, Softplus, Div, Greater, Where; its Div turned into Mul.
 
     beta (2.0) is still read by the Mul and threshold (10.0) by the Greater, so the
@@ -180,7 +180,7 @@ def test_a_fault_inside_softplus_is_not_blamed_on_its_beta(folded: tuple[onnx.Mo
     model, edited = faults.swap_op(clean, div, "Mul")
     path = tmp_path / "softplus.onnx"
     onnx.save(model, str(path))
-    fd = locate(FoldedArguments(), OPS_ARGS, onnx_path=str(path)).first_divergent
+    fd = quick_locate(FoldedArguments(), OPS_ARGS, onnx_path=str(path)).first_divergent
     assert fd is not None and fd.framework.fx_node == "softplus"
     assert edited in fd.segment and len(fd.segment) >= 4, fd.segment
     assert all(DROPPED not in s.reason for s in fd.suspects), named(fd.suspects)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.slow  # GPT-2 and T5 exports; each dynamo failure searches for its smallest repro
 
 from nodebisect.errors import BadInputError, ExportFailedError  # noqa: E402
 from nodebisect.frontends.dynamo import export_onnx  # noqa: E402
@@ -113,6 +114,7 @@ def test_data_dependent_branch_names_the_users_line(user_file: Path) -> None:
     assert "torch.cond" in d["remedy"]
 
 
+@pytest.mark.subprocess
 def test_capture_failure_repro_rebuilds_the_model_from_its_factory(user_file: Path, tmp_path: Path) -> None:
     script = failure(f"{user_file}:Branch").details["repro_script"]
     assert "no smaller piece" in script and str(user_file) in script
@@ -123,6 +125,7 @@ def test_capture_failure_repro_rebuilds_the_model_from_its_factory(user_file: Pa
     assert "data-dependent" in run.stderr
 
 
+@pytest.mark.subprocess
 def test_op_without_translation_is_unsupported_op_with_a_repro_that_fails_alone(user_file: Path, tmp_path: Path) -> None:
     err = failure(f"{user_file}:Eig")
     d = err.details
@@ -152,6 +155,7 @@ def test_t5_attention_view_is_a_decomposition_failure_remedied_by_eager_attentio
     assert t5_failure.source == d["library_source"]
 
 
+@pytest.mark.subprocess
 def test_t5_repro_script_fails_the_same_way_alone(t5_failure: ExportFailedError, tmp_path: Path) -> None:
     script = t5_failure.details["repro_script"]
     assert "scaled_dot_product_attention" in script and "transformers" not in script.split('"""', 2)[2]

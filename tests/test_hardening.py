@@ -22,11 +22,11 @@ import onnx
 import pytest
 import torch
 
-from nodebisect.cli.main import main
 from nodebisect.frontends.dynamo import export_onnx
 from nodebisect.frontends.loading.load import build_loaded_model
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # a BERT export, a dozen locates, two Ctrl-C runs in a fresh process
 
 MODELS = '''
 import dataclasses
@@ -192,12 +192,6 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(["locate", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def assert_one_line_error(err: str, message: str) -> None:
     lines = [line for line in err.strip().splitlines() if line]
     assert lines and lines[0].startswith("nodebisect: error: "), err
@@ -218,9 +212,9 @@ def assert_one_line_error(err: str, message: str) -> None:
         pytest.param("ItemShape", 1, id="item-driven-shape"),
     ],
 )
-def test_structured_and_odd_outputs_match(work: Path, factory: str, outputs: int, capsys: pytest.CaptureFixture[str]) -> None:
+def test_structured_and_odd_outputs_match(work: Path, factory: str, outputs: int, cli: Any) -> None:
     out_json = work / f"{factory}.match.json"
-    code, out, err = run_cli([f"{work}/hm.py:{factory}", "--json", str(out_json), "-q"], capsys)
+    code, out, err = cli("locate", f"{work}/hm.py:{factory}", "--json", str(out_json), "-q")
     assert code == 0, err
     assert out.startswith("MATCH"), out
     assert "Traceback" not in err
@@ -245,10 +239,10 @@ def test_structured_and_odd_outputs_match(work: Path, factory: str, outputs: int
         pytest.param("IntBoolOut", "IntBoolOut.bool.faulted.onnx", "node_gt", id="bool-output"),
     ],
 )
-def test_fault_behind_structured_outputs_is_located(work: Path, factory: str, onnx_file: str, node: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fault_behind_structured_outputs_is_located(work: Path, factory: str, onnx_file: str, node: str, cli: Any) -> None:
     out_json = work / f"{onnx_file}.json"
     argv = [f"{work}/hm.py:{factory}", "--onnx", str(work / onnx_file), "--json", str(out_json), "-q", "--no-capture-check"]
-    code, out, err = run_cli(argv, capsys)
+    code, out, err = cli("locate", *argv)
     assert code == 1, err
     fd = json.loads(out_json.read_text())["first_divergent"]
     assert fd["onnx_node"] == node
@@ -258,9 +252,9 @@ def test_fault_behind_structured_outputs_is_located(work: Path, factory: str, on
         assert fd["metrics"]["mismatch_fraction"] > 0
 
 
-def test_data_dependent_control_flow_is_export_failed(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_data_dependent_control_flow_is_export_failed(work: Path, cli: Any) -> None:
     out_json = work / "branch.json"
-    code, out, err = run_cli([f"{work}/hm.py:BranchOnValue", "--json", str(out_json), "-q"], capsys)
+    code, out, err = cli("locate", f"{work}/hm.py:BranchOnValue", "--json", str(out_json), "-q")
     assert code == 3, err
     data = json.loads(out_json.read_text())
     assert data["verdict"] == "export_failed"
@@ -273,9 +267,9 @@ def test_data_dependent_control_flow_is_export_failed(work: Path, capsys: pytest
     assert err.strip().splitlines() == [f"wrote {out_json}"], err
 
 
-def test_unregistered_dataclass_output_is_export_failed_naming_the_fix(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unregistered_dataclass_output_is_export_failed_naming_the_fix(work: Path, cli: Any) -> None:
     out_json = work / "unregistered.json"
-    code, out, err = run_cli([f"{work}/hm.py:UnregisteredDataclassOut", "--json", str(out_json), "-q"], capsys)
+    code, out, err = cli("locate", f"{work}/hm.py:UnregisteredDataclassOut", "--json", str(out_json), "-q")
     assert code == 3, err
     failure = json.loads(out_json.read_text())["export_failure"]
     assert "register a pytree" in failure["message"]
@@ -283,9 +277,9 @@ def test_unregistered_dataclass_output_is_export_failed_naming_the_fix(work: Pat
     assert "Traceback" not in err
 
 
-def test_nan_in_pytorch_itself_is_noted_not_blamed(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_nan_in_pytorch_itself_is_noted_not_blamed(work: Path, cli: Any) -> None:
     out_json = work / "nan.json"
-    code, out, err = run_cli([f"{work}/hm.py:LogOfNegative", "--json", str(out_json), "-q"], capsys)
+    code, out, err = cli("locate", f"{work}/hm.py:LogOfNegative", "--json", str(out_json), "-q")
     assert code == 0, err
     data = json.loads(out_json.read_text())
     assert data["verdict"] == "match"
@@ -295,29 +289,29 @@ def test_nan_in_pytorch_itself_is_noted_not_blamed(work: Path, capsys: pytest.Ca
     assert metrics["nan"] == metrics["expected_nan"] == 2
 
 
-def test_onnx_with_external_data_works_and_is_untouched(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_onnx_with_external_data_works_and_is_untouched(work: Path, cli: Any) -> None:
     folder = work / "ext"
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
     assert set(before) == {"model.onnx", "weights.bin"}
-    code, out, err = run_cli([f"{work}/hm.py:TupleOut", "--onnx", str(folder / "model.onnx"), "-q"], capsys)
+    code, out, err = cli("locate", f"{work}/hm.py:TupleOut", "--onnx", str(folder / "model.onnx"), "-q")
     assert code == 0, err
     assert out.startswith("MATCH"), out
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
     assert after == before
 
 
-def test_device_cuda_without_cuda_is_bad_input(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_device_cuda_without_cuda_is_bad_input(work: Path, cli: Any) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    code, _out, err = run_cli([f"{work}/hm.py:TupleOut", "--device", "cuda", "-q"], capsys)
+    code, _out, err = cli("locate", f"{work}/hm.py:TupleOut", "--device", "cuda", "-q")
     assert code == 2, err
     assert_one_line_error(err, "--device cuda asked for, but torch sees no CUDA device")
 
 
 @pytest.mark.parametrize("debug", [pytest.param(False, id="plain"), pytest.param(True, id="debug")])
-def test_debug_shows_the_traceback_of_a_bad_input(work: Path, debug: bool, capsys: pytest.CaptureFixture[str]) -> None:
+def test_debug_shows_the_traceback_of_a_bad_input(work: Path, debug: bool, cli: Any) -> None:
     argv = [f"{work}/hm.py:TupleOut", "--inputs", str(work / "missing.pt"), "-q"] + (["--debug"] if debug else [])
-    code, _out, err = run_cli(argv, capsys)
+    code, _out, err = cli("locate", *argv)
     assert code == 2, err
     if debug:
         assert err.startswith("Traceback"), err
@@ -326,6 +320,7 @@ def test_debug_shows_the_traceback_of_a_bad_input(work: Path, debug: bool, capsy
         assert_one_line_error(err, "inputs file not found")
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     "trigger, extra",
     [

@@ -11,11 +11,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-
-from nodebisect.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,12 +43,6 @@ HELPER = 3
 '''
 
 
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def one_line_error(err: str) -> str:
     lines = [ln for ln in err.strip().splitlines() if ln]
     assert lines[0].startswith("nodebisect: error: "), err
@@ -64,28 +57,29 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_near_miss_model_file_says_did_you_mean(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_near_miss_model_file_says_did_you_mean(work: Path, cli: Any) -> None:
     (work / "resnet_small.pt2").write_bytes(b"x")
-    code, _out, err = run_cli(["locate", str(work / "resnet_smal.pt2"), "-q"], capsys)
+    code, _out, err = cli("locate", str(work / "resnet_smal.pt2"), "-q")
     assert code == 2
     assert "did you mean" in one_line_error(err) and "resnet_small.pt2" in err
 
 
-def test_near_miss_factory_file_says_did_you_mean(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _out, err = run_cli(["locate", f"{work}/mymodel.py:Net", "-q"], capsys)
+def test_near_miss_factory_file_says_did_you_mean(work: Path, cli: Any) -> None:
+    code, _out, err = cli("locate", f"{work}/mymodel.py:Net", "-q")
     assert code == 2
     assert "factory file not found" in one_line_error(err) and "mymodels.py" in err
 
 
-def test_missing_factory_name_lists_the_files_modules_and_callables(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _out, err = run_cli(["locate", f"{work}/mymodels.py:Nett", "-q"], capsys)
+def test_missing_factory_name_lists_the_files_modules_and_callables(work: Path, cli: Any) -> None:
+    code, _out, err = cli("locate", f"{work}/mymodels.py:Nett", "-q")
     assert code == 2
     one_line_error(err)
     assert "did you mean Net" in err
     assert "build" in err and "HELPER" not in err and "torch" not in err.split("defines", 1)[1]
 
 
-def test_pt2_inputs_are_checked_against_the_archive_before_export(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.slow
+def test_pt2_inputs_are_checked_against_the_archive_before_export(work: Path, cli: Any) -> None:
     sys.path.insert(0, str(work))
     try:
         import mymodels
@@ -94,7 +88,7 @@ def test_pt2_inputs_are_checked_against_the_archive_before_export(work: Path, ca
     x = torch.randn(2, 4)
     torch.export.save(torch.export.export(mymodels.Net().eval(), (x,)), str(work / "static.pt2"))
     torch.save((torch.randn(5, 4),), str(work / "batch5.pt"))
-    code, _out, err = run_cli(["locate", str(work / "static.pt2"), "--inputs", str(work / "batch5.pt"), "-q"], capsys)
+    code, _out, err = cli("locate", str(work / "static.pt2"), "--inputs", str(work / "batch5.pt"), "-q")
     assert code == 2
     one_line_error(err)
     assert "has shape [5, 4], the .pt2 was exported with [2, 4] (all dimensions fixed)" in err
@@ -103,7 +97,7 @@ def test_pt2_inputs_are_checked_against_the_archive_before_export(work: Path, ca
     batch = torch.export.Dim("batch")
     program = torch.export.export(mymodels.Net().eval(), (x,), dynamic_shapes=({0: batch},))
     torch.export.save(program, str(work / "dynamic.pt2"))
-    code, out, err = run_cli(["locate", str(work / "dynamic.pt2"), "--inputs", str(work / "batch5.pt"), "-q"], capsys)
+    code, out, err = cli("locate", str(work / "dynamic.pt2"), "--inputs", str(work / "batch5.pt"), "-q")
     assert code == 0, out + err
 
 
@@ -121,6 +115,8 @@ def _cli(argv: list[str], cwd: Path, pythonpath: str) -> subprocess.CompletedPro
     return subprocess.run([sys.executable, "-m", "nodebisect", "locate", *argv, "-q"], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_trusted_pickle_of_an_unimportable_class_says_set_pythonpath(work: Path, tmp_path: Path) -> None:
     _save_pickle(work, tmp_path / "net.pt")
     elsewhere = tmp_path / "elsewhere"
@@ -136,6 +132,8 @@ def test_trusted_pickle_of_an_unimportable_class_says_set_pythonpath(work: Path,
     assert run.stdout.startswith("MATCH")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_trusted_pickle_of_a_class_from_main_says_so(work: Path, tmp_path: Path) -> None:
     _save_pickle(work, tmp_path / "main_net.pt", main_script=True)
     run = _cli([str(tmp_path / "main_net.pt"), "--trust-pickle"], tmp_path, str(ROOT))
@@ -170,8 +168,9 @@ def as_triple():
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("factory", ["as_dict", "as_triple"])
-def test_factory_may_return_keyword_inputs(factory: str, tmp_path: Path) -> None:
+def test_factory_may_return_keyword_inputs(factory: str, tmp_path: Path, cli: Any) -> None:
     """(model, {name: tensor}) and (model, args, kwargs), the way transformers models take input_ids=..."""
     import json
 
@@ -181,7 +180,7 @@ def test_factory_may_return_keyword_inputs(factory: str, tmp_path: Path) -> None
     loaded = build_loaded_model(f"{tmp_path}/kw.py:{factory}")
     assert set(loaded.kwargs) == ({"x", "gate"} if factory == "as_dict" else {"gate"}), loaded.kwargs
     out = tmp_path / "r.json"
-    assert main(["locate", f"{tmp_path}/kw.py:{factory}", "--json", str(out), "-q"]) == 0
+    assert cli("locate", f"{tmp_path}/kw.py:{factory}", "--json", str(out), "-q").code == 0
     result = json.loads(out.read_text())
     assert result["verdict"] == "match"
     # The gate was fed: its zeros make the output all zeros, so the match proves nothing and says so.

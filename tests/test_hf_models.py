@@ -11,13 +11,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
-
-from nodebisect.cli.main import main  # noqa: E402
+pytestmark = pytest.mark.slow  # transformers models, two of them in a fresh process
 
 ROOT = Path(__file__).resolve().parent.parent
 # --model-setting reaches the model once the pipeline hands Options.model_settings to
@@ -34,12 +34,6 @@ def gpt2():
 '''
 
 
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("hf")
@@ -47,9 +41,9 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_gpt2_with_its_cache_is_export_failed_naming_the_flag(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_gpt2_with_its_cache_is_export_failed_naming_the_flag(work: Path, cli: Any) -> None:
     out_json = work / "gpt2.json"
-    code, out, err = run_cli(["locate", f"{work}/hf_models.py:gpt2", "--json", str(out_json), "-q"], capsys)
+    code, out, err = cli("locate", f"{work}/hf_models.py:gpt2", "--json", str(out_json), "-q")
     assert code == 3, err
     failure = json.loads(out_json.read_text())["export_failure"]
     assert ": unsupported output type. " in failure["message"] and "DynamicCache" in failure["message"]
@@ -59,10 +53,10 @@ def test_gpt2_with_its_cache_is_export_failed_naming_the_flag(work: Path, capsys
     assert failure["cause"] == "unsupported output type" and failure["settings"] == ["use_cache=False"]
 
 
-def test_gpt2_with_the_setting_applied_reaches_a_numeric_verdict(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_gpt2_with_the_setting_applied_reaches_a_numeric_verdict(work: Path, cli: Any) -> None:
     out_json = work / "gpt2_nocache.json"
     argv = ["locate", f"{work}/hf_models.py:gpt2", "--model-setting", "use_cache=False", "--json", str(out_json), "-q"]
-    code, out, err = run_cli(argv, capsys)
+    code, out, err = cli(*argv)
     assert code == 0, out + err
     data = json.loads(out_json.read_text())
     assert data["verdict"] == "match"
@@ -70,13 +64,14 @@ def test_gpt2_with_the_setting_applied_reaches_a_numeric_verdict(work: Path, cap
     assert data["environment"]["applied_settings"] == ["use_cache=False"]
 
 
-def test_unknown_model_setting_is_bad_input(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _out, err = run_cli(["locate", f"{work}/hf_models.py:gpt2", "--model-setting", "use_cach=False", "-q"], capsys)
+def test_unknown_model_setting_is_bad_input(work: Path, cli: Any) -> None:
+    code, _out, err = cli("locate", f"{work}/hf_models.py:gpt2", "--model-setting", "use_cach=False", "-q")
     assert code == 2
     assert "use_cach" in err and "did you mean use_cache" in err and "Traceback" not in err
 
 
-def test_bert_pt2_with_a_model_output_loads_and_matches(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.subprocess
+def test_bert_pt2_with_a_model_output_loads_and_matches(work: Path) -> None:
     torch.manual_seed(0)
     config = transformers.BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=100)
     model = transformers.BertForSequenceClassification(config).eval()
@@ -119,6 +114,7 @@ class Net(torch.nn.Module):
 '''
 
 
+@pytest.mark.subprocess
 def test_pt2_with_an_output_type_not_importable_loads_as_a_generic_container(work: Path) -> None:
     lib = work / "privatelib_src"
     lib.mkdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from models import Block
 from nodebisect.frontends.capture import capture_fx, flat_user_inputs, to_numpy
 from nodebisect.frontends.dynamo import export_onnx
 from nodebisect.diagnose.isolate import isolate, local_graph
@@ -12,21 +13,9 @@ from nodebisect.frontends.loading.load import build_loaded_model
 from nodebisect.values.graphmap import build_graph_map
 
 
-class Block(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin = torch.nn.Linear(8, 8)
-        self.norm = torch.nn.LayerNorm(8)
-        self.out = torch.nn.Linear(8, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(torch.softmax(self.norm(self.lin(x)) * 3.0, dim=-1))
-
-
 @pytest.fixture(scope="module")
 def setup() -> tuple:
-    model = Block().eval()
+    model = Block(out=4, scale=3.0).eval()  # lin2(softmax(3 * ln(lin(x)))), 4 outputs
     args = (torch.randn(4, 8, generator=torch.Generator().manual_seed(0)),)
     loaded = build_loaded_model(model, args)
     exported = export_onnx(loaded)

@@ -1,8 +1,10 @@
 """End to end: one node of a real exported model is edited; ``locate`` must name it.
 
 Each case copies the clean export of a tiny architecture (built once per session
-in conftest.py), injects one fault (tests/faults.py), saves it, and runs
-``locate(model, args, onnx_path=...)`` under the "all" and "bisect" strategies.
+in conftest.py), injects one fault (tests/faults.py), saves it, prepares
+``prepare(model, args, onnx_path=...)`` once and searches it under the "all" and
+"bisect" strategies (``locate(prepared, strategy=...)``). The CNN's rows are the
+fast tier; the transformers' are marked slow.
 
 * A fault on a node that is its FX node's whole lowering (LayerNormalization,
   a residual Add, a Gemm / Conv) must be named exactly.
@@ -22,7 +24,7 @@ import faults
 import onnx
 import pytest
 
-from nodebisect import locate
+from nodebisect import locate, prepare
 
 CONVERSION = "conversion"
 
@@ -31,11 +33,19 @@ CONVERSION = "conversion"
 DECOMPOSED: set[str] = set()
 
 
+# The transformers are the slow tier; the tiny CNN's rows stay in the fast one.
+SLOW_ARCHS = {"bert", "gpt2", "vit", "bert_raw"}
+
+
+def tier(arch: str) -> list[Any]:
+    return [pytest.mark.slow] if arch in SLOW_ARCHS else []
+
+
 def case(arch: str, name: str, fault: Any, *, inside: bool = False) -> Any:
     """One row of the table; ``inside``: the fault edits a node inside a decomposed op."""
     if inside:
         DECOMPOSED.add(f"{arch}-{name}")
-    return pytest.param(arch, name, fault, id=f"{arch}-{name}")
+    return pytest.param(arch, name, fault, id=f"{arch}-{name}", marks=tier(arch))
 
 
 CASES = [
@@ -75,19 +85,25 @@ def session_bound(mapped_values: int) -> int:
     return 2 * math.ceil(math.log2(max(mapped_values, 2))) + 4
 
 
+_PREPARED: dict[str, tuple[Any, str]] = {}
 _RUNS: dict[tuple[str, str], tuple[Any, str, onnx.ModelProto]] = {}
 
 
 def run_case(zoo: Any, arch: str, fault: Any, case_id: str, strategy: str, tmp_path: Path) -> tuple[Any, str, onnx.ModelProto]:
-    """Inject, save and locate once per (case, strategy); later tests reuse the run."""
-    key = (case_id, strategy)
-    if key not in _RUNS:
+    """Inject, save and prepare once per case, search once per (case, strategy); later tests reuse the run.
+
+    ``prepare`` loads the faulted file and captures PyTorch's values; each strategy only searches it again.
+    """
+    if case_id not in _PREPARED:
         built = zoo[arch]
         faulted, edited = fault(built.onnx)
         path = tmp_path / f"{case_id}.onnx"
         onnx.save(faulted, str(path))
-        result = locate(built.model, built.args, onnx_path=str(path), strategy=strategy)
-        _RUNS[key] = (result, edited, built.onnx)
+        _PREPARED[case_id] = (prepare(built.model, built.args, onnx_path=str(path)), edited)
+    key = (case_id, strategy)
+    if key not in _RUNS:
+        prepared, edited = _PREPARED[case_id]
+        _RUNS[key] = (locate(prepared, strategy=strategy), edited, zoo[arch].onnx)
     return _RUNS[key]
 
 
@@ -145,7 +161,7 @@ def test_edited_node_is_most_suspect(zoo: Any, arch: str, name: str, fault: Any,
 
 @pytest.mark.parametrize(
     ("arch", "strategy"),
-    [("cnn", "all"), ("cnn", "bisect"), ("bert", "auto"), ("gpt2", "auto"), ("vit", "auto")],
+    [pytest.param(arch, strategy, marks=tier(arch)) for arch, strategy in [("cnn", "all"), ("cnn", "bisect"), ("bert", "auto"), ("gpt2", "auto"), ("vit", "auto")]],
 )
 def test_clean_export_matches(zoo: Any, arch: str, strategy: str, tmp_path: Path) -> None:
     built = zoo[arch]
@@ -159,6 +175,7 @@ def test_clean_export_matches(zoo: Any, arch: str, strategy: str, tmp_path: Path
         assert result.stats["ort_sessions"] == 1  # the outputs alone, nothing to search
 
 
+@pytest.mark.slow
 def test_raw_transformers_model_returning_model_output(zoo: Any, tmp_path: Path) -> None:
     """Users pass ``BertModel`` itself, whose forward returns a ModelOutput."""
     built = zoo["bert_raw"]
@@ -175,6 +192,7 @@ def test_raw_transformers_model_returning_model_output(zoo: Any, tmp_path: Path)
     assert result.first_divergent.cause == CONVERSION
 
 
+@pytest.mark.slow
 def test_locate_without_onnx_path_exports_and_matches(zoo: Any) -> None:
     """The tool's own export of a real transformer matches PyTorch."""
     built = zoo["gpt2"]

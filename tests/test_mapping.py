@@ -58,13 +58,13 @@ def test_the_renamed_softmax_output_is_mapped_to_its_fx_node(exported) -> None: 
     assert softmax.output[0] not in gm_bad.mapped
 
 
-def test_an_edited_softmax_axis_is_named_exactly(exported) -> None:  # type: ignore[no-untyped-def]
+def test_an_edited_softmax_axis_is_named_exactly(exported, quick_locate) -> None:  # type: ignore[no-untyped-def]
     model, args, clean, tmp = exported
     softmax = next(n.name for n in clean.graph.node if n.op_type == "Softmax")
     faulted, edited = faults.set_attribute(clean, softmax, "axis", 1)
     path = tmp / "axis.onnx"
     onnx.save(faulted, str(path))
-    fd = nodebisect.locate(model, args, onnx_path=str(path), check_capture=False).first_divergent
+    fd = quick_locate(model, args, onnx_path=str(path)).first_divergent
     assert fd is not None and fd.onnx_node == edited, fd
     assert fd.framework.fx_node == "softmax"
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import nodebisect
+from models import Block
 from nodebisect.report.summary import summary
 from nodebisect.values.compare import compare
 from nodebisect.values.noise import HIDDEN_FACTOR, NOISE_FACTOR, WITHIN_NOISE, judge
@@ -61,33 +62,25 @@ def test_no_oracle_keeps_the_fixed_verdict() -> None:
     assert judged is fixed and not judged.ok and judged.metrics.criterion == "fixed"
 
 
-class _Block(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc1 = torch.nn.Linear(32, 64)
-        self.norm = torch.nn.LayerNorm(64)
-        self.fc2 = torch.nn.Linear(64, 8)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.nn.functional.gelu(self.norm(self.fc1(x))))
+def _gelu_block() -> torch.nn.Module:
+    return Block(d_in=32, hidden=64, out=8, act="gelu")
 
 
 def test_a_clean_export_is_judged_against_the_oracle_and_matches() -> None:
     x = torch.randn(4, 32, generator=torch.Generator().manual_seed(0))
-    result = nodebisect.locate(_Block().eval(), (x,), check_capture=False)
+    result = nodebisect.locate(_gelu_block().eval(), (x,), check_capture=False)
     assert result.verdict == "match"
     judged = [n.metrics for n in result.nodes if n.metrics is not None and n.metrics.expected_dtype == "float32"]
     assert judged and all(m.noise_ratio < NOISE_FACTOR for m in judged)
     assert "oracle" in result.stats["timings"]
-    off = nodebisect.locate(_Block().eval(), (x,), check_capture=False, oracle="off")
+    off = nodebisect.locate(_gelu_block().eval(), (x,), check_capture=False, oracle="off")
     assert off.verdict == "match" and "oracle" not in off.stats["timings"]
     with pytest.raises(nodebisect.BadInputError):
-        nodebisect.locate(_Block().eval(), (x,), oracle="sometimes")
+        nodebisect.locate(_gelu_block().eval(), (x,), oracle="sometimes")
 
 
 def test_the_oracle_leaves_the_users_model_in_its_dtype() -> None:
-    model = _Block().eval()
+    model = _gelu_block().eval()
     x = torch.randn(4, 32, generator=torch.Generator().manual_seed(0))
     nodebisect.locate(model, (x,), check_capture=False, oracle="on")
     assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -114,6 +107,7 @@ class _Deep(torch.nn.Module):
         return x
 
 
+@pytest.mark.slow  # 16 blocks in float16, located twice
 def test_a_deep_float16_model_drifting_past_atol_is_a_match_with_a_note() -> None:
     model = _Deep().eval().half()
     x = torch.randn(4, 8, 32, generator=torch.Generator().manual_seed(0)).half()
@@ -132,6 +126,7 @@ def test_a_deep_float16_model_drifting_past_atol_is_a_match_with_a_note() -> Non
     assert "within float16 precision drift" in summary(result)
 
 
+@pytest.mark.slow  # an 8-layer GPT-2, located twice
 def test_eager_and_exported_float16_drift_is_not_a_capture_defect() -> None:
     """An 8-layer float16 GPT-2: eager and torch.export round differently past atol (capture check).
 
@@ -173,6 +168,7 @@ class _LayerNormLargeMean(torch.nn.Module):
         return self.post(self.norm(x))
 
 
+@pytest.mark.slow
 def test_a_node_rounding_differently_but_no_worse_than_pytorch_is_drift() -> None:
     """microsoft/onnxruntime#28463: onnxruntime's LayerNorm differs from PyTorch's past atol on such rows,
     even on PyTorch's own inputs (cause conversion), yet both are equally far from float64."""
@@ -213,6 +209,7 @@ class _RemainderOfLargeValues(torch.nn.Module):
         return self.post(torch.remainder(self.pre(x), 0.1))
 
 
+@pytest.mark.slow
 def test_a_conversion_defect_under_its_inputs_rounding_is_not_called_drift() -> None:
     """The drift clearance for a node wrong on PyTorch's inputs measures the op alone, not the whole model."""
     model = _RemainderOfLargeValues().eval()

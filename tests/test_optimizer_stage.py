@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -24,8 +25,21 @@ def unoptimized_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_exporter_folding_is_attributed_to_graph_optimization() -> None:
-    result = nodebisect.locate(ConvBnCancellation().eval(), ConvBnCancellation.example_inputs())
+@pytest.fixture(scope="module")
+def folded(sample_runs: Any) -> Any:
+    """The sample through the exporter's own optimizer (the default export): `nodebisect locate
+    ConvBnCancellation.pt2 --report DIR`, run once per session (conftest's sample_runs)."""
+    return sample_runs["ConvBnCancellation"]
+
+
+@pytest.fixture(scope="module")
+def unoptimized(unoptimized_onnx: Path) -> object:
+    """The unoptimized export, prepared once: each onnxruntime optimization level only searches it again."""
+    return nodebisect.prepare(ConvBnCancellation().eval(), ConvBnCancellation.example_inputs(), onnx_path=str(unoptimized_onnx))
+
+
+def test_exporter_folding_is_attributed_to_graph_optimization(folded: Any) -> None:
+    result = folded.result
     fd = result.first_divergent
     assert result.verdict == "diverged"
     assert fd is not None
@@ -35,8 +49,8 @@ def test_exporter_folding_is_attributed_to_graph_optimization() -> None:
     assert "optimize=False" in fd.explanation
 
 
-def test_onnxruntime_fusion_is_named(unoptimized_onnx: Path) -> None:
-    result = nodebisect.locate(ConvBnCancellation().eval(), ConvBnCancellation.example_inputs(), onnx_path=str(unoptimized_onnx))
+def test_onnxruntime_fusion_is_named(unoptimized: object) -> None:
+    result = nodebisect.locate(unoptimized)
     fd = result.first_divergent
     assert result.verdict == "diverged"
     assert fd is not None
@@ -48,29 +62,25 @@ def test_onnxruntime_fusion_is_named(unoptimized_onnx: Path) -> None:
     assert any("observer effect" in note for note in result.notes)
 
 
-def test_without_onnxruntime_optimizations_the_unoptimized_export_matches(unoptimized_onnx: Path) -> None:
-    result = nodebisect.locate(
-        ConvBnCancellation().eval(), ConvBnCancellation.example_inputs(), onnx_path=str(unoptimized_onnx), opt_level="disabled"
-    )
+def test_without_onnxruntime_optimizations_the_unoptimized_export_matches(unoptimized: object) -> None:
+    result = nodebisect.locate(unoptimized, opt_level="disabled")
     assert result.verdict == "match"
 
 
-def test_graph_optimization_repro_holds_the_unfused_pair_next_to_the_folded_conv(tmp_path: Path) -> None:
+@pytest.mark.subprocess
+def test_graph_optimization_repro_holds_the_unfused_pair_next_to_the_folded_conv(folded: Any) -> None:
     """Issue #12 item 1: the optimizer's maintainers need the ops before folding beside the folded Conv."""
     import subprocess
 
     import onnx
 
-    from nodebisect.report.bundle import write_report
-
-    result = nodebisect.locate(ConvBnCancellation().eval(), ConvBnCancellation.example_inputs())
+    result, folder = folded.result, folded.folder  # the report folder `--report` wrote (report.bundle.write_report)
     assert result.first_divergent is not None and result.first_divergent.stage == "graph_optimization"
-    write_report(result, tmp_path)
-    folded = onnx.load(str(tmp_path / "repro" / "model.onnx"))
-    unfused = onnx.load(str(tmp_path / "repro" / "unoptimized" / "model.onnx"))
-    assert {n.op_type for n in folded.graph.node} == {"Conv"}
+    conv = onnx.load(str(folder / "repro" / "model.onnx"))
+    unfused = onnx.load(str(folder / "repro" / "unoptimized" / "model.onnx"))
+    assert {n.op_type for n in conv.graph.node} == {"Conv"}
     assert {"Conv", "BatchNormalization"} <= {n.op_type for n in unfused.graph.node}
-    run = subprocess.run([sys.executable, str(tmp_path / "repro" / "repro.py")], capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, str(folder / "repro" / "repro.py")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "before the exporter's optimizer" in run.stdout and "matches PyTorch" in run.stdout
-    assert "unoptimized/" in (tmp_path / "report.md").read_text()
+    assert "unoptimized/" in (folder / "report.md").read_text()

@@ -21,6 +21,7 @@ sys.path.insert(0, str(SAMPLES))
 from divergent import Atan2ZeroY, ConvBnCancellation  # noqa: E402
 
 
+@pytest.mark.slow
 def test_trials_do_not_feed_the_optimizer_check_another_input_set() -> None:
     """With --trials the exporter-optimizer check once ran the last trial's inputs against the
     given inputs' reference values, and blamed the op's conversion instead of the optimizer."""

@@ -1,23 +1,21 @@
 """The README shows real runs: its quickstart output, its ``mymodel.py`` and its TUI keys.
 
 The quickstart block is checked against a fresh run of the command it shows
-(issue #12 item 6): every line it prints must be a line the run prints, in the
-same order, so the README cannot drift from what nodebisect says today.
+(issue #12 item 6; in-process, from a clean folder): every line it prints must be a
+line the run prints, in the same order, so the README cannot drift from what
+nodebisect says today.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-SAMPLE = ROOT / "samples" / "build" / "SdpaFullyMaskedRow.pt2"
 
 
 def _block_after(marker: str) -> str:
@@ -28,21 +26,19 @@ def _block_after(marker: str) -> str:
     return match.group(1)
 
 
-def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "nodebisect", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
-def test_quickstart_lines_are_those_of_a_real_run(tmp_path: Path) -> None:
-    if not SAMPLE.exists():
-        pytest.skip("samples not built: python samples/build.py samples/build")
+def test_quickstart_lines_are_those_of_a_real_run(built_samples: Path, tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     block = _block_after("<!-- quickstart").splitlines()
     command, shown = block[0], block[1:]
     assert command.startswith("$ nodebisect locate samples/build/SdpaFullyMaskedRow.pt2")
     (tmp_path / "samples").symlink_to(ROOT / "samples")  # the README's relative paths, from a clean folder
-    done = _run(command.removeprefix("$ nodebisect ").split(), tmp_path)
-    assert done.returncode == 1, done.stderr
-    printed = [line.rstrip().replace(f"{ROOT}/", "") for line in done.stdout.splitlines()]
+    monkeypatch.chdir(tmp_path)
+    done = cli(*command.removeprefix("$ nodebisect ").split())
+    assert done.code == 1, done.err
+    # The samples' source lines name the checkout that built them (samples/build may be a link to another one).
+    checkouts = {f"{ROOT}/", f"{built_samples.resolve().parents[1]}/"}
+    printed = [line.rstrip() for line in done.out.splitlines()]
+    for checkout in checkouts:
+        printed = [line.replace(checkout, "") for line in printed]
     assert shown[0] == printed[0], (shown[0], printed[0])
     at = 0
     for line in shown:
@@ -56,11 +52,12 @@ def test_quickstart_lines_are_those_of_a_real_run(tmp_path: Path) -> None:
     assert (report / "report.md").exists() and (report / "repro" / "repro.py").exists()
 
 
-def test_mymodel_factory_of_the_readme_runs(tmp_path: Path) -> None:
+def test_mymodel_factory_of_the_readme_runs(tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "mymodel.py").write_text(_block_after("<!-- mymodel.py") + "\n")
-    done = _run(["locate", "mymodel.py:build", "--quiet", "--report", "out"], tmp_path)
-    assert done.returncode in (0, 1), done.stderr
-    assert done.stdout.startswith(("MATCH", "DIVERGED")), done.stdout
+    monkeypatch.chdir(tmp_path)
+    done = cli("locate", "mymodel.py:build", "--quiet", "--report", "out")
+    assert done.code in (0, 1), done.err
+    assert done.out.startswith(("MATCH", "DIVERGED")), done.out
     assert (tmp_path / "out" / "report.md").exists()
 
 

@@ -43,25 +43,25 @@ def silu_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Modul
     return model, (x,), export_onnx(build_loaded_model(model, (x,))).model, tmp_path_factory.mktemp("silu")
 
 
-def test_the_edited_node_inside_silu_leads_the_segment(silu_model) -> None:  # type: ignore[no-untyped-def]
+def test_the_edited_node_inside_silu_leads_the_segment(silu_model, quick_locate) -> None:  # type: ignore[no-untyped-def]
     model, args, clean, tmp = silu_model
     sigmoid = next(n.name for n in clean.graph.node if n.op_type == "Sigmoid")
     faulted, edited = faults.swap_op(clean, sigmoid, "Tanh")
     path = tmp / "tanh.onnx"
     onnx.save(faulted, str(path))
-    fd = nodebisect.locate(model, args, onnx_path=str(path), check_capture=False).first_divergent
+    fd = quick_locate(model, args, onnx_path=str(path)).first_divergent
     assert fd is not None and fd.op_type == "Mul"  # the carrier of silu's value
     assert fd.segment[0] == edited, fd.suspects
     assert "makes the op right" in fd.suspects[0].reason
 
 
-def test_a_wrong_carrier_is_not_blamed_on_the_node_before_it(silu_model) -> None:  # type: ignore[no-untyped-def]
+def test_a_wrong_carrier_is_not_blamed_on_the_node_before_it(silu_model, quick_locate) -> None:  # type: ignore[no-untyped-def]
     model, args, clean, tmp = silu_model
     mul = next(n.name for n in clean.graph.node if n.op_type == "Mul")
     faulted, edited = faults.swap_op(clean, mul, "Add")
     path = tmp / "add.onnx"
     onnx.save(faulted, str(path))
-    fd = nodebisect.locate(model, args, onnx_path=str(path), check_capture=False).first_divergent
+    fd = quick_locate(model, args, onnx_path=str(path)).first_divergent
     assert fd is not None and fd.onnx_node == edited
     assert fd.segment[0] == edited, fd.suspects
 
@@ -72,10 +72,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samples"))
 from divergent import Atan2ZeroY  # noqa: E402
 
 
-def test_atan2_names_the_where_that_drops_the_right_branch() -> None:
+def test_atan2_names_the_where_that_drops_the_right_branch(sample_runs) -> None:  # type: ignore[no-untyped-def]
     """y == +0, x < 0: the lowering's Greater(y, 0) is False, so its Where picks atan(y/x) - pi
     although its other input (atan(y/x) + pi) holds PyTorch's +pi at exactly those elements."""
-    fd = nodebisect.locate(Atan2ZeroY().eval(), Atan2ZeroY.example_inputs(), check_capture=False).first_divergent
+    fd = sample_runs["Atan2ZeroY"].result.first_divergent  # the sample located once per session (conftest)
     assert fd is not None and fd.onnx_node == "node_atan2" and fd.cause == "conversion"
     lead = fd.suspects[0]
     assert lead.onnx_node == fd.segment[0] and lead.op_type == "Where", fd.suspects

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,57 +30,31 @@ from nodebisect.records import (
 
 REPO = Path(__file__).resolve().parents[1]
 CULPRIT = "node_layer_norm"
-WRONG_EPS = 0.5
 REPRO_IMPORTS = {"sys", "pathlib", "numpy", "onnxruntime"}
 
 
 @pytest.fixture(scope="module")
-def located(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocateResult, Path]:
-    """One exported, corrupted and located model per test module, and its report folder."""
-    torch = pytest.importorskip("torch")
-    import onnx
-
+def located(broken_block: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[LocateResult, Path]:
+    """models.Block with its LayerNorm epsilon broken (conftest), located once per module, and its report folder."""
     import nodebisect
-    from nodebisect.frontends.dynamo import export_onnx
-    from nodebisect.frontends.loading.load import build_loaded_model
     from nodebisect.report.bundle import write_report
 
-    class M(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            self.lin = torch.nn.Linear(8, 8)
-            self.ln = torch.nn.LayerNorm(8)
-            self.lin2 = torch.nn.Linear(8, 8)
-
-        def forward(self, x):
-            return self.lin2(self.ln(self.lin(x)).softmax(-1))
-
-    model, args = M().eval(), (torch.randn(4, 8),)
-    proto = export_onnx(build_loaded_model(model, args)).model
-    _set_epsilon(proto, WRONG_EPS)
-    tmp = tmp_path_factory.mktemp("report")
-    onnx.save(proto, str(tmp / "bad.onnx"))
-    result = nodebisect.locate(model, args, onnx_path=str(tmp / "bad.onnx"))
+    assert broken_block.node == CULPRIT
+    result = nodebisect.locate(broken_block.model, broken_block.args, onnx_path=str(broken_block.path))
     assert result.verdict == "diverged" and result.first_divergent.onnx_node == CULPRIT
-    out = write_report(result, tmp / "report")
+    out = write_report(result, tmp_path_factory.mktemp("report") / "report")
     return result, out
-
-
-def _set_epsilon(proto, value: float) -> None:
-    for node in proto.graph.node:
-        if node.op_type == "LayerNormalization":
-            for attr in node.attribute:
-                if attr.name == "epsilon":
-                    attr.f = value
 
 
 def _run_repro(folder: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(folder / "repro.py")], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.subprocess
 def test_repro_reproduces_and_passes_once_fixed(located, tmp_path: Path) -> None:
     import onnx
+
+    from models import set_layernorm_epsilon
 
     _, out = located
     repro = out / "repro"
@@ -103,12 +78,13 @@ def test_repro_reproduces_and_passes_once_fixed(located, tmp_path: Path) -> None
     fixed = tmp_path / "repro"
     shutil.copytree(repro, fixed)
     proto = onnx.load(str(fixed / "model.onnx"))
-    _set_epsilon(proto, 1e-5)
+    set_layernorm_epsilon(proto, 1e-5)
     onnx.save(proto, str(fixed / "model.onnx"))
     proc = _run_repro(fixed)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.subprocess
 def test_report_command_never_imports_torch(located, tmp_path: Path) -> None:
     _, out = located
     code = (

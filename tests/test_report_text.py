@@ -1,9 +1,9 @@
 """The text a user and a maintainer read (issue #12 items 2-4): run on the real samples.
 
-Each sample is located once per module through the CLI, as a user runs it
-(``--report DIR``); the tests read its terminal output, report.md, report.json
-and growth.svg. Item 3's values are computed with ``search.worst`` on the
-repro bundle's real arrays run through onnxruntime.
+Each sample is located once per session through the CLI, as a user runs it
+(``--report DIR``; conftest's ``sample_runs``); the tests read its terminal output,
+report.md, report.json and growth.svg. Item 3's values are computed with
+``search.worst`` on the repro bundle's real arrays run through onnxruntime.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from clirun import SampleRun as Run
+from clirun import SampleRuns
 from nodebisect.cli.main import main
 from nodebisect.records import NAMED_SUSPECT_SCORE, LocateResult, NodeRecord
 
@@ -29,36 +31,9 @@ BUILD = ROOT / "samples" / "build"
 SAMPLES = ["Atan2ZeroY", "AvgPoolDivisorOverride", "ConvBnCancellation", "Fp16RoundingElided", "NanIgnoringMax", "SdpaFullyMaskedRow"]
 
 
-@dataclass
-class Run:
-    code: int
-    out: str  # the summary (stdout)
-    err: str  # progress lines (stderr)
-    folder: Path
-
-    @property
-    def md(self) -> str:
-        return (self.folder / "report.md").read_text()
-
-    @property
-    def result(self) -> LocateResult:
-        return LocateResult.from_dict(json.loads((self.folder / "report.json").read_text()))
-
-
-def _locate(name: str, folder: Path, *extra: str) -> Run:
-    out, err = io.StringIO(), io.StringIO()
-    argv = ["locate", str(BUILD / f"{name}.pt2"), "--inputs", str(BUILD / f"{name}.inputs.pt"), "--report", str(folder), *extra]
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return Run(code, out.getvalue(), err.getvalue(), folder)
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
-    if not (BUILD / "Atan2ZeroY.pt2").exists():
-        pytest.skip("samples not built: python samples/build.py samples/build")
-    base = tmp_path_factory.mktemp("samples")
-    return {name: _locate(name, base / name) for name in SAMPLES}
+def runs(sample_runs: SampleRuns) -> dict[str, Run]:
+    return {name: sample_runs[name] for name in SAMPLES}
 
 
 def _summary_line(run: Run, key: str) -> str:
@@ -176,12 +151,9 @@ def test_verbose_shows_the_mechanics_note(runs: dict[str, Run]) -> None:
     assert "marking probes changed" not in summary(result)
 
 
-def test_capture_verdict_says_it_once_and_files_at_torch_export(tmp_path_factory: pytest.TempPathFactory) -> None:
-    folder = tmp_path_factory.mktemp("capture")
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["locate", f"{ROOT}/samples/divergent.py:TransformerFastPath", "--report", str(folder)])
-    run = Run(code, out.getvalue(), err.getvalue(), folder)
+def test_capture_verdict_says_it_once_and_files_at_torch_export(sample_runs: SampleRuns) -> None:
+    run = sample_runs.factory("TransformerFastPath")
+    folder = run.folder
     assert run.code == 1 and _summary_line(run, "stage:").startswith("stage:     capture"), run.out
     assert _summary_line(run, "file at:") == "file at:   pytorch/pytorch: torch.export"
     for text in (run.out, run.md):
@@ -233,6 +205,7 @@ def test_atan2_worst_element_shows_signed_zero_and_both_values(runs: dict[str, R
     assert "worst element at [" in md
 
 
+@pytest.mark.subprocess
 def test_repro_script_prints_the_worst_element(runs: dict[str, Run]) -> None:
     repro = runs["Atan2ZeroY"].folder / "repro" / "repro.py"
     done = subprocess.run([sys.executable, str(repro)], capture_output=True, text=True, timeout=120)
@@ -252,6 +225,7 @@ def test_worst_values_are_printed_with_the_digits_that_tell_them_apart(runs: dic
         assert pytorch != ort, line
 
 
+@pytest.mark.subprocess
 def test_repro_script_names_inputs_only_through_element_wise_nodes(runs: dict[str, Run]) -> None:
     repro = runs["SdpaFullyMaskedRow"].folder / "repro" / "repro.py"
     done = subprocess.run([sys.executable, str(repro)], capture_output=True, text=True, timeout=120)
@@ -379,35 +353,28 @@ def test_graph_svg_from_the_wheel_when_dot_is_not_on_path(runs: dict[str, Run], 
         pytest.param(["--atol", "inf"], "--atol inf is not a tolerance", id="inf-atol"),
     ],
 )
-def test_bad_flags_exit_2_with_the_locate_usage(argv: list[str], needle: str) -> None:
-    env_path = BUILD / "Atan2ZeroY.pt2"
-    if not env_path.exists():
-        pytest.skip("samples not built")
-    done = subprocess.run(
-        [sys.executable, "-m", "nodebisect", "locate", str(env_path), *argv], capture_output=True, text=True, cwd=ROOT, timeout=300
-    )
-    assert done.returncode == 2, done.stderr
-    assert needle in done.stderr and "Traceback" not in done.stderr
+def test_bad_flags_exit_2_with_the_locate_usage(argv: list[str], needle: str, built_samples: Path, cli: Any) -> None:
+    code, _out, err = cli("locate", built_samples / "Atan2ZeroY.pt2", *argv)
+    assert code == 2, err
+    assert needle in err and "Traceback" not in err
     if "did you mean" in needle:
-        assert done.stderr.startswith("usage: nodebisect locate "), done.stderr
+        assert err.startswith("usage: nodebisect locate "), err
 
 
-def test_a_capture_verdict_gets_a_repro_that_compares_eager_with_torch_export(tmp_path: Path) -> None:
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_capture_verdict_gets_a_repro_that_compares_eager_with_torch_export(sample_runs: SampleRuns) -> None:
     """Issue #12 item 1: the capture stage has no ONNX repro; its own script must fail the same way."""
-    shutil.copy(ROOT / "samples" / "divergent.py", tmp_path / "divergent.py")
-    done = subprocess.run(
-        [sys.executable, "-m", "nodebisect", "locate", "divergent.py:TransformerFastPath", "--report", "rep", "-q"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )
-    assert done.returncode == 1, done.stderr
-    script = tmp_path / "rep" / "repro" / "capture_repro.py"
+    run = sample_runs.factory("TransformerFastPath")  # `locate divergent.py:TransformerFastPath --report rep` from its folder
+    assert run.code == 1, run.err
+    script = run.folder / "repro" / "capture_repro.py"
     assert script.is_file()
-    assert "repro/capture_repro.py" in (tmp_path / "rep" / "report.md").read_text()
-    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 1, run.stdout + run.stderr
-    assert "MISMATCH REPRODUCED" in run.stdout
+    assert "repro/capture_repro.py" in run.md
+    done = subprocess.run([sys.executable, str(script)], cwd=run.folder.parent, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "MISMATCH REPRODUCED" in done.stdout
     # growth.svg plots eager vs export per hooked module, not one point
-    modules = json.loads((tmp_path / "rep" / "report.json").read_text())["capture"]["modules"]
+    modules = json.loads((run.folder / "report.json").read_text())["capture"]["modules"]
     assert len(modules) >= 2 and any(m["max_abs"] > 0.1 for m in modules) and any(m["max_abs"] == 0.0 for m in modules)
 
 

@@ -21,9 +21,7 @@ BUILD = ROOT / "samples" / "build"
 
 
 @pytest.fixture(scope="module")
-def fp16() -> tuple:
-    if not (BUILD / "Fp16RoundingElided.pt2").exists():
-        pytest.skip("samples not built: python samples/build.py samples/build")
+def fp16(built_samples: Path) -> tuple:
     import nodebisect
     from nodebisect.run import make_options
     from nodebisect.search.strategy import map_graph
@@ -43,6 +41,7 @@ def _write_and_run(data: ReproData, folder: Path) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, str(folder / "repro.py")], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.subprocess
 def test_the_culprit_alone_passes_so_the_window_widens_to_its_producers(fp16: tuple, tmp_path: Path) -> None:
     from nodebisect.diagnose.isolate import local_graph
     from nodebisect.diagnose.repro_check import reproducing_window
@@ -97,9 +96,7 @@ def test_no_window_reproduces_means_no_repro_bundle(fp16: tuple, tmp_path: Path)
     assert "repro:     none: no subgraph ending at add" in summary(result)
 
 
-def test_sdpa_worst_keeps_the_mask_fill_and_no_per_element_inputs_through_matmul() -> None:
-    if not (BUILD / "SdpaFullyMaskedRow.pt2").exists():
-        pytest.skip("samples not built")
+def test_sdpa_worst_keeps_the_mask_fill_and_no_per_element_inputs_through_matmul(built_samples: Path) -> None:
     import nodebisect
     from nodebisect.diagnose.repro_check import reproducing_window
     from nodebisect.run import make_options

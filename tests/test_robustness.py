@@ -4,45 +4,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-import onnx
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nodebisect
+from hypothesis_profiles import examples
 from nodebisect.errors import NodebisectError
-from nodebisect.frontends.dynamo import export_onnx
 from nodebisect.frontends.loading.load import build_loaded_model, parse_input_spec
 
 TIMING_KEYS = {"seconds", "timings", "ort_seconds"}
 
 
-class Block(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.lin = torch.nn.Linear(8, 8)
-        self.norm = torch.nn.LayerNorm(8)
-        self.head = torch.nn.Linear(8, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.norm(self.lin(x)).softmax(-1))
-
-
 @pytest.fixture(scope="module")
-def faulted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Block, tuple[torch.Tensor], Path]:
-    model = Block().eval()
-    args = (torch.randn(4, 8, generator=torch.Generator().manual_seed(1)),)
-    proto = export_onnx(build_loaded_model(model, args)).model
-    node = next(n for n in proto.graph.node if n.op_type == "LayerNormalization")
-    for attr in node.attribute:
-        if attr.name == "epsilon":
-            attr.f = 0.5
-    path = tmp_path_factory.mktemp("det") / "faulted.onnx"
-    onnx.save(proto, path)
-    return model, args, path
+def faulted(broken_block: Any) -> tuple[torch.nn.Module, tuple[torch.Tensor], Path]:
+    """models.Block with its LayerNorm epsilon broken (conftest's broken_block)."""
+    return broken_block.model, broken_block.args, broken_block.path
 
 
 def _strip_timings(data: object) -> object:
@@ -53,7 +33,7 @@ def _strip_timings(data: object) -> object:
     return data
 
 
-@pytest.mark.parametrize("strategy", ["all", "bisect"])
+@pytest.mark.parametrize("strategy", [pytest.param("all", marks=pytest.mark.slow), "bisect"])
 def test_same_inputs_give_byte_identical_json_apart_from_timings(faulted: tuple, strategy: str) -> None:
     model, args, path = faulted
     runs = [nodebisect.locate(model, args, onnx_path=str(path), strategy=strategy).to_dict() for _ in range(2)]
@@ -62,7 +42,7 @@ def test_same_inputs_give_byte_identical_json_apart_from_timings(faulted: tuple,
     assert texts[0] == texts[1]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(min_size=0, max_size=2048), suffix=st.sampled_from([".pt2", ".pt", ".onnx", ".bin"]))
 def test_fuzzed_model_files_only_give_clean_errors(tmp_path: Path, data: bytes, suffix: str) -> None:
     path = tmp_path / f"model{suffix}"
@@ -72,7 +52,8 @@ def test_fuzzed_model_files_only_give_clean_errors(tmp_path: Path, data: bytes, 
     assert info.value.message and "\n" not in info.value.message
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.slow  # a locate per example
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(min_size=1, max_size=4096))
 def test_fuzzed_onnx_next_to_a_real_model_gives_clean_errors(faulted: tuple, tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
     model, args, good = faulted

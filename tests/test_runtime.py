@@ -43,12 +43,20 @@ def faulted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return path, edited.name
 
 
-@pytest.mark.parametrize("isolate_crashes", [True, False], ids=["sandbox", "in-process"])
-def test_weights_written_once_give_the_same_answer(faulted: tuple[Path, str], isolate_crashes: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    path, edited = faulted
-    plain = nodebisect.locate(Stack().eval(), ARGS, onnx_path=str(path), strategy="bisect", isolate_crashes=isolate_crashes)
+@pytest.fixture(scope="module")
+def prepared(faulted: tuple[Path, str]) -> object:
+    """The faulted file loaded and PyTorch's values captured once; each test only searches it (onnxruntime)."""
+    return nodebisect.prepare(Stack().eval(), ARGS, onnx_path=str(faulted[0]))
+
+
+@pytest.mark.parametrize("isolate_crashes", [pytest.param(True, id="sandbox"), pytest.param(False, id="in-process", marks=pytest.mark.slow)])
+def test_weights_written_once_give_the_same_answer(
+    faulted: tuple[Path, str], prepared: object, isolate_crashes: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _path, edited = faulted
+    plain = nodebisect.locate(prepared, strategy="bisect", isolate_crashes=isolate_crashes)
     monkeypatch.setattr(runtime, "EXTERNALIZE_BYTES", 0)  # every weight goes through the shared file
-    external = nodebisect.locate(Stack().eval(), ARGS, onnx_path=str(path), strategy="bisect", isolate_crashes=isolate_crashes)
+    external = nodebisect.locate(prepared, strategy="bisect", isolate_crashes=isolate_crashes)
     assert plain.first_divergent is not None and external.first_divergent is not None
     assert external.first_divergent.onnx_node == plain.first_divergent.onnx_node == edited
     assert external.first_divergent.metrics.max_abs == pytest.approx(plain.first_divergent.metrics.max_abs)
@@ -69,6 +77,7 @@ def test_prefix_runs_only_what_the_values_need(faulted: tuple[Path, str]) -> Non
     assert np.isfinite(got).all() and np.isfinite(next(iter(full.values()))).all()
 
 
+@pytest.mark.slow
 def test_spilled_reference_activations_give_the_same_answer(faulted: tuple[Path, str]) -> None:
     path, edited = faulted
     result = nodebisect.locate(Stack().eval(), ARGS, onnx_path=str(path), strategy="bisect", memory_budget=0)

@@ -92,6 +92,7 @@ def _endless_loop(value_in: str, value_out: str, name: str) -> list[onnx.NodePro
     return [trip, cond, loop]
 
 
+@pytest.mark.slow  # waits out a 3 s timeout
 def test_a_node_that_hangs_is_named_after_the_timeout(clean: onnx.ModelProto, tmp_path: Path) -> None:
     model = _copy(clean)
     nodes = list(model.graph.node)

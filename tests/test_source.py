@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import faults  # noqa: E402
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.slow  # a two-layer Llama, located five times
 
 
 class TinyLlama(torch.nn.Module):

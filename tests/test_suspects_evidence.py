@@ -1,6 +1,6 @@
 """Evidence that names the faulty node inside a multi-node lowering (issue #11 item 3).
 
-* a weight that is not PyTorch's parameter (``diagnose/weights.py``): the MatMul of a
+* a weight that is not PyTorch's parameter (``frontends/pytorch_reference/weights.py``): the MatMul of a
   ``linear`` reading a corrupted weight, not the bias Add that carries the value;
 * a Cast that loses the values it was given (``diagnose/casts.py``): the int64 ->
   float32 Cast of an integer floor division, not the Cast back to int64;
@@ -13,8 +13,6 @@ faults are injected by editing one node or initializer of the clean export.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import faults
@@ -33,12 +31,21 @@ from nodebisect.frontends.loading.load import build_loaded_model
 from nodebisect.runtime.runner import OrtRunner
 from nodebisect.values.graphmap import GraphMap, build_graph_map
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def export(model: nn.Module, args: tuple[Any, ...]) -> tuple[onnx.ModelProto, Any]:
     exported = export_onnx(build_loaded_model(model.eval(), args))
     return exported.model, exported.program
+
+
+_CLEAN: dict[tuple[type, int], tuple[onnx.ModelProto, Any]] = {}
+
+
+def clean_export(cls: type[nn.Module], args: tuple[Any, ...]) -> tuple[onnx.ModelProto, Any]:
+    """``export(cls(), args)`` once per table row; the tests copy the graph before they edit it."""
+    key = (cls, id(args))
+    if key not in _CLEAN:
+        _CLEAN[key] = export(cls(), args)
+    return _CLEAN[key]
 
 
 def fx_args(program: Any) -> dict[str, Any]:
@@ -127,7 +134,7 @@ CLEAN_ONLY = [pytest.param(Norms, (torch.randn(1, 3, 5, 5),), "InstanceNormaliza
 
 @pytest.mark.parametrize(("cls", "args", "op"), WEIGHT_CASES + CLEAN_ONLY)
 def test_clean_weights_raise_no_evidence(cls: type[nn.Module], args: tuple[Any, ...], op: str) -> None:
-    model, program = export(cls(), args)
+    model, program = clean_export(cls, args)
     gm = build_graph_map(model, {}, [])
     assert any(gm.nodes[n].op_type == op for n in gm.order)  # the lowering the case is about
     assert weight_evidence(gm, model, program, gm.order) == []
@@ -136,7 +143,7 @@ def test_clean_weights_raise_no_evidence(cls: type[nn.Module], args: tuple[Any, 
 @pytest.mark.parametrize(("cls", "args", "op"), WEIGHT_CASES)
 @pytest.mark.parametrize("fault", [pytest.param({"scale": 1.5}, id="scaled"), pytest.param({"noise": 0.5}, id="noise")])
 def test_corrupted_weight_names_the_node_reading_it(cls: type[nn.Module], args: tuple[Any, ...], op: str, fault: dict[str, float]) -> None:
-    clean, program = export(cls(), args)
+    clean, program = clean_export(cls, args)
     edited = faults.reading_initializer((op,))(clean)
     model, _ = faults.corrupt_initializer(clean, edited, **fault)
     gm = build_graph_map(model, {}, [])
@@ -263,16 +270,6 @@ def test_lossy_cast_judges_the_values_actually_cast(values: np.ndarray, target: 
 # -- attributes against the FX node's arguments ------------------------------------------
 
 
-def _sample(name: str) -> tuple[nn.Module, tuple[Any, ...]]:
-    sys.path.insert(0, str(ROOT / "samples"))
-    try:
-        import divergent
-    finally:
-        sys.path.remove(str(ROOT / "samples"))
-    cls = divergent.SAMPLES[name]
-    return cls().eval(), cls.example_inputs()
-
-
 @pytest.mark.parametrize(
     ("sample", "node", "words"),
     [
@@ -290,10 +287,8 @@ def _sample(name: str) -> tuple[nn.Module, tuple[Any, ...]]:
         ),
     ],
 )
-def test_attribute_contradicting_the_fx_arguments_is_named(sample: str, node: str, words: tuple[str, ...]) -> None:
-    model, args = _sample(sample)
-    result = locate(model, args)
-    fd = result.first_divergent
+def test_attribute_contradicting_the_fx_arguments_is_named(sample_runs: Any, sample: str, node: str, words: tuple[str, ...]) -> None:
+    fd = sample_runs[sample].result.first_divergent  # the sample located once per session (conftest)
     assert fd is not None and fd.onnx_node == node
     top = fd.suspects[0]
     assert top.onnx_node == node and top.score >= 0.85, fd.suspects

@@ -47,6 +47,8 @@ def _by_name(out: Path) -> dict[str, dict]:
     return {row["name"]: row for row in load_rows(out)}
 
 
+# The pool sweep (6 models in child processes, a 6 s hang, a 900 MiB hog), Ray, Ctrl-C/resume and the
+# transformers zoo are the slow tier; sequence mining, sources and the row writer are fast.
 @pytest.fixture(scope="module")
 def pool_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("pool")
@@ -64,6 +66,7 @@ def pool_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_pool_sweep_gives_every_model_its_verdict(pool_sweep: Path) -> None:
     rows = _by_name(pool_sweep)
     assert {n: r["status"] for n, r in rows.items()} == {
@@ -80,6 +83,7 @@ def test_pool_sweep_gives_every_model_its_verdict(pool_sweep: Path) -> None:
     assert LocateResult.from_dict(rows["avgpool"]).first_divergent.op_type == "AveragePool"
 
 
+@pytest.mark.slow
 def test_pool_sweep_writes_summary_sequences_and_reports(pool_sweep: Path) -> None:
     md = (pool_sweep / "sweep.md").read_text()
     assert "6 models: 1 match, 1 diverged, 1 export_failed, 1 crashed, 1 timeout, 1 out_of_memory" in md
@@ -95,6 +99,8 @@ def test_pool_sweep_writes_summary_sequences_and_reports(pool_sweep: Path) -> No
     assert "AveragePool" in (pool_sweep / "sequences.md").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_ray_local_sweep_matches_the_pool(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     fleet = _fleet(tmp_path / "fleet.toml",
@@ -111,6 +117,8 @@ def test_ray_local_sweep_matches_the_pool(tmp_path: Path) -> None:
     assert rows["avgpool"]["first_divergent"]["onnx_node"] == "node_avg_pool2d"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_resume_runs_only_what_an_interrupted_sweep_left(tmp_path: Path) -> None:
     fleet = _fleet(tmp_path / "fleet.txt", f"{MODELS}:crashes name=crashes", f"{MODELS}:clean name=clean",
                    f"{MODELS}:export_fails name=export_fails")
@@ -138,6 +146,7 @@ def test_resume_runs_only_what_an_interrupted_sweep_left(tmp_path: Path) -> None
     assert main([str(fleet), "--out", str(out), "-q"]) == 2
 
 
+@pytest.mark.slow
 def test_compare_names_what_newly_diverges_or_fails(pool_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # The old sweep: the same divergent model under a tolerance that hides its defect.
     fleet = _fleet(tmp_path / "old.txt", f"{MODELS}:clean name=clean", f"{DIVERGENT}:AvgPoolDivisorOverride name=avgpool atol=1.0")
@@ -204,6 +213,7 @@ def test_sources_lists_filter_limit_shard(tmp_path: Path) -> None:
         select(tasks, shard="3/2")
 
 
+@pytest.mark.slow
 def test_zoo_builds_small_models_in_both_variants(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     import torch
@@ -224,6 +234,7 @@ def test_zoo_builds_small_models_in_both_variants(tmp_path: Path) -> None:
     assert type(module(*inputs).past_key_values).__name__ == "DynamicCache"  # the user's reality, kept
 
 
+@pytest.mark.subprocess
 def test_cli_help_and_bad_input(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser(prog="nodebisect sweep")
     configure(parser)
@@ -247,6 +258,7 @@ def test_row_writer_appends_whole_lines(tmp_path: Path) -> None:
     assert os.path.getsize(tmp_path / "sweep.jsonl") == len((tmp_path / "sweep.jsonl").read_bytes())
 
 
+@pytest.mark.slow
 def test_tui_opens_a_sweep_and_a_model(pool_sweep: Path) -> None:
     pytest.importorskip("textual")
     import asyncio

@@ -95,6 +95,7 @@ def test_the_worst_element_is_a_flipped_zero(neg_zero: LocateResult) -> None:
     assert "PyTorch -0.0, onnxruntime +0.0" in summary(neg_zero)
 
 
+@pytest.mark.subprocess
 def test_the_written_repro_fails_on_the_sign(neg_zero: LocateResult, tmp_path: Path) -> None:
     from nodebisect.report.repro import build_repro
 

@@ -17,6 +17,9 @@ below, case by case):
   output, so the culprit is that value's producer, and the edited node lies
   in the culprit's local subgraph (the nodes between the culprit value and its
   nearest mapped inputs), all of which ``first_divergent.segment`` lists.
+
+Each faulted file is prepared once and searched once per strategy. The CNN's cases
+are the fast tier; the transformer's and most between-module cases are marked slow.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
-from nodebisect import locate
+from nodebisect import locate, prepare
 from nodebisect.errors import BadInputError
 from nodebisect.frontends.torchscript.export import ScopeResolver, export_torchscript, node_scope
 from nodebisect.frontends.torchscript.refs import Recorder
@@ -254,21 +257,21 @@ def scale_constant(name: str, scale: float) -> Callable[[onnx.ModelProto], None]
     return edit
 
 
-# (arch, opset, edited node, fault, guarantee, module the culprit must name)
+# (arch, opset, edited node, fault, guarantee, module the culprit must name); the CNN's rows are the fast tier.
 CASES = [
     pytest.param("cnn", 17, "/conv1/Conv", scale_weight("/conv1/Conv", 1.5), EXACT, "conv1", id="cnn-folded_conv_weight"),
     pytest.param("cnn", 17, "/act/Relu", swap_op("/act/Relu", "Sigmoid"), EXACT, "act", id="cnn-relu_to_sigmoid"),
     pytest.param("cnn", 17, "/block/block.0/Conv", scale_weight("/block/block.0/Conv", 0.5), EXACT, "block.0", id="cnn-seq_conv_weight"),
-    pytest.param("tiny", 17, "/layers.1/ln1/LayerNormalization", set_attr("/layers.1/ln1/LayerNormalization", "epsilon", 1.0), EXACT, "layers.1.ln1", id="tiny-layernorm_epsilon"),
-    pytest.param("tiny", 17, "/layers.0/attn/q/Add", swap_op("/layers.0/attn/q/Add", "Sub"), EXACT, "layers.0.attn.q", id="tiny-linear_bias_add_to_sub"),
+    pytest.param("tiny", 17, "/layers.1/ln1/LayerNormalization", set_attr("/layers.1/ln1/LayerNormalization", "epsilon", 1.0), EXACT, "layers.1.ln1", id="tiny-layernorm_epsilon", marks=pytest.mark.slow),
+    pytest.param("tiny", 17, "/layers.0/attn/q/Add", swap_op("/layers.0/attn/q/Add", "Sub"), EXACT, "layers.0.attn.q", id="tiny-linear_bias_add_to_sub", marks=pytest.mark.slow),
     # Function calls inside a module's forward: judged at their own lowering (module-level alone said layers.0.attn.o / layers.0.ln2).
-    pytest.param("tiny", 17, "/layers.0/attn/Softmax", set_attr("/layers.0/attn/Softmax", "axis", 1), EXACT, "layers.0.attn", id="tiny-softmax_axis"),
-    pytest.param("tiny", 17, "/layers.0/attn/Div", swap_op("/layers.0/attn/Div", "Mul"), EXACT, "layers.0.attn", id="tiny-attention_scale_div_to_mul"),
-    pytest.param("tiny", 17, "/layers.0/Add", swap_op("/layers.0/Add", "Sub"), EXACT, "layers.0", id="tiny-residual_add_to_sub"),
-    pytest.param("tiny", 17, "/layers.1/fc1/MatMul", scale_weight("/layers.1/fc1/MatMul", 1.5), SPAN, "layers.1.fc1", id="tiny-matmul_weight"),
+    pytest.param("tiny", 17, "/layers.0/attn/Softmax", set_attr("/layers.0/attn/Softmax", "axis", 1), EXACT, "layers.0.attn", id="tiny-softmax_axis", marks=pytest.mark.slow),
+    pytest.param("tiny", 17, "/layers.0/attn/Div", swap_op("/layers.0/attn/Div", "Mul"), EXACT, "layers.0.attn", id="tiny-attention_scale_div_to_mul", marks=pytest.mark.slow),
+    pytest.param("tiny", 17, "/layers.0/Add", swap_op("/layers.0/Add", "Sub"), EXACT, "layers.0", id="tiny-residual_add_to_sub", marks=pytest.mark.slow),
+    pytest.param("tiny", 17, "/layers.1/fc1/MatMul", scale_weight("/layers.1/fc1/MatMul", 1.5), SPAN, "layers.1.fc1", id="tiny-matmul_weight", marks=pytest.mark.slow),
     # opset 16 has no LayerNormalization: the exporter writes ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add.
-    pytest.param("tiny", 16, "/layers.0/ln2/Sqrt", swap_op("/layers.0/ln2/Sqrt", "Reciprocal"), SPAN, "layers.0.ln2", id="tiny16-layernorm_chain_sqrt"),
-    pytest.param("tiny", 16, "/layers.1/ln1/Constant_1", scale_constant("/layers.1/ln1/Constant_1", 1e5), SPAN, "layers.1.ln1", id="tiny16-layernorm_chain_epsilon"),
+    pytest.param("tiny", 16, "/layers.0/ln2/Sqrt", swap_op("/layers.0/ln2/Sqrt", "Reciprocal"), SPAN, "layers.0.ln2", id="tiny16-layernorm_chain_sqrt", marks=pytest.mark.slow),
+    pytest.param("tiny", 16, "/layers.1/ln1/Constant_1", scale_constant("/layers.1/ln1/Constant_1", 1e5), SPAN, "layers.1.ln1", id="tiny16-layernorm_chain_epsilon", marks=pytest.mark.slow),
 ]
 
 
@@ -290,18 +293,39 @@ def _local_subgraph(result: Any) -> set[str]:
     return keep
 
 
+class Faulted:
+    """Each faulted file prepared once (TorchScript export of the model, its hooks, the file read);
+    every strategy then only searches it again: ``locate(prepared, strategy=...)``."""
+
+    def __init__(self, exports: Exports, folder: Path) -> None:
+        self._exports, self._folder = exports, folder
+        self._prepared: dict[str, tuple[Any, onnx.ModelProto]] = {}
+
+    def locate(self, key: tuple[str, int], edited: str, fault: Any, strategy: str) -> tuple[Any, onnx.ModelProto]:
+        """``fault`` (editing node ``edited``) applied to the clean export ``key``, located with ``strategy``."""
+        case = f"{key[0]}{key[1]}:{edited}"
+        if case not in self._prepared:
+            model, args, clean = self._exports[key]
+            faulted = copy.deepcopy(clean)
+            fault(faulted)
+            path = self._folder / f"{len(self._prepared)}.onnx"
+            onnx.save(faulted, str(path))
+            self._prepared[case] = (prepare(model, args, exporter="torchscript", onnx_path=str(path)), faulted)
+        prepared, faulted = self._prepared[case]
+        return locate(prepared, strategy=strategy), faulted
+
+
+@pytest.fixture(scope="module")
+def faulted(exports: Exports, tmp_path_factory: pytest.TempPathFactory) -> Faulted:
+    return Faulted(exports, tmp_path_factory.mktemp("torchscript_faults"))
+
+
 @pytest.mark.parametrize("arch, opset, edited, fault, guarantee, module", CASES)
 @pytest.mark.parametrize("strategy", ["all", "bisect"])
 def test_injected_fault_is_located(
-    exports: Exports, tmp_path: Path, arch: str, opset: int, edited: str, fault: Any, guarantee: str, module: str, strategy: str
+    faulted: Faulted, arch: str, opset: int, edited: str, fault: Any, guarantee: str, module: str, strategy: str
 ) -> None:
-    model, args, clean = exports[(arch, opset)]
-    faulted = copy.deepcopy(clean)
-    fault(faulted)
-    path = tmp_path / "faulted.onnx"
-    onnx.save(faulted, str(path))
-
-    result = locate(model, args, exporter="torchscript", onnx_path=str(path), strategy=strategy)
+    result, faulted_model = faulted.locate((arch, opset), edited, fault, strategy)
 
     assert result.verdict == "diverged", result.notes
     fd = result.first_divergent
@@ -315,10 +339,12 @@ def test_injected_fault_is_located(
         assert edited in fd.segment
     mapping = result.stats["mapping"]
     assert mapping["modules_mapped"] > 0 and mapping["mapped_values"] > 0
-    assert mapping["onnx_nodes"] == len(faulted.graph.node)
+    assert mapping["onnx_nodes"] == len(faulted_model.graph.node)
 
 
-@pytest.mark.parametrize("arch, function_values", [("cnn", 1), ("tiny", 12), ("between", 6)])
+@pytest.mark.parametrize(
+    "arch, function_values", [("cnn", 1), pytest.param("tiny", 12, marks=pytest.mark.slow), pytest.param("between", 6, marks=pytest.mark.slow)]
+)
 def test_clean_export_matches_with_full_module_coverage(exports: Exports, arch: str, function_values: int) -> None:
     model, args, _clean = exports[(arch, 17)]
     result = locate(model, args, exporter="torchscript")
@@ -342,25 +368,19 @@ def test_clean_export_matches_with_full_module_coverage(exports: Exports, arch: 
 
 # (edited node, fault, aten target, traced call, code on the source line)
 FUNCTION_CASES = [
-    pytest.param("/Resize", set_attr("/Resize", "mode", "linear"), "aten.upsample_nearest2d", "upsample_nearest2d", "interpolate(", id="interpolate_mode"),
+    pytest.param("/Resize", set_attr("/Resize", "mode", "linear"), "aten.upsample_nearest2d", "upsample_nearest2d", "interpolate(", id="interpolate_mode", marks=pytest.mark.slow),
     pytest.param("/Softmax", set_attr("/Softmax", "axis", 3), "aten.softmax", "softmax", "torch.softmax(", id="softmax_axis"),
-    pytest.param("/Reciprocal", swap_op("/Reciprocal", "Sqrt"), "aten.reciprocal", "reciprocal", "1 / (h + 0.5)", id="reciprocal_to_sqrt"),
+    pytest.param("/Reciprocal", swap_op("/Reciprocal", "Sqrt"), "aten.reciprocal", "reciprocal", "1 / (h + 0.5)", id="reciprocal_to_sqrt", marks=pytest.mark.slow),
 ]
 
 
 @pytest.mark.parametrize("edited, fault, target, call, code", FUNCTION_CASES)
 @pytest.mark.parametrize("strategy", ["all", "bisect"])
 def test_function_call_between_modules_is_named_exactly(
-    exports: Exports, tmp_path: Path, edited: str, fault: Any, target: str, call: str, code: str, strategy: str
+    faulted: Faulted, edited: str, fault: Any, target: str, call: str, code: str, strategy: str
 ) -> None:
     """Module outputs alone would report each of these at the next module (/mix/Conv, /head/Gemm)."""
-    model, args, clean = exports[("between", 17)]
-    faulted = copy.deepcopy(clean)
-    fault(faulted)
-    path = tmp_path / "faulted.onnx"
-    onnx.save(faulted, str(path))
-
-    result = locate(model, args, exporter="torchscript", onnx_path=str(path), strategy=strategy)
+    result, _ = faulted.locate(("between", 17), edited, fault, strategy)
 
     assert result.verdict == "diverged", result.notes
     fd = result.first_divergent
@@ -370,6 +390,7 @@ def test_function_call_between_modules_is_named_exactly(
     assert fd.framework.source.startswith(__file__) and code in fd.framework.code
 
 
+@pytest.mark.slow
 def test_dropped_divisor_override_is_named_at_the_average_pool() -> None:
     """A real TorchScript-exporter divergence between modules: AveragePool has no divisor_override."""
     result = locate(f"{SAMPLES}/divergent.py:AvgPoolDivisorOverride", exporter="torchscript")
@@ -443,6 +464,7 @@ def test_graph_the_evaluator_cannot_replay_falls_back_to_module_outputs() -> Non
     assert any(n.startswith("function-level reference values are off") for n in result.notes)
 
 
+@pytest.mark.slow
 def test_graph_that_is_not_the_eager_forward_turns_function_values_off() -> None:
     """Eager nn.TransformerEncoder takes its nested-tensor fast path; the trace does not: graph values are no reference."""
     result = locate(f"{SAMPLES}/divergent.py:TransformerFastPath", exporter="torchscript")
@@ -459,6 +481,7 @@ def test_folded_batchnorm_compares_the_conv_value_with_the_batchnorm_output(expo
     assert conv.framework.module == "conv1" and conv.framework.target == "aten.convolution"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "model, args, module, node",
     [
@@ -497,6 +520,7 @@ def test_no_eager_module_is_bad_input(exports: Exports) -> None:
         locate(program, args, exporter="torchscript")
 
 
+@pytest.mark.slow
 def test_dynamo_file_is_refused_on_the_torchscript_path(tmp_path: Path) -> None:
     model, args = build("cnn")
     path = tmp_path / "dynamo.onnx"
@@ -531,6 +555,7 @@ def test_scope_resolution_follows_containers_and_reuse() -> None:
     assert node_scope("/enc.0/a/Gemm") == "/enc.0/a" and node_scope("/Add") == "" and node_scope("Identity_3") is None
 
 
+@pytest.mark.slow
 def test_graph_values_keep_the_hooked_dtype_and_shape(exports: Exports) -> None:
     """Every mapped value has the shape ORT computes for it (a mis-mapping would fail the shape check)."""
     model, args, _clean = exports[("tiny", 17)]
@@ -553,6 +578,7 @@ class Recurrent(nn.Module):
         return self.fc(out) + bias, h * 2, c
 
 
+@pytest.mark.slow
 def test_same_shape_outputs_and_keyword_inputs_map_right() -> None:
     torch.manual_seed(0)
     result = locate(Recurrent().eval(), {"x": torch.randn(2, 3, 4), "bias": torch.randn(2)}, exporter="torchscript", strategy="all")

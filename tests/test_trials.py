@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import nodebisect
+from models import Block
 from nodebisect.cli.main import main
 from nodebisect.values.compare import compare
 from nodebisect.frontends.dynamo import export_onnx
@@ -58,6 +59,7 @@ def test_given_inputs_match_but_edge_case_trials_find_the_culprit(angle: Path, c
     assert "trial 1" in " ".join(data["notes"])
 
 
+@pytest.mark.slow
 def test_several_inputs_files_are_compared(angle: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = (torch.rand(3, 4) + 0.1, torch.rand(3, 4) + 0.1)
     bad = (torch.zeros(3, 4), -torch.rand(3, 4) - 0.1)  # y = +0 and x < 0 everywhere
@@ -72,28 +74,21 @@ def test_several_inputs_files_are_compared(angle: Path, capsys: pytest.CaptureFi
     assert rows[1]["inputs"].endswith("bad.pt")
 
 
-class Norms(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.a = torch.nn.Linear(8, 8)
-        self.norm = torch.nn.LayerNorm(8)
-        self.b = torch.nn.Linear(8, 8)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(torch.relu(self.norm(self.a(x))))
+def _relu_block() -> torch.nn.Module:
+    return Block(act="relu")
 
 
+@pytest.mark.slow
 def test_first_node_producing_nan_from_finite_inputs_is_reported(tmp_path: Path) -> None:
     args = (torch.randn(4, 8, generator=torch.Generator().manual_seed(0)),)
-    proto = export_onnx(build_loaded_model(Norms().eval(), args)).model
+    proto = export_onnx(build_loaded_model(_relu_block().eval(), args)).model
     norm = next(n for n in proto.graph.node if n.op_type == "LayerNormalization")
     for attr in norm.attribute:
         if attr.name == "epsilon":
             attr.f = -1e6  # sqrt of a negative variance: NaN born here
     path = tmp_path / "nan.onnx"
     onnx.save(proto, path)
-    result = nodebisect.locate(Norms().eval(), args, onnx_path=str(path), strategy="bisect")
+    result = nodebisect.locate(_relu_block().eval(), args, onnx_path=str(path), strategy="bisect")
     origin = result.stats["first_nonfinite"]
     assert origin["onnx_node"] == norm.name
     assert origin["framework_nonfinite"] is False
@@ -113,6 +108,7 @@ class Erfcx(torch.nn.Module):
         return self.post(torch.special.erfcx(self.pre(x)))
 
 
+@pytest.mark.slow
 def test_nan_origin_inside_a_lowering_names_the_node_that_makes_it() -> None:
     """The NaN note and the suspect line name the same node (the Exp), not the op's carrier."""
     model = Erfcx().eval()
@@ -136,19 +132,20 @@ def test_half_precision_values_report_their_range_used() -> None:
     assert compare("v", np.ones(3, np.float32), np.ones(3, np.float32)).metrics.range_used == 0.0
 
 
+@pytest.mark.slow
 def test_vanishing_activations_are_called_out() -> None:
-    model = Norms().eval()
+    model = _relu_block().eval()
     with torch.no_grad():
-        model.a.weight.mul_(1e-30)
-        model.a.bias.zero_()
-        model.norm.weight.mul_(1e-30)
-        model.norm.bias.zero_()
-        model.b.weight.mul_(1e-30)
-        model.b.bias.zero_()
+        model.lin.weight.mul_(1e-30)
+        model.lin.bias.zero_()
+        model.ln.weight.mul_(1e-30)
+        model.ln.bias.zero_()
+        model.lin2.weight.mul_(1e-30)
+        model.lin2.bias.zero_()
     result = nodebisect.locate(model, (torch.randn(4, 8),))
     assert result.verdict == "match"
     assert any("below atol" in note for note in result.notes)
-    healthy = nodebisect.locate(Norms().eval(), (torch.randn(4, 8),))
+    healthy = nodebisect.locate(_relu_block().eval(), (torch.randn(4, 8),))
     assert not any("below atol" in note for note in healthy.notes)
 
 
@@ -173,6 +170,7 @@ class RowMean(torch.nn.Module):
 '''
 
 
+@pytest.mark.slow
 def test_a_value_baked_for_the_export_shape_is_reported_as_shape_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "row_mean.py").write_text(ROW_MEAN)
     spec = f"{tmp_path}/row_mean.py:RowMean"

@@ -2,7 +2,7 @@
 
 Saved results are built from the records dataclasses (no torch), so these tests
 say nothing about locate's correctness; the live test runs the real pipeline on
-``tests/tui_model.py`` with one broken LayerNormalization.
+``tests/models.py:Block`` with one broken LayerNormalization (conftest's ``broken_block``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import subprocess
 import sys
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -231,6 +232,7 @@ async def test_rerun_needs_a_model_and_help_and_quit(result_json: str) -> None:
     assert app.return_code == 0
 
 
+@pytest.mark.subprocess
 def test_json_open_never_imports_torch(result_json: str) -> None:
     code = (
         "import asyncio, sys\n"
@@ -272,15 +274,9 @@ def test_cli_help_lists_the_json_form(capsys: pytest.CaptureFixture[str]) -> Non
     assert "RESULT.json" in capsys.readouterr().out
 
 
-async def test_live_run_shows_progress_then_culprit_and_reruns(tmp_path: Path) -> None:
-    sys.path.insert(0, str(HERE))
-    try:
-        from tui_model import write_bad_onnx
-    finally:
-        sys.path.remove(str(HERE))
-    onnx_path = tmp_path / "bad.onnx"
-    broken = write_bad_onnx(str(onnx_path))
-    app = create_app(f"{HERE / 'tui_model.py'}:Model", onnx_path=str(onnx_path))
+async def test_live_run_shows_progress_then_culprit_and_reruns(broken_block: Any) -> None:
+    broken = broken_block.node
+    app = create_app(f"{HERE / 'models.py'}:Block", onnx_path=str(broken_block.path))
     async with app.run_test(size=SIZE) as pilot:
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -497,7 +493,7 @@ async def test_rerun_from_json_offers_the_recorded_model_and_runs_it(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     result = synthetic_result()
-    result.model = f"{HERE / 'tui_model.py'}:Model"
+    result.model = f"{HERE / 'models.py'}:Block"
     app = create_app(write_result(result))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("r")
