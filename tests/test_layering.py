@@ -204,3 +204,12 @@ def test_module_and_function_sizes() -> None:
     if wiring > WIRING_MAX_LINES:
         too_long.append(f"pipeline.py: {wiring} lines (the wiring module stays under {WIRING_MAX_LINES})")
     assert not too_long, too_long
+
+
+def test_every_subpackage_is_packaged() -> None:
+    """pyproject.toml lists packages by hand: a new folder missing there installs without it (a checkout hides that)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in PKG.rglob("__init__.py") if "__pycache__" not in p.parts}
+    assert found - listed == set(), f"packages missing from pyproject.toml: {sorted(found - listed)}"
