@@ -4,7 +4,10 @@
 ``LocateResult`` it returns. ``prepare()`` does the expensive half once (load,
 export, capture, the stage checks) so that ``locate(prepared, ...)`` can search
 the same model again under another tolerance or strategy without exporting or
-capturing again (the TUI's re-run).
+capturing again (the TUI's re-run). The ``PreparedModel`` also keeps the
+onnxruntime side warm (``runtime.handle.WarmOrt``: the child process, the weights
+file, the answers already given) until ``close()``; a plain ``locate(model)``
+closes its own at the end.
 
 Read top to bottom, ``_prepare`` and ``_search`` are the numbered steps of the
 data flow; every step takes its inputs explicitly and returns its outputs. The
@@ -14,14 +17,13 @@ data flow; every step takes its inputs explicitly and returns its outputs. The
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 from nodebisect.errors import BadInputError, ExportFailedError
 from nodebisect.prepared import Prepared
 from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, STAGE_GRAPH_OPTIMIZATION, EXPORT_FAILED, MATCH, Event, ExportFailure, FirstDivergent, LocateResult
-from nodebisect.run import PREPARE_FIELDS, Options, Progress, RunLog, make_options, recorded_inputs
+from nodebisect.run import Options, Progress, RunLog, make_options, recorded_inputs, search_again_options
 
 
 @dataclass
@@ -38,6 +40,20 @@ class PreparedModel:
     culprit: FirstDivergent | None = None  # a capture or decomposition stage culprit
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # runtime.handle.WarmOrt: onnxruntime child, weights file and answers, kept for re-runs.
+    warm: Any = None
+
+    def close(self) -> None:
+        """Stop the onnxruntime child and remove the weights file (idempotent; a later locate starts afresh)."""
+        if self.warm is not None:
+            self.warm.close()
+            self.warm = None
+
+    def __enter__(self) -> PreparedModel:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def locate(model: Any, inputs: Any = None, *, progress: Progress | None = None, **options: Any) -> LocateResult:
@@ -59,8 +75,7 @@ def locate(model: Any, inputs: Any = None, *, progress: Progress | None = None, 
         or "runtime_failed". Bad input raises ``NodebisectError`` subclasses.
     """
     if isinstance(model, PreparedModel):
-        opts = make_options({**_as_options(model.opts), **options})
-        _check_same_preparation(model.opts, opts)
+        opts = search_again_options(model.opts, options)
         prepared = model
     else:
         opts = make_options(options)
@@ -71,12 +86,20 @@ def locate(model: Any, inputs: Any = None, *, progress: Progress | None = None, 
         prepared = _prepare(model, inputs, opts, log)
     else:
         log.notes.extend(prepared.notes)
-    if prepared.failed is not None:
-        return prepared.failed
-    with _sandbox(opts) as sandbox:
-        result = _search(prepared, opts, log, sandbox)
+    try:
+        if prepared.failed is not None:
+            return prepared.failed
+        if prepared.warm is None:  # closed: this run starts a child of its own, kept until the next close()
+            prepared.warm = _warm(opts)
+        ort = prepared.warm.handle(opts.ep, opts.opt_level, opts.isolate_crashes, opts.timeout_s, log)
+        answered = ort.reused()
+        result = _search(prepared, opts, log, ort)
+    finally:
+        if prepared is not model:  # our own preparation: nothing outlives this run
+            prepared.close()
     if prepared is model:  # export and capture were not redone: their timings are not this run's
         result.stats["reused_preparation"] = True
+        result.stats["reused_ort_answers"] = ort.reused() - answered  # sessions answered from earlier runs
     return _finish(result, prepared, log, time.perf_counter() - started)
 
 
@@ -87,11 +110,8 @@ def prepare(model: Any, inputs: Any = None, *, progress: Progress | None = None,
 
 
 def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedModel:
-    from nodebisect.diagnose.stages import check_capture, check_decomposition, note_framework_nans
-    from nodebisect.environment import environment
     from nodebisect.frontends.loading.load import build_loaded_model
     from nodebisect.frontends.export_capture import check_device
-    from nodebisect.frontends.export_capture import prepare as export_and_capture
 
     started = time.perf_counter()
     # 1. load the model and its inputs
@@ -101,20 +121,34 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
             model, inputs, input_specs=opts.input_specs, inputs_file=opts.inputs_file, seed=opts.seed,
             trust_pickle=opts.trust_pickle, model_settings=opts.model_settings,
         )
+    warm = _warm(opts)  # the onnxruntime child starts now: it imports while PyTorch exports and captures
+    try:
+        return _export_and_check(loaded, opts, log, warm, started)
+    except BaseException:
+        warm.close()
+        raise
+
+
+def _export_and_check(loaded: Any, opts: Options, log: RunLog, warm: Any, started: float) -> PreparedModel:
+    from nodebisect.diagnose.stages import check_capture, check_decomposition, note_framework_nans
+    from nodebisect.environment import environment
+    from nodebisect.frontends.export_capture import prepare as export_and_capture
+
     env = environment(opts.device, opts.ep, opts.opset, opts.opt_level)
     if run_inputs := recorded_inputs(opts):  # the report's command and the TUI's re-run repeat them
         env["run_inputs"] = run_inputs
     if loaded.applied_settings:  # said in every answer: the model compared is not the model as given
         env["applied_settings"] = list(loaded.applied_settings)
         log.note(f"applied {', '.join('--model-setting ' + s for s in loaded.applied_settings)} to the model before export")
-    out = PreparedModel(opts=opts, source=loaded.source, environment=env, loaded=loaded, notes=log.notes, timings=log.timings)
-    # 2. export (or read --onnx) and capture the reference activations
+    out = PreparedModel(opts=opts, source=loaded.source, environment=env, loaded=loaded, notes=log.notes, timings=log.timings, warm=warm)
+    # 2. export (or read --onnx) and capture the reference activations; the weights file is written meanwhile
     log.stage("export")
     try:
-        prep = export_and_capture(loaded, opts, log)
+        prep = export_and_capture(loaded, opts, log, warm.handle(opts.ep, opts.opt_level, opts.isolate_crashes, opts.timeout_s, log))
     except ExportFailedError as exc:
         if opts.onnx_path:
             raise
+        out.close()  # nothing to search
         failure = ExportFailure.from_error(exc)  # stage, cause class, frames, remedy, repro script
         seconds = round(time.perf_counter() - started, 3)
         out.failed = LocateResult(
@@ -141,17 +175,17 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
     return out
 
 
-def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -> LocateResult:
+def _search(prepared: PreparedModel, opts: Options, log: RunLog, ort: Any) -> LocateResult:
     from nodebisect.diagnose.stages import check_exporter_optimizer, unoptimized_window
 
     prep = prepared.prep
     assert prep is not None
     t = log.stage("map")
     # 4-6. map, search, explain on the given inputs
-    result = _search_once(prep, prepared.environment, opts, log, sandbox)
+    result = _search_once(prep, prepared.environment, opts, log, ort)
     # 7. the same on more input sets, exported once
     if opts.trials > 1 or opts.extra_inputs:
-        result = _run_trials(result, prepared, opts, log, sandbox)
+        result = _run_trials(result, prepared, opts, log, ort)
     if prep.mapping_quality:
         result.stats["mapping"] = prep.mapping_quality
     log.timings["map_and_search"] = time.perf_counter() - t
@@ -160,7 +194,7 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -
     fd = result.first_divergent
     if fd is not None and fd.cause == CAUSE_CONVERSION and not opts.onnx_path and prep.program is not None:
         with log.timed("graph_optimization_check", "check the exporter's graph optimizer"):
-            check_exporter_optimizer(prepared.loaded, prep, fd, opts, log, sandbox)
+            check_exporter_optimizer(prepared.loaded, prep, fd, opts, log, ort.child)
         if fd.stage == STAGE_GRAPH_OPTIMIZATION and result.repro is not None:
             result.repro.unoptimized = unoptimized_window(prep, fd.onnx_value)  # the unfused ops, for the repro
     # 9. a capture or decomposition culprit comes first: the ONNX graph was made from changed numerics
@@ -172,7 +206,7 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -
     return result
 
 
-def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log: RunLog, sandbox: Any) -> LocateResult:
+def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log: RunLog, ort: Any) -> LocateResult:
     """Map the graph, search it, explain the culprit: one input set."""
     from nodebisect.diagnose.explain import explain, follow_to_source, verified_repro
     from nodebisect.frontends.user_onnx import check_ownership, check_signature
@@ -193,30 +227,30 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
     check_feeds_fit(prep.onnx_model, prep.feeds, opts.onnx_path)
     if opts.onnx_path:  # node names can coincide between exports of two models; the signature cannot
         check_signature(prep.onnx_model, prep.feeds, [prep.acts.values[n] for n in prep.acts.outputs if n in prep.acts.values])
-    outcome = search(prep, gm, opts, log, sandbox)
+    outcome = search(prep, gm, opts, log, ort)
     if outcome.failure is not None:
         return runtime_failure_result(outcome, outcome.failure, environment, log)
     first_divergent = repro = None
     drift: dict[str, Any] = {}
     if outcome.culprit is not None:
-        first_divergent = explain(outcome.culprit, gm, prep, outcome.comparisons, opts, log, sandbox)
+        first_divergent = explain(outcome.culprit, gm, prep, outcome.comparisons, opts, log, ort.child)
         if first_divergent.cause == CAUSE_INHERITED:  # right on PyTorch's inputs: the source lies upstream
-            first_divergent = follow_to_source(outcome, first_divergent, prep, opts, log, sandbox)
+            first_divergent = follow_to_source(outcome, first_divergent, prep, opts, log, ort.child)
         drift = precision_drift(outcome, first_divergent)  # no source beyond rounding, all within noise: a match
         if not drift:
-            repro = verified_repro(first_divergent, gm, prep, opts, log, sandbox)  # a repro that reproduces
+            repro = verified_repro(first_divergent, gm, prep, opts, log, ort.child)  # a repro that reproduces
     result = search_result(outcome, environment, first_divergent, repro, log, drift)
     if result.verdict == MATCH:  # a match still holds exact ops to exactness (diagnose.exact_ops)
         from nodebisect.diagnose.exact_ops import audit, note_text
 
-        inexact = audit(gm, prep, opts, log, sandbox)
+        inexact = audit(gm, prep, opts, log, ort.child)
         if inexact:
             result.stats["inexact_ops"] = inexact
             result.notes.append(note_text(inexact))
     return result
 
 
-def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -> LocateResult:
+def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log: RunLog, ort: Any) -> LocateResult:
     """Compare on more input sets (export once); group the culprits found."""
     from nodebisect.diagnose.trials import group_trials
     from nodebisect.frontends.export_capture import capture_inputs
@@ -230,7 +264,7 @@ def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log
     for index, (label, args, kwargs) in enumerate(input_sets(loaded, prep.onnx_model, opts), start=1):
         log.stage(f"trial {index}: {label} inputs")
         trial = capture_inputs(prep, args, kwargs, opts.device)
-        results.append(_search_once(trial, prepared.environment, opts, log, sandbox))
+        results.append(_search_once(trial, prepared.environment, opts, log, ort))
         labels.append(label)
         shapes.append(_shapes(trial.flat_inputs))
     return group_trials(results, labels, shapes, log)
@@ -246,32 +280,11 @@ def _finish(result: LocateResult, prepared: PreparedModel, log: RunLog, seconds:
     return result
 
 
-@contextmanager
-def _sandbox(opts: Options) -> Iterator[Any]:
-    """onnxruntime in a child process (crashes and hangs become verdicts), unless told otherwise."""
-    if not opts.isolate_crashes:
-        yield None
-        return
-    from nodebisect.runtime.sandbox import OrtChild
+def _warm(opts: Options) -> Any:
+    """The onnxruntime side a preparation keeps: a child process started now when crashes are isolated."""
+    from nodebisect.runtime.handle import WarmOrt
 
-    sandbox = OrtChild(timeout_s=opts.timeout_s)
-    try:
-        yield sandbox
-    finally:
-        sandbox.close()
-
-
-def _as_options(opts: Options) -> dict[str, Any]:
-    return {f.name: getattr(opts, f.name) for f in fields(Options)}
-
-
-def _check_same_preparation(before: Options, now: Options) -> None:
-    changed = [name for name in PREPARE_FIELDS if getattr(before, name) != getattr(now, name)]
-    if changed:
-        raise BadInputError(
-            f"{', '.join(changed)} change(s) what is exported or captured; a prepared model can only be searched again",
-            tip="call prepare() (or locate the model itself) with the new options",
-        )
+    return WarmOrt(isolate_crashes=opts.isolate_crashes, timeout_s=opts.timeout_s)
 
 
 def _shapes(tensors: list[Any]) -> list[list[int]]:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodebisect.frontends.loading.load import LoadedModel
 from nodebisect.prepared import Prepared, memory_available
 from nodebisect.run import Options, RunLog
+
+if TYPE_CHECKING:
+    from nodebisect.runtime.handle import Ort
 
 
 def check_device(device: str) -> None:
@@ -26,8 +29,12 @@ def check_device(device: str) -> None:
         raise BadInputError("--device cuda asked for, but torch sees no CUDA device", tip="use --device cpu")
 
 
-def prepare(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepared:
+def prepare(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort | None = None) -> Prepared:
     """Export with the chosen exporter and capture the reference activations.
+
+    ``ort``: the onnxruntime handle; as soon as the ONNX model exists it starts
+    writing its weights file (``warm_up``), which then runs while PyTorch captures.
+    The TorchScript path also runs one session through it (ties between values).
 
     Raises:
         ExportFailedError: the exporter failed (the pipeline turns it into ``export_failed``).
@@ -36,12 +43,12 @@ def prepare(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepared:
         from nodebisect.frontends.torchscript.export import prepare_torchscript
 
         with log.timed("export_and_capture"):
-            prep = prepare_torchscript(loaded, opts, log.stage)
+            prep = prepare_torchscript(loaded, opts, log.stage, ort)
         return with_feeds(prep)
-    return _prepare_dynamo(loaded, opts, log)
+    return _prepare_dynamo(loaded, opts, log, ort)
 
 
-def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepared:
+def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort | None) -> Prepared:
     from nodebisect.frontends.capture import capture_fx, flat_user_inputs
     from nodebisect.frontends.dynamo import export_onnx
     from nodebisect.frontends.user_onnx import load_user_onnx
@@ -49,6 +56,8 @@ def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepared
     with log.timed("export"):
         exported = export_onnx(loaded, opset=opts.opset, dynamic=opts.dynamic)
     onnx_model = load_user_onnx(opts.onnx_path) if opts.onnx_path else exported.model
+    if ort is not None:
+        ort.warm_up(onnx_model)
     t = log.stage("capture")
     budget = opts.memory_budget if opts.memory_budget is not None else memory_available() // 4
     acts = capture_fx(exported.program, loaded.args, loaded.kwargs, device=opts.device, memory_budget=budget)

@@ -63,6 +63,11 @@ class Ort:
             self.log.extra_sessions += runner.sessions
         return got
 
+    def warm_up(self, model: Any) -> None:
+        """Start writing the weights file of ``model``, the model the search will run (kept with the warm state)."""
+        if self.warm is not None:
+            self.warm.write_weights(model)
+
     def reused(self) -> int:
         """Requests answered so far from the kept answers (over the warm state's life)."""
         return self.warm.answers.hits if self.warm is not None else 0

@@ -115,6 +115,7 @@ class OrtChild:
         self.timeout_s = timeout_s  # per request; a re-run may change it
         self.requests = 0  # sessions asked of the child, over its life
         self._proc: subprocess.Popen[bytes] | None = None
+        self._asked = False  # the running process got a request (else closing it may just kill it)
 
     def start(self) -> None:
         """Start the child now if none is running (requests start one anyway)."""
@@ -131,6 +132,7 @@ class OrtChild:
             stdout=subprocess.PIPE,
             env=env,
         )
+        self._asked = False
 
     @property
     def pid(self) -> int | None:
@@ -155,6 +157,7 @@ class OrtChild:
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         request = (model_bytes, feeds, outputs, providers, opt_level, optimized_path, tuple(disabled_optimizers))
         self.requests += 1
+        self._asked = True
         try:
             pickle.dump(request, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             proc.stdin.flush()
@@ -187,9 +190,20 @@ class OrtChild:
             self._reap()
 
     def close(self) -> None:
-        """Stop the child (idempotent)."""
+        """Stop the child (idempotent).
+
+        A child never asked anything (started early, then the export failed) may
+        still be importing onnxruntime: it holds nothing, so it is killed at once
+        rather than waited for.
+        """
         proc = self._proc
-        if proc is not None and proc.poll() is None:
+        if proc is not None and proc.poll() is None and not self._asked:
+            proc.kill()
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+        elif proc is not None and proc.poll() is None:
             try:
                 assert proc.stdin is not None
                 pickle.dump(None, proc.stdin)
