@@ -194,7 +194,7 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, ort: Any) -> Lo
     fd = result.first_divergent
     if fd is not None and fd.cause == CAUSE_CONVERSION and not opts.onnx_path and prep.program is not None:
         with log.timed("graph_optimization_check", "check the exporter's graph optimizer"):
-            check_exporter_optimizer(prepared.loaded, prep, fd, opts, log, ort.child)
+            check_exporter_optimizer(prepared.loaded, prep, fd, opts, log, ort)
         if fd.stage == STAGE_GRAPH_OPTIMIZATION and result.repro is not None:
             result.repro.unoptimized = unoptimized_window(prep, fd.onnx_value)  # the unfused ops, for the repro
     # 9. a capture or decomposition culprit comes first: the ONNX graph was made from changed numerics
@@ -233,17 +233,17 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
     first_divergent = repro = None
     drift: dict[str, Any] = {}
     if outcome.culprit is not None:
-        first_divergent = explain(outcome.culprit, gm, prep, outcome.comparisons, opts, log, ort.child)
+        first_divergent = explain(outcome.culprit, gm, prep, outcome.comparisons, opts, log, ort)
         if first_divergent.cause == CAUSE_INHERITED:  # right on PyTorch's inputs: the source lies upstream
-            first_divergent = follow_to_source(outcome, first_divergent, prep, opts, log, ort.child)
+            first_divergent = follow_to_source(outcome, first_divergent, prep, opts, log, ort)
         drift = precision_drift(outcome, first_divergent)  # no source beyond rounding, all within noise: a match
         if not drift:
-            repro = verified_repro(first_divergent, gm, prep, opts, log, ort.child)  # a repro that reproduces
+            repro = verified_repro(first_divergent, gm, prep, opts, log, ort)  # a repro that reproduces
     result = search_result(outcome, environment, first_divergent, repro, log, drift)
     if result.verdict == MATCH:  # a match still holds exact ops to exactness (diagnose.exact_ops)
         from nodebisect.diagnose.exact_ops import audit, note_text
 
-        inexact = audit(gm, prep, opts, log, ort.child)
+        inexact = audit(gm, prep, ort)
         if inexact:
             result.stats["inexact_ops"] = inexact
             result.notes.append(note_text(inexact))

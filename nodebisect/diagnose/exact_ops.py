@@ -25,6 +25,7 @@ from onnx import helper
 from nodebisect.diagnose.decomposition import program_tensor
 from nodebisect.onnxgraph import sub_model, value_infos
 from nodebisect.prepared import Prepared
+from nodebisect.runtime.handle import Ort
 from nodebisect.values.graphmap import GraphMap
 from nodebisect.diagnose.source import REF_SUFFIX
 
@@ -180,11 +181,9 @@ def _parameter(program: Any, name: str) -> np.ndarray | None:
     return tensor.detach().cpu().numpy() if tensor is not None else None
 
 
-def audit(gm: GraphMap, prep: Prepared, opts: Any, log: Any, sandbox: Any = None) -> list[dict[str, Any]]:
-    """``audit_exact_ops`` in one onnxruntime session; [] when it cannot run (a refinement of a match)."""
-    from nodebisect.runtime.runner import counted_run
-
+def audit(gm: GraphMap, prep: Prepared, ort: Ort) -> list[dict[str, Any]]:
+    """``audit_exact_ops`` in one onnxruntime session (counted by ``ort``, the run's handle); [] when it cannot run."""
     try:
-        return audit_exact_ops(gm, prep, counted_run(opts, log, sandbox))
+        return audit_exact_ops(gm, prep, ort.counted_run)
     except Exception:  # noqa: BLE001 - the match stands without this check
         return []

@@ -18,6 +18,7 @@ import numpy as np
 from nodebisect.prepared import Prepared
 from nodebisect.records import STAGE_CAPTURE, STAGE_DECOMPOSITION, STAGE_GRAPH_OPTIMIZATION, FirstDivergent, Metrics
 from nodebisect.run import Options, RunLog
+from nodebisect.runtime.handle import Ort
 from nodebisect.values.compare import compare
 
 
@@ -131,7 +132,7 @@ def _beyond_drift(cmp: Any, fx_name: str, other: Any, prep: Prepared, opts: Opti
     return judge(cmp, other, prep.acts.values[fx_name], oracle, dtype).metrics.criterion != WITHIN_NOISE
 
 
-def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, opts: Options, log: RunLog, sandbox: Any = None) -> None:
+def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, opts: Options, log: RunLog, ort: Ort) -> None:
     """Node conversion or the exporter's ONNX optimizer? Re-translate without optimizing and look again.
 
     Runs on ``prep``'s own feeds and activations (the given inputs), whatever
@@ -139,7 +140,6 @@ def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, op
     """
     from nodebisect.frontends.dynamo import export_onnx
     from nodebisect.frontends.loading.load import LoadedModel
-    from nodebisect.runtime.runner import OrtRunner
 
     value = fd.onnx_value
     try:
@@ -151,7 +151,7 @@ def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, op
         if value not in produced or value not in prep.acts.values:
             return
         # onnxruntime's own fusions off: only the exporter's optimizer differs between the two graphs.
-        runner = OrtRunner(plain, prep.feeds, ep=opts.ep, opt_level="disabled", sandbox=sandbox)
+        runner = ort.runner(plain, prep.feeds, opt_level="disabled")
         got = runner.run([value])[value]
         log.extra_sessions += runner.sessions
     except Exception as exc:  # noqa: BLE001 - attribution is a refinement, never a failure
