@@ -59,10 +59,6 @@ def blame_optimizer(
     the onnxruntime child when crashes are isolated (a fusion that crashes is a
     refinement that fails, not a dead nodebisect).
     """
-    if isinstance(ort, list):  # the providers, from callers not converted to the handle yet
-        from nodebisect.runtime.handle import Ort
-
-        ort = Ort(ep="cuda" if "CUDAExecutionProvider" in ort else "cpu")
     runners = {level: ort.runner(model, feeds, opt_level=level) for level in LEVELS}
     sessions = 0
 

@@ -49,7 +49,7 @@ class Ort:
             feeds,
             ep=self.ep,
             opt_level=opt_level or self.opt_level,
-            sandbox=self.child,
+            child=self.child,
             weights=warm.weights_for(model) if warm is not None else None,
             answers=warm.answers if warm is not None else None,
         )

@@ -57,7 +57,7 @@ class OrtRunner:
     sessions: int = 0  # asked for, an answer kept from an identical earlier request included
     seconds: float = 0.0
     # An OrtChild: sessions run in a child process, so crashes become errors.
-    sandbox: Any = None
+    child: Any = None
     # runtime.weights.Weights of this model (written once, shared), or None: written here when large.
     weights: Weights | None = None
     # runtime.answers.Answers: answers of identical earlier requests, or None (always run).
@@ -145,8 +145,8 @@ class OrtRunner:
             with open(path, "wb") as fh:
                 fh.write(source)
         try:
-            if self.sandbox is not None:
-                return self.sandbox.run(path or source, self.feeds, wanted, self._providers, self.opt_level, optimized_path, disabled)
+            if self.child is not None:
+                return self.child.run(path or source, self.feeds, wanted, self._providers, self.opt_level, optimized_path, disabled)
             return self._run_here(path or source, wanted, optimized_path, disabled)
         finally:
             if path:
@@ -177,15 +177,3 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
 
-
-def counted_run(opts: Any, log: Any, sandbox: Any = None) -> Any:
-    """``(model, feeds, values) -> {value: array}``: one onnxruntime session per call, with the run's
-    EP and optimization level, counted in ``log.extra_sessions`` (the teacher-forced cone, the exactness audit)."""
-
-    def run(model: onnx.ModelProto, feeds: dict[str, Any], values: list[str]) -> dict[str, Any]:
-        runner = OrtRunner(model, feeds, ep=opts.ep, opt_level=opts.opt_level, sandbox=sandbox)
-        got = runner.run(values)
-        log.extra_sessions += runner.sessions
-        return got
-
-    return run

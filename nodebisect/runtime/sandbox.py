@@ -49,7 +49,7 @@ def import_root() -> str:
 def create_session(
     source: bytes | str, providers: list[str], opt_level: str, optimized_path: str | None = None, disabled_optimizers: tuple[str, ...] = ()
 ) -> Any:
-    """The one way nodebisect opens an onnxruntime session (here, in the child, and for the fusion search)."""
+    """The one way nodebisect opens an onnxruntime session (in the child, or here when crashes are not isolated)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
