@@ -99,3 +99,27 @@ def test_a_prepared_model_is_searched_again_without_exporting(monkeypatch: pytes
     assert loose.verdict == "match"
     with pytest.raises(nodebisect.BadInputError, match="opset"):
         nodebisect.locate(prepared, opset=18)
+
+
+def test_a_rerun_keeps_the_child_the_weights_file_and_the_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-run under another tolerance started a new onnxruntime child, wrote the weights again and asked
+    onnxruntime every question again; the prepared model now keeps all three until it is closed."""
+    import nodebisect.runtime.runner as runner
+
+    monkeypatch.setattr(runner, "EXTERNALIZE_BYTES", 0)  # this small model's weights go through the file too
+    with nodebisect.prepare(Atan2ZeroY().eval(), Atan2ZeroY.example_inputs(), check_capture=False) as prepared:
+        first = nodebisect.locate(prepared)
+        child, weights = prepared.warm.child, prepared.warm.weights_for(prepared.prep.onnx_model)
+        pid, asked, folder = child.pid, child.requests, weights.dir
+        assert pid is not None and (Path(folder) / "weights.bin").is_file()
+        again = nodebisect.locate(prepared, rtol=1e-3, atol=1e-4)
+        assert child.pid == pid and prepared.warm.weights_for(prepared.prep.onnx_model) is weights
+        assert child.requests == asked, "the re-run asked onnxruntime what it had already answered"
+        assert again.stats["ort_sessions"] == first.stats["ort_sessions"] and again.stats["extra_sessions"] == first.stats["extra_sessions"]
+        assert again.stats["reused_ort_answers"] >= again.stats["ort_sessions"]
+        assert again.first_divergent.onnx_node == first.first_divergent.onnx_node
+    assert child.pid is None and not Path(folder).exists(), "close() stops the child and removes the weights file"
+    # A closed preparation can still be searched; that run starts its own child.
+    closed_run = nodebisect.locate(prepared, rtol=1e-3, atol=1e-4)
+    assert closed_run.first_divergent.onnx_node == first.first_divergent.onnx_node
+    prepared.close()

@@ -112,7 +112,7 @@ class WarmOrt:
         if key not in recent:
             if not needs_weights_file(model):
                 return None
-            recent[key] = (model, Weights(model))
+            recent[key] = (model, Weights(model, by_content=True))
             while len(recent) > KEPT_WEIGHTS:
                 recent.pop(next(iter(recent)))[1].close()
         return recent[key][1]

@@ -9,6 +9,7 @@ it runs while PyTorch captures, and a prepared model keeps it for its re-runs.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import shutil
@@ -27,11 +28,16 @@ class Weights:
     """The externalized initializers of one model: a folder with ``weights.bin`` and the prefix files.
 
     ``background``: write the file in a thread; ``light()`` waits for it.
+    ``token`` tells apart the weights of two models whose graphs read alike (a kept
+    answer must not serve another model's weights): unique to this object, or with
+    ``by_content`` the digest of the weights written, so that the same window cut
+    again in a re-run finds its answers.
     """
 
-    def __init__(self, model: onnx.ModelProto, background: bool = False) -> None:
+    def __init__(self, model: onnx.ModelProto, background: bool = False, by_content: bool = False) -> None:
         self.dir = tempfile.mkdtemp(prefix="nodebisect-ort-")
-        self.token = next(_TOKENS)  # tells apart the weights of two models whose graphs read alike
+        self.token: int | bytes = next(_TOKENS)
+        self._by_content = by_content
         self._finalizer = weakref.finalize(self, shutil.rmtree, self.dir, True)
         self._light: dict[str, onnx.TensorProto] = {}
         self._paths = itertools.count()
@@ -72,6 +78,7 @@ class Weights:
 
     def _write(self, model: onnx.ModelProto) -> None:
         light: dict[str, onnx.TensorProto] = {}
+        digest = hashlib.blake2b(digest_size=20) if self._by_content else None
         with open(os.path.join(self.dir, WEIGHTS_FILE), "wb") as fh:
             for t in model.graph.initializer:
                 if t.data_location == onnx.TensorProto.EXTERNAL or len(t.raw_data) < INLINE_BYTES:
@@ -80,6 +87,8 @@ class Weights:
                 fh.write(b"\0" * pad)
                 offset = fh.tell()
                 fh.write(t.raw_data)
+                if digest is not None:
+                    digest.update(t.name.encode() + b"\0" + t.raw_data)
                 entry = onnx.TensorProto(name=t.name, data_type=t.data_type, dims=list(t.dims))
                 entry.data_location = onnx.TensorProto.EXTERNAL
                 for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(len(t.raw_data)))):
@@ -87,4 +96,6 @@ class Weights:
                     item.key, item.value = key, value
                 light[t.name] = entry
         self._light = light
+        if digest is not None:
+            self.token = digest.digest()
 
