@@ -50,12 +50,19 @@ def prepare(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort | None = N
 
 def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort | None) -> Prepared:
     from nodebisect.frontends.capture import capture_fx, flat_user_inputs
-    from nodebisect.frontends.dynamo import export_onnx
+    from nodebisect.frontends.dynamo import export_onnx, export_program
     from nodebisect.frontends.user_onnx import load_user_onnx
+    from nodebisect.onnxgraph import opset_of
 
-    with log.timed("export"):
-        exported = export_onnx(loaded, opset=opts.opset, dynamic=opts.dynamic)
+    exported = None
+    if opts.onnx_path:  # the ONNX model is the user's: only the program its value names come from
+        with log.timed("torch_export"):
+            exported = export_program(loaded, opset=opts.opset, dynamic=opts.dynamic)
+    if exported is None:
+        with log.timed("export"):
+            exported = export_onnx(loaded, opset=opts.opset, dynamic=opts.dynamic)
     onnx_model = load_user_onnx(opts.onnx_path) if opts.onnx_path else exported.model
+    opset = exported.opset or opset_of(onnx_model)
     if ort is not None:
         ort.warm_up(onnx_model)
     t = log.stage("capture")
@@ -69,7 +76,7 @@ def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort | 
         )
     flat = [a for a in flat_user_inputs(exported.program, loaded.args, loaded.kwargs) if hasattr(a, "dtype")]
     prep = Prepared(
-        onnx_model=onnx_model, acts=acts, flat_inputs=flat, program=exported.program, opset=exported.opset, original=exported.original, notes=notes
+        onnx_model=onnx_model, acts=acts, flat_inputs=flat, program=exported.program, opset=opset, original=exported.original, notes=notes
     )
     prep.oracle = _oracle(prep, loaded.args, loaded.kwargs, opts, budget, log)
     return with_feeds(prep)
