@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodebisect.errors import BadInputError, ExportFailedError
-from nodebisect.prepared import Prepared
+from nodebisect.prepared import Prepared, settle
 from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, STAGE_GRAPH_OPTIMIZATION, EXPORT_FAILED, MATCH, Event, ExportFailure, FirstDivergent, LocateResult
 from nodebisect.run import Options, Progress, RunLog, make_options, recorded_inputs, search_again_options
 
@@ -85,6 +85,7 @@ def locate(model: Any, inputs: Any = None, *, progress: Progress | None = None, 
     if prepared is None:
         prepared = _prepare(model, inputs, opts, log)
     else:
+        settle(prepared.prep)  # the oracle thread reports into the preparation's notes first
         log.notes.extend(prepared.notes)
     try:
         if prepared.failed is not None:
@@ -97,6 +98,7 @@ def locate(model: Any, inputs: Any = None, *, progress: Progress | None = None, 
     finally:
         if prepared is not model:  # our own preparation: nothing outlives this run
             prepared.close()
+    settle(prepared.prep)
     if prepared is model:  # export and capture were not redone: their timings are not this run's
         result.stats["reused_preparation"] = True
         result.stats["reused_ort_answers"] = ort.reused() - answered  # sessions answered from earlier runs

@@ -39,10 +39,18 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     mapping_quality: dict[str, Any] = field(default_factory=dict)
     feeds: dict[str, np.ndarray] = field(default_factory=dict)
-    # float64 values of the program's floating FX nodes (frontends.oracle), or empty.
-    oracle: dict[str, np.ndarray] = field(default_factory=dict)
+    # float64 values of the program's floating FX nodes (frontends.oracle), or empty; a
+    # mapping that may still be computing (frontends.oracle.OracleRun): reading it waits.
+    oracle: Any = field(default_factory=dict)
     # The same program exported with optimize=False, made once on demand (stage graph_optimization).
     unoptimized_onnx: Any = None
+
+
+def settle(prep: Prepared | None) -> None:
+    """Wait for what is still computing in the background (the float64 oracle)."""
+    wait = getattr(prep.oracle, "wait", None) if prep is not None else None
+    if wait is not None:
+        wait()
 
 
 def memory_available() -> int:

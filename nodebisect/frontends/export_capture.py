@@ -82,8 +82,17 @@ def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort | 
     return with_feeds(prep)
 
 
-def _oracle(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], opts: Options, budget: int, log: RunLog) -> dict[str, Any]:
-    """The float64 oracle of the program's floating values, when asked for and affordable."""
+def _oracle(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], opts: Options, budget: int, log: RunLog) -> Any:
+    """The float64 oracle of the program's floating values, when asked for and affordable.
+
+    It runs in a thread (``oracle.OracleRun``) while the pipeline goes on: the stage
+    checks, the mapping and onnxruntime's first session no longer wait for it (it
+    cost 7-18 % of a BERT-base locate when it ran here). Its timing and its note, if
+    it fails, are written when the pipeline first waits for it, the note where it
+    stood when the oracle ran in line.
+    """
+    from nodebisect.frontends.oracle import OracleRun
+
     if not opts.judges_noise():
         return {}
     floats = {n for n in prep.acts.order if prep.acts.values[n].dtype.kind == "f"}
@@ -91,11 +100,15 @@ def _oracle(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], opts:
     if opts.oracle == "auto" and (prep.acts.spilled or need > budget):
         log.note(f"the float64 oracle ({need / 2**20:.0f} MiB) does not fit the memory budget: values are judged by the fixed tolerance only")
         return {}
-    with log.timed("oracle", "run the program in float64 (each value's natural noise)"):
-        values, error = _oracle_or_reason(prep.program, args, kwargs, floats)
-    if error:
-        log.note(f"the float64 oracle could not run ({error}): values are judged by the fixed tolerance only")
-    return values
+    log.stage("run the program in float64 (each value's natural noise)")
+    at = len(log.notes)
+
+    def done(seconds: float, error: str) -> None:
+        log.timings["oracle"] = seconds
+        if error:
+            log.notes.insert(at, f"the float64 oracle could not run ({error}): values are judged by the fixed tolerance only")
+
+    return OracleRun(lambda: _oracle_or_reason(prep.program, args, kwargs, floats), done)
 
 
 def _oracle_or_reason(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any], floats: set[str]) -> tuple[dict[str, Any], str]:
