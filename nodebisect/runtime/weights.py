@@ -61,8 +61,11 @@ class Weights:
         return os.path.join(self.dir, f"prefix_{next(self._paths)}.onnx")
 
     def close(self) -> None:
-        """Remove the folder now (idempotent)."""
-        self._wait()
+        """Remove the folder now (idempotent).
+
+        A write still running is not waited for (Ctrl-C during the capture must not wait
+        for 400 MB to reach the disk): it ends writing into a removed file.
+        """
         self._finalizer()
 
     def _wait(self) -> None:
