@@ -254,9 +254,9 @@ def test_the_oracle_uses_the_float32_scalars_pytorch_computes_with() -> None:
 
 
 def test_the_oracle_without_a_deep_copy_gives_the_deep_copys_values() -> None:
-    """The oracle once deep-copied the program's module (a float32 copy of every weight) before ``.double()``;
-    it now puts new float64 tensors in place of the shared ones. Same values to the bit, tied weights and
-    buffers included, and the program keeps its own float32 tensors."""
+    """The oracle once deep-copied the program's module (a float32 copy of every weight) and ``.double()``d it
+    whole; it now widens each weight where it is used (an embedding's rows after the gather). Same values to
+    the bit, tied weights and buffers included, and the program keeps its own float32 tensors."""
     import copy
 
     from nodebisect.frontends.oracle import capture_oracle, float64_arguments
@@ -265,18 +265,19 @@ def test_the_oracle_without_a_deep_copy_gives_the_deep_copys_values() -> None:
         def __init__(self) -> None:
             super().__init__()
             torch.manual_seed(0)
+            self.table = torch.nn.Embedding(10, 8)
             self.embed = torch.nn.Linear(8, 8)
             self.head = torch.nn.Linear(8, 8)
             self.head.weight = self.embed.weight  # tied
             self.norm = torch.nn.BatchNorm1d(8).eval()
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(torch.tanh(self.norm(self.embed(x)))) * 0.1
+        def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.tanh(self.norm(self.embed(x + self.table(ids))))) * 0.1
 
-    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
-    program = torch.export.export(Tied().eval(), (x,)).run_decompositions()
+    inputs = (torch.randn(4, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([3, 0, 9, 3]))
+    program = torch.export.export(Tied().eval(), inputs).run_decompositions()
     names = {n.name for n in program.graph.nodes if n.op == "call_function"}
-    values = capture_oracle(program, (x,), {}, names)
+    values = capture_oracle(program, inputs, {}, names)
 
     reference = copy.deepcopy(program.module())  # the former way, as the oracle did it
     for node in reference.graph.nodes:
@@ -293,8 +294,9 @@ def test_the_oracle_without_a_deep_copy_gives_the_deep_copys_values() -> None:
             return result
 
     with torch.no_grad():
-        Recorder(reference).run(x.double())
+        Recorder(reference).run(inputs[0].double(), inputs[1])
     assert expected and set(values) == set(expected)
+    assert any("embedding" in name for name in values)
     for name, value in expected.items():
         np.testing.assert_array_equal(values[name], value, err_msg=name)
     assert all(t.dtype == torch.float32 for t in program.state_dict.values() if t.is_floating_point())
