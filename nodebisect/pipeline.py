@@ -4,7 +4,10 @@
 ``LocateResult`` it returns. ``prepare()`` does the expensive half once (load,
 export, capture, the stage checks) so that ``locate(prepared, ...)`` can search
 the same model again under another tolerance or strategy without exporting or
-capturing again (the TUI's re-run).
+capturing again (the TUI's re-run). The ``PreparedModel`` also keeps the
+onnxruntime side warm (``runtime.handle.WarmOrt``: the child process, the weights
+file, the answers already given) until ``close()``; a plain ``locate(model)``
+closes its own at the end.
 
 Read top to bottom, ``_prepare`` and ``_search`` are the numbered steps of the
 data flow; every step takes its inputs explicitly and returns its outputs. The
@@ -14,14 +17,13 @@ data flow; every step takes its inputs explicitly and returns its outputs. The
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from nodebisect.errors import BadInputError, ExportFailedError
-from nodebisect.prepared import Prepared
+from nodebisect.prepared import Prepared, settle
 from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, EXPORT_FAILED, MATCH, RIGHT, ExportFailure, FirstDivergent, LocateResult, Stage
-from nodebisect.run import PREPARE_FIELDS, Event, Options, Progress, RunLog, make_options, recorded_inputs
+from nodebisect.run import Event, Options, Progress, RunLog, make_options, recorded_inputs, search_again_options
 
 
 @dataclass
@@ -38,6 +40,20 @@ class PreparedModel:
     culprit: FirstDivergent | None = None  # a capture or decomposition stage culprit
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # runtime.handle.WarmOrt: onnxruntime child, weights file and answers, kept for re-runs.
+    warm: Any = None
+
+    def close(self) -> None:
+        """Stop the onnxruntime child and remove the weights file (idempotent; a later locate starts afresh)."""
+        if self.warm is not None:
+            self.warm.close()
+            self.warm = None
+
+    def __enter__(self) -> PreparedModel:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def locate(model: Any, inputs: Any = None, *, progress: Progress | None = None, **options: Any) -> LocateResult:
@@ -59,8 +75,7 @@ def locate(model: Any, inputs: Any = None, *, progress: Progress | None = None, 
         or "runtime_failed". Bad input raises ``NodebisectError`` subclasses.
     """
     if isinstance(model, PreparedModel):
-        opts = make_options({**_as_options(model.opts), **options})
-        _check_same_preparation(model.opts, opts)
+        opts = search_again_options(model.opts, options)
         prepared = model
     else:
         opts = make_options(options)
@@ -70,13 +85,23 @@ def locate(model: Any, inputs: Any = None, *, progress: Progress | None = None, 
     if prepared is None:
         prepared = _prepare(model, inputs, opts, log)
     else:
+        settle(prepared.prep)  # the oracle thread reports into the preparation's notes first
         log.notes.extend(prepared.notes)
-    if prepared.failed is not None:
-        return prepared.failed
-    with _sandbox(opts) as sandbox:
-        result = _search(prepared, opts, log, sandbox)
+    try:
+        if prepared.failed is not None:
+            return prepared.failed
+        if prepared.warm is None:  # closed: this run starts a child of its own, kept until the next close()
+            prepared.warm = _warm(opts)
+        ort = prepared.warm.handle(opts.ep, opts.opt_level, opts.isolate_crashes, opts.timeout_s, log)
+        answered = ort.reused()
+        result = _search(prepared, opts, log, ort)
+    finally:
+        if prepared is not model:  # our own preparation: nothing outlives this run
+            prepared.close()
+    settle(prepared.prep)
     if prepared is model:  # export and capture were not redone: their timings are not this run's
         result.stats["reused_preparation"] = True
+        result.stats["reused_ort_answers"] = ort.reused() - answered  # sessions answered from earlier runs
     return _finish(result, prepared, log, time.perf_counter() - started)
 
 
@@ -87,10 +112,8 @@ def prepare(model: Any, inputs: Any = None, *, progress: Progress | None = None,
 
 
 def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedModel:
-    from nodebisect.diagnose.stages import check_capture, check_decomposition, note_framework_nans
-    from nodebisect.environment import environment
     from nodebisect.frontends.loading.load import build_loaded_model
-    from nodebisect.frontends.export_capture import check_device, export_and_capture
+    from nodebisect.frontends.export_capture import check_device
 
     started = time.perf_counter()
     # 1. load the model and its inputs
@@ -100,27 +123,42 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
             model, inputs, input_specs=opts.input_specs, inputs_file=opts.inputs_file, seed=opts.seed,
             trust_pickle=opts.trust_pickle, model_settings=opts.model_settings,
         )
+    warm = _warm(opts)  # the onnxruntime child starts now: it imports while PyTorch exports and captures
+    try:
+        return _export_and_check(loaded, opts, log, warm, started)
+    except BaseException:
+        warm.close()
+        raise
+
+
+def _export_and_check(loaded: Any, opts: Options, log: RunLog, warm: Any, started: float) -> PreparedModel:
+    from nodebisect.diagnose.stages import check_capture, check_decomposition, note_framework_nans
+    from nodebisect.environment import environment
+    from nodebisect.frontends.export_capture import export_and_capture
+
     env = environment(opts.device, opts.ep, opts.opset, opts.opt_level, opts.exporter)
     if run_inputs := recorded_inputs(opts):  # the report's command and the TUI's re-run repeat them
         env["run_inputs"] = run_inputs
     if loaded.applied_settings:  # said in every answer: the model compared is not the model as given
         env["applied_settings"] = list(loaded.applied_settings)
         log.note(f"applied {', '.join('--model-setting ' + s for s in loaded.applied_settings)} to the model before export")
-    out = PreparedModel(opts=opts, source=loaded.source, environment=env, loaded=loaded)
-    # 2. export (or read --onnx) and capture the reference activations
+    # The preparation's notes and timings are its log's own lists: the oracle thread adds to them until settle().
+    out = PreparedModel(opts=opts, source=loaded.source, environment=env, loaded=loaded, notes=log.notes, timings=log.timings, warm=warm)
+    # 2. export (or read --onnx) and capture the reference activations; the weights file is written meanwhile
     log.stage("export")
     try:
-        prep = export_and_capture(loaded, opts, log)
+        prep = export_and_capture(loaded, opts, log, warm.handle(opts.ep, opts.opt_level, opts.isolate_crashes, opts.timeout_s, log))
     except ExportFailedError as exc:
         if opts.onnx_path:
             raise
+        out.close()  # nothing to search
         failure = ExportFailure.from_error(exc)  # stage, cause class, frames, remedy, repro script
         seconds = round(time.perf_counter() - started, 3)
         out.failed = LocateResult(
             verdict=EXPORT_FAILED, export_failure=failure, environment=env, model=loaded.source,
             notes=list(log.notes), stats={"seconds": seconds, "ort_sessions": 0},
         )
-        return _snapshot(out, log)
+        return out
     from nodebisect.onnxgraph import opset_of
 
     env["opset"] = opset_of(prep.onnx_model, prep.opset)
@@ -136,25 +174,20 @@ def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedMod
         with log.timed("decomposition_check", "check decomposition against the exported program"):
             out.culprit = check_decomposition(loaded, prep, opts, log, out.capture_info)
     note_framework_nans(prep.acts, log)
-    return _snapshot(out, log)
+    return out
 
 
-def _snapshot(prepared: PreparedModel, log: RunLog) -> PreparedModel:
-    """The preparation's notes and timings as they stand now: a later search's must not leak into a re-run."""
-    return replace(prepared, notes=list(log.notes), timings=dict(log.timings))
-
-
-def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -> LocateResult:
+def _search(prepared: PreparedModel, opts: Options, log: RunLog, ort: Any) -> LocateResult:
     from nodebisect.diagnose.stages import check_exporter_optimizer, unoptimized_window
 
     prep = prepared.prep
     assert prep is not None
     t = log.stage("map")
     # 4-6. map, search, explain on the given inputs
-    result = _search_once(prep, prepared.environment, opts, log, sandbox)
+    result = _search_once(prep, prepared.environment, opts, log, ort)
     # 7. the same on more input sets, exported once
     if opts.trials > 1 or opts.extra_inputs:
-        result = _run_trials(result, prepared, opts, log, sandbox)
+        result = _run_trials(result, prepared, opts, log, ort)
     if prep.mapping_quality:
         result.stats["mapping"] = prep.mapping_quality
     log.timings["map_and_search"] = time.perf_counter() - t
@@ -163,7 +196,7 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -
     fd = result.first_divergent
     if fd is not None and fd.cause == CAUSE_CONVERSION and not opts.onnx_path and prep.program is not None:
         with log.timed("graph_optimization_check", "check the exporter's graph optimizer"):
-            unoptimized = check_exporter_optimizer(prepared.loaded, prep, fd, opts, log, sandbox)
+            unoptimized = check_exporter_optimizer(prepared.loaded, prep, fd, opts, log, ort)
         stage = Stage.GRAPH_OPTIMIZATION if unoptimized == RIGHT else fd.stage
         result.first_divergent = fd = replace(fd, stage=stage, checks=replace(fd.checks, unoptimized_export=unoptimized))
         if fd.stage == Stage.GRAPH_OPTIMIZATION and result.repro is not None:
@@ -177,7 +210,7 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -
     return result
 
 
-def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log: RunLog, sandbox: Any) -> LocateResult:
+def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log: RunLog, ort: Any) -> LocateResult:
     """Map the graph, search it, explain the culprit: one input set."""
     from nodebisect.diagnose.explain import explain, follow_to_source, verified_repro
     from nodebisect.frontends.user_onnx import check_signature, check_value_ownership
@@ -198,31 +231,31 @@ def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log
     check_feeds_fit(prep.onnx_model, prep.feeds, opts.onnx_path)
     if opts.onnx_path:  # node names can coincide between exports of two models; the signature cannot
         check_signature(prep.onnx_model, prep.feeds, [prep.acts.values[n] for n in prep.acts.outputs if n in prep.acts.values])
-    outcome = search(prep, gm, opts, log, sandbox)
+    outcome = search(prep, gm, opts, log, ort)
     if outcome.failure is not None:
         return runtime_failure_result(outcome, outcome.failure, environment, log)
     first_divergent = repro = None
     drift: dict[str, Any] = {}
     if outcome.culprit is not None:
-        first_divergent = explain(outcome.culprit, gm, prep, outcome.comparisons, opts, log, sandbox)
+        first_divergent = explain(outcome.culprit, gm, prep, outcome.comparisons, opts, log, ort)
         if first_divergent.cause == CAUSE_INHERITED:  # right on PyTorch's inputs: the source lies upstream
-            first_divergent = follow_to_source(outcome, first_divergent, prep, opts, log, sandbox)
+            first_divergent = follow_to_source(outcome, first_divergent, prep, opts, log, ort)
         drift = precision_drift(outcome, first_divergent)  # no source beyond rounding, all within noise: a match
         if not drift:
-            repro, worst = verified_repro(first_divergent, gm, prep, opts, log, sandbox)  # a repro that reproduces
+            repro, worst = verified_repro(first_divergent, gm, prep, opts, log, ort)  # a repro that reproduces
             first_divergent = replace(first_divergent, worst=worst or first_divergent.worst)
     result = search_result(outcome, environment, first_divergent, repro, log, drift)
     if result.verdict == MATCH:  # a match still holds exact ops to exactness (diagnose.exact_ops)
         from nodebisect.diagnose.exact_ops import audit, note_text
 
-        inexact = audit(gm, prep, opts, log, sandbox)
+        inexact = audit(gm, prep, ort)
         if inexact:
             result.stats["inexact_ops"] = inexact
             result.notes.append(note_text(inexact))
     return result
 
 
-def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log: RunLog, sandbox: Any) -> LocateResult:
+def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log: RunLog, ort: Any) -> LocateResult:
     """Compare on more input sets (export once); group the culprits found."""
     from nodebisect.diagnose.trials import group_trials
     from nodebisect.frontends.export_capture import capture_inputs
@@ -232,13 +265,13 @@ def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log
     if prep.program is None:
         log.note("--trials and several --inputs need the dynamo exporter; only the first input set was compared")
         return first
-    results, labels, shapes = [first], ["given"], [_shapes(prep.flat_inputs)]
+    results, labels, shapes = [first], ["given"], [[list(t.shape) for t in prep.flat_inputs]]
     for index, (label, args, kwargs) in enumerate(input_sets(loaded, prep.onnx_model, opts), start=1):
         log.stage(f"trial {index}: {label} inputs")
         trial = capture_inputs(prep, args, kwargs, opts.device)
-        results.append(_search_once(trial, prepared.environment, opts, log, sandbox))
+        results.append(_search_once(trial, prepared.environment, opts, log, ort))
         labels.append(label)
-        shapes.append(_shapes(trial.flat_inputs))
+        shapes.append([list(t.shape) for t in trial.flat_inputs])
     return group_trials(results, labels, shapes, log)
 
 
@@ -256,36 +289,11 @@ def _finish(result: LocateResult, prepared: PreparedModel, log: RunLog, seconds:
     return result
 
 
-@contextmanager
-def _sandbox(opts: Options) -> Iterator[Any]:
-    """onnxruntime in a child process (crashes and hangs become verdicts), unless told otherwise."""
-    if not opts.isolate_crashes:
-        yield None
-        return
-    from nodebisect.runtime.sandbox import OrtChild
+def _warm(opts: Options) -> Any:
+    """The onnxruntime side a preparation keeps: a child process started now when crashes are isolated."""
+    from nodebisect.runtime.handle import WarmOrt
 
-    sandbox = OrtChild(timeout_s=opts.timeout_s)
-    try:
-        yield sandbox
-    finally:
-        sandbox.close()
-
-
-def _as_options(opts: Options) -> dict[str, Any]:
-    return {f.name: getattr(opts, f.name) for f in fields(Options)}
-
-
-def _check_same_preparation(before: Options, now: Options) -> None:
-    changed = [name for name in PREPARE_FIELDS if getattr(before, name) != getattr(now, name)]
-    if changed:
-        raise BadInputError(
-            f"{', '.join(changed)} change(s) what is exported or captured; a prepared model can only be searched again",
-            tip="call prepare() (or locate the model itself) with the new options",
-        )
-
-
-def _shapes(tensors: list[Any]) -> list[list[int]]:
-    return [list(t.shape) for t in tensors]
+    return WarmOrt(isolate_crashes=opts.isolate_crashes, timeout_s=opts.timeout_s)
 
 
 __all__ = ["Options", "PreparedModel", "locate", "prepare"]

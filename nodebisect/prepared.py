@@ -87,6 +87,13 @@ class ReproData:
     signed_zeros: bool = False
 
 
+def settle(prep: Prepared | None) -> None:
+    """Wait for what is still computing in the background (the float64 oracle)."""
+    wait = getattr(prep.oracle, "wait", None) if prep is not None else None
+    if wait is not None:
+        wait()
+
+
 def memory_available() -> int:
     """Bytes the OS says are available (Linux /proc/meminfo); a conservative 4 GiB elsewhere."""
     try:

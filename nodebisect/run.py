@@ -121,6 +121,18 @@ def recorded_inputs(opts: Options) -> dict[str, Any]:
     return out
 
 
+def search_again_options(before: Options, changes: dict[str, Any]) -> Options:
+    """The options of a prepared model's re-run: ``before`` with ``changes``, none of them a ``PREPARE_FIELDS``."""
+    opts = make_options({**{f.name: getattr(before, f.name) for f in fields(Options)}, **changes})
+    changed = [name for name in PREPARE_FIELDS if getattr(before, name) != getattr(opts, name)]
+    if changed:
+        raise BadInputError(
+            f"{', '.join(changed)} change(s) what is exported or captured; a prepared model can only be searched again",
+            tip="call prepare() (or locate the model itself) with the new options",
+        )
+    return opts
+
+
 def make_options(options: dict[str, Any]) -> Options:
     """Validate keyword options into ``Options`` (``TypeError`` / ``BadInputError`` as the API promises)."""
     unknown = set(options) - {f.name for f in fields(Options)}

@@ -10,6 +10,7 @@ from nodebisect.frontends.capture import capture_fx, flat_user_inputs, to_numpy
 from nodebisect.frontends.dynamo import export_onnx
 from nodebisect.diagnose.isolate import isolate, local_graph
 from nodebisect.frontends.loading.load import build_loaded_model
+from nodebisect.runtime.handle import Ort
 from nodebisect.values.graphmap import build_graph_map
 
 
@@ -38,7 +39,7 @@ def _cause(setup: tuple, node_op: str) -> str:
     local = local_graph(proto, gm, value)
     iso = isolate(
         local, value, reference=lambda v: acts.values[gm.mapped[v]], graph_feeds=feeds,
-        expected=acts.values[gm.mapped[value]], ep="cpu", opt_level="all", rtol=None, atol=None,
+        expected=acts.values[gm.mapped[value]], ort=Ort(ep="cpu", opt_level="all"), rtol=None, atol=None,
     )
     return iso.cause
 

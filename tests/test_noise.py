@@ -248,3 +248,52 @@ def test_the_oracle_uses_the_float32_scalars_pytorch_computes_with() -> None:
     assert values[mul] == pytest.approx(h64 * tenth, rel=1e-15, abs=0)
     np.testing.assert_allclose(values[name], np.remainder(h64, tenth), rtol=0, atol=1e-9)
     assert abs(values[name][0] - np.remainder(h64[0], 0.1)) > 1e-3  # the exact 0.1 would be far off
+
+
+def test_the_oracle_without_a_deep_copy_gives_the_deep_copys_values() -> None:
+    """The oracle once deep-copied the program's module (a float32 copy of every weight) and ``.double()``d it
+    whole; it now widens each weight where it is used (an embedding's rows after the gather). Same values to
+    the bit, tied weights and buffers included, and the program keeps its own float32 tensors."""
+    import copy
+
+    from nodebisect.frontends.oracle import capture_oracle, float64_arguments
+
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.table = torch.nn.Embedding(10, 8)
+            self.embed = torch.nn.Linear(8, 8)
+            self.head = torch.nn.Linear(8, 8)
+            self.head.weight = self.embed.weight  # tied
+            self.norm = torch.nn.BatchNorm1d(8).eval()
+
+        def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.tanh(self.norm(self.embed(x + self.table(ids))))) * 0.1
+
+    inputs = (torch.randn(4, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([3, 0, 9, 3]))
+    program = torch.export.export(Tied().eval(), inputs).run_decompositions()
+    names = {n.name for n in program.graph.nodes if n.op == "call_function"}
+    values = capture_oracle(program, inputs, {}, names)
+
+    reference = copy.deepcopy(program.module())  # the former way, as the oracle did it
+    for node in reference.graph.nodes:
+        node.args, node.kwargs = float64_arguments(node)
+    reference.recompile()
+    reference = reference.double()
+    expected: dict[str, np.ndarray] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> object:
+            result = super().run_node(n)
+            if n.name in names and isinstance(result, torch.Tensor) and result.dtype == torch.float64:
+                expected[n.name] = result.numpy().copy()
+            return result
+
+    with torch.no_grad():
+        Recorder(reference).run(inputs[0].double(), inputs[1])
+    assert expected and set(values) == set(expected)
+    assert any("embedding" in name for name in values)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(values[name], value, err_msg=name)
+    assert all(t.dtype == torch.float32 for t in program.state_dict.values() if t.is_floating_point())

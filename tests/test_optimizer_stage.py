@@ -84,3 +84,23 @@ def test_graph_optimization_repro_holds_the_unfused_pair_next_to_the_folded_conv
     assert run.returncode == 1, run.stdout + run.stderr
     assert "before the exporter's optimizer" in run.stdout and "matches PyTorch" in run.stdout
     assert "unoptimized/" in (folder / "report.md").read_text()
+
+
+
+def test_the_fusion_search_runs_in_the_onnxruntime_child(unoptimized_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B3: the level and optimizer search opened its sessions in nodebisect's own process, outside the crash
+    sandbox. Every real InferenceSession constructed in this process is counted; with crashes isolated, none is."""
+    import onnxruntime
+
+    made: list[int] = []
+    real_init = onnxruntime.InferenceSession.__init__
+
+    def counted_init(self: object, *args: object, **kwargs: object) -> None:
+        made.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "__init__", counted_init)
+    result = nodebisect.locate(ConvBnCancellation().eval(), ConvBnCancellation.example_inputs(), onnx_path=str(unoptimized_onnx))
+    fd = result.first_divergent
+    assert fd is not None and fd.optimizer == {"level": "basic", "optimizer": "ConvBNFusion"}
+    assert made == [], f"{len(made)} onnxruntime session(s) opened in the parent process"

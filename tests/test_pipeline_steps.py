@@ -18,7 +18,7 @@ from nodebisect.run import Options, RunLog
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 sys.path.insert(0, str(SAMPLES))
-from divergent import Atan2ZeroY, ConvBnCancellation  # noqa: E402
+from divergent import Atan2ZeroY, ConvBnCancellation, Fp16RoundingElided, SdpaFullyMaskedRow, TransformerFastPath  # noqa: E402
 
 
 @pytest.mark.slow
@@ -100,3 +100,65 @@ def test_a_prepared_model_is_searched_again_without_exporting(monkeypatch: pytes
     assert loose.verdict == "match"
     with pytest.raises(nodebisect.BadInputError, match="opset"):
         nodebisect.locate(prepared, opset=18)
+
+
+def test_a_rerun_keeps_the_child_the_weights_file_and_the_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-run under another tolerance started a new onnxruntime child, wrote the weights again and asked
+    onnxruntime every question again; the prepared model now keeps all three until it is closed."""
+    import nodebisect.runtime.runner as runner
+
+    monkeypatch.setattr(runner, "EXTERNALIZE_BYTES", 0)  # this small model's weights go through the file too
+    with nodebisect.prepare(Atan2ZeroY().eval(), Atan2ZeroY.example_inputs(), check_capture=False) as prepared:
+        first = nodebisect.locate(prepared)
+        child, weights = prepared.warm.child, prepared.warm.weights_for(prepared.prep.onnx_model)
+        pid, asked, folder = child.pid, child.requests, weights.dir
+        assert pid is not None and (Path(folder) / "weights.bin").is_file()
+        again = nodebisect.locate(prepared, rtol=1e-3, atol=1e-4)
+        assert child.pid == pid and prepared.warm.weights_for(prepared.prep.onnx_model) is weights
+        assert child.requests == asked, "the re-run asked onnxruntime what it had already answered"
+        assert again.stats["ort_sessions"] == first.stats["ort_sessions"] and again.stats["extra_sessions"] == first.stats["extra_sessions"]
+        assert again.stats["reused_ort_answers"] >= again.stats["ort_sessions"]
+        assert again.first_divergent.onnx_node == first.first_divergent.onnx_node
+    assert child.pid is None and not Path(folder).exists(), "close() stops the child and removes the weights file"
+    # A closed preparation can still be searched; that run starts its own child.
+    closed_run = nodebisect.locate(prepared, rtol=1e-3, atol=1e-4)
+    assert closed_run.first_divergent.onnx_node == first.first_divergent.onnx_node
+    prepared.close()
+
+
+def test_with_the_users_onnx_file_no_onnx_export_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --onnx the full dynamo export ran anyway (4.5 s on BERT-base) and its ONNX model was thrown
+    away: the mapping needs only the program the exporter translates. Real exports are counted."""
+    model, args = Atan2ZeroY().eval(), Atan2ZeroY.example_inputs()
+    path = tmp_path / "atan2.onnx"
+    torch.onnx.export(model, args, dynamo=True, verbose=False).save(str(path))
+    calls = []
+    real_export = torch.onnx.export
+
+    def counted_export(*a, **k):  # the real exporter, counted
+        calls.append(1)
+        return real_export(*a, **k)
+
+    monkeypatch.setattr(torch.onnx, "export", counted_export)
+    result = nodebisect.locate(model, args, onnx_path=str(path))
+    assert calls == [], "an ONNX export ran although the ONNX file was given"
+    assert "export" not in result.stats["timings"] and "torch_export" in result.stats["timings"]
+    assert result.verdict == "diverged" and result.first_divergent.onnx_node == "node_atan2"
+
+
+@pytest.mark.parametrize("model_class", [TransformerFastPath, SdpaFullyMaskedRow, Fp16RoundingElided], ids=lambda c: c.__name__)
+def test_the_program_for_a_users_onnx_file_is_the_one_the_exporter_translates(model_class: type) -> None:
+    """The decomposition (table, type promotion, assertions removed) must be the exporter's own: the
+    FX names of this program are the value names of an ONNX file the user exported."""
+    from nodebisect.frontends.dynamo import export_onnx, export_program
+
+    def nodes(program: object) -> list[tuple[str, ...]]:
+        return [(n.op, n.name, str(n.target), repr(n.args), repr(n.kwargs)) for n in program.graph.nodes]  # type: ignore[attr-defined]
+
+    model, args = model_class().eval(), model_class.example_inputs()
+    full = export_onnx(build_loaded_model(model, args))
+    only_program = export_program(build_loaded_model(model, args))
+    assert only_program is not None and only_program.model is None
+    assert nodes(only_program.program) == nodes(full.program)
+    onnx_values = {o for n in full.model.graph.node for o in n.output}
+    assert onnx_values & {n.name for n in only_program.program.graph.nodes}

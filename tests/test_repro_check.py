@@ -15,6 +15,7 @@ import pytest
 
 from nodebisect.prepared import ReproData
 from nodebisect.records import LocateResult
+from nodebisect.runtime.handle import Ort
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "samples" / "build"
@@ -52,7 +53,7 @@ def test_the_culprit_alone_passes_so_the_window_widens_to_its_producers(fp16: tu
     naive = ReproData(alone.model.SerializeToString(), {n: prep.acts.values[gm.mapped[n]] for n in alone.inputs}, {"sub": prep.acts.values[gm.mapped["sub"]]})
     assert _write_and_run(naive, tmp_path / "naive").returncode == 0  # the repro issue #12 saw: it passes
 
-    check = reproducing_window(prep.onnx_model, gm, "sub", prep, opts)
+    check = reproducing_window(prep.onnx_model, gm, "sub", prep, opts, Ort(opts.ep, opts.opt_level))
     assert check.repro.reproduces and check.depth == 1
     assert check.repro.nodes == ["node_add", "node_sub"]
     assert "node_sub alone is right" in check.repro.note and "node_add (Add)" in check.repro.note
@@ -74,7 +75,7 @@ def test_no_window_reproduces_means_no_repro_bundle(fp16: tuple, tmp_path: Path)
     from nodebisect.report.summary import summary
 
     prep, gm, opts = fp16
-    check = reproducing_window(prep.onnx_model, gm, "add", prep, opts)  # `add` matches PyTorch everywhere
+    check = reproducing_window(prep.onnx_model, gm, "add", prep, opts, Ort(opts.ep, opts.opt_level))  # `add` matches PyTorch everywhere
     assert not check.repro.reproduces and check.depth == -1
     assert "no subgraph ending at add reproduces" in check.repro.note
     result = LocateResult.from_dict(
@@ -103,7 +104,7 @@ def test_sdpa_worst_keeps_the_mask_fill_and_no_per_element_inputs_through_matmul
     from nodebisect.search.strategy import map_graph
 
     prep = nodebisect.prepare(str(BUILD / "SdpaFullyMaskedRow.pt2"), inputs_file=str(BUILD / "SdpaFullyMaskedRow.inputs.pt")).prep
-    check = reproducing_window(prep.onnx_model, map_graph(prep), "scaled_dot_product_attention", prep, make_options({}))
+    check = reproducing_window(prep.onnx_model, map_graph(prep), "scaled_dot_product_attention", prep, make_options({}), Ort())
     assert check.repro.reproduces and check.depth == 0
     worst = check.worst
     assert worst["expected"] == 0.0 and worst["actual"] != 0.0  # torch: zeros for a fully masked row

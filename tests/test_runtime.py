@@ -97,3 +97,36 @@ def test_the_sandbox_child_imports_nodebisect_from_where_the_parent_did() -> Non
     root = Path(import_root())
     assert (root / "nodebisect" / "runtime" / "sandbox.py").is_file()
     assert root / "nodebisect" == Path(nodebisect.__file__).resolve().parent
+
+
+def test_an_answer_kept_from_an_identical_request_stands_for_the_session(faulted: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-run asks onnxruntime the same questions: the warm state answers them, the child is not asked again."""
+    from nodebisect.runtime.handle import WarmOrt
+
+    path, _ = faulted
+    model = onnx.load(path)
+    feeds = {model.graph.input[0].name: ARGS[0].numpy()}
+    out = model.graph.output[0].name
+    monkeypatch.setattr(runtime, "EXTERNALIZE_BYTES", 0)  # the weights file is kept too
+    warm = WarmOrt(isolate_crashes=True, timeout_s=60)
+    try:
+        warm.write_weights(model)
+        first_run, second_run = warm.handle("cpu", "all", True, 60, None), warm.handle("cpu", "all", True, 60, None)
+        first = first_run.runner(model, feeds).run([out])
+        assert first_run.child is not None and first_run.child.requests == 1
+        again_runner = second_run.runner(model, feeds)
+        again = again_runner.run([out])
+        assert again_runner.sessions == 1, "a kept answer still counts as the session it stands for"
+        assert second_run.child is first_run.child and first_run.child.requests == 1 and warm.answers.hits == 1
+        assert again_runner.weights is warm.weights_for(model) and again_runner.weights is not None
+        np.testing.assert_array_equal(again[out], first[out])
+        assert not again[out].flags.writeable, "kept arrays are shared by every later reader"
+        # Another level, or other feed values, is another question.
+        second_run.runner(model, feeds, opt_level="disabled").run([out])
+        second_run.runner(model, {k: v + 1 for k, v in feeds.items()}).run([out])
+        assert first_run.child.requests == 3 and warm.answers.hits == 1
+        folder = warm.weights_for(model).dir
+        assert Path(folder, "weights.bin").is_file()
+    finally:
+        warm.close()
+    assert not Path(folder).exists() and first_run.child.pid is None

@@ -24,6 +24,7 @@ from onnx import helper
 
 from nodebisect.onnxgraph import sub_model, value_infos
 from nodebisect.prepared import Prepared
+from nodebisect.runtime.handle import Ort
 from nodebisect.values.graphmap import GraphMap
 from nodebisect.diagnose.source import REF_SUFFIX
 
@@ -171,11 +172,9 @@ def _float_scalar(t: onnx.TensorProto) -> bool:
     return t.data_type == onnx.TensorProto.FLOAT and int(np.prod(t.dims)) == 1
 
 
-def audit(gm: GraphMap, prep: Prepared, opts: Any, log: Any, sandbox: Any = None) -> list[dict[str, Any]]:
-    """``audit_exact_ops`` in one onnxruntime session; [] when it cannot run (a refinement of a match)."""
-    from nodebisect.runtime.runner import counted_run
-
+def audit(gm: GraphMap, prep: Prepared, ort: Ort) -> list[dict[str, Any]]:
+    """``audit_exact_ops`` in one onnxruntime session (counted by ``ort``, the run's handle); [] when it cannot run."""
     try:
-        return audit_exact_ops(gm, prep, counted_run(opts, log, sandbox))
+        return audit_exact_ops(gm, prep, ort.counted_run)
     except Exception:  # noqa: BLE001 - the match stands without this check
         return []

@@ -26,6 +26,7 @@ from nodebisect.records import (
 )
 from nodebisect.prepared import ReproData
 from nodebisect.run import Options, RunLog
+from nodebisect.runtime.handle import Ort
 from nodebisect.values.graphmap import GraphMap
 from nodebisect.values.noise import WITHIN_NOISE
 
@@ -37,7 +38,7 @@ def explain(
     comparisons: dict[str, Comparison],
     opts: Options,
     log: RunLog,
-    sandbox: Any = None,
+    ort: Ort,
 ) -> FirstDivergent:
     """Cause and segment of ``culprit`` (an ONNX value that is bad while its mapped inputs are good)."""
     from nodebisect.diagnose.casts import lossy_cast_evidence
@@ -47,10 +48,10 @@ def explain(
     carrier = gm.producer[culprit]
     fx_name = gm.mapped[culprit]
     local = local_graph(prep.onnx_model, gm, culprit)
-    iso = isolate_value(local, culprit, gm, prep, opts, sandbox)
+    iso = isolate_value(local, culprit, gm, prep, opts, ort)
     if iso.cause == CAUSE_INHERITED:
-        iso = context_check(iso, culprit, gm, prep, opts, sandbox)
-    fusion = _blame_fusion(iso, culprit, prep, fx_name, opts, log) if iso.cause == CAUSE_OPTIMIZER else {}
+        iso = context_check(iso, culprit, gm, prep, opts, ort)
+    fusion = _blame_fusion(iso, culprit, prep, fx_name, opts, log, ort) if iso.cause == CAUSE_OPTIMIZER else {}
     log.timings["isolate"] = time.perf_counter() - t
     seg_key = gm.segment_of[carrier]
     segment = [n for n in gm.segments.get(seg_key, [carrier]) if n in local.nodes or n == carrier]
@@ -182,10 +183,9 @@ def _repair_evidence(
     return out
 
 
-def _blame_fusion(iso: Isolation, culprit: str, prep: Prepared, fx_name: str, opts: Options, log: RunLog) -> dict[str, Any]:
+def _blame_fusion(iso: Isolation, culprit: str, prep: Prepared, fx_name: str, opts: Options, log: RunLog, ort: Ort) -> dict[str, Any]:
     """Name the onnxruntime level and optimizer that make the culprit's window wrong."""
     from nodebisect.runtime.fusions import blame_optimizer
-    from nodebisect.runtime.runner import providers_for
     from nodebisect.values.compare import compare
 
     if iso.model is None:
@@ -197,7 +197,7 @@ def _blame_fusion(iso: Isolation, culprit: str, prep: Prepared, fx_name: str, op
             iso.feeds,
             culprit,
             lambda got: compare(culprit, got, expected, opts.rtol, opts.atol, dtype).ok,
-            providers_for(opts.ep),
+            ort,
         )
     except Exception as exc:  # noqa: BLE001 - a refinement; the cause stands without it
         log.note(f"could not single out the onnxruntime optimizer: {str(exc).splitlines()[0][:160]}")
@@ -214,7 +214,7 @@ def follow_to_source(
     prep: Prepared,
     opts: Options,
     log: RunLog,
-    sandbox: Any = None,
+    ort: Ort,
 ) -> FirstDivergent:
     """An inherited culprit only amplifies drift: look upstream for the value that is wrong on its own.
 
@@ -223,7 +223,6 @@ def follow_to_source(
     that is locally wrong is the source. Without one, the drift is genuine and the
     inherited answer stands.
     """
-    from nodebisect.runtime.runner import counted_run
     from nodebisect.diagnose.source import local_errors
 
     gm, culprit = outcome.gm, fd.onnx_value
@@ -233,7 +232,7 @@ def follow_to_source(
     log.stage("follow the drift to its source")
 
     try:
-        errors = local_errors(prep.onnx_model, gm, prep.acts, prep.feeds, cone, counted_run(opts, log, sandbox))
+        errors = local_errors(prep.onnx_model, gm, prep.acts, prep.feeds, cone, ort.counted_run)
     except Exception as exc:  # noqa: BLE001 - a refinement: the inherited answer stands without it
         log.note(f"could not recompute the culprit's inputs from PyTorch's values: {str(exc).splitlines()[0][:160]}")
         return fd
@@ -241,7 +240,7 @@ def follow_to_source(
     if source is None:
         return fd
     err = errors[source]
-    found = fd if source == culprit else explain(source, gm, prep, outcome.comparisons, opts, log, sandbox)
+    found = fd if source == culprit else explain(source, gm, prep, outcome.comparisons, opts, log, ort)
     changes: dict[str, Any] = {"local_error": {"rel_l2": err.rel_l2, "max_abs": err.max_abs, "limit": err.limit, "floor": err.floor}}
     if source != culprit:
         changes["amplifiers"] = [fd.onnx_node] + [a for a in fd.amplifiers if a != fd.onnx_node]
@@ -252,7 +251,7 @@ def follow_to_source(
 
 
 def verified_repro(
-    fd: FirstDivergent, gm: GraphMap, prep: Prepared, opts: Options, log: RunLog, sandbox: Any = None
+    fd: FirstDivergent, gm: GraphMap, prep: Prepared, opts: Options, log: RunLog, ort: Ort
 ) -> tuple[ReproData, dict[str, Any]]:
     """The smallest window ending at the culprit that still fails on PyTorch's values (``repro_check``).
 
@@ -261,6 +260,6 @@ def verified_repro(
     """
     from nodebisect.diagnose.repro_check import reproducing_window
 
-    check = reproducing_window(prep.onnx_model, gm, fd.onnx_value, prep, opts, sandbox)
+    check = reproducing_window(prep.onnx_model, gm, fd.onnx_value, prep, opts, ort)
     log.extra_sessions += check.sessions
     return check.repro, check.worst

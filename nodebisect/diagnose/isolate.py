@@ -32,7 +32,7 @@ from nodebisect.records import (
     Checks,
     Metrics,
 )
-from nodebisect.runtime.runner import OrtRunner
+from nodebisect.runtime.handle import Ort
 
 
 @dataclass
@@ -92,34 +92,32 @@ def isolate(
     reference: Callable[[str], np.ndarray],
     graph_feeds: dict[str, np.ndarray],
     expected: np.ndarray,
-    ep: str,
-    opt_level: str,
+    ort: Ort,
     rtol: float | None,
     atol: float | None,
     dtype: str | None = None,
-    sandbox: Any = None,
     signed_zeros: bool = False,
 ) -> Isolation:
     """Decide the culprit's cause by running its local subgraph on reference inputs."""
     feeds = {name: graph_feeds[name] if name in graph_feeds else reference(name) for name in local.inputs}
     internal = [v for v in local.internal_values if v != value]
     try:
-        runner = OrtRunner(local.model, feeds, ep=ep, opt_level=opt_level, sandbox=sandbox)
+        runner = ort.runner(local.model, feeds)
         # The verdict from a run marking only the value: marking internal values as
         # outputs would stop onnxruntime from fusing across them (observer effect).
         got = runner.run([value])
         if internal:
             got.update(runner.run(internal))
     except Exception as exc:  # noqa: BLE001 - isolation is evidence, not a requirement
-        return Isolation(CAUSE_UNKNOWN, None, Checks(alone=FAILED, alone_error=str(exc).splitlines()[0][:200], opt_level=opt_level))
+        return Isolation(CAUSE_UNKNOWN, None, Checks(alone=FAILED, alone_error=str(exc).splitlines()[0][:200], opt_level=ort.opt_level))
     cmp = compare(value, got[value], expected, rtol, atol, dtype, signed_zeros=signed_zeros)
     nan_source = first_nonfinite_node(zip(local.nodes, local.model.graph.node), {**feeds, **got})
     if cmp.ok:
-        return Isolation(CAUSE_INHERITED, cmp.metrics, Checks(alone=RIGHT, opt_level=opt_level), nan_source, got)
-    wrong = Checks(alone=WRONG, opt_level=opt_level)
+        return Isolation(CAUSE_INHERITED, cmp.metrics, Checks(alone=RIGHT, opt_level=ort.opt_level), nan_source, got)
+    wrong = Checks(alone=WRONG, opt_level=ort.opt_level)
     try:
-        plain = OrtRunner(local.model, feeds, ep=ep, opt_level="disabled", sandbox=sandbox).run([value])[value]
-        if opt_level != "disabled" and compare(value, plain, expected, rtol, atol, dtype, signed_zeros=signed_zeros).ok:
+        plain = ort.runner(local.model, feeds, opt_level="disabled").run([value])[value]
+        if ort.opt_level != "disabled" and compare(value, plain, expected, rtol, atol, dtype, signed_zeros=signed_zeros).ok:
             return Isolation(
                 CAUSE_OPTIMIZER,
                 cmp.metrics,
@@ -143,7 +141,7 @@ def isolate(
     return Isolation(CAUSE_CONVERSION, cmp.metrics, wrong, nan_source, got)
 
 
-def isolate_value(local: LocalGraph, value: str, gm: GraphMap, prep: Any, opts: Any, sandbox: Any = None) -> Isolation:
+def isolate_value(local: LocalGraph, value: str, gm: GraphMap, prep: Any, opts: Any, ort: Ort) -> Isolation:
     """``isolate`` on the prepared model's reference values and the run's options."""
     acts = prep.acts
     fx_name = gm.mapped[value]
@@ -153,17 +151,15 @@ def isolate_value(local: LocalGraph, value: str, gm: GraphMap, prep: Any, opts: 
         reference=lambda v: acts.values[gm.mapped[v]],
         graph_feeds=prep.feeds,
         expected=acts.values[fx_name],
-        ep=opts.ep,
-        opt_level=opts.opt_level,
+        ort=ort,
         rtol=opts.rtol,
         atol=opts.atol,
         dtype=acts.dtypes.get(fx_name),
-        sandbox=sandbox,
         signed_zeros=value in sign_sensitive_values(gm),
     )
 
 
-def context_check(iso: Isolation, value: str, gm: GraphMap, prep: Any, opts: Any, sandbox: Any = None) -> Isolation:
+def context_check(iso: Isolation, value: str, gm: GraphMap, prep: Any, opts: Any, ort: Ort) -> Isolation:
     """Right alone but wrong in the graph: drift, or an effect spanning nodes?
 
     Runs a window one mapped level wider (the culprit plus the ops producing
@@ -175,7 +171,7 @@ def context_check(iso: Isolation, value: str, gm: GraphMap, prep: Any, opts: Any
     window = local_graph(prep.onnx_model, gm, value, depth=1)
     if not window.inputs and not window.nodes:
         return iso
-    wider = isolate_value(window, value, gm, prep, opts, sandbox)
+    wider = isolate_value(window, value, gm, prep, opts, ort)
     if wider.cause in (CAUSE_OPTIMIZER, CAUSE_RUNTIME):  # right alone, wrong with the ops producing its inputs
         return replace(wider, checks=replace(wider.checks, alone=RIGHT, with_producers=WRONG))
     return iso

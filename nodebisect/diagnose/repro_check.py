@@ -25,6 +25,7 @@ from nodebisect.diagnose.isolate import LocalGraph, local_graph
 from nodebisect.prepared import ReproData
 from nodebisect.records import Metrics
 from nodebisect.run import Options
+from nodebisect.runtime.handle import Ort
 from nodebisect.values.compare import compare
 from nodebisect.values.graphmap import GraphMap
 from nodebisect.values.signs import sign_sensitive_values
@@ -61,7 +62,7 @@ def reproducing_window(
     culprit: str,
     prep: Any,
     opts: Options,
-    sandbox: Any = None,
+    ort: Ort,
     max_depth: int = MAX_DEPTH,
 ) -> ReproCheck:
     """The smallest subgraph ending at ``culprit`` whose run on PyTorch's values still diverges.
@@ -71,8 +72,8 @@ def reproducing_window(
         gm: its graph map.
         culprit: the divergent ONNX value.
         prep: ``Prepared`` (``feeds``, ``acts``).
-        opts: the run's options (EP, graph optimization level, tolerance).
-        sandbox: the onnxruntime child process, when crashes are isolated.
+        opts: the run's options (tolerance).
+        ort: the run's onnxruntime handle (EP, graph optimization level, child process).
         max_depth: levels of producers tried before the whole prefix.
     """
     fx_name = gm.mapped[culprit]
@@ -89,9 +90,9 @@ def reproducing_window(
         if key in seen:
             break  # the window stopped growing: it already reaches the graph inputs
         seen.append(key)
-        data = _repro_data(window, culprit, prep, gm, expected, opts)
+        data = _repro_data(window, culprit, prep, gm, expected, ort)
         data.signed_zeros = signed
-        metrics, got = _run(window, data, culprit, expected, dtype, opts, sandbox, signed)
+        metrics, got = _run(window, data, culprit, expected, dtype, opts, ort, signed)
         sessions += 1
         last = (window, metrics)
         if metrics is not None and got is not None and metrics.mismatch_fraction > 0:
@@ -105,7 +106,7 @@ def reproducing_window(
                 worst["constants"] = small_constants(onnx_model, window.nodes)
             return ReproCheck(data, depth, metrics, sessions, worst)
     window, metrics = last if last is not None else (local_graph(onnx_model, gm, culprit), None)
-    data = _repro_data(window, culprit, prep, gm, expected, opts)
+    data = _repro_data(window, culprit, prep, gm, expected, ort)
     data.nodes = list(window.nodes)
     data.reproduces = False
     data.depth = -1
@@ -116,14 +117,14 @@ def reproducing_window(
     return ReproCheck(data, -1, metrics, sessions)
 
 
-def _repro_data(window: LocalGraph, culprit: str, prep: Any, gm: GraphMap, expected: np.ndarray, opts: Options) -> ReproData:
+def _repro_data(window: LocalGraph, culprit: str, prep: Any, gm: GraphMap, expected: np.ndarray, ort: Ort) -> ReproData:
     feeds, acts = prep.feeds, prep.acts
     return ReproData(
         model_bytes=window.model.SerializeToString(),
         inputs={name: feeds[name] if name in feeds else acts.values[gm.mapped[name]] for name in window.inputs},
         expected={culprit: expected},
-        opt_level=opts.opt_level,
-        ep=opts.ep,
+        opt_level=ort.opt_level,
+        ep=ort.ep,
     )
 
 
@@ -134,17 +135,15 @@ def _run(
     expected: np.ndarray,
     dtype: str | None,
     opts: Options,
-    sandbox: Any,
+    ort: Ort,
     signed: bool = False,
 ) -> tuple[Metrics | None, np.ndarray | None]:
     """Run the window as repro.py does (only the culprit marked) and compare; (None, None) when it cannot run.
 
     ``signed``: zeros of the opposite sign count as a mismatch (a sign-sensitive value).
     """
-    from nodebisect.runtime.runner import OrtRunner
-
     try:
-        runner = OrtRunner(window.model, data.inputs, ep=opts.ep, opt_level=opts.opt_level, sandbox=sandbox)
+        runner = ort.runner(window.model, data.inputs)
         got = np.asarray(runner.run([culprit])[culprit])
     except Exception:  # noqa: BLE001 - a window that cannot run alone is no repro; try a wider one
         return None, None

@@ -19,6 +19,7 @@ from nodebisect.prepared import Prepared
 from nodebisect.reference import Reference
 from nodebisect.records import RIGHT, STAGE_CAPTURE, STAGE_DECOMPOSITION, WRONG, Cause, FirstDivergent, Metrics, Stage
 from nodebisect.run import Options, RunLog
+from nodebisect.runtime.handle import Ort
 from nodebisect.values.compare import compare
 
 
@@ -115,7 +116,7 @@ def _beyond_drift(cmp: Any, fx_name: str, other: Any, prep: Prepared, opts: Opti
     return judge(cmp, other, prep.acts.values[fx_name], oracle, dtype).metrics.criterion != WITHIN_NOISE
 
 
-def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, opts: Options, log: RunLog, sandbox: Any = None) -> str:
+def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, opts: Options, log: RunLog, ort: Ort) -> str:
     """Node conversion or the exporter's ONNX optimizer? Re-translate without optimizing and look again.
 
     Runs on ``prep``'s own feeds and activations (the given inputs), whatever
@@ -124,7 +125,6 @@ def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, op
     ``WRONG``, or "" when it could not be checked.
     """
     from nodebisect.frontends.dynamo import unoptimized_export
-    from nodebisect.runtime.runner import OrtRunner
 
     value = fd.onnx_value
     try:
@@ -133,7 +133,7 @@ def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, op
         if value not in produced or value not in prep.acts.values:
             return ""
         # onnxruntime's own fusions off: only the exporter's optimizer differs between the two graphs.
-        runner = OrtRunner(plain, prep.feeds, ep=opts.ep, opt_level="disabled", sandbox=sandbox)
+        runner = ort.runner(plain, prep.feeds, opt_level="disabled")
         got = runner.run([value])[value]
         log.extra_sessions += runner.sessions
     except Exception as exc:  # noqa: BLE001 - attribution is a refinement, never a failure

@@ -24,7 +24,7 @@ from nodebisect.frontends.quiet import quiet_torch
 class Exported:
     """The ONNX model and the program its value names come from."""
 
-    model: onnx.ModelProto
+    model: onnx.ModelProto | None  # None from export_program: the ONNX file is the user's
     program: Any  # torch.export.ExportedProgram (decomposed)
     opset: int
     original: Any = None  # the ExportedProgram before decomposition, where we have it
@@ -41,22 +41,7 @@ def export_onnx(loaded: LoadedModel, opset: int | None = None, optimize: bool = 
         ExportFailedError: with the failing step and, where the exporter says so,
             the aten op and the user's source line.
     """
-    original = loaded.exported
-    if original is None and loaded.module is not None and not isinstance(loaded.module, torch.jit.ScriptModule):
-        # Capture the graph ourselves so the pre-decomposition program stays at
-        # hand for the decomposition-stage check; on failure the exporter's own
-        # capture strategies (strict, draft) get their turn.
-        try:
-            with quiet_torch():
-                original = torch.export.export(
-                    loaded.module,
-                    tuple(loaded.args),
-                    kwargs=loaded.kwargs or None,
-                    strict=False,
-                    dynamic_shapes=auto_dynamic_shapes(loaded) if dynamic else None,
-                )
-        except Exception:  # noqa: BLE001
-            original = None
+    original = loaded.exported if loaded.exported is not None else _torch_export(loaded, dynamic)
     target = original if original is not None else loaded.module
     try:
         with quiet_torch():
@@ -89,6 +74,58 @@ def unoptimized_export(prep: Any, loaded: LoadedModel, opset: int | None = None)
         program_only = LoadedModel(module=None, exported=prep.program, args=loaded.args, kwargs=loaded.kwargs)
         prep.unoptimized_onnx = export_onnx(program_only, opset=opset, optimize=False).model
     return prep.unoptimized_onnx
+
+
+def export_program(loaded: LoadedModel, opset: int | None = None, dynamic: bool = False) -> Exported | None:
+    """torch.export and the exporter's own step 2 (decomposition, type promotion), without translating to ONNX.
+
+    All the mapping needs when the ONNX file is the user's (``--onnx``): the program
+    whose FX node names the dynamo exporter writes as ONNX value names, made by the
+    exporter's own function with the registry it would build for ``opset`` (its
+    decomposition table follows the ops that registry implements). A second ONNX
+    export cost as much again as the first (4.5 s on BERT-base) for a model that
+    was thrown away. ``Exported.model`` is None.
+
+    Returns None where only the full exporter will do: torch.export fails here (its
+    other capture strategies are the exporter's), or torch's internals moved. The
+    caller then runs ``export_onnx``, which also classifies a real failure.
+    """
+    original = loaded.exported if loaded.exported is not None else _torch_export(loaded, dynamic)
+    if original is None:
+        return None
+    try:
+        from torch.onnx._constants import ONNX_DEFAULT_OPSET
+        from torch.onnx._internal.exporter import _constants, _core, _registration
+
+        # torch.onnx.export's registry: below the torchlib opset it builds the torchlib one.
+        registry = _registration.ONNXRegistry.from_torchlib(opset_version=max(opset or ONNX_DEFAULT_OPSET, _constants.TORCHLIB_OPSET))
+        with quiet_torch():
+            program = _core._prepare_exported_program_for_export(original, registry=registry)
+    except Exception:  # noqa: BLE001 - the full export decides (and classifies a failure)
+        return None
+    return Exported(model=None, program=program, opset=0, original=original)
+
+
+def _torch_export(loaded: LoadedModel, dynamic: bool) -> Any:
+    """The eager module captured by torch.export (non-strict), or None.
+
+    Done by us rather than the exporter so the pre-decomposition program stays at
+    hand for the decomposition-stage check; on failure the exporter's own capture
+    strategies (strict, draft) get their turn.
+    """
+    if loaded.module is None or isinstance(loaded.module, torch.jit.ScriptModule):
+        return None
+    try:
+        with quiet_torch():
+            return torch.export.export(
+                loaded.module,
+                tuple(loaded.args),
+                kwargs=loaded.kwargs or None,
+                strict=False,
+                dynamic_shapes=auto_dynamic_shapes(loaded) if dynamic else None,
+            )
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def auto_dynamic_shapes(loaded: LoadedModel) -> Any:

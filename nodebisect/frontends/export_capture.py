@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodebisect.frontends.loading.load import LoadedModel
 from nodebisect.prepared import Prepared, memory_available
 from nodebisect.run import Options, RunLog
+
+if TYPE_CHECKING:
+    from nodebisect.runtime.handle import Ort
 
 
 def check_device(device: str) -> None:
@@ -26,8 +29,12 @@ def check_device(device: str) -> None:
         raise BadInputError("--device cuda asked for, but torch sees no CUDA device", tip="use --device cpu")
 
 
-def export_and_capture(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepared:
+def export_and_capture(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort | None = None) -> Prepared:
     """Export with the chosen exporter and capture the reference activations.
+
+    ``ort``: the onnxruntime handle; as soon as the ONNX model exists it starts
+    writing its weights file (``warm_up``), which then runs while PyTorch captures.
+    The TorchScript path also runs one session through it (ties between values).
 
     Raises:
         ExportFailedError: the exporter failed (the pipeline turns it into ``export_failed``).
@@ -36,19 +43,28 @@ def export_and_capture(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepa
         from nodebisect.frontends.torchscript.export import prepare_torchscript
 
         with log.timed("export_and_capture"):
-            prep = prepare_torchscript(loaded, opts, log.stage)
+            prep = prepare_torchscript(loaded, opts, log.stage, ort)
         return with_feeds(prep)
-    return _prepare_dynamo(loaded, opts, log)
+    return _prepare_dynamo(loaded, opts, log, ort)
 
 
-def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepared:
+def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort | None) -> Prepared:
     from nodebisect.frontends.capture import capture_fx, flat_user_inputs
-    from nodebisect.frontends.dynamo import export_onnx
+    from nodebisect.frontends.dynamo import export_onnx, export_program
     from nodebisect.frontends.user_onnx import load_user_onnx
+    from nodebisect.onnxgraph import opset_of
 
-    with log.timed("export"):
-        exported = export_onnx(loaded, opset=opts.opset, dynamic=opts.dynamic)
+    exported = None
+    if opts.onnx_path:  # the ONNX model is the user's: only the program its value names come from
+        with log.timed("torch_export"):
+            exported = export_program(loaded, opset=opts.opset, dynamic=opts.dynamic)
+    if exported is None:
+        with log.timed("export"):
+            exported = export_onnx(loaded, opset=opts.opset, dynamic=opts.dynamic)
     onnx_model = load_user_onnx(opts.onnx_path) if opts.onnx_path else exported.model
+    opset = exported.opset or opset_of(onnx_model)
+    if ort is not None:
+        ort.warm_up(onnx_model)
     t = log.stage("capture")
     budget = opts.memory_budget if opts.memory_budget is not None else memory_available() // 4
     acts = capture_fx(exported.program, loaded.args, loaded.kwargs, device=opts.device, memory_budget=budget)
@@ -60,14 +76,23 @@ def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog) -> Prepared
         )
     flat = [a for a in flat_user_inputs(exported.program, loaded.args, loaded.kwargs) if hasattr(a, "dtype")]
     prep = Prepared(
-        onnx_model=onnx_model, acts=acts, flat_inputs=flat, program=exported.program, opset=exported.opset, original=exported.original, notes=notes
+        onnx_model=onnx_model, acts=acts, flat_inputs=flat, program=exported.program, opset=opset, original=exported.original, notes=notes
     )
     prep.oracle = _oracle(prep, loaded.args, loaded.kwargs, opts, budget, log)
     return with_feeds(prep)
 
 
-def _oracle(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], opts: Options, budget: int, log: RunLog) -> dict[str, Any]:
-    """The float64 oracle of the program's floating values, when asked for and affordable."""
+def _oracle(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], opts: Options, budget: int, log: RunLog) -> Any:
+    """The float64 oracle of the program's floating values, when asked for and affordable.
+
+    It runs in a thread (``oracle.OracleRun``) while the pipeline goes on: the stage
+    checks, the mapping and onnxruntime's first session no longer wait for it (it
+    cost 7-18 % of a BERT-base locate when it ran here). Its timing and its note, if
+    it fails, are written when the pipeline first waits for it, the note where it
+    stood when the oracle ran in line.
+    """
+    from nodebisect.frontends.oracle import OracleRun
+
     if not opts.judges_noise():
         return {}
     floats = {n for n in prep.acts.order if prep.acts.values[n].dtype.kind == "f"}
@@ -75,11 +100,15 @@ def _oracle(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], opts:
     if opts.oracle == "auto" and (prep.acts.spilled or need > budget):
         log.note(f"the float64 oracle ({need / 2**20:.0f} MiB) does not fit the memory budget: values are judged by the fixed tolerance only")
         return {}
-    with log.timed("oracle", "run the program in float64 (each value's natural noise)"):
-        values, error = _oracle_or_reason(prep.program, args, kwargs, floats)
-    if error:
-        log.note(f"the float64 oracle could not run ({error}): values are judged by the fixed tolerance only")
-    return values
+    log.stage("run the program in float64 (each value's natural noise)")
+    at = len(log.notes)
+
+    def done(seconds: float, error: str) -> None:
+        log.timings["oracle"] = seconds
+        if error:
+            log.notes.insert(at, f"the float64 oracle could not run ({error}): values are judged by the fixed tolerance only")
+
+    return OracleRun(lambda: _oracle_or_reason(prep.program, args, kwargs, floats), done)
 
 
 def _oracle_or_reason(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any], floats: set[str]) -> tuple[dict[str, Any], str]:

@@ -1,1 +1,2 @@
-"""The onnxruntime side: sessions (here or in a child process), prefix sub-models, crashes, fusions."""
+"""The onnxruntime side: the run's handle, sessions (in a child process or here), prefix sub-models,
+weights written once, answers kept, crashes, fusions."""

@@ -4,8 +4,8 @@ Bisects over topological prefixes of the graph: prefix ``i`` holds nodes
 ``0..i`` and marks the values nothing inside it consumes, so every node of the
 prefix is built and run. Failing is assumed monotone in ``i`` (a prefix that
 fails keeps failing as nodes are added), which holds for load errors, kernel
-errors and crashes tied to one node. Runs go through the runner's sandbox, so
-a crash costs a fresh child process, not nodebisect.
+errors and crashes tied to one node. Runs go through the runner's child process,
+so a crash costs a fresh child, not nodebisect.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ remains. The windows are tiny, so this costs a handful of fast sessions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -51,19 +51,21 @@ def blame_optimizer(
     feeds: dict[str, np.ndarray],
     value: str,
     is_right: Callable[[np.ndarray], bool],
-    providers: list[str],
+    ort: Any,
 ) -> FusionBlame | None:
-    """Find the level, then the named optimizer, that turns ``value`` wrong."""
-    from nodebisect.runtime.sandbox import create_session, run_session
+    """Find the level, then the named optimizer, that turns ``value`` wrong.
 
-    data = model.SerializeToString()
+    ``ort``: the run's ``runtime.handle.Ort``; every session goes through it, so in
+    the onnxruntime child when crashes are isolated (a fusion that crashes is a
+    refinement that fails, not a dead nodebisect).
+    """
+    runners = {level: ort.runner(model, feeds, opt_level=level) for level in LEVELS}
     sessions = 0
 
     def right(level: str, disabled: tuple[str, ...] = ()) -> bool:
         nonlocal sessions
         sessions += 1
-        session = create_session(data, providers, level, disabled_optimizers=disabled)
-        return is_right(run_session(session, [value], feeds)[0])
+        return is_right(runners[level].run([value], disabled_optimizers=disabled)[value])
 
     bad_level = next((lvl for lvl in LEVELS if not right(lvl)), None)
     if bad_level is None:

@@ -9,10 +9,7 @@ Runtime would apply to the user's model.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -21,10 +18,11 @@ import onnx
 
 from nodebisect.errors import BadInputError
 from nodebisect.onnxgraph import initializer_bytes, sub_model, subgraph_inputs, value_infos
+from nodebisect.runtime.answers import Answers
+from nodebisect.runtime.weights import Weights
 
 # Above this many bytes of weights, prefixes reference one weights file written once.
 EXTERNALIZE_BYTES = 16 * 1024 * 1024
-WEIGHTS_FILE = "weights.bin"
 
 
 def providers_for(ep: str) -> list[str]:
@@ -45,21 +43,28 @@ def providers_for(ep: str) -> list[str]:
 
 @dataclass
 class OrtRunner:
-    """Runs prefixes of one ONNX model on fixed feeds; counts sessions created."""
+    """Runs prefixes of one ONNX model on fixed feeds; counts sessions created.
+
+    Built by the run's handle (``runtime.handle.Ort``), which hands it the child
+    process, the model's weights file when already written, and the answers
+    kept from earlier runs.
+    """
 
     model: onnx.ModelProto
     feeds: dict[str, np.ndarray]
     ep: str = "cpu"
     opt_level: str = "all"
-    sessions: int = 0
+    sessions: int = 0  # asked for, an answer kept from an identical earlier request included
     seconds: float = 0.0
     # An OrtChild: sessions run in a child process, so crashes become errors.
-    sandbox: Any = None
+    child: Any = None
+    # runtime.weights.Weights of this model (written once, shared), or None: written here when large.
+    weights: Weights | None = None
+    # runtime.answers.Answers: answers of identical earlier requests, or None (always run).
+    answers: Answers | None = None
     _producer: dict[str, int] = field(default_factory=dict, repr=False)
     _reads: list[set[str]] = field(default_factory=list, repr=False)
     _types: dict[str, onnx.ValueInfoProto] = field(default_factory=dict, repr=False)
-    _light: dict[str, onnx.TensorProto] = field(default_factory=dict, repr=False)
-    _dir: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         graph = self.model.graph
@@ -74,32 +79,8 @@ class OrtRunner:
         missing = [n for n in graph_inputs if n not in self.feeds]
         if missing:
             raise BadInputError(f"the ONNX model needs input(s) {missing} that were not given")
-        if initializer_bytes(self.model) > EXTERNALIZE_BYTES:
-            self._externalize()
-
-    def _externalize(self) -> None:
-        """Write the weights once; every prefix model then only references them.
-
-        Without this each session re-serializes every weight it needs (0.5 s per
-        session on BERT-base), which makes a many-session search slower than
-        marking everything at once.
-        """
-        self._dir = tempfile.mkdtemp(prefix="nodebisect-ort-")
-        weakref.finalize(self, shutil.rmtree, self._dir, True)
-        with open(os.path.join(self._dir, WEIGHTS_FILE), "wb") as fh:
-            for t in self.model.graph.initializer:
-                if t.data_location == onnx.TensorProto.EXTERNAL or len(t.raw_data) < 1024:
-                    continue
-                pad = (-fh.tell()) % 64  # aligned offsets let onnxruntime map weights directly
-                fh.write(b"\0" * pad)
-                offset = fh.tell()
-                fh.write(t.raw_data)
-                light = onnx.TensorProto(name=t.name, data_type=t.data_type, dims=list(t.dims))
-                light.data_location = onnx.TensorProto.EXTERNAL
-                for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(len(t.raw_data)))):
-                    entry = light.external_data.add()
-                    entry.key, entry.value = key, value
-                self._light[t.name] = light
+        if self.weights is None and needs_weights_file(self.model):
+            self.weights = Weights(self.model)
 
     def prefix(self, values: Iterable[str]) -> onnx.ModelProto:
         """The sub-model computing ``values`` from the graph inputs, with them as outputs."""
@@ -116,10 +97,11 @@ class OrtRunner:
         used: set[str] = set(wanted)
         for i in keep:
             used |= self._reads[i]
+        light = self.weights.light() if self.weights is not None else {}
         model = sub_model(
             self.model,
             [graph.node[i] for i in sorted(keep)],
-            [self._light.get(t.name, t) for t in graph.initializer if t.name in used],
+            [light.get(t.name, t) for t in graph.initializer if t.name in used],
             [i for i in graph.input if i.name in used],
             [self._types.get(v) or onnx.ValueInfoProto(name=v) for v in wanted],
             [v for v in graph.value_info if v.name in used],
@@ -127,36 +109,54 @@ class OrtRunner:
         model.graph.sparse_initializer.extend(t for t in graph.sparse_initializer if t.values.name in used)
         return model
 
-    def run(self, values: Iterable[str], optimized_path: str | None = None) -> dict[str, np.ndarray]:
-        """Compute ``values`` in one new ONNX Runtime session.
+    def run(self, values: Iterable[str], optimized_path: str | None = None, disabled_optimizers: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        """Compute ``values`` in one new ONNX Runtime session (or from the answer to the same request).
 
         ``optimized_path``: where ORT should save the graph it actually runs
         (after its fusions), to see what marking probes changed.
+        ``disabled_optimizers``: onnxruntime optimizers switched off by name (the fusion search).
         """
         wanted = list(dict.fromkeys(values))
         model = self.prefix(wanted)
         start = time.perf_counter()
         try:
             source: bytes | str = model.SerializeToString()
-            if self._dir:  # external weights resolve relative to the model's own path
-                source_path = os.path.join(self._dir, f"prefix_{self.sessions}.onnx")
-                with open(source_path, "wb") as fh:
-                    fh.write(source)
-                source = source_path
-            if self.sandbox is not None:
-                outs = self.sandbox.run(source, self.feeds, wanted, self._providers, self.opt_level, optimized_path)
-            else:
-                outs = self._run_here(source, wanted, optimized_path)
+            key = None
+            if self.answers is not None:
+                token = self.weights.token if self.weights is not None else 0
+                inputs = [i.name for i in model.graph.input]
+                key = self.answers.key(source, token, self.feeds, inputs, wanted, self._providers, self.opt_level, disabled_optimizers)
+                kept = self.answers.get(key, optimized_path)
+                if kept is not None:
+                    return dict(zip(wanted, kept))
+            outs = self._session(source, wanted, optimized_path, disabled_optimizers)
+            if key is not None and self.answers is not None:
+                outs = self.answers.put(key, outs, optimized_path)
         finally:
             self.sessions += 1
             self.seconds += time.perf_counter() - start
         return dict(zip(wanted, (np.asarray(o) for o in outs)))
 
-    def _run_here(self, source: bytes | str, wanted: list[str], optimized_path: str | None) -> list[Any]:
+    def _session(self, source: bytes, wanted: list[str], optimized_path: str | None, disabled: tuple[str, ...]) -> list[Any]:
+        """One session, in the child when there is one; a prefix with external weights goes by path."""
+        path = ""
+        if self.weights is not None:  # external weights resolve relative to the model's own path
+            path = self.weights.prefix_path()
+            with open(path, "wb") as fh:
+                fh.write(source)
+        try:
+            if self.child is not None:
+                return self.child.run(path or source, self.feeds, wanted, self._providers, self.opt_level, optimized_path, disabled)
+            return self._run_here(path or source, wanted, optimized_path, disabled)
+        finally:
+            if path:
+                os.remove(path)
+
+    def _run_here(self, source: bytes | str, wanted: list[str], optimized_path: str | None, disabled: tuple[str, ...] = ()) -> list[Any]:
         from nodebisect.runtime.sandbox import OrtRaised, create_session, run_session
 
         try:
-            session = create_session(source, self._providers, self.opt_level, optimized_path)
+            session = create_session(source, self._providers, self.opt_level, optimized_path, disabled)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise OrtRaised(
                 f"onnxruntime could not load the model: {_first_line(exc)}",
@@ -168,19 +168,12 @@ class OrtRunner:
             raise OrtRaised(f"onnxruntime failed while running the model: {_first_line(exc)}") from exc
 
 
+def needs_weights_file(model: onnx.ModelProto) -> bool:
+    """Whether ``model``'s weights are worth writing once (``EXTERNALIZE_BYTES``)."""
+    return initializer_bytes(model) > EXTERNALIZE_BYTES
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
 
-
-def counted_run(opts: Any, log: Any, sandbox: Any = None) -> Any:
-    """``(model, feeds, values) -> {value: array}``: one onnxruntime session per call, with the run's
-    EP and optimization level, counted in ``log.extra_sessions`` (the teacher-forced cone, the exactness audit)."""
-
-    def run(model: onnx.ModelProto, feeds: dict[str, Any], values: list[str]) -> dict[str, Any]:
-        runner = OrtRunner(model, feeds, ep=opts.ep, opt_level=opts.opt_level, sandbox=sandbox)
-        got = runner.run(values)
-        log.extra_sessions += runner.sessions
-        return got
-
-    return run

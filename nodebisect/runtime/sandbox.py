@@ -49,7 +49,7 @@ def import_root() -> str:
 def create_session(
     source: bytes | str, providers: list[str], opt_level: str, optimized_path: str | None = None, disabled_optimizers: tuple[str, ...] = ()
 ) -> Any:
-    """The one way nodebisect opens an onnxruntime session (here, in the child, and for the fusion search)."""
+    """The one way nodebisect opens an onnxruntime session (in the child, or here when crashes are not isolated)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -68,7 +68,11 @@ def run_session(session: Any, outputs: list[str], feeds: dict[str, np.ndarray]) 
 
 
 def _serve(reader: Any, writer: Any) -> None:
-    """Child loop: receive (model bytes, feeds, outputs, options), answer arrays or an error."""
+    """Child loop: receive (model bytes, feeds, outputs, options), answer arrays or an error.
+
+    The options are the providers, the graph optimization level, where to save the
+    optimized graph, and the named optimizers to switch off (the fusion search).
+    """
     while True:
         try:
             request = pickle.load(reader)
@@ -76,10 +80,10 @@ def _serve(reader: Any, writer: Any) -> None:
             return
         if request is None:
             return
-        model_bytes, feeds, outputs, providers, opt_level, optimized_path = request
+        model_bytes, feeds, outputs, providers, opt_level, optimized_path, disabled_optimizers = request
         stage = "load"
         try:
-            session = create_session(model_bytes, providers, opt_level, optimized_path)
+            session = create_session(model_bytes, providers, opt_level, optimized_path, disabled_optimizers)
             stage = "run"
             answer: tuple[str, Any] = ("ok", run_session(session, outputs, feeds))
         except Exception as exc:  # noqa: BLE001 - reported to the parent as data
@@ -102,12 +106,21 @@ class OrtChild:
     """A child process that creates and runs ONNX Runtime sessions on request.
 
     The child is a plain ``python -m nodebisect.runtime.sandbox`` (not multiprocessing),
-    so the user's ``__main__`` script is never imported again.
+    so the user's ``__main__`` script is never imported again. ``start()`` may be
+    called early (the pipeline does so before the export): the child imports numpy
+    and onnxruntime while PyTorch works, and the first request finds it ready.
     """
 
     def __init__(self, timeout_s: float = 600.0) -> None:
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # per request; a re-run may change it
+        self.requests = 0  # sessions asked of the child, over its life
         self._proc: subprocess.Popen[bytes] | None = None
+        self._asked = False  # the running process got a request (else closing it may just kill it)
+
+    def start(self) -> None:
+        """Start the child now if none is running (requests start one anyway)."""
+        if self._proc is None or self._proc.poll() is not None:
+            self._start()
 
     def _start(self) -> None:
         env = dict(os.environ)
@@ -119,6 +132,7 @@ class OrtChild:
             stdout=subprocess.PIPE,
             env=env,
         )
+        self._asked = False
 
     @property
     def pid(self) -> int | None:
@@ -132,17 +146,20 @@ class OrtChild:
         providers: list[str],
         opt_level: str,
         optimized_path: str | None = None,
+        disabled_optimizers: tuple[str, ...] = (),
     ) -> list[np.ndarray]:
         """One session in the child; raises OrtCrashed / OrtHung / OrtRaised.
 
         ``model_bytes`` may also be a path (a model whose weights are external).
         """
-        if self._proc is None or self._proc.poll() is not None:
-            self._start()
+        self.start()
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        request = (model_bytes, feeds, outputs, providers, opt_level, optimized_path, tuple(disabled_optimizers))
+        self.requests += 1
+        self._asked = True
         try:
-            pickle.dump((model_bytes, feeds, outputs, providers, opt_level, optimized_path), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(request, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
             proc.stdin.flush()
             ready, _, _ = select.select([proc.stdout], [], [], self.timeout_s)
             if not ready:
@@ -173,9 +190,20 @@ class OrtChild:
             self._reap()
 
     def close(self) -> None:
-        """Stop the child (idempotent)."""
+        """Stop the child (idempotent).
+
+        A child never asked anything (started early, then the export failed) may
+        still be importing onnxruntime: it holds nothing, so it is killed at once
+        rather than waited for.
+        """
         proc = self._proc
-        if proc is not None and proc.poll() is None:
+        if proc is not None and proc.poll() is None and not self._asked:
+            proc.kill()
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+        elif proc is not None and proc.poll() is None:
             try:
                 assert proc.stdin is not None
                 pickle.dump(None, proc.stdin)

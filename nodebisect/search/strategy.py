@@ -8,7 +8,7 @@ never imports torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodebisect.errors import RuntimeFailedError
 from nodebisect.prepared import Prepared, memory_available
@@ -17,6 +17,9 @@ from nodebisect.run import Options, RunLog
 from nodebisect.search.bisection import Bisector
 from nodebisect.values.graphmap import GraphMap, build_graph_map
 from nodebisect.search.prober import Prober
+
+if TYPE_CHECKING:
+    from nodebisect.runtime.handle import Ort
 
 # `auto` marks every mapped value at once while the reference activations stay
 # small enough that holding ORT's copies beside them is harmless.
@@ -61,12 +64,14 @@ def choose_strategy(opts: Options, gm: GraphMap, acts: Any, probes: list[str]) -
     return "all" if total <= limit and len(probes) <= AUTO_ALL_MAX_PROBES else "bisect"
 
 
-def search(prep: Prepared, gm: GraphMap, opts: Options, log: RunLog, sandbox: Any = None) -> SearchOutcome:
-    """Run the untouched graph, then the chosen strategy, to the first divergent value."""
-    from nodebisect.runtime.observer import ObserverCheck
-    from nodebisect.runtime.runner import OrtRunner
+def search(prep: Prepared, gm: GraphMap, opts: Options, log: RunLog, ort: Ort) -> SearchOutcome:
+    """Run the untouched graph, then the chosen strategy, to the first divergent value.
 
-    runner = OrtRunner(prep.onnx_model, prep.feeds, ep=opts.ep, opt_level=opts.opt_level, sandbox=sandbox)
+    ``ort``: the run's onnxruntime handle (EP, optimization level, child process).
+    """
+    from nodebisect.runtime.observer import ObserverCheck
+
+    runner = ort.runner(prep.onnx_model, prep.feeds)
     # Fixed bounds the user asked for (--rtol/--atol) are judged as fixed bounds, unless --oracle on.
     prober = Prober(runner, gm, prep.acts, opts, log, oracle=prep.oracle if opts.judges_noise() else {})
     probes = gm.probes()

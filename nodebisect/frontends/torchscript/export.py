@@ -47,13 +47,16 @@ DEFAULT_OPSET = 17
 MIN_SCOPE_OWNERSHIP = 0.5
 EXPORT_STEP = "torchscript export"
 
-def prepare_torchscript(loaded: LoadedModel, opts: Any, stage: Callable[[str], float]) -> Any:
+def prepare_torchscript(loaded: LoadedModel, opts: Any, stage: Callable[[str], float], ort: Any = None) -> Any:
     """Export with the TorchScript exporter (or load ``opts.onnx_path``) and map hooked activations.
 
     Args:
         loaded: the model; it needs an eager ``nn.Module``.
         opts: ``run.Options``.
         stage: reports a named stage to the progress callback.
+        ort: the onnxruntime handle (``runtime.handle.Ort``): the weights file is
+            written while the modules are hooked, and ties between same-shape
+            values are broken by one session through it.
 
     Returns:
         ``prepared.Prepared`` with activations keyed by ONNX value names (module
@@ -85,6 +88,8 @@ def prepare_torchscript(loaded: LoadedModel, opts: Any, stage: Callable[[str], f
         model = export_torchscript(module, args, kwargs, opset, recorder=recorder)
         functions = recorder.refs
     model = with_types(model)
+    if ort is not None:
+        ort.warm_up(model)
     stage("capture (module hooks)")
     hooked = hook_modules(module, loaded.args, loaded.kwargs, device=opts.device)
     if opts.onnx_path:
@@ -95,7 +100,7 @@ def prepare_torchscript(loaded: LoadedModel, opts: Any, stage: Callable[[str], f
     inits = {t.name for t in model.graph.initializer}
     names = [vi.name for vi in model.graph.input if vi.name not in inits]
     feeds = {n: to_numpy(t) for n, t in zip(names, inputs)} if len(names) == len(inputs) else None
-    acts, refs, quality = map_activations(model, module, hooked, notes, feeds=feeds, ep=opts.ep, functions=functions)
+    acts, refs, quality = map_activations(model, module, hooked, notes, feeds=feeds, ort=ort, functions=functions)
     used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
     return Prepared(onnx_model=model, acts=acts, flat_inputs=inputs, program=None, opset=used, refs=refs, notes=notes, mapping_quality=quality)
 

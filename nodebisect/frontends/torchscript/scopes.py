@@ -224,7 +224,7 @@ def map_activations(
     hooked: Hooked,
     notes: list[str],
     feeds: dict[str, np.ndarray] | None = None,
-    ep: str = "cpu",
+    ort: Any = None,
     functions: Any = None,
 ) -> tuple[Activations, dict[str, FrameworkRef], dict[str, Any]]:
     """Hooked module outputs -> Activations keyed by ONNX value names, refs per node, coverage.
@@ -233,8 +233,9 @@ def map_activations(
 
     A module call's output leaf maps to a value leaving its scope instance with
     the same dtype and shape; where several fit, the closest in an onnxruntime
-    run of the graph wins. The graph outputs map to the eager outputs by
-    position. A BatchNorm the exporter folded into the Conv before it has no
+    run of the graph wins (through ``ort``, the run's ``runtime.handle.Ort``, so
+    in its child process; None: in this process). The graph outputs map to the
+    eager outputs by position. A BatchNorm the exporter folded into the Conv before it has no
     nodes: the Conv's value then carries the BatchNorm's output.
 
     ``functions`` (``torchscript_refs.FunctionRefs``) adds a value for each aten
@@ -248,7 +249,7 @@ def map_activations(
     resolver = ScopeResolver(list(hooked.types))
     plans = _plan(g, resolver, hooked)
     ambiguous = sorted({v for _c, _i, cands in plans for c in cands if len(c) > 1 for v in c})
-    onnx_values = _ort_values(model, ambiguous, feeds, ep) if ambiguous and feeds is not None else {}
+    onnx_values = _ort_values(model, ambiguous, feeds, ort) if ambiguous and feeds is not None else {}
     acts, mapped_paths = _assign(plans, g, model, onnx_values)
     _map_outputs(acts, g, hooked.final, notes)
     added = add_function_values(acts, functions, lambda v, a: _fits_value(g, v, a), notes) if functions is not None else 0
@@ -375,15 +376,15 @@ def _closest(options: list[str], arr: np.ndarray, onnx_values: dict[str, np.ndar
     return min(scored)[2]
 
 
-def _ort_values(model: onnx.ModelProto, values: list[str], feeds: dict[str, np.ndarray], ep: str) -> dict[str, np.ndarray]:
+def _ort_values(model: onnx.ModelProto, values: list[str], feeds: dict[str, np.ndarray], ort: Any) -> dict[str, np.ndarray]:
     """Values of one onnxruntime run (optimizations off), to break ties between same-shape candidates.
 
     Returns {} when the graph cannot run: the search's own session then reports why.
     """
-    from nodebisect.runtime.runner import OrtRunner
+    from nodebisect.runtime.handle import Ort
 
     try:
-        return OrtRunner(model, feeds, ep=ep, opt_level="disabled").run(values)
+        return (ort or Ort()).runner(model, feeds, opt_level="disabled").run(values)
     except Exception:  # noqa: BLE001 - a tie-break only; ties then go to the last value computed
         return {}
 
