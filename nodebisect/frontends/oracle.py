@@ -47,7 +47,8 @@ def capture_oracle(program: Any, args: tuple[Any, ...], kwargs: dict[str, Any], 
     out: dict[str, np.ndarray] = {}
 
     def widen(x: Any) -> Any:
-        return x.double() if isinstance(x, torch.Tensor) and id(x) in lazy else x
+        # requires_grad as a widened Parameter has it: matmul folds (or not) by it, which moves the last bit.
+        return x.detach().double().requires_grad_(x.requires_grad) if isinstance(x, torch.Tensor) and id(x) in lazy else x
 
     class _Recorder(torch.fx.Interpreter):
         def call_function(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
