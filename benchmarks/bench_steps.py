@@ -226,7 +226,9 @@ def ratio_lines(results: dict, reruns: dict, child_s: float) -> list[str]:
             lines.append(f"- {name} {tool}: {r['wall_s']:.1f} s = {r['wall_s'] / res['floor']['wall_s']:.2f}x the floor "
                          f"({res['floor']['wall_s']:.1f} s); named {r['named']} ({'right' if r['right'] else 'WRONG'}), "
                          f"{r['ort_sessions']} search + {r['extra_sessions']} extra ORT sessions")
-            after, floor_after = r["wall_s"] - r["timings"].get("export", 0.0) - r["timings"].get("load", 0.0), res["floor"]["wall_s"] - res["floor"]["export"]
+            # With --onnx nodebisect's export step is torch.export alone ("torch_export"), no ONNX translation.
+            export = r["timings"].get("export", 0.0) + r["timings"].get("torch_export", 0.0)
+            after, floor_after = r["wall_s"] - export - r["timings"].get("load", 0.0), res["floor"]["wall_s"] - res["floor"]["export"]
             lines.append(f"  - after export: {after:.2f} s vs the floor's {floor_after:.2f} s: {after - floor_after:+.2f} s beyond it "
                          f"({after / floor_after:.2f}x)")
     lines.append(f"- a fresh sandbox child (python + numpy + onnxruntime imports, before its first session): {child_s:.2f} s")

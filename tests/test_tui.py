@@ -295,6 +295,10 @@ async def test_live_run_shows_progress_then_culprit_and_reruns(broken_block: Any
         await pilot.pause()
         assert app.result.verdict == "match"
         assert "MATCH" in str(app.screen.query_one(VerdictBanner).render())
+        # A new tolerance searches the kept preparation again: no second export, the same onnxruntime child.
+        assert app.result.stats.get("reused_preparation") is True
+        assert "export" not in app.result.stats["timings"] and "torch_export" not in app.result.stats["timings"]
+    assert app._prepared is None  # quitting closed the kept child and its weights file
 
 
 # -- snapshots: how the main screen looks, at fixed sizes ------------------------------

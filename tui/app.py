@@ -23,6 +23,7 @@ from textual.screen import Screen
 from nodebisect import load_result
 from nodebisect.errors import BadInputError, CancelledError, NodebisectError
 from nodebisect.records import LocateResult
+from nodebisect.run import PREPARE_FIELDS
 
 from .commands import NodeCommands
 from .files import FileActions
@@ -55,6 +56,8 @@ class NodebisectApp(FileActions, App[int]):
         self.spec = spec
         self.source = source or (spec.model if spec else "")
         self.running = False
+        self._cancel: threading.Event | None = None
+        self._prepared: tuple[Any, Any] | None = None  # (what it was prepared with, the PreparedModel) kept for re-runs
 
     def get_default_screen(self) -> MainScreen:
         return MainScreen()
@@ -89,10 +92,13 @@ class NodebisectApp(FileActions, App[int]):
 
     async def action_quit(self) -> None:
         """Quit at once: a running locate is told to stop at its next step."""
-        cancel = getattr(self, "_cancel", None)
-        if cancel is not None:
-            cancel.set()
+        if self._cancel is not None:
+            self._cancel.set()
         self.exit()
+
+    def on_unmount(self) -> None:
+        """However the app ends: stop the kept onnxruntime child and remove its weights file."""
+        self.close_preparation()
 
     def on_ready(self) -> None:
         """The main screen is composed: show the result, or start producing one."""
@@ -113,14 +119,21 @@ class NodebisectApp(FileActions, App[int]):
 
     @work(thread=True, exclusive=True, group="locate", exit_on_error=False)
     def run_locate(self, spec: RunSpec) -> None:
-        """Run ``locate`` off the event loop; everything reaches the UI as messages."""
+        """Run ``locate`` off the event loop; everything reaches the UI as messages.
+
+        The model is prepared once (``nodebisect.prepare``) and kept: a re-run that
+        changes only how the search judges (tolerance, strategy, EP...) searches the
+        kept preparation again, with its onnxruntime child, weights file and answers.
+        A re-run that changes what is exported or captured prepares anew.
+        """
         from nodebisect import locate
 
         self._cancel = threading.Event()
+        progress = lambda event: self.post_message(RunProgress(event))  # noqa: E731
         try:
-            result = locate(
-                spec.model, progress=lambda event: self.post_message(RunProgress(event)), cancel=self._cancel, **spec.options
-            )
+            prepared = self._prepared_for(spec, progress)
+            search = {k: v for k, v in spec.options.items() if k not in PREPARE_FIELDS}
+            result = locate(prepared, progress=progress, cancel=self._cancel, **search)
         except CancelledError:
             return  # the user quit: nothing to show
         except NodebisectError as exc:
@@ -132,6 +145,25 @@ class NodebisectApp(FileActions, App[int]):
                                         "run `nodebisect locate ... --debug` for the traceback"))
             return
         self.post_message(RunFinished(result))
+
+    def _prepared_for(self, spec: RunSpec, progress: Any) -> Any:
+        """The kept preparation when ``spec`` exports and captures the same; else a new one (the old one closed)."""
+        from nodebisect import prepare
+
+        key = (spec.model, tuple(repr(spec.options.get(k)) for k in PREPARE_FIELDS))
+        kept = self._prepared
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        self.close_preparation()
+        prepared = prepare(spec.model, progress=progress, cancel=self._cancel, **spec.options)
+        self._prepared = (key, prepared)
+        return prepared
+
+    def close_preparation(self) -> None:
+        """Stop the kept onnxruntime child and remove its weights file (quit, or a model prepared anew)."""
+        kept, self._prepared = self._prepared, None
+        if kept is not None:
+            kept[1].close()
 
     @on(RunProgress)
     def _progress(self, message: RunProgress) -> None:
