@@ -123,7 +123,22 @@ def test_a_dead_child_is_reported_as_a_crash_and_replaced(clean: onnx.ModelProto
         first = sandbox.run(clean.SerializeToString(), feeds, outputs, ["CPUExecutionProvider"], "all")
         pid = sandbox.pid
         assert pid is not None
-        os.kill(pid, signal.SIGSEGV)  # what a segfault inside onnxruntime does to the child
+        # What a segfault inside onnxruntime does to the child, delivered while it serves the request.
+        # Killed outright before the request, the child may already be dead when the request starts, and
+        # be replaced without a word: the test raced with the signal. Stopped first, it is alive when the
+        # request is sent and cannot answer it; the SIGSEGV, pending until SIGCONT, then kills it mid-request.
+        import threading
+        import time
+
+        os.kill(pid, signal.SIGSTOP)
+        while _proc_state(pid) != "T":
+            time.sleep(0.01)
+
+        def segfault_now() -> None:
+            os.kill(pid, signal.SIGSEGV)
+            os.kill(pid, signal.SIGCONT)
+
+        threading.Timer(1.0, segfault_now).start()
         with pytest.raises(OrtCrashed, match="SIGSEGV"):
             sandbox.run(clean.SerializeToString(), feeds, outputs, ["CPUExecutionProvider"], "all")
         again = sandbox.run(clean.SerializeToString(), feeds, outputs, ["CPUExecutionProvider"], "all")
@@ -131,3 +146,9 @@ def test_a_dead_child_is_reported_as_a_crash_and_replaced(clean: onnx.ModelProto
         np.testing.assert_array_equal(first[0], again[0])
     finally:
         sandbox.close()
+
+
+def _proc_state(pid: int) -> str:
+    """The process state letter from /proc (R, S, T for stopped, Z...)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0]
