@@ -83,7 +83,7 @@ class ReproData:
     depth: int = 0
     # Stage graph_optimization: the same value's subgraph before the exporter's optimizer (the unfused ops).
     unoptimized: tuple[bytes, dict[str, Any]] | None = None
-    # The value is sign-sensitive (search.signs): repro.py counts a zero of the opposite sign as a mismatch.
+    # The value is sign-sensitive (values.signs): repro.py counts a zero of the opposite sign as a mismatch.
     signed_zeros: bool = False
 
 

@@ -259,15 +259,15 @@ class FirstDivergent:
     input_values: list[str] = field(default_factory=list)
     # cause "optimizer": {"level": first bad onnxruntime level, "optimizer": the named one, if isolated}
     optimizer: dict[str, str] = field(default_factory=dict)
-    # The worst element, computed where the arrays are (search.worst): {"index": [..],
+    # The worst element, computed where the arrays are (values.worst): {"index": [..],
     # "expected": float, "actual": float, "inputs": {name: float}, "constants": {name: value}}.
     worst: dict[str, Any] = field(default_factory=dict)
     # Later nodes that are right on PyTorch's inputs but push this defect's drift past the
     # tolerance (the first value the search stopped at, before it followed the drift upstream).
     amplifiers: list[str] = field(default_factory=list)
-    # The local check that named this node: {"rel_l2", "max_abs", "limit", "floor"} (search.source).
+    # The local check that named this node: {"rel_l2", "max_abs", "limit", "floor"} (diagnose.source).
     local_error: dict[str, float] = field(default_factory=dict)
-    # The op alone against its exact answer on PyTorch's inputs: {"torch", "onnxruntime", "ulp"} (diagnose.op_noise).
+    # The op alone against its exact answer on PyTorch's inputs: {"torch", "onnxruntime", "ulp"} (Reference.op_alone; pytorch_reference.op_noise).
     op_noise: dict[str, float] = field(default_factory=dict)
     # What each check found (the explanation is composed from these and the fields above).
     checks: Checks = field(default_factory=Checks)

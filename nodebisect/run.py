@@ -82,7 +82,7 @@ class Options:
     # --model-setting KEY=VALUE: applied to the model's config / attributes before export
     # (frontends.model_settings), noted in every report.
     model_settings: list[str] | None = None
-    # The float64 oracle that gives each value its natural noise (search.noise):
+    # The float64 oracle that gives each value its natural noise (values.noise):
     # "auto" runs it when no --rtol/--atol is given and it fits the memory budget.
     oracle: str = "auto"
 

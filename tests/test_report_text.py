@@ -3,7 +3,7 @@
 Each sample is located once per session through the CLI, as a user runs it
 (``--report DIR``; conftest's ``sample_runs``); the tests read its terminal output,
 report.md, report.json and growth.svg. Item 3's values are computed with
-``search.worst`` on the repro bundle's real arrays run through onnxruntime.
+``values.worst`` on the repro bundle's real arrays run through onnxruntime.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def test_capture_verdict_says_it_once_and_files_at_torch_export(sample_runs: Sam
 
 
 def _worst_from_repro(run: Run) -> dict:
-    """search.worst on the repro bundle's arrays, run through onnxruntime (what the diagnosis will record)."""
+    """values.worst on the repro bundle's arrays, run through onnxruntime (what the diagnosis will record)."""
     import onnx
     import onnxruntime as ort
 

@@ -4,7 +4,7 @@ onnxruntime's ``Where`` turns a selected -0.0 into +0.0 (verified below on the
 installed onnxruntime with a real export); a later ``1 / x`` then gives +inf
 where PyTorch gives -inf. Every tolerance calls -0.0 equal to +0.0, so without
 the sign the first bad value is the Reciprocal's. ``compare(..., signed_zeros=True)``
-on the values ``search.signs.sign_sensitive_values`` picks moves it to the Where.
+on the values ``values.signs.sign_sensitive_values`` picks moves it to the Where.
 """
 
 from __future__ import annotations

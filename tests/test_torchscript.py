@@ -3,7 +3,7 @@
 Reference values there are submodule outputs caught by forward hooks, mapped to
 the ONNX values leaving each module's scope, plus function-level values: every
 aten call of the graph the exporter translates, evaluated during the export and
-tied to the ONNX value its lowering produced (``frontends.torchscript_refs``).
+tied to the ONNX value its lowering produced (``frontends.torchscript.refs``).
 What ``locate`` can then promise for a fault injected into one node (asserted
 below, case by case):
 

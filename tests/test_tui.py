@@ -298,7 +298,7 @@ async def test_live_run_shows_progress_then_culprit_and_reruns(broken_block: Any
         # A new tolerance searches the kept preparation again: no second export, the same onnxruntime child.
         assert app.result.stats.get("reused_preparation") is True
         assert "export" not in app.result.stats["timings"] and "torch_export" not in app.result.stats["timings"]
-    assert app._prepared is None  # quitting closed the kept child and its weights file
+    assert app.kept.prepared is None  # the app closed the kept child and its weights file on its way out
 
 
 # -- snapshots: how the main screen looks, at fixed sizes ------------------------------

@@ -1,4 +1,4 @@
-"""search.worst (the values behind a divergence) and user_onnx.check_signature (an --onnx of another model).
+"""values.worst (the values behind a divergence) and user_onnx.check_signature (an --onnx of another model).
 
 Real arrays, real ONNX protos and a real dynamo export: no mocks.
 """

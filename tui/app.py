@@ -11,7 +11,6 @@ import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,11 @@ from textual.screen import Screen
 from nodebisect import load_result
 from nodebisect.errors import BadInputError, CancelledError, NodebisectError
 from nodebisect.records import LocateResult
-from nodebisect.run import PREPARE_FIELDS
 
-from .commands import NodeCommands
+from .commands import NodeCommands, app_commands
 from .files import FileActions
 from .messages import NodeChosen, RunFailed, RunFinished, RunProgress
+from .preparation import KeptPreparation
 from .screens import HelpScreen, MainScreen, RerunScreen
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class NodebisectApp(FileActions, App[int]):
         self.source = source or (spec.model if spec else "")
         self.running = False
         self._cancel: threading.Event | None = None
-        self._prepared: tuple[Any, Any] | None = None  # (what it was prepared with, the PreparedModel) kept for re-runs
+        self.kept = KeptPreparation()  # the PreparedModel re-runs search again
 
     def get_default_screen(self) -> MainScreen:
         return MainScreen()
@@ -73,21 +72,7 @@ class NodebisectApp(FileActions, App[int]):
         """Textual's palette commands, then nodebisect's: each calls the same action as its key,
         so the palette and the keys cannot drift apart."""
         yield from super().get_system_commands(screen)
-        main = self.main
-        for title, help_text, callback in (
-            ("Jump to culprit", "Put the table on the first divergent node (key j)", main.action_culprit),
-            ("Show full verdict", "Why, segment, suspects and notes, unabridged (key v)", main.action_verdict),
-            ("Filter nodes", "Filter by op type, module, status, is:segment, is:suspect (key /)", main.action_focus_filter),
-            ("Filter: segment and suspects", "Show only the culprit's segment and the suspects",
-             partial(main.set_filter, "is:segment")),
-            ("Filter: diverged nodes", "Show only nodes whose value diverged", partial(main.set_filter, "status:diverged")),
-            ("Clear filter", "Show every node again (key escape)", main.action_clear_filter),
-            ("Neighbourhood graph", "Producers and consumers around the selected node (key n)", main.action_neighbourhood),
-            ("Write report", "Write the report bundle: report.md, graph, repro (key w)", self.action_write_report),
-            ("Save result JSON", "Save this result as JSON (key s)", self.action_save_json),
-            ("Re-run locate", "Run locate again, with another tolerance or strategy (key r)", self.action_rerun),
-            ("Help", "Every key (key ?)", self.action_help),
-        ):
+        for title, help_text, callback in app_commands(self, self.main):
             yield SystemCommand(title, help_text, callback)
 
     async def action_quit(self) -> None:
@@ -98,7 +83,7 @@ class NodebisectApp(FileActions, App[int]):
 
     def on_unmount(self) -> None:
         """However the app ends: stop the kept onnxruntime child and remove its weights file."""
-        self.close_preparation()
+        self.kept.close()
 
     def on_ready(self) -> None:
         """The main screen is composed: show the result, or start producing one."""
@@ -131,9 +116,8 @@ class NodebisectApp(FileActions, App[int]):
         self._cancel = threading.Event()
         progress = lambda event: self.post_message(RunProgress(event))  # noqa: E731
         try:
-            prepared = self._prepared_for(spec, progress)
-            search = {k: v for k, v in spec.options.items() if k not in PREPARE_FIELDS}
-            result = locate(prepared, progress=progress, cancel=self._cancel, **search)
+            prepared = self.kept.for_run(spec.model, spec.options, progress, self._cancel)
+            result = locate(prepared, progress=progress, cancel=self._cancel, **self.kept.search_options(spec.options))
         except CancelledError:
             return  # the user quit: nothing to show
         except NodebisectError as exc:
@@ -145,25 +129,6 @@ class NodebisectApp(FileActions, App[int]):
                                         "run `nodebisect locate ... --debug` for the traceback"))
             return
         self.post_message(RunFinished(result))
-
-    def _prepared_for(self, spec: RunSpec, progress: Any) -> Any:
-        """The kept preparation when ``spec`` exports and captures the same; else a new one (the old one closed)."""
-        from nodebisect import prepare
-
-        key = (spec.model, tuple(repr(spec.options.get(k)) for k in PREPARE_FIELDS))
-        kept = self._prepared
-        if kept is not None and kept[0] == key:
-            return kept[1]
-        self.close_preparation()
-        prepared = prepare(spec.model, progress=progress, cancel=self._cancel, **spec.options)
-        self._prepared = (key, prepared)
-        return prepared
-
-    def close_preparation(self) -> None:
-        """Stop the kept onnxruntime child and remove its weights file (quit, or a model prepared anew)."""
-        kept, self._prepared = self._prepared, None
-        if kept is not None:
-            kept[1].close()
 
     @on(RunProgress)
     def _progress(self, message: RunProgress) -> None:

@@ -219,7 +219,7 @@ def follow_to_source(
     """An inherited culprit only amplifies drift: look upstream for the value that is wrong on its own.
 
     Every mapped value of the culprit's ancestor cone is recomputed from PyTorch's
-    own inputs in one teacher-forced session (``search.source``); the earliest one
+    own inputs in one teacher-forced session (``diagnose.source``); the earliest one
     that is locally wrong is the source. Without one, the drift is genuine and the
     inherited answer stands.
     """

@@ -9,7 +9,7 @@ with the run's EP and graph optimization level (in the onnxruntime child when
 crashes are isolated) and compared under the run's tolerance. The first window
 that fails is the repro; if none does, ``reproduces`` is False and the bundle
 writes no repro that would pass. A value a later node divides by or takes the
-sign of (``search.signs``) is compared with signed zeros, as the search and the
+sign of (``values.signs``) is compared with signed zeros, as the search and the
 isolation compare it: otherwise a -0.0 turned +0.0 is found by the search,
 "still wrong" in isolation, and then "reproduced by no window" here.
 """
@@ -45,7 +45,7 @@ class ReproCheck:
         depth: mapped levels of producers above the culprit (0: its own nodes); -1 when none reproduced.
         metrics: the window's comparison with PyTorch.
         sessions: onnxruntime sessions the check ran.
-        worst: ``search.worst`` of the window's output (the worst element, its inputs
+        worst: ``values.worst`` of the window's output (the worst element, its inputs
             there, the window's small constants): ``FirstDivergent.worst``; {} when none reproduced.
     """
 

@@ -2,7 +2,7 @@
 
 PyTorch's own float32 (or half) error against this oracle is how far a correct
 implementation may legitimately be from exact; an ONNX value far beyond that is
-a divergence whatever its magnitude (``search.noise``). The program's floating
+a divergence whatever its magnitude (``values.noise``). The program's floating
 parameters, inputs and every explicit floating dtype argument (``_to_copy``,
 ``full``, dtype asserts) are promoted to float64; integers stay as they are.
 

@@ -47,7 +47,7 @@ REPO_EXPORT = ("pytorch/pytorch", "torch.export")
 
 _ALONE_RIGHT_TOGETHER_WRONG = "right when run alone on reference inputs but wrong together with the ops producing its inputs"
 _CAPTURE_EVIDENCE = "The ONNX graph is innocent; eager mode takes a path (e.g. a fused fast path) the exported program does not."
-WITHIN_NOISE = "fixed, within noise"  # search.noise's criterion: outside atol/rtol, within PyTorch's own error
+WITHIN_NOISE = "fixed, within noise"  # values.noise's criterion: outside atol/rtol, within PyTorch's own error
 
 
 def stage_sentence(fd: FirstDivergent, exporter: str = "dynamo") -> str:
@@ -317,7 +317,7 @@ def metrics_text(m: Metrics, worst: dict[str, Any] | None = None) -> str:
         parts.append(f"mismatch={m.mismatch_fraction:.1%}")
         return "; ".join(parts)
     text = f"max_abs={num(m.max_abs)} max_rel={num(m.max_rel)} cosine={m.cosine:.4f} mismatch={m.mismatch_fraction:.1%}"
-    if m.noise_ratio > 0:  # judged against a float64 oracle too (search.noise)
+    if m.noise_ratio > 0:  # judged against a float64 oracle too (values.noise)
         text += f" noise={num(m.noise)} ({m.noise_ratio:.3g}x PyTorch's own rounding error)"
     return text
 

@@ -28,7 +28,7 @@ class Prober:
     acts: Any
     opts: Options
     log: RunLog
-    oracle: dict[str, Any] = field(default_factory=dict)  # float64 values by FX name (search.noise)
+    oracle: dict[str, Any] = field(default_factory=dict)  # float64 values by FX name (values.noise)
     comparisons: dict[str, Comparison] = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
     signed: set[str] = field(default_factory=set)  # values whose sign of zero a later node sees

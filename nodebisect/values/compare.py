@@ -60,7 +60,7 @@ def compare(
     same positions, or the same infinity on both sides, is a match. ``dtype``
     names the framework dtype when ``expected`` was widened (bfloat16 -> float32).
     ``signed_zeros``: a zero of the opposite sign is a divergence too; set it for
-    values a later node divides by or takes the sign of (``search.signs``), where
+    values a later node divides by or takes the sign of (``values.signs``), where
     -0.0 and +0.0 lead to -inf and +inf. Off, every tolerance calls them equal.
     """
     actual = np.asarray(actual)

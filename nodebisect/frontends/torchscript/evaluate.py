@@ -1,4 +1,4 @@
-"""Evaluate the graph the TorchScript exporter is about to translate, node by node (``torchscript_refs``).
+"""Evaluate the graph the TorchScript exporter is about to translate, node by node (``refs``).
 
 Each aten output is copied to numpy the moment it is made, so a later in-place
 op cannot change it, and is keyed by the ``unique()`` id of its ``Value``: the

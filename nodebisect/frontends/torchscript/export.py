@@ -1,7 +1,7 @@
 """The TorchScript-exporter path: ``torch.onnx.export(..., dynamo=False)``.
 
 (Submodule hooks live in ``capture``, scope resolution and the module mapping in
-``scopes``, function-level values in ``torchscript_refs``.)
+``scopes``, function-level values in ``refs``.)
 
 That exporter keeps no FX names and no node metadata, only node *names* that
 carry the module scope the op was traced in (``/encoder/layer.0/attn/q/MatMul``).
@@ -14,7 +14,7 @@ Reference values come from two places:
 * function level: every aten call of the graph the exporter translates,
   evaluated node by node during the export, tied to the ONNX value its
   lowering produced by tags the exporter itself carries into the file
-  (``torchscript_refs``). So ``F.interpolate`` or ``1 / x`` between modules is
+  (``refs``). So ``F.interpolate`` or ``1 / x`` between modules is
   judged at its own node, not at the next module's output.
 
 Module-level values win where both exist; function-level values are used only

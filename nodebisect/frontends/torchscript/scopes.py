@@ -6,7 +6,7 @@ back into module paths; ``map_activations`` maps each hooked submodule output
 (``capture.hook_modules``) to the ONNX value that carries it: the value produced
 inside the module's scope and read outside it (or a graph output), with the
 same shape and dtype, the closest one where several fit. Function-level values
-(``torchscript_refs``) then fill the values no module output reaches.
+(``refs``) then fill the values no module output reaches.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def _index(model: onnx.ModelProto) -> _Graph:
     scopes: list[str | None] = []
     producer: dict[str, int] = {}
     consumers: dict[str, list[int]] = {}
-    for idx, (name, node) in enumerate(node_keys(model)):  # the same keys as search.graphmap
+    for idx, (name, node) in enumerate(node_keys(model)):  # the same keys as values.graphmap
         names.append(name)
         scopes.append(node_scope(node.name))
         for o in node.output:
@@ -238,7 +238,7 @@ def map_activations(
     eager outputs by position. A BatchNorm the exporter folded into the Conv before it has no
     nodes: the Conv's value then carries the BatchNorm's output.
 
-    ``functions`` (``torchscript_refs.FunctionRefs``) adds a value for each aten
+    ``functions`` (``refs.FunctionRefs``) adds a value for each aten
     call's own ONNX value where no module output is mapped, and names the
     traced call (FX-style name, aten target, the user's source line) in the
     refs of the nodes its lowering made, so each call is its own segment.
