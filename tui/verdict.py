@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from nodebisect.records import MATCH, Metrics
+from nodebisect.report.wording import capture_sentences
 
 from .view import ResultIndex, fmt, fmt_cos, verdict_line
 
@@ -128,17 +129,12 @@ def capture_section(text: Text, index: ResultIndex) -> None:
         return
     module = fd.framework.module or index.result.capture.get("first_module", "")
     _section(text, "eager PyTorch vs torch.export (stage capture)")
-    where = f"module {module!r}, FX node {fd.onnx_node}" if module else f"FX node {fd.onnx_node}"
-    text.append(f"\n  eager PyTorch and the exported program already differ at {where} ({fd.op_type}).")
+    carrier = index.by_name[index.culprit] if index.culprit else None
+    differ, carried, report_at = capture_sentences(fd, module, carrier)
+    text.append(f"\n  {differ}")
     _metrics(text, fd.metrics, "eager vs export")
-    if index.culprit:
-        record = index.by_name[index.culprit]
-        m = record.metrics
-        against = f", max abs {fmt(m.max_abs)} against the export" if m is not None else ""
-        text.append(f"\n  ONNX node carrying its value: {index.culprit} ({record.op_type}, {record.status}{against})")
-    else:
-        text.append("\n  no ONNX node carries this FX value (the exporter fused or renamed it)", style="dim")
-    text.append("\n  the ONNX graph follows the exported program: report this against torch.export, not the ONNX exporter")
+    text.append(f"\n  {carried}", style="" if carrier is not None else "dim")
+    text.append(f"\n  {report_at}")
 
 
 def _section(text: Text, title: str) -> None:

@@ -30,6 +30,7 @@ from nodebisect.records import (
     FirstDivergent,
     LocateResult,
     Metrics,
+    NodeRecord,
 )
 
 # Notes about nodebisect's own mechanics: --verbose and the JSON, not the default output.
@@ -182,6 +183,23 @@ def evidence_text(fd: FirstDivergent) -> str:
         return _local_error_sentence(fd)
     clauses = [f"the local subgraph could not run alone: {fd.checks.alone_error}"] if fd.checks.alone == FAILED else []
     return "; ".join(clauses + _fusion_clauses(fd))
+
+
+def capture_sentences(fd: FirstDivergent, module: str, carrier: NodeRecord | None) -> tuple[str, str, str]:
+    """A capture verdict in three sentences: where eager and the export differ, which ONNX node carries
+    the value (``carrier``, or none), and where to report it."""
+    where = f"module {module!r}, FX node {fd.onnx_node}" if module else f"FX node {fd.onnx_node}"
+    if carrier is not None:
+        m = carrier.metrics
+        against = f", max abs {num(m.max_abs)} against the export" if m is not None else ""
+        carried = f"ONNX node carrying its value: {carrier.onnx_node} ({carrier.op_type}, {carrier.status}{against})"
+    else:
+        carried = "no ONNX node carries this FX value (the exporter fused or renamed it)"
+    return (
+        f"eager PyTorch and the exported program already differ at {where} ({fd.op_type}).",
+        carried,
+        "the ONNX graph follows the exported program: report this against torch.export, not the ONNX exporter",
+    )
 
 
 def _diagnosis_clauses(fd: FirstDivergent) -> str:
@@ -413,6 +431,7 @@ __all__ = [
     "pair_text",
     "precision_text",
     "amplifier_text",
+    "capture_sentences",
     "stage_sentence",
     "value_text",
     "what_to_do",
