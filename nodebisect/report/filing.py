@@ -29,10 +29,9 @@ from nodebisect.report.wording import (
     REPO_RUNTIME,
     file_at,
     nonfinite_sentence,
-    what_to_do,
 )
 from nodebisect.report.markup import fence, num, pair_text, value_text
-from nodebisect.report.verdict import values_behind
+from nodebisect.report.verdict import values_behind, verdict_view
 
 TITLE_CHARS = 150
 
@@ -86,7 +85,7 @@ def values_section(result: LocateResult) -> str:
     fd = result.first_divergent
     if fd is None:
         return ""
-    lines = [f"- {_VALUE_BULLETS[fact.label].format(fact.text)}" for fact in values_behind(fd)]
+    lines = [f"- {_VALUE_BULLETS[fact.label].format(fact.text)}" for fact in values_behind(fd)]  # also for a match that names a node
     node = result.node(fd.onnx_node)
     if node is not None and node.attributes:
         lines.append(f"- attributes of node `{fd.onnx_node}` ({fd.op_type}): `{full_attributes(node)}`")
@@ -100,12 +99,11 @@ def what_to_do_section(result: LocateResult) -> str:
     fd = result.first_divergent
     if fd is None or result.verdict not in (DIVERGED, RUNTIME_FAILED):
         return ""
-    exporter = result.environment.get("exporter", "dynamo")
-    where = file_at(fd, exporter)
+    view = verdict_view(result)
     lines = []
-    if where:
-        lines.append(f"- **File at:** [`{where[0]}`](https://github.com/{where[0]}/issues) — {where[1]}")
-    lines.append(f"- **Meanwhile:** {what_to_do(fd, exporter).removeprefix('meanwhile, ')}")
+    if view.file_at:
+        lines.append(f"- **File at:** [`{view.file_at[0]}`](https://github.com/{view.file_at[0]}/issues) — {view.file_at[1]}")
+    lines.append(f"- **Meanwhile:** {view.meanwhile.removeprefix('meanwhile, ')}")
     if fd.stage == STAGE_GRAPH_OPTIMIZATION:
         lines.append("- The repro holds the optimized subgraph; the unoptimized export (`optimize=False`) is right at this value.")
     return "### What to do\n\n" + "\n".join(lines)

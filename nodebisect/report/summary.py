@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nodebisect.records import DIVERGED, EXPORT_FAILED, MATCH, RUNTIME_FAILED, LocateResult, Metrics
-from nodebisect.report.verdict import verdict_view
+from nodebisect.report.verdict import VerdictView, verdict_view
 from nodebisect.report.wording import is_detail_note, next_lines
 
 
@@ -54,7 +54,7 @@ def summary(result: LocateResult, report_dir: str | None = None, verbose: bool =
         else:
             lines.append("  next: --debug shows the exporter's traceback")
     elif result.verdict in (DIVERGED, RUNTIME_FAILED) and result.first_divergent:
-        lines += _diverged(result, report_dir, repro)
+        lines += _diverged(result, view, report_dir, repro)
     else:
         lines.append(f"{result.verdict.upper()}")
     if result.trials:
@@ -66,9 +66,8 @@ def summary(result: LocateResult, report_dir: str | None = None, verbose: bool =
     return "\n".join(lines)
 
 
-def _diverged(result: LocateResult, report_dir: str | None, repro: bool) -> list[str]:
+def _diverged(result: LocateResult, view: VerdictView, report_dir: str | None, repro: bool) -> list[str]:
     """The lines of a divergence: the verdict view's facts, then the search, the repro and what next."""
-    view = verdict_view(result)
     stats = result.stats
     lines = [view.headline] + [f"  {fact.label + ':':<10} {fact.text}" for fact in view.facts]
     lines.append(

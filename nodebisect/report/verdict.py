@@ -1,5 +1,8 @@
 """The verdict of one result, assembled once: every screen formats this view, none composes its own.
 
+The values behind a divergence (``values_behind``) are the one list every screen shows,
+in one order; report.md and the TUI read it for any named node, a match's included.
+
 The terminal summary, report.md and the TUI each used to build the headline and
 the "values behind it" lines themselves, each with its own subset and order. They
 now read one ``VerdictView``: the headline, the labelled facts of a divergence in
@@ -51,8 +54,6 @@ class VerdictView:
         banner: the same in one short line (the TUI's banner title).
         facts: the facts of a divergence, in order (value, stage, framework, source, worst,
             constants, metrics, isolated, precision, amplified, segment, suspect, why, outputs).
-        values: the values behind it (worst, nan/inf, constants, isolated, precision,
-            amplified, suspect): the subset every screen shows in this order.
         file_at: (repository, component) where the defect is fixed, or None.
         meanwhile: what to do until it is fixed ("" when there is nothing to file).
     """
@@ -60,13 +61,8 @@ class VerdictView:
     headline: str
     banner: str
     facts: list[Fact] = field(default_factory=list)
-    values: list[Fact] = field(default_factory=list)
     file_at: tuple[str, str] | None = None
     meanwhile: str = ""
-
-    def fact(self, label: str) -> str:
-        """The text of one fact, or ""."""
-        return next((f.text for f in self.facts if f.label == label), "")
 
 
 def verdict_view(result: LocateResult) -> VerdictView:
@@ -82,12 +78,10 @@ def verdict_view(result: LocateResult) -> VerdictView:
             return VerdictView(headline=headline, banner=f"EXPORT FAILED at step {failure.step}")
         return VerdictView(headline=result.verdict.upper(), banner=result.verdict.upper().replace("_", " "))
     where = file_at(fd, exporter)
-    values = values_behind(fd)
     return VerdictView(
         headline=f"DIVERGED at {fd.onnx_node} ({fd.op_type})",
         banner=_diverged_banner(fd),
-        facts=_facts(result, fd, exporter, values),
-        values=values,
+        facts=_facts(result, fd, exporter, values_behind(fd)),
         file_at=where,
         meanwhile=what_to_do(fd, exporter),
     )
