@@ -39,6 +39,7 @@ class Activations(Reference):
 
     kind: str = "pytorch"
     program: Any = field(default=None, repr=False)
+    _ops: dict[str, RefOp] | None = field(default=None, repr=False, compare=False)  # ops(), read once per program
     # Where values go once ``spill_after`` bytes are held in memory ("" = never spill).
     spill_dir: str = ""
     spill_after: int = 0
@@ -68,15 +69,15 @@ class Activations(Reference):
         return describe(self.program, name)
 
     def op(self, name: str) -> RefOp | None:
-        from nodebisect.frontends.pytorch_reference.program import fx_node, ref_op
-
-        node = fx_node(self.program, name)
-        return ref_op(node) if node is not None else None
+        return self.ops().get(name)
 
     def ops(self) -> dict[str, RefOp]:
-        from nodebisect.frontends.pytorch_reference.program import all_ops
+        """Every call of the program, read once: the exactness audit asks for one op per candidate node."""
+        if self._ops is None:
+            from nodebisect.frontends.pytorch_reference.program import all_ops
 
-        return all_ops(self.program)
+            self._ops = all_ops(self.program)
+        return self._ops
 
     def parameter(self, name: str) -> np.ndarray | None:
         from nodebisect.frontends.pytorch_reference.program import parameter
