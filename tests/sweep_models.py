@@ -40,12 +40,30 @@ class _DataDependent(nn.Module):
         return h - 1
 
 
+class _Switchable(_DataDependent):
+    """Exports only once ``branchy`` is off: the attribute a ``--model-setting branchy=False`` remedy sets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.branchy = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        if self.branchy and h.sum() > 0:
+            return h * 2
+        return h - 1
+
+
 def clean():
     return _Clean(), (torch.randn(3, 6, generator=torch.Generator().manual_seed(0)),)
 
 
 def export_fails():
     return _DataDependent(), (torch.randn(2, 4, generator=torch.Generator().manual_seed(0)),)
+
+
+def switchable():
+    return _Switchable(), (torch.randn(2, 4, generator=torch.Generator().manual_seed(0)),)
 
 
 def crashes():

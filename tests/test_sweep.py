@@ -57,11 +57,20 @@ def pool_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
                    f"{MODELS}:clean name=clean",
                    f"{DIVERGENT}:AvgPoolDivisorOverride name=avgpool",
                    f"{MODELS}:export_fails name=export_fails",
+                   f"{MODELS}:switchable name=switched model_setting=branchy=False",  # the remedy, per model
                    f"{MODELS}:crashes name=crashes",
                    f"{MODELS}:hangs name=hangs timeout=6",
                    f"{MODELS}:hogs_memory name=hog memory_mib=900")
     out = tmp / "out"
-    code = _sweep(fleet, "--out", out, "--jobs", "2", "--reports", "-q")
+    # Run from a folder holding a `nodebisect/` folder, as the one holding the checkout does: no model may import it.
+    (tmp / "nodebisect").mkdir()
+    (tmp / "nodebisect" / "__init__.py").write_text("raise ImportError('the decoy nodebisect/ folder was imported')\n")
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        code = _sweep(fleet, "--out", out, "--jobs", "2", "--reports", "-q")
+    finally:
+        os.chdir(cwd)
     assert code == 1  # some model diverged or failed
     return out
 
@@ -71,8 +80,9 @@ def test_pool_sweep_gives_every_model_its_verdict(pool_sweep: Path) -> None:
     rows = _by_name(pool_sweep)
     assert {n: r["status"] for n, r in rows.items()} == {
         "clean": "match", "avgpool": "diverged", "export_fails": "export_failed", "crashes": "crashed", "hangs": "timeout",
-        "hog": "out_of_memory",
+        "hog": "out_of_memory", "switched": "match",
     }
+    assert rows["switched"]["options"]["model_settings"] == ["branchy=False"]
     assert rows["hog"]["peak_rss_mib"] > 900 and rows["hog"]["wall_s"] < 60
     assert rows["avgpool"]["first_divergent"]["framework"]["target"] == "aten.avg_pool2d.default"
     assert rows["avgpool"]["exit_code"] == 1 and rows["clean"]["exit_code"] == 0 and rows["export_fails"]["exit_code"] == 3
@@ -86,9 +96,10 @@ def test_pool_sweep_gives_every_model_its_verdict(pool_sweep: Path) -> None:
 @pytest.mark.slow
 def test_pool_sweep_writes_summary_sequences_and_reports(pool_sweep: Path) -> None:
     md = (pool_sweep / "sweep.md").read_text()
-    assert "6 models: 1 match, 1 diverged, 1 export_failed, 1 crashed, 1 timeout, 1 out_of_memory" in md
+    assert "7 models: 2 match, 1 diverged, 1 export_failed, 1 crashed, 1 timeout, 1 out_of_memory" in md
     assert "`aten.avg_pool2d.default`" in md and "divergent.py:46" in md
     assert "GuardOnDataDependentSymNode" in md  # export failures grouped with their message
+    assert "rewrite it without Python control flow on tensor values" in md  # and the remedy locate named
     assert "[report](reports/avgpool/report.md)" in md
     assert (pool_sweep / "reports" / "avgpool" / "report.md").is_file()
     assert not (pool_sweep / "reports" / "clean").exists()  # bundles only for divergent models
@@ -158,7 +169,7 @@ def test_compare_names_what_newly_diverges_or_fails(pool_sweep: Path, tmp_path: 
     assert "newly diverged:\n  avgpool: match -> diverged" in text
     diff = json.loads((tmp_path / "diff.json").read_text())
     assert [c["name"] for c in diff["newly_diverged"]] == ["avgpool"]
-    assert diff["only_new"] == ["crashes", "export_fails", "hangs", "hog"] and diff["unchanged"] == 1
+    assert diff["only_new"] == ["crashes", "export_fails", "hangs", "hog", "switched"] and diff["unchanged"] == 1
     back = compare(load_rows(pool_sweep), load_rows(old))
     assert [c.name for c in back.fixed] == ["avgpool"] and back.regressions == 0
 
@@ -200,6 +211,8 @@ def test_sources_lists_filter_limit_shard(tmp_path: Path) -> None:
     (tmp_path / "a.pt2").write_bytes(b"x")
     (tmp_path / "a.inputs.pt").write_bytes(b"x")
     (tmp_path / "b.pt2").write_bytes(b"x")
+    (tmp_path / "m.py").write_text("")  # a list's paths must exist (relative to the list)
+    (tmp_path / "x.pt").write_bytes(b"x")
     toml = _fleet(tmp_path / "m.toml", "[[model]]", 'spec = "m.py:build"', 'inputs = "x.pt"', "options = { rtol = 0.01 }")
     yaml_list = _fleet(tmp_path / "m.yaml", "- spec: pkg.mod:factory", "  name: pkg", "- a.pt2")
     tasks = tasks_from_sources([str(tmp_path / "a.pt2"), str(toml), str(yaml_list), str(tmp_path)])
@@ -273,7 +286,7 @@ def test_tui_opens_a_sweep_and_a_model(pool_sweep: Path) -> None:
             await pilot.pause()
             assert isinstance(app.screen, SweepScreen)
             table = app.screen.query_one(DataTable)
-            assert table.row_count == 6
+            assert table.row_count == 7
             assert table.get_row_at(0)[:2] == ["avgpool", "diverged"]  # worst first
             await pilot.press("enter")
             await pilot.pause()

@@ -105,7 +105,7 @@ def main() -> None:
 class OrtChild:
     """A child process that creates and runs ONNX Runtime sessions on request.
 
-    The child is a plain ``python -m nodebisect.runtime.sandbox`` (not multiprocessing),
+    The child is a plain ``python -c`` calling ``main`` here (not multiprocessing),
     so the user's ``__main__`` script is never imported again. ``start()`` may be
     called early (the pipeline does so before the export): the child imports numpy
     and onnxruntime while PyTorch works, and the first request finds it ready.
@@ -123,11 +123,14 @@ class OrtChild:
             self._start()
 
     def _start(self) -> None:
+        # Not ``-m``: it puts the working directory first on sys.path, where a folder named
+        # nodebisect (the checkout, run from the folder holding it) would shadow the package.
+        bootstrap = "import sys; sys.path[:] = [p for p in sys.path if p]; from nodebisect.runtime.sandbox import main; main()"
         env = dict(os.environ)
         root = import_root()
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "nodebisect.runtime.sandbox"],
+            [sys.executable, "-c", bootstrap],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

@@ -27,15 +27,19 @@ from nodebisect.sweep.tasks import ERROR_STATUSES, SweepOptions
 DESCRIPTION = """Check a fleet of models with `locate`, each in its own process, and summarise it.
 
 SOURCES: directories of .pt2 files (NAME.inputs.pt beside one is its --inputs),
-list files (.txt: `SPEC [inputs=FILE] [name=N] [rtol=..] [timeout=..]` a line;
-.toml: [[model]] spec/name/inputs/options; .yaml: a list of those), or specs
-(file.py:factory). --zoo transformers adds transformers architectures built
-offline from small configs with random weights."""
+list files (.txt: `SPEC [inputs=FILE] [name=N] [rtol=..] [timeout=..]
+[model_setting=KEY=VALUE]` a line; .toml: [[model]] spec/name/inputs/options/
+model_settings; .yaml: a list of those), or specs (file.py:factory).
+Relative paths in a list file are relative to the list file's folder, not to
+the current directory. A missing file or an unknown key in a list is exit 2.
+--zoo transformers adds transformers architectures built offline from small
+configs with random weights."""
 
 EPILOG = """examples:
   nodebisect sweep models/ --out sweep-out --jobs 2
   nodebisect sweep --zoo transformers --limit 40 --out zoo-sweep
   nodebisect sweep fleet.toml --out s --executor ray --address auto
+  nodebisect sweep --zoo transformers --out s --model-setting use_cache=False   # a remedy for every model
   nodebisect sweep --out s --resume fleet.toml         # run what an interrupted sweep left
   nodebisect sweep --compare old-sweep new-sweep       # what newly diverges or fails
 
@@ -73,6 +77,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     loc.add_argument("--atol", type=float)
     loc.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo")
     loc.add_argument("--trials", type=int, default=1, metavar="N")
+    loc.add_argument("--model-setting", action="append", dest="model_settings", default=[], metavar="KEY=VALUE",
+                     help="set a config value or attribute of every model before export (repeatable), e.g. use_cache=False: "
+                          "the remedies locate names for an export failure; a list entry's model_setting adds to it")
     out = parser.add_argument_group("output")
     out.add_argument("--reports", action="store_true", help="write a report bundle for each divergent model into DIR/reports/NAME")
     out.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="compare two sweep directories (or sweep.jsonl files) and exit")
@@ -91,6 +98,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise BadInputError("sweep needs --out DIR", tip="e.g. --out sweep-out")
     if not args.sources and not args.zoo:
         raise BadInputError("no models to sweep", tip="pass a directory, a model list, or --zoo transformers")
+    from nodebisect.sweep.tasks import merge_settings
+
+    try:
+        settings = merge_settings((), list(args.model_settings or []))
+    except ValueError as exc:
+        raise BadInputError(f"--model-setting: {exc}") from exc
     out_dir = Path(args.out or ".").expanduser().absolute()
     tasks = tasks_from_sources(list(args.sources))
     if args.zoo:
@@ -101,12 +114,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     tasks = select(tasks, args.filter, args.limit, args.shard)
     if args.list:
         for task in tasks:
-            print(f"{task.name}\t{task.spec}" + (f"\t--inputs {' '.join(task.inputs)}" if task.inputs else ""))
+            print(f"{task.name}\t{task.spec}" + (f"\t--inputs {' '.join(task.inputs)}" if task.inputs else "")
+                  + "".join(f"\t{k}={v}" for k, v in task.options.items() if k != "model_settings")
+                  + "".join(f"\t--model-setting {s}" for s in task.options.get("model_settings") or []))
         return ExitCode.MATCH
     if not tasks:
         raise BadInputError("no model left after --filter/--limit/--shard")
     options = SweepOptions(strategy=args.strategy, rtol=args.rtol, atol=args.atol, exporter=args.exporter,
-                           trials=args.trials, timeout=args.timeout, memory_mib=args.memory_mib, reports=args.reports)
+                           trials=args.trials, timeout=args.timeout, memory_mib=args.memory_mib, reports=args.reports,
+                           model_settings=settings)
     for task in tasks:  # a bad per-model option is bad input now, not an error in a worker later
         try:
             options.merged(task.options)
@@ -176,7 +192,9 @@ def write_summary(out_dir: Path, rows: list[dict[str, Any]], elapsed_s: float | 
                        "target": ((r.get("first_divergent") or {}).get("framework") or {}).get("target"),
                        "source": summary.model_source((r.get("first_divergent") or {}).get("framework") or {}),
                        "report_dir": r.get("report_dir", "")} for r in rows if r["status"] == "diverged"],
-        "export_failures": [{"target": g[0], "message": g[1], "models": g[2]} for g in summary.export_failure_groups(rows)],
+        "export_failures": [{"target": g[0], "message": g[1], "models": g[2],
+                             **dict(zip(("remedy", "settings"), summary.group_remedy(rows, g[2])))}
+                            for g in summary.export_failure_groups(rows)],
         "others": [{"name": r["name"], "status": r["status"], "reason": r.get("reason", "")}
                    for r in rows if r["status"] not in ("match", "diverged", "export_failed")],
         "sequences": mined.to_dict(),

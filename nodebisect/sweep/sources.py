@@ -4,16 +4,21 @@ A source is a directory of ``.pt2`` archives (``NAME.inputs.pt`` beside one is
 its ``--inputs``), or a list file:
 
 - ``.txt``: one model a line, ``SPEC [inputs=FILE] [name=NAME] [KEY=VALUE ...]``
-  (``#`` starts a comment; KEY is a per-model option such as ``rtol`` or ``timeout``);
+  (``#`` starts a comment; KEY is a per-model option such as ``rtol`` or ``timeout``,
+  or ``model_setting=use_cache=False``, repeatable);
 - ``.toml``: ``[[model]]`` tables with ``spec``, optional ``name``, ``inputs``
-  (a path or a list) and ``options`` (a table);
+  (a path or a list), ``options`` (a table) and ``model_settings`` (a list of ``KEY=VALUE``);
 - ``.yaml`` / ``.yml``: a list of such mappings (or ``{models: [...]}``), or of bare specs.
 
 Relative paths in a list are relative to the list file, so a list travels with its models.
+Everything is checked while planning, so a typo is exit 2 naming it, not a failed row
+an hour later: a model or inputs file that does not exist, an unknown key (with the
+nearest known one), a bad option value.
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 import shlex
@@ -21,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from nodebisect.errors import BadInputError
-from nodebisect.sweep.tasks import ModelTask
+from nodebisect.sweep.tasks import SETTING_ALIASES, ModelTask, SweepOptions
 
 LIST_SUFFIXES = (".txt", ".list", ".toml", ".yaml", ".yml")
+# The keys of one entry of a .toml / .yaml list.
+ENTRY_KEYS = ("spec", "name", "inputs", "options", "model_settings")
 
 
 def tasks_from_sources(sources: list[str]) -> list[ModelTask]:
@@ -44,7 +51,9 @@ def tasks_from_sources(sources: list[str]) -> list[ModelTask]:
         elif path.is_file():
             raise BadInputError(f"cannot read models from {source}: not a directory, .pt2 or a list ({', '.join(LIST_SUFFIXES)})")
         elif ":" in source:
-            tasks.append(ModelTask(name=_name_of(source), spec=_resolve_spec(source, Path.cwd()), group="argv"))
+            spec = _resolve_spec(source, Path.cwd())
+            _check_exists(spec, (), source)
+            tasks.append(ModelTask(name=_name_of(source), spec=spec, group="argv"))
         else:
             raise BadInputError(f"source not found: {source}", tip="pass a directory of .pt2 files, a model list, or --zoo transformers")
     return unique_names(tasks)
@@ -61,6 +70,7 @@ def tasks_from_directory(directory: Path) -> list[ModelTask]:
 def tasks_from_list(path: Path) -> list[ModelTask]:
     """The models of a ``.txt`` / ``.toml`` / ``.yaml`` list file."""
     suffix = path.suffix.lower()
+    lines: list[int] = []  # a .txt entry's line number, for its errors
     try:
         if suffix == ".toml":
             import tomllib
@@ -77,13 +87,16 @@ def tasks_from_list(path: Path) -> list[ModelTask]:
         else:
             entries = [_parse_line(line, path, n) for n, line in enumerate(path.read_text().splitlines(), 1)]
             entries = [e for e in entries if e]
+            lines = [e.pop("_line") for e in entries]
     except BadInputError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parse error is a bad list
         raise BadInputError(f"cannot parse {path}: {exc}") from exc
     if not isinstance(entries, list) or not entries:
         raise BadInputError(f"{path} lists no models")
-    return [_task_from_entry(entry, path, n) for n, entry in enumerate(entries, 1)]
+    if suffix not in (".toml", ".yaml", ".yml"):
+        return [_task_from_entry(entry, path, f"{path}:{n}") for n, entry in zip(lines, entries)]
+    return [_task_from_entry(entry, path, f"{path}: entry {n}") for n, entry in enumerate(entries, 1)]
 
 
 def select(tasks: list[ModelTask], pattern: str = "", limit: int = 0, shard: str = "") -> list[ModelTask]:
@@ -141,7 +154,7 @@ def _parse_line(line: str, path: Path, number: int) -> dict[str, Any] | None:
         words = shlex.split(line)
     except ValueError as exc:
         raise BadInputError(f"{path}:{number}: {exc}") from exc
-    entry: dict[str, Any] = {"spec": words[0], "options": {}}
+    entry: dict[str, Any] = {"spec": words[0], "options": {}, "_line": number}
     for word in words[1:]:
         if "=" not in word:
             raise BadInputError(f"{path}:{number}: expected KEY=VALUE, got {word!r}", tip="e.g. inputs=x.pt rtol=1e-2 timeout=60")
@@ -150,25 +163,69 @@ def _parse_line(line: str, path: Path, number: int) -> dict[str, Any] | None:
             entry.setdefault("inputs", []).append(value)
         elif key == "name":
             entry["name"] = value
+        elif SETTING_ALIASES.get(key, key) == "model_settings":  # repeatable: model_setting=use_cache=False
+            entry.setdefault("model_settings", []).append(value)
         else:
             entry["options"][key.replace("-", "_")] = value
     return entry
 
 
-def _task_from_entry(entry: Any, path: Path, number: int) -> ModelTask:
+def _task_from_entry(entry: Any, path: Path, where: str) -> ModelTask:
+    """One entry as a task, every key, option and path checked (``where`` names the entry in errors)."""
     if isinstance(entry, str):
         entry = {"spec": entry}
     if not isinstance(entry, dict) or "spec" not in entry:
-        raise BadInputError(f"{path}: entry {number} has no 'spec'")
+        raise BadInputError(f"{where} has no 'spec'")
+    for key in entry:
+        if key not in ENTRY_KEYS and SETTING_ALIASES.get(key) != "model_settings":
+            raise BadInputError(f"{where}: unknown key {key!r}{_did_you_mean(key, [*ENTRY_KEYS, *SweepOptions().to_dict()])}",
+                                tip=f"an entry holds {', '.join(ENTRY_KEYS)}; per-model options go in 'options'")
     spec = _resolve_spec(str(entry["spec"]), path.parent)
     inputs = entry.get("inputs") or []
     if isinstance(inputs, str):
         inputs = [inputs]
     inputs = tuple(str(_resolve(Path(i), path.parent)) for i in inputs)
+    _check_exists(spec, inputs, where, base=path.parent)
     if not inputs and spec.lower().endswith(".pt2"):
         inputs = _inputs_beside(Path(spec))
     options = dict(entry.get("options") or {})
+    settings = [s for k, v in entry.items() if SETTING_ALIASES.get(k, k) == "model_settings"
+                for s in ([v] if isinstance(v, str) else list(v or []))]
+    if settings:
+        options["model_settings"] = [*_as_list(options.get("model_settings")), *settings]
+    try:
+        SweepOptions().merged(options)
+    except (ValueError, TypeError) as exc:
+        raise BadInputError(f"{where}: {exc}") from exc
     return ModelTask(name=str(entry.get("name") or _name_of(spec)), spec=spec, inputs=inputs, options=options, group=str(path))
+
+
+def _check_exists(spec: str, inputs: tuple[str, ...], where: str, base: Path | None = None) -> None:
+    """A model or inputs file the entry names must exist (a ``pkg.module:fn`` spec is left to import)."""
+    file_part = spec.rpartition(":")[0] if ":" in spec else spec
+    files = [("model", file_part)] if (":" not in spec or file_part.endswith(".py") or "/" in file_part) else []
+    for kind, name in [*files, *(("inputs", i) for i in inputs)]:
+        if not Path(name).exists():
+            relative = f" (relative paths in a list are relative to its folder, {base})" if base is not None else ""
+            raise BadInputError(f"{where}: {kind} file not found: {name}{_near(Path(name))}{relative}")
+
+
+def _near(path: Path) -> str:
+    try:
+        siblings = [p.name for p in path.parent.iterdir()] if path.parent.is_dir() else []
+    except OSError:
+        siblings = []
+    near = difflib.get_close_matches(path.name, siblings, n=1)
+    return f" (did you mean {near[0]}?)" if near else ""
+
+
+def _did_you_mean(word: str, known: list[str]) -> str:
+    near = difflib.get_close_matches(word, known, n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def _as_list(value: Any) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else [str(v) for v in value]
 
 
 def _resolve_spec(spec: str, base: Path) -> str:

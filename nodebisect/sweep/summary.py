@@ -58,6 +58,26 @@ def export_failure_groups(rows: list[dict[str, Any]]) -> list[tuple[str, str, li
     return sorted(((k[0], k[1], v) for k, v in groups.items()), key=lambda g: (-len(g[2]), g[0], g[1]))
 
 
+def group_remedy(rows: list[dict[str, Any]], names: list[str]) -> tuple[str, list[str]]:
+    """The remedy locate named for a group of export failures, and the model settings that apply it.
+
+    The first model of the group with a remedy speaks for it (a group is one cause).
+    """
+    wanted = set(names)
+    for row in rows:
+        ef = row.get("export_failure") or {}
+        if row["name"] in wanted and (ef.get("remedy") or ef.get("settings")):
+            return str(ef.get("remedy") or ""), [str(s) for s in ef.get("settings") or []]
+    return "", []
+
+
+def remedy_cell(remedy: str, settings: list[str]) -> str:
+    """A Markdown cell: the remedy, then the flags to add (``--model-setting use_cache=False``)."""
+    flags = " ".join(f"`--model-setting {s}`" for s in settings)
+    text = _cell(remedy)
+    return f"{text}; add {flags}" if text and flags else text or (f"add {flags}" if flags else "")
+
+
 def to_markdown(rows: list[dict[str, Any]], out_dir: Path, elapsed_s: float | None = None, ran: int | None = None,
                 title: str = "nodebisect sweep") -> str:
     """``sweep.md``: counts, then the divergent models, export failures, other failures, flags.
@@ -96,9 +116,10 @@ def to_markdown(rows: list[dict[str, Any]], out_dir: Path, elapsed_s: float | No
                          f"{_cell(_short_source(model_source(fw)))} | {link} |")
     groups = export_failure_groups(rows)
     if groups:
-        lines += ["", "## Export failures", "", "| failing op / step | message | models |", "|---|---|---|"]
+        lines += ["", "## Export failures", "", "| failing op / step | message | remedy | models |", "|---|---|---|---|"]
         for target, message, names in groups:
-            lines.append(f"| `{target}` | {_cell(message)} | {len(names)}: {_cell(', '.join(names))} |")
+            lines.append(f"| `{target}` | {_cell(message)} | {remedy_cell(*group_remedy(rows, names))} | "
+                         f"{len(names)}: {_cell(', '.join(names))} |")
     others = [r for r in rows if r["status"] not in ("match", "diverged", "export_failed")]
     if others:
         lines += ["", "## Other outcomes", "", "| model | status | exit | reason |", "|---|---|---:|---|"]

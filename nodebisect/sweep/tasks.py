@@ -7,6 +7,7 @@ a sweep never pays for those imports.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,9 @@ class SweepOptions:
         timeout: wall-clock seconds one model may take, start to verdict.
         memory_mib: resident memory one model may use before it is killed.
         reports: write a report bundle for divergent models.
+        model_settings: ``--model-setting KEY=VALUE`` for every model (the remedies an
+            export failure names, such as ``use_cache=False``); a task's own settings
+            are added to them, its value winning for the same KEY.
     """
 
     strategy: str = "auto"
@@ -62,16 +66,26 @@ class SweepOptions:
     timeout: float = 900.0
     memory_mib: float = 4096.0
     reports: bool = False
+    model_settings: tuple[str, ...] = ()
 
     def merged(self, overrides: dict[str, Any]) -> SweepOptions:
-        """These options with a task's own (``rtol=1e-2 timeout=60`` in a spec list)."""
-        known = {f.name: f.type for f in dataclasses.fields(self)}
+        """These options with a task's own (``rtol=1e-2 timeout=60`` in a spec list).
+
+        Raises:
+            ValueError: an unknown key (with the nearest known one) or a bad value.
+        """
+        known = option_keys()
         clean: dict[str, Any] = {}
         for key, value in overrides.items():
+            key = SETTING_ALIASES.get(key, key)
             if key not in known:
-                raise ValueError(f"unknown per-model option {key!r} (one of {', '.join(sorted(known))})")
+                near = difflib.get_close_matches(key, known, n=1)
+                hint = f"did you mean {near[0]!r}?" if near else f"one of {', '.join(known)}"
+                raise ValueError(f"unknown per-model option {key!r} ({hint})")
             current = getattr(self, key)
-            if isinstance(current, bool) or key == "reports":
+            if key == "model_settings":
+                clean[key] = merge_settings(self.model_settings, [value] if isinstance(value, str) else list(value))
+            elif isinstance(current, bool) or key == "reports":
                 clean[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
             elif key in ("rtol", "atol", "timeout", "memory_mib"):
                 clean[key] = float(value)
@@ -82,7 +96,35 @@ class SweepOptions:
         return dataclasses.replace(self, **clean)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["model_settings"] = list(self.model_settings)
+        return data
+
+
+# A list file's spelling of the per-model ``--model-setting`` (``model_setting=use_cache=False``).
+SETTING_ALIASES = {"model_setting": "model_settings", "model-setting": "model_settings", "setting": "model_settings",
+                   "settings": "model_settings"}
+
+
+def option_keys() -> list[str]:
+    """The per-model option keys a list entry may set, sorted."""
+    return sorted(f.name for f in dataclasses.fields(SweepOptions))
+
+
+def merge_settings(base: tuple[str, ...] | list[str], more: list[str]) -> tuple[str, ...]:
+    """``base`` then ``more`` (each ``KEY=VALUE``, checked), one per KEY: the later value wins.
+
+    Raises:
+        ValueError: a setting is not ``KEY=VALUE``.
+    """
+    by_key: dict[str, str] = {}
+    for text in [*base, *more]:
+        key, sep, _ = str(text).partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"bad model setting {text!r}: use KEY=VALUE, e.g. use_cache=False")
+        by_key.pop(key.strip(), None)  # re-inserted last: the order says which came later
+        by_key[key.strip()] = str(text).strip()
+    return tuple(by_key.values())
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""Run one model: ``python -m nodebisect locate`` in a child process, turned into one row.
+"""Run one model: ``nodebisect locate`` in a child process, turned into one row.
+
+The child starts through ``WORKER_BOOTSTRAP``, not ``python -m nodebisect``: ``-m``
+puts the working directory first on ``sys.path``, where a folder named
+``nodebisect`` (the checkout itself, when the sweep runs from the folder that
+holds it) would shadow the installed package and fail every model.
 
 The child gets its own process group, so a timeout or a memory blow-up kills
 everything it started (onnxruntime's own isolation children included) and
@@ -52,6 +57,16 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _RUNNING: set[int] = set()
 _RUNNING_LOCK = threading.Lock()
 _PR_SET_PDEATHSIG = 1
+# The child's program: import nodebisect with the working directory off sys.path, then put the
+# directory back at the end, so the user's own modules (``mymodels:build``) still import from it.
+WORKER_BOOTSTRAP = (
+    "import os, sys\n"
+    "sys.path[:] = [p for p in sys.path if p not in ('', os.getcwd())]\n"
+    "from nodebisect.cli.main import run\n"
+    "sys.path.append(os.getcwd())\n"
+    "sys.argv[0] = 'nodebisect'\n"
+    "run()\n"
+)
 try:
     _prctl = ctypes.CDLL(None, use_errno=True).prctl
 except (OSError, AttributeError):
@@ -127,7 +142,7 @@ def run_task(task: ModelTask, options: SweepOptions, report_root: str = "", thre
 
 def locate_command(spec: str, inputs: tuple[str, ...], opts: SweepOptions, json_path: Path, report_dir: Path | None) -> list[str]:
     """The ``locate`` command line for one model (the same options a user would type)."""
-    cmd = [sys.executable, "-m", "nodebisect", "locate", spec, "--json", str(json_path), "-q",
+    cmd = [sys.executable, "-c", WORKER_BOOTSTRAP, "locate", spec, "--json", str(json_path), "-q",
            "--strategy", opts.strategy, "--exporter", opts.exporter, "--trials", str(opts.trials),
            # locate's --timeout bounds one onnxruntime session; the model's whole budget bounds it too.
            "--timeout", str(max(1.0, opts.timeout))]
@@ -137,6 +152,8 @@ def locate_command(spec: str, inputs: tuple[str, ...], opts: SweepOptions, json_
         cmd += ["--atol", repr(opts.atol)]
     for path in inputs:
         cmd += ["--inputs", path]
+    for setting in opts.model_settings:
+        cmd += ["--model-setting", setting]
     if report_dir is not None:
         cmd += ["--report", str(report_dir)]
     return cmd
