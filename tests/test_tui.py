@@ -8,6 +8,7 @@ say nothing about locate's correctness; the live test runs the real pipeline on
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from importlib.util import find_spec
@@ -31,6 +32,7 @@ from nodebisect_tui import create_app  # noqa: E402
 from nodebisect_tui.screens import HelpScreen, MainScreen, NodeScreen, PathScreen, RerunScreen  # noqa: E402
 from nodebisect_tui.verdict import VerdictScreen  # noqa: E402
 from nodebisect_tui.widgets import NodeDetail, NodeTable, VerdictBanner  # noqa: E402
+from textual.widgets import Static  # noqa: E402
 
 pytestmark = pytest.mark.anyio  # async Pilot tests run on anyio's pytest plugin
 
@@ -558,3 +560,95 @@ async def test_command_palette_goes_to_a_node_by_name(result_json: str) -> None:
         await pilot.pause()
         assert isinstance(app.screen, MainScreen)
         assert table(app).current == "node_softmax_1"
+
+
+# -- at 100×30 and 120–130 columns (#22 point 7) --------------------------------------
+def long_names_result() -> LocateResult:
+    """The synthetic chain with the node and module names of a real transformers export."""
+    result = synthetic_result()
+    renamed = {}
+    for record in result.nodes:
+        renamed[record.onnx_node] = record.onnx_node.replace("node_", "node_model_layers_11_self_attn_")
+        record.onnx_node = renamed[record.onnx_node]
+        record.framework.module = "model.layers.11.self_attn." + (record.framework.module or "out")
+    fd = result.first_divergent
+    fd.onnx_node = renamed[fd.onnx_node]
+    fd.segment = [renamed[n] for n in fd.segment]
+    for record in result.nodes:
+        record.metrics = record.metrics and Metrics(**{**record.metrics.to_dict(), "max_abs": 1.85e-07 if record.status == "ok" else 1.85})
+    return result
+
+
+@pytest.mark.parametrize("size", [(100, 30), (120, 30), (125, 30), (130, 30)], ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_error_column_is_whole_at_every_width(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = create_app(write_result(long_names_result()))
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        nodes = table(app)
+        width = nodes.scrollable_content_region.width
+        header = nodes.render_line(0).text
+        assert "max abs" in header, header
+        rows = [nodes.render_line(y).text for y in range(1, len(CHAIN) + 1)]
+        assert all(len(row) == width for row in rows)
+        numbers = [re.findall(r"\S*e[-+]\S*", row) for row in rows]
+        assert all(re.fullmatch(r"\d\.\d\de[-+]\d\d", n) for found in numbers for n in found), numbers
+        assert [found[0] for found in numbers if found][:2] == ["1.85e-07", "1.85e-07"]
+        assert nodes.virtual_size.width <= width + 1  # no sideways scrolling needed to read the numbers
+
+
+async def test_help_names_keys_as_typed(result_json: str) -> None:
+    app = create_app(result_json)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = str(app.screen.query_one(Static).render())
+        for raw in ("equals_sign", "question_mark", "slash", "plus", "escape"):
+            assert raw not in text
+        assert re.search(r"\n  \+ / = +Graph: one hop more", text)
+        assert re.search(r"\n  \? +Show every key", text) and re.search(r"\n  / +Filter", text)
+        keys = [line[2:].split("  ")[0] for line in text.splitlines() if line.startswith("  ") and "  " in line[2:]]
+        assert keys and all(not k.endswith(("Graph", "Return", "Show")) for k in keys)
+
+
+async def test_rerun_dialog_enter_submits_from_any_field_and_a_fixed_field_clears_its_error(result_json: str) -> None:
+    app = create_app(result_json)
+    async with app.run_test(size=(100, 30)) as pilot:
+        chosen: list[Any] = []
+        app.push_screen(RerunScreen({}, model="model.py:Model"), chosen.append)
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RerunScreen)
+        await pilot.press(*"1e-", "enter")
+        error = screen.query_one("#rerun-error")
+        assert "rtol must be a number" in str(error.render()) and not chosen
+        await pilot.press("2")  # the field is fixed: its error goes
+        await pilot.pause()
+        assert str(error.render()) == ""
+        await pilot.press("tab", "tab")
+        assert app.focused is screen.query_one("#strategy")
+        await pilot.press("space", "down", "enter")  # the open list still takes Enter as its choice
+        await pilot.pause()
+        assert app.screen is screen and screen.query_one("#strategy").value == "all" and not chosen
+        await pilot.press("enter")  # on the strategy, Enter runs too
+        await pilot.pause()
+        assert chosen == [{"rtol": 0.01, "atol": None, "strategy": "all"}]
+
+
+async def test_an_unmeasured_suspect_says_why_it_is_suspect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = synthetic_result()
+    reason = "its Reshape target contradicts aten.view's size (4, 8)"
+    result.first_divergent.suspects = [Suspect("node_shape", "Shape", 0.85, reason),
+                                       Suspect(CULPRIT, "LayerNormalization", 0.3, "carries the divergent framework value")]
+    app = create_app(write_result(result))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        app.screen.select("node_shape")
+        await pilot.press("enter")  # at 100 columns the detail is its own screen
+        assert isinstance(app.screen, NodeScreen)
+        text = node_view_text(app.screen)
+        assert "not compared (unmapped)" not in text
+        assert "no PyTorch value corresponds to this node's output" in text
+        assert f"suspect #1 of 2 beside the culprit's segment (evidence 0.85): {reason}" in text
+        assert f"suspected for what the diagnosis found about it, not for a measurement: {reason}" in text

@@ -187,20 +187,26 @@ class HelpScreen(ModalScreen[None]):
         text.append("nodebisect TUI\n\n", style="bold")
         groups: list[tuple[str, list[Any]]] = [
             ("everywhere", list(self.app.BINDINGS)),
-            ("node table", list(MainScreen.BINDINGS)),
+            ("node table", list(MainScreen.BINDINGS) + [b for b in NodeTable.BINDINGS if b.key != "enter"]),
             ("node / graph view", list(NodeScreen.BINDINGS)),
             ("verdict view", list(VerdictScreen.BINDINGS)),
         ]
         listed: set[str] = set()
+        rows: list[tuple[str, list[tuple[str, str]]]] = []
         for title, bindings in groups:
-            text.append(title + "\n", style="bold underline")
+            shown = []
             for b in bindings:
                 if title != "everywhere" and b.key in listed and b.key in ("q", "question_mark"):
                     continue
                 listed.add(b.key)
-                key = b.key.replace("slash", "/").replace("question_mark", "?").replace(",", " / ")
-                text.append(f"  {key:<16}", style="bold cyan")
-                text.append(f"{b.tooltip or b.description}\n")
+                shown.append((self.key_names(b), b.tooltip or b.description))
+            rows.append((title, shown))
+        width = max(len(key) for _, shown in rows for key, _ in shown) + 2  # a long key never runs into its text
+        for title, shown in rows:
+            text.append(title + "\n", style="bold underline")
+            for key, what in shown:
+                text.append(f"  {key:<{width}}", style="bold cyan")
+                text.append(f"{what}\n")
             text.append("\n")
         text.append("filter\n", style="bold underline")
         text.append("  words match op type, node, module path or status; all must match\n")
@@ -226,6 +232,11 @@ class HelpScreen(ModalScreen[None]):
             yield Label("escape or ? closes", classes="hint")
 
 
+    def key_names(self, binding: Binding) -> str:
+        """Each key of a binding as the footer shows it (``+ / =``, ``?``, ``^p``), not its name (``equals_sign``)."""
+        return " / ".join(self.app.get_key_display(Binding(key.strip(), "")) for key in binding.key.split(","))
+
+
 class PathScreen(ModalScreen["str | None"]):
     """Ask where to write something; Enter accepts, Escape cancels."""
 
@@ -248,6 +259,12 @@ class PathScreen(ModalScreen["str | None"]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class FormSelect(Select):
+    """A form's Select: Enter submits the form, as in its Inputs; space and the arrows open the list."""
+
+    BINDINGS = [Binding("enter", "screen.submit", "Run", show=False)]
 
 
 class RerunScreen(ModalScreen["dict[str, Any] | None"]):
@@ -280,7 +297,7 @@ class RerunScreen(ModalScreen["dict[str, Any] | None"]):
                 yield Input(value=shown("atol"), placeholder="e.g. 1e-4", id="atol")
             with Horizontal(classes="field"):
                 yield Label("strategy", classes="name")
-                yield Select(
+                yield FormSelect(
                     [(s, s) for s in ("auto", "all", "bisect")],
                     value=self.options.get("strategy") or "auto",
                     allow_blank=False,
@@ -293,20 +310,32 @@ class RerunScreen(ModalScreen["dict[str, Any] | None"]):
 
     @on(Button.Pressed, "#run")
     @on(Input.Submitted)
-    def _run(self) -> None:
+    def action_submit(self) -> None:
+        """Run with the form's values (Enter in any field, or the Run button); a bad value stays to be fixed."""
+        values, error = self._values()
+        self.query_one("#rerun-error", Label).update(error)
+        if not error:
+            self.dismiss(values)
+
+    @on(Input.Changed)
+    def _recheck(self) -> None:
+        """An error shown stays only while a field is still wrong (fixing it clears it; no new one while typing)."""
+        label = self.query_one("#rerun-error", Label)
+        if str(label.render()):
+            label.update(self._values()[1])
+
+    def _values(self) -> tuple[dict[str, Any], str]:
         values: dict[str, Any] = {}
         for key in ("rtol", "atol"):
             text = self.query_one(f"#{key}", Input).value.strip()
             try:
                 values[key] = float(text) if text else None
             except ValueError:
-                self.query_one("#rerun-error", Label).update(f"{key} must be a number, got {text!r}")
-                return
+                return values, f"{key} must be a number, got {text!r}"
             if values[key] is not None and values[key] < 0:
-                self.query_one("#rerun-error", Label).update(f"{key} must be >= 0")
-                return
+                return values, f"{key} must be >= 0"
         values["strategy"] = self.query_one("#strategy", Select).value
-        self.dismiss(values)
+        return values, ""
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

@@ -14,6 +14,7 @@ from textual.strip import Strip
 from textual.widgets import Static
 
 from nodebisect.records import LocateResult, Metrics, NodeRecord
+from nodebisect.report.node_wording import not_compared, suspect_sentence, unmeasured_suspect
 
 from .messages import NodeHighlighted, NodeOpened
 from .verdict import banner_text, capture_section
@@ -21,6 +22,13 @@ from .view import ResultIndex, bar, fmt, fmt_cos, histogram
 
 MODULE_WIDTH = 30
 NODE_WIDTH = 32
+# How the table gives way when it is narrower than its data: text columns shrink to a
+# floor, whole columns go, least needed first; a node's name is cut last, max abs never.
+# A number is shown whole or not at all (``1.85e-`` reads as a different value).
+SHRINK_FLOORS = {2: 10, 3: 14, 4: 10}  # op, node, module
+FIT_STEPS = (("shrink", 4), ("drop", 8), ("shrink", 2), ("drop", 4), ("drop", 7), ("shrink", 3))  # module, cos, op, ...
+# How a cut cell keeps what tells rows apart: a node's suffix (``_1``), a module path's tail.
+CUT_MIDDLE, CUT_LEFT = 3, 4
 
 
 class VerdictBanner(Static):
@@ -78,6 +86,7 @@ class NodeTable(ScrollView, can_focus=True):
         self.records: list[NodeRecord] = []
         self._rows_of: dict[str, int] = {}
         self._widths = [width for _, width, _ in self.COLUMNS]
+        self._needed = list(self._widths)  # what the data asks for, before fitting to the view
         self._styles: dict[str, Style] = {}
 
     @property
@@ -93,9 +102,19 @@ class NodeTable(ScrollView, can_focus=True):
         self.index = index
         self.records = records
         self._rows_of = {r.onnx_node: i for i, r in enumerate(records)}
-        self._widths = _column_widths(records, self.COLUMNS)
-        self.virtual_size = Size(sum(self._widths) + len(self._widths), len(records) + 1)
+        self._needed = _column_widths(records, self.COLUMNS)
+        self._fit()
         self.cursor = min(self.cursor, max(0, len(records) - 1))
+        self.refresh()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """Column widths for the width the table has now (all of the data's, when it fits)."""
+        available = self.scrollable_content_region.width
+        self._widths = fit_widths(self._needed, available) if available > 0 else list(self._needed)
+        self.virtual_size = Size(sum(w + 1 for w in self._widths if w), len(self.records) + 1)
         self.refresh()
 
     def show(self, name: str) -> bool:
@@ -177,16 +196,12 @@ class NodeTable(ScrollView, can_focus=True):
 
 def _cells(record: NodeRecord, mark: str = "") -> list[str]:
     m = record.metrics
-    module = record.framework.module
-    if len(module) > MODULE_WIDTH:
-        module = "…" + module[-(MODULE_WIDTH - 1):]
-    node = record.onnx_node if len(record.onnx_node) <= NODE_WIDTH else record.onnx_node[: NODE_WIDTH - 1] + "…"
-    return [
+    return [  # cut to the column's width by _format_row
         mark,
         str(record.index),
         record.op_type,
-        node,
-        module,
+        record.onnx_node,
+        record.framework.module,
         record.status,
         fmt(m.max_abs) if m else "-",
         fmt(m.max_rel) if m else "-",
@@ -209,10 +224,48 @@ def _column_widths(records: list[NodeRecord], columns: tuple[tuple[str, int, boo
     return [min(n, cap) for n, (_, cap, _) in zip(need, columns)]
 
 
+def fit_widths(needed: list[int], available: int) -> list[int]:
+    """``needed`` narrowed to ``available`` columns (a dropped column has width 0).
+
+    Takes the steps of ``FIT_STEPS`` in order until the row fits: shrink a text column
+    (only as far as needed, never below its floor) or drop a column; then gives any room
+    left back to the shrunk columns. Every shown column takes its width plus one separator.
+    """
+    widths = list(needed)
+
+    def excess() -> int:
+        return sum(w + 1 for w in widths if w) - available
+
+    for action, i in FIT_STEPS:
+        if excess() <= 0:
+            break
+        if action == "drop":
+            widths[i] = 0
+        else:
+            widths[i] -= min(excess(), max(0, widths[i] - SHRINK_FLOORS[i]))
+    for i in SHRINK_FLOORS:
+        if widths[i] and excess() < 0:
+            widths[i] += min(-excess(), needed[i] - widths[i])
+    return widths
+
+
+def _cut(cell: str, width: int, column: int) -> str:
+    if len(cell) <= width:
+        return cell
+    if column == CUT_LEFT:
+        return "…" + cell[-(width - 1):]
+    if column == CUT_MIDDLE and width >= 7:
+        tail = (width - 1) // 2
+        return cell[: width - 1 - tail] + "…" + cell[-tail:]
+    return cell[: width - 1] + "…"
+
+
 def _format_row(cells: list[str], widths: list[int], columns: tuple[tuple[str, int, bool], ...]) -> str:
     parts = []
-    for cell, width, (_, _, right) in zip(cells, widths, columns):
-        cell = cell if len(cell) <= width else cell[: width - 1] + "…"
+    for column, (cell, width, (_, _, right)) in enumerate(zip(cells, widths, columns)):
+        if not width:
+            continue  # a column the view has no room for
+        cell = _cut(cell, width, column)
         parts.append(cell.rjust(width) if right else cell.ljust(width))
     return parts[0] + " ".join(parts[1:]) + " "
 
@@ -242,9 +295,11 @@ def node_detail(index: ResultIndex, name: str, full: bool = False) -> Text:
         text.append("  ◀ FIRST DIVERGENT", style="bold red")
     elif name in index.segment:
         text.append("  ┃ in the culprit's segment", style="red")
+    suspect = None
     if name in index.suspects and not is_culprit:
-        suspect = index.result.first_divergent.suspects[index.suspects[name]]  # type: ignore[union-attr]
-        text.append(f"\nsuspect #{index.suspects[name] + 1} ({suspect.score:.2f}): {suspect.reason}", style="yellow")
+        suspects = index.result.first_divergent.suspects  # type: ignore[union-attr]
+        suspect = suspects[index.suspects[name]]
+        text.append("\n" + suspect_sentence(index.suspects[name], len(suspects), suspect, name in index.segment), style="yellow")
     text.append(f"\n#{record.index} · value {record.onnx_value}")
     if record.mapped_to:
         text.append(f" ≙ torch {record.mapped_to}")
@@ -261,7 +316,9 @@ def node_detail(index: ResultIndex, name: str, full: bool = False) -> Text:
 
     _section(text, "metrics")
     if record.metrics is None:
-        text.append("\n  not compared (" + record.status + ")", style="dim")
+        text.append("\n  " + not_compared(record.status), style="dim")
+        if suspect is not None:
+            text.append("\n  " + unmeasured_suspect(suspect), style="yellow")
     else:
         _metrics(text, index, record.metrics)
 
