@@ -7,6 +7,7 @@ by model (they should: the same child command runs either way).
 
     .venv/bin/python benchmarks/bench_sweep.py                      # --limit 40 --jobs 2
     .venv/bin/python benchmarks/bench_sweep.py --limit 6 --executors local
+    .venv/bin/python benchmarks/bench_sweep.py --executors local-cold,local   # cold vs warm workers
     .venv/bin/python benchmarks/bench_sweep.py --reuse OUT          # re-read earlier runs
 
 Elapsed time includes starting the Ray instance. Other work on the machine shares the
@@ -26,8 +27,10 @@ from pathlib import Path
 
 def run_sweep(out: Path, executor: str, limit: int, jobs: int, timeout: float, extra: list[str]) -> float:
     """One sweep in a child process; returns its elapsed seconds."""
+    kind, _, workers = executor.partition("-")  # local-cold: the pool with a fresh Python per model
     cmd = [sys.executable, "-m", "nodebisect.sweep.cli", "--zoo", "transformers", "--limit", str(limit), "--jobs", str(jobs),
-           "--timeout", str(timeout), "--executor", executor, "--out", str(out), "--json", str(out / "summary.json"), *extra]
+           "--timeout", str(timeout), "--executor", kind, "--out", str(out), "--json", str(out / "summary.json"),
+           *(["--workers", workers] if workers else []), *extra]
     start = time.monotonic()
     subprocess.run(cmd, check=False)
     elapsed = time.monotonic() - start
@@ -51,7 +54,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=300.0)
-    parser.add_argument("--executors", default="local,ray")
+    parser.add_argument("--executors", default="local,ray", help="comma-separated: local (warm workers), local-cold, ray")
     parser.add_argument("--out", default="bench-sweep-out")
     parser.add_argument("--reuse", action="store_true", help="do not run: read the runs already in --out")
     args, extra = parser.parse_known_args()

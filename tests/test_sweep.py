@@ -83,6 +83,12 @@ def test_pool_sweep_gives_every_model_its_verdict(pool_sweep: Path) -> None:
         "hog": "out_of_memory", "switched": "match",
     }
     assert rows["switched"]["options"]["model_settings"] == ["branchy=False"]
+    # Warm workers (the default): a process runs model after model; the one a model crashed, hung or
+    # blew up ran nothing after it (each later model got a fresh one), and the rest still got verdicts.
+    ended = {rows[n]["worker"]["pid"]: rows[n]["worker"]["model"] for n in ("crashes", "hangs", "hog")}
+    assert len(ended) == 3
+    assert all(r["worker"]["model"] <= ended.get(r["worker"]["pid"], r["worker"]["model"]) for r in rows.values())
+    assert max(r["worker"]["model"] for r in rows.values()) >= 2
     assert rows["hog"]["peak_rss_mib"] > 900 and rows["hog"]["wall_s"] < 60
     assert rows["avgpool"]["first_divergent"]["framework"]["target"] == "aten.avg_pool2d.default"
     assert rows["avgpool"]["exit_code"] == 1 and rows["clean"]["exit_code"] == 0 and rows["export_fails"]["exit_code"] == 3
@@ -134,7 +140,7 @@ def test_resume_runs_only_what_an_interrupted_sweep_left(tmp_path: Path) -> None
     fleet = _fleet(tmp_path / "fleet.txt", f"{MODELS}:crashes name=crashes", f"{MODELS}:clean name=clean",
                    f"{MODELS}:export_fails name=export_fails")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "nodebisect.sweep.cli", str(fleet), "--out", str(out), "--jobs", "1", "-q"]
+    cmd = [sys.executable, "-m", "nodebisect.sweep.cli", str(fleet), "--out", str(out), "--jobs", "1", "-q", "--workers", "cold"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rows_file = out / "sweep.jsonl"
     deadline = time.monotonic() + 60

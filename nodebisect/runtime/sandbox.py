@@ -125,7 +125,7 @@ class OrtChild:
     def _start(self) -> None:
         # Not ``-m``: it puts the working directory first on sys.path, where a folder named
         # nodebisect (the checkout, run from the folder holding it) would shadow the package.
-        bootstrap = "import sys; sys.path[:] = [p for p in sys.path if p]; from nodebisect.runtime.sandbox import main; main()"
+        bootstrap = "import sys\nif sys.path[:1] == ['']: del sys.path[0]\nfrom nodebisect.runtime.sandbox import main\nmain()\n"
         env = dict(os.environ)
         root = import_root()
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

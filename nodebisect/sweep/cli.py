@@ -66,6 +66,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("where and how")
     run.add_argument("--jobs", "-j", type=int, default=0, metavar="N", help="models at a time (default: cores, capped by memory)")
     run.add_argument("--executor", choices=["local", "ray"], default="local", help="local process pool (default) or Ray")
+    run.add_argument("--workers", choices=["warm", "cold"], default="warm",
+                     help="local pool: warm (default) runs many models per Python process, importing torch once, and "
+                          "replaces a process a model crashed, hung or blew up; cold starts a fresh Python per model")
     run.add_argument("--address", default="", metavar="ADDR", help="Ray cluster: auto | ray://HOST:PORT (default: start a local Ray instance)")
     run.add_argument("--timeout", type=float, default=900.0, metavar="S", help="wall-clock seconds per model before it is killed (default 900)")
     run.add_argument("--memory-mib", type=float, default=4096.0, metavar="MIB",
@@ -143,8 +146,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from nodebisect.sweep.executors import ExecutorConfig, default_jobs, execute
 
     jobs = args.jobs or default_jobs(min(args.memory_mib, 1500.0))
-    config = ExecutorConfig(kind=args.executor, jobs=jobs, address=args.address, report_root=str(out_dir / "reports"))
-    where = f"Ray {args.address or '(local instance)'}" if args.executor == "ray" else f"{jobs} local job(s)"
+    config = ExecutorConfig(kind=args.executor, jobs=jobs, address=args.address, report_root=str(out_dir / "reports"),
+                            warm=args.workers == "warm")
+    where = f"Ray {args.address or '(local instance)'}" if args.executor == "ray" else f"{jobs} local {args.workers} worker(s)"
     _say(args, f"sweep: {len(todo)} model(s) on {where}, timeout {args.timeout:g}s each -> {out_dir}")
     progress = Progress(len(todo), enabled=not args.quiet)
     start = time.monotonic()

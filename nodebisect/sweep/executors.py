@@ -1,8 +1,11 @@
 """Spread the tasks: a local pool (default) or a Ray cluster. No scheduler of our own.
 
-Every model already runs in its own child process (``worker.run_task``), so the
-local pool is a ``ThreadPoolExecutor`` of ``jobs`` threads, each waiting on one
-child: ``jobs`` model processes at a time, with no extra Python process per job.
+Every model already runs in a child process (``worker.run_task``), so the local
+pool is a ``ThreadPoolExecutor`` of ``jobs`` threads, each waiting on one child:
+``jobs`` model processes at a time. With warm workers (the default) each thread
+owns a ``warm.WarmWorker`` that runs model after model in one Python (torch imported
+once) and is replaced when a model crashes, hangs or blows its memory; ``--workers
+cold`` starts a fresh Python per model.
 With Ray, each task is a Ray task declaring ``num_cpus=1`` and the per-model
 memory, so Ray packs models onto machines by what they need; Ray is optional
 (``pip install nodebisect[ray]``) and imported only here, only when asked for.
@@ -14,12 +17,14 @@ caller appends them to ``sweep.jsonl`` and moves the progress bar.
 from __future__ import annotations
 
 import os
+import queue
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from nodebisect.errors import BadInputError
 from nodebisect.sweep.tasks import ModelTask, SweepOptions
+from nodebisect.sweep.warm import WarmWorker
 from nodebisect.sweep.worker import kill_running, run_task
 
 # What one small model takes while locate runs (torch + onnxruntime + activations), for
@@ -37,12 +42,14 @@ class ExecutorConfig:
             of a Ray instance started here.
         address: Ray's ``address`` (``auto``, ``ray://HOST:PORT``); empty: start a local instance.
         report_root: where divergent models' report bundles go.
+        warm: for ``local``, run models in warm workers (``warm.WarmWorker``).
     """
 
     kind: str = "local"
     jobs: int = 0
     address: str = ""
     report_root: str = ""
+    warm: bool = True  # local pool: warm workers (one Python for many models), else a fresh Python per model
 
 
 def default_jobs(memory_mib_per_model: float = TYPICAL_MODEL_MIB) -> int:
@@ -80,8 +87,22 @@ def _execute_local(tasks: list[ModelTask], options: SweepOptions, config: Execut
     cores = os.cpu_count() or 1
     threads = max(1, cores // jobs)
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="nodebisect-sweep")
+    free: queue.Queue[WarmWorker] = queue.Queue()
+    workers = [WarmWorker(threads) for _ in range(jobs)] if config.warm else []
+    for worker in workers:
+        free.put(worker)
+
+    def run(task: ModelTask) -> dict[str, Any]:
+        if not config.warm:
+            return run_task(task, options, config.report_root, threads)
+        worker = free.get()  # jobs threads, jobs workers: one is always free for a running thread
+        try:
+            return run_task(task, options, config.report_root, threads, worker=worker)
+        finally:
+            free.put(worker)
+
     try:
-        pending = {pool.submit(run_task, task, options, config.report_root, threads) for task in tasks}
+        pending = {pool.submit(run, task) for task in tasks}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -91,6 +112,8 @@ def _execute_local(tasks: list[ModelTask], options: SweepOptions, config: Execut
         pool.shutdown(wait=False, cancel_futures=True)
         kill_running()
         pool.shutdown(wait=True)
+        for worker in workers:
+            worker.close()
 
 
 def _ray_run(task: ModelTask, options: SweepOptions, report_root: str) -> dict[str, Any]:

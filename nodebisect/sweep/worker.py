@@ -61,7 +61,7 @@ _PR_SET_PDEATHSIG = 1
 # directory back at the end, so the user's own modules (``mymodels:build``) still import from it.
 WORKER_BOOTSTRAP = (
     "import os, sys\n"
-    "sys.path[:] = [p for p in sys.path if p not in ('', os.getcwd())]\n"
+    "if sys.path and sys.path[0] == '': del sys.path[0]\n"
     "from nodebisect.cli.main import run\n"
     "sys.path.append(os.getcwd())\n"
     "sys.argv[0] = 'nodebisect'\n"
@@ -101,9 +101,12 @@ class ChildOutcome:
     peak_rss_mib: float
     timed_out: bool = False
     over_memory: bool = False
+    pid: int = 0  # the process that ran the model (a warm worker runs several)
+    model_number: int = 1  # the how-many-th model of that process
 
 
-def run_task(task: ModelTask, options: SweepOptions, report_root: str = "", threads: int = 1) -> dict[str, Any]:
+def run_task(task: ModelTask, options: SweepOptions, report_root: str = "", threads: int = 1,
+             worker: Any = None) -> dict[str, Any]:
     """Run ``locate`` on one task in a child process and return its sweep row.
 
     Args:
@@ -112,6 +115,7 @@ def run_task(task: ModelTask, options: SweepOptions, report_root: str = "", thre
         report_root: where ``--reports`` bundles of divergent models go (``report_root/NAME``).
         threads: intra-op threads for the child's torch and onnxruntime, so that
             ``jobs`` children do not each grab every core.
+        worker: a warm worker (``warm.WarmWorker``) to run it in; None: a fresh Python.
 
     Returns:
         The row: the ``locate --json`` document (``nodebisect.report/1``) with the
@@ -123,12 +127,17 @@ def run_task(task: ModelTask, options: SweepOptions, report_root: str = "", thre
         spec = _materialize(task, work)
         json_path = work / "result.json"
         report_dir = work / "report" if opts.reports else None
-        cmd = locate_command(spec, task.inputs, opts, json_path, report_dir)
-        outcome = run_child(cmd, work, timeout=opts.timeout, memory_mib=opts.memory_mib, threads=threads)
+        args = locate_args(spec, task.inputs, opts, json_path, report_dir)
+        if worker is not None:
+            outcome = worker.run(args, work, timeout=opts.timeout, memory_mib=opts.memory_mib)
+        else:
+            outcome = run_child(child_command(args), work, timeout=opts.timeout, memory_mib=opts.memory_mib, threads=threads)
         stderr = _read_text(work / "stderr.txt")
         result = _read_json(json_path) if outcome.returncode in _VERDICT_CODES else None
         build = _read_json(work / "zoo" / f"{_safe(task.name)}.build.json") or {}
         row = make_row(task, opts, outcome, result, stderr, build)
+        if worker is not None:  # which process ran it, the how-many-th model of that process
+            row["worker"] = {"pid": outcome.pid, "model": outcome.model_number}
         if report_dir is not None and row["status"] == "diverged" and report_dir.is_dir() and report_root:
             dest = Path(report_root) / _safe(task.name)
             shutil.rmtree(dest, ignore_errors=True)
@@ -142,7 +151,17 @@ def run_task(task: ModelTask, options: SweepOptions, report_root: str = "", thre
 
 def locate_command(spec: str, inputs: tuple[str, ...], opts: SweepOptions, json_path: Path, report_dir: Path | None) -> list[str]:
     """The ``locate`` command line for one model (the same options a user would type)."""
-    cmd = [sys.executable, "-c", WORKER_BOOTSTRAP, "locate", spec, "--json", str(json_path), "-q",
+    return child_command(locate_args(spec, inputs, opts, json_path, report_dir))
+
+
+def child_command(args: list[str]) -> list[str]:
+    """``nodebisect ARGS`` in a fresh Python, started so the working directory cannot shadow the package."""
+    return [sys.executable, "-c", WORKER_BOOTSTRAP, *args]
+
+
+def locate_args(spec: str, inputs: tuple[str, ...], opts: SweepOptions, json_path: Path, report_dir: Path | None) -> list[str]:
+    """``locate``'s arguments for one model, after the program name."""
+    cmd = ["locate", spec, "--json", str(json_path), "-q",
            "--strategy", opts.strategy, "--exporter", opts.exporter, "--trials", str(opts.trials),
            # locate's --timeout bounds one onnxruntime session; the model's whole budget bounds it too.
            "--timeout", str(max(1.0, opts.timeout))]
@@ -161,10 +180,7 @@ def locate_command(spec: str, inputs: tuple[str, ...], opts: SweepOptions, json_
 
 def run_child(cmd: list[str], work: Path, timeout: float, memory_mib: float, threads: int = 1) -> ChildOutcome:
     """Run ``cmd`` in a new process group; kill the group past ``timeout`` or ``memory_mib``."""
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(max(1, threads))
-    env.setdefault("PYTHONUNBUFFERED", "1")
+    env = thread_env(threads)
     start = time.monotonic()
     with open(work / "stdout.txt", "wb") as out, open(work / "stderr.txt", "wb") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=os.getcwd(),
@@ -203,6 +219,15 @@ def run_child(cmd: list[str], work: Path, timeout: float, memory_mib: float, thr
         peak = max(peak, rusage.ru_maxrss / 1024.0)  # KiB on Linux
     code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     return ChildOutcome(code, wall, round(peak, 1), timed_out, over_memory)
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment of a child: ``threads`` intra-op threads, so ``jobs`` children do not each take every core."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(max(1, threads))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
 
 
 def group_rss_mib(pgid: int) -> float:
