@@ -213,6 +213,58 @@ def test_sequence_mining_finds_the_enriched_sequence() -> None:
         in sequences.to_markdown(mined)
 
 
+def _attention_row(name: str, status: str, gqa: bool, masked: bool) -> dict:
+    """A causal-LM-like graph: q·k (MatMul, Mul), the mask (Where, when ``masked``), Softmax, ·v (MatMul).
+
+    ``gqa``: the key/value path repeats heads (Expand→Reshape) into both MatMuls, as grouped-query
+    attention does. A divergent row's culprit is the last MatMul, its segment the attention lowering.
+    """
+    nodes = [_node(0, "Input", ["x"])]
+
+    def add(op: str, inputs: list[str]) -> str:
+        nodes.append(_node(len(nodes), op, inputs))
+        return f"v{len(nodes) - 1}"
+
+    kv = add("Reshape", [add("Expand", ["v0"])]) if gqa else "v0"
+    scores = add("Mul", [add("MatMul", ["v0", kv])])
+    first = len(nodes) - 2
+    scores = add("Where", [scores]) if masked else scores
+    out = add("MatMul", [add("Softmax", [scores]), kv])
+    add("Add", [out])
+    segment = [n["onnx_node"] for n in nodes[first:-1]]
+    row = {"name": name, "status": status, "nodes": nodes, "first_divergent": None}
+    if status == "diverged":
+        row["first_divergent"] = {"onnx_node": segment[-1], "segment": segment, "cause": "conversion",
+                                  "segment_op_types": [nodes[int(n[1:])]["op_type"] for n in segment],
+                                  "framework": {"target": "aten.scaled_dot_product_attention.default"}}
+    return row
+
+
+def test_mining_ranks_the_separating_sequence_inside_the_culprits_segment_first() -> None:
+    """The zoo's case: every divergent model is a grouped-query causal LM whose masked attention lowering
+    departs; a few matching causal LMs share both the GQA chain and the lowering, many matching encoders
+    the lowering only. ``(Expand→)Reshape→MatMul`` ends every culprit too and separates better, but it
+    reaches the culprit from outside the lowering; ``Softmax→MatMul`` is in every model and scores 0."""
+    fleet = [_attention_row(f"llm{i}", "diverged", gqa=True, masked=True) for i in range(6)]
+    fleet += [_attention_row(f"ok_llm{i}", "match", gqa=True, masked=True) for i in range(2)]
+    fleet += [_attention_row(f"masked_enc{i}", "match", gqa=False, masked=True) for i in range(6)]
+    fleet += [_attention_row(f"enc{i}", "match", gqa=False, masked=False) for i in range(6)]
+    mined = sequences.mine(fleet)
+    top = mined.sequences[0]
+    assert top.text == "Where→Softmax→MatMul" and top.inside == 6 and top.matching == 8
+    by_text = {s.text: s for s in mined.sequences}
+    assert by_text["Softmax→MatMul"].separation == 0  # present in every model
+    gqa = by_text["Reshape→MatMul"]  # Expand→Reshape→MatMul splits the fleet the same way: the shorter stays
+    assert gqa.inside == 0 and gqa.separation > top.separation  # separates better, but from outside the lowering
+    assert gqa.enrichment > top.enrichment  # what the older ranking put first
+    assert [(g.target, g.chain, g.models) for g in mined.signatures] == [
+        ("aten.scaled_dot_product_attention.default", ("MatMul", "Mul", "Where", "Softmax", "MatMul"), [f"llm{i}" for i in range(6)])]
+    md = sequences.to_markdown(mined)
+    assert md.splitlines()[2] == ("Culprit signature of 6 of 6 divergent model(s): `aten.scaled_dot_product_attention.default` "
+                                  "lowered as `MatMul→Mul→Where→Softmax→MatMul`, cause conversion.")
+    assert md.index("| `Where→Softmax→MatMul` |") < md.index("| `Reshape→MatMul` |")
+
+
 def test_sources_lists_filter_limit_shard(tmp_path: Path) -> None:
     (tmp_path / "a.pt2").write_bytes(b"x")
     (tmp_path / "a.inputs.pt").write_bytes(b"x")

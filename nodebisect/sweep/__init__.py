@@ -8,9 +8,10 @@ The pieces, one job per module:
 - ``sources``    directories of ``.pt2`` files and spec lists -> tasks
 - ``zoo``        ``transformers`` architectures built offline from small configs
 - ``worker``     one task -> one child process -> one result row
-- ``executors``  a local pool or Ray spreads the tasks
+- ``warm``       a warm worker: one child runs many tasks (its loop: ``serve``)
+- ``executors``  a local pool (warm or cold workers) or Ray spreads the tasks
 - ``results``    ``sweep.jsonl``: append, resume, compare two sweeps
-- ``sequences``  op-type n-grams ending at culprits, enriched against matching models
+- ``sequences``  culprit signatures; op-type n-grams ending at culprits, ranked by how they separate the fleet
 - ``summary``    ``sweep.md`` and the terminal table (pure text)
 - ``cli``        arguments, progress bar; the only module that prints
 """

@@ -1,16 +1,25 @@
-"""Operator-sequence mining: which op-type chains end at culprits more than chance says.
+"""Operator-sequence mining: which op-type chains tell divergent models from matching ones.
 
 For each divergent model, the op-type sequences along the graph's edges
-(n = 2..5 nodes, following inputs backwards) that end at its culprit node; for
-each matching model, every such sequence anywhere in its graph. A sequence is
-*enriched* when many divergent models share it at their culprit while few
-matching models contain it at all:
+(n = 2..5 nodes, following inputs backwards) that end at its culprit node are the
+candidates. Each is ranked by how well it *separates* the fleet:
 
-    enrichment = ((d + 0.5) / (D + 1)) / ((m + 0.5) / (M + 1))
+    separation = d_any / D - m / M
 
-with ``d`` of ``D`` divergent models and ``m`` of ``M`` matching models (the
-0.5 / 1 smoothing keeps a sequence no matching model has from scoring infinity
-off a single model). Pure Python over the saved rows: no torch, no onnx.
+the share of the ``D`` divergent models that contain it anywhere minus the share of
+the ``M`` matching models that do. A sequence present in every model scores 0,
+however often it ends a culprit (grouped-query attention's ``Expand→Reshape→MatMul``
+in a fleet of causal LMs). Sequences that lie inside the culprit's own segment (the
+nodes of its aten op's lowering) come first: a chain that only reaches the culprit
+from a neighbouring op (the key/value path into an attention's last MatMul) says
+less about what the lowering does wrong.
+
+Divergent models are also grouped by their culprit's signature: its aten op, the
+op chain of its segment and the cause, the first thing ``sequences.md`` says.
+
+The older score is kept beside it: ``enrichment = ((d + 0.5) / (D + 1)) / ((m + 0.5) / (M + 1))``
+with ``d`` the divergent models whose culprit ends the sequence. Pure Python over
+the saved rows: no torch, no onnx.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ class SequenceStat:
     enrichment: float
     models: list[str] = field(default_factory=list)
     targets: dict[str, int] = field(default_factory=dict)  # culprits' aten ops -> models
+    separation: float = 0.0  # share of divergent models holding it anywhere - share of matching ones
+    inside: int = 0  # divergent models where it lies inside the culprit's segment
 
     @property
     def text(self) -> str:
@@ -51,6 +62,8 @@ class SequenceStat:
             "support": round(self.support, 4),
             "background": round(self.background, 4),
             "enrichment": round(self.enrichment, 3),
+            "separation": round(self.separation, 4),
+            "inside_segment": self.inside,
             "models": self.models,
             "targets": self.targets,
         }
@@ -64,14 +77,43 @@ class SequenceReport:
     matching_models: int
     sequences: list[SequenceStat]
     per_model: dict[str, list[list[str]]] = field(default_factory=dict)  # model -> its culprit n-grams
+    signatures: list[Signature] = field(default_factory=list)  # biggest group first
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "divergent_models": self.divergent_models,
             "matching_models": self.matching_models,
+            "signatures": [s.to_dict() for s in self.signatures],
             "sequences": [s.to_dict() for s in self.sequences],
             "per_model": self.per_model,
         }
+
+
+@dataclass
+class Signature:
+    """Divergent models whose culprits look alike: the same aten op, lowered to the same op chain, the same cause."""
+
+    target: str
+    chain: tuple[str, ...]  # the culprit's segment op types, in graph order
+    cause: str
+    models: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "chain": list(self.chain), "cause": self.cause, "models": self.models}
+
+
+def signatures(rows: Iterable[dict[str, Any]]) -> list[Signature]:
+    """The divergent rows grouped by culprit signature, biggest group first."""
+    groups: dict[tuple[str, tuple[str, ...], str], list[str]] = {}
+    for row in rows:
+        fd = row.get("first_divergent") or {}
+        if row.get("status") != "diverged" or not fd:
+            continue
+        target = (fd.get("framework") or {}).get("target") or "?"
+        chain = tuple(fd.get("segment_op_types") or [fd.get("op_type") or "?"])
+        groups.setdefault((target, chain, fd.get("cause") or "?"), []).append(row["name"])
+    found = [Signature(t, c, cause, sorted(names)) for (t, c, cause), names in groups.items()]
+    return sorted(found, key=lambda g: (-len(g.models), g.target, g.chain))
 
 
 def graph_of(nodes: list[dict[str, Any]]) -> tuple[list[str], list[list[int]]]:
@@ -93,13 +135,16 @@ def graph_of(nodes: list[dict[str, Any]]) -> tuple[list[str], list[list[int]]]:
     return ops, preds
 
 
-def sequences_ending_at(ops: list[str], preds: list[list[int]], end: int, n: int) -> set[tuple[str, ...]]:
-    """Op-type sequences of ``n`` nodes along edges that end at node ``end``."""
+def sequences_ending_at(ops: list[str], preds: list[list[int]], end: int, n: int,
+                        within: set[int] | None = None) -> set[tuple[str, ...]]:
+    """Op-type sequences of ``n`` nodes along edges that end at node ``end`` (only through ``within``, when given)."""
     paths: list[list[int]] = [[end]]
     for _ in range(n - 1):
         longer = []
         for path in paths:
             for p in preds[path[0]]:
+                if within is not None and p not in within:
+                    continue
                 longer.append([p] + path)
                 if len(longer) >= MAX_PATHS_PER_NODE:
                     break
@@ -129,31 +174,34 @@ def mine(rows: Iterable[dict[str, Any]], n_min: int = 2, n_max: int = 5, min_mod
             2 when the fleet has 4+ divergent models, else 1.
         top: sequences kept, most enriched first.
     """
-    divergent: dict[str, set[tuple[str, ...]]] = {}
+    rows = list(rows)
+    divergent: dict[str, set[tuple[str, ...]]] = {}  # at the culprit
+    inside: dict[str, set[tuple[str, ...]]] = {}  # at the culprit, inside its segment
+    anywhere: dict[str, set[tuple[str, ...]]] = {}  # divergent models, anywhere in the graph
     targets: dict[str, str] = {}
     matching: list[set[tuple[str, ...]]] = []
     per_model: dict[str, list[list[str]]] = {}
+    lengths = range(n_min, n_max + 1)
     for row in rows:
         nodes = row.get("nodes") or []
         if not nodes:
             continue
         ops, preds = graph_of(nodes)
         if row.get("status") == "diverged" and row.get("first_divergent"):
-            culprit = row["first_divergent"].get("onnx_node")
-            index = next((i for i, n in enumerate(nodes) if n.get("onnx_node") == culprit), None)
+            fd = row["first_divergent"]
+            position = {n.get("onnx_node"): i for i, n in enumerate(nodes)}
+            index = position.get(fd.get("onnx_node"))
             if index is None:
                 continue
-            grams: set[tuple[str, ...]] = set()
-            for n in range(n_min, n_max + 1):
-                grams |= sequences_ending_at(ops, preds, index, n)
-            divergent[row["name"]] = grams
-            targets[row["name"]] = (row["first_divergent"].get("framework") or {}).get("target", "") or "?"
-            per_model[row["name"]] = sorted(list(g) for g in grams)
+            segment = {position[name] for name in fd.get("segment") or [] if name in position} | {index}
+            name = row["name"]
+            divergent[name] = {g for n in lengths for g in sequences_ending_at(ops, preds, index, n)}
+            inside[name] = {g for n in lengths for g in sequences_ending_at(ops, preds, index, n, within=segment)}
+            anywhere[name] = {g for n in lengths for g in all_sequences(ops, preds, n)} | divergent[name]
+            targets[name] = (fd.get("framework") or {}).get("target", "") or "?"
+            per_model[name] = sorted(list(g) for g in divergent[name])
         elif row.get("status") == "match" and "vacuous_match" not in (row.get("flags") or []):
-            grams = set()
-            for n in range(n_min, n_max + 1):
-                grams |= all_sequences(ops, preds, n)
-            matching.append(grams)
+            matching.append({g for n in lengths for g in all_sequences(ops, preds, n)})
     d_total, m_total = len(divergent), len(matching)
     threshold = min_models or (2 if d_total >= 4 else 1)
     counts: Counter[tuple[str, ...]] = Counter(g for grams in divergent.values() for g in grams)
@@ -162,6 +210,7 @@ def mine(rows: Iterable[dict[str, Any]], n_min: int = 2, n_max: int = 5, min_mod
         if d < threshold:
             continue
         m = sum(1 for grams in matching if ops_seq in grams)
+        d_any = sum(1 for grams in anywhere.values() if ops_seq in grams)
         models = sorted(name for name, grams in divergent.items() if ops_seq in grams)
         stats.append(SequenceStat(
             ops=ops_seq, divergent=d, matching=m,
@@ -170,10 +219,18 @@ def mine(rows: Iterable[dict[str, Any]], n_min: int = 2, n_max: int = 5, min_mod
             enrichment=((d + 0.5) / (d_total + 1)) / ((m + 0.5) / (m_total + 1)),
             models=models,
             targets=dict(Counter(targets[name] for name in models).most_common()),
+            separation=d_any / d_total - (m / m_total if m_total else 0.0),
+            inside=sum(1 for name in models if ops_seq in inside[name]),
         ))
     stats = _drop_redundant(stats)
-    stats.sort(key=lambda s: (-s.enrichment, -s.divergent, len(s.ops), s.text))
-    return SequenceReport(d_total, m_total, stats[:top], per_model)
+    stats.sort(key=rank)
+    return SequenceReport(d_total, m_total, stats[:top], per_model, signatures(rows))
+
+
+def rank(s: SequenceStat) -> tuple:
+    """Sort key: separating sequences inside the culprits' segments first, then by separation."""
+    in_segment = s.separation > 0 and 2 * s.inside >= s.divergent
+    return (not in_segment, -round(s.separation, 9), -s.divergent, -s.enrichment, len(s.ops), s.text)
 
 
 def _drop_redundant(stats: list[SequenceStat]) -> list[SequenceStat]:
@@ -193,27 +250,41 @@ def _drop_redundant(stats: list[SequenceStat]) -> list[SequenceStat]:
 
 def to_markdown(report: SequenceReport, top: int = 25) -> str:
     """``sequences.md``: the enriched sequences as a table, then each model's culprit chains."""
-    lines = [
-        "# Operator sequences at culprits",
-        "",
+    lines = ["# Operator sequences at culprits", ""]
+    if report.signatures:
+        first = report.signatures[0]
+        lines += [f"Culprit signature of {len(first.models)} of {report.divergent_models} divergent model(s): "
+                  f"{_signature_text(first)}.", ""]
+    lines += [
         f"{report.divergent_models} divergent model(s) against {report.matching_models} matching model(s). "
         "A sequence is a chain of ONNX op types along the graph's edges ending at a divergent model's culprit; "
         "`matching` counts the matching models that contain the same chain anywhere. "
+        "separation = (divergent models holding it anywhere)/D - m/M: a chain every model holds scores 0. "
+        "Chains inside the culprit's own segment (its aten op's lowering) come first. "
         "enrichment = ((d+0.5)/(D+1)) / ((m+0.5)/(M+1)).",
         "",
     ]
+    if len(report.signatures) > 1:
+        lines += ["| aten op | lowered as (the culprit's segment) | cause | models |", "|---|---|---|---|"]
+        lines += [f"| `{g.target}` | `{ARROW.join(g.chain)}` | {g.cause} | {len(g.models)}: {', '.join(g.models[:6])}"
+                  + (f", +{len(g.models) - 6}" if len(g.models) > 6 else "") + " |" for g in report.signatures]
+        lines.append("")
     if not report.sequences:
         lines.append("No sequence is shared by enough divergent models." if report.divergent_models else "No divergent model.")
         return "\n".join(lines) + "\n"
-    lines += ["| sequence | divergent | support | matching | background | enrichment | culprits' aten ops | models |",
-              "|---|---:|---:|---:|---:|---:|---|---|"]
+    lines += ["| sequence | in segment | divergent | support | matching | background | separation | enrichment | culprits' aten ops | models |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for s in report.sequences[:top]:
         aten = ", ".join(f"`{t}` ({c})" for t, c in list(s.targets.items())[:3])
         models = ", ".join(s.models[:6]) + (f", +{len(s.models) - 6}" if len(s.models) > 6 else "")
-        lines.append(f"| `{s.text}` | {s.divergent} | {s.support:.0%} | {s.matching} | {s.background:.0%} | "
-                     f"{s.enrichment:.2f} | {aten} | {models} |")
+        lines.append(f"| `{s.text}` | {s.inside} | {s.divergent} | {s.support:.0%} | {s.matching} | {s.background:.0%} | "
+                     f"{s.separation:+.2f} | {s.enrichment:.2f} | {aten} | {models} |")
     best = report.sequences[0]
     inside = next(iter(best.targets), "")
     lines += ["", f"At a glance: `{best.text}`" + (f" (inside `{inside}` lowerings)" if inside else "")
               + f" ends the culprit of {best.divergent} divergent model(s) and appears in {best.matching} matching one(s)."]
     return "\n".join(lines) + "\n"
+
+
+def _signature_text(group: Signature) -> str:
+    return f"`{group.target}` lowered as `{ARROW.join(group.chain)}`, cause {group.cause}"
