@@ -18,6 +18,7 @@ def serve() -> None:
     """The worker's loop: import once, then run one request line after another until EOF."""
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything printed between models goes to the worker's log, never into the protocol
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # as the console script (cli.main.run) sets it
     _preload()
     protocol.write("ready\n")
     protocol.flush()
