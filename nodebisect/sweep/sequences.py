@@ -94,7 +94,7 @@ class Signature:
     """Divergent models whose culprits look alike: the same aten op, lowered to the same op chain, the same cause."""
 
     target: str
-    chain: tuple[str, ...]  # the culprit's segment op types, in graph order
+    chain: tuple[str, ...]  # the culprit's segment op types, as locate lists them (segment_op_types)
     cause: str
     models: list[str] = field(default_factory=list)
 
