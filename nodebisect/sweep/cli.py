@@ -24,7 +24,7 @@ from typing import Any
 from nodebisect.errors import BadInputError, ExitCode, NodebisectError
 from nodebisect.sweep.tasks import ERROR_STATUSES, SweepOptions
 
-DESCRIPTION = """Check a fleet of models with `locate`, each in its own process, and summarise it.
+DESCRIPTION = """Check a fleet of models with `locate` in worker processes (a crash costs only its row), and summarise it.
 
 SOURCES: directories of .pt2 files (NAME.inputs.pt beside one is its --inputs),
 list files (.txt: `SPEC [inputs=FILE] [name=N] [rtol=..] [timeout=..]
