@@ -152,3 +152,26 @@ def test_sweep_md_export_failure_table_shows_the_remedy(tmp_path: Path) -> None:
     data = write_summary(tmp_path, rows)["json"]
     assert data["export_failures"][0]["remedy"] == remedy and data["export_failures"][0]["settings"] == ["use_cache=False"]
     assert json.loads((tmp_path / "sweep.json").read_text())["export_failures"][1]["settings"] == []
+
+
+@pytest.mark.slow
+def test_a_warm_worker_gives_each_model_torchs_fresh_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One model's set_default_dtype / set_grad_enabled(False) does not reach the next model of its worker."""
+    from nodebisect.sweep.warm import WarmWorker
+
+    (tmp_path / "leaky_models.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    seen = (torch.get_default_dtype(), torch.is_grad_enabled())\n"
+        "    torch.set_default_dtype(torch.float64)  # left behind for the next model\n"
+        "    torch.set_grad_enabled(False)\n"
+        "    raise RuntimeError(f'saw {seen}')\n")
+    monkeypatch.chdir(tmp_path)
+    task = ModelTask(name="leaky", spec="leaky_models:build")
+    worker = WarmWorker()
+    try:
+        rows = [run_task(task, SweepOptions(timeout=120), worker=worker) for _ in range(2)]
+    finally:
+        worker.close()
+    assert [r["reason"] for r in rows] == ["calling build() failed: saw (torch.float32, True)"] * 2
+    assert [r["worker"]["model"] for r in rows] == [1, 2] and rows[0]["worker"]["pid"] == rows[1]["worker"]["pid"]

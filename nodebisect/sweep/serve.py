@@ -19,13 +19,14 @@ def serve() -> None:
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything printed between models goes to the worker's log, never into the protocol
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # as the console script (cli.main.run) sets it
-    _preload()
+    fresh = _preload()
     protocol.write("ready\n")
     protocol.flush()
     for line in sys.stdin:
         if not line.strip():
             continue
         request = json.loads(line)
+        _restore(fresh)
         code = run_one(request["argv"], request["stdout"], request["stderr"])
         protocol.write(json.dumps({"exit": code, "rss_mib": _rss_mib()}) + "\n")
         protocol.flush()
@@ -62,12 +63,31 @@ def run_one(argv: list[str], stdout: str, stderr: str) -> int:
     return int(code)
 
 
-def _preload() -> None:
-    """What every model imports, imported once (what a cold worker pays for per model)."""
-    import torch  # noqa: F401
+def _preload() -> dict[str, Any]:
+    """What every model imports, imported once (what a cold worker pays for per model).
+
+    Returns torch's global state as a fresh Python has it, for ``_restore``.
+    """
+    import torch
 
     import nodebisect.pipeline  # noqa: F401
     from nodebisect.cli import main  # noqa: F401
+
+    return {"dtype": torch.get_default_dtype(), "grad": torch.is_grad_enabled(), "threads": torch.get_num_threads()}
+
+
+def _restore(fresh: dict[str, Any]) -> None:
+    """Give the next model torch's global settings as a fresh Python has them.
+
+    One model's ``set_default_dtype``, ``set_grad_enabled(False)`` or thread count must
+    not reach the next. (Unseeded random weights differ from run to run in a cold
+    worker as well: locate's own run reseeds torch's default generator.)
+    """
+    import torch
+
+    torch.set_default_dtype(fresh["dtype"])
+    torch.set_grad_enabled(fresh["grad"])
+    torch.set_num_threads(fresh["threads"])
 
 
 def _forget(gc: Any) -> None:
