@@ -108,7 +108,8 @@ def match_headline(result: LocateResult) -> str:
     within = f" within {drift.get('dtype') or 'float'} precision drift (note below)" if drift else ""
     inexact = stats.get("inexact_ops") or []
     caveat = f"; but {len(inexact)} exact op(s) are not bit-exact on PyTorch's inputs (note below)" if inexact else ""
-    return f"MATCH: all {len(result.outputs)} output(s) and {stats.get('compared_values', 0)} compared value(s) agree with PyTorch{within}{caveat}."
+    framework = "TensorFlow" if result.environment.get("exporter") == "tf2onnx" else "PyTorch"
+    return f"MATCH: all {len(result.outputs)} output(s) and {stats.get('compared_values', 0)} compared value(s) agree with {framework}{within}{caveat}."
 
 
 def _match_banner(result: LocateResult) -> str:
