@@ -176,6 +176,9 @@ def test_a_wrong_tf2onnx_optimizer_is_blamed_by_name(km: Any, monkeypatch: pytes
     assert fd.optimizer["optimizer"] == "leaky_relu_defect" and fd.checks.unoptimized_export == "right"
     assert file_at(fd, "tf2onnx")[1].startswith("tf2onnx's ONNX optimizers")
     assert "leaky_relu_defect" in explanation(fd)
+    from nodebisect.report.filing import issue_title
+
+    assert issue_title(result).startswith("tf2onnx optimizer leaky_relu_defect: rewriting tf.Relu")
 
 
 @pytest.mark.slow

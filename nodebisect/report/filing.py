@@ -24,6 +24,7 @@ from nodebisect.records import (
     LocateResult,
     NodeRecord,
 )
+from nodebisect.report import tf2onnx_wording
 from nodebisect.report.wording import (
     REPO_OPTIMIZER,
     REPO_RUNTIME,
@@ -47,7 +48,9 @@ def issue_title(result: LocateResult) -> str:
     op = _framework_op(fd)
     where = file_at(fd, exporter)
     symptom = _symptom(fd)
-    if fd.stage == STAGE_CAPTURE:
+    if tf2onnx_wording.is_tensorflow(fd, exporter) and tf2onnx_wording.issue_title(fd, op, symptom):
+        text = tf2onnx_wording.issue_title(fd, op, symptom)
+    elif fd.stage == STAGE_CAPTURE:
         text = f"torch.export: the exported program differs from eager PyTorch at {op}{symptom}"
     elif fd.stage == STAGE_DECOMPOSITION:
         text = f"torch.export decomposition changes the result of {op}{symptom}"

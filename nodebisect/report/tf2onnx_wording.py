@@ -86,3 +86,18 @@ def explanation(fd: FirstDivergent) -> str:
     if fd.checks.unoptimized_export == WRONG:
         return "wrong even when fed TensorFlow's own input values, also when converted with only {remove_identity}: the op's conversion itself"
     return ""
+
+
+def issue_title(fd: FirstDivergent, op: str, symptom: str) -> str:
+    """The GitHub issue title in tf2onnx's terms, or "" where the generic title holds (runtime, drift)."""
+    if fd.stage == Stage.CAPTURE:
+        return f"tf.function: the frozen graph differs from Keras eager at {op}{symptom}"
+    if fd.stage == Stage.TF_OPTIMIZATION:
+        return f"grappler changes the result of {op}{symptom}"
+    if fd.stage == Stage.FRAMEWORK:
+        return f"{op}: TensorFlow's kernel departs from the exact op, onnxruntime matches it{symptom}"
+    if fd.stage == Stage.GRAPH_OPTIMIZATION:
+        return f"tf2onnx optimizer {_optimizer(fd) or '(default set)'}: rewriting {op} changes its result{symptom}"
+    if fd.cause == CAUSE_CONVERSION:
+        return f"tf2onnx: {op} converted as {fd.op_type} computes something else{symptom}"
+    return ""

@@ -132,7 +132,7 @@ def _facts(result: LocateResult, fd: FirstDivergent, exporter: str, values: list
     if fw.target or fw.fx_node:
         # The TorchScript exporter has no FX graph: its segments are module scopes, or traced
         # aten calls between modules (function-level references) when fx_node is not the module.
-        kind = "FX node" if exporter != "torchscript" else ("scope" if fw.fx_node == fw.module else "traced call")
+        kind = "TF op" if exporter == "tf2onnx" else "FX node" if exporter != "torchscript" else ("scope" if fw.fx_node == fw.module else "traced call")
         facts.append(Fact("framework", f"{fw.target or '?'} ({kind} {fw.fx_node or '?'})" + (f" in module '{fw.module}'" if fw.module else "")))
     if fw.source:
         library = frame_kind(fw.source.rsplit(":", 1)[0]) != USER  # no frame of the user's own code (frames.py's one rule)

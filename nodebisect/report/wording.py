@@ -128,18 +128,19 @@ def what_to_do(fd: FirstDivergent, exporter: str = "dynamo") -> str:
 def isolation_text(fd: FirstDivergent) -> str:
     """"Node alone" vs "with its producers", each with its own number (or "")."""
     iso = fd.isolated_metrics
+    side = "TensorFlow" if tf2onnx_wording.is_tensorflow(fd) else "PyTorch"
     if fd.checks.with_producers == WRONG:
         with_producers = f"max_abs={num(iso.max_abs)}" if iso is not None else "wrong"
-        return f"node alone on PyTorch's inputs: right (within tolerance); with the ops producing its inputs: {with_producers}"
+        return f"node alone on {side}'s inputs: right (within tolerance); with the ops producing its inputs: {with_producers}"
     if iso is None:
         return ""
     if fd.cause == CAUSE_INHERITED:
-        return f"node alone on PyTorch's inputs: right (max_abs={num(iso.max_abs)}, within tolerance)"
+        return f"node alone on {side}'s inputs: right (max_abs={num(iso.max_abs)}, within tolerance)"
     if iso.reason:
-        return f"node alone on PyTorch's inputs: still wrong ({iso.reason})"
+        return f"node alone on {side}'s inputs: still wrong ({iso.reason})"
     if not math.isfinite(iso.max_abs) and nonfinite_sentence(iso):
-        return f"node alone on PyTorch's inputs: still wrong ({nonfinite_sentence(iso)})"
-    return f"node alone on PyTorch's inputs: still wrong (max_abs={num(iso.max_abs)})"
+        return f"node alone on {side}'s inputs: still wrong ({nonfinite_sentence(iso)})"
+    return f"node alone on {side}'s inputs: still wrong (max_abs={num(iso.max_abs)})"
 
 
 def explanation(fd: FirstDivergent) -> str:

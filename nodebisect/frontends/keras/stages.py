@@ -122,7 +122,9 @@ def _shape_birth(ctx: KerasStages, fd: FirstDivergent) -> FirstDivergent:
     if birth is None or maker is None or birth.name == fd.onnx_node:
         return fd
     ref = tf_ref(ctx.base[maker.name], ctx.tf_values.op_type, keras_layers(ctx.loaded.model))
-    return replace(fd, onnx_node=birth.name, op_type=birth.op_type, onnx_value=birth.output[0], framework=ref)
+    segment = [birth.name] + [n for n in fd.segment if n != birth.name]  # the shape's birth is the first suspect
+    return replace(fd, onnx_node=birth.name, op_type=birth.op_type, onnx_value=birth.output[0], framework=ref, segment=segment,
+                   segment_op_types=[nodes[n].op_type if n in nodes else "" for n in segment], suspects=[])
 
 
 def _graph_optimization(ctx: KerasStages, fd: FirstDivergent, opts: Options, log: RunLog, ort: Any) -> FirstDivergent:
