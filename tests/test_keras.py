@@ -242,3 +242,39 @@ def test_a_torch_locate_imports_no_tensorflow() -> None:
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.slow
+def test_the_stages_before_onnx_name_the_changed_tf_op(km: Any) -> None:
+    """Edit one op of a real frozen graph: in the graph tf2onnx converts, capture; in the graph before grappler, tf_optimization."""
+    import copy
+
+    from nodebisect.frontends.keras.convert import freeze
+    from nodebisect.frontends.keras.graphrun import run_graph
+    from nodebisect.frontends.keras.load import KerasLoaded
+    from nodebisect.frontends.keras.stages import KerasStages, check_capture_and_grappler
+    from nodebisect.run import RunLog, make_options
+
+    model, x = km.cnn()
+    frozen = freeze(model)
+
+    def edited(graph_def: Any) -> tuple[Any, str]:
+        graph_def = copy.deepcopy(graph_def)
+        relu = next(n for n in graph_def.node if n.op == "Relu")
+        relu.op = "Elu"  # a real TF op with other semantics
+        return graph_def, relu.name
+
+    def stage_of(after: Any, before: Any) -> Any:
+        changed = type(frozen)(**{**frozen.__dict__, "after": after, "before": before})
+        ctx = KerasStages(loaded=KerasLoaded(model, [x]), frozen=changed, tf_values=run_graph(after, frozen.input_names, [x]),
+                          onnx_values={}, convert=lambda *a: None)
+        return check_capture_and_grappler(ctx, make_options({}), RunLog(emit=lambda _e: None))
+
+    assert stage_of(frozen.after, frozen.before) is None
+    after, op = edited(frozen.after)
+    fd = stage_of(after, frozen.before)
+    assert fd is not None and fd.stage == Stage.CAPTURE
+    before, op = edited(frozen.before)
+    fd = stage_of(frozen.after, before)
+    assert fd is not None and fd.stage == Stage.TF_OPTIMIZATION and fd.onnx_node == op and fd.framework.target == "tf.Elu"
+    assert file_at(fd, "tf2onnx")[0] == "tensorflow/tensorflow"
