@@ -84,6 +84,56 @@ def test_a_pytorch_verdict_keeps_its_words() -> None:
     assert "tf2onnx" not in explanation(fd)
 
 
+def _conv_relu(defect: bool = False) -> tuple[Any, dict[str, np.ndarray], Any]:
+    """tf2onnx's shape of a Conv2D+BiasAdd+Relu: NCHW Conv named after the TF op, the bias folded in, Transposes around."""
+    from onnx import helper
+
+    from nodebisect.frontends.keras.graphrun import GraphValues
+
+    rng = np.random.default_rng(0)
+    conv = rng.standard_normal((1, 5, 5, 4)).astype(np.float32)  # NHWC, as TensorFlow computes it
+    bias = conv + 0.5
+    tf = GraphValues(
+        values={"m/conv/Conv2D:0": conv, "m/conv/BiasAdd:0": bias, "m/relu/Relu:0": np.maximum(bias, 0), "Identity:0": np.maximum(bias, 0)},
+        op_type={"x": "Placeholder", "m/conv/Conv2D": "Conv2D", "m/conv/BiasAdd": "BiasAdd", "m/relu/Relu": "Relu", "Identity": "Identity"},
+        consumers={"m/conv/Conv2D:0": ["m/conv/BiasAdd"], "m/conv/BiasAdd:0": ["m/relu/Relu"], "m/relu/Relu:0": ["Identity"]},
+        producer_input={"m/conv/BiasAdd": "m/conv/Conv2D:0", "m/relu/Relu": "m/conv/BiasAdd:0", "Identity": "m/relu/Relu:0"},
+    )
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["m/conv/Conv2D__3:0"], name="m/conv/Conv2D__3"),
+        helper.make_node("Conv", ["m/conv/Conv2D__3:0", "w", "b"], ["m/conv/Conv2D:0"], name="m/conv/Conv2D"),
+        helper.make_node("Transpose", ["m/conv/Conv2D:0"], ["m/conv/Conv2D__5:0"], name="m/conv/Conv2D__5"),
+        helper.make_node("Relu", ["m/conv/Conv2D__5:0"], ["Conv__33:0"], name="Conv__33"),
+        helper.make_node("Identity", ["Conv__33:0"], ["out"], name="m/relu/Relu"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, None)], [helper.make_tensor_value_info("out", 1, None)])
+    nchw = bias.transpose(0, 3, 1, 2) + (1.0 if defect else 0.0)
+    x = rng.standard_normal((1, 5, 5, 4)).astype(np.float32)
+    onnx_values = {"m/conv/Conv2D__3:0": x.transpose(0, 3, 1, 2), "m/conv/Conv2D:0": nchw, "m/conv/Conv2D__5:0": nchw.transpose(0, 2, 3, 1),
+                   "Conv__33:0": np.maximum(nchw.transpose(0, 2, 3, 1), 0), "out": np.maximum(nchw.transpose(0, 2, 3, 1), 0)}
+    return helper.make_model(graph), onnx_values, tf
+
+
+def test_tf2onnx_names_map_through_chains_layouts_and_fused_segments() -> None:
+    from nodebisect.frontends.keras.mapping import map_values
+
+    model, onnx_values, tf = _conv_relu()
+    mapped = map_values(model, onnx_values, tf, {"Identity:0": "out"}, lambda _n, a, b: bool(np.allclose(a, b, atol=1e-5)))
+    assert mapped.tensor["m/conv/Conv2D:0"] == "m/conv/BiasAdd:0" and mapped.layout["m/conv/Conv2D:0"] == "perm(0, 3, 1, 2)"  # rules 1, 2
+    assert mapped.tensor["out"] == "Identity:0"
+    assert "Conv__33:0" not in mapped.values and "m/conv/Conv2D__5:0" not in mapped.values  # rule 3; one ONNX value per tensor
+    assert mapped.base["m/conv/Conv2D__5"] == "m/conv/Conv2D" and mapped.base["Conv__33"] == ""
+
+
+def test_a_wrong_value_still_maps_where_its_consumers_read_it() -> None:
+    from nodebisect.frontends.keras.mapping import map_values
+
+    model, onnx_values, tf = _conv_relu(defect=True)
+    mapped = map_values(model, onnx_values, tf, {"Identity:0": "out"}, lambda _n, a, b: bool(np.allclose(a, b, atol=1e-5)))
+    assert mapped.tensor.get("m/conv/Conv2D__5:0") == "m/conv/BiasAdd:0"  # the group's exit, the last absorbed tensor
+    assert not np.allclose(mapped.values["m/conv/Conv2D__5:0"], onnx_values["m/conv/Conv2D__5:0"])  # so the search sees the defect
+
+
 # -- real TensorFlow ----------------------------------------------------------------------
 
 

@@ -91,7 +91,8 @@ def freeze(model: Any, opset: int | None = None) -> Frozen:
         concrete = call.get_concrete_function()
     except Exception as exc:  # noqa: BLE001 - the user's model cannot be traced
         raise ExportFailedError(f"tracing the Keras model failed: {_first_line(exc)}", step="capture") from exc
-    captured = {t.name for t in concrete.graph.function_captures.by_val_internal.values()}
+    captures = getattr(concrete.graph, "function_captures", None)  # TF >= 2.13; older graphs keep _captures (as tf2onnx reads them)
+    captured = {t.name for t in captures.by_val_internal.values()} if captures is not None else {t.name for _, t in concrete.graph._captures.values()}
     input_names = [t.name for t in concrete.inputs if t.name not in captured]
     output_names = [t.name for t in concrete.outputs if t.dtype != tf.dtypes.resource]
     rename = tensor_names_from_structed(concrete, input_names, output_names)

@@ -88,6 +88,9 @@ def map_values(model: onnx.ModelProto, onnx_values: dict[str, np.ndarray], tf: G
         if out.base[node.name]:
             groups.setdefault(out.base[node.name], []).append(node)
     reverse = {v: k for k, v in rename.items()}
+    by_op: dict[str, list[str]] = {}
+    for t in tf.values:
+        by_op.setdefault(t.rpartition(":")[0], []).append(t)
     for o in graph.output:  # the graph's outputs are the TF outputs, whatever the nodes before them
         tensor = reverse.get(o.name, o.name)
         if tensor in tf.values and o.name in onnx_values:
@@ -98,7 +101,7 @@ def map_values(model: onnx.ModelProto, onnx_values: dict[str, np.ndarray], tf: G
             consumers.setdefault(x, set()).add(node.name)
     outputs = {o.name for o in graph.output}
     for op, nodes in groups.items():
-        tensors = _candidates(op, tf, groups)
+        tensors = _candidates(op, tf, groups, by_op.get(op, []))
         if not tensors:
             continue
         names = {n.name for n in nodes}
@@ -125,9 +128,9 @@ def map_values(model: onnx.ModelProto, onnx_values: dict[str, np.ndarray], tf: G
     return out
 
 
-def _candidates(op: str, tf: GraphValues, groups: dict[str, Any]) -> list[str]:
-    """``op``'s output tensors, then those of TF ops absorbed after it (no ONNX node of their own, single consumer)."""
-    found = [t for t in tf.values if t.rpartition(":")[0] == op]
+def _candidates(op: str, tf: GraphValues, groups: dict[str, Any], own: list[str]) -> list[str]:
+    """``op``'s output tensors (``own``), then those of TF ops absorbed after it (no ONNX node of their own, single consumer)."""
+    found = list(own)
     current = f"{op}:0"
     while current in tf.values and len(tf.consumers.get(current, [])) == 1:
         nxt = tf.consumers[current][0]
