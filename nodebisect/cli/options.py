@@ -12,7 +12,8 @@ from typing import Any
 
 def add_locate_options(p: argparse.ArgumentParser) -> None:
     """Add the model positional and every locate option to ``p``."""
-    p.add_argument("model", help="model.pt2 | TorchScript .pt | pickled .pt (with --trust-pickle) | file.py:factory | pkg.module:factory")
+    p.add_argument("model", help="model.pt2 | TorchScript .pt | pickled .pt (with --trust-pickle) | file.py:factory | pkg.module:factory "
+                   "| model.keras (with --inputs x.npz; a factory may return a Keras model: nodebisect[keras])")
     src = p.add_argument_group("inputs")
     src.add_argument("--inputs", action="append", metavar="FILE", help=".pt (tensor, tuple/list or dict of kwargs) or .npz; repeat it to compare on several input sets")
     src.add_argument("--input", action="append", dest="input_specs", metavar="NAME=1x3x224x224[:float32]", help="random input tensor (repeatable)")
