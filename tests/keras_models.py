@@ -32,7 +32,7 @@ def cnn() -> tuple[keras.Model, np.ndarray]:
     x = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
     x = layers.BatchNormalization()(x)
     x = layers.MaxPooling2D()(x)
-    x = layers.Conv2D(4, 3)(x)
+    x = layers.Conv2D(4, 3, activation="swish")(x)  # Sigmoid * x: the session's grappler would fuse it away
     x = layers.Flatten()(x)
     return _random_weights(keras.Model(inp, layers.Dense(4)(x))), _x(2, 16, 16, 3)
 

@@ -50,7 +50,16 @@ def run_graph(graph_def: Any, input_names: list[str], inputs: list[np.ndarray], 
             fetch = [t for op in graph.get_operations() if op.type not in _SKIP_OPS for t in op.outputs
                      if t.dtype.is_numpy_compatible and (t.dtype.is_floating or t.dtype.is_integer or t.dtype.is_bool)]
         feed = {graph.get_tensor_by_name(n): x for n, x in zip(input_names, inputs)}
-        with tf.compat.v1.Session(graph=graph) as session:
+        with tf.compat.v1.Session(graph=graph, config=_plain_config(tf)) as session:
             got = session.run(fetch, feed_dict=feed)
     out.values = {t.name: np.asarray(v) for t, v in zip(fetch, got)}
     return out
+
+
+def _plain_config(tf: Any) -> Any:
+    """A session that runs every op as written: the session's own grappler would fuse ops (Sigmoid+Mul into
+    a Swish) and drop the tensors it fused, which can then no longer be fetched (EfficientNet)."""
+    config = tf.compat.v1.ConfigProto()
+    config.graph_options.rewrite_options.disable_meta_optimizer = True
+    config.graph_options.optimizer_options.opt_level = tf.compat.v1.OptimizerOptions.L0
+    return config
