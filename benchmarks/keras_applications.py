@@ -16,7 +16,7 @@ import numpy as np
 SIZES = {
     "MobileNet": 32, "MobileNetV2": 32, "MobileNetV3Small": 32, "EfficientNetB0": 32, "EfficientNetV2B0": 32,
     "ResNet50": 32, "ResNet50V2": 32, "DenseNet121": 32, "NASNetMobile": 32, "ConvNeXtTiny": 32,
-    "RegNetX002": 32, "Xception": 71, "InceptionV3": 75, "VGG16": 32,
+    "Xception": 71, "InceptionV3": 75, "VGG16": 32,
 }
 
 
