@@ -229,6 +229,10 @@ def test_a_wrong_tf2onnx_optimizer_is_blamed_by_name(km: Any, monkeypatch: pytes
     from nodebisect.report.filing import issue_title
 
     assert issue_title(result).startswith("tf2onnx optimizer leaky_relu_defect: rewriting tf.Relu")
+    from nodebisect.report.verdict import verdict_view
+
+    facts = " | ".join(f"{f.label}: {f.text}" for f in verdict_view(result).facts)
+    assert "TensorFlow" in facts and "PyTorch" not in facts, facts
 
 
 @pytest.mark.slow

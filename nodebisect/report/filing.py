@@ -224,7 +224,8 @@ def _symptom(fd: FirstDivergent) -> str:
         inputs = ", ".join(f"{k}={value_text(v)}" for k, v in list((w.get("inputs") or {}).items())[:3])
         at = f" at {inputs}" if inputs else ""
         expected, actual = pair_text(w["expected"], w["actual"])
-        return f": PyTorch {expected}, onnxruntime {actual}{at}"
+        side = "TensorFlow" if tf2onnx_wording.is_tensorflow(fd) else "PyTorch"
+        return f": {side} {expected}, onnxruntime {actual}{at}"
     m = fd.metrics
     if m.reason:
         return f": {m.reason}"

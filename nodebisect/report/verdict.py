@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from nodebisect.frames import USER, frame_kind
 from nodebisect.records import DIVERGED, EXPORT_FAILED, MATCH, RUNTIME_FAILED, STAGE_CAPTURE, FirstDivergent, LocateResult
+from nodebisect.report import tf2onnx_wording
 from nodebisect.report.wording import (
     amplifier_text,
     constants_text,
@@ -90,7 +91,7 @@ def verdict_view(result: LocateResult) -> VerdictView:
 def values_behind(fd: FirstDivergent) -> list[Fact]:
     """The worst element, NaN/Inf placement, constants, isolation, precision, amplifiers, suspect."""
     candidates = (
-        (WORST, worst_text(fd.worst)),
+        (WORST, worst_text(fd.worst, "TensorFlow" if tf2onnx_wording.is_tensorflow(fd) else "PyTorch")),
         (NONFINITE, nonfinite_sentence(fd.metrics, fd.worst)),
         (CONSTANTS, constants_text(fd.worst)),
         (ISOLATED, isolation_text(fd)),

@@ -380,7 +380,7 @@ def nonfinite_sentence(m: Metrics, worst: dict[str, Any] | None = None) -> str:
     return "; ".join(parts)
 
 
-def worst_text(worst: dict[str, Any] | None) -> str:
+def worst_text(worst: dict[str, Any] | None, side: str = "PyTorch") -> str:
     """``at [0, 3]: y=+0, x=-0.52 -> PyTorch +3.1416, onnxruntime -3.1416`` (or "")."""
     if not worst or "expected" not in worst:
         return ""
@@ -389,7 +389,7 @@ def worst_text(worst: dict[str, Any] | None) -> str:
     inputs = ", ".join(f"{short_name(k)}={value_text(v)}" for k, v in (worst.get("inputs") or {}).items())
     text = f"{where}: " + (f"{inputs} -> " if inputs else "")
     expected, actual = pair_text(worst["expected"], worst["actual"])
-    return text + f"PyTorch {expected}, onnxruntime {actual}"
+    return text + f"{side} {expected}, onnxruntime {actual}"
 
 
 def constants_text(worst: dict[str, Any] | None, limit: int = 0) -> str:
