@@ -136,7 +136,7 @@ def _export_and_check(loaded: Any, opts: Options, log: RunLog, warm: Any, starte
     from nodebisect.environment import environment
     from nodebisect.frontends.export_capture import export_and_capture
 
-    env = environment(opts.device, opts.ep, opts.opset, opts.opt_level, opts.exporter)
+    env = environment(opts.device, opts.ep, opts.opset, opts.opt_level, "tf2onnx" if loaded.kind == "keras" else opts.exporter)
     if run_inputs := recorded_inputs(opts):  # the report's command and the TUI's re-run repeat them
         env["run_inputs"] = run_inputs
     if loaded.applied_settings:  # said in every answer: the model compared is not the model as given
@@ -160,7 +160,6 @@ def _export_and_check(loaded: Any, opts: Options, log: RunLog, warm: Any, starte
         )
         return out
     from nodebisect.onnxgraph import opset_of
-
     env["opset"] = opset_of(prep.onnx_model, prep.opset)
     log.notes.extend(prep.notes)
     out.prep = prep
@@ -201,6 +200,8 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, ort: Any) -> Lo
         result.first_divergent = fd = replace(fd, stage=stage, checks=replace(fd.checks, unoptimized_export=unoptimized))
         if fd.stage == Stage.GRAPH_OPTIMIZATION and result.repro is not None:
             result.repro.unoptimized = unoptimized_window(prep, fd.onnx_value)  # the unfused ops, for the repro
+    if prep.attribute is not None:  # 8b. a frontend's own stage checks (Keras: capture, grappler, tf2onnx's optimizers)
+        result.first_divergent, result.verdict = prep.attribute(result.first_divergent, result.verdict, opts, log, ort)
     # 9. a capture or decomposition culprit comes first: the ONNX graph was made from changed numerics
     if prepared.culprit is not None:
         if result.first_divergent is not None:

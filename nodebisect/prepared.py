@@ -46,6 +46,8 @@ class Prepared:
     feeds: dict[str, np.ndarray] = field(default_factory=dict)
     # The same program exported with optimize=False, made once on demand (stage graph_optimization).
     unoptimized_onnx: Any = None
+    # A frontend's own stage checks after the search, (fd, verdict, opts, log, ort) -> (fd, verdict) (Keras: frontends.keras.stages).
+    attribute: Any = None
 
     @property
     def oracle(self) -> dict[str, np.ndarray]:

@@ -85,6 +85,8 @@ class Options:
     # The float64 oracle that gives each value its natural noise (values.noise):
     # "auto" runs it when no --rtol/--atol is given and it fits the memory budget.
     oracle: str = "auto"
+    # Keras models: tf2onnx's optimizers to convert with ("a,b", "baseline" = {remove_identity}); None: tf2onnx's default.
+    tf2onnx_optimizers: str | None = None
 
     def judges_noise(self) -> bool:
         """Values are judged against the float64 oracle: --oracle on, or auto without fixed --rtol/--atol."""
@@ -95,7 +97,7 @@ class Options:
 # so a prepared model can be searched again under them without exporting again.
 PREPARE_FIELDS = (
     "onnx_path", "opset", "device", "seed", "input_specs", "inputs_file", "trust_pickle", "exporter", "memory_budget", "dynamic", "oracle",
-    "model_settings",
+    "model_settings", "tf2onnx_optimizers",
 )
 
 

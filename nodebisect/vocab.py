@@ -59,6 +59,8 @@ class Stage(Vocabulary):
     GRAPH_OPTIMIZATION = "graph_optimization"  # the exporter's ONNX optimizer changed it
     RUNTIME = "runtime"  # onnxruntime differs from the ONNX semantics
     RUNTIME_OPTIMIZER = "runtime_optimizer"  # only with onnxruntime graph optimizations on
+    TF_OPTIMIZATION = "tf_optimization"  # Keras/tf2onnx: the frozen graph before vs after grappler
+    FRAMEWORK = "framework"  # the framework's own kernel approximates; onnxruntime computes the ONNX op exactly
 
 
 class Cause(Vocabulary):
@@ -72,6 +74,8 @@ class Cause(Vocabulary):
     RUNTIME_FAILED = "runtime_failed"  # onnxruntime cannot run the node at all
     CAPTURE = "capture"  # a culprit before ONNX exists: its cause is its stage
     DECOMPOSITION = "decomposition"
+    TF_OPTIMIZATION = "tf_optimization"  # a culprit before ONNX exists (grappler): its cause is its stage
+    FRAMEWORK = "framework"  # the framework's kernel is the inexact side
 
 
 # The words as module constants (the names the code has always used).

@@ -12,7 +12,8 @@ from typing import Any
 
 def add_locate_options(p: argparse.ArgumentParser) -> None:
     """Add the model positional and every locate option to ``p``."""
-    p.add_argument("model", help="model.pt2 | TorchScript .pt | pickled .pt (with --trust-pickle) | file.py:factory | pkg.module:factory")
+    p.add_argument("model", help="model.pt2 | TorchScript .pt | pickled .pt (with --trust-pickle) | file.py:factory | pkg.module:factory "
+                   "| model.keras (with --inputs x.npz; a factory may return a Keras model: nodebisect[keras])")
     src = p.add_argument_group("inputs")
     src.add_argument("--inputs", action="append", metavar="FILE", help=".pt (tensor, tuple/list or dict of kwargs) or .npz; repeat it to compare on several input sets")
     src.add_argument("--input", action="append", dest="input_specs", metavar="NAME=1x3x224x224[:float32]", help="random input tensor (repeatable)")
@@ -32,7 +33,10 @@ def add_locate_options(p: argparse.ArgumentParser) -> None:
     exp.add_argument("--no-isolate-crashes", dest="isolate_crashes", action="store_false", help="run onnxruntime in-process (faster start; a crash in onnxruntime then kills nodebisect)")
     exp.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds one onnxruntime session may take before it counts as hung (default 600)")
     exp.add_argument("--memory-budget", type=float, metavar="MIB", help="MiB of reference activations kept in RAM; the rest is memory-mapped from disk (default: a quarter of available memory)")
-    exp.add_argument("--trust-pickle", action="store_true", help="allow torch.load(weights_only=False) on MODEL: unpickling runs code from the file")
+    exp.add_argument("--trust-pickle", action="store_true", help="allow torch.load(weights_only=False) on MODEL: unpickling runs code from the file "
+                     "(a .keras file: Keras' safe_mode=False, running the Lambda code it carries)")
+    exp.add_argument("--tf2onnx-optimizers", metavar="NAMES", help="Keras models: the tf2onnx optimizers to convert with, comma-separated, "
+                     "or 'baseline' ({remove_identity} only); default: tf2onnx's own set")
     cmp = p.add_argument_group("comparison and search")
     cmp.add_argument("--rtol", type=float, help="relative tolerance (default per dtype: fp32 1e-3, fp16 1e-2, bf16 5e-2; ints exact)")
     cmp.add_argument("--atol", type=float, help="absolute tolerance (default per dtype: fp32 1e-4, fp16 1e-3, bf16 1e-2; ints exact)")
@@ -82,4 +86,5 @@ def locate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "memory_budget": int(args.memory_budget * 2**20) if args.memory_budget is not None else None,
         # Only when given: an older Options without the field still takes every other flag.
         **({"model_settings": list(args.model_settings)} if getattr(args, "model_settings", None) else {}),
+        **({"tf2onnx_optimizers": args.tf2onnx_optimizers} if getattr(args, "tf2onnx_optimizers", None) else {}),
     }

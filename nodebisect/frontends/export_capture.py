@@ -39,6 +39,11 @@ def export_and_capture(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort
     Raises:
         ExportFailedError: the exporter failed (the pipeline turns it into ``export_failed``).
     """
+    if loaded.kind == "keras":  # tf2onnx's path, TensorFlow as the reference
+        from nodebisect.frontends.keras.prepare import prepare_keras
+
+        with log.timed("export_and_capture"):
+            return prepare_keras(loaded.exported, opts, log, ort)
     if opts.exporter == "torchscript":
         from nodebisect.frontends.torchscript.export import prepare_torchscript
 

@@ -24,6 +24,7 @@ from nodebisect.records import (
     LocateResult,
     NodeRecord,
 )
+from nodebisect.report import tf2onnx_wording
 from nodebisect.report.wording import (
     REPO_OPTIMIZER,
     REPO_RUNTIME,
@@ -47,7 +48,9 @@ def issue_title(result: LocateResult) -> str:
     op = _framework_op(fd)
     where = file_at(fd, exporter)
     symptom = _symptom(fd)
-    if fd.stage == STAGE_CAPTURE:
+    if tf2onnx_wording.is_tensorflow(fd, exporter) and tf2onnx_wording.issue_title(fd, op, symptom):
+        text = tf2onnx_wording.issue_title(fd, op, symptom)
+    elif fd.stage == STAGE_CAPTURE:
         text = f"torch.export: the exported program differs from eager PyTorch at {op}{symptom}"
     elif fd.stage == STAGE_DECOMPOSITION:
         text = f"torch.export decomposition changes the result of {op}{symptom}"
@@ -221,7 +224,8 @@ def _symptom(fd: FirstDivergent) -> str:
         inputs = ", ".join(f"{k}={value_text(v)}" for k, v in list((w.get("inputs") or {}).items())[:3])
         at = f" at {inputs}" if inputs else ""
         expected, actual = pair_text(w["expected"], w["actual"])
-        return f": PyTorch {expected}, onnxruntime {actual}{at}"
+        side = "TensorFlow" if tf2onnx_wording.is_tensorflow(fd) else "PyTorch"
+        return f": {side} {expected}, onnxruntime {actual}{at}"
     m = fd.metrics
     if m.reason:
         return f": {m.reason}"

@@ -154,7 +154,8 @@ def _summary(result: LocateResult) -> str:
     text += f", output `{fd.onnx_value}`" if fd.onnx_value and fd.onnx_value != fd.onnx_node else ""
     if fw.target and fw.target != fd.op_type:
         text += f", converted from `{fw.target}`"
-        text += f" (FX node `{fw.fx_node}`)" if fw.fx_node and fw.fx_node != fd.onnx_node else ""
+        kind = "TF op" if fw.target.startswith("tf.") else "FX node"  # a Keras model's reference is TensorFlow's graph
+        text += f" ({kind} `{fw.fx_node}`)" if fw.fx_node and fw.fx_node != fd.onnx_node else ""
     if fw.module:
         text += f" in module `{fw.module}`" + (f" (`{fw.module_type}`)" if fw.module_type else "")
     if fw.source:

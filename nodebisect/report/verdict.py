@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from nodebisect.frames import USER, frame_kind
 from nodebisect.records import DIVERGED, EXPORT_FAILED, MATCH, RUNTIME_FAILED, STAGE_CAPTURE, FirstDivergent, LocateResult
+from nodebisect.report import tf2onnx_wording
 from nodebisect.report.wording import (
     amplifier_text,
     constants_text,
@@ -90,7 +91,7 @@ def verdict_view(result: LocateResult) -> VerdictView:
 def values_behind(fd: FirstDivergent) -> list[Fact]:
     """The worst element, NaN/Inf placement, constants, isolation, precision, amplifiers, suspect."""
     candidates = (
-        (WORST, worst_text(fd.worst)),
+        (WORST, worst_text(fd.worst, "TensorFlow" if tf2onnx_wording.is_tensorflow(fd) else "PyTorch")),
         (NONFINITE, nonfinite_sentence(fd.metrics, fd.worst)),
         (CONSTANTS, constants_text(fd.worst)),
         (ISOLATED, isolation_text(fd)),
@@ -108,7 +109,8 @@ def match_headline(result: LocateResult) -> str:
     within = f" within {drift.get('dtype') or 'float'} precision drift (note below)" if drift else ""
     inexact = stats.get("inexact_ops") or []
     caveat = f"; but {len(inexact)} exact op(s) are not bit-exact on PyTorch's inputs (note below)" if inexact else ""
-    return f"MATCH: all {len(result.outputs)} output(s) and {stats.get('compared_values', 0)} compared value(s) agree with PyTorch{within}{caveat}."
+    framework = "TensorFlow" if result.environment.get("exporter") == "tf2onnx" else "PyTorch"
+    return f"MATCH: all {len(result.outputs)} output(s) and {stats.get('compared_values', 0)} compared value(s) agree with {framework}{within}{caveat}."
 
 
 def _match_banner(result: LocateResult) -> str:
@@ -131,7 +133,7 @@ def _facts(result: LocateResult, fd: FirstDivergent, exporter: str, values: list
     if fw.target or fw.fx_node:
         # The TorchScript exporter has no FX graph: its segments are module scopes, or traced
         # aten calls between modules (function-level references) when fx_node is not the module.
-        kind = "FX node" if exporter != "torchscript" else ("scope" if fw.fx_node == fw.module else "traced call")
+        kind = "TF op" if exporter == "tf2onnx" else "FX node" if exporter != "torchscript" else ("scope" if fw.fx_node == fw.module else "traced call")
         facts.append(Fact("framework", f"{fw.target or '?'} ({kind} {fw.fx_node or '?'})" + (f" in module '{fw.module}'" if fw.module else "")))
     if fw.source:
         library = frame_kind(fw.source.rsplit(":", 1)[0]) != USER  # no frame of the user's own code (frames.py's one rule)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from nodebisect.report import tf2onnx_wording
 from nodebisect.report.markup import constant_text, num, pair_text, short_name, value_text
 from nodebisect.records import (
     NAMED_SUSPECT_SCORE,
@@ -53,6 +54,8 @@ WITHIN_NOISE = "fixed, within noise"  # values.noise's criterion: outside atol/r
 
 def stage_sentence(fd: FirstDivergent, exporter: str = "dynamo") -> str:
     """Stage and cause as one sentence a user reads (never two that disagree)."""
+    if tf2onnx_wording.is_tensorflow(fd, exporter) and (tf_sentence := tf2onnx_wording.stage_sentence(fd)):
+        return tf_sentence
     stage, cause = fd.stage, fd.cause
     if stage == STAGE_CAPTURE:
         return "torch.export changed the behaviour: eager PyTorch and the exported program already differ, before any ONNX is written"
@@ -87,6 +90,8 @@ def file_at(fd: FirstDivergent | None, exporter: str = "dynamo") -> tuple[str, s
     """(repository, component) where this defect is fixed, or None (drift, unknown)."""
     if fd is None:
         return None
+    if tf2onnx_wording.is_tensorflow(fd, exporter) and (tf_repo := tf2onnx_wording.file_at(fd)):
+        return tf_repo
     if fd.stage in (STAGE_CAPTURE, STAGE_DECOMPOSITION):
         return REPO_EXPORT
     if fd.stage == STAGE_GRAPH_OPTIMIZATION:
@@ -101,6 +106,8 @@ def file_at(fd: FirstDivergent | None, exporter: str = "dynamo") -> tuple[str, s
 def what_to_do(fd: FirstDivergent, exporter: str = "dynamo") -> str:
     """One line: what the user can do meanwhile (besides filing it)."""
     where = file_at(fd, exporter)
+    if tf2onnx_wording.is_tensorflow(fd, exporter) and (tf_line := tf2onnx_wording.what_to_do(fd)):
+        return tf_line
     if fd.cause == CAUSE_INHERITED and where is None:
         return "no node is wrong: loosen --rtol/--atol if the drift is acceptable, or keep this part in higher precision"
     if where is None:
@@ -121,18 +128,19 @@ def what_to_do(fd: FirstDivergent, exporter: str = "dynamo") -> str:
 def isolation_text(fd: FirstDivergent) -> str:
     """"Node alone" vs "with its producers", each with its own number (or "")."""
     iso = fd.isolated_metrics
+    side = "TensorFlow" if tf2onnx_wording.is_tensorflow(fd) else "PyTorch"
     if fd.checks.with_producers == WRONG:
         with_producers = f"max_abs={num(iso.max_abs)}" if iso is not None else "wrong"
-        return f"node alone on PyTorch's inputs: right (within tolerance); with the ops producing its inputs: {with_producers}"
+        return f"node alone on {side}'s inputs: right (within tolerance); with the ops producing its inputs: {with_producers}"
     if iso is None:
         return ""
     if fd.cause == CAUSE_INHERITED:
-        return f"node alone on PyTorch's inputs: right (max_abs={num(iso.max_abs)}, within tolerance)"
+        return f"node alone on {side}'s inputs: right (max_abs={num(iso.max_abs)}, within tolerance)"
     if iso.reason:
-        return f"node alone on PyTorch's inputs: still wrong ({iso.reason})"
+        return f"node alone on {side}'s inputs: still wrong ({iso.reason})"
     if not math.isfinite(iso.max_abs) and nonfinite_sentence(iso):
-        return f"node alone on PyTorch's inputs: still wrong ({nonfinite_sentence(iso)})"
-    return f"node alone on PyTorch's inputs: still wrong (max_abs={num(iso.max_abs)})"
+        return f"node alone on {side}'s inputs: still wrong ({nonfinite_sentence(iso)})"
+    return f"node alone on {side}'s inputs: still wrong (max_abs={num(iso.max_abs)})"
 
 
 def explanation(fd: FirstDivergent) -> str:
@@ -141,6 +149,8 @@ def explanation(fd: FirstDivergent) -> str:
     Composed once, by the pipeline, from the typed checks; the terminal and report.md
     print ``evidence_text`` beside the stage, isolation and suspect lines instead.
     """
+    if tf2onnx_wording.is_tensorflow(fd) and (tf_text := tf2onnx_wording.explanation(fd)):
+        return tf_text
     if fd.stage == STAGE_CAPTURE:
         return f"torch.export changed the model's behaviour: eager PyTorch and the exported program already differ at {_capture_where(fd)}. {_CAPTURE_EVIDENCE}"
     if fd.stage == STAGE_DECOMPOSITION:
@@ -370,7 +380,7 @@ def nonfinite_sentence(m: Metrics, worst: dict[str, Any] | None = None) -> str:
     return "; ".join(parts)
 
 
-def worst_text(worst: dict[str, Any] | None) -> str:
+def worst_text(worst: dict[str, Any] | None, side: str = "PyTorch") -> str:
     """``at [0, 3]: y=+0, x=-0.52 -> PyTorch +3.1416, onnxruntime -3.1416`` (or "")."""
     if not worst or "expected" not in worst:
         return ""
@@ -379,7 +389,7 @@ def worst_text(worst: dict[str, Any] | None) -> str:
     inputs = ", ".join(f"{short_name(k)}={value_text(v)}" for k, v in (worst.get("inputs") or {}).items())
     text = f"{where}: " + (f"{inputs} -> " if inputs else "")
     expected, actual = pair_text(worst["expected"], worst["actual"])
-    return text + f"PyTorch {expected}, onnxruntime {actual}"
+    return text + f"{side} {expected}, onnxruntime {actual}"
 
 
 def constants_text(worst: dict[str, Any] | None, limit: int = 0) -> str:

@@ -44,7 +44,7 @@ class LoadedModel:
         exported: a ``torch.export.ExportedProgram`` where the file held one.
         args / kwargs: the example inputs.
         source: what the user named, for reports.
-        kind: "pt2" | "torchscript" | "pickle" | "factory" | "module".
+        kind: "pt2" | "torchscript" | "pickle" | "factory" | "module" | "keras" (exported: a frontends.keras.load.KerasLoaded).
     """
 
     module: torch.nn.Module | None
@@ -194,6 +194,7 @@ def _load_factory(spec: str) -> tuple[torch.nn.Module | None, Any, tuple | None,
             from nodebisect.frontends.loading.hints import near_files
 
             raise BadInputError(f"factory file not found: {target}{near_files(file)}", tip="check the path before ':'")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ log lines, should the file import it
         mod_name = "_nodebisect_user_" + re.sub(r"\W", "_", file.stem)
         module_spec = importlib.util.spec_from_file_location(mod_name, file)
         if module_spec is None or module_spec.loader is None:
@@ -221,6 +222,10 @@ def _load_factory(spec: str) -> tuple[torch.nn.Module | None, Any, tuple | None,
         built = factory()
     except Exception as exc:  # noqa: BLE001
         raise BadInputError(f"calling {attr}() failed: {_first_line(exc)}") from exc
+    from nodebisect.frontends.keras import is_keras_model
+
+    if is_keras_model(built):  # a Keras model (and its inputs): frontends.keras takes it from here
+        return None, built, None, "keras"
     example: Any = None
     if isinstance(built, tuple) and len(built) == 3 and isinstance(built[0], torch.nn.Module) and isinstance(built[2], dict):
         built, args, kwargs = built  # (model, args, kwargs), as torch.export.export takes them
@@ -337,9 +342,15 @@ def build_loaded_model(
     exported = None
     example: tuple | None = None  # (args, kwargs)
     source = ""
+    from nodebisect.frontends.keras import is_keras_file, is_keras_model
+
+    if is_keras_model(model) or is_keras_file(model):
+        return _keras_loaded(model, inputs, inputs_file, input_specs, seed, trust_pickle, "")
     if isinstance(model, (str, os.PathLike)):
         source = str(model)
         module, exported, example, kind = load_model(str(model), trust_pickle=trust_pickle)
+        if kind == "keras":
+            return _keras_loaded(exported, inputs, inputs_file, input_specs, seed, trust_pickle, source)
     elif isinstance(model, torch.export.ExportedProgram):
         module, exported, kind = None, model, "pt2"
     elif isinstance(model, torch.nn.Module):
@@ -398,6 +409,14 @@ def build_loaded_model(
     if exported is None and kind == "torchscript":
         exported = _torchscript_to_exported(module, args)
     return LoadedModel(module=module, exported=exported, args=args, kwargs=kwargs, source=source, kind=kind, applied_settings=applied)
+
+
+def _keras_loaded(model: Any, inputs: Any, inputs_file: str | None, input_specs: list[str] | None, seed: int, trust: bool, source: str) -> LoadedModel:
+    """A Keras model (object, factory result or .keras file): its numpy inputs resolved by frontends.keras.load."""
+    from nodebisect.frontends.keras.load import load_keras
+
+    keras = load_keras(model, inputs, inputs_file=inputs_file, input_specs=input_specs, seed=seed, trust_code=trust, source=source)
+    return LoadedModel(module=None, exported=keras, args=tuple(keras.inputs), source=keras.source, kind="keras")
 
 
 def _check_signature(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
