@@ -39,13 +39,21 @@ def export_and_capture(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort
     Raises:
         ExportFailedError: the exporter failed (the pipeline turns it into ``export_failed``).
     """
-    if opts.exporter == "torchscript":
-        from nodebisect.frontends.torchscript.export import prepare_torchscript
+    from nodebisect.errors import ExportFailedError
+    from nodebisect.frontends.export_failure import as_reference_failure
 
-        with log.timed("export_and_capture"):
-            prep = prepare_torchscript(loaded, opts, log.stage, ort)
-        return with_feeds(prep)
-    return _prepare_dynamo(loaded, opts, log, ort)
+    try:
+        if opts.exporter == "torchscript":
+            from nodebisect.frontends.torchscript.export import prepare_torchscript
+
+            with log.timed("export_and_capture"):
+                prep = prepare_torchscript(loaded, opts, log.stage, ort)
+            return with_feeds(prep)
+        return _prepare_dynamo(loaded, opts, log, ort)
+    except ExportFailedError as exc:
+        if opts.onnx_path:  # the user exported the file; the export for the reference is what failed
+            raise as_reference_failure(exc) from exc.__cause__
+        raise
 
 
 def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort | None) -> Prepared:

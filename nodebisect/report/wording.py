@@ -79,7 +79,11 @@ def stage_sentence(fd: FirstDivergent, exporter: str = "dynamo") -> str:
         )
     if cause == CAUSE_CONVERSION:
         who = "the TorchScript exporter's" if exporter == "torchscript" else "the exporter's"
-        return f"{who} translation of this op into ONNX computes something else: wrong even on PyTorch's own inputs, also without the graph optimizer"
+        text = f"{who} translation of this op into ONNX computes something else: wrong even on PyTorch's own inputs"
+        if fd.checks.unoptimized_export == WRONG:  # the optimize=False export was made and is wrong too
+            return text + ", also without the graph optimizer"
+        # --onnx (no program to export again) or a failed re-export: the optimizer is not ruled out
+        return text + ("" if exporter == "torchscript" else "; the exporter's graph optimizer was not ruled out (no optimize=False export was checked)")
     return "the cause could not be isolated: the local subgraph did not run alone"
 
 
