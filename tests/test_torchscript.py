@@ -502,6 +502,39 @@ def test_real_torchscript_only_divergence(model: Any, args: Any, module: str, no
     assert locate(net, inputs).verdict == "match"
 
 
+class FloorDivBetween(nn.Module):
+    """``floor_divide`` on negative ints as a plain call between modules (issue #22, point 4).
+
+    Its TorchScript lowering is three nodes, Div (integer, truncating: the defect),
+    Cast, Cast; the traced call's value sits on the last Cast only.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = (self.proj(x) * 8).long()
+        return self.head(torch.floor_divide(q, 3).float() + 1)
+
+
+def test_multi_node_lowering_between_modules_names_the_node_that_departs() -> None:
+    """The call's own input and output values judge each node of its lowering: the Div, not the Cast carrying the value."""
+    from nodebisect.report.filing import issue_title
+
+    torch.manual_seed(0)
+    net = FloorDivBetween().eval()
+    result = locate(net, (torch.randn(4, 6, generator=torch.Generator().manual_seed(1)),), exporter="torchscript")
+    assert result.verdict == "diverged", result.notes
+    fd = result.first_divergent
+    assert (fd.framework.target, fd.framework.fx_node, fd.cause) == ("aten.floor_divide", "floor_divide", "conversion")
+    assert fd.onnx_node == "/Cast_2"  # the carrier of the call's value
+    assert fd.segment[0] == "/Div" and fd.suspects[0].onnx_node == "/Div", [(s.onnx_node, s.score, s.reason) for s in fd.suspects]
+    assert "makes the op right" in fd.suspects[0].reason
+    assert "its Div computes something else" in issue_title(result)
+
+
 def test_export_failure_is_a_verdict() -> None:
     class NearestExact(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
