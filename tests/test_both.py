@@ -98,3 +98,8 @@ def test_exit_code_is_the_worse_of_the_two() -> None:
     assert BothResult({"dynamo": failed, "torchscript": LocateResult(verdict=MATCH)}).exit_code == 3
     assert BothResult({"dynamo": LocateResult(verdict=DIVERGED), "torchscript": failed}).exit_code == 3
     assert BothResult({"dynamo": LocateResult(verdict=MATCH), "torchscript": LocateResult(verdict=MATCH)}).exit_code == 0
+
+
+def test_tui_refuses_both_in_one_line(cli: Any) -> None:
+    code, _out, err = cli("tui", "models.py:Clean", "--exporter", "both")
+    assert code == 2 and err.startswith("nodebisect: error: the TUI shows one exporter's result"), err
