@@ -60,7 +60,6 @@ import torch
 
 from nodebisect.frames import source_frame
 from nodebisect.frontends.capture import Activations
-from nodebisect.reference import RefOp
 from nodebisect.frontends.torchscript.evaluate import Unsupported, evaluate
 
 TAG_CALL = "nodebisect_call"  # on every ONNX node a symbolic call created: "<call index>"
@@ -396,51 +395,6 @@ def add_function_values(
         acts.order.append(value)
         added += 1
     return added
-
-
-@dataclass
-class TracedActivations(Activations):
-    """The TorchScript path's reference: values by ONNX name, and what each traced aten call is.
-
-    A call between modules whose lowering is several ONNX nodes (``floor_divide`` on
-    ints: Div, Cast, Cast) has a reference value only at its last node, so the whole
-    lowering was blamed on that node (a no-op Cast) rather than on the one that
-    departs. Answering ``op`` and ``intermediates`` for the call, by its FX-style
-    name (``name_calls``), gives the diagnosis what it has on the dynamo path: the
-    call's own input and output values, against which each node of the lowering is
-    judged (``diagnose.explain``'s departure and repair evidence). ``ops()`` stays
-    empty: the rules that read an FX node's arguments have none to read here.
-    """
-
-    functions: FunctionRefs | None = field(default=None, repr=False)
-    _calls: dict[str, TracedCall] | None = field(default=None, repr=False, compare=False)
-
-    def _call(self, name: str) -> TracedCall | None:
-        if self.functions is None:
-            return None
-        if self._calls is None:
-            self._calls = {c.name: c for c in self.functions.calls if c.kind.startswith("aten::")}
-        return self._calls.get(name)
-
-    def op(self, name: str) -> RefOp | None:
-        call = self._call(name)
-        return RefOp(name=name, target="aten." + call.kind.split("::", 1)[1]) if call is not None else None
-
-    def intermediates(self, name: str) -> list[np.ndarray]:
-        """The call's tensor inputs and outputs that have a trusted value: its inputs first, in argument order."""
-        call = self._call(name)
-        if call is None or self.functions is None:
-            return []
-        calls, values = self.functions.calls, self.functions.values
-        uids = [calls[c].outputs[o] for c, o in sorted(call.reads)] + list(call.outputs)
-        return [values[u] for u in dict.fromkeys(uids) if u in values]
-
-
-def traced(acts: Activations, functions: FunctionRefs) -> TracedActivations:
-    """``acts`` (module outputs and function-level values) answering for the traced calls too."""
-    from dataclasses import fields as dataclass_fields
-
-    return TracedActivations(**{f.name: getattr(acts, f.name) for f in dataclass_fields(Activations)}, functions=functions)
 
 
 def _model_frames(source_range: str) -> str:

@@ -243,7 +243,7 @@ def map_activations(
     traced call (FX-style name, aten target, the user's source line) in the
     refs of the nodes its lowering made, so each call is its own segment.
     """
-    from nodebisect.frontends.torchscript.refs import add_function_values, name_calls, traced
+    from nodebisect.frontends.torchscript.refs import add_function_values, name_calls
 
     g = _index(model)
     resolver = ScopeResolver(list(hooked.types))
@@ -256,7 +256,6 @@ def map_activations(
     refs = _refs(model, g, resolver, hooked, module)
     if added:
         name_calls(refs, functions)
-        acts = traced(acts, functions)  # what each traced call is, for the diagnosis inside its lowering
     quality = _quality(g, acts, hooked, mapped_paths, notes, functions is not None and added > 0)
     quality["function_values"] = added
     return acts, refs, quality
