@@ -137,4 +137,5 @@ def test_onnx_of_another_model_is_nodebisects_line_only(work: Path) -> None:
     assert run.returncode == 2, run.stderr
     foreign = [line for line in run.stderr.splitlines() if line and not line.startswith(("[nodebisect]", "nodebisect: error:", "tip:"))]
     assert foreign == [], run.stderr
-    assert "nodebisect: error:" in run.stderr
+    assert "nodebisect: error: other.onnx expects input 'x' of shape [1, 3, 8, 8], got [2, 8]" in run.stderr
+    assert "[nodebisect] capture" not in run.stderr  # refused before torch.export and the capture ran
