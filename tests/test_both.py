@@ -103,3 +103,25 @@ def test_exit_code_is_the_worse_of_the_two() -> None:
 def test_tui_refuses_both_in_one_line(cli: Any) -> None:
     code, _out, err = cli("tui", "models.py:Clean", "--exporter", "both")
     assert code == 2 and err.startswith("nodebisect: error: the TUI shows one exporter's result"), err
+
+
+def _diverged_at(target: str, node: str, exporter: str) -> LocateResult:
+    from nodebisect.records import FirstDivergent, FrameworkRef, Metrics
+
+    fd = FirstDivergent(
+        onnx_node=node, op_type="AveragePool", onnx_value=node, stage="conversion", cause="conversion",
+        segment=[node], segment_op_types=["AveragePool"], metrics=Metrics(max_abs=1.0), framework=FrameworkRef(target=target),
+    )
+    return LocateResult(verdict=DIVERGED, first_divergent=fd, environment={"exporter": exporter})
+
+
+def test_both_departing_at_the_same_op_say_so() -> None:
+    """AvgPoolDivisorOverride diverges with both exporters (each drops divisor_override): one op, two places to file."""
+    from nodebisect.report.both import headline, which_to_file
+
+    results = {
+        "dynamo": _diverged_at("aten.avg_pool2d.default", "node_avg_pool2d", "dynamo"),
+        "torchscript": _diverged_at("aten.avg_pool2d", "/AveragePool", "torchscript"),
+    }
+    assert headline(results) == "BOTH EXPORTERS DIVERGED"
+    assert which_to_file(results) == "neither exporter's model agrees with PyTorch, both at aten.avg_pool2d: file each where its row says"

@@ -53,7 +53,10 @@ def which_to_file(results: dict[str, LocateResult]) -> str:
         places = {cells[2] for cells in rows.values()}
         if len(places) == 1 and "-" not in places:
             return f"neither exporter's model agrees with PyTorch, and both point to the same place: file at {places.pop()}"
-        return "neither exporter's model agrees with PyTorch: file each where its row says (the sections below have the details)"
+        ops = {_op(r) for r in results.values()}
+        if len(ops) == 1 and "" not in ops:  # the same aten op in both: each exporter's own translation of it
+            return f"neither exporter's model agrees with PyTorch, both at {ops.pop()}: file each where its row says"
+        return "neither exporter's model agrees with PyTorch: file each where its row says"
     one, other = bad[0], good[0]
     result = results[one]
     view = verdict_view(result)
@@ -62,6 +65,14 @@ def which_to_file(results: dict[str, LocateResult]) -> str:
     if view.file_at:
         text += f": file against the {one} exporter at {view.file_at[0]} ({view.file_at[1]})"
     return text + f"; meanwhile export with {EXPORT_CALLS[other]}"
+
+
+def _op(result: LocateResult) -> str:
+    """The aten op a divergence is at, without its overload ("aten.avg_pool2d"), or ""."""
+    fd = result.first_divergent
+    if result.verdict != DIVERGED or fd is None or not fd.framework.target.startswith("aten."):
+        return ""
+    return ".".join(fd.framework.target.split(".")[:2])
 
 
 def side_by_side(results: dict[str, LocateResult]) -> str:
