@@ -112,6 +112,10 @@ def prepare(model: Any, inputs: Any = None, *, progress: Progress | None = None,
 
 
 def _prepare(model: Any, inputs: Any, opts: Options, log: RunLog) -> PreparedModel:
+    if opts.onnx_path:  # a bad --onnx file is refused before torch is even imported, let alone the model exported
+        from nodebisect.frontends.user_onnx import check_onnx_file
+
+        check_onnx_file(opts.onnx_path)
     from nodebisect.frontends.loading.load import build_loaded_model
     from nodebisect.frontends.export_capture import check_device
 
@@ -135,6 +139,7 @@ def _export_and_check(loaded: Any, opts: Options, log: RunLog, warm: Any, starte
     from nodebisect.diagnose.stages import check_capture, check_decomposition, note_framework_nans
     from nodebisect.environment import environment
     from nodebisect.frontends.export_capture import export_and_capture
+    from nodebisect.onnxgraph import opset_of
 
     env = environment(opts.device, opts.ep, opts.opset, opts.opt_level, "tf2onnx" if loaded.kind == "keras" else opts.exporter)
     if run_inputs := recorded_inputs(opts):  # the report's command and the TUI's re-run repeat them
@@ -148,18 +153,13 @@ def _export_and_check(loaded: Any, opts: Options, log: RunLog, warm: Any, starte
     log.stage("export")
     try:
         prep = export_and_capture(loaded, opts, log, warm.handle(opts.ep, opts.opt_level, opts.isolate_crashes, opts.timeout_s, log))
-    except ExportFailedError as exc:
-        if opts.onnx_path:
-            raise
+    except ExportFailedError as exc:  # with --onnx: the export nodebisect needs for the reference failed
         out.close()  # nothing to search
-        failure = ExportFailure.from_error(exc)  # stage, cause class, frames, remedy, repro script
-        seconds = round(time.perf_counter() - started, 3)
-        out.failed = LocateResult(
-            verdict=EXPORT_FAILED, export_failure=failure, environment=env, model=loaded.source,
-            notes=list(log.notes), stats={"seconds": seconds, "ort_sessions": 0},
+        out.failed = LocateResult(  # ExportFailure: stage, cause class, frames, remedy, repro script
+            verdict=EXPORT_FAILED, export_failure=ExportFailure.from_error(exc), environment=env, model=loaded.source,
+            notes=list(log.notes), stats={"seconds": round(time.perf_counter() - started, 3), "ort_sessions": 0},
         )
         return out
-    from nodebisect.onnxgraph import opset_of
     env["opset"] = opset_of(prep.onnx_model, prep.opset)
     log.notes.extend(prep.notes)
     out.prep = prep

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -112,17 +113,6 @@ def test_data_dependent_branch_names_the_users_line(user_file: Path) -> None:
     assert err.source == f"{user_file}:6" and d["code"] == "if x.sum() > 0:"
     assert d["library_source"] == "" and d["settings"] == []
     assert "torch.cond" in d["remedy"]
-
-
-@pytest.mark.subprocess
-def test_capture_failure_repro_rebuilds_the_model_from_its_factory(user_file: Path, tmp_path: Path) -> None:
-    script = failure(f"{user_file}:Branch").details["repro_script"]
-    assert "no smaller piece" in script and str(user_file) in script
-    path = tmp_path / "export_repro.py"
-    path.write_text(script)
-    run = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert run.returncode != 0
-    assert "data-dependent" in run.stderr
 
 
 @pytest.mark.subprocess
@@ -287,3 +277,32 @@ def test_torchscript_export_failure_records_the_exporter_it_ran(tmp_path: Path) 
     assert saved["environment"]["exporter"] == "torchscript"
     reproduce = (report / "report.md").read_text().split("### How to reproduce", 1)[1]
     assert f"nodebisect locate {spec}" in reproduce and "--exporter torchscript" in reproduce
+    md = (report / "report.md").read_text()
+    # Ready to file (issue #22, point 8): the TorchScript exporter's repository, a title without the local path.
+    assert md.startswith("## torch.onnx.export(dynamo=False) fails on aten._upsample_nearest_exact1d: unsupported op\n"), md[:200]
+    assert "gh issue create --repo pytorch/pytorch --title 'torch.onnx.export(dynamo=False) fails on" in md
+    assert "the TorchScript exporter" in md.split("### What to do", 1)[1].split("###", 1)[0]
+
+
+@pytest.mark.subprocess
+def test_export_failure_report_is_ready_to_file_and_its_repro_runs_from_anywhere(user_file: Path, tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #22, point 8: file at, a gh command, a title without the user's path, a repro independent of the cwd."""
+    monkeypatch.chdir(user_file.parent)  # a relative spec, as typed in the model's folder
+    report = tmp_path / "report"
+    code, out, _err = cli("locate", f"{user_file.name}:Branch", "--report", str(report), "-q")
+    assert code == 3
+    assert "file at: pytorch/pytorch: torch.export" in out
+    md = (report / "report.md").read_text()
+    title = md.splitlines()[0]
+    assert title == "## torch.export fails in capture (torch.export): data-dependent control flow"
+    assert user_file.name not in title and str(user_file.parent) not in title
+    assert "- **File at:** [`pytorch/pytorch`](https://github.com/pytorch/pytorch/issues) — torch.export" in md
+    assert "gh issue create --repo pytorch/pytorch --title 'torch.export fails in capture (torch.export): data-dependent control flow' --body-file report.md" in md
+    # A capture failure has no smaller piece: the script rebuilds the model from its factory.
+    script = (report / "repro" / "export_repro.py").read_text()
+    assert "no smaller piece" in script and f"model_file = os.path.join(RAN_IN, '{user_file.name}')" in script
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = subprocess.run([sys.executable, str(report / "repro" / "export_repro.py")], capture_output=True, text=True, timeout=300, cwd=elsewhere)
+    assert run.returncode != 0 and "data-dependent" in run.stderr, run.stderr[-2000:]
+    assert "No such file" not in run.stderr

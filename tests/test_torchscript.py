@@ -502,6 +502,50 @@ def test_real_torchscript_only_divergence(model: Any, args: Any, module: str, no
     assert locate(net, inputs).verdict == "match"
 
 
+class FloorDivBetween(nn.Module):
+    """``floor_divide`` on negative numbers as a plain call between modules (issue #22, point 4).
+
+    Its TorchScript lowering is three nodes, and the traced call's value sits on the
+    last, a Cast that only passes numbers on. On ints: Div (integer, truncating: the
+    defect), Cast, Cast. On floats: Div (exact), Cast to int64 (truncates toward zero
+    where PyTorch floors: the defect), Cast back to float.
+    """
+
+    def __init__(self, ints: bool) -> None:
+        super().__init__()
+        self.ints = ints
+        self.proj = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = (self.proj(x) * 8).long() if self.ints else self.proj(x) * 4
+        return self.head(torch.floor_divide(q, 3 if self.ints else 0.7).float() + 1)
+
+
+@pytest.mark.parametrize(
+    "ints, carrier, departs, passed_on",
+    [
+        pytest.param(True, "/Cast_2", ("/Div", "Div"), "/Cast_1 (Cast), /Cast_2 (Cast)", id="int-truncating-div"),
+        pytest.param(False, "/Cast_1", ("/Cast", "Cast"), "/Cast_1 (Cast)", id="float-truncating-cast", marks=pytest.mark.slow),
+    ],
+)
+def test_multi_node_lowering_between_modules_names_the_node_that_departs(ints: bool, carrier: str, departs: tuple[str, str], passed_on: str) -> None:
+    """Judged against the traced call's own value, the Casts that carry it only pass the wrong numbers on."""
+    from nodebisect.report.filing import issue_title
+
+    torch.manual_seed(0)
+    net = FloorDivBetween(ints).eval()
+    result = locate(net, (torch.randn(4, 6, generator=torch.Generator().manual_seed(1)),), exporter="torchscript")
+    assert result.verdict == "diverged", result.notes
+    fd = result.first_divergent
+    assert (fd.framework.target, fd.framework.fx_node, fd.cause) == ("aten.floor_divide", "floor_divide", "conversion")
+    assert fd.onnx_node == carrier  # the node carrying the call's value
+    lead = fd.suspects[0]
+    assert (fd.segment[0], fd.segment_op_types[0]) == departs and lead.onnx_node == departs[0], [(s.onnx_node, s.score, s.reason) for s in fd.suspects]
+    assert lead.reason.startswith(f"its output already holds the wrong values, which {passed_on} only pass on unchanged")
+    assert f"its {departs[1]} computes something else" in issue_title(result)
+
+
 def test_export_failure_is_a_verdict() -> None:
     class NearestExact(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

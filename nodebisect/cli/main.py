@@ -18,7 +18,8 @@ from nodebisect.cli.options import add_locate_options, locate_kwargs
 from nodebisect.errors import ExitCode, NodebisectError
 
 EPILOG = """exit codes: 0 match, 1 divergence found, 2 usage or bad input, 3 export failed,
-4 onnxruntime failed, 70 internal error, 130 interrupted"""
+4 onnxruntime failed, 70 internal error, 130 interrupted (--exporter both: the worse
+of the two exporters' codes, the higher one)"""
 
 
 class Parser(argparse.ArgumentParser):
@@ -92,6 +93,10 @@ def cmd_locate(args: argparse.Namespace) -> int:
     human = sys.stderr if json_to_stdout else sys.stdout
 
     progress = ProgressPrinter(quiet=args.quiet, verbose=args.verbose)
+    if args.exporter == "both":  # each exporter's verdict, then the two side by side
+        from nodebisect.cli.both import cmd_locate_both
+
+        return cmd_locate_both(args, locate_kwargs(args), progress)
     result = locate(args.model, progress=progress, **locate_kwargs(args))
     text = result.to_json()
     if args.json:

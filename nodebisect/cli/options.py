@@ -25,8 +25,9 @@ def add_locate_options(p: argparse.ArgumentParser) -> None:
     exp.add_argument("--onnx", metavar="FILE", help="debug this ONNX file (dynamo export of the same model) instead of exporting")
     exp.add_argument("--opset", type=int, help="ONNX opset for the export")
     exp.add_argument("--dynamic", action="store_true", help="export with dynamic dimensions (Dim.AUTO); --trials then also compare at other input shapes")
-    exp.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
-                     help="ONNX exporter: dynamo (FX-node mapping, default) or torchscript (module-scope mapping through forward hooks)")
+    exp.add_argument("--exporter", choices=["dynamo", "torchscript", "both"], default="dynamo",
+                     help="ONNX exporter: dynamo (FX-node mapping, default) or torchscript (module-scope mapping through forward hooks); "
+                          "both: locate with each and show the two verdicts side by side (which exporter to file against)")
     exp.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where PyTorch runs (default cpu)")
     exp.add_argument("--ep", choices=["cpu", "cuda"], default="cpu", help="onnxruntime execution provider (default cpu)")
     exp.add_argument("--opt-level", choices=["disabled", "basic", "extended", "all"], default="all", help="onnxruntime graph optimization level (default all)")

@@ -31,6 +31,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
     """Build the app through ``nodebisect_tui.create_app`` and run it until the user quits."""
     if args.inputs and len(args.inputs) > 1:
         raise BadInputError("several --inputs files are not supported yet", tip="pass one --inputs FILE")
+    if getattr(args, "exporter", "") == "both":  # the TUI shows one result
+        raise BadInputError("the TUI shows one exporter's result", tip="run nodebisect locate MODEL --exporter both, or pick --exporter dynamo or torchscript here")
     try:
         from nodebisect_tui import create_app
         from nodebisect_tui.sweep_screen import create_sweep_app, is_sweep_dir

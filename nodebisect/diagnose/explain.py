@@ -42,6 +42,7 @@ def explain(
 ) -> FirstDivergent:
     """Cause and segment of ``culprit`` (an ONNX value that is bad while its mapped inputs are good)."""
     from nodebisect.diagnose.casts import lossy_cast_evidence
+    from nodebisect.diagnose.tail import born_evidence
     from nodebisect.diagnose.suspects import rank_suspects
 
     t = log.stage("isolate the culprit")
@@ -60,6 +61,7 @@ def explain(
     evidence += reference.weight_evidence(gm, prep.onnx_model, list(dict.fromkeys(segment + local.nodes)))
     reference_inputs = {v: prep.acts.values[gm.mapped[v]] for v in local.inputs if v in gm.mapped}
     evidence += lossy_cast_evidence(gm, local.nodes, {**prep.feeds, **reference_inputs, **iso.internal})
+    evidence += born_evidence(gm, segment, carrier, culprit, iso.internal)  # past a pass-through tail (Casts)
     suspects = rank_suspects(gm, prep.onnx_model, segment, carrier, reference.ops(), iso.nan_source, extra=local.nodes, evidence=evidence)
     ordered = [s.onnx_node for s in suspects]
     ref = gm.refs[carrier]

@@ -97,9 +97,9 @@ def export_program(loaded: LoadedModel, opset: int | None = None, dynamic: bool 
         from torch.onnx._constants import ONNX_DEFAULT_OPSET
         from torch.onnx._internal.exporter import _constants, _core, _registration
 
-        # torch.onnx.export's registry: below the torchlib opset it builds the torchlib one.
-        registry = _registration.ONNXRegistry.from_torchlib(opset_version=max(opset or ONNX_DEFAULT_OPSET, _constants.TORCHLIB_OPSET))
-        with quiet_torch():
+        with quiet_torch():  # building the registry warns of every missing torchvision op
+            # torch.onnx.export's registry: below the torchlib opset it builds the torchlib one.
+            registry = _registration.ONNXRegistry.from_torchlib(opset_version=max(opset or ONNX_DEFAULT_OPSET, _constants.TORCHLIB_OPSET))
             program = _core._prepare_exported_program_for_export(original, registry=registry)
     except Exception:  # noqa: BLE001 - the full export decides (and classifies a failure)
         return None

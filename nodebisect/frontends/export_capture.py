@@ -44,13 +44,21 @@ def export_and_capture(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort
 
         with log.timed("export_and_capture"):
             return prepare_keras(loaded.exported, opts, log, ort)
-    if opts.exporter == "torchscript":
-        from nodebisect.frontends.torchscript.export import prepare_torchscript
+    from nodebisect.errors import ExportFailedError
+    from nodebisect.frontends.export_failure import as_reference_failure
 
-        with log.timed("export_and_capture"):
-            prep = prepare_torchscript(loaded, opts, log.stage, ort)
-        return with_feeds(prep)
-    return _prepare_dynamo(loaded, opts, log, ort)
+    try:
+        if opts.exporter == "torchscript":
+            from nodebisect.frontends.torchscript.export import prepare_torchscript
+
+            with log.timed("export_and_capture"):
+                prep = prepare_torchscript(loaded, opts, log.stage, ort)
+            return with_feeds(prep)
+        return _prepare_dynamo(loaded, opts, log, ort)
+    except ExportFailedError as exc:
+        if opts.onnx_path:  # the user exported the file; the export for the reference is what failed
+            raise as_reference_failure(exc) from exc.__cause__
+        raise
 
 
 def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort | None) -> Prepared:
@@ -59,14 +67,16 @@ def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort | 
     from nodebisect.frontends.user_onnx import load_user_onnx
     from nodebisect.onnxgraph import opset_of
 
-    exported = None
+    exported = user_model = None
     if opts.onnx_path:  # the ONNX model is the user's: only the program its value names come from
+        user_model = load_user_onnx(opts.onnx_path)
+        _inputs_fit(user_model, loaded, opts.onnx_path)  # another model's file: refused before torch.export
         with log.timed("torch_export"):
             exported = export_program(loaded, opset=opts.opset, dynamic=opts.dynamic)
     if exported is None:
         with log.timed("export"):
             exported = export_onnx(loaded, opset=opts.opset, dynamic=opts.dynamic)
-    onnx_model = load_user_onnx(opts.onnx_path) if opts.onnx_path else exported.model
+    onnx_model = user_model if user_model is not None else exported.model
     opset = exported.opset or opset_of(onnx_model)
     if ort is not None:
         ort.warm_up(onnx_model)
@@ -85,6 +95,25 @@ def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort | 
     )
     prep.oracle = _oracle(prep, loaded.args, loaded.kwargs, opts, budget, log)
     return with_feeds(prep)
+
+
+def _inputs_fit(model: Any, loaded: LoadedModel, path: str) -> None:
+    """Refuse a ``--onnx`` file whose inputs cannot take the model's, before the export and the capture run.
+
+    Only plain positional tensor inputs, as many as the file's: anything else (keyword
+    inputs, non-tensor arguments) is left to the checks after capture, which see the
+    program's own input order.
+    """
+    import torch
+
+    from nodebisect.frontends.capture import to_numpy
+    from nodebisect.onnxgraph import check_feeds_fit
+
+    inits = {t.name for t in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in inits]
+    if loaded.kwargs or len(names) != len(loaded.args) or not all(isinstance(a, torch.Tensor) for a in loaded.args):
+        return
+    check_feeds_fit(model, {name: to_numpy(t) for name, t in zip(names, loaded.args)}, path)
 
 
 def _oracle(prep: Prepared, args: tuple[Any, ...], kwargs: dict[str, Any], opts: Options, budget: int, log: RunLog) -> Any:

@@ -103,9 +103,7 @@ def classify_export_error(
         lib = _forward_frame(module) or lib
     at = user or lib
     said = f"{type(root).__name__}: {_shorten(root_msg)}"
-    message = f"ONNX export failed in {stage}" + (f" on {target}" if target else "") + f": {cause}. {said}"
-    if exporter == "torchscript":
-        message = f"TorchScript ONNX export failed (opset {opset or '?'})" + (f" on {target}" if target else "") + f": {cause}. {said}"
+    message = _message(exporter, stage, target, cause, said, opset)
     tip = remedy
     if settings:
         tip = f"{remedy}; add {' '.join('--model-setting ' + s for s in settings)} to go on to the numeric comparison"
@@ -121,7 +119,39 @@ def classify_export_error(
         "remedy": remedy,
         "settings": settings,
         "exporter": exporter,
+        "said": said,
+        "opset": opset,
     }
+    return error
+
+
+def _message(exporter: str, stage: str, target: str, cause: str, said: str, opset: int | None, for_onnx_file: bool = False) -> str:
+    """The failure's one line: what failed, where, its cause class and the exporter's own words."""
+    on = f" on {target}" if target else ""
+    if exporter == "torchscript":
+        what = "the TorchScript export of the model (its module scopes and values for the --onnx file)" if for_onnx_file else "TorchScript ONNX export"
+        return f"{what} failed (opset {opset or '?'}){on}: {cause}. {said}"
+    if for_onnx_file and stage in (CAPTURE, DECOMPOSITION):
+        what = "torch.export of the model (the reference values for the --onnx file; the file itself was not exported here)"
+    elif for_onnx_file:
+        what = "nodebisect's own export of the model (the reference values for the --onnx file; the file itself was not exported here)"
+    else:
+        what = "ONNX export"
+    return f"{what} failed in {stage}{on}: {cause}. {said}"
+
+
+def as_reference_failure(error: ExportFailedError) -> ExportFailedError:
+    """``error`` said as what it is with ``--onnx``: the user exported the file; the export nodebisect
+    runs for the reference values (torch.export of the same model) is what failed.
+
+    Without this the user read "ONNX export failed" about a file they had exported themselves.
+    """
+    d = getattr(error, "details", None)
+    if not d or "said" not in d:
+        return error
+    error.message = _message(d["exporter"], d["stage"], error.target, d["cause"], d["said"], d.get("opset"), for_onnx_file=True)
+    error.args = (error.message,)
+    d["for_onnx_file"] = True
     return error
 
 

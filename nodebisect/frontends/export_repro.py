@@ -216,19 +216,35 @@ def _tensor_expr(t: torch.Tensor) -> str:
     return f"torch.empty_strided({shape}, {stride}, dtype={dtype}).copy_({fill}){grad}"
 
 
+# The script's one line naming the folder nodebisect ran in; report.bundle rewrites it relative to
+# the script's own location when it writes repro/export_repro.py (the script then runs from anywhere).
+RAN_IN_LINE = "RAN_IN = {!r}  # the folder nodebisect ran in\n"
+
+
 def _factory_script(spec: str, error: ExportFailedError, settings: list[str] | None = None) -> str:
+    import os
+
     target, _, attr = spec.rpartition(":")
+    ran_in = os.getcwd()
     if target.endswith(".py"):
+        model_file = os.path.relpath(os.path.abspath(target), ran_in)  # the model file, from RAN_IN
         load = (
-            "import importlib.util, sys\n"
-            f"spec = importlib.util.spec_from_file_location('user_model', {target!r})\n"
+            "import importlib.util, os, sys\n"
+            + RAN_IN_LINE.format(ran_in)
+            + f"model_file = os.path.join(RAN_IN, {model_file!r})\n"
+            "spec = importlib.util.spec_from_file_location('user_model', model_file)\n"
             "mod = importlib.util.module_from_spec(spec)\n"
-            f"sys.path.insert(0, {str(__import__('pathlib').Path(target).resolve().parent)!r})\n"
+            "sys.path.insert(0, os.path.dirname(model_file))\n"
             "spec.loader.exec_module(mod)\n"
             f"factory = mod.{attr}\n"
         )
-    else:
-        load = f"import importlib\nfactory = getattr(importlib.import_module({target!r}), {attr!r})\n"
+    else:  # a module spec: importable from the folder nodebisect ran in
+        load = (
+            "import importlib, os, sys\n"
+            + RAN_IN_LINE.format(ran_in)
+            + "sys.path.insert(0, RAN_IN)\n"
+            f"factory = getattr(importlib.import_module({target!r}), {attr!r})\n"
+        )
     return (
         '"""Repro of an ONNX export failure, written by nodebisect.\n\n'
         f"{_oneline(error.message)}\n\n"

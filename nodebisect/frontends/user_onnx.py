@@ -17,6 +17,37 @@ CHECKER_MAX_BYTES = 64 * 1024 * 1024
 MIN_OWNERSHIP = 0.2
 
 
+def check_onnx_file(path: str) -> None:
+    """Refuse a ``--onnx`` path that is missing, empty, unreadable or not an ONNX graph, before any torch work.
+
+    The pipeline calls this before it loads and exports the model: a typo in the
+    path used to cost the whole load and export of a real model before the error.
+    Only the graph is parsed here (external data stays on disk, no checker).
+    """
+    _read(path, external_data=False)
+
+
+def _read(path: str, external_data: bool) -> Any:
+    import onnx
+
+    file = Path(path)
+    if not file.exists():
+        raise BadInputError(f"ONNX file not found: {path}")
+    if not file.is_file():
+        raise BadInputError(f"--onnx {path} is not a file", tip="pass the .onnx file itself")
+    if file.stat().st_size == 0:
+        raise BadInputError(f"ONNX file is empty: {path}")
+    try:
+        model = onnx.load(str(file), load_external_data=external_data)  # external data next to the file is read from there
+    except PermissionError as exc:
+        raise BadInputError(f"cannot read {path}: permission denied") from exc
+    except Exception as exc:  # noqa: BLE001
+        raise BadInputError(f"cannot read {path} as ONNX: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}", tip="the file may be truncated") from exc
+    if not model.graph.node:
+        raise BadInputError(f"{path} has no ONNX graph nodes", tip="is it really an ONNX model?")
+    return model
+
+
 def load_user_onnx(path: str) -> Any:
     """The ONNX model in ``path`` (external data read from beside it), checked when small enough."""
     import onnx
@@ -24,16 +55,7 @@ def load_user_onnx(path: str) -> Any:
     from nodebisect.onnxgraph import initializer_bytes
 
     file = Path(path)
-    if not file.exists():
-        raise BadInputError(f"ONNX file not found: {path}")
-    if file.stat().st_size == 0:
-        raise BadInputError(f"ONNX file is empty: {path}")
-    try:
-        model = onnx.load(str(file))  # external data next to the file is read from there
-    except Exception as exc:  # noqa: BLE001
-        raise BadInputError(f"cannot read {path} as ONNX: {str(exc).splitlines()[0][:200]}", tip="the file may be truncated") from exc
-    if not model.graph.node:
-        raise BadInputError(f"{path} has no ONNX graph nodes", tip="is it really an ONNX model?")
+    model = _read(path, external_data=True)
     try:
         # Large models (also small .onnx files with external data): onnxruntime validates them on load,
         # and the checker would have to serialize a proto that may exceed protobuf's 2 GB.

@@ -8,6 +8,9 @@ imports torch.
 
 from __future__ import annotations
 
+import ast
+import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -105,7 +108,7 @@ def write_report(result: LocateResult, out_dir: str | Path, redact: bool = False
         bundle.repro_note = NO_REPRO_NOTE
     if result.export_failure is not None and result.export_failure.repro_script:
         # A runnable script that fails the way the export did (frontends.export_repro).
-        script = result.export_failure.repro_script
+        script = relocated(result.export_failure.repro_script, out / REPRO_DIR)
         write_text(out / REPRO_DIR / EXPORT_REPRO, redactor.scrub(script) if redactor else script)
         bundle.repro_dir = REPRO_DIR
         bundle.repro_files = [EXPORT_REPRO]
@@ -113,6 +116,27 @@ def write_report(result: LocateResult, out_dir: str | Path, redact: bool = False
     write_text(out / "report.json", result.to_json())
     write_text(out / "report.md", render_markdown(result, bundle))
     return out
+
+
+# frontends.export_repro.RAN_IN_LINE, as written into a factory repro.
+_RAN_IN = re.compile(r"^RAN_IN = ('[^'\n]*'|\"[^\"\n]*\")  # the folder nodebisect ran in$", re.M)
+
+
+def relocated(script: str, folder: Path) -> str:
+    """An export repro whose ``RAN_IN`` is relative to the script's own folder: it runs from any directory,
+    and keeps running when the report folder moves together with the model's folder."""
+    found = _RAN_IN.search(script)
+    if found is None:
+        return script
+    try:
+        ran_in = ast.literal_eval(found.group(1))
+        rel = os.path.relpath(ran_in, folder.resolve()) if os.path.isabs(ran_in) else None
+    except (ValueError, SyntaxError):  # redacted, or another drive
+        return script
+    if rel is None:
+        return script
+    line = f"RAN_IN = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), {rel!r}))  # the folder nodebisect ran in"
+    return script[: found.start()] + line + script[found.end():]
 
 
 def _existing_repro(out: Path, result: LocateResult, bundle: BundleInfo) -> bool:

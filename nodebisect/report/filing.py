@@ -14,6 +14,7 @@ from typing import Any
 from nodebisect.records import (
     CAUSE_INHERITED,
     DIVERGED,
+    EXPORT_FAILED,
     MATCH,
     RUNTIME_FAILED,
     STAGE_CAPTURE,
@@ -28,6 +29,8 @@ from nodebisect.report import tf2onnx_wording
 from nodebisect.report.wording import (
     REPO_OPTIMIZER,
     REPO_RUNTIME,
+    export_failure_file_at,
+    export_failure_title,
     file_at,
     nonfinite_sentence,
 )
@@ -42,6 +45,9 @@ def issue_title(result: LocateResult) -> str:
     fd = result.first_divergent
     if result.verdict == MATCH:
         return "nodebisect: the ONNX export matches PyTorch"
+    if result.verdict == EXPORT_FAILED and result.export_failure is not None:
+        text = export_failure_title(result.export_failure)
+        return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
     if fd is None or result.verdict not in (DIVERGED, RUNTIME_FAILED):
         return f"nodebisect: {result.verdict}"
     exporter = result.environment.get("exporter", "dynamo")
@@ -100,6 +106,9 @@ def values_section(result: LocateResult) -> str:
 def what_to_do_section(result: LocateResult) -> str:
     """Where to file it and what to do meanwhile (one line each)."""
     fd = result.first_divergent
+    if result.verdict == EXPORT_FAILED and result.export_failure is not None:
+        repo, component = export_failure_file_at(result.export_failure)
+        return f"### What to do\n\n- **File at:** [`{repo}`](https://github.com/{repo}/issues) — {component}"
     if fd is None or result.verdict not in (DIVERGED, RUNTIME_FAILED):
         return ""
     view = verdict_view(result)
@@ -115,9 +124,12 @@ def what_to_do_section(result: LocateResult) -> str:
 def gh_command(result: LocateResult, has_svgs: list[str]) -> str:
     """The section with a ready ``gh issue create`` command and how to attach pictures."""
     fd = result.first_divergent
-    if fd is None or result.verdict not in (DIVERGED, RUNTIME_FAILED):
+    if result.verdict == EXPORT_FAILED and result.export_failure is not None:
+        where: tuple[str, str] | None = export_failure_file_at(result.export_failure)
+    elif fd is None or result.verdict not in (DIVERGED, RUNTIME_FAILED):
         return ""
-    where = file_at(fd, result.environment.get("exporter", "dynamo"))
+    else:
+        where = file_at(fd, result.environment.get("exporter", "dynamo"))
     if where is None:
         return ""
     title = issue_title(result).replace("'", "'\\''")

@@ -86,7 +86,7 @@ def render_markdown(result: LocateResult, bundle: BundleInfo | None = None) -> s
     # Symptom, evidence, what to do; then how to reproduce and file it; the long parts folded.
     parts = [_title(result), _summary(result)]
     if result.verdict == EXPORT_FAILED:
-        parts.append(_export_failure(result))
+        parts += [_export_failure(result), what_to_do_section(result)]
     else:
         parts += [values_section(result), what_to_do_section(result)]
         parts += [_values(result), _suspects(result), _sequence(result), _pictures(result, bundle)]
@@ -104,9 +104,8 @@ def _title(result: LocateResult) -> str:
     model = f" in `{code(result.model)}`" if result.model else ""
     if result.verdict == MATCH:
         return f"## nodebisect: ONNX export matches PyTorch{model}"
-    if result.verdict == EXPORT_FAILED:
-        target = f" on `{result.export_failure.target}`" if result.export_failure and result.export_failure.target else ""
-        return f"## nodebisect: ONNX export failed{target}{model}"
+    if result.verdict == EXPORT_FAILED:  # the issue's title: no local path of the model
+        return f"## {issue_title(result)}"
     if fd is not None and result.verdict in (DIVERGED, RUNTIME_FAILED):
         return f"## {issue_title(result)}"
     if fd is not None:

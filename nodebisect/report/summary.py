@@ -47,6 +47,8 @@ def summary(result: LocateResult, report_dir: str | None = None, verbose: bool =
             lines.append(f"  in library: {f.library_source}" + (f": {f.library_code}" if f.library_code else ""))
         if f.repro_script and report_dir:
             lines.append(f"  repro: python {report_dir}/repro/export_repro.py (fails the same way)")
+        if view.file_at:
+            lines.append(f"  file at: {view.file_at[0]}: {view.file_at[1]}")
         if f.target and not f.cause:  # a report from before the classifier
             lines.append(f"  next: rewrite or register {f.target}, or try another --opset; --debug shows the exporter's traceback")
         elif f.tip:

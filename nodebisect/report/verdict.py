@@ -21,6 +21,7 @@ from nodebisect.report.wording import (
     amplifier_text,
     constants_text,
     evidence_text,
+    export_failure_file_at,
     file_at,
     isolation_text,
     metrics_text,
@@ -76,7 +77,7 @@ def verdict_view(result: LocateResult) -> VerdictView:
         failure = result.export_failure
         if result.verdict == EXPORT_FAILED and failure is not None:
             headline = f"EXPORT FAILED at step '{failure.step}'" + (f" on {failure.target}" if failure.target else "")
-            return VerdictView(headline=headline, banner=f"EXPORT FAILED at step {failure.step}")
+            return VerdictView(headline=headline, banner=f"EXPORT FAILED at step {failure.step}", file_at=export_failure_file_at(failure))
         return VerdictView(headline=result.verdict.upper(), banner=result.verdict.upper().replace("_", " "))
     where = file_at(fd, exporter)
     return VerdictView(

@@ -28,6 +28,7 @@ from nodebisect.records import (
     RIGHT,
     WRONG,
     Checks,
+    ExportFailure,
     FirstDivergent,
     LocateResult,
     Metrics,
@@ -82,7 +83,11 @@ def stage_sentence(fd: FirstDivergent, exporter: str = "dynamo") -> str:
         )
     if cause == CAUSE_CONVERSION:
         who = "the TorchScript exporter's" if exporter == "torchscript" else "the exporter's"
-        return f"{who} translation of this op into ONNX computes something else: wrong even on PyTorch's own inputs, also without the graph optimizer"
+        text = f"{who} translation of this op into ONNX computes something else: wrong even on PyTorch's own inputs"
+        if fd.checks.unoptimized_export == WRONG:  # the optimize=False export was made and is wrong too
+            return text + ", also without the graph optimizer"
+        # --onnx (no program to export again) or a failed re-export: the optimizer is not ruled out
+        return text + ("" if exporter == "torchscript" else "; the exporter's graph optimizer was not ruled out (no optimize=False export was checked)")
     return "the cause could not be isolated: the local subgraph did not run alone"
 
 
@@ -101,6 +106,32 @@ def file_at(fd: FirstDivergent | None, exporter: str = "dynamo") -> tuple[str, s
     if fd.cause == CAUSE_CONVERSION:
         return REPO_TORCHSCRIPT if exporter == "torchscript" else REPO_EXPORTER
     return None
+
+
+# An export failure's stage (frontends.export_failure) -> where it is fixed; the TorchScript exporter's are its own.
+_EXPORT_FAILURE_REPOS = {
+    "capture (torch.export)": REPO_EXPORT,
+    "decomposition": REPO_EXPORT,
+    "ONNX optimizer": REPO_OPTIMIZER,
+}
+
+
+def export_failure_file_at(failure: ExportFailure) -> tuple[str, str]:
+    """(repository, component) where an export failure is filed: the stage that failed decides."""
+    if failure.exporter == "torchscript" or failure.stage == "torchscript export":
+        return REPO_TORCHSCRIPT
+    return _EXPORT_FAILURE_REPOS.get(failure.stage, ("pytorch/pytorch", "torch.onnx, the dynamo exporter"))
+
+
+def export_failure_title(failure: ExportFailure) -> str:
+    """The issue title of an export failure: which export, where, on which op, its cause (no local path)."""
+    on = f" on {failure.target}" if failure.target else ""
+    cause = f": {failure.cause}" if failure.cause else f": {failure.message.strip().splitlines()[0][:80]}" if failure.message.strip() else ""
+    if failure.exporter == "torchscript" or failure.stage == "torchscript export":
+        return f"torch.onnx.export(dynamo=False) fails{on}{cause}"
+    if failure.stage in ("capture (torch.export)", "decomposition"):
+        return f"torch.export fails in {failure.stage}{on}{cause}"
+    return f"torch.onnx.export(dynamo=True) fails in {failure.stage or failure.step or 'export'}{on}{cause}"
 
 
 def what_to_do(fd: FirstDivergent, exporter: str = "dynamo") -> str:
