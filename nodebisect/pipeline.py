@@ -95,6 +95,7 @@ def locate(model: Any, inputs: Any = None, *, progress: Progress | None = None, 
         ort = prepared.warm.handle(opts.ep, opts.opt_level, opts.isolate_crashes, opts.timeout_s, log)
         answered = ort.reused()
         result = _search(prepared, opts, log, ort)
+        if opts.on_prepared is not None: opts.on_prepared(prepared.prep)  # noqa: E701 - interop writers read the live arrays
     finally:
         if prepared is not model:  # our own preparation: nothing outlives this run
             prepared.close()
@@ -161,7 +162,7 @@ def _export_and_check(loaded: Any, opts: Options, log: RunLog, warm: Any, starte
         return out
     from nodebisect.onnxgraph import opset_of
 
-    env["opset"] = opset_of(prep.onnx_model, prep.opset)
+    env["opset"], env["onnx_graph"] = opset_of(prep.onnx_model, prep.opset), prep.onnx_model.graph.name  # graph: Model Explorer's id
     log.notes.extend(prep.notes)
     out.prep = prep
     # 3. stage checks: did the numerics change before ONNX existed?

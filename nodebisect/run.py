@@ -85,6 +85,9 @@ class Options:
     # The float64 oracle that gives each value its natural noise (values.noise):
     # "auto" runs it when no --rtol/--atol is given and it fits the memory budget.
     oracle: str = "auto"
+    # Called with the run's ``Prepared`` (ONNX model, reference values, feeds) after the search, while
+    # its arrays are live: the interop writers (Polygraphy golden values, the model Model Explorer opens).
+    on_prepared: Callable[[Any], None] | None = None
 
     def judges_noise(self) -> bool:
         """Values are judged against the float64 oracle: --oracle on, or auto without fixed --rtol/--atol."""

@@ -83,3 +83,11 @@ def locate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         # Only when given: an older Options without the field still takes every other flag.
         **({"model_settings": list(args.model_settings)} if getattr(args, "model_settings", None) else {}),
     }
+
+
+def add_interop_options(group: Any) -> None:
+    """``locate``'s files for other tools (cli.interop writes them from the live run)."""
+    group.add_argument("--model-explorer", metavar="DIR",
+                       help="write model.onnx, report.json and Model Explorer node-data overlays (error, local error, status per node) into DIR; open with `nodebisect explore DIR`")
+    group.add_argument("--polygraphy", metavar="DIR",
+                       help="write PyTorch's values of the compared ONNX tensors as Polygraphy golden outputs (+ inputs, model.onnx, README.txt with the `polygraphy run` command) into DIR")
