@@ -187,7 +187,7 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, ort: Any) -> Lo
     # 4-6. map, search, explain on the given inputs
     result = _search_once(prep, prepared.environment, opts, log, ort)
     # 7. the same on more input sets, exported once
-    if opts.trials > 1 or opts.extra_inputs:
+    if opts.trials > 1 or opts.extra_inputs or getattr(prepared.loaded, "observed", None):
         result = _run_trials(result, prepared, opts, log, ort)
     if prep.mapping_quality:
         result.stats["mapping"] = prep.mapping_quality
