@@ -279,3 +279,22 @@ def test_inputs_of_a_saved_capture_compare_every_call(observed: tuple[Any, Any],
     assert done.code == 1, done.err
     trials = json.loads((tmp_path / "r.json").read_text())["trials"]
     assert [t["shapes"] for t in trials] == [[[2, 8]], [[3, 8]], [[5, 8]]]
+
+
+@pytest.mark.slow
+def test_locate_compares_every_generate_step_of_a_tiny_llama() -> None:
+    """An LLM's generate() calls: one export (dynamic), each call's prefix compared node by node."""
+    transformers = pytest.importorskip("transformers")
+    from nodebisect import locate
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    model = transformers.LlamaForCausalLM(config).eval()
+    observer = torch.onnx.InputObserver()
+    with observer(model):  # use_cache=False: transformers 5's DynamicCache has no clone() for the observer
+        model.generate(torch.randint(0, 64, (1, 5)), max_new_tokens=2, do_sample=False, pad_token_id=0, use_cache=False)
+    result = locate(model, observer, model_settings=["use_cache=False"], check_capture=False, oracle="off", isolate_crashes=False)
+    assert result.verdict == "match", result.notes
+    assert [t["shapes"][0] for t in result.trials] == [[1, 5], [1, 6]]
+    assert all(t["verdict"] == "match" for t in result.trials)
