@@ -26,31 +26,6 @@ QUICK = ("--oracle", "off", "--no-capture-check", "--no-isolate-crashes", "-q")
 CLEAN_FACTORY = """
 import torch
 
-class Clean(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a = torch.nn.Linear(8, 16)
-        self.b = torch.nn.Linear(16, 4)
-
-    def forward(self, x):
-        return self.b(torch.relu(self.a(x)))
-
-def build():
-    torch.manual_seed(0)
-    return Clean().eval(), (torch.randn(3, 8),)
-"""
-
-
-class Clean(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = torch.nn.Linear(8, 16)
-        self.b = torch.nn.Linear(16, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(torch.relu(self.a(x)))
-
-
 class Atan2OfZero(torch.nn.Module):
     """atan2(0 * y, x): a signed-zero first argument the ONNX lowering answers differently for x < 0."""
 
@@ -216,12 +191,15 @@ def test_golden_values_load_in_polygraphy(clean: Path) -> None:
 # -- 3. the pytest assertion -----------------------------------------------------------------------
 
 
-def test_assert_export_matches_passes_a_clean_module(tmp_path: Path) -> None:
-    from nodebisect.testing import assert_export_matches
-
-    torch.manual_seed(0)
-    result = assert_export_matches(Clean().eval(), (torch.randn(3, 8),), report_dir=tmp_path, oracle="off", isolate_crashes=False)
-    assert result.verdict == "match" and (tmp_path / "report.md").is_file()
+def test_the_readme_ci_guard_passes_a_clean_model(tmp_path: Path) -> None:
+    """The README's "guard a model's export in CI" test, run as written."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```python\n(.*?)\n```", readme[readme.index("<!-- ci-guard"):], re.S).group(1)
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    namespace["test_export_matches"](tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["verdict"] == "match" and (tmp_path / "report.md").is_file()
 
 
 @pytest.mark.slow
