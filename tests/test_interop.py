@@ -26,6 +26,21 @@ QUICK = ("--oracle", "off", "--no-capture-check", "--no-isolate-crashes", "-q")
 CLEAN_FACTORY = """
 import torch
 
+class Clean(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(8, 16)
+        self.b = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+def build():
+    torch.manual_seed(0)
+    return Clean().eval(), (torch.randn(3, 8),)
+"""
+
+
 class Atan2OfZero(torch.nn.Module):
     """atan2(0 * y, x): a signed-zero first argument the ONNX lowering answers differently for x < 0."""
 
@@ -41,7 +56,7 @@ class Atan2OfZero(torch.nn.Module):
 def divergent(built_samples: Path, tmp_path_factory: pytest.TempPathFactory, cli: Any) -> dict[str, Any]:
     """The sample located once with every interop output."""
     out = tmp_path_factory.mktemp("interop_divergent")
-    done = cli("locate", built_samples / f"{SAMPLE}.pt2", "-q", "--model-explorer", out / "me", "--polygraphy", out / "pg", "--report", out / "report")
+    done = cli("locate", built_samples / f"{SAMPLE}.pt2", *QUICK, "--model-explorer", out / "me", "--polygraphy", out / "pg", "--report", out / "report")
     assert done.code == 1, done.err
     result = json.loads((out / "me" / "report.json").read_text())
     return {"dir": out, "result": result, "err": done.err, "pt2": built_samples / f"{SAMPLE}.pt2"}
@@ -276,3 +291,9 @@ def test_locate_compares_every_generate_step_of_a_tiny_llama() -> None:
     assert result.verdict == "match", result.notes
     assert [t["shapes"][0] for t in result.trials] == [[1, 5], [1, 6]]
     assert all(t["verdict"] == "match" for t in result.trials)
+
+
+def test_explore_a_pt2_run_without_its_fx_overlays_says_how_to_write_them(divergent: dict[str, Any], cli: Any) -> None:
+    """A --report bundle has the ONNX overlays only (the .pt2's names need the live run)."""
+    done = cli("explore", divergent["dir"] / "report", "--model", divergent["pt2"], "--print-command")
+    assert done.code == 2 and "no Model Explorer overlays" in done.err and "--model-explorer DIR" in done.err

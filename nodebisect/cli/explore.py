@@ -33,7 +33,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def plan(result_arg: str, model_arg: str | None = None) -> tuple[Path, list[Path]]:
     """The model to open and its overlay files (written next to a result JSON's folder when missing)."""
     from nodebisect import load_result
-    from nodebisect.report.interop_wording import explorer_no_model, explorer_no_overlays
+    from nodebisect.report.interop_wording import EXPLORER_WRITE_TIP, explorer_no_model, explorer_no_overlays
     from nodebisect.report.model_explorer import FOLDER, write_overlays
 
     given = Path(result_arg)
@@ -41,14 +41,14 @@ def plan(result_arg: str, model_arg: str | None = None) -> tuple[Path, list[Path
     result = load_result(str(given / "report.json") if given.is_dir() else str(given))
     model = Path(model_arg) if model_arg else _model_of(folder, result)
     if model is None or not model.is_file():
-        raise BadInputError(explorer_no_model(result_arg), tip="pass the model with --model FILE.onnx")
+        raise BadInputError(explorer_no_model(result_arg), tip=f"pass the model with --model FILE.onnx, or {EXPLORER_WRITE_TIP}")
     pt2 = model.suffix == ".pt2"
     found = [p for d in (folder, folder / FOLDER) for p in sorted(d.glob("nodebisect_*.json"))]
     if not found:  # a result JSON alone: the overlays are pure, computed from it
         found = write_overlays(result, tempfile.mkdtemp(prefix="nodebisect-explore-"))
     overlays = [p for p in found if p.name.startswith("nodebisect_pt2_") == pt2]
     if not overlays:
-        raise BadInputError(explorer_no_overlays(result_arg))
+        raise BadInputError(explorer_no_overlays(result_arg, model.name), tip=EXPLORER_WRITE_TIP)
     return model, overlays
 
 

@@ -38,8 +38,11 @@ def explorer_no_model(result_path: str) -> str:
     return f"no model to open for {result_path}: it has no model.onnx beside it and names no .onnx or .pt2 file that exists"
 
 
-def explorer_no_overlays(result_path: str) -> str:
-    return f"no Model Explorer overlays for {result_path}: the result compared no ONNX node"
+def explorer_no_overlays(result_path: str, model: str) -> str:
+    return f"no Model Explorer overlays for {model} with {result_path}"
 
 
-__all__ = ["EXPLORER_INSTALL", "explorer_missing", "explorer_no_model", "explorer_no_overlays", "polygraphy_readme"]
+EXPLORER_WRITE_TIP = "`nodebisect locate MODEL --model-explorer DIR` writes the model as compared and its overlays (a .pt2's FX graph too)"
+
+
+__all__ = ["EXPLORER_INSTALL", "EXPLORER_WRITE_TIP", "explorer_missing", "explorer_no_model", "explorer_no_overlays", "polygraphy_readme"]
