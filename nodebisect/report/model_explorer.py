@@ -128,10 +128,13 @@ def write_overlays(result: LocateResult, out_dir: str | Path, pt2_names: dict[st
 
 
 def _local_errors(result: LocateResult) -> dict[str, Metrics]:
-    """The culprit's error on the reference's own inputs (the only node a run measures alone)."""
+    """Each node's error on the reference's own inputs, where the run measured it: the culprit's
+    cone when it followed inherited drift upstream (``FirstDivergent.cone_errors``), else the culprit alone."""
     fd = result.first_divergent
     if fd is None or result.node(fd.onnx_node) is None:
         return {}
+    if fd.cone_errors:
+        return {node: Metrics(max_abs=float(e)) for node, e in fd.cone_errors.items() if result.node(node) is not None}
     if fd.local_error.get("max_abs") is not None:
         return {fd.onnx_node: Metrics(max_abs=float(fd.local_error["max_abs"]))}
     if fd.isolated_metrics is not None and not fd.isolated_metrics.reason:
