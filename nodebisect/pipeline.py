@@ -266,7 +266,7 @@ def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log
     if prep.program is None:
         log.note("--trials and several --inputs need the dynamo exporter; only the first input set was compared")
         return first
-    results, labels, shapes = [first], ["given"], [[list(t.shape) for t in prep.flat_inputs]]
+    results, labels, shapes = [first], ["observed call 1" if getattr(loaded, "observed", None) else "given"], [[list(t.shape) for t in prep.flat_inputs]]
     for index, (label, args, kwargs) in enumerate(input_sets(loaded, prep.onnx_model, opts), start=1):
         log.stage(f"trial {index}: {label} inputs")
         trial = capture_inputs(prep, args, kwargs, opts.device)

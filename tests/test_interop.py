@@ -150,6 +150,55 @@ def test_explore_without_model_explorer_says_how_to_install(divergent: dict[str,
     assert "Model Explorer is not installed" in done.err and "nodebisect[explorer]" in done.err and "Traceback" not in done.err
 
 
+@pytest.mark.slow
+def test_explore_serves_the_model_with_its_overlays(divergent: dict[str, Any]) -> None:
+    """The real viewer: `nodebisect explore DIR --no-browser` serves the model and loads each overlay file."""
+    pytest.importorskip("model_explorer")
+    pytest.importorskip("model_explorer_onnx")
+    import socket
+    import time
+    import urllib.parse
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = {**__import__("os").environ, "PYTHONPATH": f"{root}:{root / '.pp'}"}
+    server = subprocess.Popen([sys.executable, "-m", "nodebisect", "explore", str(divergent["dir"] / "me"), "--no-browser", f"--port={port}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline, health = time.time() + 120, ""
+        while time.time() < deadline and health != "model_explorer_ok":
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            try:
+                health = urllib.request.urlopen(f"http://127.0.0.1:{port}/check_health", timeout=5).read().decode()
+            except OSError:
+                time.sleep(1)
+        api = f"http://127.0.0.1:{port}/api/v1"
+        status = divergent["dir"] / "me" / "nodebisect_status.json"
+        read = json.loads(urllib.request.urlopen(f"{api}/read_text_file?path={status}", timeout=30).read())
+        assert json.loads(read["content"]) == json.loads(status.read_text())
+        # What the page asks the server for the model: the ONNX adapter's graph, whose node ids the overlay keys name.
+        cmd = {"extensionId": "onnx_adapter", "cmdId": "convert", "modelPath": str(divergent["dir"] / "me" / "model.onnx"),
+               "settings": {}, "deleteAfterConversion": False}
+        graphs = json.loads(urllib.request.urlopen(f"{api}/send_command?json={urllib.parse.quote(json.dumps(cmd))}", timeout=120).read())
+        main = next(g for g in _graphs(graphs) if g["id"] == "main_graph")
+        assert set(json.loads(read["content"])["main_graph"]["results"]) <= {n["id"] for n in main["nodes"]}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _graphs(response: Any) -> list[dict[str, Any]]:
+    """The graphs of an adapter's answer, however the server wraps them (a collection or a list)."""
+    if isinstance(response, dict) and "graphs" in response:
+        return list(response["graphs"])
+    if isinstance(response, dict) and "graphCollections" in response:
+        return [g for c in response["graphCollections"] for g in c["graphs"]]
+    raise AssertionError(f"unexpected adapter response: {str(response)[:300]}")
+
+
 def test_explore_a_result_without_a_model_is_a_usage_error(tmp_path: Path, divergent: dict[str, Any], cli: Any) -> None:
     result = dict(divergent["result"], model="gone.pt2")
     (tmp_path / "r.json").write_text(json.dumps(result))
@@ -182,6 +231,18 @@ def test_polygraphy_fails_first_on_the_culprits_tensor(divergent: dict[str, Any]
     assert all(order.index(p) < order.index(fd["onnx_value"]) for p in passed)  # everything before it agrees
     golden = json.loads((divergent["dir"] / "pg" / "golden.json").read_text())
     assert golden["polygraphy_class"] == "RunResults" and golden["lst"][0][0] == "pytorch"
+
+
+@pytest.mark.parametrize("count, names_each", [(3, True), (40, True), (41, False)])
+def test_polygraphy_command_names_tensors_or_marks_all(count: int, names_each: bool) -> None:
+    from nodebisect.interop.polygraphy import command
+    from nodebisect.records import LocateResult
+
+    tensors = [f"v{i}" for i in range(count)]
+    words = shlex.split(command(LocateResult(verdict="match", tolerance={"float32": {"rtol": 1e-2, "atol": 1e-3}}), tensors))
+    marked = words[words.index("--onnx-outputs") + 1 : words.index("--atol")]
+    assert marked == (tensors if names_each else ["*"])
+    assert words[-4:] == ["--atol", "0.001", "--rtol", "0.01"]
 
 
 @pytest.mark.slow
@@ -253,6 +314,7 @@ def test_locate_compares_every_observed_call(observed: tuple[Any, Any]) -> None:
     result = locate(model, observer, check_capture=False, oracle="off", isolate_crashes=False)
     assert result.verdict == "diverged" and result.first_divergent.onnx_node == "node_atan2"
     assert [t["shapes"] for t in result.trials] == [[[2, 8]], [[3, 8]], [[5, 8]]]
+    assert [t["inputs"] for t in result.trials] == ["observed call 1", "observed call 2", "observed call 3"]
     assert [t["onnx_node"] for t in result.trials] == ["node_atan2"] * 3
     assert any("dynamic dimensions" in n for n in result.notes)
 
