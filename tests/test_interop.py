@@ -251,6 +251,7 @@ def test_polygraphy_passes_a_clean_model(clean: Path) -> None:
     assert code == 0 and not failed and len(passed) >= 3, (passed, failed)
 
 
+@pytest.mark.slow
 def test_golden_values_load_in_polygraphy(clean: Path) -> None:
     """Polygraphy's own loaders read the files (the API the CLI uses)."""
     pytest.importorskip("polygraphy")
@@ -359,3 +360,18 @@ def test_explore_a_pt2_run_without_its_fx_overlays_says_how_to_write_them(diverg
     """A --report bundle has the ONNX overlays only (the .pt2's names need the live run)."""
     done = cli("explore", divergent["dir"] / "report", "--model", divergent["pt2"], "--print-command")
     assert done.code == 2 and "no Model Explorer overlays" in done.err and "--model-explorer DIR" in done.err
+
+
+def test_interop_flags_on_a_run_without_an_onnx_model_say_nothing_was_written(tmp_path: Path) -> None:
+    """An export that failed hands over no Prepared: one line says so, and no folder appears."""
+    import argparse
+
+    from nodebisect.cli import interop
+    from nodebisect.records import LocateResult
+
+    args = argparse.Namespace(model_explorer=str(tmp_path / "me"), polygraphy=str(tmp_path / "pg"))
+    kept = interop.keeper(args)
+    assert kept is not None and interop.keeper(argparse.Namespace(model_explorer=None, polygraphy=None)) is None
+    lines = interop.write(args, LocateResult(verdict="export_failed"), kept)
+    assert lines == ["nothing written for --model-explorer and --polygraphy: the run has no ONNX model (see the verdict below)"]
+    assert not (tmp_path / "me").exists() and not (tmp_path / "pg").exists()

@@ -33,8 +33,13 @@ def keeper(args: argparse.Namespace) -> Keeper | None:
 def write(args: argparse.Namespace, result: LocateResult, kept: Keeper | None) -> list[str]:
     """Write the asked folders; the lines to print (``wrote ...``)."""
     lines: list[str] = []
-    if kept is None or kept.prep is None:
+    if kept is None:
         return lines
+    if kept.prep is None:
+        from nodebisect.report.interop_wording import nothing_written
+
+        flags = [f for f, v in (("--model-explorer", args.model_explorer), ("--polygraphy", args.polygraphy)) if v]
+        return [nothing_written(flags)]
     if args.model_explorer:
         lines.append(f"wrote Model Explorer overlays to {write_explorer(result, kept.prep, args.model_explorer)} "
                      f"(open them: nodebisect explore {args.model_explorer})")

@@ -29,6 +29,11 @@ first FAILED tensor in graph order is where the backend departs from PyTorch.
 """
 
 
+def nothing_written(flags: list[str]) -> str:
+    """``--model-explorer`` / ``--polygraphy`` when the run produced no ONNX model to describe (the export failed)."""
+    return f"nothing written for {' and '.join(flags)}: the run has no ONNX model (see the verdict below)"
+
+
 def explorer_missing() -> str:
     """The one line ``nodebisect explore`` says when Model Explorer is not installed."""
     return f"Model Explorer is not installed (the {EXPLORER_EXTRA} package)"
@@ -45,4 +50,4 @@ def explorer_no_overlays(result_path: str, model: str) -> str:
 EXPLORER_WRITE_TIP = "`nodebisect locate MODEL --model-explorer DIR` writes the model as compared and its overlays (a .pt2's FX graph too)"
 
 
-__all__ = ["EXPLORER_INSTALL", "EXPLORER_WRITE_TIP", "explorer_missing", "explorer_no_model", "explorer_no_overlays", "polygraphy_readme"]
+__all__ = ["EXPLORER_INSTALL", "EXPLORER_WRITE_TIP", "nothing_written", "explorer_missing", "explorer_no_model", "explorer_no_overlays", "polygraphy_readme"]

@@ -134,7 +134,8 @@ def _local_errors(result: LocateResult) -> dict[str, Metrics]:
     if fd is None or result.node(fd.onnx_node) is None:
         return {}
     if fd.cone_errors:
-        return {node: Metrics(max_abs=float(e)) for node, e in fd.cone_errors.items() if result.node(node) is not None}
+        known = {n.onnx_node for n in result.nodes}
+        return {node: Metrics(max_abs=float(e)) for node, e in fd.cone_errors.items() if node in known}
     if fd.local_error.get("max_abs") is not None:
         return {fd.onnx_node: Metrics(max_abs=float(fd.local_error["max_abs"]))}
     if fd.isolated_metrics is not None and not fd.isolated_metrics.reason:
