@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nodebisect.errors import BadInputError, ExportFailedError
+from nodebisect.errors import ExportFailedError
 from nodebisect.prepared import Prepared, settle
 from nodebisect.records import CAUSE_CONVERSION, CAUSE_INHERITED, DIVERGED, EXPORT_FAILED, MATCH, RIGHT, ExportFailure, FirstDivergent, LocateResult, Stage
 from nodebisect.run import Event, Options, Progress, RunLog, make_options, recorded_inputs, search_again_options
@@ -95,6 +95,7 @@ def locate(model: Any, inputs: Any = None, *, progress: Progress | None = None, 
         ort = prepared.warm.handle(opts.ep, opts.opt_level, opts.isolate_crashes, opts.timeout_s, log)
         answered = ort.reused()
         result = _search(prepared, opts, log, ort)
+        if opts.on_prepared is not None: opts.on_prepared(prepared.prep)  # noqa: E701 - interop writers read the live arrays
     finally:
         if prepared is not model:  # our own preparation: nothing outlives this run
             prepared.close()
@@ -160,7 +161,7 @@ def _export_and_check(loaded: Any, opts: Options, log: RunLog, warm: Any, starte
             notes=list(log.notes), stats={"seconds": round(time.perf_counter() - started, 3), "ort_sessions": 0},
         )
         return out
-    env["opset"] = opset_of(prep.onnx_model, prep.opset)
+    env["opset"], env["onnx_graph"] = opset_of(prep.onnx_model, prep.opset), prep.onnx_model.graph.name  # graph: Model Explorer's id
     log.notes.extend(prep.notes)
     out.prep = prep
     # 3. stage checks: did the numerics change before ONNX existed?
@@ -185,7 +186,7 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, ort: Any) -> Lo
     # 4-6. map, search, explain on the given inputs
     result = _search_once(prep, prepared.environment, opts, log, ort)
     # 7. the same on more input sets, exported once
-    if opts.trials > 1 or opts.extra_inputs:
+    if opts.trials > 1 or opts.extra_inputs or getattr(prepared.loaded, "observed", None):
         result = _run_trials(result, prepared, opts, log, ort)
     if prep.mapping_quality:
         result.stats["mapping"] = prep.mapping_quality
@@ -214,24 +215,13 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, ort: Any) -> Lo
 def _search_once(prep: Prepared, environment: dict[str, Any], opts: Options, log: RunLog, ort: Any) -> LocateResult:
     """Map the graph, search it, explain the culprit: one input set."""
     from nodebisect.diagnose.explain import explain, follow_to_source, verified_repro
-    from nodebisect.frontends.user_onnx import check_signature, check_value_ownership
-    from nodebisect.onnxgraph import check_feeds_fit
+    from nodebisect.frontends.user_onnx import check_model_fits
     from nodebisect.search.failure import runtime_failure_result
-    from nodebisect.values.graphmap import overlap
     from nodebisect.search.outcome import precision_drift, search_result
     from nodebisect.search.strategy import map_graph, search
 
     gm = map_graph(prep)
-    if opts.onnx_path:  # the user's file: its values must be this model's
-        check_value_ownership(opts.onnx_path, overlap(gm), len(gm.output_map), len(prep.onnx_model.graph.output), opts.exporter == "torchscript")
-    if len(prep.flat_inputs) != len(gm.graph_inputs):
-        raise BadInputError(
-            f"the ONNX model takes {len(gm.graph_inputs)} input(s), the model was given {len(prep.flat_inputs)}",
-            tip="the ONNX file and the inputs must come from the same model",
-        )
-    check_feeds_fit(prep.onnx_model, prep.feeds, opts.onnx_path)
-    if opts.onnx_path:  # node names can coincide between exports of two models; the signature cannot
-        check_signature(prep.onnx_model, prep.feeds, [prep.acts.values[n] for n in prep.acts.outputs if n in prep.acts.values])
+    check_model_fits(prep, gm, opts.onnx_path, opts.exporter == "torchscript")  # the inputs (and --onnx's values) are this model's
     outcome = search(prep, gm, opts, log, ort)
     if outcome.failure is not None:
         return runtime_failure_result(outcome, outcome.failure, environment, log)
@@ -266,7 +256,7 @@ def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log
     if prep.program is None:
         log.note("--trials and several --inputs need the dynamo exporter; only the first input set was compared")
         return first
-    results, labels, shapes = [first], ["given"], [[list(t.shape) for t in prep.flat_inputs]]
+    results, labels, shapes = [first], ["observed call 1" if getattr(loaded, "observed", None) else "given"], [[list(t.shape) for t in prep.flat_inputs]]
     for index, (label, args, kwargs) in enumerate(input_sets(loaded, prep.onnx_model, opts), start=1):
         log.stage(f"trial {index}: {label} inputs")
         trial = capture_inputs(prep, args, kwargs, opts.device)

@@ -271,6 +271,9 @@ class FirstDivergent:
     op_noise: dict[str, float] = field(default_factory=dict)
     # What each check found (the explanation is composed from these and the fields above).
     checks: Checks = field(default_factory=Checks)
+    # Inherited culprits: each ONNX node of the culprit's cone recomputed alone from PyTorch's inputs,
+    # node -> max_abs (diagnose.source; the Model Explorer local-error overlay reads it).
+    cone_errors: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -293,6 +296,7 @@ class FirstDivergent:
             "local_error": json_float(self.local_error),
             "op_noise": json_float(self.op_noise),
             "checks": self.checks.to_dict(),
+            "cone_errors": json_float(self.cone_errors),
         }
 
     @classmethod
@@ -321,6 +325,7 @@ class FirstDivergent:
             local_error=dict(data.get("local_error") or {}),
             op_noise=from_json_float(dict(data.get("op_noise") or {})),
             checks=Checks.from_dict(data.get("checks")),
+            cone_errors=from_json_float(dict(data.get("cone_errors") or {})),
         )
 
 

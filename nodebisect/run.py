@@ -87,6 +87,9 @@ class Options:
     oracle: str = "auto"
     # Keras models: tf2onnx's optimizers to convert with ("a,b", "baseline" = {remove_identity}); None: tf2onnx's default.
     tf2onnx_optimizers: str | None = None
+    # Called with the run's ``Prepared`` (ONNX model, reference values, feeds) after the search, while
+    # its arrays are live: the interop writers (Polygraphy golden values, the model Model Explorer opens).
+    on_prepared: Callable[[Any], None] | None = None
 
     def judges_noise(self) -> bool:
         """Values are judged against the float64 oracle: --oracle on, or auto without fixed --rtol/--atol."""

@@ -98,3 +98,13 @@ CAUSE_UNKNOWN = Cause.UNKNOWN
 RIGHT = "right"  # within tolerance of the reference
 WRONG = "wrong"
 FAILED = "failed"  # could not run
+
+
+class Role(Vocabulary):
+    """What a node is to the verdict, as the Model Explorer overlay colours it (report.model_explorer)."""
+
+    CULPRIT = "culprit"  # the first divergent node
+    SUSPECT = "suspect"  # a node of the culprit's segment with evidence of its own
+    SEGMENT = "segment"  # another node of the culprit's segment (the nodes its value lowers to)
+    INHERITED = "inherited"  # diverged, but only because its inputs did (downstream drift)
+    MATCH = "match"  # compared and within tolerance

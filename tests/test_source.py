@@ -90,6 +90,12 @@ def test_the_source_is_named_not_the_amplifier(llama, edit, oracle) -> None:  # 
         assert fd.amplifiers, "the amplifier the search stopped at first is listed"
         assert fd.amplifiers[0] != edited
         assert fd.local_error["rel_l2"] > fd.local_error["limit"]
+        # Every node of the cone alone on PyTorch's inputs, as Model Explorer's local-error overlay shows it.
+        from nodebisect.report.model_explorer import overlays
+
+        assert fd.cone_errors[edited] == pytest.approx(fd.local_error["max_abs"]) and len(fd.cone_errors) > 2
+        local = overlays(result)["nodebisect_local_error.json"]["main_graph"]["results"]
+        assert set(local) == set(fd.cone_errors) and fd.amplifiers[0] in local
 
 
 def test_the_clean_export_still_matches(llama) -> None:  # type: ignore[no-untyped-def]

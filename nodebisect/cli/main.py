@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import Any, Callable, NoReturn
 
-from nodebisect.cli.options import add_locate_options, locate_kwargs
+from nodebisect.cli.options import add_interop_options, add_locate_options, locate_kwargs
 from nodebisect.errors import ExitCode, NodebisectError
 
 EPILOG = """exit codes: 0 match, 1 divergence found, 2 usage or bad input, 3 export failed,
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--redact", action="store_true", help="strip paths, user and host names from the report")
     out.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     out.add_argument("--verbose", "-v", action="store_true", help="also print every onnxruntime session and notes on nodebisect's own mechanics")
+    add_interop_options(out)
     loc.add_argument("--debug", action="store_true", help="show full tracebacks")
     loc.set_defaults(func=cmd_locate)
     for name, func, helptext in _extra_commands():
@@ -74,18 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[tuple[str, Callable[[argparse.ArgumentParser], None], str]]:
     """The other subcommands; each module imports its heavy libraries only when it runs."""
     from nodebisect.cli import report as cli_report
+    from nodebisect.cli import explore as cli_explore
     from nodebisect.cli import tui as cli_tui
     from nodebisect.sweep import cli as sweep_cli
 
     return [
         ("report", cli_report.configure, "rebuild report.md / graph / repro from a saved result JSON"),
         ("tui", cli_tui.configure, "interactive terminal UI over a model, a saved result or a sweep directory"),
+        ("explore", cli_explore.configure, "open a result in Model Explorer with nodebisect's per-node overlays (the explorer extra)"),
         ("sweep", sweep_cli.configure, "check a whole model fleet (local pool or Ray) and mine the operator sequences that diverge"),
     ]
 
 
 def cmd_locate(args: argparse.Namespace) -> int:
     from nodebisect import locate
+    from nodebisect.cli import interop
     from nodebisect.report.atomic import write_text
     from nodebisect.report.summary import summary
 
@@ -97,7 +101,8 @@ def cmd_locate(args: argparse.Namespace) -> int:
         from nodebisect.cli.both import cmd_locate_both
 
         return cmd_locate_both(args, locate_kwargs(args), progress)
-    result = locate(args.model, progress=progress, **locate_kwargs(args))
+    kept = interop.keeper(args)  # --model-explorer / --polygraphy: the live run's model and values
+    result = locate(args.model, progress=progress, **locate_kwargs(args), **({"on_prepared": kept} if kept else {}))
     text = result.to_json()
     if args.json:
         if json_to_stdout:
@@ -111,6 +116,8 @@ def cmd_locate(args: argparse.Namespace) -> int:
 
         written = write_report(result, args.report, redact=args.redact)
         print(f"wrote report to {written}", file=sys.stderr)
+    for line in interop.write(args, result, kept):
+        print(line, file=sys.stderr)
     # After the report: `next:` points at the files as they are on disk.
     repro = written is not None and (written / "repro" / "repro.py").exists()
     print(summary(result, report_dir=args.report if written else None, verbose=args.verbose, repro=repro), file=human, flush=True)

@@ -89,3 +89,11 @@ def locate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         **({"model_settings": list(args.model_settings)} if getattr(args, "model_settings", None) else {}),
         **({"tf2onnx_optimizers": args.tf2onnx_optimizers} if getattr(args, "tf2onnx_optimizers", None) else {}),
     }
+
+
+def add_interop_options(group: Any) -> None:
+    """``locate``'s files for other tools (cli.interop writes them from the live run)."""
+    group.add_argument("--model-explorer", metavar="DIR",
+                       help="write model.onnx, report.json and Model Explorer node-data overlays (error, local error, status per node) into DIR; open with `nodebisect explore DIR`")
+    group.add_argument("--polygraphy", metavar="DIR",
+                       help="write PyTorch's values of the compared ONNX tensors as Polygraphy golden outputs (+ inputs, model.onnx, README.txt with the `polygraphy run` command) into DIR")

@@ -239,11 +239,13 @@ def follow_to_source(
         log.note(f"could not recompute the culprit's inputs from PyTorch's values: {str(exc).splitlines()[0][:160]}")
         return fd
     source = next((v for v in cone if errors[v].wrong), None)
+    cone_errors = {gm.producer[v]: errors[v].max_abs for v in cone if v in gm.producer}  # every node alone, for the overlays
     if source is None:
-        return fd
+        return replace(fd, cone_errors=cone_errors)
     err = errors[source]
     found = fd if source == culprit else explain(source, gm, prep, outcome.comparisons, opts, log, ort)
-    changes: dict[str, Any] = {"local_error": {"rel_l2": err.rel_l2, "max_abs": err.max_abs, "limit": err.limit, "floor": err.floor}}
+    changes: dict[str, Any] = {"local_error": {"rel_l2": err.rel_l2, "max_abs": err.max_abs, "limit": err.limit, "floor": err.floor},
+                               "cone_errors": cone_errors}
     if source != culprit:
         changes["amplifiers"] = [fd.onnx_node] + [a for a in fd.amplifiers if a != fd.onnx_node]
         changes["checks"] = replace(found.checks, amplified_at=f"{fd.onnx_node} ({fd.op_type})")

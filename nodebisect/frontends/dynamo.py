@@ -129,12 +129,15 @@ def _torch_export(loaded: LoadedModel, dynamic: bool) -> Any:
 
 
 def auto_dynamic_shapes(loaded: LoadedModel) -> Any:
-    """``Dim.AUTO`` for every dimension of every positional tensor input (kwargs stay static)."""
+    """``Dim.AUTO`` for every dimension of every positional tensor input (kwargs stay static, but for
+    the calls an InputObserver recorded: an LLM's growing ``input_ids`` come as keywords)."""
     from torch.export import Dim
 
     spec = tuple({i: Dim.AUTO for i in range(a.dim())} if isinstance(a, torch.Tensor) else None for a in loaded.args)
     if loaded.kwargs:
-        return {**dict(zip(_arg_names(loaded), spec)), **{k: None for k in loaded.kwargs}}
+        observed = bool(getattr(loaded, "observed", None))
+        keywords = {k: {i: Dim.AUTO for i in range(v.dim())} if observed and isinstance(v, torch.Tensor) else None for k, v in loaded.kwargs.items()}
+        return {**dict(zip(_arg_names(loaded), spec)), **keywords}
     return spec
 
 

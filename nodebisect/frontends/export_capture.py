@@ -68,14 +68,15 @@ def _prepare_dynamo(loaded: LoadedModel, opts: Options, log: RunLog, ort: Ort | 
     from nodebisect.onnxgraph import opset_of
 
     exported = user_model = None
+    dynamic = opts.dynamic or _observed_shapes_vary(loaded, log)
     if opts.onnx_path:  # the ONNX model is the user's: only the program its value names come from
         user_model = load_user_onnx(opts.onnx_path)
         _inputs_fit(user_model, loaded, opts.onnx_path)  # another model's file: refused before torch.export
         with log.timed("torch_export"):
-            exported = export_program(loaded, opset=opts.opset, dynamic=opts.dynamic)
+            exported = export_program(loaded, opset=opts.opset, dynamic=dynamic)
     if exported is None:
         with log.timed("export"):
-            exported = export_onnx(loaded, opset=opts.opset, dynamic=opts.dynamic)
+            exported = export_onnx(loaded, opset=opts.opset, dynamic=dynamic)
     onnx_model = user_model if user_model is not None else exported.model
     opset = exported.opset or opset_of(onnx_model)
     if ort is not None:
@@ -181,3 +182,13 @@ def with_feeds(prep: Prepared) -> Prepared:
     if len(names) == len(prep.flat_inputs):
         prep.feeds = {name: to_numpy(t) for name, t in zip(names, prep.flat_inputs)}
     return prep
+
+
+def _observed_shapes_vary(loaded: LoadedModel, log: RunLog) -> bool:
+    """Observed calls of several shapes (prefill, decode) need one export with dynamic dimensions."""
+    from nodebisect.frontends.observed_inputs import shapes_vary
+
+    if not loaded.observed or not shapes_vary([("", loaded.args, loaded.kwargs), *loaded.observed]):
+        return False
+    log.note("the observed calls differ in shape: exported with dynamic dimensions (as --dynamic)")
+    return True

@@ -85,14 +85,15 @@ def _draw(t: torch.Tensor, name: str, gen: torch.Generator) -> torch.Tensor:
 
 
 def input_sets(loaded: Any, onnx_model: Any, opts: Any) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
-    """Every input set beyond the given one: ``--inputs`` files after the first, then N-1 drawn trials.
+    """Every input set beyond the given one: observed calls, ``--inputs`` files after the first, then N-1 drawn trials.
 
     Files are read up front, so a bad file is reported before any trial runs.
     """
     from nodebisect.frontends.dynamo import dynamic_dims
     from nodebisect.frontends.loading.load import load_inputs_file
 
-    sets = [(path, *load_inputs_file(path)) for path in opts.extra_inputs or []]
+    sets = list(getattr(loaded, "observed", None) or [])  # the further calls an InputObserver recorded
+    sets += [(path, *load_inputs_file(path)) for path in opts.extra_inputs or []]
     dims = dynamic_dims(onnx_model) if opts.dynamic else None
     sets.extend(trial_inputs(loaded.args, loaded.kwargs, i, opts.seed, dims) for i in range(1, max(opts.trials, 1)))
     return sets

@@ -66,6 +66,27 @@ def load_user_onnx(path: str) -> Any:
     return model
 
 
+def check_model_fits(prep: Any, gm: Any, onnx_path: str | None, module_level: bool) -> None:
+    """The ONNX model takes these inputs, and a user's ``--onnx`` file holds this model's values.
+
+    Raises:
+        BadInputError: an input count or shape the model does not take; another model's file.
+    """
+    from nodebisect.onnxgraph import check_feeds_fit
+    from nodebisect.values.graphmap import overlap
+
+    if onnx_path:  # the user's file: its values must be this model's
+        check_value_ownership(onnx_path, overlap(gm), len(gm.output_map), len(prep.onnx_model.graph.output), module_level)
+    if len(prep.flat_inputs) != len(gm.graph_inputs):
+        raise BadInputError(
+            f"the ONNX model takes {len(gm.graph_inputs)} input(s), the model was given {len(prep.flat_inputs)}",
+            tip="the ONNX file and the inputs must come from the same model",
+        )
+    check_feeds_fit(prep.onnx_model, prep.feeds, onnx_path)
+    if onnx_path:  # node names can coincide between exports of two models; the signature cannot
+        check_signature(prep.onnx_model, prep.feeds, [prep.acts.values[n] for n in prep.acts.outputs if n in prep.acts.values])
+
+
 def check_value_ownership(path: str, share: float, outputs_mapped: int, outputs: int, module_level: bool) -> None:
     """Refuse an ONNX file whose values are not the model's (``share`` of its values carry the model's FX names).
 

@@ -113,6 +113,10 @@ def write_report(result: LocateResult, out_dir: str | Path, redact: bool = False
         bundle.repro_dir = REPRO_DIR
         bundle.repro_files = [EXPORT_REPRO]
 
+    if result.nodes:  # Model Explorer overlays: `nodebisect explore DIR` opens them (report.model_explorer)
+        from nodebisect.report.model_explorer import FOLDER, write_overlays
+
+        write_overlays(result, out / FOLDER)
     write_text(out / "report.json", result.to_json())
     write_text(out / "report.md", render_markdown(result, bundle))
     return out

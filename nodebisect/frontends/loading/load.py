@@ -55,6 +55,8 @@ class LoadedModel:
     kind: str = "module"
     # --model-setting KEY=VALUE applied to the model before export, as "KEY=VALUE" (see model_settings.py).
     applied_settings: list[str] = field(default_factory=list)
+    # The further calls an InputObserver recorded (label, args, kwargs): compared as --trials are.
+    observed: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)
 
 
 def load_model(spec: str, trust_pickle: bool = False) -> tuple[torch.nn.Module | None, Any, tuple | None, str]:
@@ -361,7 +363,12 @@ def build_loaded_model(
 
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = {}
-    if inputs is not None:
+    from nodebisect.frontends.observed_inputs import observed_calls
+
+    observed = observed_calls(inputs, inputs_file)  # an InputObserver or a saved capture: every recorded call
+    if observed:
+        _label, args, kwargs = observed[0]
+    elif inputs is not None:
         if isinstance(inputs, dict):
             kwargs = dict(inputs)
         elif isinstance(inputs, (tuple, list)):
@@ -408,7 +415,7 @@ def build_loaded_model(
         check_pt2_inputs(exported, args, kwargs)  # shapes and dtypes are fixed in the archive: say so before exporting
     if exported is None and kind == "torchscript":
         exported = _torchscript_to_exported(module, args)
-    return LoadedModel(module=module, exported=exported, args=args, kwargs=kwargs, source=source, kind=kind, applied_settings=applied)
+    return LoadedModel(module=module, exported=exported, args=args, kwargs=kwargs, source=source, kind=kind, applied_settings=applied, observed=observed[1:])
 
 
 def _keras_loaded(model: Any, inputs: Any, inputs_file: str | None, input_specs: list[str] | None, seed: int, trust: bool, source: str) -> LoadedModel:
