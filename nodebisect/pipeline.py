@@ -289,6 +289,15 @@ def _finish(result: LocateResult, prepared: PreparedModel, log: RunLog, seconds:
     return result
 
 
+def reword(result: LocateResult) -> LocateResult:
+    """Compose the explanation again after a caller put the diagnosis in its own terms (``diff``'s stages and causes)."""
+    from nodebisect.report.wording import explanation
+
+    if result.first_divergent is not None:
+        result.first_divergent = replace(result.first_divergent, explanation=explanation(result.first_divergent))
+    return result
+
+
 def _warm(opts: Options) -> Any:
     """The onnxruntime side a preparation keeps: a child process started now when crashes are isolated."""
     from nodebisect.runtime.handle import WarmOrt
@@ -296,4 +305,4 @@ def _warm(opts: Options) -> Any:
     return WarmOrt(isolate_crashes=opts.isolate_crashes, timeout_s=opts.timeout_s)
 
 
-__all__ = ["Options", "PreparedModel", "locate", "prepare"]
+__all__ = ["Options", "PreparedModel", "locate", "prepare", "reword"]

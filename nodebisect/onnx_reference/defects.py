@@ -1,0 +1,129 @@
+"""The culprit in diff's words: what the transformation did there, and which tool did it.
+
+``locate`` finds the node and whether it is wrong on the reference's own inputs
+(``conversion``), right there (``inherited``: drift), or wrong only in onnxruntime
+(``runtime``/``optimizer``). For a transformed candidate a node wrong on the
+reference's inputs is the transformation's doing, and what it did is read from
+the values: an overflow past the candidate dtype's range, a NaN born from finite
+inputs, a constant the node reads that is no longer the reference's, a quantized
+node. The same model on two execution providers is the runtime's doing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from nodebisect.records import FirstDivergent
+from nodebisect.vocab import Cause, Stage
+
+# A constant is changed when it moved by more than this relative amount (float16's half ulp is 4.9e-4).
+CONSTANT_RTOL = 2e-3
+_FINITE_MAX = {"float16": 65504.0, "bfloat16": 3.39e38}
+# producer_name (lower case, a prefix) -> the tool's name as the report says it.
+_TOOLS = {
+    "onnxconverter-common": "onnxconverter-common (convert_float_to_float16)",
+    "onnxmltools": "onnxmltools",
+    "onnx.quantize": "onnxruntime.quantization",
+    "onnxruntime.quant": "onnxruntime.quantization",
+    "onnxruntime.transformers": "onnxruntime.transformers optimizer",
+    "onnxruntime": "onnxruntime",
+    "onnxoptimizer": "onnxoptimizer",
+    "onnxslim": "onnxslim",
+    "onnx-simplifier": "onnxsim",
+    "onnxsim": "onnxsim",
+    "pytorch": "torch.onnx",
+    "onnxscript": "onnxscript",
+}
+
+
+def producer_of(model: onnx.ModelProto) -> str:
+    """The tool that wrote ``model``, from its producer_name/version (or "" when unknown)."""
+    name = (model.producer_name or "").strip()
+    if not name:
+        return ""
+    label = next((tool for key, tool in _TOOLS.items() if name.lower().startswith(key)), name)
+    return f"{label} {model.producer_version}".strip() if model.producer_version else label
+
+
+def in_diff_terms(
+    fd: FirstDivergent, candidate: onnx.ModelProto, reference: onnx.ModelProto, mapping: Any,
+    values: dict[str, np.ndarray], producer: str, same_model: bool,
+) -> FirstDivergent:
+    """``fd`` with diff's stage and cause, and the checks the wording reads (what it is compared with, the tool)."""
+    checks = replace(fd.checks, compared_with="the reference model", transformed_by="" if same_model else producer)
+    fd = replace(fd, checks=checks)
+    if fd.cause != Cause.CONVERSION:
+        return fd
+    if same_model:  # one model, two backends: the candidate's runtime computes it otherwise
+        return replace(fd, stage=Stage.RUNTIME, cause=Cause.RUNTIME)
+    fd = replace(fd, stage=Stage.TRANSFORMATION)
+    m = fd.metrics
+    ref = values.get(mapping.to_reference.get(fd.onnx_value, ""))
+    limit = _FINITE_MAX.get(m.dtype)
+    if m.inf and not m.expected_inf and ref is not None and limit and float(np.nanmax(np.abs(np.where(np.isfinite(ref), ref, 0)))) > limit:
+        return replace(fd, cause=Cause.PRECISION_OVERFLOW)
+    constant = changed_constant(fd.onnx_node, candidate, reference, mapping)
+    if constant:
+        return replace(fd, cause=Cause.CONSTANT_CHANGED, checks=replace(fd.checks, constant=constant))
+    if m.nan and not m.expected_nan:
+        return replace(fd, cause=Cause.NAN_BORN)
+    if _quantized(fd, candidate):
+        return replace(fd, cause=Cause.QUANTIZATION_ERROR)
+    return fd
+
+
+def changed_constant(node_name: str, candidate: onnx.ModelProto, reference: onnx.ModelProto, mapping: Any) -> str:
+    """"name: before -> after" for a constant ``node_name`` reads that differs from the reference's, or ""."""
+    from nodebisect.onnxgraph import node_keys
+
+    cand_node = dict(node_keys(candidate)).get(node_name)
+    if cand_node is None:
+        return ""
+    cand_consts = _constants(candidate)
+    ref_consts = _constants(reference)
+    ref_node = mapping.ref_nodes.get(node_name)
+    for position, name in enumerate(cand_node.input):
+        after = cand_consts.get(name)
+        if after is None:
+            continue
+        before = ref_consts.get(name)
+        if before is None and ref_node is not None and position < len(ref_node.input):
+            before = ref_consts.get(ref_node.input[position])
+        if before is None or before.shape != after.shape or before.dtype.kind != "f":
+            continue
+        b, a = before.astype(np.float64), after.astype(np.float64)
+        moved = np.abs(a - b) > CONSTANT_RTOL * np.abs(b) + 1e-30
+        if moved.any():
+            i = int(np.argmax(np.abs(a - b) * moved))
+            where = "" if b.size == 1 else f"[{i}] "
+            return f"{name}: {where}{b.ravel()[i]:.6g} -> {a.ravel()[i]:.6g}" + (f" ({int(moved.sum())} of {b.size} elements)" if b.size > 1 else "")
+    return ""
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant nodes' values by name (external data not loaded is skipped)."""
+    out: dict[str, np.ndarray] = {}
+    for init in model.graph.initializer:
+        try:
+            out[init.name] = numpy_helper.to_array(init)
+        except Exception:  # noqa: BLE001 - external data absent: nothing to compare
+            continue
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value":
+                    out[node.output[0]] = numpy_helper.to_array(attr.t)
+    return out
+
+
+def _quantized(fd: FirstDivergent, candidate: onnx.ModelProto) -> bool:
+    ops = {"DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul", "QLinearConv", "ConvInteger"}
+    return bool(ops & set(fd.segment_op_types)) or fd.op_type in ops
+
+
+__all__ = ["changed_constant", "in_diff_terms", "producer_of"]
