@@ -278,23 +278,15 @@ def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log
 def _finish(result: LocateResult, prepared: PreparedModel, log: RunLog, seconds: float) -> LocateResult:
     from nodebisect.report.wording import explanation
 
-    if result.first_divergent is not None:  # the diagnosis in words, composed once from its typed checks
-        result.first_divergent = replace(result.first_divergent, explanation=explanation(result.first_divergent))
+    if (fd := result.first_divergent) is not None:  # the diagnosis in words (a diff's own terms first), composed once from its typed checks
+        fd = prepared.prep.refine(fd) if prepared.prep is not None and prepared.prep.refine is not None else fd
+        result.first_divergent = replace(fd, explanation=explanation(fd))
     result.model = prepared.source
     result.notes = list(dict.fromkeys(log.notes + result.notes))  # trials repeat the same observations
     result.stats["seconds"] = round(seconds, 3)
     result.stats["extra_sessions"] = log.extra_sessions
     result.stats["timings"] = {k: round(v, 3) for k, v in log.timings.items()}
     log.emit(Event(kind="done", message=result.verdict))
-    return result
-
-
-def reword(result: LocateResult) -> LocateResult:
-    """Compose the explanation again after a caller put the diagnosis in its own terms (``diff``'s stages and causes)."""
-    from nodebisect.report.wording import explanation
-
-    if result.first_divergent is not None:
-        result.first_divergent = replace(result.first_divergent, explanation=explanation(result.first_divergent))
     return result
 
 
@@ -305,4 +297,4 @@ def _warm(opts: Options) -> Any:
     return WarmOrt(isolate_crashes=opts.isolate_crashes, timeout_s=opts.timeout_s)
 
 
-__all__ = ["Options", "PreparedModel", "locate", "prepare", "reword"]
+__all__ = ["Options", "PreparedModel", "locate", "prepare"]

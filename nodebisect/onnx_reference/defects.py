@@ -41,13 +41,31 @@ _TOOLS = {
 }
 
 
-def producer_of(model: onnx.ModelProto) -> str:
-    """The tool that wrote ``model``, from its producer_name/version (or "" when unknown)."""
+def producer_of(model: onnx.ModelProto, reference: onnx.ModelProto | None = None) -> str:
+    """The tool that made ``model`` from ``reference``: its producer_name when the tool set its own, else what the graph shows.
+
+    Most tools keep the producer_name of the model they transform (a float16
+    conversion of a torch export still says "pytorch"), so the Casts
+    ``convert_float_to_float16`` names ``*_cast_to_*`` and the quantizer's
+    ``*_quantized`` values speak for them. "" when nothing says.
+    """
     name = (model.producer_name or "").strip()
+    if reference is not None and name == (reference.producer_name or "").strip():
+        name = _seen_in_graph(model)
     if not name:
         return ""
     label = next((tool for key, tool in _TOOLS.items() if name.lower().startswith(key)), name)
     return f"{label} {model.producer_version}".strip() if model.producer_version else label
+
+
+def _seen_in_graph(model: onnx.ModelProto) -> str:
+    names = [n.name for n in model.graph.node]
+    outputs = [o for n in model.graph.node for o in n.output]
+    if any("_cast_to_" in n or n.startswith("graph_input_cast") or n.startswith("graph_output_cast") for n in names):
+        return "onnxconverter-common"
+    if any(o.endswith(("_quantized", "_QuantizeLinear_Output", "_DequantizeLinear_Output")) for o in outputs):
+        return "onnxruntime.quantization"
+    return ""
 
 
 def in_diff_terms(

@@ -103,10 +103,10 @@ def _diff_once(
     from nodebisect.onnx_reference.defects import in_diff_terms, producer_of
     from nodebisect.onnx_reference.evaluate import all_values, exact_values
     from nodebisect.onnx_reference.inputs import both_feeds
-    from nodebisect.onnx_reference.mapping import MIN_COVERAGE, map_candidate
+    from nodebisect.onnx_reference.mapping import map_candidate, related
     from nodebisect.onnx_reference.precision import model_reference
     from nodebisect.onnxgraph import node_keys, opset_of
-    from nodebisect.pipeline import PreparedModel, locate, reword
+    from nodebisect.pipeline import PreparedModel, locate
     from nodebisect.prepared import Prepared, memory_available
     from nodebisect.run import make_options
 
@@ -131,10 +131,10 @@ def _diff_once(
     timings["reference_float64"] = time.perf_counter() - t
     # 4. map the candidate's values onto the reference's
     mapping = map_candidate(ref_model, cand_model, values)
-    if mapping.stats["coverage"] < MIN_COVERAGE or not any(o.name in mapping.to_reference for o in cand_model.graph.output):
+    if not related(mapping) or not any(o.name in mapping.to_reference for o in cand_model.graph.output):
         raise BadInputError(
             f"too little of the reference maps onto the candidate to judge ({mapping.stats['covered']} of {mapping.stats['reference_values']} "
-            f"reference values, {mapping.stats['coverage']:.0%}): the candidate does not look derived from the reference",
+            f"reference values, {mapping.stats['shared_names']:.0%} of its names): the candidate does not look derived from the reference",
             tip="diff compares a model with its own optimized, float16, quantized or re-targeted version; check the order REFERENCE CANDIDATE",
         )
     # 5. the reference as the candidate holds it: its dtypes, its precision's tolerance
@@ -142,14 +142,20 @@ def _diff_once(
     acts, precision = model_reference(mapping, values, exact, cand_model, order)
     mapping.stats["precision"] = {p: sum(1 for v in precision.values() if v == p) for p in sorted(set(precision.values()))}
     same_file = ref_model.SerializeToString(deterministic=True) == cand_model.SerializeToString(deterministic=True) if ref_model.ByteSize() < 2**28 else False
-    env = _environment(ep, reference_ep, names, cand_model, opset_of(cand_model, 0), same_file)
+    env = _environment(ep, reference_ep, names, cand_model, ref_model, opset_of(cand_model, 0), same_file)
     notes = [f"no float64 run of the reference: {why}"] if why else []
     if values.spilled:
         notes.append(f"reference values beyond {budget / 2**20:.0f} MiB ({values.spilled / 2**20:.0f} MiB) were spilled to disk and memory-mapped")
     refs = {name: acts.describe(next((o for o in n.output if o in mapping.to_reference), "")) if any(o in mapping.to_reference for o in n.output) else _unmapped()
             for name, n in node_keys(cand_model)}
+    producer = producer_of(cand_model, ref_model)
+
+    def refine(fd: Any) -> Any:  # 7. the culprit in diff's words: overflow, NaN born, a constant the conversion changed
+        fd = in_diff_terms(fd, cand_model, ref_model, mapping, values, producer, same_file)
+        return replace(fd, framework=acts.describe(fd.onnx_value))
+
     prep = Prepared(onnx_model=cand_model, acts=acts, flat_inputs=list(cand_feeds.values()), feeds=cand_feeds, refs=refs,
-                    mapping_quality=mapping.stats, notes=notes, opset=opset_of(cand_model, 0))
+                    mapping_quality=mapping.stats, notes=notes, opset=opset_of(cand_model, 0), refine=refine)
     opts = make_options({"ep": ep, **options})
     prepared = PreparedModel(opts=opts, source=names[1], environment=env, prep=prep, notes=list(notes), timings=timings)
     # 6. locate's search and diagnosis, unchanged
@@ -158,11 +164,6 @@ def _diff_once(
     result.stats.pop("reused_ort_answers", None)
     result.stats["diff"] = {"reference": names[0], "candidate": names[1], "reference_ep": reference_ep, "ep": ep,
                             "reference_seconds": round(timings["reference"], 3), "float64_seconds": round(timings["reference_float64"], 3)}
-    # 7. the culprit in diff's words: overflow, NaN born, a constant the conversion changed, quantization
-    if result.first_divergent is not None:
-        fd = in_diff_terms(result.first_divergent, cand_model, ref_model, mapping, values, producer_of(cand_model), same_file)
-        result.first_divergent = replace(fd, framework=acts.describe(fd.onnx_value))
-        result = reword(result)
     return result
 
 
@@ -172,7 +173,7 @@ def _unmapped() -> Any:
     return FrameworkRef()
 
 
-def _environment(ep: str, reference_ep: str, names: tuple[str, str], candidate: onnx.ModelProto, opset: int, same_file: bool) -> dict[str, Any]:
+def _environment(ep: str, reference_ep: str, names: tuple[str, str], candidate: onnx.ModelProto, reference: onnx.ModelProto, opset: int, same_file: bool) -> dict[str, Any]:
     import onnxruntime
 
     from nodebisect.environment import __version__
@@ -182,7 +183,7 @@ def _environment(ep: str, reference_ep: str, names: tuple[str, str], candidate: 
         "nodebisect": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
         "python": platform.python_version(), "os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
         "ep": ep, "reference_ep": reference_ep, "opset": opset, "opt_level": "all", "command": "diff",
-        "reference": names[0], "candidate": names[1], "candidate_producer": producer_of(candidate), "same_model": same_file,
+        "reference": names[0], "candidate": names[1], "candidate_producer": producer_of(candidate, reference), "same_model": same_file,
     }
 
 

@@ -20,8 +20,10 @@ import onnx
 
 from nodebisect.onnxgraph import node_keys, subgraph_inputs
 
-# Below this fraction of the reference's values reached, the candidate is not derived from it.
+# Below this fraction of the reference's values reached, or of its names (values, constants,
+# nodes) kept, the candidate is not derived from it.
 MIN_COVERAGE = 0.3
+MIN_SHARED_NAMES = 0.2
 # Ops a transformation tool inserts to carry a value unchanged in another type.
 _CARRIERS = ("Cast", "CastLike", "Identity")
 # A fused node named with more reference nodes than this is listed by its first ones only.
@@ -76,8 +78,16 @@ def map_candidate(reference: onnx.ModelProto, candidate: onnx.ModelProto, ref_va
             take(cand_out.name, ref_out.name, "output")
     _through_carriers(cand_nodes, produced | graph_inputs, out, take)
     _fusions(cand_nodes, out, graph_inputs)
-    out.stats = _coverage(out, produced, cand_nodes)
+    out.stats = _coverage(out, produced, {o.name for o in reference.graph.output})
+    ref_names = set(out.ref_producer) | set(out.ref_initializers)
+    cand_names = produced | {t.name for t in candidate.graph.initializer}
+    out.stats["shared_names"] = round(len(ref_names & cand_names) / len(ref_names), 4) if ref_names else 0.0
     return out
+
+
+def related(mapping: Mapping) -> bool:
+    """Enough of the reference reached, and enough of its names kept, to call the candidate derived from it."""
+    return mapping.stats["coverage"] >= MIN_COVERAGE and mapping.stats["shared_names"] >= MIN_SHARED_NAMES
 
 
 def _through_carriers(cand_nodes: list[tuple[str, onnx.NodeProto]], known: set[str], out: Mapping, take: Any) -> None:
@@ -108,6 +118,8 @@ def _fusions(cand_nodes: list[tuple[str, onnx.NodeProto]], out: Mapping, graph_i
         mapped_outs = [o for o in node.output if o in out.to_reference and out.how[o] in ("name", "output")]
         if not mapped_outs or (node.op_type in _CARRIERS and node.input and node.input[0] in out.to_reference):
             continue
+        if not any(i in out.to_reference or i in out.ref_initializers for i in node.input if i):
+            continue  # nothing ties it to the reference but an output's name: no evidence of a fusion
         stops = {out.to_reference.get(i, i) for i in node.input if i}
         replaced: list[str] = []
         stack = [out.ref_producer[out.to_reference[o]][0] for o in mapped_outs if out.to_reference[o] in out.ref_producer]
@@ -128,9 +140,13 @@ def _fusions(cand_nodes: list[tuple[str, onnx.NodeProto]], out: Mapping, graph_i
             out.replaced[name] = sorted(replaced, key=lambda r: order[r])
 
 
-def _coverage(out: Mapping, produced: set[str], cand_nodes: list[tuple[str, onnx.NodeProto]]) -> dict[str, Any]:
-    """How much of the reference the candidate reaches: mapped values plus the outputs of replaced nodes."""
-    ref_values = set(out.ref_producer)
+def _coverage(out: Mapping, produced: set[str], ref_outputs: set[str]) -> dict[str, Any]:
+    """How much of the reference's inside the candidate reaches: mapped values plus the outputs of replaced nodes.
+
+    Graph outputs map by position whatever the models: only the values inside count
+    (all of them in a model that has none).
+    """
+    ref_values = (set(out.ref_producer) - ref_outputs) or set(out.ref_producer)
     covered = set(out.to_reference.values()) & ref_values
     for nodes in out.replaced.values():
         covered |= {o for r in nodes for o in out.ref_nodes[r].output if o}
@@ -149,4 +165,4 @@ def _coverage(out: Mapping, produced: set[str], cand_nodes: list[tuple[str, onnx
     }
 
 
-__all__ = ["MIN_COVERAGE", "Mapping", "map_candidate"]
+__all__ = ["MIN_COVERAGE", "MIN_SHARED_NAMES", "Mapping", "map_candidate", "related"]

@@ -16,6 +16,7 @@ search must see is the difference beyond what the precision change causes:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,10 @@ from onnx import helper
 from nodebisect.onnxgraph import node_keys, subgraph_inputs, value_infos
 from nodebisect.records import FrameworkRef
 from nodebisect.reference import Reference
+from nodebisect.values.noise import WITHIN_NOISE
+
+# The criterion of a value cleared as its precision's drift (``ModelReference.tolerate``).
+WITHIN_PRECISION = "within the candidate's precision"
 
 # Precisions from the finest down; a value's precision is the coarsest among what computes it.
 _RANK = {"float64": 0, "float32": 1, "float16": 2, "bfloat16": 3, "int8": 4}
@@ -35,11 +40,27 @@ HALF_MAX = {"float16": 65504.0}
 class ModelReference(Reference):
     """An ONNX model's values as a ``Reference`` keyed by the candidate's value names."""
 
-    def __init__(self, *, names: dict[str, str], ref_ops: dict[str, tuple[str, str]], replaced: dict[str, list[str]], **fields: Any) -> None:
+    def __init__(self, *, names: dict[str, str], ref_ops: dict[str, tuple[str, str]], replaced: dict[str, list[str]], reduced: set[str], **fields: Any) -> None:
         super().__init__(**fields)
         self.names = names  # candidate value -> reference value
         self.ref_ops = ref_ops  # reference value -> (node, op type)
         self.replaced = replaced  # candidate node -> reference nodes it replaced
+        self.reduced = reduced  # candidate values computed below the reference's precision
+
+    def tolerate(self, name: str, cmp: Any) -> Any:
+        """A reduced-precision value beyond the dtype's fixed bounds but within its noise is the precision's drift.
+
+        ``values.noise`` measured it against the float64 run: its error is within
+        ``NOISE_FACTOR`` of the value's own rounding in the candidate's dtype plus one ulp
+        of its largest magnitude. For a float32 model that would still be worth saying
+        (the model may rely on a rounding); for a candidate made *to* compute at lower
+        precision it is what the conversion must cause. NaN, inf and anything beyond
+        that noise stay divergences.
+        """
+        if cmp.ok or name not in self.reduced or cmp.metrics.criterion != WITHIN_NOISE:
+            return cmp
+        cmp.metrics.criterion = WITHIN_PRECISION
+        return replace(cmp, ok=True)
 
     def describe(self, name: str) -> FrameworkRef:
         """The reference's value and node behind candidate value ``name`` (its op as the target)."""
@@ -139,6 +160,7 @@ def model_reference(
     outputs = [o.name for o in candidate.graph.output]
     acts = ModelReference(
         names=dict(mapping.to_reference), ref_ops=mapping.ref_producer, replaced=mapping.replaced,
+        reduced={k for k in held if _RANK.get(prec.get(k, ""), 1) > _RANK["float32"]},
         values=held, dtypes=judged, order=[v for v in order if v in held], outputs=outputs, exact=wide, kind="onnx",
     )
     return acts, {k: prec.get(k, "") for k in held}
