@@ -278,9 +278,9 @@ def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log
 def _finish(result: LocateResult, prepared: PreparedModel, log: RunLog, seconds: float) -> LocateResult:
     from nodebisect.report.wording import explanation
 
-    if (fd := result.first_divergent) is not None:  # the diagnosis in words (a diff's own terms first), composed once from its typed checks
-        fd = prepared.prep.refine(fd) if prepared.prep is not None and prepared.prep.refine is not None else fd
-        result.first_divergent = replace(fd, explanation=explanation(fd))
+    result = prepared.prep.refine(result) if prepared.prep is not None and prepared.prep.refine is not None else result
+    if result.first_divergent is not None:  # the diagnosis in words, composed once from its typed checks
+        result.first_divergent = replace(result.first_divergent, explanation=explanation(result.first_divergent))
     result.model = prepared.source
     result.notes = list(dict.fromkeys(log.notes + result.notes))  # trials repeat the same observations
     result.stats["seconds"] = round(seconds, 3)

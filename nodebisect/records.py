@@ -234,6 +234,7 @@ class Checks:
     compared_with: str = ""
     transformed_by: str = ""
     constant: str = ""
+    quantization: str = ""  # diff: how far a quantized node's error stands above the others'
 
     def to_dict(self) -> dict[str, str]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v}

@@ -93,6 +93,27 @@ def clean_model(batch: int | str = 4) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
+def outlier_model(weight_outlier: bool = True) -> onnx.ModelProto:
+    """Two MatMuls; the first one's weight has one outlier (40 among values of 0.125), or reads input feature 5 barely."""
+    w = _weights(5, 0.125)
+    if weight_outlier:
+        w[3, 7] = 40.0
+    else:
+        w[5, :] = 1e-3  # a feature the weights ignore: an outlier there only spoils x's quantization scale
+    return _model(
+        [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm1"), helper.make_node("Relu", ["h"], ["r"], name="relu"),
+         helper.make_node("MatMul", ["r", "w2"], ["h2"], name="mm2"), helper.make_node("Tanh", ["h2"], ["y"], name="tanh")],
+        [_const("w", w), _const("w2", _weights(6, 0.125))],
+    )
+
+
+def quantized(source: Path, target: Path) -> None:
+    """onnxruntime.quantization.quantize_dynamic, int8 weights, per tensor (its defaults)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+
+
 def ort_optimized(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     """The model as onnxruntime's own optimizer saves it (level all: its fusions, com.microsoft ops)."""
     import onnxruntime as ort
@@ -122,6 +143,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         onnx.save(model, paths[name])
     ort_optimized(made["clean"], folder / "clean_ort.onnx")
     paths["clean_ort"] = folder / "clean_ort.onnx"
+    made["outlier"], made["feature"] = outlier_model(), outlier_model(weight_outlier=False)
+    onnx.save(made["outlier"], folder / "outlier.onnx")
+    onnx.save(made["feature"], folder / "feature.onnx")
+    for name in ("clean", "outlier", "feature"):
+        paths[name] = folder / f"{name}.onnx"
+        quantized(paths[name], folder / f"{name}_int8.onnx")
+        paths[f"{name}_int8"] = folder / f"{name}_int8.onnx"
     return paths
 
 
@@ -144,7 +172,7 @@ def test_a_constant_the_float16_conversion_clamps_is_named(models: dict[str, Pat
     assert fd.checks.transformed_by.startswith("onnxconverter-common")  # seen in the Casts it names, not the producer_name
 
 
-@pytest.mark.parametrize("candidate", ["clean16", "clean_ort"])
+@pytest.mark.parametrize("candidate", ["clean16", "clean_ort", "clean_int8"])
 def test_clean_transformations_match(models: dict[str, Path], candidate: str) -> None:
     result = nodebisect.diff(models["clean"], models[candidate])
     assert result.verdict == "match", result.first_divergent
@@ -152,6 +180,27 @@ def test_clean_transformations_match(models: dict[str, Path], candidate: str) ->
     assert mapping["coverage"] >= 0.5
     if candidate == "clean_ort":  # onnxruntime fused the hand-written GELU / LayerNorm: named by the nodes they replaced
         assert any("gelu_erf" in nodes or "ln_sqrt" in nodes for nodes in mapping["fused_nodes"].values()), mapping
+
+
+def test_a_quantized_matmul_whose_weight_has_an_outlier_stands_out(models: dict[str, Path]) -> None:
+    """Every int8 node differs; mm1's per-tensor scale (set by the outlier 40) rounds its other weights away."""
+    from nodebisect.report.wording import what_to_do
+
+    result = nodebisect.diff(models["outlier"], models["outlier_int8"])
+    fd = result.first_divergent
+    assert result.verdict == "diverged" and fd is not None and fd.cause == Cause.QUANTIZATION_ERROR
+    assert fd.framework.module == "mm1"  # the reference's node; the candidate's is the quantizer's rescaling Mul
+    assert "nodes_to_exclude=['mm1']" in what_to_do(fd)
+
+
+def test_an_activation_with_an_outlier_feature_names_the_matmul_reading_it(models: dict[str, Path]) -> None:
+    """Input feature 5 at 300 (which mm1's weights ignore): dynamic quantization's per-tensor scale of x rounds the rest away."""
+    x = np.random.default_rng(7).standard_normal((4, D)).astype(np.float32)
+    assert nodebisect.diff(models["feature"], models["feature_int8"], {"x": x}).verdict == "match"  # the same model, no outlier
+    x[:, 5] = 300.0
+    result = nodebisect.diff(models["feature"], models["feature_int8"], {"x": x})
+    fd = result.first_divergent
+    assert fd is not None and fd.cause == Cause.QUANTIZATION_ERROR and fd.framework.module == "mm1", fd
 
 
 def test_onnxruntime_against_the_reference_evaluator_names_logsoftmax(models: dict[str, Path]) -> None:

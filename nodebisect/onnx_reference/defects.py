@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from nodebisect.records import FirstDivergent
+from nodebisect.records import DIVERGED, Checks, FirstDivergent, LocateResult, Metrics
 from nodebisect.vocab import Cause, Stage
 
 # A constant is changed when it moved by more than this relative amount (float16's half ulp is 4.9e-4).
@@ -69,10 +69,41 @@ def _seen_in_graph(model: onnx.ModelProto) -> str:
 
 
 def in_diff_terms(
+    result: LocateResult, candidate: onnx.ModelProto, reference: onnx.ModelProto, mapping: Any,
+    values: dict[str, np.ndarray], producer: str, same_model: bool, acts: Any,
+) -> LocateResult:
+    """``result`` with diff's stage and cause, the checks the wording reads, and a quantized node that stands out."""
+    from nodebisect.onnx_reference.quantized import standout
+
+    fd = result.first_divergent
+    if not same_model and (fd is None or fd.cause == Cause.INHERITED):  # drift, or nothing: does one int8 node stand out?
+        found = standout(candidate, set(mapping.to_reference), result.nodes)
+        if found is not None:
+            fd = _quantization_culprit(found, result, fd)
+            result.verdict = DIVERGED
+    if fd is None:
+        return result
+    result.first_divergent = replace(_culprit(fd, candidate, reference, mapping, values, producer, same_model), framework=acts.describe(fd.onnx_value))
+    return result
+
+
+def _quantization_culprit(found: Any, result: LocateResult, drift: FirstDivergent | None) -> FirstDivergent:
+    record = next(r for r in result.nodes if r.onnx_value == found.value)
+    words = f"adds {found.added:.2g} relative error"
+    words += f", {found.added / found.median:.3g}x the median ({found.median:.2g}) of the other {found.others} quantized node(s)" if found.median > 0 else ""
+    return FirstDivergent(
+        onnx_node=found.node, op_type=record.op_type, onnx_value=found.value, stage=Stage.TRANSFORMATION, cause=Cause.QUANTIZATION_ERROR,
+        segment=list(found.nodes), segment_op_types=[r.op_type for n in found.nodes for r in result.nodes if r.onnx_node == n],
+        framework=record.framework, metrics=record.metrics or Metrics(), amplifiers=[drift.onnx_node] if drift is not None else [],
+        checks=Checks(quantization=words),
+    )
+
+
+def _culprit(
     fd: FirstDivergent, candidate: onnx.ModelProto, reference: onnx.ModelProto, mapping: Any,
     values: dict[str, np.ndarray], producer: str, same_model: bool,
 ) -> FirstDivergent:
-    """``fd`` with diff's stage and cause, and the checks the wording reads (what it is compared with, the tool)."""
+    """One culprit in diff's terms: the candidate's runtime (same model), else what the transformation did."""
     checks = replace(fd.checks, compared_with="the reference model", transformed_by="" if same_model else producer)
     fd = replace(fd, checks=checks)
     if fd.cause != Cause.CONVERSION:

@@ -150,9 +150,8 @@ def _diff_once(
             for name, n in node_keys(cand_model)}
     producer = producer_of(cand_model, ref_model)
 
-    def refine(fd: Any) -> Any:  # 7. the culprit in diff's words: overflow, NaN born, a constant the conversion changed
-        fd = in_diff_terms(fd, cand_model, ref_model, mapping, values, producer, same_file)
-        return replace(fd, framework=acts.describe(fd.onnx_value))
+    def refine(result: LocateResult) -> LocateResult:  # 7. diff's words: overflow, NaN born, a constant changed, quantization
+        return in_diff_terms(result, cand_model, ref_model, mapping, values, producer, same_file, acts)
 
     prep = Prepared(onnx_model=cand_model, acts=acts, flat_inputs=list(cand_feeds.values()), feeds=cand_feeds, refs=refs,
                     mapping_quality=mapping.stats, notes=notes, opset=opset_of(cand_model, 0), refine=refine)

@@ -47,7 +47,9 @@ def stage_sentence(fd: FirstDivergent) -> str | None:
     if cause == Cause.CONSTANT_CHANGED:
         return f"{tool} changed a constant this node reads ({fd.checks.constant}): the node computes something else even on the reference's own inputs"
     if cause == Cause.QUANTIZATION_ERROR:
-        return "this quantized node is wrong on the reference's own inputs far beyond its neighbours' quantization error"
+        how = fd.checks.quantization or "is wrong on the reference's own inputs"
+        return (f"this quantized node {how}: its int8 scale rounds most of its values away (a weight or an activation "
+                "with outliers); the rest of the model's quantization error is drift")
     if fd.stage == Stage.TRANSFORMATION:
         return f"{tool} made this node compute something else: wrong even on the reference's own inputs"
     if fd.stage == Stage.RUNTIME or cause == Cause.RUNTIME:
@@ -67,7 +69,7 @@ def file_at(fd: FirstDivergent) -> tuple[str, str] | None:
 
 
 def what_to_do(fd: FirstDivergent) -> str | None:
-    node = fd.onnx_node
+    node = fd.framework.module or fd.onnx_node  # the reference's node: the name the tools' keep-lists honour
     if fd.cause == Cause.PRECISION_OVERFLOW:
         return f"meanwhile, keep {node} in float32: convert_float_to_float16(..., node_block_list=['{node}'])"
     if fd.cause == Cause.CONSTANT_CHANGED:
