@@ -231,3 +231,23 @@ def test_cli_json_and_report(models: dict[str, Path], cli, tmp_path: Path) -> No
     back = nodebisect.load_result(out)
     assert back.first_divergent.onnx_node == "scale_up" and back.first_divergent.cause == "constant_changed"
     assert (tmp_path / "rep" / "report.md").is_file()
+
+
+def test_the_tui_opens_a_diff_result(models: dict[str, Path], cli, tmp_path: Path) -> None:
+    """The TUI is a client of the saved result: a diff's JSON opens on its culprit like locate's."""
+    pytest.importorskip("textual")
+    import asyncio
+
+    from nodebisect_tui import create_app
+    from nodebisect_tui.widgets import VerdictBanner
+
+    out = tmp_path / "overflow.json"
+    assert cli("diff", str(models["overflow"]), str(models["overflow16"]), "--json", str(out), "-q").code == 1
+
+    async def banner() -> str:
+        app = create_app(str(out))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            return str(app.screen.query_one(VerdictBanner).render())
+
+    assert "DIVERGED at square" in asyncio.run(banner())

@@ -8,6 +8,8 @@ same words. Where to file names the tool that made the candidate when its
 
 from __future__ import annotations
 
+from typing import Any
+
 from nodebisect.records import FirstDivergent
 from nodebisect.vocab import Cause, Stage
 
@@ -83,3 +85,15 @@ def what_to_do(fd: FirstDivergent) -> str | None:
         where = tool_repo(fd)
         return f"meanwhile, run the pipeline without {where[1] if where else 'the step that made the candidate'} for this node"
     return None
+
+
+def in_reference_terms(text: str) -> str:
+    """A ``locate`` sentence about "PyTorch" said of the reference model instead (the view's facts of a diff)."""
+    return text.replace("PyTorch's", "the reference's").replace("PyTorch", "the reference")
+
+
+def reference_facts(fd: FirstDivergent, facts: list[Any]) -> list[Any]:
+    """The view's facts with the "framework" line as the reference's node and value (a diff has no FX graph)."""
+    ref = fd.framework
+    line = f"{ref.target or '?'} node '{ref.module or '?'}', value {ref.fx_node or '?'}"
+    return [type(f)("reference", line) if f.label == "framework" else f for f in facts]

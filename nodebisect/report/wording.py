@@ -413,7 +413,8 @@ def next_lines(result: LocateResult, report_dir: str | None = None, repro: bool 
     capture = fd is not None and fd.stage == STAGE_CAPTURE
     return [
         "write a bug report: add --report DIR (report.md and graphs" + ("" if capture else ", a minimal repro") + ")",
-        "browse it: nodebisect tui MODEL (same options), or save --json FILE and run nodebisect tui FILE",
+        "browse it: save --json FILE and run nodebisect tui FILE" if result.environment.get("command") == "diff"
+        else "browse it: nodebisect tui MODEL (same options), or save --json FILE and run nodebisect tui FILE",
     ]
 
 
