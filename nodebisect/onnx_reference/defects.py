@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from nodebisect.records import DIVERGED, Checks, FirstDivergent, LocateResult, Metrics
+from nodebisect.records import DIVERGED, MATCH, STATUS_DIVERGED, Checks, FirstDivergent, LocateResult, Metrics
 from nodebisect.vocab import Cause, Stage
 
 # A constant is changed when it moved by more than this relative amount (float16's half ulp is 4.9e-4).
@@ -83,7 +83,32 @@ def in_diff_terms(
             result.verdict = DIVERGED
     if fd is None:
         return result
+    if not same_model and fd.cause == Cause.INHERITED and fd.onnx_value in acts.reduced:
+        return _precision_drift(result, fd)
     result.first_divergent = replace(_culprit(fd, candidate, reference, mapping, values, producer, same_model), framework=acts.describe(fd.onnx_value))
+    return result
+
+
+def _precision_drift(result: LocateResult, fd: FirstDivergent) -> LocateResult:
+    """Drift the candidate's precision must cause: the first value past the bounds is right on the reference's inputs.
+
+    ``locate`` found no node wrong on the reference's own values upstream either (the
+    teacher-forced search for a local source), so nothing the transformation made is
+    wrong: it computes at a lower precision, and the error accumulates. For a
+    float32 candidate that stays a divergence (``locate``'s rule); here it is a match.
+    """
+    from nodebisect.report.diff_wording import drift_note
+
+    bad = [r for r in result.nodes if r.status == STATUS_DIVERGED]
+    worst = max((o for o in result.outputs if not o.ok), key=lambda o: o.metrics.max_abs, default=None)
+    drift = {
+        "culprit": fd.onnx_node, "cause": str(fd.cause), "values_beyond_tolerance": len(bad),
+        "worst_output": worst.name if worst else "", "max_abs": worst.metrics.max_abs if worst else fd.metrics.max_abs,
+        "dtype": fd.metrics.dtype, "noise_ratio": max((r.metrics.noise_ratio for r in bad if r.metrics), default=0.0),
+    }
+    result.verdict, result.first_divergent, result.repro = MATCH, None, None
+    result.stats["precision_drift"] = drift
+    result.notes.append(drift_note(drift))
     return result
 
 

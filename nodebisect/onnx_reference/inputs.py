@@ -104,6 +104,8 @@ def _draw(name: str, dtype: str, dims: list[int | str], rng: np.random.Generator
         return rng.standard_normal(dims).astype(kind)
     if kind.kind == "b":
         return rng.integers(0, 2, dims).astype(bool)
+    if "mask" in name.lower():  # an attention mask: attend everywhere (random integers would scale the mask's -inf)
+        return np.ones(dims, kind)
     return rng.integers(0, 10, dims).astype(kind)
 
 

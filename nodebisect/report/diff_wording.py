@@ -97,3 +97,12 @@ def reference_facts(fd: FirstDivergent, facts: list[Any]) -> list[Any]:
     ref = fd.framework
     line = f"{ref.target or '?'} node '{ref.module or '?'}', value {ref.fx_node or '?'}"
     return [type(f)("reference", line) if f.label == "framework" else f for f in facts]
+
+
+def drift_note(drift: dict[str, Any]) -> str:
+    """Why a reduced-precision candidate past the bounds is still a match (``onnx_reference.defects``)."""
+    return (
+        f"precision drift, not a defect: {drift['values_beyond_tolerance']} value(s) of the {drift['dtype']} candidate exceed its "
+        f"tolerance (worst output max_abs={drift['max_abs']:.3g}), but the first of them ({drift['culprit']}) is right on the "
+        "reference's own inputs and no node upstream is wrong on them: the error the lower precision accumulates"
+    )
