@@ -70,15 +70,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--folder", help="reuse bert.onnx, bert_fp16.onnx and bert_int8.onnx from this folder")
     args = parser.parse_args()
     import nodebisect
     from nodebisect.onnx_reference.evaluate import all_values
     from nodebisect.onnx_reference.inputs import both_feeds
 
-    folder = Path(tempfile.mkdtemp(prefix="bench-diff-"))
     t = time.perf_counter()
-    ref = export_bert(folder, args.seq)
-    cands = transforms(ref)
+    if args.folder:
+        ref = Path(args.folder) / "bert.onnx"
+        cands = {"float16": ref.with_name("bert_fp16.onnx"), "int8": ref.with_name("bert_int8.onnx")}
+    else:
+        ref = export_bert(Path(tempfile.mkdtemp(prefix="bench-diff-")), args.seq)
+        cands = transforms(ref)
     print(f"export + transforms: {time.perf_counter() - t:.1f}s")
     ref_model = onnx.load(str(ref))
     for name, cand in cands.items():

@@ -80,7 +80,7 @@ def in_diff_terms(
         found = standout(candidate, set(mapping.to_reference), result.nodes)
         if found is not None:
             fd = _quantization_culprit(found, result, fd)
-            result.verdict = DIVERGED
+            result.verdict, result.repro = DIVERGED, None  # a drift culprit's repro is not this node's
     if fd is None:
         return result
     if not same_model and fd.cause == Cause.INHERITED and fd.onnx_value in acts.reduced:

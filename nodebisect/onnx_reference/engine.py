@@ -24,6 +24,8 @@ from nodebisect.run import Event, RunLog
 
 # Share of the available memory the reference's values may hold before spilling to disk.
 MEMORY_SHARE = 4
+# At most this share of a candidate's float values at full precision: the float32 reference is its exact answer.
+FULL_PRECISION_SHARE = 0.1
 
 
 def diff(
@@ -108,6 +110,7 @@ def _diff_once(
     from nodebisect.onnxgraph import node_keys, opset_of
     from nodebisect.pipeline import PreparedModel, locate
     from nodebisect.prepared import Prepared, memory_available
+    from nodebisect.report.diff_wording import in_reference_terms
     from nodebisect.run import make_options
 
     timings: dict[str, float] = {}
@@ -126,9 +129,6 @@ def _diff_once(
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise BadInputError(f"the reference model does not run on {reference_ep}: {first}", tip="check the model with onnx.checker, or try --reference-ep reference") from None
     timings["reference"] = time.perf_counter() - t
-    t = time.perf_counter()
-    exact, why = exact_values(ref_model, ref_feeds, budget)
-    timings["reference_float64"] = time.perf_counter() - t
     # 4. map the candidate's values onto the reference's
     mapping = map_candidate(ref_model, cand_model, values)
     if not related(mapping) or not any(o.name in mapping.to_reference for o in cand_model.graph.output):
@@ -139,7 +139,10 @@ def _diff_once(
         )
     # 5. the reference as the candidate holds it: its dtypes, its precision's tolerance
     order = [o for _, n in node_keys(cand_model) for o in n.output if o]
-    acts, precision = model_reference(mapping, values, exact, cand_model, order)
+    acts, precision = model_reference(mapping, values, {}, cand_model, order)
+    t = time.perf_counter()
+    why = _exact_answers(acts, mapping, values, lambda: exact_values(ref_model, ref_feeds, budget))
+    timings["reference_float64"] = time.perf_counter() - t
     mapping.stats["precision"] = {p: sum(1 for v in precision.values() if v == p) for p in sorted(set(precision.values()))}
     same_file = ref_model.SerializeToString(deterministic=True) == cand_model.SerializeToString(deterministic=True) if ref_model.ByteSize() < 2**28 else False
     env = _environment(ep, reference_ep, names, cand_model, ref_model, opset_of(cand_model, 0), same_file)
@@ -159,11 +162,30 @@ def _diff_once(
     prepared = PreparedModel(opts=opts, source=names[1], environment=env, prep=prep, notes=list(notes), timings=timings)
     # 6. locate's search and diagnosis, unchanged
     result = locate(prepared, progress=emit)
+    result.notes = [in_reference_terms(note) for note in result.notes]  # locate's notes speak of PyTorch
     result.stats.pop("reused_preparation", None)
     result.stats.pop("reused_ort_answers", None)
     result.stats["diff"] = {"reference": names[0], "candidate": names[1], "reference_ep": reference_ep, "ep": ep,
                             "reference_seconds": round(timings["reference"], 3), "float64_seconds": round(timings["reference_float64"], 3)}
     return result
+
+
+def _exact_answers(acts: Any, mapping: Any, values: dict[str, np.ndarray], run_float64: Any) -> str:
+    """Fill ``acts.exact`` (each value's exact answer, for its noise); "" or why there is none.
+
+    A candidate computing (nearly) all in float16 or int8 is judged at that precision:
+    the float32 reference is exact there (its own error is ~1/8000 of a float16 ulp),
+    so the float64 run of the reference, as costly as the reference's own run, is
+    skipped. Otherwise the float64 run gives the full-precision values their noise.
+    """
+    floats = [c for c, a in acts.values.items() if a.dtype.kind == "f"]
+    full = [c for c in floats if c not in acts.reduced]
+    if len(full) <= FULL_PRECISION_SHARE * len(floats):
+        acts.exact = {c: values[mapping.to_reference[c]] for c in floats}
+        return ""
+    exact, why = run_float64()
+    acts.exact = {c: exact[mapping.to_reference[c]] for c in floats if mapping.to_reference[c] in exact}
+    return why
 
 
 def _unmapped() -> Any:

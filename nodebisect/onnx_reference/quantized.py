@@ -72,7 +72,9 @@ def standout(candidate: onnx.ModelProto, mapped: set[str], records: list[NodeRec
     median = rest[len(rest) // 2] if rest else 0.0
     if not math.isfinite(top) or top < MIN_ADDED or (rest and top < STANDOUT * median) or (not rest and top < ALONE_ADDED):
         return None
-    return Standout(value=value, node=producer[value][0], added=top, median=median, others=len(rest), nodes=segment)
+    position = {name: i for i, (name, _) in enumerate(node_keys(candidate))}
+    ordered = [producer[value][0]] + sorted((n for n in segment if n != producer[value][0]), key=position.__getitem__)
+    return Standout(value=value, node=producer[value][0], added=top, median=median, others=len(rest), nodes=ordered)
 
 
 def _segment(value: str, producer: dict[str, tuple[str, onnx.NodeProto]], mapped: set[str]) -> tuple[list[str], list[str]]:
