@@ -224,6 +224,16 @@ def test_inputs_that_fit_one_model_only_name_what_each_takes(models: dict[str, P
     assert "the reference takes x (float32 [batchx64]); the candidate takes x (float32 [4x64])" in run.err
 
 
+def test_the_same_model_on_the_same_backend_is_refused(models: dict[str, Path], cli) -> None:
+    run = cli("diff", str(models["clean"]), str(models["clean"]), "-q")
+    assert run.code == 2 and "the candidate is the reference, run on the same backend (cpu)" in run.err
+
+
+def test_trials_compare_more_input_sets(models: dict[str, Path]) -> None:
+    result = nodebisect.diff(models["clean"], models["clean16"], trials=2)
+    assert result.verdict == "match" and [t["verdict"] for t in result.stats["trials"]] == ["match", "match"]
+
+
 def test_cli_json_and_report(models: dict[str, Path], cli, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     run = cli("diff", str(models["constant"]), str(models["constant16"]), "--json", str(out), "--report", str(tmp_path / "rep"), "-q")

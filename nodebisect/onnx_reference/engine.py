@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from nodebisect.errors import BadInputError
+from nodebisect.onnxgraph import initializer_bytes
 from nodebisect.records import LocateResult
 from nodebisect.run import Event, RunLog
 
@@ -63,6 +64,11 @@ def diff(
     emit = log.emit if isinstance(log, RunLog) else (log or (lambda _e: None))
     ref_model, ref_name = read_model(reference, "reference")
     cand_model, cand_name = read_model(candidate, "candidate")
+    if reference_ep == ep and same_model(ref_model, cand_model, (ref_name, cand_name)):
+        raise BadInputError(
+            f"the candidate is the reference, run on the same backend ({ep}): there is nothing to compare",
+            tip="give the transformed model as CANDIDATE, or compare backends: --ep cuda, or --reference-ep reference",
+        )
     sets = [(inputs, input_specs, seed)] + [(None, input_specs, seed + k) for k in range(1, max(trials, 1))]
     results = []
     for index, (given, specs, set_seed) in enumerate(sets):
@@ -141,10 +147,10 @@ def _diff_once(
     order = [o for _, n in node_keys(cand_model) for o in n.output if o]
     acts, precision = model_reference(mapping, values, {}, cand_model, order)
     t = time.perf_counter()
-    why = _exact_answers(acts, mapping, values, lambda: exact_values(ref_model, ref_feeds, budget))
+    why = _exact_answers(acts, mapping, values, precision, lambda: exact_values(ref_model, ref_feeds, budget))
     timings["reference_float64"] = time.perf_counter() - t
     mapping.stats["precision"] = {p: sum(1 for v in precision.values() if v == p) for p in sorted(set(precision.values()))}
-    same_file = ref_model.SerializeToString(deterministic=True) == cand_model.SerializeToString(deterministic=True) if ref_model.ByteSize() < 2**28 else False
+    same_file = same_model(ref_model, cand_model, names)
     env = _environment(ep, reference_ep, names, cand_model, ref_model, opset_of(cand_model, 0), same_file)
     notes = [f"no float64 run of the reference: {why}"] if why else []
     if values.spilled:
@@ -170,7 +176,27 @@ def _diff_once(
     return result
 
 
-def _exact_answers(acts: Any, mapping: Any, values: dict[str, np.ndarray], run_float64: Any) -> str:
+def same_model(reference: onnx.ModelProto, candidate: onnx.ModelProto, names: tuple[str, str]) -> bool:
+    """One model given twice (the EP-vs-EP case): the same object, the same file, or files with the same bytes."""
+    if reference is candidate:
+        return True
+    paths = [n for n in names if os.path.isfile(n)]
+    if len(paths) == 2:
+        if os.path.samefile(*paths):
+            return True
+        if os.path.getsize(paths[0]) != os.path.getsize(paths[1]):
+            return False
+        with open(paths[0], "rb") as a, open(paths[1], "rb") as b:
+            return a.read() == b.read()
+    ref_graph, cand_graph = reference.graph, candidate.graph
+    if len(ref_graph.node) != len(cand_graph.node) or initializer_bytes(reference) != initializer_bytes(candidate):
+        return False  # (ModelProto.ByteSize walks the whole model: seconds on BERT-base)
+    if any((a.op_type, a.input, a.output) != (b.op_type, b.input, b.output) for a, b in zip(ref_graph.node, cand_graph.node)):
+        return False
+    return reference.SerializeToString(deterministic=True) == candidate.SerializeToString(deterministic=True)
+
+
+def _exact_answers(acts: Any, mapping: Any, values: dict[str, np.ndarray], precision: dict[str, str], run_float64: Any) -> str:
     """Fill ``acts.exact`` (each value's exact answer, for its noise); "" or why there is none.
 
     A candidate computing (nearly) all in float16 or int8 is judged at that precision:
@@ -179,7 +205,7 @@ def _exact_answers(acts: Any, mapping: Any, values: dict[str, np.ndarray], run_f
     skipped. Otherwise the float64 run gives the full-precision values their noise.
     """
     floats = [c for c, a in acts.values.items() if a.dtype.kind == "f"]
-    full = [c for c in floats if c not in acts.reduced]
+    full = [c for c in floats if c not in acts.reduced and precision.get(c) != "constant"]  # constants are exact anyway
     if len(full) <= FULL_PRECISION_SHARE * len(floats):
         acts.exact = {c: values[mapping.to_reference[c]] for c in floats}
         return ""

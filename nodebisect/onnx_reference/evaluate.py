@@ -22,6 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from nodebisect.errors import BadInputError
+from nodebisect.onnxgraph import initializer_bytes
 
 REFERENCE_BACKENDS = ("cpu", "cuda", "reference")
 
@@ -66,7 +67,7 @@ def all_values(model: onnx.ModelProto, feeds: dict[str, np.ndarray], backend: st
 
 def _marked(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     """``model`` with every typed node output a graph output (values of unknown type are left out)."""
-    types = _types(model)
+    types = element_types(model)
     marked = onnx.ModelProto()
     marked.CopyFrom(model)
     have = {o.name for o in marked.graph.output}
@@ -78,7 +79,7 @@ def _marked(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     return marked, [o.name for o in marked.graph.output]
 
 
-def _types(model: onnx.ModelProto) -> dict[str, int]:
+def element_types(model: onnx.ModelProto) -> dict[str, int]:
     """Each value's element type; shape inference runs on the graph without its large weights (seconds, not minutes)."""
     g = model.graph
     known = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.output) + list(g.input) if vi.type.HasField("tensor_type")}
@@ -93,7 +94,7 @@ def _types(model: onnx.ModelProto) -> dict[str, int]:
     light.graph.input.extend(g.input)
     inputs = {i.name for i in g.input}
     for init in g.initializer:
-        if init.ByteSize() <= 4096:
+        if len(init.raw_data) + 4 * (len(init.float_data) + len(init.int64_data) + len(init.int32_data)) <= 4096:
             light.graph.initializer.append(init)
         elif init.name not in inputs:  # a large weight's type and shape, without its data
             light.graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
@@ -118,7 +119,7 @@ def _onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray], ep: str) 
 
 def _session(ort: Any, model: onnx.ModelProto, options: Any, providers: list[str]) -> Any:
     """One session; a model over protobuf's 2 GB limit goes through a temporary file with external data."""
-    if model.ByteSize() < 2**31 - 2**24:
+    if initializer_bytes(model) < 2**31 - 2**26:  # protobuf's 2 GB limit, with room for the graph itself
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     folder = tempfile.mkdtemp(prefix="nodebisect-diff-model-")
     try:
@@ -211,7 +212,7 @@ def exact_values(model: onnx.ModelProto, feeds: dict[str, np.ndarray], budget: i
                 break
             narrowed.append(missing.group(1))
             wide = _in_float32(wide, missing.group(1))
-    if model.ByteSize() <= EVALUATOR_MAX_BYTES:
+    if initializer_bytes(model) <= EVALUATOR_MAX_BYTES:
         try:
             return all_values(as_float64(model), wide_feeds, "reference", budget), ""  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - the evaluator lacks some ops (com.microsoft)
@@ -221,7 +222,7 @@ def exact_values(model: onnx.ModelProto, feeds: dict[str, np.ndarray], budget: i
 
 def _in_float32(model: onnx.ModelProto, op_type: str) -> onnx.ModelProto:
     """``model`` (float64) with every ``op_type`` node computed in float32 between Casts."""
-    types = _types(model)
+    types = element_types(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     nodes = []

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from nodebisect.onnxgraph import node_keys, subgraph_inputs, value_infos
+from nodebisect.onnxgraph import node_keys, subgraph_inputs
 from nodebisect.records import FrameworkRef
 from nodebisect.reference import Reference
 from nodebisect.values.noise import WITHIN_NOISE
@@ -35,6 +35,8 @@ WITHIN_PRECISION = "within the candidate's precision"
 _RANK = {"float64": 0, "float32": 1, "float16": 2, "bfloat16": 3, "int8": 4}
 _QUANTIZED = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
 HALF_MAX = {"float16": 65504.0}
+# The precision of a value computed from constants only (no graph input reaches it).
+CONSTANT = "constant"
 
 
 class ModelReference(Reference):
@@ -71,17 +73,13 @@ class ModelReference(Reference):
 
 def candidate_dtypes(model: onnx.ModelProto) -> dict[str, str]:
     """Every typed value of ``model`` -> its numpy dtype name (initializers included)."""
+    from nodebisect.onnx_reference.evaluate import element_types
+
     out: dict[str, str] = {}
-    for name, vi in value_infos(model).items():
-        tt = vi.type.tensor_type
-        if vi.type.HasField("tensor_type") and tt.elem_type:
-            try:
-                out[name] = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
-            except (KeyError, TypeError, ValueError):
-                continue
-    for init in model.graph.initializer:
+    types = {**element_types(model), **{init.name: init.data_type for init in model.graph.initializer}}
+    for name, elem in types.items():
         try:
-            out[init.name] = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).name
+            out[name] = np.dtype(helper.tensor_dtype_to_np_dtype(elem)).name
         except (KeyError, TypeError, ValueError):
             continue
     return out
@@ -97,21 +95,29 @@ def precisions(model: onnx.ModelProto, dtypes: dict[str, str]) -> dict[str, str]
             return "int8"
         return name if name in _RANK else "float64"
 
+    varies = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
     for i in model.graph.input:
         prec[i.name] = own(i.name)
     for init in model.graph.initializer:
         prec[init.name] = own(init.name) if own(init.name) != "int8" else "int8"
     for _, node in node_keys(model):
         coarsest = "float64"
-        for x in subgraph_inputs(node):
+        reads = subgraph_inputs(node)
+        for x in reads:
             p = prec.get(x, "float64")
+            p = "float64" if p == CONSTANT else p
             coarsest = p if _RANK[p] > _RANK[coarsest] else coarsest
         if node.op_type in _QUANTIZED:
             coarsest = "int8"
+        moves = bool(reads & varies)
         for o in node.output:
             if o:
                 mine = own(o)
                 prec[o] = mine if _RANK[mine] > _RANK[coarsest] and mine != "float64" else coarsest
+                if moves:
+                    varies.add(o)
+                else:
+                    prec[o] = CONSTANT  # computed from constants only: the same in any precision run
     return prec
 
 
@@ -154,7 +160,7 @@ def model_reference(
     for cand, ref in mapping.to_reference.items():
         array = held_as(values[ref], dtypes.get(cand, ""))
         held[cand] = array
-        judged[cand] = tolerance_dtype(prec.get(cand, "float32"), array.dtype.name)
+        judged[cand] = tolerance_dtype(prec.get(cand, "float32") if prec.get(cand) != CONSTANT else "float32", array.dtype.name)
         if ref in exact and array.dtype.kind == "f":
             wide[cand] = exact[ref]
     outputs = [o.name for o in candidate.graph.output]
