@@ -1,9 +1,9 @@
 """``diff``: the first node where an ONNX model departs from the ONNX model it was derived from.
 
 The numbered steps: 1. read both models; 2. the same inputs for both; 3. the
-reference's every value (and its float64 run); 4. map the candidate's values onto
-them (refuse when too little maps); 5. the reference as the candidate holds it
-(``precision``); 6. ``locate``'s search and diagnosis on a ``PreparedModel`` of the
+reference's every value; 4. map the candidate's values onto them (refuse when too
+little maps); 5. the reference as the candidate holds it (``precision``), with exact
+answers (a float64 run of the reference unless the candidate is reduced precision); 6. ``locate``'s search and diagnosis on a ``PreparedModel`` of the
 candidate; 7. the culprit in diff's words (``defects``).
 """
 
@@ -123,7 +123,7 @@ def _diff_once(
     t = time.perf_counter()
     # 2. the same inputs for both, each in its own dtypes
     ref_feeds, cand_feeds = both_feeds(ref_model, cand_model, inputs, specs, seed)
-    # 3. every reference value, and the float64 run (each value's natural noise)
+    # 3. every reference value
     emit(Event(kind="stage", message=f"run the reference ({reference_ep})"))
     mib = options.pop("memory_budget", None)
     budget = int(mib * 2**20) if mib else memory_available() // MEMORY_SHARE
