@@ -240,7 +240,9 @@ def test_cli_json_and_report(models: dict[str, Path], cli, tmp_path: Path) -> No
     assert run.code == 1
     back = nodebisect.load_result(out)
     assert back.first_divergent.onnx_node == "scale_up" and back.first_divergent.cause == "constant_changed"
-    assert (tmp_path / "rep" / "report.md").is_file()
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert report.startswith("## onnxconverter-common: Mul node scale_up reads a changed constant (big: 20000 -> 10000)")
+    assert "nodebisect diff " in report and "PyTorch" not in report
 
 
 def test_the_tui_opens_a_diff_result(models: dict[str, Path], cli, tmp_path: Path) -> None:

@@ -152,6 +152,7 @@ def _diff_once(
     mapping.stats["precision"] = {p: sum(1 for v in precision.values() if v == p) for p in sorted(set(precision.values()))}
     same_file = same_model(ref_model, cand_model, names)
     env = _environment(ep, reference_ep, names, cand_model, ref_model, opset_of(cand_model, 0), same_file)
+    env["run_inputs"] = {"inputs_file": os.fspath(inputs) if isinstance(inputs, (str, os.PathLike)) else None, "input_specs": specs, "seed": seed}
     notes = [f"no float64 run of the reference: {why}"] if why else []
     if values.spilled:
         notes.append(f"reference values beyond {budget / 2**20:.0f} MiB ({values.spilled / 2**20:.0f} MiB) were spilled to disk and memory-mapped")

@@ -106,3 +106,33 @@ def drift_note(drift: dict[str, Any]) -> str:
         f"tolerance (worst output max_abs={drift['max_abs']:.3g}), but the first of them ({drift['culprit']}) is right on the "
         "reference's own inputs and no node upstream is wrong on them: the error the lower precision accumulates"
     )
+
+
+def issue_title(fd: FirstDivergent, symptom: str) -> str:
+    """The GitHub issue title of a diff culprit: the tool (or "the transformation"), the node, the symptom."""
+    tool = (fd.checks.transformed_by or "").split(" (")[0]
+    node = f"{fd.framework.target or fd.op_type} node {fd.framework.module or fd.onnx_node}"
+    if fd.stage in (Stage.RUNTIME, Stage.RUNTIME_OPTIMIZER):
+        return f"onnxruntime: {node} differs from the reference backend{symptom}"
+    what = {
+        Cause.PRECISION_OVERFLOW: "overflows after the conversion", Cause.CONSTANT_CHANGED: f"reads a changed constant ({fd.checks.constant})",
+        Cause.NAN_BORN: "gives NaN after the conversion", Cause.QUANTIZATION_ERROR: "loses most of its values to quantization",
+    }.get(fd.cause, "computes something else after the transformation")
+    return f"{tool or 'transformation'}: {node} {what}{symptom}"
+
+
+def reproduce_command(env: dict[str, Any]) -> list[str]:
+    """``nodebisect diff REFERENCE CANDIDATE`` with the backends and inputs the result records."""
+    cmd = ["nodebisect", "diff", str(env.get("reference", "REFERENCE.onnx")), str(env.get("candidate", "CANDIDATE.onnx"))]
+    if env.get("ep", "cpu") != "cpu":
+        cmd += ["--ep", str(env["ep"])]
+    if env.get("reference_ep", "cpu") != "cpu":
+        cmd += ["--reference-ep", str(env["reference_ep"])]
+    inputs = env.get("run_inputs", {})
+    if inputs.get("inputs_file"):
+        cmd += ["--inputs", str(inputs["inputs_file"])]
+    for spec in inputs.get("input_specs") or []:
+        cmd += ["--input", str(spec)]
+    if inputs.get("seed"):
+        cmd += ["--seed", str(inputs["seed"])]
+    return cmd
