@@ -114,6 +114,21 @@ def quantized(source: Path, target: Path) -> None:
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
 
 
+def quantized_qdq(source: Path, target: Path) -> None:
+    """onnxruntime.quantization.quantize_static in QDQ format, int8, calibrated on 8 random input sets."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.sets = iter([{"x": rng.standard_normal((4, D)).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self) -> dict | None:
+            return next(self.sets, None)
+
+    quantize_static(str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+
+
 def ort_optimized(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     """The model as onnxruntime's own optimizer saves it (level all: its fusions, com.microsoft ops)."""
     import onnxruntime as ort
@@ -150,6 +165,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         paths[name] = folder / f"{name}.onnx"
         quantized(paths[name], folder / f"{name}_int8.onnx")
         paths[f"{name}_int8"] = folder / f"{name}_int8.onnx"
+    for name in ("clean", "outlier"):
+        quantized_qdq(paths[name], folder / f"{name}_qdq.onnx")
+        paths[f"{name}_qdq"] = folder / f"{name}_qdq.onnx"
     return paths
 
 
@@ -172,12 +190,14 @@ def test_a_constant_the_float16_conversion_clamps_is_named(models: dict[str, Pat
     assert fd.checks.transformed_by.startswith("onnxconverter-common")  # seen in the Casts it names, not the producer_name
 
 
-@pytest.mark.parametrize("candidate", ["clean16", "clean_ort", "clean_int8"])
+@pytest.mark.parametrize("candidate", ["clean16", "clean_ort", "clean_int8", "clean_qdq"])
 def test_clean_transformations_match(models: dict[str, Path], candidate: str) -> None:
     result = nodebisect.diff(models["clean"], models[candidate])
     assert result.verdict == "match", result.first_divergent
     mapping = result.stats["mapping"]
     assert mapping["coverage"] >= 0.5
+    if candidate == "clean_qdq":  # compared through the QuantizeLinear/DequantizeLinear pairs
+        assert mapping["through_qdq"] > 0
     if candidate == "clean_ort":  # onnxruntime fused the hand-written GELU / LayerNorm: named by the nodes they replaced
         assert any("gelu_erf" in nodes or "ln_sqrt" in nodes for nodes in mapping["fused_nodes"].values()), mapping
 
@@ -190,6 +210,15 @@ def test_a_quantized_matmul_whose_weight_has_an_outlier_stands_out(models: dict[
     fd = result.first_divergent
     assert result.verdict == "diverged" and fd is not None and fd.cause == Cause.QUANTIZATION_ERROR
     assert fd.framework.module == "mm1"  # the reference's node; the candidate's is the quantizer's rescaling Mul
+    assert "nodes_to_exclude=['mm1']" in what_to_do(fd)
+
+
+def test_a_qdq_model_names_the_matmul_whose_weight_has_an_outlier(models: dict[str, Path]) -> None:
+    """quantize_static (QDQ) folds mm1's Relu into its quantization: mm1 still is the node named, by its own name."""
+    from nodebisect.report.wording import what_to_do
+
+    fd = nodebisect.diff(models["outlier"], models["outlier_qdq"]).first_divergent
+    assert fd is not None and fd.onnx_node == "mm1" and fd.cause == Cause.QUANTIZATION_ERROR
     assert "nodes_to_exclude=['mm1']" in what_to_do(fd)
 
 

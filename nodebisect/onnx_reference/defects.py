@@ -85,7 +85,10 @@ def in_diff_terms(
         return result
     if not same_model and fd.cause == Cause.INHERITED and fd.onnx_value in acts.reduced:
         return _precision_drift(result, fd)
-    result.first_divergent = replace(_culprit(fd, candidate, reference, mapping, values, producer, same_model), framework=acts.describe(fd.onnx_value))
+    framework = acts.describe(fd.onnx_value)
+    if fd.onnx_node in mapping.ref_nodes:  # a node that kept its name (and absorbed others: QDQ folds a Relu): its own name
+        framework = replace(framework, module=fd.onnx_node, target=mapping.ref_nodes[fd.onnx_node].op_type)
+    result.first_divergent = replace(_culprit(fd, candidate, reference, mapping, values, producer, same_model), framework=framework)
     return result
 
 
