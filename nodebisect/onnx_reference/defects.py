@@ -88,7 +88,8 @@ def in_diff_terms(
     framework = acts.describe(fd.onnx_value)
     if fd.onnx_node in mapping.ref_nodes:  # a node that kept its name (and absorbed others: QDQ folds a Relu): its own name
         framework = replace(framework, module=fd.onnx_node, target=mapping.ref_nodes[fd.onnx_node].op_type)
-    result.first_divergent = replace(_culprit(fd, candidate, reference, mapping, values, producer, same_model), framework=framework)
+    culprit = _culprit(fd, candidate, reference, mapping, values, producer, same_model, acts.kind, acts.exact)
+    result.first_divergent = replace(culprit, framework=framework)
     return result
 
 
@@ -127,17 +128,35 @@ def _quantization_culprit(found: Any, result: LocateResult, drift: FirstDivergen
     )
 
 
+def closer_to_exact(fd: FirstDivergent, exact: dict[str, np.ndarray]) -> str:
+    """"candidate" or "reference": whose value of the worst element is nearer the float64 answer ("" when unknown)."""
+    answer, worst = exact.get(fd.onnx_value), fd.worst
+    if answer is None or "index" not in worst or "expected" not in worst or "actual" not in worst:
+        return ""
+    try:
+        true = float(np.asarray(answer)[tuple(worst["index"])])
+        ref, cand = float(worst["expected"]), float(worst["actual"])
+    except (IndexError, TypeError, ValueError):
+        return ""
+    if not np.isfinite(true):
+        return ""
+    ref_err = abs(ref - true) if np.isfinite(ref) else float("inf")
+    cand_err = abs(cand - true) if np.isfinite(cand) else float("inf")
+    return "" if ref_err == cand_err else "candidate" if cand_err < ref_err else "reference"
+
+
 def _culprit(
     fd: FirstDivergent, candidate: onnx.ModelProto, reference: onnx.ModelProto, mapping: Any,
-    values: dict[str, np.ndarray], producer: str, same_model: bool,
+    values: dict[str, np.ndarray], producer: str, same_model: bool, backend: str = "", exact: dict[str, np.ndarray] | None = None,
 ) -> FirstDivergent:
     """One culprit in diff's terms: the candidate's runtime (same model), else what the transformation did."""
-    checks = replace(fd.checks, compared_with="the reference model", transformed_by="" if same_model else producer)
+    checks = replace(fd.checks, compared_with=f"the reference model ({backend})", transformed_by="" if same_model else producer)
     fd = replace(fd, checks=checks)
+    if same_model and fd.cause in (Cause.CONVERSION, Cause.RUNTIME):  # one model, two backends: which one is off?
+        closer = closer_to_exact(fd, exact)
+        return replace(fd, stage=Stage.RUNTIME, cause=Cause.RUNTIME, checks=replace(fd.checks, closer_to_exact=closer))
     if fd.cause != Cause.CONVERSION:
         return fd
-    if same_model:  # one model, two backends: the candidate's runtime computes it otherwise
-        return replace(fd, stage=Stage.RUNTIME, cause=Cause.RUNTIME)
     fd = replace(fd, stage=Stage.TRANSFORMATION)
     m = fd.metrics
     ref = values.get(mapping.to_reference.get(fd.onnx_value, ""))

@@ -146,6 +146,7 @@ def _diff_once(
     # 5. the reference as the candidate holds it: its dtypes, its precision's tolerance
     order = [o for _, n in node_keys(cand_model) for o in n.output if o]
     acts, precision = model_reference(mapping, values, {}, cand_model, order)
+    acts.kind = "ONNX's reference evaluator" if reference_ep == "reference" else f"onnxruntime {reference_ep}"
     t = time.perf_counter()
     why = _exact_answers(acts, mapping, values, precision, lambda: exact_values(ref_model, ref_feeds, budget))
     timings["reference_float64"] = time.perf_counter() - t

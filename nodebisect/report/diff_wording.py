@@ -32,6 +32,12 @@ def is_diff(fd: FirstDivergent | None) -> bool:
     return fd is not None and bool(fd.checks.compared_with)
 
 
+def _backend(fd: FirstDivergent) -> str:
+    """The reference's backend, as ``Checks.compared_with`` records it ("the reference model (onnxruntime cpu)")."""
+    text = fd.checks.compared_with
+    return text[text.find("(") + 1 : -1] if text.endswith(")") and "(" in text else "the reference's backend"
+
+
 def tool_repo(fd: FirstDivergent) -> tuple[str, str] | None:
     tool = fd.checks.transformed_by
     return next((where for key, where in TOOL_REPOS.items() if tool.startswith(key)), None)
@@ -55,7 +61,12 @@ def stage_sentence(fd: FirstDivergent) -> str | None:
     if fd.stage == Stage.TRANSFORMATION:
         return f"{tool} made this node compute something else: wrong even on the reference's own inputs"
     if fd.stage == Stage.RUNTIME or cause == Cause.RUNTIME:
-        return "the candidate's runtime computes these nodes differently from the reference's: right in the reference's backend, wrong in the candidate's"
+        text = f"the two backends compute this node differently (the reference on {_backend(fd)}, the candidate on onnxruntime)"
+        if fd.checks.closer_to_exact == "candidate":
+            return text + f"; the candidate is nearer the exact (float64) answer: {_backend(fd)} is off here"
+        if fd.checks.closer_to_exact == "reference":
+            return text + "; the reference is nearer the exact (float64) answer: the candidate's onnxruntime is off here"
+        return text
     if cause == Cause.INHERITED:
         return "no wrong node: on the reference's own inputs this node is right; drift from the candidate's precision grows here"
     return None
@@ -67,6 +78,8 @@ def file_at(fd: FirstDivergent) -> tuple[str, str] | None:
         return None  # what the precision does, not a bug of a tool: keep the node out instead
     if fd.stage == Stage.TRANSFORMATION:
         return tool_repo(fd)
+    if fd.checks.closer_to_exact == "candidate" and "evaluator" in _backend(fd):
+        return ("onnx/onnx", "onnx.reference, ONNX's reference evaluator")
     return ("microsoft/onnxruntime", "onnxruntime kernels and graph optimizers") if fd.stage in (Stage.RUNTIME, Stage.RUNTIME_OPTIMIZER) else None
 
 
