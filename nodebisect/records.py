@@ -236,6 +236,7 @@ class Checks:
     constant: str = ""
     quantization: str = ""  # diff: how far a quantized node's error stands above the others'
     closer_to_exact: str = ""  # diff, one model on two backends: "candidate" | "reference", nearer the float64 answer
+    replaced: str = ""  # diff: the reference nodes a fused culprit replaced, "a, b, c"
 
     def to_dict(self) -> dict[str, str]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v}

@@ -158,6 +158,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         onnx.save(model, paths[name])
     ort_optimized(made["clean"], folder / "clean_ort.onnx")
     paths["clean_ort"] = folder / "clean_ort.onnx"
+    broken = onnx.load(str(paths["clean_ort"]))  # onnxruntime's fused Gemm, edited: its bias counted twice
+    gemm = next(n for n in broken.graph.node if n.op_type == "Gemm")
+    next(a for a in gemm.attribute if a.name == "beta").f = 2.0
+    paths["broken_ort"] = folder / "broken_ort.onnx"
+    onnx.save(broken, paths["broken_ort"])
     made["outlier"], made["feature"] = outlier_model(), outlier_model(weight_outlier=False)
     onnx.save(made["outlier"], folder / "outlier.onnx")
     onnx.save(made["feature"], folder / "feature.onnx")
@@ -230,6 +235,12 @@ def test_an_activation_with_an_outlier_feature_names_the_matmul_reading_it(model
     result = nodebisect.diff(models["feature"], models["feature_int8"], {"x": x})
     fd = result.first_divergent
     assert fd is not None and fd.cause == Cause.QUANTIZATION_ERROR and fd.framework.module == "mm1", fd
+
+
+def test_a_wrong_fused_node_is_named_with_the_reference_nodes_it_replaced(models: dict[str, Path]) -> None:
+    fd = nodebisect.diff(models["clean"], models["broken_ort"]).first_divergent
+    assert fd is not None and fd.op_type == "Gemm" and fd.stage == Stage.TRANSFORMATION and fd.cause == Cause.CONVERSION
+    assert fd.checks.replaced == "mm1, bias1"  # onnxruntime's MatMulAddFusion: the MatMul and its bias Add
 
 
 def test_onnxruntime_against_the_reference_evaluator_names_logsoftmax(models: dict[str, Path]) -> None:

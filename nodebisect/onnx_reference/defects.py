@@ -89,6 +89,8 @@ def in_diff_terms(
     if fd.onnx_node in mapping.ref_nodes:  # a node that kept its name (and absorbed others: QDQ folds a Relu): its own name
         framework = replace(framework, module=fd.onnx_node, target=mapping.ref_nodes[fd.onnx_node].op_type)
     culprit = _culprit(fd, candidate, reference, mapping, values, producer, same_model, acts.kind, acts.exact)
+    if fd.onnx_node in mapping.replaced:  # a fusion: compared at its outputs, named with what it stands for
+        culprit = replace(culprit, checks=replace(culprit.checks, replaced=", ".join(mapping.replaced[fd.onnx_node])))
     result.first_divergent = replace(culprit, framework=framework)
     return result
 

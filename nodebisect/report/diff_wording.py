@@ -58,6 +58,9 @@ def stage_sentence(fd: FirstDivergent) -> str | None:
         how = fd.checks.quantization or "is wrong on the reference's own inputs"
         return (f"this quantized node {how}: its int8 scale rounds most of its values away (a weight or an activation "
                 "with outliers); the rest of the model's quantization error is drift")
+    if fd.stage == Stage.TRANSFORMATION and fd.checks.replaced:
+        return (f"{tool} fused {fd.checks.replaced} into this {fd.op_type}, and it computes something else: wrong even on "
+                "the reference's own inputs")
     if fd.stage == Stage.TRANSFORMATION:
         return f"{tool} made this node compute something else: wrong even on the reference's own inputs"
     if fd.stage == Stage.RUNTIME or cause == Cause.RUNTIME:
@@ -109,6 +112,7 @@ def reference_facts(fd: FirstDivergent, facts: list[Any]) -> list[Any]:
     """The view's facts with the "framework" line as the reference's node and value (a diff has no FX graph)."""
     ref = fd.framework
     line = f"{ref.target or '?'} node '{ref.module or '?'}', value {ref.fx_node or '?'}"
+    line += f"; the candidate's {fd.op_type} replaced {fd.checks.replaced}" if fd.checks.replaced else ""
     return [type(f)("reference", line) if f.label == "framework" else f for f in facts]
 
 
