@@ -307,3 +307,12 @@ def test_the_tui_opens_a_diff_result(models: dict[str, Path], cli, tmp_path: Pat
             return str(app.screen.query_one(VerdictBanner).render())
 
     assert "DIVERGED at square" in asyncio.run(banner())
+
+
+def test_external_data_and_values_spilled_to_disk(models: dict[str, Path], tmp_path: Path) -> None:
+    """A reference saved with its weights as external data; its values past a tiny memory budget memory-mapped."""
+    onnx.save(onnx.load(str(models["clean"])), tmp_path / "clean.onnx", save_as_external_data=True, location="clean.data", size_threshold=0)
+    assert (tmp_path / "clean.data").is_file()
+    result = nodebisect.diff(tmp_path / "clean.onnx", models["clean16"], memory_budget=0.001)
+    assert result.verdict == "match"
+    assert any("spilled to disk" in note for note in result.notes)
