@@ -273,9 +273,13 @@ def test_the_same_model_on_the_same_backend_is_refused(models: dict[str, Path], 
     assert run.code == 2 and "the candidate is the reference, run on the same backend (cpu)" in run.err
 
 
-def test_trials_compare_more_input_sets(models: dict[str, Path]) -> None:
-    result = nodebisect.diff(models["clean"], models["clean16"], trials=2)
-    assert result.verdict == "match" and [t["verdict"] for t in result.stats["trials"]] == ["match", "match"]
+def test_trials_scale_the_inputs_until_float16_overflows(models: dict[str, Path]) -> None:
+    """The overflow model at 1/30 of its inputs' magnitude stays in float16's range; --trials 2 tries x10: overflow."""
+    x = np.random.default_rng(3).standard_normal((4, D)).astype(np.float32) / 30
+    assert nodebisect.diff(models["overflow"], models["overflow16"], {"x": x}).verdict == "match"
+    result = nodebisect.diff(models["overflow"], models["overflow16"], {"x": x}, trials=2)
+    assert [(t["scale"], t["verdict"]) for t in result.stats["trials"]] == [(1.0, "match"), (10.0, "diverged")]
+    assert result.first_divergent.onnx_node == "square" and result.first_divergent.cause == Cause.PRECISION_OVERFLOW
 
 
 def test_cli_json_and_report(models: dict[str, Path], cli, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     src.add_argument("--inputs", metavar="FILE", help=".npz keyed by the models' input names (default: random draws from the input types)")
     src.add_argument("--input", action="append", dest="input_specs", metavar="NAME=1x3x224x224[:float32]", help="random input tensor (repeatable)")
     src.add_argument("--seed", type=int, default=0, help="seed for random inputs (default 0)")
-    src.add_argument("--trials", type=int, default=0, metavar="N", help="also compare on N-1 more random input sets")
+    src.add_argument("--trials", type=int, default=0, metavar="N", help="also compare on N-1 more input sets: the inputs at 10x, 0.1x, 100x (overflow and underflow)")
     run = p.add_argument_group("backends and comparison")
     run.add_argument("--ep", choices=["cpu", "cuda"], default="cpu", help="the candidate's onnxruntime execution provider (default cpu)")
     run.add_argument("--reference-ep", choices=["cpu", "cuda", "reference"], default="cpu",

@@ -25,6 +25,8 @@ from nodebisect.run import Event, RunLog
 
 # Share of the available memory the reference's values may hold before spilling to disk.
 MEMORY_SHARE = 4
+# --trials: the given inputs again at these magnitudes (an overflow or an underflow the first set does not reach).
+TRIAL_SCALES = (10.0, 0.1, 100.0)
 # At most this share of a candidate's float values at full precision: the float32 reference is its exact answer.
 FULL_PRECISION_SHARE = 0.1
 
@@ -69,17 +71,21 @@ def diff(
             f"the candidate is the reference, run on the same backend ({ep}): there is nothing to compare",
             tip="give the transformed model as CANDIDATE, or compare backends: --ep cuda, or --reference-ep reference",
         )
-    sets = [(inputs, input_specs, seed)] + [(None, input_specs, seed + k) for k in range(1, max(trials, 1))]
-    results = []
-    for index, (given, specs, set_seed) in enumerate(sets):
+    results, scales = [], [1.0] + [TRIAL_SCALES[(k - 1) % len(TRIAL_SCALES)] for k in range(1, max(trials, 1))]
+    base: dict[str, np.ndarray] | None = None
+    for index, scale in enumerate(scales):
+        given, specs = (inputs, input_specs) if index == 0 else (_scaled(base or {}, scale), None)
         if index:
-            emit(Event(kind="stage", message=f"trial {index}: random inputs (seed {set_seed})"))
-        results.append(_diff_once(ref_model, cand_model, given, specs, set_seed, ep, reference_ep, options, emit, (ref_name, cand_name)))
-        if results[-1].verdict != "match":
+            emit(Event(kind="stage", message=f"trial {index}: the inputs x{scale:g}"))
+        result = _diff_once(ref_model, cand_model, given, specs, seed, ep, reference_ep, options, emit, (ref_name, cand_name))
+        base = base if base is not None else result.stats["diff"].pop("feeds")
+        result.stats["diff"].pop("feeds", None)
+        results.append(result)
+        if result.verdict != "match":
             break
     result = results[-1]
-    if len(sets) > 1:
-        result.stats["trials"] = [{"seed": s[2], "verdict": r.verdict, "culprit": r.first_divergent.onnx_node if r.first_divergent else ""} for s, r in zip(sets, results)]
+    if len(scales) > 1:  # which input sets were compared, and what each found
+        result.stats["trials"] = [{"scale": s, "verdict": r.verdict, "culprit": r.first_divergent.onnx_node if r.first_divergent else ""} for s, r in zip(scales, results)]
     result.stats["seconds"] = round(time.perf_counter() - started, 3)
     if isinstance(log, RunLog):
         log.notes.extend(result.notes)
@@ -173,9 +179,14 @@ def _diff_once(
     result.notes = [in_reference_terms(note) for note in result.notes]  # locate's notes speak of PyTorch
     result.stats.pop("reused_preparation", None)
     result.stats.pop("reused_ort_answers", None)
-    result.stats["diff"] = {"reference": names[0], "candidate": names[1], "reference_ep": reference_ep, "ep": ep,
+    result.stats["diff"] = {"feeds": ref_feeds, "reference": names[0], "candidate": names[1], "reference_ep": reference_ep, "ep": ep,
                             "reference_seconds": round(timings["reference"], 3), "float64_seconds": round(timings["reference_float64"], 3)}
     return result
+
+
+def _scaled(feeds: dict[str, np.ndarray], scale: float) -> dict[str, np.ndarray]:
+    """The float inputs times ``scale`` (integer inputs, ids and masks, as they are)."""
+    return {k: (v * v.dtype.type(scale)).astype(v.dtype) if v.dtype.kind == "f" else v for k, v in feeds.items()}
 
 
 def same_model(reference: onnx.ModelProto, candidate: onnx.ModelProto, names: tuple[str, str]) -> bool:
