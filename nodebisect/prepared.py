@@ -48,6 +48,9 @@ class Prepared:
     unoptimized_onnx: Any = None
     # A frontend's own stage checks after the search, (fd, verdict, opts, log, ort) -> (fd, verdict) (Keras: frontends.keras.stages).
     attribute: Any = None
+    # LocateResult -> LocateResult: the answer in another reference's terms (diff's stages and causes, a
+    # quantized node standing out), applied by the pipeline before it composes the explanation.
+    refine: Any = None
 
     @property
     def oracle(self) -> dict[str, np.ndarray]:

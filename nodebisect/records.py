@@ -230,6 +230,13 @@ class Checks:
     unoptimized_export: str = ""
     amplified_at: str = ""
     runtime_failure: str = ""
+    # diff: what the candidate is compared with ("reference model"), the tool that made it, a constant it changed.
+    compared_with: str = ""
+    transformed_by: str = ""
+    constant: str = ""
+    quantization: str = ""  # diff: how far a quantized node's error stands above the others'
+    closer_to_exact: str = ""  # diff, one model on two backends: "candidate" | "reference", nearer the float64 answer
+    replaced: str = ""  # diff: the reference nodes a fused culprit replaced, "a, b, c"
 
     def to_dict(self) -> dict[str, str]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v}

@@ -61,6 +61,7 @@ class Stage(Vocabulary):
     RUNTIME_OPTIMIZER = "runtime_optimizer"  # only with onnxruntime graph optimizations on
     TF_OPTIMIZATION = "tf_optimization"  # Keras/tf2onnx: the frozen graph before vs after grappler
     FRAMEWORK = "framework"  # the framework's own kernel approximates; onnxruntime computes the ONNX op exactly
+    TRANSFORMATION = "transformation"  # diff: the tool that made the candidate from the reference ONNX model
 
 
 class Cause(Vocabulary):
@@ -76,6 +77,11 @@ class Cause(Vocabulary):
     DECOMPOSITION = "decomposition"
     TF_OPTIMIZATION = "tf_optimization"  # a culprit before ONNX exists (grappler): its cause is its stage
     FRAMEWORK = "framework"  # the framework's kernel is the inexact side
+    # diff: what the transformation (float16, quantization, a rewrite) did at the culprit.
+    PRECISION_OVERFLOW = "precision_overflow"  # the reference's value is past the candidate dtype's range: inf
+    NAN_BORN = "nan_born"  # NaN from finite inputs in the candidate, none in the reference
+    CONSTANT_CHANGED = "constant_changed"  # a constant the node reads is not the reference's (clamped, rounded to 0)
+    QUANTIZATION_ERROR = "quantization_error"  # a quantized node's error far beyond its precision's
 
 
 # The words as module constants (the names the code has always used).

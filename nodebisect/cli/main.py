@@ -84,6 +84,7 @@ def _extra_commands() -> list[tuple[str, Callable[[argparse.ArgumentParser], Non
         ("tui", cli_tui.configure, "interactive terminal UI over a model, a saved result or a sweep directory"),
         ("explore", cli_explore.configure, "open a result in Model Explorer with nodebisect's per-node overlays (the explorer extra)"),
         ("sweep", sweep_cli.configure, "check a whole model fleet (local pool or Ray) and mine the operator sequences that diverge"),
+        ("diff", __import__("nodebisect.cli.diff", fromlist=["configure"]).configure, "compare an ONNX model with the ONNX model it was made from (optimized, float16, quantized, another EP)"),
     ]
 
 

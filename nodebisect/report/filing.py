@@ -34,6 +34,8 @@ from nodebisect.report.wording import (
     file_at,
     nonfinite_sentence,
 )
+from nodebisect.report import diff_wording as diff_words
+from nodebisect.report.diff_wording import is_diff
 from nodebisect.report.markup import fence, num, pair_text, value_text
 from nodebisect.report.verdict import values_behind, verdict_view
 
@@ -50,6 +52,8 @@ def issue_title(result: LocateResult) -> str:
         return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
     if fd is None or result.verdict not in (DIVERGED, RUNTIME_FAILED):
         return f"nodebisect: {result.verdict}"
+    if is_diff(fd):
+        return diff_words.issue_title(fd, _symptom(fd))
     exporter = result.environment.get("exporter", "dynamo")
     op = _framework_op(fd)
     where = file_at(fd, exporter)
@@ -165,6 +169,8 @@ def reproduce_section(result: LocateResult, bundle: Any) -> str:
         if (tol.get("rtol"), tol.get("atol")) not in ((1e-3, 1e-4), (None, None)) and dtype == "float32":
             cmd += ["--rtol", f"{tol['rtol']:g}", "--atol", f"{tol['atol']:g}"]
     cmd += ["--report", "report/"]
+    if env.get("command") == "diff":  # nodebisect diff REFERENCE CANDIDATE, its backends and inputs
+        cmd = [*map(_shell_word, diff_words.reproduce_command(env)), "--report", "report/"]
     recorded = "run_inputs" in env  # a run given tensors through the API has nothing to repeat
     text = "### How to reproduce\n\nWith the model" + (
         "" if recorded else " (on its example inputs; tensors given from Python need `torch.save` and `--inputs`)"

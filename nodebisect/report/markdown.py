@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from nodebisect.report.filing import full_attributes, gh_command, issue_title, reproduce_section, values_section, what_to_do_section
+from nodebisect.report.diff_wording import in_reference_terms
 from nodebisect.report.wording import evidence_text, is_detail_note, nonfinite_sentence, stage_sentence
 from nodebisect.records import (
     DIVERGED,
@@ -93,7 +94,8 @@ def render_markdown(result: LocateResult, bundle: BundleInfo | None = None) -> s
     svgs = [f for f in (bundle.growth_file, bundle.graph_file) if f.endswith(".svg")]
     parts += [_notes(result), reproduce_section(result, bundle), gh_command(result, svgs)]
     parts += [_environment(result), _stack_trace(result), _fulltable(result)]
-    return "\n\n".join(p for p in parts if p).rstrip() + "\n"
+    text = "\n\n".join(p for p in parts if p).rstrip() + "\n"
+    return in_reference_terms(text) if result.environment.get("command") == "diff" else text  # a diff's reference is a model
 
 
 # -- sections --------------------------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from nodebisect.frames import USER, frame_kind
 from nodebisect.records import DIVERGED, EXPORT_FAILED, MATCH, RUNTIME_FAILED, STAGE_CAPTURE, FirstDivergent, LocateResult
 from nodebisect.report import tf2onnx_wording
+from nodebisect.report.diff_wording import in_reference_terms, is_diff, reference_facts
 from nodebisect.report.wording import (
     amplifier_text,
     constants_text,
@@ -80,10 +81,11 @@ def verdict_view(result: LocateResult) -> VerdictView:
             return VerdictView(headline=headline, banner=f"EXPORT FAILED at step {failure.step}", file_at=export_failure_file_at(failure))
         return VerdictView(headline=result.verdict.upper(), banner=result.verdict.upper().replace("_", " "))
     where = file_at(fd, exporter)
+    facts = _facts(result, fd, exporter, values_behind(fd))
     return VerdictView(
         headline=f"DIVERGED at {fd.onnx_node} ({fd.op_type})",
         banner=_diverged_banner(fd),
-        facts=_facts(result, fd, exporter, values_behind(fd)),
+        facts=[Fact(f.label, in_reference_terms(f.text)) for f in reference_facts(fd, facts)] if is_diff(fd) else facts,
         file_at=where,
         meanwhile=what_to_do(fd, exporter),
     )
@@ -110,8 +112,9 @@ def match_headline(result: LocateResult) -> str:
     within = f" within {drift.get('dtype') or 'float'} precision drift (note below)" if drift else ""
     inexact = stats.get("inexact_ops") or []
     caveat = f"; but {len(inexact)} exact op(s) are not bit-exact on PyTorch's inputs (note below)" if inexact else ""
-    framework = "TensorFlow" if result.environment.get("exporter") == "tf2onnx" else "PyTorch"
-    return f"MATCH: all {len(result.outputs)} output(s) and {stats.get('compared_values', 0)} compared value(s) agree with {framework}{within}{caveat}."
+    exporter = result.environment.get("exporter")
+    who = "the reference model" if result.environment.get("command") == "diff" else "TensorFlow" if exporter == "tf2onnx" else "PyTorch"
+    return f"MATCH: all {len(result.outputs)} output(s) and {stats.get('compared_values', 0)} compared value(s) agree with {who}{within}{caveat}."
 
 
 def _match_banner(result: LocateResult) -> str:

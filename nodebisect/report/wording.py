@@ -11,6 +11,8 @@ import math
 from typing import Any
 
 from nodebisect.report import tf2onnx_wording
+from nodebisect.report import diff_wording as diff_words
+from nodebisect.report.diff_wording import is_diff
 from nodebisect.report.markup import constant_text, num, pair_text, short_name, value_text
 from nodebisect.records import (
     NAMED_SUSPECT_SCORE,
@@ -57,6 +59,8 @@ def stage_sentence(fd: FirstDivergent, exporter: str = "dynamo") -> str:
     """Stage and cause as one sentence a user reads (never two that disagree)."""
     if tf2onnx_wording.is_tensorflow(fd, exporter) and (tf_sentence := tf2onnx_wording.stage_sentence(fd)):
         return tf_sentence
+    if is_diff(fd) and (words := diff_words.stage_sentence(fd)):
+        return words
     stage, cause = fd.stage, fd.cause
     if stage == STAGE_CAPTURE:
         return "torch.export changed the behaviour: eager PyTorch and the exported program already differ, before any ONNX is written"
@@ -97,6 +101,8 @@ def file_at(fd: FirstDivergent | None, exporter: str = "dynamo") -> tuple[str, s
         return None
     if tf2onnx_wording.is_tensorflow(fd, exporter) and (tf_repo := tf2onnx_wording.file_at(fd)):
         return tf_repo
+    if is_diff(fd):
+        return diff_words.file_at(fd)
     if fd.stage in (STAGE_CAPTURE, STAGE_DECOMPOSITION):
         return REPO_EXPORT
     if fd.stage == STAGE_GRAPH_OPTIMIZATION:
@@ -136,6 +142,8 @@ def export_failure_title(failure: ExportFailure) -> str:
 
 def what_to_do(fd: FirstDivergent, exporter: str = "dynamo") -> str:
     """One line: what the user can do meanwhile (besides filing it)."""
+    if is_diff(fd) and (words := diff_words.what_to_do(fd)):
+        return words
     where = file_at(fd, exporter)
     if tf2onnx_wording.is_tensorflow(fd, exporter) and (tf_line := tf2onnx_wording.what_to_do(fd)):
         return tf_line
@@ -192,6 +200,8 @@ def explanation(fd: FirstDivergent) -> str:
         )
     if fd.checks.runtime_failure:
         return _runtime_failure_sentence(fd)
+    if is_diff(fd) and (words := diff_words.stage_sentence(fd)):
+        return words + (f"; {isolation_text(fd).replace('PyTorch', 'the reference')}" if isolation_text(fd) else "")
     text = _local_error_sentence(fd) if _small_local_defect(fd) else _diagnosis_clauses(fd)
     if fd.checks.amplified_at:
         text += f"; downstream, {fd.checks.amplified_at} is right on PyTorch's inputs but amplifies this error past the tolerance"
@@ -444,7 +454,8 @@ def next_lines(result: LocateResult, report_dir: str | None = None, repro: bool 
     capture = fd is not None and fd.stage == STAGE_CAPTURE
     return [
         "write a bug report: add --report DIR (report.md and graphs" + ("" if capture else ", a minimal repro") + ")",
-        "browse it: nodebisect tui MODEL (same options), or save --json FILE and run nodebisect tui FILE",
+        "browse it: save --json FILE and run nodebisect tui FILE" if result.environment.get("command") == "diff"
+        else "browse it: nodebisect tui MODEL (same options), or save --json FILE and run nodebisect tui FILE",
     ]
 
 
