@@ -1,0 +1,99 @@
+"""The exporter's optimizer: what ``torch.onnx.export(optimize=True)`` runs, rule by rule.
+
+``onnxscript.optimizer.optimize_ir`` (0.7.2) is constant folding + the default
+rewrite rules, twice, then the clean-up passes (lift constants, deduplicate,
+common-subexpression elimination, name fixes). It takes no rule list, so this
+module runs the same pass list with the same onnxscript classes, unmodified,
+leaving out the rules (and the folding or CSE pass) the search switches off.
+
+Naming: a rule's own ``name`` when it has one (``FuseBatchNormIntoConv``); the
+anonymous ones are named by their module and the ops they match
+(``_no_op:Mul#0``), as their source defines them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import onnx
+
+FOLDING = "FoldConstantsPass"
+CSE = "CommonSubexpressionEliminationPass"
+
+
+def rule_names() -> list[tuple[str, Any]]:
+    """(name, rule) for every default rewrite rule, in onnxscript's order."""
+    from onnxscript import rewriter
+
+    named, seen = [], {}
+    for rule in rewriter._DEFAULT_REWRITE_RULES:
+        name = rule.name
+        if not name:
+            module = type(rule).__module__ if type(rule).__name__ != "RewriteRule" else ""
+            module = _defining_module(rule) or module
+            ops = "+".join(getattr(n, "op_type", "?") for n in rule._target_pattern._nodes)
+            base = f"{module}:{ops}"
+            seen[base] = seen.get(base, -1) + 1
+            name = f"{base}#{seen[base]}"
+        named.append((name, rule))
+    return named
+
+
+def _defining_module(rule: Any) -> str:
+    """The rewriter module whose ``rules`` hold this rule (``_no_op``, ``_broadcast_to_matmul``...)."""
+    import importlib
+    import pkgutil
+
+    from onnxscript.rewriter.rules import common
+
+    for info in pkgutil.iter_modules(common.__path__):
+        module = importlib.import_module(f"{common.__name__}.{info.name}")
+        rules = getattr(module, "rules", None)
+        try:
+            if rules is not None and any(r is rule for r in rules):
+                return info.name
+        except TypeError:
+            continue
+    return ""
+
+
+def items(reference: onnx.ModelProto) -> list[str]:
+    return [FOLDING, *(name for name, _ in rule_names()), CSE]
+
+
+def apply(reference: onnx.ModelProto, disabled: frozenset[str], feeds: dict[str, Any], spec: Any) -> onnx.ModelProto:
+    """``optimize_ir``'s pass list with the ``disabled`` rules and passes left out."""
+    import onnx_ir as ir
+    import onnx_ir.passes.common as common_passes
+    from onnxscript import rewriter
+    from onnxscript.optimizer import _constant_folding
+
+    model = ir.serde.deserialize_model(reference)
+    rules = [rule for name, rule in rule_names() if name not in disabled]
+    loop = []
+    if FOLDING not in disabled:
+        loop.append(_constant_folding.FoldConstantsPass(
+            shape_inference=True,
+            input_size_limit=_constant_folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
+            output_size_limit=_constant_folding.DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT,
+        ))
+    if rules:
+        loop.append(rewriter.RewritePass(rules))
+    loop += [common_passes.RemoveUnusedNodesPass(), common_passes.RemoveUnusedFunctionsPass(), common_passes.RemoveUnusedOpsetsPass()]
+    passes = [
+        common_passes.InlinePass(),
+        ir.passes.PassManager(loop, steps=2, early_stop=True),
+        common_passes.RemoveUnusedNodesPass(),
+        common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common_passes.LiftSubgraphInitializersToMainGraphPass(),
+        common_passes.DeduplicateInitializersPass(),
+        *([common_passes.CommonSubexpressionEliminationPass()] if CSE not in disabled else []),
+        common_passes.OutputFixPass(),
+        common_passes.NameFixPass(),
+    ]
+    ir.passes.Sequential(*passes)(model)
+    return ir.serde.serialize_model(model)
+
+
+def knob_kwargs(disabled: list[str]) -> dict[str, Any]:
+    return {"disabled": list(disabled)}

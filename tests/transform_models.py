@@ -1,0 +1,91 @@
+"""Small ONNX models with real transformation defects, built inline for tests/test_transforms.py.
+
+Each is made with onnx.helper (no exporter involved: the transformation under test is
+the only tool between the reference and its candidate) and comes with its feeds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+OPSET = 18
+
+
+def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto], inits: list[onnx.TensorProto]) -> onnx.ModelProto:
+    model = h.make_model(h.make_graph(nodes, "g", inputs, outputs, inits), opset_imports=[h.make_opsetid("", OPSET)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model
+
+
+def fp16_layernorm_overflow() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A LayerNormalization whose input (~1e5) is over float16's range: onnxruntime's CPU runs LayerNormalization
+    in float16, so its input overflows to inf; keeping `layer_norm` in float32 fixes it (the scale-up Mul, run in
+    float32 by onnxruntime's CPU anyway, need not be kept)."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 16)) * 40 + 300).astype(np.float32)
+    nodes = [
+        h.make_node("Mul", ["x", "up"], ["xs"], name="scale_up"),
+        h.make_node("LayerNormalization", ["xs", "gamma", "beta"], ["normed"], name="layer_norm", axis=-1, epsilon=1e-5),
+        h.make_node("Relu", ["normed"], ["r"], name="relu"),
+        h.make_node("Mul", ["r", "half"], ["y"], name="halve"),
+    ]
+    inits = [
+        nh.from_array(np.array(400.0, np.float32), "up"),
+        nh.from_array(np.linspace(0.5, 1.5, 16).astype(np.float32), "gamma"),
+        nh.from_array(np.zeros(16, np.float32), "beta"),
+        nh.from_array(np.array(0.5, np.float32), "half"),
+    ]
+    io = [h.make_tensor_value_info("x", T.FLOAT, [2, 16])], [h.make_tensor_value_info("y", T.FLOAT, [2, 16])]
+    return _model(nodes, *io, inits), {"x": x}
+
+
+def fp16_clamped_constant() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A divisor 1e5 held by a Constant node: the converter clamps it to 1e4, and keeping it still sends it through float16 (inf)."""
+    x = np.linspace(1, 8, 8, dtype=np.float32).reshape(1, 8)
+    nodes = [
+        h.make_node("Constant", [], ["divisor"], name="divisor_const", value=nh.from_array(np.array(1e5, np.float32))),
+        h.make_node("Relu", ["x"], ["r"], name="relu"),
+        h.make_node("Div", ["r", "divisor"], ["y"], name="div"),
+    ]
+    io = [h.make_tensor_value_info("x", T.FLOAT, [1, 8])], [h.make_tensor_value_info("y", T.FLOAT, [1, 8])]
+    return _model(nodes, *io, []), {"x": x}
+
+
+def two_matmuls(weight_outlier: bool = False, activation_outlier: bool = False) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """x -> mm_in -> Relu -> mm_out: an outlier in mm_in's weight, or one outlier feature of x (mm_in's activation)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 32)).astype(np.float32)
+    w1 = (rng.standard_normal((32, 32)) * 0.2).astype(np.float32)
+    w2 = (rng.standard_normal((32, 16)) * 0.2).astype(np.float32)
+    if weight_outlier:
+        w1[3, 5] = 400.0
+        x[:, 3] *= 0.001  # the outlier meets a small feature: no activation downstream is an outlier
+    if activation_outlier:
+        x[:, 7] = 3000.0
+        w1[7, :] = 0.0  # the outlier feature matters to no output: all of the error is quantization's
+    nodes = [
+        h.make_node("MatMul", ["x", "w1"], ["h"], name="mm_in"),
+        h.make_node("Relu", ["h"], ["hr"], name="relu"),
+        h.make_node("MatMul", ["hr", "w2"], ["y"], name="mm_out"),
+    ]
+    io = [h.make_tensor_value_info("x", T.FLOAT, [8, 32])], [h.make_tensor_value_info("y", T.FLOAT, [8, 16])]
+    return _model(nodes, *io, [nh.from_array(w1, "w1"), nh.from_array(w2, "w2")]), {"x": x}
+
+
+def argmax_of_exp() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """ArgMax(Exp(x)) with scores whose exp overflows: onnxoptimizer's eliminate_nop_monotone_argmax drops the Exp,
+    and the tie between two infinities (first index wins) becomes a strict order; other passes fire harmlessly."""
+    x = np.array([[50.0, 100.0, 200.0, 3.0], [1.0, 2.0, 3.0, 4.0]], np.float32)
+    nodes = [
+        h.make_node("Identity", ["x"], ["xi"], name="identity"),
+        h.make_node("Transpose", ["xi"], ["xt"], name="nop_transpose", perm=[0, 1]),
+        h.make_node("Exp", ["xt"], ["e"], name="exp"),
+        h.make_node("ArgMax", ["e"], ["y"], name="argmax", axis=1, keepdims=0),
+    ]
+    io = [h.make_tensor_value_info("x", T.FLOAT, [2, 4])], [h.make_tensor_value_info("y", T.INT64, [2])]
+    return _model(nodes, *io, []), {"x": x}
