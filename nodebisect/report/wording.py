@@ -62,7 +62,7 @@ def stage_sentence(fd: FirstDivergent, exporter: str = "dynamo") -> str:
         return (
             "the exporter's ONNX graph optimizer (onnxscript rewrite rules) turned this op into nodes that compute something else: "
             "they are wrong on PyTorch's own inputs, while the same program exported with optimize=False is right"
-        )
+        ) + exporter_rule_clause(fd)
     if stage == STAGE_RUNTIME_OPTIMIZER or cause == CAUSE_OPTIMIZER:
         level = fd.optimizer.get("level", "")
         named = fd.optimizer.get("optimizer", "")
@@ -437,3 +437,9 @@ __all__ = [
     "what_to_do",
     "worst_text",
 ]
+
+
+def exporter_rule_clause(fd: FirstDivergent) -> str:
+    """The onnxscript rule (or pass) named by the graph_optimization stage check, as a clause (or "")."""
+    rule, tool = fd.optimizer.get("exporter_rule", ""), fd.optimizer.get("exporter_optimizer", "")
+    return f"; switching off {tool}'s {rule} alone makes the optimized graph right" if rule else ""

@@ -44,10 +44,7 @@ class Transform:
         try:
             importlib.import_module(self.imports)
         except ImportError as exc:
-            raise MissingToolError(
-                f"--transform {self.label} needs {self.tool}, which is not installed ({exc.name or exc})",
-                tip=f"install the extra: {INSTALL_TIP}",
-            ) from None
+            raise MissingToolError(f"--transform {self.label} needs {self.tool} ({exc.name or exc} is not installed): {INSTALL_TIP}") from None
         return importlib.import_module(f"nodebisect.transforms.{self.impl}")
 
     def version(self) -> str:

@@ -1,0 +1,102 @@
+"""Every sentence about a ``--transform`` run, composed from the result's ``transform`` record (a dict).
+
+Kept beside ``report/wording.py`` (which composes the verdict's sentences) so the
+transformation's words live in one place; the CLI and report.md print these lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_DIVERGED = 1e29  # judge.DIVERGED_SCORE and above: NaN, Inf, another shape or another integer
+
+
+def transform_lines(t: dict[str, Any]) -> list[str]:
+    """The headline, then the fix (or why there is none), the first departing node, the headroom."""
+    if not t:
+        return []
+    lines = [headline(t)]
+    culprit = t.get("culprit") or {}
+    if culprit.get("node"):
+        lines.append(f"first departing node: {culprit['node']} ({culprit.get('op_type', '')}), value {culprit.get('value', '')}")
+    lines += _fix_lines(t)
+    lines += headroom_lines(t.get("headroom") or [])
+    if t.get("named_nodes"):
+        lines.append(f"note: {t['named_nodes']} unnamed reference node(s) were named <op_type>_<index> so that {t['knob']} can name them")
+    return lines
+
+
+def headline(t: dict[str, Any]) -> str:
+    tool = f"{t['name']} ({t['tool']} {t.get('version', '')})".replace(" )", ")")
+    off = _off(t.get("score", 0.0))
+    explains = f"{t.get('precision', 'float32')} explains {_pct(t.get('limit', 0.0))}"
+    if t.get("matched"):
+        return f"{tool}: the transformed candidate matches the reference (worst output off by {off} of its scale; {explains})"
+    if t.get("score", 0.0) >= _DIVERGED:
+        return f"{tool} changes the result: an output gets NaN/Inf, another shape or other integers"
+    return f"{tool} changes the result: the worst output is off by {off} of its scale ({explains})"
+
+
+def _fix_lines(t: dict[str, Any]) -> list[str]:
+    if t.get("matched"):
+        return []
+    checked = (
+        f"the fixed candidate was made again, run and matches (re-checked){': ' + t['fixed_candidate'] if t.get('fixed_candidate') else ''}"
+        if t.get("rechecked")
+        else "the fixed candidate did NOT match when made again: treat this answer as a lead only"
+    )
+    if t.get("keep_nodes"):
+        nodes = ", ".join(t["keep_nodes"])
+        return [f"keep out of {t['name']} ({t['knob']}, most helpful first): {nodes}", f"  call: {_call(t)}", checked]
+    if t.get("rules"):
+        which = "pass" if t["knob"] == "passes" else "fusion" if t["knob"] == "FusionOptions" else "rewrite rule"
+        return [f"switch off {t['tool']}'s {which}{'s' if len(t['rules']) > 1 else ''}: {', '.join(t['rules'])}", f"  call: {_call(t)}", checked]
+    if not t.get("fixable", True):
+        return _unfixable_lines(t)
+    return []
+
+
+def _unfixable_lines(t: dict[str, Any]) -> list[str]:
+    if t.get("knob") not in ("node_block_list", "nodes_to_exclude"):
+        return [f"no set of {t['knob']} switched off makes it match: the change comes from {t['tool']}'s fixed passes, not from a rule"]
+    lines = [f"no keep-list fixes it: even with every candidate node in {t['knob']} the candidate departs"]
+    for c in t.get("unfixable_constants") or []:
+        where = f"Constant node '{c['constant_node']}'" if c.get("constant_node") else "initializer"
+        readers = ", ".join(c.get("readers") or []) or "no node"
+        lines.append(
+            f"  the conversion changes constant '{c['constant']}' ({where}, read by {readers}) from {c['before']:.6g} to {c['after']:.6g}"
+            " before any kept node reads it"
+        )
+    if t.get("unfixable_constants"):
+        lines.append("  store it as an initializer: a kept reader keeps its initializers in float32 (onnxconverter-common's process_initializers)")
+    return lines
+
+
+def headroom_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Reference values over float16's range (65504) or under its smallest normal (6.1e-05)."""
+    lines = []
+    for r in rows:
+        where = f"'{r['value']}'" + (f" ({r['node']})" if r.get("node") else "")
+        if r["kind"] == "over_range":
+            lines.append(f"float16 headroom: {where} reaches {r['max_abs']:.4g}, over float16's 65504 ({r['elements']} elements)")
+        else:
+            lines.append(f"float16 headroom: {where} has {r['elements']} elements under float16's smallest normal 6.1e-05 (down to {r['min_abs']:.3g})")
+    return lines
+
+
+def _call(t: dict[str, Any]) -> str:
+    kwargs = ", ".join(f"{k}={v!r}" for k, v in (t.get("tool_kwargs") or {}).items())
+    return {
+        "fp16": f"onnxconverter_common.float16.convert_float_to_float16(model, {kwargs})",
+        "quantize-dynamic": f"onnxruntime.quantization.quantize_dynamic(model_in, model_out, {kwargs})",
+        "quantize-static": f"onnxruntime.quantization.quantize_static(model_in, model_out, reader, {kwargs})",
+        "onnxoptimizer": f"onnxoptimizer.optimize(model, {kwargs})",
+    }.get(t["name"], f"{t['name']} with {kwargs}")
+
+
+def _off(score: float) -> str:
+    return "NaN/Inf or a different value" if score >= _DIVERGED else _pct(score)
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.3g}%"
