@@ -159,6 +159,7 @@ def explanation(fd: FirstDivergent) -> str:
             "; the same program exported with optimize=False is right at this value, so the exporter's ONNX graph "
             "optimizer (onnxscript rewrite rules) introduced the defect"
         )
+        text += exporter_rule_clause(fd)
     elif fd.checks.unoptimized_export == WRONG:
         text += "; the unoptimized export is wrong here too, so the defect is in the op's conversion itself"
     return text

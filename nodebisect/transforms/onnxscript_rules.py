@@ -13,6 +13,7 @@ anonymous ones are named by their module and the ops they match
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import onnx
@@ -21,7 +22,8 @@ FOLDING = "FoldConstantsPass"
 CSE = "CommonSubexpressionEliminationPass"
 
 
-def rule_names() -> list[tuple[str, Any]]:
+@functools.lru_cache(maxsize=1)
+def rule_names() -> tuple[tuple[str, Any], ...]:
     """(name, rule) for every default rewrite rule, in onnxscript's order."""
     from onnxscript import rewriter
 
@@ -36,7 +38,7 @@ def rule_names() -> list[tuple[str, Any]]:
             seen[base] = seen.get(base, -1) + 1
             name = f"{base}#{seen[base]}"
         named.append((name, rule))
-    return named
+    return tuple(named)
 
 
 def _defining_module(rule: Any) -> str:
