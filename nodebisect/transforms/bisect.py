@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from nodebisect.transforms import search
+from nodebisect.transforms.search import keep_list, rules_to_disable
 from nodebisect.transforms.evaluate import run_outputs, run_values
 from nodebisect.transforms.judge import Judge, relative_error
 from nodebisect.transforms.record import TransformRecord
@@ -102,14 +102,14 @@ def transform_and_bisect(
 def _search(spec: Transform, adapter: Any, ref: onnx.ModelProto, attempts: _Attempts, record: TransformRecord) -> None:
     items = spec.candidates(ref)
     if spec.knob == "rules":
-        disabled = search.rules_to_disable(items, attempts.matches)
+        disabled = rules_to_disable(items, attempts.matches)
         if disabled is None:
             record.fixable = False
             return
         record.rules, record.rule = disabled, disabled[0] if disabled else ""
         return
     order = rank_candidates(ref, items, record.culprit.get("node", ""), record.headroom)
-    keep = search.keep_list(order, attempts.matches, attempts.score)
+    keep = keep_list(order, attempts.matches, attempts.score)
     if keep is None:
         record.fixable = False
         if spec.name == "fp16":
