@@ -37,6 +37,19 @@ def locate(model: Any, inputs: Any = None, **options: Any) -> LocateResult:
     return _locate(model, inputs, **options)
 
 
+def diff(reference: Any, candidate: Any, inputs: Any = None, *, ep: str = "cpu", reference_ep: str = "cpu",
+         trials: int = 0, report: Any = None, log: Any = None, **options: Any) -> LocateResult:
+    """The first node where ``candidate`` (an ONNX model derived from ``reference``) departs from it.
+
+    ``reference`` / ``candidate``: a path or an ``onnx.ModelProto``; ``inputs``: a dict
+    name -> array, an .npz path, or None (random inputs from the models' input types).
+    See ``nodebisect.onnx_reference.engine.diff``.
+    """
+    from nodebisect.onnx_reference.engine import diff as _diff
+
+    return _diff(reference, candidate, inputs, ep=ep, reference_ep=reference_ep, trials=trials, report=report, log=log, **options)
+
+
 def prepare(model: Any, inputs: Any = None, **options: Any) -> Any:
     """Load, export and capture once; ``locate(prepared, rtol=...)`` then searches again without exporting.
 
@@ -60,6 +73,7 @@ __all__ = [
     "NodebisectError",
     "RuntimeFailedError",
     "Tolerance",
+    "diff",
     "UntrustedPickleError",
     "load_result",
     "locate",

@@ -278,6 +278,7 @@ def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log
 def _finish(result: LocateResult, prepared: PreparedModel, log: RunLog, seconds: float) -> LocateResult:
     from nodebisect.report.wording import explanation
 
+    result = prepared.prep.refine(result) if prepared.prep is not None and prepared.prep.refine is not None else result
     if result.first_divergent is not None:  # the diagnosis in words, composed once from its typed checks
         result.first_divergent = replace(result.first_divergent, explanation=explanation(result.first_divergent))
     result.model = prepared.source

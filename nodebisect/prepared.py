@@ -46,6 +46,9 @@ class Prepared:
     feeds: dict[str, np.ndarray] = field(default_factory=dict)
     # The same program exported with optimize=False, made once on demand (stage graph_optimization).
     unoptimized_onnx: Any = None
+    # LocateResult -> LocateResult: the answer in another reference's terms (diff's stages and causes, a
+    # quantized node standing out), applied by the pipeline before it composes the explanation.
+    refine: Any = None
 
     @property
     def oracle(self) -> dict[str, np.ndarray]:

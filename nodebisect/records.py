@@ -230,6 +230,11 @@ class Checks:
     unoptimized_export: str = ""
     amplified_at: str = ""
     runtime_failure: str = ""
+    # diff: what the candidate is compared with ("reference model"), the tool that made it, a constant it changed.
+    compared_with: str = ""
+    transformed_by: str = ""
+    constant: str = ""
+    quantization: str = ""  # diff: how far a quantized node's error stands above the others'
 
     def to_dict(self) -> dict[str, str]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v}

@@ -95,6 +95,15 @@ class Reference:
         """ONNX nodes among ``nodes`` that read a weight differing from the reference's own."""
         return []
 
+    def tolerate(self, name: str, cmp: Any) -> Any:
+        """``cmp`` (a ``records.Comparison`` of ``name``) re-judged by what the reference knows of the value's expected error.
+
+        A reference whose model runs at another precision than the ONNX model (a float32
+        model checked against its float16 conversion) knows drift the dtype's tolerance
+        cannot; the default keeps the comparison as it is.
+        """
+        return cmp
+
     def ops(self) -> dict[str, RefOp]:
         """Every op the reference can name, by value name (the suspects' rules read their arguments)."""
         return {}

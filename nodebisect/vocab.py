@@ -59,6 +59,7 @@ class Stage(Vocabulary):
     GRAPH_OPTIMIZATION = "graph_optimization"  # the exporter's ONNX optimizer changed it
     RUNTIME = "runtime"  # onnxruntime differs from the ONNX semantics
     RUNTIME_OPTIMIZER = "runtime_optimizer"  # only with onnxruntime graph optimizations on
+    TRANSFORMATION = "transformation"  # diff: the tool that made the candidate from the reference ONNX model
 
 
 class Cause(Vocabulary):
@@ -72,6 +73,11 @@ class Cause(Vocabulary):
     RUNTIME_FAILED = "runtime_failed"  # onnxruntime cannot run the node at all
     CAPTURE = "capture"  # a culprit before ONNX exists: its cause is its stage
     DECOMPOSITION = "decomposition"
+    # diff: what the transformation (float16, quantization, a rewrite) did at the culprit.
+    PRECISION_OVERFLOW = "precision_overflow"  # the reference's value is past the candidate dtype's range: inf
+    NAN_BORN = "nan_born"  # NaN from finite inputs in the candidate, none in the reference
+    CONSTANT_CHANGED = "constant_changed"  # a constant the node reads is not the reference's (clamped, rounded to 0)
+    QUANTIZATION_ERROR = "quantization_error"  # a quantized node's error far beyond its precision's
 
 
 # The words as module constants (the names the code has always used).

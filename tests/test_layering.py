@@ -3,6 +3,7 @@
 Rules (imports point down only):
 - records, errors, run, values/compare, search/bisection import no heavy library;
 - nothing in search/ imports torch (the search works on numpy arrays and ONNX graphs);
+- onnx_reference/ (diff's reference: an ONNX model) imports neither torch, frontends/ nor diagnose/;
 - report/* and cli/report never import torch or onnxruntime (they work from a saved result);
 - only pipeline.py imports the diagnose/ wing and wires frontends, search and diagnose together;
 - only cli/* prints or exits; the library never imports the TUI;
@@ -100,6 +101,13 @@ def test_light_modules_import_no_heavy_library(module: str) -> None:
 def test_search_never_imports_torch() -> None:
     offenders = [rel(p) for wing in ("search", "values") for p in (PKG / wing).rglob("*.py") if "torch" in top(imports_of(p))]
     assert not offenders, f"the search must not import torch: {offenders}"
+
+
+def test_the_onnx_reference_never_imports_torch_or_the_frontends() -> None:
+    """``diff``'s reference is an ONNX model: it sits beside frontends/, below the pipeline, and needs no PyTorch."""
+    offenders = [rel(p) for p in (PKG / "onnx_reference").rglob("*.py")
+                 if "torch" in top(imports_of(p)) or any(n.startswith(("nodebisect.frontends", "nodebisect.diagnose")) for n in internal_imports(p))]
+    assert not offenders, offenders
 
 
 def test_report_writers_never_import_torch_or_onnxruntime() -> None:

@@ -173,13 +173,14 @@ def test_cli_fp16_writes_the_record_and_the_fixed_candidate(cli: Any, saved_over
     pytest.importorskip("onnxconverter_common")
     model, inputs = saved_overflow
     before = model.read_bytes()
-    run = cli("transform", model, "--transform", "fp16", "--inputs", inputs, "--report", tmp_path / "rep", "--json", "-")
+    run = cli("diff", model, "--transform", "fp16", "--inputs", inputs, "--report", tmp_path / "rep", "--json", "-")
     assert run.code == 1, run.err
     record = json.loads(run.out)["transform"]
     assert record["keep_nodes"] == ["layer_norm"] and record["rechecked"] is True
     assert Path(record["fixed_candidate"]).is_file() and Path(record["fixed_candidate"]).parent == tmp_path / "rep" / "transform"
     assert "keep out of fp16 (node_block_list, most helpful first): layer_norm" in run.err
     assert model.read_bytes() == before  # nothing the user owns is modified
+    assert "DIVERGED at scale_up (Mul)" in run.err  # diff's own verdict on the candidate as converted
     saved = json.loads((tmp_path / "rep" / "report.json").read_text())
     from nodebisect.records import LocateResult
 
@@ -187,16 +188,23 @@ def test_cli_fp16_writes_the_record_and_the_fixed_candidate(cli: Any, saved_over
 
 
 def test_cli_unknown_transform_is_one_line_exit_2(cli: Any, saved_overflow: tuple[Path, Path]) -> None:
-    run = cli("transform", saved_overflow[0], "--transform", "fp8")
+    run = cli("diff", saved_overflow[0], "--transform", "fp8")
     assert run.code == 2
     assert run.err.strip().count("\n") == 0 and "unknown --transform 'fp8'" in run.err and "fp16" in run.err
 
 
 def test_cli_missing_tool_names_the_extra(cli: Any, saved_overflow: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxconverter_common", None)  # as if not installed: importing it fails
-    run = cli("transform", saved_overflow[0], "--transform", "fp16")
+    run = cli("diff", saved_overflow[0], "--transform", "fp16")
     assert run.code == 2
     assert run.err.strip().count("\n") == 0 and "nodebisect[transforms]" in run.err and "onnxconverter-common" in run.err
+
+
+def test_cli_diff_needs_a_candidate_or_a_transform(cli: Any, saved_overflow: tuple[Path, Path]) -> None:
+    run = cli("diff", saved_overflow[0])
+    assert run.code == 2 and "--transform NAME" in run.err and run.err.strip().count("\n") == 0
+    both = cli("diff", saved_overflow[0], saved_overflow[0], "--transform", "fp16")
+    assert both.code == 2 and "not both" in both.err
 
 
 def test_the_transform_field_is_in_the_json_only_when_set() -> None:

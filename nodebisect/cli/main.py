@@ -73,7 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[tuple[str, Callable[[argparse.ArgumentParser], None], str]]:
     """The other subcommands; each module imports its heavy libraries only when it runs."""
     from nodebisect.cli import report as cli_report
-    from nodebisect.cli import transform as cli_transform
     from nodebisect.cli import tui as cli_tui
     from nodebisect.sweep import cli as sweep_cli
 
@@ -81,7 +80,7 @@ def _extra_commands() -> list[tuple[str, Callable[[argparse.ArgumentParser], Non
         ("report", cli_report.configure, "rebuild report.md / graph / repro from a saved result JSON"),
         ("tui", cli_tui.configure, "interactive terminal UI over a model, a saved result or a sweep directory"),
         ("sweep", sweep_cli.configure, "check a whole model fleet (local pool or Ray) and mine the operator sequences that diverge"),
-        ("transform", cli_transform.configure, "apply fp16 / quantization / an optimizer to an ONNX model and name the knob that fixes it"),
+        ("diff", __import__("nodebisect.cli.diff", fromlist=["configure"]).configure, "compare an ONNX model with the ONNX model it was made from (optimized, float16, quantized, another EP)"),
     ]
 
 

@@ -1,9 +1,9 @@
-"""``--transform NAME``: the options and the handler, for ``nodebisect diff REFERENCE.onnx --transform NAME``.
+"""``nodebisect diff REFERENCE.onnx --transform NAME``: the options and the handler.
 
-``add_transform_options(parser)`` adds ``--transform`` and ``--transform-tolerance``;
-``run_transform(args)`` runs ``nodebisect.transforms.api.transform`` and prints the
-transformation's lines (``report.transform_wording``). Until the diff command wires
-them in, ``nodebisect transform REFERENCE.onnx --transform NAME`` runs them on its own.
+``add_transform_options(parser)`` adds ``--transform`` and ``--transform-tolerance`` to the
+diff command; ``run_transform(args)`` runs ``nodebisect.transforms.api.transform`` with the
+diff command's inputs, backends and output flags, prints diff's summary and then the
+transformation's lines (``report.transform_wording``), and returns the exit code.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import argparse
 import sys
 
 TRANSFORM_HELP = (
-    "apply a known transformation to the reference and search its knobs for the smallest change that makes it match: "
-    "fp16, quantize-dynamic, quantize-static (calibrated on the inputs), onnxscript (the exporter's optimizer), "
-    "onnxoptimizer, ort-transformers:MODEL_TYPE (needs nodebisect[transforms])"
+    "make the candidate with a known transformation instead of giving CANDIDATE, then search its knobs for the smallest "
+    "change that makes it match: fp16, quantize-dynamic, quantize-static (calibrated on the inputs), onnxscript "
+    "(the exporter's optimizer), onnxoptimizer, ort-transformers:MODEL_TYPE (needs nodebisect[transforms])"
 )
 
 
@@ -24,48 +24,44 @@ def add_transform_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--transform", metavar="NAME", help=TRANSFORM_HELP)
     group.add_argument(
         "--transform-tolerance", type=float, metavar="REL",
-        help="largest worst-output error, relative to the output's scale, that still matches (default: the candidate precision's: float32 1e-4, float16 1e-2, int8 5e-2)",
+        help="largest final-output error, relative to the output's scale, the knob search still calls a match "
+        "(default: the candidate precision's: float32 1e-4, float16 1e-2, int8 5e-2)",
     )
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    """``nodebisect transform REFERENCE.onnx --transform NAME`` (standalone, before the diff command exists)."""
-    parser.add_argument("reference", metavar="REFERENCE.onnx", help="the ONNX model the transformation starts from")
-    add_transform_options(parser)
-    parser.add_argument("--inputs", metavar="FILE.npz", help="inputs by name (default: seeded values of the declared shapes)")
-    parser.add_argument("--ep", default="cpu", help="execution provider both models run on (default cpu)")
-    parser.add_argument("--json", metavar="FILE", help="write the result as JSON ('-' for stdout)")
-    parser.add_argument("--report", metavar="DIR", help="write report.json and transform/{candidate,fixed_candidate}.onnx into DIR")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    parser.set_defaults(func=run_transform)
-
-
 def run_transform(args: argparse.Namespace) -> int:
-    """Run the transformation of ``args.reference`` (or the diff command's reference), print, write; the exit code."""
+    """``nodebisect diff REFERENCE --transform NAME``: the transformation, its diff and its fix; the exit code."""
+    from nodebisect.cli.main import ProgressPrinter
     from nodebisect.errors import BadInputError
     from nodebisect.report.atomic import write_text
+    from nodebisect.report.summary import summary
     from nodebisect.report.transform_wording import transform_lines
     from nodebisect.transforms.api import transform
 
     if not getattr(args, "transform", None):
-        raise BadInputError("--transform NAME is required (fp16, quantize-dynamic, quantize-static, onnxscript, onnxoptimizer, ort-transformers:MODEL_TYPE)")
-    result = transform(args.reference, args.transform, getattr(args, "inputs", None), ep=getattr(args, "ep", "cpu"),
-                       report=getattr(args, "report", None), tolerance=getattr(args, "transform_tolerance", None))
-    text = result.to_json()
+        raise BadInputError("give CANDIDATE.onnx, or --transform NAME to make it (fp16, quantize-dynamic, quantize-static, onnxscript, onnxoptimizer, ort-transformers:MODEL_TYPE)")
+    if getattr(args, "candidate", None):
+        raise BadInputError(f"give either CANDIDATE or --transform {args.transform}, not both (--transform makes the candidate)")
+    options = {k: getattr(args, k) for k in ("rtol", "atol", "memory_budget", "strategy") if getattr(args, k, None) is not None}
+    result = transform(
+        args.reference, args.transform, getattr(args, "inputs", None), ep=getattr(args, "ep", "cpu"),
+        reference_ep=getattr(args, "reference_ep", "cpu"), report=getattr(args, "report", None),
+        tolerance=getattr(args, "transform_tolerance", None), input_specs=getattr(args, "input_specs", None),
+        seed=getattr(args, "seed", 0), log=ProgressPrinter(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False)),
+        **options,
+    )
     json_path = getattr(args, "json", None)
     human = sys.stderr if json_path == "-" else sys.stdout
     if json_path == "-":
-        print(text, end="")
+        print(result.to_json(), end="")
     elif json_path:
-        write_text(json_path, text)
+        write_text(json_path, result.to_json())
         print(f"wrote {json_path}", file=sys.stderr)
     report = getattr(args, "report", None)
     if report:
-        from pathlib import Path
-
-        Path(report).mkdir(parents=True, exist_ok=True)
-        write_text(Path(report) / "report.json", text)
         print(f"wrote report to {report}", file=sys.stderr)
+    if result.first_divergent is not None or result.outputs:
+        print(summary(result, report_dir=report, verbose=getattr(args, "verbose", False)), file=human)
     for line in transform_lines(result.transform):
-        print(line, file=human)
+        print(line, file=human, flush=True)
     return int(result.exit_code)

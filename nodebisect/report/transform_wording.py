@@ -78,19 +78,28 @@ def headroom_lines(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         where = f"'{r['value']}'" + (f" ({r['node']})" if r.get("node") else "")
         if r["kind"] == "over_range":
-            lines.append(f"float16 headroom: {where} reaches {r['max_abs']:.4g}, over float16's 65504 ({r['elements']} elements)")
+            lines.append(f"float16 headroom: {where} reaches {r['max_abs']:.4g}, over float16's 65504 ({_elements(r['elements'])})")
         else:
-            lines.append(f"float16 headroom: {where} has {r['elements']} elements under float16's smallest normal 6.1e-05 (down to {r['min_abs']:.3g})")
+            lines.append(f"float16 headroom: {where} has {_elements(r['elements'])} under float16's smallest normal 6.1e-05 (down to {r['min_abs']:.3g})")
     return lines
 
 
 def _call(t: dict[str, Any]) -> str:
+    """The tool's own call with the fix (rule lists: every default but the ones switched off)."""
     kwargs = ", ".join(f"{k}={v!r}" for k, v in (t.get("tool_kwargs") or {}).items())
+    off = sorted(t.get("rules") or [])
+    if t["name"] == "onnxoptimizer":
+        return f"onnxoptimizer.optimize(model, [p for p in onnxoptimizer.get_fuse_and_elimination_passes() if p not in {off!r}])"
+    if t["name"] == "onnxscript":
+        return f"optimize_ir's passes and default rewrite rules without {off!r} (nodebisect.transforms.onnxscript_rules.apply)"
+    if t["name"].startswith("ort-transformers"):
+        model_type = t["name"].partition(":")[2] or "bert"
+        flags = "; ".join(f"options.{f} = False" for f in off)
+        return f"options = FusionOptions({model_type!r}); {flags}; optimize_model(path, model_type={model_type!r}, optimization_options=options)"
     return {
         "fp16": f"onnxconverter_common.float16.convert_float_to_float16(model, {kwargs})",
         "quantize-dynamic": f"onnxruntime.quantization.quantize_dynamic(model_in, model_out, {kwargs})",
         "quantize-static": f"onnxruntime.quantization.quantize_static(model_in, model_out, reader, {kwargs})",
-        "onnxoptimizer": f"onnxoptimizer.optimize(model, {kwargs})",
     }.get(t["name"], f"{t['name']} with {kwargs}")
 
 
@@ -100,3 +109,7 @@ def _off(score: float) -> str:
 
 def _pct(x: float) -> str:
     return f"{x * 100:.3g}%"
+
+
+def _elements(n: int) -> str:
+    return f"{n} element{'s' if n != 1 else ''}"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from nodebisect.report import diff_wording as diff_words
+from nodebisect.report.diff_wording import is_diff
 from nodebisect.report.markup import constant_text, num, pair_text, short_name, value_text
 from nodebisect.records import (
     NAMED_SUSPECT_SCORE,
@@ -53,6 +55,8 @@ WITHIN_NOISE = "fixed, within noise"  # values.noise's criterion: outside atol/r
 
 def stage_sentence(fd: FirstDivergent, exporter: str = "dynamo") -> str:
     """Stage and cause as one sentence a user reads (never two that disagree)."""
+    if is_diff(fd) and (words := diff_words.stage_sentence(fd)):
+        return words
     stage, cause = fd.stage, fd.cause
     if stage == STAGE_CAPTURE:
         return "torch.export changed the behaviour: eager PyTorch and the exported program already differ, before any ONNX is written"
@@ -87,6 +91,8 @@ def file_at(fd: FirstDivergent | None, exporter: str = "dynamo") -> tuple[str, s
     """(repository, component) where this defect is fixed, or None (drift, unknown)."""
     if fd is None:
         return None
+    if is_diff(fd):
+        return diff_words.file_at(fd)
     if fd.stage in (STAGE_CAPTURE, STAGE_DECOMPOSITION):
         return REPO_EXPORT
     if fd.stage == STAGE_GRAPH_OPTIMIZATION:
@@ -100,6 +106,8 @@ def file_at(fd: FirstDivergent | None, exporter: str = "dynamo") -> tuple[str, s
 
 def what_to_do(fd: FirstDivergent, exporter: str = "dynamo") -> str:
     """One line: what the user can do meanwhile (besides filing it)."""
+    if is_diff(fd) and (words := diff_words.what_to_do(fd)):
+        return words
     where = file_at(fd, exporter)
     if fd.cause == CAUSE_INHERITED and where is None:
         return "no node is wrong: loosen --rtol/--atol if the drift is acceptable, or keep this part in higher precision"
@@ -151,6 +159,8 @@ def explanation(fd: FirstDivergent) -> str:
         )
     if fd.checks.runtime_failure:
         return _runtime_failure_sentence(fd)
+    if is_diff(fd) and (words := diff_words.stage_sentence(fd)):
+        return words + (f"; {isolation_text(fd).replace('PyTorch', 'the reference')}" if isolation_text(fd) else "")
     text = _local_error_sentence(fd) if _small_local_defect(fd) else _diagnosis_clauses(fd)
     if fd.checks.amplified_at:
         text += f"; downstream, {fd.checks.amplified_at} is right on PyTorch's inputs but amplifies this error past the tolerance"

@@ -47,6 +47,7 @@ class Prober:
             cmp = compare(v, got[v], expected, self.opts.rtol, self.opts.atol, dtype, signed_zeros=v in self.signed)
             if self.oracle:
                 cmp = judge(cmp, got[v], expected, self.oracle.get(fx_name), dtype or "")
+            cmp = self.acts.tolerate(fx_name, cmp)
             self.comparisons[v] = cmp
             if not cmp.ok:
                 bad.add(v)

@@ -63,8 +63,15 @@ def transform_and_bisect(
     ep: str = "cpu",
     tolerance: float | None = None,
     cancel: Callable[[], bool] | None = None,
+    culprit_of: Callable[[onnx.ModelProto, onnx.ModelProto], dict[str, str]] | None = None,
 ) -> TransformRecord:
-    """Apply ``name`` to ``reference`` and, when its candidate departs, find and check the fix."""
+    """Apply ``name`` to ``reference`` and, when its candidate departs, find and check the fix.
+
+    ``culprit_of(reference, candidate)``: the first departing reference node as ``nodebisect.diff``
+    names it (node, op_type, value), called once with the candidate as the tool makes it; the
+    keep-list search starts there. Without it (or when it names none) the first node whose output
+    departs while its inputs do not, by value name, is the start.
+    """
     start = time.perf_counter()
     spec = lookup(name)
     adapter = spec.adapter()
@@ -80,7 +87,9 @@ def transform_and_bisect(
     plain = attempts.models.get(frozenset())
     if spec.name == "fp16":
         record.headroom = adapter.headroom(values, _producers(ref))
-    if plain is not None and not record.matched:
+    if plain is not None and culprit_of is not None:
+        record.culprit = culprit_of(ref, plain)
+    if plain is not None and not record.matched and not record.culprit:
         record.culprit = first_departing(ref, values, _safe_values(plain, feeds, ep), judge.limit)
     if not record.matched:
         _search(spec, adapter, ref, attempts, record)

@@ -1,0 +1,189 @@
+"""``diff``: the first node where an ONNX model departs from the ONNX model it was derived from.
+
+The numbered steps: 1. read both models; 2. the same inputs for both; 3. the
+reference's every value (and its float64 run); 4. map the candidate's values onto
+them (refuse when too little maps); 5. the reference as the candidate holds it
+(``precision``); 6. ``locate``'s search and diagnosis on a ``PreparedModel`` of the
+candidate; 7. the culprit in diff's words (``defects``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import onnx
+
+from nodebisect.errors import BadInputError
+from nodebisect.records import LocateResult
+from nodebisect.run import Event, RunLog
+
+# Share of the available memory the reference's values may hold before spilling to disk.
+MEMORY_SHARE = 4
+
+
+def diff(
+    reference: Any,
+    candidate: Any,
+    inputs: Any = None,
+    *,
+    ep: str = "cpu",
+    reference_ep: str = "cpu",
+    trials: int = 0,
+    report: Any = None,
+    log: Any = None,
+    input_specs: list[str] | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> LocateResult:
+    """Compare ``candidate`` (optimized, fused, float16, quantized, on another EP) with ``reference``.
+
+    Args:
+        reference / candidate: paths or ``onnx.ModelProto``; the same file twice with
+            ``ep`` != ``reference_ep`` is the EP-vs-EP case.
+        inputs: dict name -> array, an .npz path, or None (``input_specs``, else random draws).
+        ep: the candidate's onnxruntime execution provider ("cpu", "cuda").
+        reference_ep: "cpu" / "cuda" (onnxruntime) or "reference" (``onnx.reference.ReferenceEvaluator``).
+        trials: more random input sets (each searched; the first divergence is the answer).
+        report: a folder to write report.md, report.json and repro/ into.
+        log: a progress callback (``nodebisect.Event``) or a ``RunLog`` whose notes get the run's.
+        **options: ``locate``'s search options (rtol, atol, strategy, isolate_crashes, timeout_s, memory_budget).
+
+    Returns:
+        The ``LocateResult``; ``stats["mapping"]`` holds the coverage. Raises
+        ``BadInputError`` (exit 2) when the models are unrelated or the inputs do not fit.
+    """
+    started = time.perf_counter()
+    emit = log.emit if isinstance(log, RunLog) else (log or (lambda _e: None))
+    ref_model, ref_name = read_model(reference, "reference")
+    cand_model, cand_name = read_model(candidate, "candidate")
+    sets = [(inputs, input_specs, seed)] + [(None, input_specs, seed + k) for k in range(1, max(trials, 1))]
+    results = []
+    for index, (given, specs, set_seed) in enumerate(sets):
+        if index:
+            emit(Event(kind="stage", message=f"trial {index}: random inputs (seed {set_seed})"))
+        results.append(_diff_once(ref_model, cand_model, given, specs, set_seed, ep, reference_ep, options, emit, (ref_name, cand_name)))
+        if results[-1].verdict != "match":
+            break
+    result = results[-1]
+    if len(sets) > 1:
+        result.stats["trials"] = [{"seed": s[2], "verdict": r.verdict, "culprit": r.first_divergent.onnx_node if r.first_divergent else ""} for s, r in zip(sets, results)]
+    result.stats["seconds"] = round(time.perf_counter() - started, 3)
+    if isinstance(log, RunLog):
+        log.notes.extend(result.notes)
+    if report is not None:
+        from nodebisect.report.bundle import write_report
+
+        write_report(result, report)
+    return result
+
+
+def read_model(model: Any, role: str) -> tuple[onnx.ModelProto, str]:
+    """An ``onnx.ModelProto`` and how to name it; a missing or unreadable file is bad input."""
+    if isinstance(model, onnx.ModelProto):
+        return model, f"<{role} ModelProto>"
+    path = os.fspath(model)
+    if not os.path.isfile(path):
+        raise BadInputError(f"{role} model not found: {path}", tip="give the path of an .onnx file")
+    try:
+        return onnx.load(path), path
+    except Exception as exc:  # noqa: BLE001 - protobuf and external-data errors alike
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"cannot read the {role} model {path}: {first}", tip="give an ONNX model file (.onnx), its external data beside it") from None
+
+
+def _diff_once(
+    ref_model: onnx.ModelProto, cand_model: onnx.ModelProto, inputs: Any, specs: list[str] | None, seed: int,
+    ep: str, reference_ep: str, options: dict[str, Any], emit: Any, names: tuple[str, str],
+) -> LocateResult:
+    from nodebisect.onnx_reference.defects import in_diff_terms, producer_of
+    from nodebisect.onnx_reference.evaluate import all_values, exact_values
+    from nodebisect.onnx_reference.inputs import both_feeds
+    from nodebisect.onnx_reference.mapping import map_candidate, related
+    from nodebisect.onnx_reference.precision import model_reference
+    from nodebisect.onnxgraph import node_keys, opset_of
+    from nodebisect.pipeline import PreparedModel, locate
+    from nodebisect.prepared import Prepared, memory_available
+    from nodebisect.run import make_options
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    # 2. the same inputs for both, each in its own dtypes
+    ref_feeds, cand_feeds = both_feeds(ref_model, cand_model, inputs, specs, seed)
+    # 3. every reference value, and the float64 run (each value's natural noise)
+    emit(Event(kind="stage", message=f"run the reference ({reference_ep})"))
+    mib = options.pop("memory_budget", None)
+    budget = int(mib * 2**20) if mib else memory_available() // MEMORY_SHARE
+    try:
+        values = all_values(ref_model, ref_feeds, reference_ep, budget)
+    except BadInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the reference must run: say so in one line
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"the reference model does not run on {reference_ep}: {first}", tip="check the model with onnx.checker, or try --reference-ep reference") from None
+    timings["reference"] = time.perf_counter() - t
+    t = time.perf_counter()
+    exact, why = exact_values(ref_model, ref_feeds, budget)
+    timings["reference_float64"] = time.perf_counter() - t
+    # 4. map the candidate's values onto the reference's
+    mapping = map_candidate(ref_model, cand_model, values)
+    if not related(mapping) or not any(o.name in mapping.to_reference for o in cand_model.graph.output):
+        raise BadInputError(
+            f"too little of the reference maps onto the candidate to judge ({mapping.stats['covered']} of {mapping.stats['reference_values']} "
+            f"reference values, {mapping.stats['shared_names']:.0%} of its names): the candidate does not look derived from the reference",
+            tip="diff compares a model with its own optimized, float16, quantized or re-targeted version; check the order REFERENCE CANDIDATE",
+        )
+    # 5. the reference as the candidate holds it: its dtypes, its precision's tolerance
+    order = [o for _, n in node_keys(cand_model) for o in n.output if o]
+    acts, precision = model_reference(mapping, values, exact, cand_model, order)
+    mapping.stats["precision"] = {p: sum(1 for v in precision.values() if v == p) for p in sorted(set(precision.values()))}
+    same_file = ref_model.SerializeToString(deterministic=True) == cand_model.SerializeToString(deterministic=True) if ref_model.ByteSize() < 2**28 else False
+    env = _environment(ep, reference_ep, names, cand_model, ref_model, opset_of(cand_model, 0), same_file)
+    notes = [f"no float64 run of the reference: {why}"] if why else []
+    if values.spilled:
+        notes.append(f"reference values beyond {budget / 2**20:.0f} MiB ({values.spilled / 2**20:.0f} MiB) were spilled to disk and memory-mapped")
+    refs = {name: acts.describe(next((o for o in n.output if o in mapping.to_reference), "")) if any(o in mapping.to_reference for o in n.output) else _unmapped()
+            for name, n in node_keys(cand_model)}
+    producer = producer_of(cand_model, ref_model)
+
+    def refine(result: LocateResult) -> LocateResult:  # 7. diff's words: overflow, NaN born, a constant changed, quantization
+        return in_diff_terms(result, cand_model, ref_model, mapping, values, producer, same_file, acts)
+
+    prep = Prepared(onnx_model=cand_model, acts=acts, flat_inputs=list(cand_feeds.values()), feeds=cand_feeds, refs=refs,
+                    mapping_quality=mapping.stats, notes=notes, opset=opset_of(cand_model, 0), refine=refine)
+    opts = make_options({"ep": ep, **options})
+    prepared = PreparedModel(opts=opts, source=names[1], environment=env, prep=prep, notes=list(notes), timings=timings)
+    # 6. locate's search and diagnosis, unchanged
+    result = locate(prepared, progress=emit)
+    result.stats.pop("reused_preparation", None)
+    result.stats.pop("reused_ort_answers", None)
+    result.stats["diff"] = {"reference": names[0], "candidate": names[1], "reference_ep": reference_ep, "ep": ep,
+                            "reference_seconds": round(timings["reference"], 3), "float64_seconds": round(timings["reference_float64"], 3)}
+    return result
+
+
+def _unmapped() -> Any:
+    from nodebisect.records import FrameworkRef
+
+    return FrameworkRef()
+
+
+def _environment(ep: str, reference_ep: str, names: tuple[str, str], candidate: onnx.ModelProto, reference: onnx.ModelProto, opset: int, same_file: bool) -> dict[str, Any]:
+    import onnxruntime
+
+    from nodebisect.environment import __version__
+    from nodebisect.onnx_reference.defects import producer_of
+
+    return {
+        "nodebisect": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+        "python": platform.python_version(), "os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
+        "ep": ep, "reference_ep": reference_ep, "opset": opset, "opt_level": "all", "command": "diff",
+        "reference": names[0], "candidate": names[1], "candidate_producer": producer_of(candidate, reference), "same_model": same_file,
+    }
+
+
+__all__ = ["diff", "read_model"]
