@@ -207,6 +207,22 @@ def test_cli_diff_needs_a_candidate_or_a_transform(cli: Any, saved_overflow: tup
     assert both.code == 2 and "not both" in both.err
 
 
+def test_cli_a_tool_that_refuses_the_model_is_one_line_exit_2(cli: Any, tmp_path: Path) -> None:
+    """onnxconverter-common refuses a model that is float16 already: said in one line, no traceback."""
+    pytest.importorskip("onnxconverter_common")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2])], [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "half.onnx"))
+    run = cli("diff", tmp_path / "half.onnx", "--transform", "fp16")
+    assert run.code == 2, run.err
+    assert run.err.strip().count("\n") == 0 and "onnxconverter-common could not apply --transform fp16" in run.err
+    assert "already converted to float16" in run.err
+
+
 def test_the_transform_field_is_in_the_json_only_when_set() -> None:
     from nodebisect.records import LocateResult
 

@@ -41,11 +41,15 @@ class _Attempts:
                 from nodebisect.errors import CancelledError
 
                 raise CancelledError("cancelled during the --transform search")
+            model, step = None, "apply"
             try:
                 model = self.spec.apply(self.reference, knob, self.feeds)
+                step = "run"
                 self.scores[knob] = self.judge.score(run_outputs(model, self.feeds, self.ep))
-            except Exception:  # noqa: BLE001 - a knob setting the tool or onnxruntime refuses does not match
-                model, self.scores[knob] = None, float("inf")
+            except Exception as exc:  # noqa: BLE001 - a knob setting the tool or onnxruntime refuses does not match
+                if not knob:  # the tool as it comes: nothing to search
+                    raise _plain_failure(self.spec, step, exc) from None
+                self.scores[knob] = float("inf")
             if not knob:
                 self.models[knob] = model
         return self.scores[knob]
@@ -106,6 +110,15 @@ def transform_and_bisect(
     record.applications = len(attempts.scores) + (1 if record.rechecked or record.recheck_score else 0)
     record.seconds = round(time.perf_counter() - start, 3)
     return record
+
+
+def _plain_failure(spec: Transform, step: str, exc: Exception) -> Exception:
+    from nodebisect.errors import BadInputError
+
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    if step == "apply":
+        return BadInputError(f"{spec.tool} could not apply --transform {spec.label} to the reference: {first}")
+    return BadInputError(f"onnxruntime cannot run the candidate --transform {spec.label} makes: {first}")
 
 
 def _search(spec: Transform, adapter: Any, ref: onnx.ModelProto, attempts: _Attempts, record: TransformRecord) -> None:
