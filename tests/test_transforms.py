@@ -72,18 +72,30 @@ def test_fp16_headroom_names_the_value_over_float16s_range(fp16_overflow: Any) -
     assert over[0]["max_abs"] > 65504
 
 
-def test_fp16_constant_clamped_by_the_converter_is_named_when_no_keep_list_helps(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("held_by", "node"), [("constant_node", "divisor_const"), ("listed_initializer", "")])
+def test_fp16_constant_clamped_by_the_converter_is_named_when_no_keep_list_helps(held_by: str, node: str, tmp_path: Path) -> None:
     pytest.importorskip("onnxconverter_common")
     from nodebisect.report.transform_wording import transform_lines
 
-    record = _bisect(tm.fp16_clamped_constant(), "fp16", tmp_path)
+    record = _bisect(tm.fp16_clamped_constant(held_by), "fp16", tmp_path)
     assert not record.matched and not record.fixable and not record.keep_nodes
     [constant] = record.unfixable_constants
-    assert constant["constant"] == "divisor" and constant["constant_node"] == "divisor_const"
+    assert constant["constant"] == "divisor" and constant["constant_node"] == node
     assert constant["readers"] == ["div"]
     assert constant["before"] == 1e5 and constant["after"] == 1e4  # the converter's max_finite_val
     text = "\n".join(transform_lines(record.to_dict()))
-    assert "no keep-list fixes it" in text and "'divisor'" in text and "divisor_const" in text
+    assert "no keep-list fixes it" in text and "'divisor'" in text
+    assert ("Constant node 'divisor_const'" in text) == (held_by == "constant_node")
+    assert ("value_info" in text.split("even when its readers are kept")[1])
+
+
+def test_fp16_an_initializer_without_value_info_is_kept_with_its_reader(tmp_path: Path) -> None:
+    """The same divisor as an initializer the model does not list in value_info: keeping `div` keeps it float32."""
+    pytest.importorskip("onnxconverter_common")
+    model, feeds = built = tm.fp16_clamped_constant("listed_initializer")
+    del model.graph.value_info[:]
+    record = _bisect((model, feeds), "fp16", tmp_path)
+    assert record.keep_nodes == ["div"] and record.rechecked and _fixed_matches(record, built, rtol=1e-2)
 
 
 # -- quantization (onnxruntime.quantization) --------------------------------------------------

@@ -44,16 +44,22 @@ def fp16_layernorm_overflow() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     return _model(nodes, *io, inits), {"x": x}
 
 
-def fp16_clamped_constant() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    """A divisor 1e5 held by a Constant node: the converter clamps it to 1e4, and keeping it still sends it through float16 (inf)."""
+def fp16_clamped_constant(held_by: str = "constant_node") -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A divisor 1e5 the converter clamps to its max_finite_val 1e4, whatever is kept: held by a Constant node
+    (``constant_node``), or an initializer the model lists in value_info, as the dynamo exporter writes it
+    (``listed_initializer``): kept, `div` reads it through a Cast from float16 all the same."""
     x = np.linspace(1, 8, 8, dtype=np.float32).reshape(1, 8)
-    nodes = [
-        h.make_node("Constant", [], ["divisor"], name="divisor_const", value=nh.from_array(np.array(1e5, np.float32))),
-        h.make_node("Relu", ["x"], ["r"], name="relu"),
-        h.make_node("Div", ["r", "divisor"], ["y"], name="div"),
-    ]
+    nodes = [h.make_node("Relu", ["x"], ["r"], name="relu"), h.make_node("Div", ["r", "divisor"], ["y"], name="div")]
+    inits: list[onnx.TensorProto] = []
+    if held_by == "constant_node":
+        nodes.insert(0, h.make_node("Constant", [], ["divisor"], name="divisor_const", value=nh.from_array(np.array(1e5, np.float32))))
+    else:
+        inits.append(nh.from_array(np.array(1e5, np.float32), "divisor"))
     io = [h.make_tensor_value_info("x", T.FLOAT, [1, 8])], [h.make_tensor_value_info("y", T.FLOAT, [1, 8])]
-    return _model(nodes, *io, []), {"x": x}
+    model = _model(nodes, *io, inits)
+    if held_by != "constant_node":
+        model.graph.value_info.append(h.make_tensor_value_info("divisor", T.FLOAT, []))
+    return model, {"x": x}
 
 
 def two_matmuls(weight_outlier: bool = False, activation_outlier: bool = False) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:

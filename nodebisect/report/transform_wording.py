@@ -60,15 +60,20 @@ def _unfixable_lines(t: dict[str, Any]) -> list[str]:
     if t.get("knob") not in ("node_block_list", "nodes_to_exclude"):
         return [f"no set of {t['knob']} switched off makes it match: the change comes from {t['tool']}'s fixed passes, not from a rule"]
     lines = [f"no keep-list fixes it: even with every candidate node in {t['knob']} the candidate departs"]
-    for c in t.get("unfixable_constants") or []:
+    constants = t.get("unfixable_constants") or []
+    for c in constants:
         where = f"Constant node '{c['constant_node']}'" if c.get("constant_node") else "initializer"
         readers = ", ".join(c.get("readers") or []) or "no node"
         lines.append(
             f"  the conversion changes constant '{c['constant']}' ({where}, read by {readers}) from {c['before']:.6g} to {c['after']:.6g}"
-            " before any kept node reads it"
+            " even when its readers are kept"
         )
-    if t.get("unfixable_constants"):
-        lines.append("  store it as an initializer: a kept reader keeps its initializers in float32 (onnxconverter-common's process_initializers)")
+    if any(c.get("constant_node") for c in constants):
+        lines.append("  a Constant node's value is converted unless the Constant is kept, and reaches a kept reader through float16 anyway:"
+                     " make it an initializer without a value_info entry")
+    if any(c.get("listed_in_value_info") for c in constants):
+        lines.append("  an initializer the model lists in value_info is marked float16 before the converter keeps anything, so a kept reader"
+                     " reads it through a Cast from float16: drop the initializers' value_info entries before converting")
     return lines
 
 

@@ -26,6 +26,9 @@ from nodebisect.transforms.record import TransformRecord
 from nodebisect.transforms.registry import Transform, lookup, named_copy
 
 
+MAX_CONSTANTS = 5  # the constants named when no keep-list helps: those the culprit reads first, then the most changed
+
+
 class _Attempts:
     """Each knob setting applied and run once (the searches ask again for the same setting)."""
 
@@ -176,7 +179,7 @@ def first_departing(model: onnx.ModelProto, reference: dict[str, Any], candidate
 def _constants_no_keep_list_saves(adapter: Any, ref: onnx.ModelProto, kept: frozenset[str], culprit: str) -> list[dict[str, Any]]:
     """The constants the conversion changes even with every candidate kept, read near the culprit first."""
     rows = adapter.changed_constants(ref, kept)
-    return sorted(rows, key=lambda r: culprit not in r.get("readers", []))
+    return sorted(rows, key=lambda r: (culprit not in r.get("readers", []), -abs(r["after"] - r["before"]) / max(abs(r["before"]), 1e-30)))[:MAX_CONSTANTS]
 
 
 def _safe_values(model: onnx.ModelProto, feeds: dict[str, Any], ep: str) -> dict[str, Any]:

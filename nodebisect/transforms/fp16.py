@@ -4,8 +4,12 @@ Naming quirks read in ``onnxconverter_common/float16.py`` (1.16):
 - ``node_block_list`` is matched against ``NodeProto.name`` only: an unnamed node
   cannot be kept (nodebisect names the reference's unnamed nodes first, see
   ``registry.named_copy``, and the keep-list uses those names);
-- a kept node keeps its initializers in float32 (``process_initializers``), but a
-  ``Constant`` node's tensor is converted unless the Constant node itself is kept,
+- a kept node keeps its initializers in float32 (``process_initializers``) only when
+  the model lists no ``value_info`` for them: when it does (the dynamo exporter's
+  models do), ``process_value_info`` marks them float16 first, ``insert_cast32_before_node``
+  then reads them through a Cast, and the initializer itself is converted: a kept
+  node still reads its weights rounded (and clamped) to float16;
+- a ``Constant`` node's tensor is converted unless the Constant node itself is kept,
   and a kept Constant's value still passes through float16 on its way to a kept
   reader (a Cast to float16 after it, a Cast to float32 before the reader);
 - every other float constant is clamped to ``[min_positive_val, max_finite_val]``
@@ -57,6 +61,7 @@ def changed_constants(reference: onnx.ModelProto, keep: frozenset[str] = frozens
     for node in reference.graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node.name)
+    listed = {v.name for v in list(reference.graph.value_info) + list(reference.graph.input) if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
     found = []
     tensors = [(t.name, "", t) for t in reference.graph.initializer]
     for node in reference.graph.node:
@@ -65,13 +70,14 @@ def changed_constants(reference: onnx.ModelProto, keep: frozenset[str] = frozens
     for name, producer, tensor in tensors:
         if tensor.data_type != onnx.TensorProto.FLOAT:
             continue
-        if not producer and any(r in keep for r in readers.get(name, [])):
-            continue  # stays float32
+        if not producer and name not in listed and any(r in keep for r in readers.get(name, [])):
+            continue  # stays float32 (a kept reader, and no value_info that marks it float16 first)
         before = numpy_helper.to_array(tensor).astype(np.float64)
         after = _converted(before, clamp=not (producer and producer in keep))
         change = _largest_change(before, after)
         if change is not None:
-            found.append({"constant": name, "constant_node": producer, "readers": readers.get(name, []), **change})
+            found.append({"constant": name, "constant_node": producer, "readers": readers.get(name, []),
+                          "listed_in_value_info": name in listed, **change})
     return found
 
 
@@ -87,11 +93,16 @@ def _converted(values: np.ndarray, clamp: bool) -> np.ndarray:
 
 
 def _largest_change(before: np.ndarray, after: np.ndarray) -> dict[str, Any] | None:
-    """The element changed most, when it changed by more than float16's rounding (or became inf/0)."""
+    """The element changed most, when it changed by more than float16's rounding of the tensor's scale.
+
+    Measured against the tensor's largest magnitude: a weight of 1e-9 beside weights of 0.1
+    flushed to 0 changes nothing that matters; a lone epsilon of 1e-12 clamped to 1e-7 does.
+    """
     if before.size == 0:
         return None
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rel = np.where(before != 0, np.abs(after - before) / np.abs(before), np.abs(after))
+    scale = float(np.abs(before[np.isfinite(before)]).max(initial=0.0))
+    with np.errstate(invalid="ignore"):
+        rel = np.abs(after - before) / (scale if scale > 0 else 1.0)
     rel = np.where(np.isfinite(rel), rel, np.inf)
     i = int(np.argmax(rel))
     if not rel.flat[i] > 2.0 ** -10:

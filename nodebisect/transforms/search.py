@@ -9,7 +9,7 @@ knows ONNX or onnxruntime, so the searches are tested with a fake oracle.
   rule(s) at fault; switch them off and look again, until the candidate matches.
 - ``keep_list``: greedy growth over candidates in the order the caller ranks
   them (the culprit and its neighbours first), in doubling steps, then
-  minimization (drop each kept node that is not needed), then the kept nodes
+  minimization (ddmin: no kept node that is not needed), then the kept nodes
   ordered by how much each one helps (how bad the model gets without it).
 """
 
@@ -108,7 +108,7 @@ def keep_list(
 
     ``ordered`` ranks the candidates (the culprit and its neighbours first); the kept set grows
     along it in doubling steps until the candidate matches (None when even all of them do not),
-    is then minimized node by node, and ordered by ``score`` without each node (higher: worse
+    is then minimized (ddmin), and ordered by ``score`` without each node (higher: worse
     without it, so the node helps more).
     """
     if matches(frozenset()):
@@ -124,10 +124,8 @@ def keep_list(
             return None
         size = min(len(ordered), size * 2)
     members = [n for n in ordered if n in kept]
-    for node in reversed(members):  # the last added is the least likely to be needed
-        trial = frozenset(m for m in members if m != node)
-        if trial and matches(trial):
-            members.remove(node)
+    if len(members) > 1:  # 1-minimal: no single kept node can go (ddmin: O(k log n) applications, not n)
+        members = ddmin(members, lambda subset: matches(frozenset(subset)))
     if len(members) == 1:
         return members
     help_of = {m: score(frozenset(x for x in members if x != m)) for m in members}
