@@ -93,17 +93,21 @@ def main() -> int:
         ("weight outlier", inject(opt, folder / "outlier.onnx", "outlier"), "quantize-dynamic"),
         ("FFN weight x2e5", inject(opt, folder / "overflow.onnx", "overflow"), "fp16"),
     ]
-    print("| case | --transform | nodes | floor s | transform s | x floor | applications | search s | answer |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| case | --transform | nodes | floor s | whole run s | x floor | of which diff s | knob search s | applications | answer |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, path, name in cases:
         f = floor(path, name, feeds)
         t = time.perf_counter()
         result = transform(str(path), name, feeds, report=folder / f"{label.replace(' ', '_')}_{name.replace(':', '_')}", log=None, isolate_crashes=False)
         total = time.perf_counter() - t
         rec = result.transform
-        answer = ("match" if rec["matched"] else ", ".join(rec["keep_nodes"] or rec["rules"]) or "no fix") + (" (rechecked)" if rec["rechecked"] else "")
+        answer = ("match" if rec["matched"] else ", ".join(rec["keep_nodes"] or rec["rules"])) + (" (rechecked)" if rec["rechecked"] else "")
+        if not rec["fixable"]:
+            answer = "no keep-list: " + ", ".join(f"{c['constant']} {c['before']:.4g} -> {c['after']:.4g}" for c in rec["unfixable_constants"][:1])
         nodes = len(onnx.load(str(path)).graph.node)
-        print(f"| {label} | {name} | {nodes} | {f:.2f} | {total:.2f} | {total / f:.1f} | {rec['applications']} | {rec['seconds']:.2f} | {answer} |", flush=True)
+        diff_s = float(result.stats.get("seconds", 0.0))
+        print(f"| {label} | {name} | {nodes} | {f:.2f} | {total:.2f} | {total / f:.1f} | {diff_s:.2f} | {rec['seconds'] - diff_s:.2f} | "
+              f"{rec['applications']} | {answer} |", flush=True)
     return 0
 
 

@@ -118,6 +118,17 @@ def test_quantized_matmul_with_an_outlier_is_excluded_by_name(case: dict[str, bo
     assert record.rechecked and _fixed_matches(record, built, rtol=5e-2)
 
 
+def test_dynamic_quantization_excludes_a_gemm_by_the_name_it_gives_it(tmp_path: Path) -> None:
+    """quantize_dynamic rewrites Gemm `gemm_in` into MatMul `gemm_in_MatMul` before it reads nodes_to_exclude:
+    the record names the reference's node, the tool's call the name the tool honours."""
+    pytest.importorskip("onnxruntime.quantization")
+    built = tm.gemm_weight_outlier()
+    record = _bisect(built, "quantize-dynamic", tmp_path)
+    assert not record.matched and record.keep_nodes == ["gemm_in"]
+    assert record.tool_kwargs == {"nodes_to_exclude": ["gemm_in_MatMul"]}
+    assert record.rechecked and _fixed_matches(record, built, rtol=5e-2)
+
+
 @pytest.mark.parametrize("name", ["quantize-dynamic", "quantize-static", "fp16"])
 def test_a_clean_transformation_matches(name: str, tmp_path: Path) -> None:
     pytest.importorskip("onnxconverter_common")
@@ -144,29 +155,64 @@ def test_onnxoptimizer_pass_that_drops_exp_before_argmax_is_named(tmp_path: Path
     assert not np.array_equal(_run(onnxoptimizer.optimize(model), feeds)[0], _run(model, feeds)[0])
 
 
-@pytest.mark.slow
-def test_onnxscript_rule_is_named_on_the_unoptimized_export(tmp_path: Path) -> None:
-    """The exporter's optimizer, rule by rule: FuseBatchNormIntoConv folds BatchNorm's irrational scale into
-    weights whose products then cancel (samples/divergent.py ConvBnCancellation)."""
-    torch = pytest.importorskip("torch")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "samples"))
-    from divergent import ConvBnCancellation
-
-    path = tmp_path / "conv_bn_unoptimized.onnx"
-    torch.onnx.export(ConvBnCancellation().eval(), ConvBnCancellation.example_inputs(), dynamo=True, optimize=False, verbose=False).save(str(path))
-    model = onnx.load(str(path))
-    feeds = {model.graph.input[0].name: ConvBnCancellation.example_inputs()[0].numpy()}
-    record = _bisect((model, feeds), "onnxscript", tmp_path / "out")
-    assert not record.matched and record.rules == ["FuseBatchNormIntoConv"] and record.rechecked
-
-
 def test_graph_optimization_stage_names_the_onnxscript_rule(sample_runs: Any) -> None:
-    """Issue #21 item 3: locate's stage check names the rule, not only "the exporter's optimizer"."""
+    """Issue #21 item 3: locate's stage check names the rule, not only "the exporter's optimizer": the onnxscript
+    knob search (``--transform onnxscript``) on the optimize=False export of samples/divergent.py ConvBnCancellation,
+    where FuseBatchNormIntoConv folds BatchNorm's irrational scale into weights whose products then cancel."""
     fd = sample_runs["ConvBnCancellation"].result.first_divergent
     assert fd is not None and fd.stage == "graph_optimization"
     assert fd.optimizer["exporter_rule"] == "FuseBatchNormIntoConv"
     assert fd.optimizer["exporter_optimizer"].startswith("onnxscript ")
     assert "FuseBatchNormIntoConv alone makes the optimized graph right" in fd.explanation
+
+
+# -- sweep --transform fp16 (issue #21 item 4) ----------------------------------------------------
+
+_OUTLIER = """
+import torch
+
+
+class Outlier(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.a = torch.nn.Linear(32, 32, bias=False)
+        self.b = torch.nn.Linear(32, 16, bias=False)
+        with torch.no_grad():
+            self.a.weight[5, 3] = 400.0  # int8's per-tensor scale then rounds every other weight of `a` to 0
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def build():
+    x = torch.randn(8, 32, generator=torch.Generator().manual_seed(0))
+    x[:, 3] *= 0.001
+    return Outlier().eval(), (x,)
+
+"""
+
+
+@pytest.mark.slow
+def test_sweep_transform_tables_which_models_break_and_what_to_keep_out(tmp_path: Path) -> None:
+    """Issue #21 item 4: export, then the transformation, on every model; sweep.md gets a table per transformation."""
+    pytest.importorskip("onnxruntime.quantization")
+    from clirun import run_cli
+
+    from nodebisect.sweep.results import load_rows
+
+    (tmp_path / "outlier.py").write_text(_OUTLIER)
+    fleet = tmp_path / "fleet.txt"
+    fleet.write_text(f"{tmp_path / 'outlier.py'}:build name=outlier\n")
+    run = run_cli("sweep", fleet, "--out", tmp_path / "out", "--jobs", "1", "--transform", "quantize-dynamic", "-q")
+    assert run.code in (0, 1), run.err
+    [row] = load_rows(tmp_path / "out")
+    broken = row["transform"]
+    assert not broken["matched"] and broken["rechecked"] and broken["keep_nodes"] == ["node_linear"]
+    assert broken["tool_kwargs"] == {"nodes_to_exclude": ["node_linear_MatMul"]}  # the Gemm's name after the quantizer's rewrite
+    md = (tmp_path / "out" / "sweep.md").read_text()
+    assert "## Transformation quantize-dynamic" in md and "1 of 1 model(s) depart after quantize-dynamic" in md
+    assert "| outlier | breaks |" in md and "keep out (nodes_to_exclude): `node_linear`" in md
 
 
 # -- the CLI: one line and exit 2 for an unknown name or a missing tool ------------------------

@@ -95,3 +95,19 @@ def argmax_of_exp() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     ]
     io = [h.make_tensor_value_info("x", T.FLOAT, [2, 4])], [h.make_tensor_value_info("y", T.INT64, [2])]
     return _model(nodes, *io, []), {"x": x}
+
+
+def gemm_weight_outlier() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """The weight-outlier case as torch.nn.Linear exports it: Gemm(transB=1). Dynamic quantization renames the Gemm
+    `gemm_in` to the MatMul `gemm_in_MatMul` before it reads nodes_to_exclude."""
+    model, feeds = two_matmuls(weight_outlier=True)
+    w1 = nh.to_array(next(t for t in model.graph.initializer if t.name == "w1"))
+    w2 = nh.to_array(next(t for t in model.graph.initializer if t.name == "w2"))
+    nodes = [
+        h.make_node("Gemm", ["x", "w1t"], ["h"], name="gemm_in", transB=1),
+        h.make_node("Relu", ["h"], ["hr"], name="relu"),
+        h.make_node("Gemm", ["hr", "w2t"], ["y"], name="gemm_out", transB=1),
+    ]
+    inits = [nh.from_array(np.ascontiguousarray(w1.T), "w1t"), nh.from_array(np.ascontiguousarray(w2.T), "w2t")]
+    io = [h.make_tensor_value_info("x", T.FLOAT, [8, 32])], [h.make_tensor_value_info("y", T.FLOAT, [8, 16])]
+    return _model(nodes, *io, inits), feeds

@@ -1,20 +1,23 @@
-"""``nodebisect diff REFERENCE.onnx --transform NAME``: the options and the handler.
+"""``nodebisect diff REFERENCE.onnx --transform NAME`` (and ``locate MODEL --transform NAME``): options and handlers.
 
 ``add_transform_options(parser)`` adds ``--transform`` and ``--transform-tolerance`` to the
 diff command; ``run_transform(args)`` runs ``nodebisect.transforms.api.transform`` with the
 diff command's inputs, backends and output flags, prints diff's summary and then the
 transformation's lines (``report.transform_wording``), and returns the exit code.
+``locate_with_transform`` is locate's: export and locate, then the same search on the
+exported model (the sweep's ``--transform`` runs it in every model's child).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 TRANSFORM_HELP = (
-    "make the candidate with a known transformation instead of giving CANDIDATE, then search its knobs for the smallest "
-    "change that makes it match: fp16, quantize-dynamic, quantize-static (calibrated on the inputs), onnxscript "
-    "(the exporter's optimizer), onnxoptimizer, ort-transformers:MODEL_TYPE (needs nodebisect[transforms])"
+    "apply a known transformation (diff: to REFERENCE, making the candidate; locate: to the exported ONNX model) and "
+    "search its knobs for the smallest change that makes it match: fp16, quantize-dynamic, quantize-static (calibrated "
+    "on the inputs), onnxscript (the exporter's optimizer), onnxoptimizer, ort-transformers:MODEL_TYPE (needs nodebisect[transforms])"
 )
 
 
@@ -65,3 +68,19 @@ def run_transform(args: argparse.Namespace) -> int:
     for line in transform_lines(result.transform):
         print(line, file=human, flush=True)
     return int(result.exit_code)
+
+
+def locate_with_transform(args: argparse.Namespace, progress: Any) -> Any:
+    """``nodebisect locate MODEL --transform NAME``: locate, then the transformation of the exported ONNX model."""
+    from nodebisect.cli.options import locate_kwargs
+    from nodebisect.transforms.api import locate_and_transform
+
+    return locate_and_transform(args.model, args.transform, report=getattr(args, "report", None),
+                                tolerance=getattr(args, "transform_tolerance", None), progress=progress, **locate_kwargs(args))
+
+
+def transform_text(result: Any) -> str:
+    """The transformation's lines after locate's summary ("" without --transform)."""
+    from nodebisect.report.transform_wording import transform_lines
+
+    return "\n".join(transform_lines(result.transform))

@@ -118,3 +118,35 @@ def _pct(x: float) -> str:
 
 def _elements(n: int) -> str:
     return f"{n} element{'s' if n != 1 else ''}"
+
+
+def transform_tables(rows: list[dict[str, Any]]) -> list[str]:
+    """sweep.md's tables, one per transformation (``sweep --transform NAME``): which models break, at which op, the fix."""
+    by_name: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for row in rows:
+        t = row.get("transform") or {}
+        if t.get("name"):
+            by_name.setdefault(t["name"], []).append((str(row.get("name", "")), t))
+    lines: list[str] = []
+    for name, entries in sorted(by_name.items()):
+        broken = sum(1 for _, t in entries if not t.get("matched"))
+        lines += ["", f"## Transformation {name}", "", f"{broken} of {len(entries)} model(s) depart after {name} ({entries[0][1].get('tool', '')} {entries[0][1].get('version', '')}).".replace(" )", ")"),
+                  "", "| model | verdict | at op | first departing node | fix | re-checked |", "|---|---|---|---|---|---|"]
+        for model, t in sorted(entries, key=lambda e: (bool(e[1].get("matched")), e[0])):
+            culprit = t.get("culprit") or {}
+            lines.append(f"| {model.replace('|', '/')} | {'match' if t.get('matched') else 'breaks'} | {culprit.get('op_type', '')} | "
+                         f"`{culprit.get('node', '')}` | {_fix_cell(t)} | {'yes' if t.get('rechecked') else ''} |")
+    return lines
+
+
+def _fix_cell(t: dict[str, Any]) -> str:
+    if t.get("matched"):
+        return ""
+    if t.get("keep_nodes"):
+        return f"keep out ({t['knob']}): " + ", ".join(f"`{n}`" for n in t["keep_nodes"])
+    if t.get("rules"):
+        return "switch off: " + ", ".join(f"`{r}`" for r in t["rules"])
+    constants = t.get("unfixable_constants") or []
+    if constants:
+        return "no keep-list: " + ", ".join(f"`{c['constant']}` {c['before']:.4g} -> {c['after']:.4g}" for c in constants[:2])
+    return "no knob setting fixes it"

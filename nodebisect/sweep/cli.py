@@ -73,6 +73,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     loc.add_argument("--atol", type=float)
     loc.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo")
     loc.add_argument("--trials", type=int, default=1, metavar="N")
+    loc.add_argument("--transform", default="", metavar="NAME", help="after each export, apply NAME (fp16, quantize-dynamic, ...) and search its fix: a table per transformation in sweep.md")
     out = parser.add_argument_group("output")
     out.add_argument("--reports", action="store_true", help="write a report bundle for each divergent model into DIR/reports/NAME")
     out.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="compare two sweep directories (or sweep.jsonl files) and exit")
@@ -106,7 +107,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not tasks:
         raise BadInputError("no model left after --filter/--limit/--shard")
     options = SweepOptions(strategy=args.strategy, rtol=args.rtol, atol=args.atol, exporter=args.exporter,
-                           trials=args.trials, timeout=args.timeout, memory_mib=args.memory_mib, reports=args.reports)
+                           trials=args.trials, timeout=args.timeout, memory_mib=args.memory_mib, reports=args.reports, transform=args.transform)
     for task in tasks:  # a bad per-model option is bad input now, not an error in a worker later
         try:
             options.merged(task.options)

@@ -52,6 +52,7 @@ class SweepOptions:
         timeout: wall-clock seconds one model may take, start to verdict.
         memory_mib: resident memory one model may use before it is killed.
         reports: write a report bundle for divergent models.
+        transform: ``--transform NAME`` after each export (``locate MODEL --transform NAME``), or "".
     """
 
     strategy: str = "auto"
@@ -62,6 +63,7 @@ class SweepOptions:
     timeout: float = 900.0
     memory_mib: float = 4096.0
     reports: bool = False
+    transform: str = ""
 
     def merged(self, overrides: dict[str, Any]) -> SweepOptions:
         """These options with a task's own (``rtol=1e-2 timeout=60`` in a spec list)."""

@@ -139,6 +139,8 @@ def locate_command(spec: str, inputs: tuple[str, ...], opts: SweepOptions, json_
         cmd += ["--inputs", path]
     if report_dir is not None:
         cmd += ["--report", str(report_dir)]
+    if opts.transform:
+        cmd += ["--transform", opts.transform]
     return cmd
 
 

@@ -105,7 +105,7 @@ def transform_and_bisect(
         fixed = spec.apply(ref, knob, feeds)  # afresh: the answer is checked by applying it
         record.recheck_score = judge.score(run_outputs(fixed, feeds, ep))
         record.rechecked = record.recheck_score <= judge.limit
-        record.tool_kwargs = adapter.knob_kwargs(record.keep_nodes or record.rules)
+        record.tool_kwargs = adapter.knob_kwargs(record.keep_nodes or record.rules, ref, spec)
         if out_dir is not None:
             record.fixed_candidate = _write(out_dir, "fixed_candidate.onnx", fixed)
     if out_dir is not None and plain is not None:

@@ -47,7 +47,7 @@ def apply(reference: onnx.ModelProto, keep: frozenset[str], feeds: dict[str, Any
         return float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=sorted(keep))
 
 
-def knob_kwargs(keep: list[str]) -> dict[str, Any]:
+def knob_kwargs(keep: list[str], reference: onnx.ModelProto, spec: Any) -> dict[str, Any]:
     return {"keep_io_types": True, "node_block_list": list(keep)}
 
 

@@ -28,7 +28,7 @@ def apply(reference: onnx.ModelProto, disabled: frozenset[str], feeds: dict[str,
     return onnxoptimizer.optimize(reference, passes)
 
 
-def knob_kwargs(disabled: list[str]) -> dict[str, Any]:
+def knob_kwargs(disabled: list[str], reference: onnx.ModelProto, spec: Any) -> dict[str, Any]:
     return {"passes": [p for p in _defaults() if p not in disabled]}
 
 

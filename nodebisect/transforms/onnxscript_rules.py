@@ -104,5 +104,5 @@ def apply(reference: onnx.ModelProto, disabled: frozenset[str], feeds: dict[str,
     return ir.serde.serialize_model(model)
 
 
-def knob_kwargs(disabled: list[str]) -> dict[str, Any]:
+def knob_kwargs(disabled: list[str], reference: onnx.ModelProto, spec: Any) -> dict[str, Any]:
     return {"disabled": list(disabled)}

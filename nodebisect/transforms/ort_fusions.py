@@ -46,5 +46,5 @@ def apply(reference: onnx.ModelProto, disabled: frozenset[str], feeds: dict[str,
         quiet.setLevel(level)
 
 
-def knob_kwargs(disabled: list[str]) -> dict[str, Any]:
+def knob_kwargs(disabled: list[str], reference: onnx.ModelProto, spec: Any) -> dict[str, Any]:
     return {flag: False for flag in disabled}

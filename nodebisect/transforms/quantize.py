@@ -7,7 +7,12 @@ Knob: ``nodes_to_exclude``. Naming quirks read in ``onnxruntime/quantization``
   tensors ``<tensor>_quantized``, Q/DQ nodes ``<tensor>_QuantizeLinear``), so the list
   names the reference's nodes; an unnamed node cannot be excluded (nodebisect names them);
 - dynamic quantization quantizes a MatMul only when its B is a constant
-  (``MatMulConstBOnly``, on by default), so only those are candidates.
+  (``MatMulConstBOnly``, on by default), so only those are candidates;
+- dynamic quantization first rewrites a Gemm (alpha = beta = 1, transA = 0) into a
+  MatMul named ``<name>_MatMul`` (plus ``<name>_Add``, ``<name>_Transpose``:
+  ``ONNXModel.replace_gemm_with_matmul``), and ``nodes_to_exclude`` is matched after
+  that: the exclude list must say ``<name>_MatMul`` to keep the Gemm ``<name>`` out.
+  ``keep_nodes`` names the reference's Gemm; ``tool_kwargs`` the name the tool honours.
 """
 
 from __future__ import annotations
@@ -29,12 +34,27 @@ def candidates(reference: onnx.ModelProto, static: bool) -> list[str]:
     constants = {t.name for t in reference.graph.initializer}
     names = []
     for node in reference.graph.node:
-        if not node.name or node.op_type not in ops:
+        rewritten = not static and _gemm_as_matmul(node)
+        if not node.name or (node.op_type not in ops and not rewritten):
             continue
-        if not static and node.op_type == "MatMul" and (len(node.input) < 2 or node.input[1] not in constants):
+        if not static and node.op_type in ("MatMul", "Gemm") and (len(node.input) < 2 or node.input[1] not in constants):
             continue
         names.append(node.name)
     return names
+
+
+def _gemm_as_matmul(node: onnx.NodeProto) -> bool:
+    """A Gemm dynamic quantization rewrites into ``<name>_MatMul`` first (alpha = beta = 1, transA = 0)."""
+    if node.op_type != "Gemm":
+        return False
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and attrs.get("transA", 0) == 0
+
+
+def tool_names(reference: onnx.ModelProto, keep: list[str] | frozenset[str], static: bool) -> list[str]:
+    """The names ``nodes_to_exclude`` must hold for the reference nodes ``keep`` (a rewritten Gemm: ``<name>_MatMul``)."""
+    by_name = {n.name: n for n in reference.graph.node}
+    return [f"{name}_MatMul" if not static and name in by_name and _gemm_as_matmul(by_name[name]) else name for name in keep]
 
 
 def apply(reference: onnx.ModelProto, keep: frozenset[str], feeds: dict[str, Any], spec: Any) -> onnx.ModelProto:
@@ -55,15 +75,17 @@ def apply(reference: onnx.ModelProto, keep: frozenset[str], feeds: dict[str, Any
         with tempfile.TemporaryDirectory(prefix="nodebisect-quant-") as tmp:
             src, dst = Path(tmp) / "reference.onnx", Path(tmp) / "candidate.onnx"
             onnx.save(reference, str(src))
-            if spec.name == "quantize-static":
-                quantize_static(str(src), str(dst), _Feeds(), quant_format=QuantFormat.QDQ, nodes_to_exclude=sorted(keep),
+            static = spec.name == "quantize-static"
+            exclude = tool_names(reference, sorted(keep), static)
+            if static:
+                quantize_static(str(src), str(dst), _Feeds(), quant_format=QuantFormat.QDQ, nodes_to_exclude=exclude,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
             else:
-                quantize_dynamic(str(src), str(dst), nodes_to_exclude=sorted(keep), weight_type=QuantType.QInt8)
+                quantize_dynamic(str(src), str(dst), nodes_to_exclude=exclude, weight_type=QuantType.QInt8)
             return onnx.load(str(dst))
     finally:
         root.setLevel(level)
 
 
-def knob_kwargs(keep: list[str]) -> dict[str, Any]:
-    return {"nodes_to_exclude": list(keep)}
+def knob_kwargs(keep: list[str], reference: onnx.ModelProto, spec: Any) -> dict[str, Any]:
+    return {"nodes_to_exclude": tool_names(reference, keep, spec.name == "quantize-static")}
