@@ -45,7 +45,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from nodebisect.report.summary import summary
 
     if args.transform or not args.candidate:  # --transform NAME makes the candidate (nodebisect.cli.transform)
-        return __import__("nodebisect.cli.transform", fromlist=["run_transform"]).run_transform(args)
+        return __import__("nodebisect.cli.transform", fromlist=["run_transform"]).run_transform(args, ProgressPrinter(quiet=args.quiet, verbose=args.verbose))
     human = sys.stderr if args.json == "-" else sys.stdout
     options = {k: getattr(args, k) for k in ("rtol", "atol", "memory_budget") if getattr(args, k) is not None}
     result = diff(

@@ -32,9 +32,11 @@ def add_transform_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_transform(args: argparse.Namespace) -> int:
-    """``nodebisect diff REFERENCE --transform NAME``: the transformation, its diff and its fix; the exit code."""
-    from nodebisect.cli.main import ProgressPrinter
+def run_transform(args: argparse.Namespace, progress: Any = None) -> int:
+    """``nodebisect diff REFERENCE --transform NAME``: the transformation, its diff and its fix; the exit code.
+
+    ``progress``: the diff command's progress printer (cli.main.ProgressPrinter).
+    """
     from nodebisect.errors import BadInputError
     from nodebisect.report.atomic import write_text
     from nodebisect.report.summary import summary
@@ -50,7 +52,7 @@ def run_transform(args: argparse.Namespace) -> int:
         args.reference, args.transform, getattr(args, "inputs", None), ep=getattr(args, "ep", "cpu"),
         reference_ep=getattr(args, "reference_ep", "cpu"), report=getattr(args, "report", None),
         tolerance=getattr(args, "transform_tolerance", None), input_specs=getattr(args, "input_specs", None),
-        seed=getattr(args, "seed", 0), log=ProgressPrinter(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False)),
+        seed=getattr(args, "seed", 0), log=progress,
         **options,
     )
     json_path = getattr(args, "json", None)
