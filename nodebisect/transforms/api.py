@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from nodebisect.errors import BadInputError
+from nodebisect.errors import NodebisectError
 from nodebisect.records import DIVERGED, MATCH, LocateResult
 
 
@@ -96,7 +96,7 @@ def _diff_culprit(feeds: dict[str, np.ndarray], diffed: dict[str, Any], **diff_o
 
         try:
             diffed["result"] = result = diff(named_ref, candidate, feeds, **diff_options)
-        except BadInputError as exc:  # e.g. an optimizer renamed too much to map: the search starts from its own culprit
+        except NodebisectError as exc:  # e.g. an optimizer renamed too much to map: the search starts from its own culprit
             diffed["why"] = exc.message
             return {}
         fd = result.first_divergent

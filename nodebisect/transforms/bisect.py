@@ -101,7 +101,9 @@ def transform_and_bisect(
     if not record.matched:
         _search(spec, adapter, ref, attempts, record)
     knob = frozenset(record.keep_nodes or record.rules)
+    rechecks = 0
     if not record.matched and record.fixable:
+        rechecks = 1
         fixed = spec.apply(ref, knob, feeds)  # afresh: the answer is checked by applying it
         record.recheck_score = judge.score(run_outputs(fixed, feeds, ep))
         record.rechecked = record.recheck_score <= judge.limit
@@ -110,7 +112,7 @@ def transform_and_bisect(
             record.fixed_candidate = _write(out_dir, "fixed_candidate.onnx", fixed)
     if out_dir is not None and plain is not None:
         record.candidate = _write(out_dir, "candidate.onnx", plain)
-    record.applications = len(attempts.scores) + (1 if record.rechecked or record.recheck_score else 0)
+    record.applications = len(attempts.scores) + rechecks
     record.seconds = round(time.perf_counter() - start, 3)
     return record
 
