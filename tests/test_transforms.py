@@ -238,6 +238,8 @@ def test_cli_fp16_writes_the_record_and_the_fixed_candidate(cli: Any, saved_over
     assert Path(record["fixed_candidate"]).is_file() and Path(record["fixed_candidate"]).parent == tmp_path / "rep" / "transform"
     assert "keep out of fp16 (node_block_list, most helpful first): layer_norm" in run.err
     assert model.read_bytes() == before  # nothing the user owns is modified
+    report_md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## The transformation: `--transform fp16`" in report_md and "node_block_list=['layer_norm']" in report_md
     assert "DIVERGED at scale_up (Mul)" in run.err  # diff's own verdict on the candidate as converted
     saved = json.loads((tmp_path / "rep" / "report.json").read_text())
     from nodebisect.records import LocateResult

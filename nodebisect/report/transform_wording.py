@@ -150,3 +150,12 @@ def _fix_cell(t: dict[str, Any]) -> str:
     if constants:
         return "no keep-list: " + ", ".join(f"`{c['constant']}` {c['before']:.4g} -> {c['after']:.4g}" for c in constants[:2])
     return "no knob setting fixes it"
+
+
+def transform_markdown(t: dict[str, Any]) -> str:
+    """report.md's section on the transformation ("" without --transform)."""
+    lines = transform_lines(t)
+    if not lines:
+        return ""
+    body = "\n".join(f"- {line.strip()}" if not line.startswith("  call:") else f"  - `{line.strip().removeprefix('call: ')}`" for line in lines)
+    return f"## The transformation: `--transform {t['name']}`\n\n{body}"
