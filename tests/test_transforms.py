@@ -157,6 +157,51 @@ def test_onnxoptimizer_pass_that_drops_exp_before_argmax_is_named(tmp_path: Path
     assert not np.array_equal(_run(onnxoptimizer.optimize(model), feeds)[0], _run(model, feeds)[0])
 
 
+def test_onnxscript_constant_folding_names_the_folded_node(tmp_path: Path) -> None:
+    """A real onnxscript 0.7.2 folding defect: LogSoftmax of a constant folded to -inf (ONNX's reference op)."""
+    pytest.importorskip("onnxscript")
+    from nodebisect.report.transform_wording import transform_lines
+
+    built = tm.logsoftmax_of_constant()
+    record = _bisect(built, "onnxscript", tmp_path)
+    assert not record.matched and record.rule == "FoldConstantsPass"
+    assert record.folded == [{"node": "log_prior", "op_type": "LogSoftmax", "value": "logp"}]
+    assert record.rules == ["fold:log_prior"] and record.rechecked and _fixed_matches(record, built, rtol=1e-4)
+    assert "constant folding of log_prior (LogSoftmax, value logp)" in "\n".join(transform_lines(record.to_dict()))
+
+
+_FOLDED_LOG_PRIOR = """
+import torch
+
+
+class FoldedLogPrior(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.register_buffer("prior", torch.tensor([[0.0, 200.0, -200.0, 5.0]]))
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.lin(x) + torch.log_softmax(self.prior, -1)
+
+
+def build():
+    return FoldedLogPrior().eval(), (torch.randn(2, 4, generator=torch.Generator().manual_seed(0)),)
+"""
+
+
+@pytest.mark.slow
+def test_graph_optimization_stage_names_the_folded_constant(tmp_path: Path, quick_locate: Any) -> None:
+    """Issue #21 item 3, the folded constant: torch.onnx.export(optimize=True) folds log_softmax(buffer) to -inf."""
+    (tmp_path / "folded.py").write_text(_FOLDED_LOG_PRIOR)
+    result = quick_locate(f"{tmp_path / 'folded.py'}:build")
+    fd = result.first_divergent
+    assert fd is not None and fd.stage == "graph_optimization"
+    assert fd.optimizer["exporter_rule"] == "FoldConstantsPass"
+    assert fd.optimizer["exporter_folded"] == "node_log_softmax (LogSoftmax)"
+    assert "constant folding of node_log_softmax (LogSoftmax) is at fault" in fd.explanation
+
+
 def test_graph_optimization_stage_names_the_onnxscript_rule(sample_runs: Any) -> None:
     """Issue #21 item 3: locate's stage check names the rule, not only "the exporter's optimizer": the onnxscript
     knob search (``--transform onnxscript``) on the optimize=False export of samples/divergent.py ConvBnCancellation,

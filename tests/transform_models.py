@@ -111,3 +111,12 @@ def gemm_weight_outlier() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     inits = [nh.from_array(np.ascontiguousarray(w1.T), "w1t"), nh.from_array(np.ascontiguousarray(w2.T), "w2t")]
     io = [h.make_tensor_value_info("x", T.FLOAT, [8, 32])], [h.make_tensor_value_info("y", T.FLOAT, [8, 16])]
     return _model(nodes, *io, inits), feeds
+
+
+def logsoftmax_of_constant() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """x + LogSoftmax(prior) with a constant prior of wide gaps: onnxscript's constant folding evaluates it with
+    ONNX's reference implementation, log(softmax(.)), whose exp underflows to -inf where onnxruntime's stays finite."""
+    prior = np.array([[0.0, 200.0, -200.0, 5.0]], np.float32)
+    nodes = [h.make_node("LogSoftmax", ["prior"], ["logp"], name="log_prior", axis=-1), h.make_node("Add", ["x", "logp"], ["y"], name="add")]
+    io = [h.make_tensor_value_info("x", T.FLOAT, [2, 4])], [h.make_tensor_value_info("y", T.FLOAT, [2, 4])]
+    return _model(nodes, *io, [nh.from_array(prior, "prior")]), {"x": np.zeros((2, 4), np.float32)}

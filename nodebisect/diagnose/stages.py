@@ -161,7 +161,12 @@ def exporter_rule(plain: Any, feeds: dict[str, Any], log: RunLog) -> dict[str, s
     log.extra_sessions += record.applications
     if record.matched or not record.rechecked or not record.rule:
         return {}
-    return {"exporter_rule": ", ".join(record.rules), "exporter_optimizer": f"{record.tool} {record.version}"}
+    named = {"exporter_rule": ", ".join(r for r in record.rules if not r.startswith("fold:")) or record.rule,
+             "exporter_optimizer": f"{record.tool} {record.version}"}
+    if record.folded:  # constant folding, of these nodes: the folded constant
+        named["exporter_rule"] = ", ".join(dict.fromkeys([record.rule] + [r for r in record.rules if not r.startswith("fold:")]))
+        named["exporter_folded"] = ", ".join(f"{f['node']} ({f['op_type']})" for f in record.folded)
+    return named
 
 
 def unoptimized_window(prep: Prepared, value: str) -> tuple[bytes, dict[str, Any]] | None:

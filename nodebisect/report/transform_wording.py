@@ -48,6 +48,12 @@ def _fix_lines(t: dict[str, Any]) -> list[str]:
     if t.get("keep_nodes"):
         nodes = ", ".join(t["keep_nodes"])
         return [f"keep out of {t['name']} ({t['knob']}, most helpful first): {nodes}", f"  call: {_call(t)}", checked]
+    if t.get("folded"):
+        nodes = ", ".join(f"{f['node']} ({f['op_type']}, value {f['value']})" for f in t["folded"])
+        rest = [r for r in t.get("rules", []) if not r.startswith("fold:")]
+        also = f"; also switch off {', '.join(rest)}" if rest else ""
+        return [f"{t['tool']}'s constant folding of {nodes} changes the result: fold everything else, not that{also}",
+                f"  call: {_call(t)}", checked]
     if t.get("rules"):
         which = "pass" if t["knob"] == "passes" else "fusion" if t["knob"] == "FusionOptions" else "rewrite rule"
         return [f"switch off {t['tool']}'s {which}{'s' if len(t['rules']) > 1 else ''}: {', '.join(t['rules'])}", f"  call: {_call(t)}", checked]
@@ -96,6 +102,8 @@ def _call(t: dict[str, Any]) -> str:
     if t["name"] == "onnxoptimizer":
         return f"onnxoptimizer.optimize(model, [p for p in onnxoptimizer.get_fuse_and_elimination_passes() if p not in {off!r}])"
     if t["name"] == "onnxscript":
+        if t.get("folded"):
+            return f"onnxscript.optimizer.optimize_ir(model, should_fold={(t.get('tool_kwargs') or {}).get('should_fold', '')})"
         return f"optimize_ir's passes and default rewrite rules without {off!r} (nodebisect.transforms.onnxscript_rules.apply)"
     if t["name"].startswith("ort-transformers"):
         model_type = t["name"].partition(":")[2] or "bert"

@@ -453,4 +453,7 @@ __all__ = [
 def exporter_rule_clause(fd: FirstDivergent) -> str:
     """The onnxscript rule (or pass) named by the graph_optimization stage check, as a clause (or "")."""
     rule, tool = fd.optimizer.get("exporter_rule", ""), fd.optimizer.get("exporter_optimizer", "")
+    folded = fd.optimizer.get("exporter_folded", "")
+    if folded:
+        return f"; {tool}'s constant folding of {folded} is at fault: the optimized graph is right with that node left unfolded"
     return f"; switching off {tool}'s {rule} alone makes the optimized graph right" if rule else ""

@@ -134,6 +134,8 @@ def _search(spec: Transform, adapter: Any, ref: onnx.ModelProto, attempts: _Atte
             record.fixable = False
             return
         record.rules, record.rule = disabled, disabled[0] if disabled else ""
+        if spec.name == "onnxscript" and adapter.FOLDING in disabled:
+            _folded_node(adapter, ref, attempts, record)
         return
     order = rank_candidates(ref, items, record.culprit.get("node", ""), record.headroom)
     keep = keep_list(order, attempts.matches, attempts.score)
@@ -143,6 +145,18 @@ def _search(spec: Transform, adapter: Any, ref: onnx.ModelProto, attempts: _Atte
             record.unfixable_constants = _constants_no_keep_list_saves(adapter, ref, frozenset(order), record.culprit.get("node", ""))
         return
     record.keep_nodes = keep
+
+
+def _folded_node(adapter: Any, ref: onnx.ModelProto, attempts: _Attempts, record: TransformRecord) -> None:
+    """Constant folding is at fault: which node's folding (folding stays on for the others)?"""
+    others = frozenset(r for r in record.rules if r != adapter.FOLDING)
+    nodes = rules_to_disable(adapter.fold_items(ref), lambda unfolded: attempts.matches(others | unfolded))
+    if not nodes:
+        return
+    by_name = {n.name: n for n in ref.graph.node}
+    record.rules = [r for r in record.rules if r != adapter.FOLDING] + nodes
+    record.rule = adapter.FOLDING
+    record.folded = [{"node": n, "op_type": by_name[n].op_type, "value": by_name[n].output[0]} for n in (x.removeprefix(adapter.FOLD) for x in nodes)]
 
 
 def rank_candidates(model: onnx.ModelProto, candidates: list[str], culprit: str, headroom: list[dict[str, Any]]) -> list[str]:

@@ -27,6 +27,7 @@ class TransformRecord:
     rule: str = ""  # the rule, pass or fusion at fault (the first of ``rules``)
     rules: list[str] = field(default_factory=list)  # rules/passes/fusions to switch off
     keep_nodes: list[str] = field(default_factory=list)  # reference nodes to keep out, most helpful first
+    folded: list[dict[str, str]] = field(default_factory=list)  # onnxscript: the node(s) whose constant folding is at fault
     fixable: bool = True  # False: no knob setting makes it match
     unfixable_constants: list[dict[str, Any]] = field(default_factory=list)
     headroom: list[dict[str, Any]] = field(default_factory=list)
