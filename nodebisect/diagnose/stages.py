@@ -142,10 +142,10 @@ def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, op
         return "", {}
     if not compare(value, got, prep.acts.values[value], opts.rtol, opts.atol, prep.acts.dtypes.get(value)).ok:
         return WRONG, {}
-    return RIGHT, exporter_rule(plain, prep.feeds, log)
+    return RIGHT, exporter_rule(plain, prep.feeds, log, opts.isolate_crashes)
 
 
-def exporter_rule(plain: Any, feeds: dict[str, Any], log: RunLog) -> dict[str, str]:
+def exporter_rule(plain: Any, feeds: dict[str, Any], log: RunLog, isolate_crashes: bool = True) -> dict[str, str]:
     """The onnxscript rewrite rule (or pass: constant folding, CSE) whose switching off makes the optimized graph right.
 
     The unoptimized export is optimized again rule set by rule set, as ``torch.onnx.export(optimize=True)``
@@ -154,7 +154,7 @@ def exporter_rule(plain: Any, feeds: dict[str, Any], log: RunLog) -> dict[str, s
     from nodebisect.transforms.bisect import transform_and_bisect
 
     try:
-        record = transform_and_bisect(plain, "onnxscript", feeds)
+        record = transform_and_bisect(plain, "onnxscript", feeds, isolate_crashes=isolate_crashes)
     except Exception as exc:  # noqa: BLE001 - naming the rule is a refinement, never a failure
         log.note(f"could not bisect the exporter's optimizer rules: {str(exc).splitlines()[0][:160]}")
         return {}

@@ -48,7 +48,8 @@ def transform(
     diffed: dict[str, Any] = {}
     culprit_of = _diff_culprit(feeds, diffed, ep=ep, reference_ep=reference_ep, log=log, **options)
     out_dir = Path(report) / "transform" if report is not None else None
-    record = transform_and_bisect(model, name, feeds, out_dir, ep=ep, tolerance=tolerance, culprit_of=culprit_of)
+    record = transform_and_bisect(model, name, feeds, out_dir, ep=ep, tolerance=tolerance, culprit_of=culprit_of,
+                                  isolate_crashes=options.get("isolate_crashes", True))
     result = diffed.get("result")
     if not isinstance(result, LocateResult):
         result = LocateResult(verdict=MATCH if record.matched else DIVERGED, model=source)
@@ -80,7 +81,8 @@ def locate_and_transform(
         diffed: dict[str, Any] = {}
         culprit_of = _diff_culprit(prep.feeds, diffed, ep=options.get("ep", "cpu"), log=progress, isolate_crashes=options.get("isolate_crashes", True))
         out_dir = Path(report) / "transform" if report is not None else None
-        record = transform_and_bisect(prep.onnx_model, name, dict(prep.feeds), out_dir, ep=options.get("ep", "cpu"), tolerance=tolerance, culprit_of=culprit_of)
+        record = transform_and_bisect(prep.onnx_model, name, dict(prep.feeds), out_dir, ep=options.get("ep", "cpu"), tolerance=tolerance,
+                                      culprit_of=culprit_of, isolate_crashes=options.get("isolate_crashes", True))
     result.transform = record.to_dict()
     return result
 

@@ -32,9 +32,10 @@ MAX_CONSTANTS = 5  # the constants named when no keep-list helps: those the culp
 class _Attempts:
     """Each knob setting applied and run once (the searches ask again for the same setting)."""
 
-    def __init__(self, spec: Transform, reference: onnx.ModelProto, feeds: dict[str, Any], judge: Judge, ep: str, cancel: Callable[[], bool] | None) -> None:
+    def __init__(self, spec: Transform, reference: onnx.ModelProto, feeds: dict[str, Any], judge: Judge, ep: str,
+                 cancel: Callable[[], bool] | None, child: Any = None) -> None:
         self.spec, self.reference, self.feeds, self.judge, self.ep = spec, reference, feeds, judge, ep
-        self.cancel = cancel
+        self.cancel, self.child = cancel, child
         self.scores: dict[frozenset[str], float] = {}
         self.models: dict[frozenset[str], onnx.ModelProto] = {}
 
@@ -48,7 +49,7 @@ class _Attempts:
             try:
                 model = self.spec.apply(self.reference, knob, self.feeds)
                 step = "run"
-                self.scores[knob] = self.judge.score(run_outputs(model, self.feeds, self.ep))
+                self.scores[knob] = self.judge.score(run_outputs(model, self.feeds, self.ep, child=self.child))
             except Exception as exc:  # noqa: BLE001 - a knob setting the tool or onnxruntime refuses does not match
                 if not knob:  # the tool as it comes: nothing to search
                     raise _plain_failure(self.spec, step, exc) from None
@@ -71,14 +72,31 @@ def transform_and_bisect(
     tolerance: float | None = None,
     cancel: Callable[[], bool] | None = None,
     culprit_of: Callable[[onnx.ModelProto, onnx.ModelProto], dict[str, str]] | None = None,
+    isolate_crashes: bool = True,
 ) -> TransformRecord:
     """Apply ``name`` to ``reference`` and, when its candidate departs, find and check the fix.
 
     ``culprit_of(reference, candidate)``: the first departing reference node as ``nodebisect.diff``
     names it (node, op_type, value), called once with the candidate as the tool makes it; the
     keep-list search starts there. Without it (or when it names none) the first node whose output
-    departs while its inputs do not, by value name, is the start.
+    departs while its inputs do not, by value name, is the start. ``isolate_crashes``: the candidates
+    run in onnxruntime's child process (a knob setting that crashes onnxruntime does not match).
     """
+    from nodebisect.runtime.sandbox import OrtChild
+
+    child = OrtChild() if isolate_crashes else None
+    try:
+        return _transform_and_bisect(reference, name, feeds, out_dir, ep, tolerance, cancel, culprit_of, child)
+    finally:
+        if child is not None:
+            child.close()
+
+
+def _transform_and_bisect(
+    reference: onnx.ModelProto, name: str, feeds: dict[str, np.ndarray], out_dir: str | Path | None, ep: str,
+    tolerance: float | None, cancel: Callable[[], bool] | None,
+    culprit_of: Callable[[onnx.ModelProto, onnx.ModelProto], dict[str, str]] | None, child: Any,
+) -> TransformRecord:
     start = time.perf_counter()
     spec = lookup(name)
     adapter = spec.adapter()
@@ -86,7 +104,7 @@ def transform_and_bisect(
     values = run_values(ref, feeds, ep)
     expected = {o.name: values[o.name] for o in ref.graph.output}
     judge = Judge(expected, spec.precision, tolerance)
-    attempts = _Attempts(spec, ref, feeds, judge, ep, cancel)
+    attempts = _Attempts(spec, ref, feeds, judge, ep, cancel, child)
     record = TransformRecord(name=spec.label, tool=spec.tool, version=spec.version(), knob=spec.knob_name,
                              precision=spec.precision, limit=judge.limit, named_nodes=len(named))
     record.score = attempts.score(frozenset())
@@ -105,7 +123,7 @@ def transform_and_bisect(
     if not record.matched and record.fixable:
         rechecks = 1
         fixed = spec.apply(ref, knob, feeds)  # afresh: the answer is checked by applying it
-        record.recheck_score = judge.score(run_outputs(fixed, feeds, ep))
+        record.recheck_score = judge.score(run_outputs(fixed, feeds, ep, child=child))
         record.rechecked = record.recheck_score <= judge.limit
         record.tool_kwargs = adapter.knob_kwargs(record.keep_nodes or record.rules, ref, spec)
         if out_dir is not None:

@@ -4,7 +4,8 @@ The knob searches run a candidate per knob setting; each is a fresh model, so
 there is nothing to keep between runs but the session set-up, which is
 ``runtime.sandbox.create_session`` (the one way nodebisect opens a session).
 onnxruntime's own graph optimizations are off by default: only the
-transformation under test differs between the two models.
+transformation under test differs between the two models. The knob searches run
+their candidates in onnxruntime's child process (``OrtChild``), as locate does.
 """
 
 from __future__ import annotations
@@ -19,11 +20,17 @@ from nodebisect.runtime.sandbox import create_session, run_session
 PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 
 
-def run_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray], ep: str = "cpu", opt_level: str = "disabled") -> dict[str, np.ndarray]:
-    """The model's graph outputs by name."""
+def run_outputs(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], ep: str = "cpu", opt_level: str = "disabled", child: Any = None
+) -> dict[str, np.ndarray]:
+    """The model's graph outputs by name; in ``child`` (a ``runtime.sandbox.OrtChild``) when given, so that a
+    candidate that crashes onnxruntime raises ``OrtCrashed`` instead of taking nodebisect down."""
     names = [o.name for o in model.graph.output]
+    fitted = _fit(model, feeds)
+    if child is not None:
+        return dict(zip(names, child.run(model.SerializeToString(), fitted, names, PROVIDERS.get(ep, [ep]), opt_level)))
     session = create_session(model.SerializeToString(), PROVIDERS.get(ep, [ep]), opt_level)
-    return dict(zip(names, run_session(session, names, _fit(model, feeds))))
+    return dict(zip(names, run_session(session, names, fitted)))
 
 
 def run_values(model: onnx.ModelProto, feeds: dict[str, np.ndarray], ep: str = "cpu", opt_level: str = "disabled") -> dict[str, np.ndarray]:
