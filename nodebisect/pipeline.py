@@ -196,9 +196,9 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, ort: Any) -> Lo
     fd = result.first_divergent
     if fd is not None and fd.cause == CAUSE_CONVERSION and not opts.onnx_path and prep.program is not None:
         with log.timed("graph_optimization_check", "check the exporter's graph optimizer"):
-            unoptimized = check_exporter_optimizer(prepared.loaded, prep, fd, opts, log, ort)
+            unoptimized, rule = check_exporter_optimizer(prepared.loaded, prep, fd, opts, log, ort)
         stage = Stage.GRAPH_OPTIMIZATION if unoptimized == RIGHT else fd.stage
-        result.first_divergent = fd = replace(fd, stage=stage, checks=replace(fd.checks, unoptimized_export=unoptimized))
+        result.first_divergent = fd = replace(fd, stage=stage, checks=replace(fd.checks, unoptimized_export=unoptimized), optimizer={**fd.optimizer, **rule})
         if fd.stage == Stage.GRAPH_OPTIMIZATION and result.repro is not None:
             result.repro.unoptimized = unoptimized_window(prep, fd.onnx_value)  # the unfused ops, for the repro
     if prep.attribute is not None:  # 8b. a frontend's own stage checks (Keras: capture, grappler, tf2onnx's optimizers)

@@ -424,6 +424,8 @@ class LocateResult:
     runtime_failure: dict[str, Any] = field(default_factory=dict)
     # --trials / several --inputs: one row per input set (trial, inputs, verdict, onnx_node, cause, max_abs)
     trials: list[dict[str, Any]] = field(default_factory=list)
+    # --transform NAME: transforms.record.TransformRecord as a dict (in the JSON only when set)
+    transform: dict[str, Any] = field(default_factory=dict)
     # Live-run only (never serialised, so not part of the contract): a ``prepared.ReproData``,
     # the culprit's local subgraph and its data, from which the report writer builds the repro bundle.
     repro: Any = field(default=None, repr=False, compare=False)
@@ -471,6 +473,7 @@ class LocateResult:
             "capture": self.capture,
             "runtime_failure": self.runtime_failure,
             "trials": self.trials,
+            **({"transform": self.transform} if self.transform else {}),
         }
 
     @classmethod
@@ -494,4 +497,5 @@ class LocateResult:
             capture=dict(data.get("capture") or {}),
             runtime_failure=dict(data.get("runtime_failure") or {}),
             trials=list(data.get("trials") or []),
+            transform=dict(data.get("transform") or {}),
         )

@@ -14,7 +14,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.description = ("Compare CANDIDATE (REFERENCE optimized, fused, converted to float16, quantized, or the same file on "
                      "another execution provider) with REFERENCE, and name the first node that departs beyond the candidate's precision.")
     p.add_argument("reference", help="the ONNX model the candidate was made from")
-    p.add_argument("candidate", help="the transformed ONNX model (or the same file, with another --ep / --reference-ep)")
+    p.add_argument("candidate", nargs="?", help="the transformed ONNX model (or the same file, with another --ep / --reference-ep); omitted with --transform NAME")
     src = p.add_argument_group("inputs")
     src.add_argument("--inputs", metavar="FILE", help=".npz keyed by the models' input names (default: random draws from the input types)")
     src.add_argument("--input", action="append", dest="input_specs", metavar="NAME=1x3x224x224[:float32]", help="random input tensor (repeatable)")
@@ -34,6 +34,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     out.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     out.add_argument("--verbose", "-v", action="store_true", help="also print every onnxruntime session")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    __import__("nodebisect.cli.transform", fromlist=["add_transform_options"]).add_transform_options(p)
     p.set_defaults(func=cmd_diff)
 
 
@@ -43,6 +44,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from nodebisect.report.atomic import write_text
     from nodebisect.report.summary import summary
 
+    if args.transform or not args.candidate:  # --transform NAME makes the candidate (nodebisect.cli.transform)
+        return __import__("nodebisect.cli.transform", fromlist=["run_transform"]).run_transform(args, ProgressPrinter(quiet=args.quiet, verbose=args.verbose))
     human = sys.stderr if args.json == "-" else sys.stdout
     options = {k: getattr(args, k) for k in ("rtol", "atol", "memory_budget") if getattr(args, k) is not None}
     result = diff(

@@ -15,6 +15,7 @@ import traceback
 from typing import Any, Callable, NoReturn
 
 from nodebisect.cli.options import add_interop_options, add_locate_options, locate_kwargs
+from nodebisect.cli.transform import add_transform_options, locate_with_transform, transform_text
 from nodebisect.errors import ExitCode, NodebisectError
 
 EPILOG = """exit codes: 0 match, 1 divergence found, 2 usage or bad input, 3 export failed,
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     loc = sub.add_parser("locate", help="export, compare and name the first divergent ONNX node", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_locate_options(loc)
+    add_transform_options(loc)
     out = loc.add_argument_group("output")
     out.add_argument("--json", metavar="FILE", help="write the LocateResult as JSON ('-' for stdout)")
     out.add_argument("--report", metavar="DIR", help="write report.md, report.json, graph.svg and repro/ into DIR")
@@ -103,7 +105,10 @@ def cmd_locate(args: argparse.Namespace) -> int:
 
         return cmd_locate_both(args, locate_kwargs(args), progress)
     kept = interop.keeper(args)  # --model-explorer / --polygraphy: the live run's model and values
-    result = locate(args.model, progress=progress, **locate_kwargs(args), **({"on_prepared": kept} if kept else {}))
+    if args.transform:
+        result = locate_with_transform(args, progress)
+    else:
+        result = locate(args.model, progress=progress, **locate_kwargs(args), **({"on_prepared": kept} if kept else {}))
     text = result.to_json()
     if args.json:
         if json_to_stdout:
@@ -122,6 +127,8 @@ def cmd_locate(args: argparse.Namespace) -> int:
     # After the report: `next:` points at the files as they are on disk.
     repro = written is not None and (written / "repro" / "repro.py").exists()
     print(summary(result, report_dir=args.report if written else None, verbose=args.verbose, repro=repro), file=human, flush=True)
+    if result.transform:
+        print(transform_text(result), file=human, flush=True)
     return int(result.exit_code)
 
 

@@ -116,13 +116,14 @@ def _beyond_drift(cmp: Any, fx_name: str, other: Any, prep: Prepared, opts: Opti
     return judge(cmp, other, prep.acts.values[fx_name], oracle, dtype).metrics.criterion != WITHIN_NOISE
 
 
-def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, opts: Options, log: RunLog, ort: Ort) -> str:
+def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, opts: Options, log: RunLog, ort: Ort) -> tuple[str, dict[str, str]]:
     """Node conversion or the exporter's ONNX optimizer? Re-translate without optimizing and look again.
 
     Runs on ``prep``'s own feeds and activations (the given inputs), whatever
     input sets the trials compared afterwards. Returns the unoptimized export's
     outcome at the culprit's value: ``RIGHT`` (the optimizer introduced the defect),
-    ``WRONG``, or "" when it could not be checked.
+    ``WRONG``, or "" when it could not be checked; with ``RIGHT``, the onnxscript rule
+    at fault (``exporter_rule``, ``exporter_optimizer``: see ``exporter_rule``).
     """
     from nodebisect.frontends.dynamo import unoptimized_export
 
@@ -138,8 +139,34 @@ def check_exporter_optimizer(loaded: Any, prep: Prepared, fd: FirstDivergent, op
         log.extra_sessions += runner.sessions
     except Exception as exc:  # noqa: BLE001 - attribution is a refinement, never a failure
         log.note(f"could not re-export without the ONNX optimizer to attribute the stage: {str(exc).splitlines()[0][:160]}")
-        return ""
-    return RIGHT if compare(value, got, prep.acts.values[value], opts.rtol, opts.atol, prep.acts.dtypes.get(value)).ok else WRONG
+        return "", {}
+    if not compare(value, got, prep.acts.values[value], opts.rtol, opts.atol, prep.acts.dtypes.get(value)).ok:
+        return WRONG, {}
+    return RIGHT, exporter_rule(plain, prep.feeds, log, opts.isolate_crashes)
+
+
+def exporter_rule(plain: Any, feeds: dict[str, Any], log: RunLog, isolate_crashes: bool = True) -> dict[str, str]:
+    """The onnxscript rewrite rule (or pass: constant folding, CSE) whose switching off makes the optimized graph right.
+
+    The unoptimized export is optimized again rule set by rule set, as ``torch.onnx.export(optimize=True)``
+    does (``transforms.onnxscript_rules``), and compared with itself unoptimized on the same feeds.
+    """
+    from nodebisect.transforms.bisect import transform_and_bisect
+
+    try:
+        record = transform_and_bisect(plain, "onnxscript", feeds, isolate_crashes=isolate_crashes)
+    except Exception as exc:  # noqa: BLE001 - naming the rule is a refinement, never a failure
+        log.note(f"could not bisect the exporter's optimizer rules: {str(exc).splitlines()[0][:160]}")
+        return {}
+    log.extra_sessions += record.applications
+    if record.matched or not record.rechecked or not record.rule:
+        return {}
+    named = {"exporter_rule": ", ".join(r for r in record.rules if not r.startswith("fold:")) or record.rule,
+             "exporter_optimizer": f"{record.tool} {record.version}"}
+    if record.folded:  # constant folding, of these nodes: the folded constant
+        named["exporter_rule"] = ", ".join(dict.fromkeys([record.rule] + [r for r in record.rules if not r.startswith("fold:")]))
+        named["exporter_folded"] = ", ".join(f"{f['node']} ({f['op_type']})" for f in record.folded)
+    return named
 
 
 def unoptimized_window(prep: Prepared, value: str) -> tuple[bytes, dict[str, Any]] | None:

@@ -30,6 +30,7 @@ from nodebisect.records import (
 )
 from nodebisect.report.index import center_node, error_key
 from nodebisect.report.markup import cell, code, code_cell, details, fence, num, one_line, table
+from nodebisect.report.transform_wording import transform_markdown
 
 # How much of the graph the report shows before folding it away.
 WORST_VALUES = 5
@@ -90,6 +91,7 @@ def render_markdown(result: LocateResult, bundle: BundleInfo | None = None) -> s
         parts += [_export_failure(result), what_to_do_section(result)]
     else:
         parts += [values_section(result), what_to_do_section(result)]
+        parts.append(transform_markdown(result.transform))  # --transform NAME: the fix the knob search found
         parts += [_values(result), _suspects(result), _sequence(result), _pictures(result, bundle)]
     svgs = [f for f in (bundle.growth_file, bundle.graph_file) if f.endswith(".svg")]
     parts += [_notes(result), reproduce_section(result, bundle), gh_command(result, svgs)]

@@ -70,7 +70,7 @@ def stage_sentence(fd: FirstDivergent, exporter: str = "dynamo") -> str:
         return (
             "the exporter's ONNX graph optimizer (onnxscript rewrite rules) turned this op into nodes that compute something else: "
             "they are wrong on PyTorch's own inputs, while the same program exported with optimize=False is right"
-        )
+        ) + exporter_rule_clause(fd)
     if stage == STAGE_RUNTIME_OPTIMIZER or cause == CAUSE_OPTIMIZER:
         level = fd.optimizer.get("level", "")
         named = fd.optimizer.get("optimizer", "")
@@ -210,6 +210,7 @@ def explanation(fd: FirstDivergent) -> str:
             "; the same program exported with optimize=False is right at this value, so the exporter's ONNX graph "
             "optimizer (onnxscript rewrite rules) introduced the defect"
         )
+        text += exporter_rule_clause(fd)
     elif fd.checks.unoptimized_export == WRONG:
         text += "; the unoptimized export is wrong here too, so the defect is in the op's conversion itself"
     return text
@@ -489,3 +490,12 @@ __all__ = [
     "what_to_do",
     "worst_text",
 ]
+
+
+def exporter_rule_clause(fd: FirstDivergent) -> str:
+    """The onnxscript rule (or pass) named by the graph_optimization stage check, as a clause (or "")."""
+    rule, tool = fd.optimizer.get("exporter_rule", ""), fd.optimizer.get("exporter_optimizer", "")
+    folded = fd.optimizer.get("exporter_folded", "")
+    if folded:
+        return f"; {tool}'s constant folding of {folded} is at fault: the optimized graph is right with that node left unfolded"
+    return f"; switching off {tool}'s {rule} alone makes the optimized graph right" if rule else ""

@@ -83,6 +83,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     loc.add_argument("--model-setting", action="append", dest="model_settings", default=[], metavar="KEY=VALUE",
                      help="set a config value or attribute of every model before export (repeatable), e.g. use_cache=False: "
                           "the remedies locate names for an export failure; a list entry's model_setting adds to it")
+    loc.add_argument("--transform", default="", metavar="NAME", help="after each export, apply NAME (fp16, quantize-dynamic, ...) and search its fix: a table per transformation in sweep.md")
     out = parser.add_argument_group("output")
     out.add_argument("--reports", action="store_true", help="write a report bundle for each divergent model into DIR/reports/NAME")
     out.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="compare two sweep directories (or sweep.jsonl files) and exit")
@@ -125,7 +126,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise BadInputError("no model left after --filter/--limit/--shard")
     options = SweepOptions(strategy=args.strategy, rtol=args.rtol, atol=args.atol, exporter=args.exporter,
                            trials=args.trials, timeout=args.timeout, memory_mib=args.memory_mib, reports=args.reports,
-                           model_settings=settings)
+                           model_settings=settings, transform=args.transform)
     for task in tasks:  # a bad per-model option is bad input now, not an error in a worker later
         try:
             options.merged(task.options)

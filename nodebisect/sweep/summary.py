@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nodebisect.report.transform_wording import transform_tables
 from nodebisect.sweep.results import SweepDiff
 from nodebisect.sweep.tasks import STATUSES
 
@@ -130,6 +131,7 @@ def to_markdown(rows: list[dict[str, Any]], out_dir: Path, elapsed_s: float | No
         lines += ["", "## Flags", "", "| model | status | flags |", "|---|---|---|"]
         for r in sorted(flagged, key=lambda r: r["name"]):
             lines.append(f"| {_cell(r['name'])} | {r['status']} | {', '.join(r['flags'])} |")
+    lines += transform_tables(rows)  # sweep --transform NAME
     slow = sorted(rows, key=lambda r: -float(r.get("wall_s") or 0))[:5]
     if slow:
         lines += ["", "Slowest: " + ", ".join(f"{r['name']} {float(r.get('wall_s') or 0):.0f}s" for r in slow)

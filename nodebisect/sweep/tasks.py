@@ -56,6 +56,7 @@ class SweepOptions:
         model_settings: ``--model-setting KEY=VALUE`` for every model (the remedies an
             export failure names, such as ``use_cache=False``); a task's own settings
             are added to them, its value winning for the same KEY.
+        transform: ``--transform NAME`` after each export (``locate MODEL --transform NAME``), or "".
     """
 
     strategy: str = "auto"
@@ -67,6 +68,7 @@ class SweepOptions:
     memory_mib: float = 4096.0
     reports: bool = False
     model_settings: tuple[str, ...] = ()
+    transform: str = ""
 
     def merged(self, overrides: dict[str, Any]) -> SweepOptions:
         """These options with a task's own (``rtol=1e-2 timeout=60`` in a spec list).

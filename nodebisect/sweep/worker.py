@@ -175,6 +175,8 @@ def locate_args(spec: str, inputs: tuple[str, ...], opts: SweepOptions, json_pat
         cmd += ["--model-setting", setting]
     if report_dir is not None:
         cmd += ["--report", str(report_dir)]
+    if opts.transform:
+        cmd += ["--transform", opts.transform]
     return cmd
 
 

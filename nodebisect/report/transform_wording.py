@@ -1,0 +1,169 @@
+"""Every sentence about a ``--transform`` run, composed from the result's ``transform`` record (a dict).
+
+Kept beside ``report/wording.py`` (which composes the verdict's sentences) so the
+transformation's words live in one place; the CLI and report.md print these lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_DIVERGED = 1e29  # judge.DIVERGED_SCORE and above: NaN, Inf, another shape or another integer
+
+
+def transform_lines(t: dict[str, Any]) -> list[str]:
+    """The headline, then the fix (or why there is none), the first departing node, the headroom."""
+    if not t:
+        return []
+    lines = [headline(t)]
+    culprit = t.get("culprit") or {}
+    if culprit.get("node"):
+        lines.append(f"first departing node: {culprit['node']} ({culprit.get('op_type', '')}), value {culprit.get('value', '')}")
+    lines += _fix_lines(t)
+    lines += headroom_lines(t.get("headroom") or [])
+    if t.get("named_nodes"):
+        lines.append(f"note: {t['named_nodes']} unnamed reference node(s) were named <op_type>_<index> so that {t['knob']} can name them")
+    return lines
+
+
+def headline(t: dict[str, Any]) -> str:
+    tool = f"{t['name']} ({t['tool']} {t.get('version', '')})".replace(" )", ")")
+    off = _off(t.get("score", 0.0))
+    explains = f"{t.get('precision', 'float32')} explains {_pct(t.get('limit', 0.0))}"
+    if t.get("matched"):
+        return f"{tool}: the transformed candidate matches the reference (worst output off by {off} of its scale; {explains})"
+    if t.get("score", 0.0) >= _DIVERGED:
+        return f"{tool} changes the result: an output gets NaN/Inf, another shape or other integers"
+    return f"{tool} changes the result: the worst output is off by {off} of its scale ({explains})"
+
+
+def _fix_lines(t: dict[str, Any]) -> list[str]:
+    if t.get("matched"):
+        return []
+    checked = (
+        f"the fixed candidate was made again, run and matches (re-checked){': ' + t['fixed_candidate'] if t.get('fixed_candidate') else ''}"
+        if t.get("rechecked")
+        else "the fixed candidate did NOT match when made again: treat this answer as a lead only"
+    )
+    if t.get("keep_nodes"):
+        nodes = ", ".join(t["keep_nodes"])
+        return [f"keep out of {t['name']} ({t['knob']}, most helpful first): {nodes}", f"  call: {_call(t)}", checked]
+    if t.get("folded"):
+        nodes = ", ".join(f"{f['node']} ({f['op_type']}, value {f['value']})" for f in t["folded"])
+        rest = [r for r in t.get("rules", []) if not r.startswith("fold:")]
+        also = f"; also switch off {', '.join(rest)}" if rest else ""
+        return [f"{t['tool']}'s constant folding of {nodes} changes the result: fold everything else, not that{also}",
+                f"  call: {_call(t)}", checked]
+    if t.get("rules"):
+        which = "pass" if t["knob"] == "passes" else "fusion" if t["knob"] == "FusionOptions" else "rewrite rule"
+        return [f"switch off {t['tool']}'s {which}{'s' if len(t['rules']) > 1 else ''}: {', '.join(t['rules'])}", f"  call: {_call(t)}", checked]
+    if not t.get("fixable", True):
+        return _unfixable_lines(t)
+    return []
+
+
+def _unfixable_lines(t: dict[str, Any]) -> list[str]:
+    if t.get("knob") not in ("node_block_list", "nodes_to_exclude"):
+        return [f"no set of {t['knob']} switched off makes it match: the change comes from {t['tool']}'s fixed passes, not from a rule"]
+    lines = [f"no keep-list fixes it: even with every candidate node in {t['knob']} the candidate departs"]
+    constants = t.get("unfixable_constants") or []
+    for c in constants:
+        where = f"Constant node '{c['constant_node']}'" if c.get("constant_node") else "initializer"
+        readers = ", ".join(c.get("readers") or []) or "no node"
+        lines.append(
+            f"  the conversion changes constant '{c['constant']}' ({where}, read by {readers}) from {c['before']:.6g} to {c['after']:.6g}"
+            " even when its readers are kept"
+        )
+    if any(c.get("constant_node") for c in constants):
+        lines.append("  a Constant node's value is converted unless the Constant is kept, and reaches a kept reader through float16 anyway:"
+                     " make it an initializer without a value_info entry")
+    if any(c.get("listed_in_value_info") for c in constants):
+        lines.append("  an initializer the model lists in value_info is marked float16 before the converter keeps anything, so a kept reader"
+                     " reads it through a Cast from float16: drop the initializers' value_info entries before converting")
+    return lines
+
+
+def headroom_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Reference values over float16's range (65504) or under its smallest normal (6.1e-05)."""
+    lines = []
+    for r in rows:
+        where = f"'{r['value']}'" + (f" ({r['node']})" if r.get("node") else "")
+        if r["kind"] == "over_range":
+            lines.append(f"float16 headroom: {where} reaches {r['max_abs']:.4g}, over float16's 65504 ({_elements(r['elements'])})")
+        else:
+            lines.append(f"float16 headroom: {where} has {_elements(r['elements'])} under float16's smallest normal 6.1e-05 (down to {r['min_abs']:.3g})")
+    return lines
+
+
+def _call(t: dict[str, Any]) -> str:
+    """The tool's own call with the fix (rule lists: every default but the ones switched off)."""
+    kwargs = ", ".join(f"{k}={v!r}" for k, v in (t.get("tool_kwargs") or {}).items())
+    off = sorted(t.get("rules") or [])
+    if t["name"] == "onnxoptimizer":
+        return f"onnxoptimizer.optimize(model, [p for p in onnxoptimizer.get_fuse_and_elimination_passes() if p not in {off!r}])"
+    if t["name"] == "onnxscript":
+        if t.get("folded"):
+            return f"onnxscript.optimizer.optimize_ir(model, should_fold={(t.get('tool_kwargs') or {}).get('should_fold', '')})"
+        return f"optimize_ir's passes and default rewrite rules without {off!r} (nodebisect.transforms.onnxscript_rules.apply)"
+    if t["name"].startswith("ort-transformers"):
+        model_type = t["name"].partition(":")[2] or "bert"
+        flags = "; ".join(f"options.{f} = False" for f in off)
+        return f"options = FusionOptions({model_type!r}); {flags}; optimize_model(path, model_type={model_type!r}, optimization_options=options)"
+    return {
+        "fp16": f"onnxconverter_common.float16.convert_float_to_float16(model, {kwargs})",
+        "quantize-dynamic": f"onnxruntime.quantization.quantize_dynamic(model_in, model_out, {kwargs})",
+        "quantize-static": f"onnxruntime.quantization.quantize_static(model_in, model_out, reader, {kwargs})",
+    }.get(t["name"], f"{t['name']} with {kwargs}")
+
+
+def _off(score: float) -> str:
+    return "NaN/Inf or a different value" if score >= _DIVERGED else _pct(score)
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.3g}%"
+
+
+def _elements(n: int) -> str:
+    return f"{n} element{'s' if n != 1 else ''}"
+
+
+def transform_tables(rows: list[dict[str, Any]]) -> list[str]:
+    """sweep.md's tables, one per transformation (``sweep --transform NAME``): which models break, at which op, the fix."""
+    by_name: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for row in rows:
+        t = row.get("transform") or {}
+        if t.get("name"):
+            by_name.setdefault(t["name"], []).append((str(row.get("name", "")), t))
+    lines: list[str] = []
+    for name, entries in sorted(by_name.items()):
+        broken = sum(1 for _, t in entries if not t.get("matched"))
+        lines += ["", f"## Transformation {name}", "", f"{broken} of {len(entries)} model(s) depart after {name} ({entries[0][1].get('tool', '')} {entries[0][1].get('version', '')}).".replace(" )", ")"),
+                  "", "| model | verdict | at op | first departing node | fix | re-checked |", "|---|---|---|---|---|---|"]
+        for model, t in sorted(entries, key=lambda e: (bool(e[1].get("matched")), e[0])):
+            culprit = t.get("culprit") or {}
+            lines.append(f"| {model.replace('|', '/')} | {'match' if t.get('matched') else 'breaks'} | {culprit.get('op_type', '')} | "
+                         f"`{culprit.get('node', '')}` | {_fix_cell(t)} | {'yes' if t.get('rechecked') else ''} |")
+    return lines
+
+
+def _fix_cell(t: dict[str, Any]) -> str:
+    if t.get("matched"):
+        return ""
+    if t.get("keep_nodes"):
+        return f"keep out ({t['knob']}): " + ", ".join(f"`{n}`" for n in t["keep_nodes"])
+    if t.get("rules"):
+        return "switch off: " + ", ".join(f"`{r}`" for r in t["rules"])
+    constants = t.get("unfixable_constants") or []
+    if constants:
+        return "no keep-list: " + ", ".join(f"`{c['constant']}` {c['before']:.4g} -> {c['after']:.4g}" for c in constants[:2])
+    return "no knob setting fixes it"
+
+
+def transform_markdown(t: dict[str, Any]) -> str:
+    """report.md's section on the transformation ("" without --transform)."""
+    lines = transform_lines(t)
+    if not lines:
+        return ""
+    body = "\n".join(f"- {line.strip()}" if not line.startswith("  call:") else f"  - `{line.strip().removeprefix('call: ')}`" for line in lines)
+    return f"## The transformation: `--transform {t['name']}`\n\n{body}"

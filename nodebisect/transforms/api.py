@@ -1,0 +1,112 @@
+"""``transform()``: the Python face of ``nodebisect diff REFERENCE.onnx --transform NAME``.
+
+The reference is an ONNX file (or ModelProto); the transformation is applied with
+the real tool; ``nodebisect.diff`` compares the candidate it makes with the reference
+(the verdict, the culprit, the report) and the culprit starts the knob search
+(``bisect``). The result is diff's ``LocateResult`` with the ``transform`` record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nodebisect.errors import NodebisectError
+from nodebisect.records import DIVERGED, MATCH, LocateResult
+
+
+def transform(
+    reference: str | Path | Any,
+    name: str,
+    inputs: str | Path | dict[str, np.ndarray] | None = None,
+    *,
+    ep: str = "cpu",
+    reference_ep: str = "cpu",
+    report: str | Path | None = None,
+    tolerance: float | None = None,
+    log: Any = None,
+    input_specs: list[str] | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> LocateResult:
+    """Apply ``name`` to ``reference``, diff the candidate, search the knob that makes it match, re-check it.
+
+    ``report``: folder for diff's report and ``transform/{candidate,fixed_candidate}.onnx``.
+    ``**options``: diff's (rtol, atol, strategy, memory_budget).
+    """
+    from nodebisect.onnx_reference.engine import read_model
+    from nodebisect.onnx_reference.inputs import both_feeds
+    from nodebisect.transforms.bisect import transform_and_bisect
+    from nodebisect.transforms.registry import lookup
+
+    spec = lookup(name)
+    spec.adapter()  # a missing tool is said before anything runs
+    model, source = read_model(reference, "reference")
+    feeds, _ = both_feeds(model, model, inputs, input_specs, seed)
+    diffed: dict[str, Any] = {}
+    culprit_of = _diff_culprit(feeds, diffed, ep=ep, reference_ep=reference_ep, log=log, **options)
+    out_dir = Path(report) / "transform" if report is not None else None
+    record = transform_and_bisect(model, name, feeds, out_dir, ep=ep, tolerance=tolerance, culprit_of=culprit_of,
+                                  isolate_crashes=options.get("isolate_crashes", True))
+    result = diffed.get("result")
+    if not isinstance(result, LocateResult):
+        result = LocateResult(verdict=MATCH if record.matched else DIVERGED, model=source)
+        result.notes.append(f"nodebisect diff could not compare the candidate with the reference: {diffed.get('why', 'not run')}")
+    result.transform = record.to_dict()
+    if report is not None:
+        from nodebisect.report.bundle import write_report
+
+        write_report(result, report)
+    return result
+
+
+def locate_and_transform(
+    model: Any, name: str, inputs: Any = None, *, report: str | Path | None = None, tolerance: float | None = None,
+    progress: Any = None, **options: Any,
+) -> LocateResult:
+    """``nodebisect locate MODEL --transform NAME`` (and the sweep's): export and locate, then the transformation
+    of the exported ONNX model on the same feeds; the result is locate's, with the ``transform`` record."""
+    import nodebisect
+    from nodebisect.transforms.bisect import transform_and_bisect
+    from nodebisect.transforms.registry import lookup
+
+    lookup(name).adapter()  # a missing tool is said before the export
+    with nodebisect.prepare(model, inputs, progress=progress, **options) as prepared:
+        result = nodebisect.locate(prepared, progress=progress)
+        prep = prepared.prep
+        if prep is None or prep.onnx_model is None:
+            return result  # export failed: nothing to transform
+        diffed: dict[str, Any] = {}
+        culprit_of = _diff_culprit(prep.feeds, diffed, ep=options.get("ep", "cpu"), log=progress, isolate_crashes=options.get("isolate_crashes", True))
+        out_dir = Path(report) / "transform" if report is not None else None
+        record = transform_and_bisect(prep.onnx_model, name, dict(prep.feeds), out_dir, ep=options.get("ep", "cpu"), tolerance=tolerance,
+                                      culprit_of=culprit_of, isolate_crashes=options.get("isolate_crashes", True))
+    result.transform = record.to_dict()
+    return result
+
+
+def _diff_culprit(feeds: dict[str, np.ndarray], diffed: dict[str, Any], **diff_options: Any) -> Any:
+    """``culprit_of`` for ``transform_and_bisect``: ``nodebisect.diff`` of the candidate, its culprit as a reference node.
+
+    The diff's result is kept in ``diffed["result"]`` (or why it could not run in ``diffed["why"]``).
+    """
+
+    def culprit_of(named_ref: Any, candidate: Any) -> dict[str, str]:
+        from nodebisect import diff
+
+        try:
+            diffed["result"] = result = diff(named_ref, candidate, feeds, **diff_options)
+        except NodebisectError as exc:  # e.g. an optimizer renamed too much to map: the search starts from its own culprit
+            diffed["why"] = exc.message
+            return {}
+        fd = result.first_divergent
+        if fd is None:
+            return {}
+        names = {n.name for n in named_ref.graph.node}
+        # the tools keep the reference's node names (fp16, quantization); else diff's reference node behind it
+        node = fd.onnx_node if fd.onnx_node in names else fd.framework.module
+        return {"node": node, "op_type": fd.op_type if node == fd.onnx_node else fd.framework.target, "value": fd.onnx_value}
+
+    return culprit_of

@@ -1,0 +1,236 @@
+"""``--transform NAME``: apply a known transformation, then search its knobs for the fix.
+
+1. name the reference's unnamed nodes (a copy: the tools' keep-lists match names);
+2. run the reference once, every value (headroom, the first departing node);
+3. apply the tool as-is; does its candidate match (``judge``, the precision's tolerance)?
+4. if not: the rules to switch off (``search.rules_to_disable``) or the nodes to keep
+   out (``search.keep_list``, the first departing node and its neighbours first);
+   for float16, when no keep-list helps, the constants the conversion changes;
+5. apply the answer afresh, run it, and check it matches (``rechecked``); write both
+   candidates to the output folder.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from nodebisect.transforms.search import keep_list, rules_to_disable
+from nodebisect.transforms.evaluate import run_outputs, run_values
+from nodebisect.transforms.judge import Judge, relative_error
+from nodebisect.transforms.record import TransformRecord
+from nodebisect.transforms.registry import Transform, lookup, named_copy
+
+
+MAX_CONSTANTS = 5  # the constants named when no keep-list helps: those the culprit reads first, then the most changed
+
+
+class _Attempts:
+    """Each knob setting applied and run once (the searches ask again for the same setting)."""
+
+    def __init__(self, spec: Transform, reference: onnx.ModelProto, feeds: dict[str, Any], judge: Judge, ep: str,
+                 cancel: Callable[[], bool] | None, child: Any = None) -> None:
+        self.spec, self.reference, self.feeds, self.judge, self.ep = spec, reference, feeds, judge, ep
+        self.cancel, self.child = cancel, child
+        self.scores: dict[frozenset[str], float] = {}
+        self.models: dict[frozenset[str], onnx.ModelProto] = {}
+
+    def score(self, knob: frozenset[str]) -> float:
+        if knob not in self.scores:
+            if self.cancel is not None and self.cancel():
+                from nodebisect.errors import CancelledError
+
+                raise CancelledError("cancelled during the --transform search")
+            model, step = None, "apply"
+            try:
+                model = self.spec.apply(self.reference, knob, self.feeds)
+                step = "run"
+                self.scores[knob] = self.judge.score(run_outputs(model, self.feeds, self.ep, child=self.child))
+            except Exception as exc:  # noqa: BLE001 - a knob setting the tool or onnxruntime refuses does not match
+                if not knob:  # the tool as it comes: nothing to search
+                    raise _plain_failure(self.spec, step, exc) from None
+                self.scores[knob] = float("inf")
+            if not knob:
+                self.models[knob] = model
+        return self.scores[knob]
+
+    def matches(self, knob: frozenset[str]) -> bool:
+        return self.score(knob) <= self.judge.limit
+
+
+def transform_and_bisect(
+    reference: onnx.ModelProto,
+    name: str,
+    feeds: dict[str, np.ndarray],
+    out_dir: str | Path | None = None,
+    *,
+    ep: str = "cpu",
+    tolerance: float | None = None,
+    cancel: Callable[[], bool] | None = None,
+    culprit_of: Callable[[onnx.ModelProto, onnx.ModelProto], dict[str, str]] | None = None,
+    isolate_crashes: bool = True,
+) -> TransformRecord:
+    """Apply ``name`` to ``reference`` and, when its candidate departs, find and check the fix.
+
+    ``culprit_of(reference, candidate)``: the first departing reference node as ``nodebisect.diff``
+    names it (node, op_type, value), called once with the candidate as the tool makes it; the
+    keep-list search starts there. Without it (or when it names none) the first node whose output
+    departs while its inputs do not, by value name, is the start. ``isolate_crashes``: the candidates
+    run in onnxruntime's child process (a knob setting that crashes onnxruntime does not match).
+    """
+    from nodebisect.runtime.sandbox import OrtChild
+
+    child = OrtChild() if isolate_crashes else None
+    try:
+        return _transform_and_bisect(reference, name, feeds, out_dir, ep, tolerance, cancel, culprit_of, child)
+    finally:
+        if child is not None:
+            child.close()
+
+
+def _transform_and_bisect(
+    reference: onnx.ModelProto, name: str, feeds: dict[str, np.ndarray], out_dir: str | Path | None, ep: str,
+    tolerance: float | None, cancel: Callable[[], bool] | None,
+    culprit_of: Callable[[onnx.ModelProto, onnx.ModelProto], dict[str, str]] | None, child: Any,
+) -> TransformRecord:
+    start = time.perf_counter()
+    spec = lookup(name)
+    adapter = spec.adapter()
+    ref, named = named_copy(reference)
+    values = run_values(ref, feeds, ep)
+    expected = {o.name: values[o.name] for o in ref.graph.output}
+    judge = Judge(expected, spec.precision, tolerance)
+    attempts = _Attempts(spec, ref, feeds, judge, ep, cancel, child)
+    record = TransformRecord(name=spec.label, tool=spec.tool, version=spec.version(), knob=spec.knob_name,
+                             precision=spec.precision, limit=judge.limit, named_nodes=len(named))
+    record.score = attempts.score(frozenset())
+    record.matched = record.score <= judge.limit
+    plain = attempts.models.get(frozenset())
+    if spec.name == "fp16":
+        record.headroom = adapter.headroom(values, _producers(ref))
+    if plain is not None and culprit_of is not None:
+        record.culprit = culprit_of(ref, plain)
+    if plain is not None and not record.matched and not record.culprit:
+        record.culprit = first_departing(ref, values, _safe_values(plain, feeds, ep), judge.limit)
+    if not record.matched:
+        _search(spec, adapter, ref, attempts, record)
+    knob = frozenset(record.keep_nodes or record.rules)
+    rechecks = 0
+    if not record.matched and record.fixable:
+        rechecks = 1
+        fixed = spec.apply(ref, knob, feeds)  # afresh: the answer is checked by applying it
+        record.recheck_score = judge.score(run_outputs(fixed, feeds, ep, child=child))
+        record.rechecked = record.recheck_score <= judge.limit
+        record.tool_kwargs = adapter.knob_kwargs(record.keep_nodes or record.rules, ref, spec)
+        if out_dir is not None:
+            record.fixed_candidate = _write(out_dir, "fixed_candidate.onnx", fixed)
+    if out_dir is not None and plain is not None:
+        record.candidate = _write(out_dir, "candidate.onnx", plain)
+    record.applications = len(attempts.scores) + rechecks
+    record.seconds = round(time.perf_counter() - start, 3)
+    return record
+
+
+def _plain_failure(spec: Transform, step: str, exc: Exception) -> Exception:
+    from nodebisect.errors import BadInputError
+
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    if step == "apply":
+        return BadInputError(f"{spec.tool} could not apply --transform {spec.label} to the reference: {first}")
+    return BadInputError(f"onnxruntime cannot run the candidate --transform {spec.label} makes: {first}")
+
+
+def _search(spec: Transform, adapter: Any, ref: onnx.ModelProto, attempts: _Attempts, record: TransformRecord) -> None:
+    items = spec.candidates(ref)
+    if spec.knob == "rules":
+        disabled = rules_to_disable(items, attempts.matches)
+        if disabled is None:
+            record.fixable = False
+            return
+        record.rules, record.rule = disabled, disabled[0] if disabled else ""
+        if spec.name == "onnxscript" and adapter.FOLDING in disabled:
+            _folded_node(adapter, ref, attempts, record)
+        return
+    order = rank_candidates(ref, items, record.culprit.get("node", ""), record.headroom)
+    keep = keep_list(order, attempts.matches, attempts.score)
+    if keep is None:
+        record.fixable = False
+        if spec.name == "fp16":
+            record.unfixable_constants = _constants_no_keep_list_saves(adapter, ref, frozenset(order), record.culprit.get("node", ""))
+        return
+    record.keep_nodes = keep
+
+
+def _folded_node(adapter: Any, ref: onnx.ModelProto, attempts: _Attempts, record: TransformRecord) -> None:
+    """Constant folding is at fault: which node's folding (folding stays on for the others)?"""
+    others = frozenset(r for r in record.rules if r != adapter.FOLDING)
+    nodes = rules_to_disable(adapter.fold_items(ref), lambda unfolded: attempts.matches(others | unfolded))
+    if not nodes:
+        return
+    by_name = {n.name: n for n in ref.graph.node}
+    record.rules = [r for r in record.rules if r != adapter.FOLDING] + nodes
+    record.rule = adapter.FOLDING
+    record.folded = [{"node": n, "op_type": by_name[n].op_type, "value": by_name[n].output[0]} for n in (x.removeprefix(adapter.FOLD) for x in nodes)]
+
+
+def rank_candidates(model: onnx.ModelProto, candidates: list[str], culprit: str, headroom: list[dict[str, Any]]) -> list[str]:
+    """The culprit, its neighbours, then the nodes whose values overflow float16, then graph order."""
+    allowed = set(candidates)
+    producer = _producers(model)
+    by_name = {n.name: n for n in model.graph.node}
+    readers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for value in node.input:
+            readers.setdefault(value, []).append(node.name)
+    first: list[str] = []
+    if culprit in by_name:
+        node = by_name[culprit]
+        first = [culprit] + [producer[v] for v in node.input if v in producer] + [r for v in node.output for r in readers.get(v, [])]
+    first += [row["node"] for row in headroom if row.get("kind") == "over_range"]
+    ordered = [n for n in dict.fromkeys(first + candidates) if n in allowed]
+    return ordered
+
+
+def first_departing(model: onnx.ModelProto, reference: dict[str, Any], candidate: dict[str, Any], limit: float) -> dict[str, str]:
+    """The first node (graph order) whose output departs while its inputs do not (else the first departing)."""
+    fallback: dict[str, str] = {}
+    for node in model.graph.node:
+        outs = [relative_error(candidate[v], reference[v]) for v in node.output if v in candidate and v in reference]
+        if not outs or max(outs) <= limit:
+            continue
+        ins = [relative_error(candidate[v], reference[v]) for v in node.input if v in candidate and v in reference]
+        found = {"node": node.name, "op_type": node.op_type, "value": node.output[0]}
+        if not ins or max(ins) <= limit:
+            return found
+        fallback = fallback or found
+    return fallback
+
+
+def _constants_no_keep_list_saves(adapter: Any, ref: onnx.ModelProto, kept: frozenset[str], culprit: str) -> list[dict[str, Any]]:
+    """The constants the conversion changes even with every candidate kept, read near the culprit first."""
+    rows = adapter.changed_constants(ref, kept)
+    return sorted(rows, key=lambda r: (culprit not in r.get("readers", []), -abs(r["after"] - r["before"]) / max(abs(r["before"]), 1e-30)))[:MAX_CONSTANTS]
+
+
+def _safe_values(model: onnx.ModelProto, feeds: dict[str, Any], ep: str) -> dict[str, Any]:
+    try:
+        return run_values(model, feeds, ep)
+    except Exception:  # noqa: BLE001 - the culprit is a refinement; the outputs already decided
+        return {}
+
+
+def _producers(model: onnx.ModelProto) -> dict[str, str]:
+    return {v: n.name for n in model.graph.node for v in n.output}
+
+
+def _write(out_dir: str | Path, filename: str, model: onnx.ModelProto) -> str:
+    from nodebisect.report.atomic import write_bytes
+
+    path = Path(out_dir) / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(path, model.SerializeToString())
+    return str(path)

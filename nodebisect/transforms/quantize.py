@@ -1,0 +1,91 @@
+"""onnxruntime.quantization, unmodified: dynamic, and static (QDQ) calibrated on the given inputs.
+
+Knob: ``nodes_to_exclude``. Naming quirks read in ``onnxruntime/quantization``
+(``base_quantizer.should_quantize_node``, ``quantize.quantize_dynamic``):
+- ``nodes_to_exclude`` is matched against the reference's ``NodeProto.name``, before
+  the quantizer renames anything (a quantized MatMul becomes ``<name>_quant``, its
+  tensors ``<tensor>_quantized``, Q/DQ nodes ``<tensor>_QuantizeLinear``), so the list
+  names the reference's nodes; an unnamed node cannot be excluded (nodebisect names them);
+- dynamic quantization quantizes a MatMul only when its B is a constant
+  (``MatMulConstBOnly``, on by default), so only those are candidates;
+- dynamic quantization first rewrites a Gemm (alpha = beta = 1, transA = 0) into a
+  MatMul named ``<name>_MatMul`` (plus ``<name>_Add``, ``<name>_Transpose``:
+  ``ONNXModel.replace_gemm_with_matmul``), and ``nodes_to_exclude`` is matched after
+  that: the exclude list must say ``<name>_MatMul`` to keep the Gemm ``<name>`` out.
+  ``keep_nodes`` names the reference's Gemm; ``tool_kwargs`` the name the tool honours.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+
+def candidates(reference: onnx.ModelProto, static: bool) -> list[str]:
+    """The nodes the quantizer would quantize: its registry's op types (dynamic: constant-B MatMuls)."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry
+
+    ops = set(QDQRegistry if static else IntegerOpsRegistry)
+    constants = {t.name for t in reference.graph.initializer}
+    names = []
+    for node in reference.graph.node:
+        rewritten = not static and _gemm_as_matmul(node)
+        if not node.name or (node.op_type not in ops and not rewritten):
+            continue
+        if not static and node.op_type in ("MatMul", "Gemm") and (len(node.input) < 2 or node.input[1] not in constants):
+            continue
+        names.append(node.name)
+    return names
+
+
+def _gemm_as_matmul(node: onnx.NodeProto) -> bool:
+    """A Gemm dynamic quantization rewrites into ``<name>_MatMul`` first (alpha = beta = 1, transA = 0)."""
+    if node.op_type != "Gemm":
+        return False
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and attrs.get("transA", 0) == 0
+
+
+def tool_names(reference: onnx.ModelProto, keep: list[str] | frozenset[str], static: bool) -> list[str]:
+    """The names ``nodes_to_exclude`` must hold for the reference nodes ``keep`` (a rewritten Gemm: ``<name>_MatMul``)."""
+    by_name = {n.name: n for n in reference.graph.node}
+    return [f"{name}_MatMul" if not static and name in by_name and _gemm_as_matmul(by_name[name]) else name for name in keep]
+
+
+def apply(reference: onnx.ModelProto, keep: frozenset[str], feeds: dict[str, Any], spec: Any) -> onnx.ModelProto:
+    """``quantize_dynamic`` / ``quantize_static`` (QDQ, per-tensor, calibrated on ``feeds``) with ``nodes_to_exclude=keep``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    class _Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._left = [dict(feeds)]
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return self._left.pop() if self._left else None
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # "Please consider to run pre-processing" on every call
+    try:
+        with tempfile.TemporaryDirectory(prefix="nodebisect-quant-") as tmp:
+            src, dst = Path(tmp) / "reference.onnx", Path(tmp) / "candidate.onnx"
+            onnx.save(reference, str(src))
+            static = spec.name == "quantize-static"
+            exclude = tool_names(reference, sorted(keep), static)
+            if static:
+                quantize_static(str(src), str(dst), _Feeds(), quant_format=QuantFormat.QDQ, nodes_to_exclude=exclude,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            else:
+                quantize_dynamic(str(src), str(dst), nodes_to_exclude=exclude, weight_type=QuantType.QInt8)
+            return onnx.load(str(dst))
+    finally:
+        root.setLevel(level)
+
+
+def knob_kwargs(keep: list[str], reference: onnx.ModelProto, spec: Any) -> dict[str, Any]:
+    return {"nodes_to_exclude": tool_names(reference, keep, spec.name == "quantize-static")}
