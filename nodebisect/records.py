@@ -21,7 +21,7 @@ from nodebisect.vocab import (  # noqa: F401
     Vocabulary, Verdict, Status, Stage, Cause, MATCH, DIVERGED, EXPORT_FAILED, RUNTIME_FAILED, VERDICTS, OK,
     STATUS_DIVERGED, UNMAPPED, NOT_RUN, STAGE_CAPTURE, STAGE_DECOMPOSITION, STAGE_CONVERSION,
     STAGE_GRAPH_OPTIMIZATION, STAGE_RUNTIME, STAGE_RUNTIME_OPTIMIZER, CAUSE_CONVERSION, CAUSE_INHERITED,
-    CAUSE_RUNTIME, CAUSE_OPTIMIZER, CAUSE_UNKNOWN, RIGHT, WRONG, FAILED,
+    CAUSE_RUNTIME, CAUSE_OPTIMIZER, CAUSE_UNKNOWN, RIGHT, WRONG, FAILED, Scope,
 )
 
 SCHEMA = "nodebisect.report/1"
@@ -271,8 +271,11 @@ class FirstDivergent:
     op_noise: dict[str, float] = field(default_factory=dict)
     # What each check found (the explanation is composed from these and the fields above).
     checks: Checks = field(default_factory=Checks)
+    # With a mask input: "masked_positions" (outputs agree where it keeps), "attended", or "" (vocab.Scope).
+    scope: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        scope = {"scope": str(self.scope)} if self.scope else {}
         return {
             "onnx_node": self.onnx_node,
             "op_type": self.op_type,
@@ -293,6 +296,7 @@ class FirstDivergent:
             "local_error": json_float(self.local_error),
             "op_noise": json_float(self.op_noise),
             "checks": self.checks.to_dict(),
+            **scope,
         }
 
     @classmethod
@@ -321,6 +325,7 @@ class FirstDivergent:
             local_error=dict(data.get("local_error") or {}),
             op_noise=from_json_float(dict(data.get("op_noise") or {})),
             checks=Checks.from_dict(data.get("checks")),
+            scope=Scope.read(data.get("scope", "")),
         )
 
 
@@ -331,13 +336,19 @@ class OutputComparison:
     name: str
     ok: bool
     metrics: Metrics
+    # A mask input applies (values.masks): the largest error where it keeps positions, and whether they agree.
+    max_abs_attended: float | None = None
+    ok_attended: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "metrics": self.metrics.to_dict()}
+        out = {"name": self.name, "ok": self.ok, "metrics": self.metrics.to_dict()}
+        attended = {"max_abs_attended": json_float(self.max_abs_attended), "ok_attended": self.ok_attended}
+        return out if self.max_abs_attended is None else {**out, **attended}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OutputComparison:
-        return cls(data["name"], bool(data["ok"]), Metrics.from_dict(data.get("metrics") or {}))
+        attended = from_json_float(data.get("max_abs_attended"))
+        return cls(data["name"], bool(data["ok"]), Metrics.from_dict(data.get("metrics") or {}), attended, data.get("ok_attended"))
 
 
 @dataclass

@@ -30,6 +30,7 @@ from nodebisect.report.wording import (
     file_at,
     nonfinite_sentence,
 )
+from nodebisect.report.scope_wording import MASKED_ONLY, masked_only
 from nodebisect.report.markup import fence, num, pair_text, value_text
 from nodebisect.report.verdict import values_behind, verdict_view
 
@@ -46,7 +47,8 @@ def issue_title(result: LocateResult) -> str:
     exporter = result.environment.get("exporter", "dynamo")
     op = _framework_op(fd)
     where = file_at(fd, exporter)
-    symptom = _symptom(fd)
+    # Masked positions only: no numbers, which differ by dtype and mask kind for one missing guard (#22.3).
+    symptom = f" {MASKED_ONLY}" if masked_only(result) else _symptom(fd)
     if fd.stage == STAGE_CAPTURE:
         text = f"torch.export: the exported program differs from eager PyTorch at {op}{symptom}"
     elif fd.stage == STAGE_DECOMPOSITION:
@@ -62,7 +64,7 @@ def issue_title(result: LocateResult) -> str:
         text = f"numeric drift grows at {fd.op_type} (from {op}){symptom}"
     elif len(fd.segment) > 1 and fd.segment[0] != fd.onnx_node and fd.segment_op_types:
         # Inside a multi-node lowering the node that departs is the lead suspect, not the carrier's op.
-        text = f"torch.onnx: {op} exported as {len(fd.segment)} nodes; its {fd.segment_op_types[0]} computes something else{symptom}"
+        text = f"torch.onnx: {op} exported as several nodes; its {fd.segment_op_types[0]} computes something else{symptom}"
     else:
         text = f"torch.onnx: {op} exported as {fd.op_type} computes something else{symptom}"
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"

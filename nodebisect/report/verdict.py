@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from nodebisect.frames import USER, frame_kind
 from nodebisect.records import DIVERGED, EXPORT_FAILED, MATCH, RUNTIME_FAILED, STAGE_CAPTURE, FirstDivergent, LocateResult
+from nodebisect.report.scope_wording import headline_suffix, scope_text
 from nodebisect.report.wording import (
     amplifier_text,
     constants_text,
@@ -79,8 +80,8 @@ def verdict_view(result: LocateResult) -> VerdictView:
         return VerdictView(headline=result.verdict.upper(), banner=result.verdict.upper().replace("_", " "))
     where = file_at(fd, exporter)
     return VerdictView(
-        headline=f"DIVERGED at {fd.onnx_node} ({fd.op_type})",
-        banner=_diverged_banner(fd),
+        headline=f"DIVERGED at {fd.onnx_node} ({fd.op_type}){headline_suffix(result)}",
+        banner=_diverged_banner(fd) + headline_suffix(result),
         facts=_facts(result, fd, exporter, values_behind(fd)),
         file_at=where,
         meanwhile=what_to_do(fd, exporter),
@@ -152,6 +153,9 @@ def _facts(result: LocateResult, fd: FirstDivergent, exporter: str, values: list
         reasons = [o.metrics.reason for o in bad if o.metrics.reason]
         size = reasons[0] if reasons else f"worst max_abs={max(o.metrics.max_abs for o in bad):.3g}"
         facts.append(Fact("outputs", f"{len(bad)}/{len(result.outputs)} diverge ({size})"))
+    scope = scope_text(result)
+    if scope:
+        facts.append(Fact("scope", scope))
     return facts
 
 
