@@ -173,7 +173,8 @@ class NodeRecord:
 
 def op_noise_ratio(op_noise: dict[str, float]) -> float:
     """onnxruntime's distance from the op's exact answer over PyTorch's (floored at one ulp): ``FirstDivergent.op_noise``."""
-    return op_noise.get("onnxruntime", 0.0) / max(op_noise.get("torch", 0.0), op_noise.get("ulp", 0.0), 1e-300)
+    whole = op_noise.get("onnxruntime", 0.0) / max(op_noise.get("torch", 0.0), op_noise.get("ulp", 0.0), 1e-300)
+    return max(whole, op_noise.get("element_ratio", 0.0))  # element by element too (values.noise)
 
 
 # A suspect scoring at least this has evidence of its own (a rule fired, not only its op type):
