@@ -30,7 +30,7 @@ from nodebisect.report.wording import (
     file_at,
     nonfinite_sentence,
 )
-from nodebisect.report.scope_wording import MASKED_ONLY, masked_only
+from nodebisect.report.scope_wording import MASKED_ONLY, masked_only, torch_repro_sentence
 from nodebisect.report.markup import fence, num, pair_text, value_text
 from nodebisect.report.verdict import values_behind, verdict_view
 
@@ -79,6 +79,7 @@ _VALUE_BULLETS = {
     "precision": "precision: {}",
     "amplified": "amplified downstream by {}",
     "suspect": "most suspect: {}",
+    "mechanism": "mechanism: {}",
 }
 
 
@@ -171,6 +172,8 @@ def reproduce_section(result: LocateResult, bundle: Any) -> str:
             f"\n\n`{bundle.repro_dir}/test_data_set_0/` follows the ONNX backend-test layout "
             "(`input_N.pb`, `output_0.pb`) for runtimes other than onnxruntime."
         )
+        if "torch_repro.py" in bundle.repro_files:
+            text += "\n\n" + torch_repro_sentence(bundle.repro_dir)
         if "unoptimized/" in bundle.repro_files:
             text += (
                 f"\n\n`{bundle.repro_dir}/unoptimized/` holds the same value's ops as the exporter translated them, "

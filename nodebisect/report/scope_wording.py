@@ -58,4 +58,12 @@ def downstream_sentence(count: int) -> str:
     )
 
 
-__all__ = ["downstream_sentence", "exit_code", "masked_only", "MASKED_ONLY", "STRICT_FLAG", "headline_suffix", "output_scope_cell", "scope_text"]
+def torch_repro_sentence(folder: str) -> str:
+    """report.md's How to reproduce: the torch-level repro beside the ONNX one (report.torch_repro)."""
+    return (
+        f"`{folder}/torch_repro.py` calls the culprit's aten op alone in PyTorch on the same values (`torch_args.npz`) "
+        f"and prints PyTorch's and onnxruntime's answers side by side (needs torch too): `python {folder}/torch_repro.py`."
+    )
+
+
+__all__ = ["torch_repro_sentence", "downstream_sentence", "exit_code", "masked_only", "MASKED_ONLY", "STRICT_FLAG", "headline_suffix", "output_scope_cell", "scope_text"]

@@ -23,6 +23,7 @@ from nodebisect.report.wording import (
     evidence_text,
     file_at,
     isolation_text,
+    mechanism_text,
     metrics_text,
     named_suspect,
     nonfinite_sentence,
@@ -36,6 +37,7 @@ from nodebisect.report.wording import (
 WORST, NONFINITE, CONSTANTS, ISOLATED, PRECISION, AMPLIFIED, SUSPECT = (
     "worst", "nan/inf", "constants", "isolated", "precision", "amplified", "suspect",
 )
+MECHANISM = "mechanism"  # how the lead suspect goes wrong, when the evidence shows it (issue #22.9)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ def values_behind(fd: FirstDivergent) -> list[Fact]:
         (PRECISION, precision_text(fd.metrics, fd.op_noise)),
         (AMPLIFIED, amplifier_text(fd)),
         (SUSPECT, named_suspect(fd)),
+        (MECHANISM, mechanism_text(fd)),
     )
     return [Fact(label, text) for label, text in candidates if text]
 
@@ -144,7 +147,7 @@ def _facts(result: LocateResult, fd: FirstDivergent, exporter: str, values: list
     if len(fd.segment) > 1:
         listed = ", ".join(f"{n} ({t})" for n, t in zip(fd.segment[:5], fd.segment_op_types[:5]))
         facts.append(Fact(f"segment ({len(fd.segment)} nodes, most suspect first)", listed))
-    facts += [by_label[k] for k in (SUSPECT,) if k in by_label]
+    facts += [by_label[k] for k in (SUSPECT, MECHANISM) if k in by_label]
     why = evidence_text(fd)
     if why:
         facts.append(Fact("why", why))
