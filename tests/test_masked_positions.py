@@ -77,6 +77,7 @@ def test_the_sdpa_sample_diverges_only_at_masked_positions_and_exits_0(sample_ru
     assert "mechanism: the lowering fills masked scores with -3.4028e+38" in md
 
 
+@pytest.mark.slow  # one more locate of the sample; the fast tier checks the default through the shared run
 def test_strict_masked_exits_1(built_samples: Path, cli: Any) -> None:
     name = "SdpaFullyMaskedRow"
     code, out, err = cli("locate", built_samples / f"{name}.pt2", "--inputs", built_samples / f"{name}.inputs.pt", "--strict-masked", "-q")
@@ -147,7 +148,7 @@ def llama_float16():
 
 
 class Attention(torch.nn.Module):
-    """One causal attention block over a left-padded batch; the mask as bool or additive -inf."""
+    """One causal attention block over a left-padded batch, its mask given as additive -inf (or bool)."""
 
     def __init__(self, additive):
         super().__init__()
@@ -169,10 +170,6 @@ def _attention(additive):
     mask = torch.ones(2, 5, dtype=torch.long)
     mask[1, :2] = 0
     return Attention(additive).eval(), (torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1)), mask)
-
-
-def attention_bool():
-    return _attention(False)
 
 
 def attention_additive():
@@ -224,14 +221,17 @@ def test_a_left_padded_llama_diverges_only_at_padded_positions_with_one_culprit_
 
 
 @pytest.mark.slow
-def test_bool_and_additive_masks_name_the_same_culprit_and_title(located: Any) -> None:
-    bool_mask, additive = located("attention_bool"), located("attention_additive")
-    for run in (bool_mask, additive):
-        assert run.data["first_divergent"]["segment_op_types"][0] == "Softmax", run.data["first_divergent"]["segment_op_types"]
-        assert run.data["first_divergent"]["scope"] == "masked_positions"
-    # The additive -inf mask makes the Softmax NaN (PyTorch: 0); a bool mask's finite fill makes it uniform.
+def test_bool_and_additive_masks_name_the_same_culprit_and_title(located: Any, sample_runs: Any) -> None:
+    """The bool mask is the bundled sample's (and the Llama's); the additive ``-inf`` mask an attention block's."""
+    additive, bool_mask = located("attention_additive"), sample_runs["SdpaFullyMaskedRow"]
+    # The additive -inf mask makes the Softmax NaN (PyTorch: 0); it used to name the final MatMul after it.
+    fd = additive.data["first_divergent"]
+    assert fd["segment_op_types"][0] == "Softmax" and fd["scope"] == "masked_positions", fd
     assert "nan" in additive.out and "mechanism: a row where every score is -inf" in additive.out
-    assert bool_mask.title == additive.title, (bool_mask.title, additive.title)
+    # The bool mask's finite fill makes the same Softmax uniform: the same culprit op, the same title.
+    assert bool_mask.result.first_divergent.segment_op_types[0] == "Softmax"
+    title = bool_mask.md.splitlines()[0]
+    assert additive.title == title == located("llama_float32").title, (additive.title, title)
 
 
 @pytest.mark.slow
