@@ -47,12 +47,12 @@ class Prober:
         for v in values:
             fx_name = self.gm.mapped[v]
             expected, dtype = self.acts.values[fx_name], self.acts.dtypes.get(fx_name)
-            cmp = self._judged(v, got[v], expected, self.oracle.get(fx_name), dtype)
+            oracle = self.oracle.get(fx_name) if self.oracle else None
+            cmp = self._judged(v, got[v], expected, oracle, dtype)
             self.comparisons[v] = cmp
             if v in self.masks and v not in self.attended and got[v].shape == self.masks[v].shape:
                 # The first measure of an output is the untouched run: what the user's runtime computes.
                 keep = self.masks[v]
-                oracle = self.oracle.get(fx_name)
                 oracle = oracle[keep] if oracle is not None and oracle.shape == keep.shape else None
                 self.attended[v] = self._judged(v, got[v][keep], expected[keep], oracle, dtype)
             if not cmp.ok:
