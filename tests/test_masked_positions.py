@@ -56,6 +56,30 @@ def test_kept_positions_apply_to_outputs_holding_them() -> None:
     assert set(output_masks(feeds, {"logits": (2, 3, 5), "pooled": (2, 5)})) == {"logits"}
 
 
+# -- one culprit per missing guard: the decomposition evidence reads fills alike in every dtype --
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["float32", "float16"])
+def test_a_mask_fill_at_finfo_min_is_pytorchs_minus_inf_in_every_dtype(dtype: type) -> None:
+    from nodebisect.diagnose.decomposition import has_counterpart
+
+    fill = np.finfo(dtype).min  # what the lowering's Where writes
+    lowering = np.array([[0.5, fill], [fill, fill]], dtype)
+    pytorch = np.array([[0.5, -np.inf], [-np.inf, -np.inf]], dtype)  # PyTorch's decomposition
+    assert has_counterpart(lowering, [pytorch])
+    assert not has_counterpart(np.array([[0.5, -1000.0], [fill, fill]], dtype), [pytorch])
+
+
+def test_an_intermediate_pytorch_mends_later_anchors_nothing() -> None:
+    from nodebisect.diagnose.decomposition import guarded_later
+
+    softmax = np.array([[0.5, 0.5], [np.nan, np.nan]], np.float32)  # a -inf row's softmax, before the safe-softmax guard
+    scores = np.array([[1.0, 1.0], [-np.inf, -np.inf]], np.float32)
+    assert [c is scores for c in guarded_later([softmax, scores], np.zeros((2, 2), np.float32))] == [True]
+    # When PyTorch's own answer holds NaN too, the NaN is no mended error: it stays a counterpart.
+    assert len(guarded_later([softmax, scores], np.full((2, 2), np.nan, np.float32))) == 2
+
+
 # -- the bundled sample: a fully masked query row -------------------------------------------
 
 
