@@ -90,6 +90,8 @@ class ReproData:
     unoptimized: tuple[bytes, dict[str, Any]] | None = None
     # The value is sign-sensitive (values.signs): repro.py counts a zero of the opposite sign as a mismatch.
     signed_zeros: bool = False
+    # The culprit's aten call as data (diagnose.torch_call): repro/torch_repro.py + torch_args.npz.
+    torch_call: dict[str, Any] | None = None
 
 
 def settle(prep: Prepared | None) -> None:

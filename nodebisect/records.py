@@ -21,7 +21,7 @@ from nodebisect.vocab import (  # noqa: F401
     Vocabulary, Verdict, Status, Stage, Cause, MATCH, DIVERGED, EXPORT_FAILED, RUNTIME_FAILED, VERDICTS, OK,
     STATUS_DIVERGED, UNMAPPED, NOT_RUN, STAGE_CAPTURE, STAGE_DECOMPOSITION, STAGE_CONVERSION,
     STAGE_GRAPH_OPTIMIZATION, STAGE_RUNTIME, STAGE_RUNTIME_OPTIMIZER, CAUSE_CONVERSION, CAUSE_INHERITED,
-    CAUSE_RUNTIME, CAUSE_OPTIMIZER, CAUSE_UNKNOWN, RIGHT, WRONG, FAILED,
+    CAUSE_RUNTIME, CAUSE_OPTIMIZER, CAUSE_UNKNOWN, RIGHT, WRONG, FAILED, Scope,
 )
 
 SCHEMA = "nodebisect.report/1"
@@ -173,7 +173,8 @@ class NodeRecord:
 
 def op_noise_ratio(op_noise: dict[str, float]) -> float:
     """onnxruntime's distance from the op's exact answer over PyTorch's (floored at one ulp): ``FirstDivergent.op_noise``."""
-    return op_noise.get("onnxruntime", 0.0) / max(op_noise.get("torch", 0.0), op_noise.get("ulp", 0.0), 1e-300)
+    whole = op_noise.get("onnxruntime", 0.0) / max(op_noise.get("torch", 0.0), op_noise.get("ulp", 0.0), 1e-300)
+    return max(whole, op_noise.get("element_ratio", 0.0))  # element by element too (values.noise)
 
 
 # A suspect scoring at least this has evidence of its own (a rule fired, not only its op type):
@@ -281,8 +282,11 @@ class FirstDivergent:
     # Inherited culprits: each ONNX node of the culprit's cone recomputed alone from PyTorch's inputs,
     # node -> max_abs (diagnose.source; the Model Explorer local-error overlay reads it).
     cone_errors: dict[str, float] = field(default_factory=dict)
+    # With a mask input: "masked_positions" (outputs agree where it keeps), "attended", or "" (vocab.Scope).
+    scope: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        scope = {"scope": str(self.scope)} if self.scope else {}
         return {
             "onnx_node": self.onnx_node,
             "op_type": self.op_type,
@@ -304,6 +308,7 @@ class FirstDivergent:
             "op_noise": json_float(self.op_noise),
             "checks": self.checks.to_dict(),
             "cone_errors": json_float(self.cone_errors),
+            **scope,
         }
 
     @classmethod
@@ -333,6 +338,7 @@ class FirstDivergent:
             op_noise=from_json_float(dict(data.get("op_noise") or {})),
             checks=Checks.from_dict(data.get("checks")),
             cone_errors=from_json_float(dict(data.get("cone_errors") or {})),
+            scope=Scope.read(data.get("scope", "")),
         )
 
 
@@ -343,13 +349,19 @@ class OutputComparison:
     name: str
     ok: bool
     metrics: Metrics
+    # A mask input applies (values.masks): the largest error where it keeps positions, and whether they agree.
+    max_abs_attended: float | None = None
+    ok_attended: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "metrics": self.metrics.to_dict()}
+        out = {"name": self.name, "ok": self.ok, "metrics": self.metrics.to_dict()}
+        attended = {"max_abs_attended": json_float(self.max_abs_attended), "ok_attended": self.ok_attended}
+        return out if self.max_abs_attended is None else {**out, **attended}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OutputComparison:
-        return cls(data["name"], bool(data["ok"]), Metrics.from_dict(data.get("metrics") or {}))
+        attended = from_json_float(data.get("max_abs_attended"))
+        return cls(data["name"], bool(data["ok"]), Metrics.from_dict(data.get("metrics") or {}), attended, data.get("ok_attended"))
 
 
 @dataclass

@@ -84,6 +84,13 @@ class Cause(Vocabulary):
     QUANTIZATION_ERROR = "quantization_error"  # a quantized node's error far beyond its precision's
 
 
+class Scope(Vocabulary):
+    """Where a divergence lives when the model has a mask input (``values.masks``)."""
+
+    ATTENDED = "attended"  # at positions the mask keeps: what a user reads
+    MASKED_POSITIONS = "masked_positions"  # only at positions the mask excludes (padded query rows)
+
+
 # The words as module constants (the names the code has always used).
 MATCH, DIVERGED, EXPORT_FAILED, RUNTIME_FAILED = Verdict.MATCH, Verdict.DIVERGED, Verdict.EXPORT_FAILED, Verdict.RUNTIME_FAILED
 VERDICTS = tuple(Verdict)

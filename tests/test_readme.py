@@ -33,7 +33,7 @@ def test_quickstart_lines_are_those_of_a_real_run(built_samples: Path, tmp_path:
     (tmp_path / "samples").symlink_to(ROOT / "samples")  # the README's relative paths, from a clean folder
     monkeypatch.chdir(tmp_path)
     done = cli(*command.removeprefix("$ nodebisect ").split())
-    assert done.code == 1, done.err
+    assert done.code == 0, done.err  # the sample diverges only in a fully masked query row (--strict-masked: 1)
     # The samples' source lines name the checkout that built them (samples/build may be a link to another one).
     checkouts = {f"{ROOT}/", f"{built_samples.resolve().parents[1]}/"}
     printed = [line.rstrip() for line in done.out.splitlines()]

@@ -20,7 +20,8 @@ from nodebisect.errors import ExitCode, NodebisectError
 
 EPILOG = """exit codes: 0 match, 1 divergence found, 2 usage or bad input, 3 export failed,
 4 onnxruntime failed, 70 internal error, 130 interrupted (--exporter both: the worse
-of the two exporters' codes, the higher one)"""
+of the two exporters' codes, the higher one; a divergence only at positions a mask input
+excludes exits 0 unless --strict-masked)"""
 
 
 class Parser(argparse.ArgumentParser):
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--report", metavar="DIR", help="write report.md, report.json, graph.svg and repro/ into DIR")
     out.add_argument("--redact", action="store_true", help="strip paths, user and host names from the report")
     out.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    out.add_argument("--strict-masked", action="store_true", help="exit 1 also for a divergence only at positions a mask input excludes (default: exit 0, said in the verdict)")
     out.add_argument("--verbose", "-v", action="store_true", help="also print every onnxruntime session and notes on nodebisect's own mechanics")
     add_interop_options(out)
     loc.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -94,6 +96,7 @@ def cmd_locate(args: argparse.Namespace) -> int:
     from nodebisect import locate
     from nodebisect.cli import interop
     from nodebisect.report.atomic import write_text
+    from nodebisect.report.scope_wording import exit_code
     from nodebisect.report.summary import summary
 
     json_to_stdout = args.json == "-"
@@ -129,7 +132,7 @@ def cmd_locate(args: argparse.Namespace) -> int:
     print(summary(result, report_dir=args.report if written else None, verbose=args.verbose, repro=repro), file=human, flush=True)
     if result.transform:
         print(transform_text(result), file=human, flush=True)
-    return int(result.exit_code)
+    return exit_code(result, strict_masked=args.strict_masked)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,17 +20,27 @@ from nodebisect.values.compare import compare
 MAX_SEGMENT_NODES = 200
 
 
-def _saturate(arr: np.ndarray) -> np.ndarray:
-    """Read float32's extremes as infinities: masks filled with finfo.min mean -inf.
+# The magnitude from which a value of each dtype reads as a mask fill (its finfo.min/max):
+# float16's extremes are 65504, a legitimate number in float32, so the bound is per dtype.
+_FILL = {"float16": float(np.finfo(np.float16).max)}
+_FILL_DEFAULT = 1e38  # float32 (and bfloat16, float64): -3.4e38 is finfo(float32).min
 
-    Exporters write ``-3.4e38`` where PyTorch's decomposition writes ``-inf`` for the
-    same mask; both are the same intent, and must not count as a departure.
+
+def _saturate(arr: np.ndarray) -> np.ndarray:
+    """Read the dtype's extremes as infinities: masks filled with finfo.min mean -inf.
+
+    Exporters write ``finfo.min`` (``-3.4e38`` in float32, ``-65504`` in float16) where
+    PyTorch's decomposition writes ``-inf`` for the same mask; both are the same intent,
+    and must not count as a departure. The same reading in every dtype keeps one culprit
+    per bug: without float16's bound the mask-filling Where was named in float16 and the
+    Softmax in float32 for the same missing guard (issue #22.3).
     """
     if arr.dtype.kind != "f":
         return arr
+    bound = _FILL.get(str(arr.dtype), _FILL_DEFAULT)
     out = arr.astype(np.float64)
-    out[out <= -1e38] = -np.inf
-    out[out >= 1e38] = np.inf
+    out[out <= -bound] = -np.inf
+    out[out >= bound] = np.inf
     return out
 
 
@@ -46,6 +56,21 @@ def has_counterpart(value: np.ndarray, candidates: list[np.ndarray]) -> bool:
         if compare("", mine, _saturate(cand.reshape(-1)), dtype=str(cand.dtype)).ok:
             return True
     return False
+
+
+def guarded_later(candidates: list[np.ndarray], expected: np.ndarray | None) -> list[np.ndarray]:
+    """``candidates`` less those holding NaN where PyTorch's answer for the op has none.
+
+    Such an intermediate is a value PyTorch mends later in its own decomposition (the
+    softmax of a fully masked row, NaN, before ``_safe_softmax``'s guard makes it 0).
+    A lowering value matching it matches an error PyTorch guards against: counting it as
+    the shared path would blame the node after the missing guard (the final MatMul of an
+    additive ``-inf`` mask), where a bool mask gets the Softmax. One missing-guard
+    convention for every mask kind (issue #22.3): the Softmax in both.
+    """
+    if expected is None or expected.dtype.kind != "f" or np.isnan(expected).any():
+        return list(candidates)
+    return [c for c in candidates if c.dtype.kind != "f" or not np.isnan(c).any()]
 
 
 def departure_points(

@@ -100,7 +100,7 @@ def _decomposition_evidence(
     carrier the exporter's optimizer made (a Cast it inserted, no metadata), the FX
     node its value is mapped to, so such a lowering is not left without evidence.
     """
-    from nodebisect.diagnose.decomposition import MAX_SEGMENT_NODES, departure_points
+    from nodebisect.diagnose.decomposition import MAX_SEGMENT_NODES, departure_points, guarded_later
 
     op = prep.acts.op(fx_name) if fx_name else None
     if op is None or len(local.nodes) < 2 or len(local.nodes) > MAX_SEGMENT_NODES or not iso.internal:
@@ -119,7 +119,7 @@ def _decomposition_evidence(
         *_wiring(local, gm),
         carrier,
         values,
-        candidates,
+        guarded_later(candidates, prep.acts.values.get(fx_name)),
         good,
     )
     target = gm.refs[carrier].target or op.target

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from nodebisect.diagnose.isolate import LocalGraph, local_graph
+from nodebisect.diagnose.torch_call import aten_call
 from nodebisect.prepared import ReproData
 from nodebisect.records import Metrics
 from nodebisect.run import Options
@@ -125,6 +126,7 @@ def _repro_data(window: LocalGraph, culprit: str, prep: Any, gm: GraphMap, expec
         expected={culprit: expected},
         opt_level=ort.opt_level,
         ep=ort.ep,
+        torch_call=aten_call(acts, gm.mapped.get(culprit)),
     )
 
 

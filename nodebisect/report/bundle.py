@@ -81,6 +81,7 @@ def write_report(result: LocateResult, out_dir: str | Path, redact: bool = False
         from nodebisect.report.repro import build_repro  # onnx: only a live run has repro data
 
         files = build_repro(result.repro, result.tolerance, scrub=redactor.scrub if redactor else None)
+        files.update(_torch_repro(result))
         for rel, data in files.items():
             write_bytes(out / REPRO_DIR / rel, data)
         bundle.repro_dir = REPRO_DIR
@@ -176,6 +177,19 @@ def _holds(script: Path) -> str:
         return ""
     paragraph = text[start + len("\nIt holds ") :].split("\n\n", 1)[0]
     return " ".join(paragraph.split()).rstrip(".")
+
+
+def _torch_repro(result: LocateResult) -> dict[str, bytes]:
+    """repro/torch_repro.py: the culprit's aten call alone, beside onnxruntime's answer (report.torch_repro)."""
+    call, fd = result.repro.torch_call, result.first_divergent
+    if not call or fd is None:
+        return {}
+    from nodebisect.report.torch_repro import torch_files
+    from nodebisect.report.wording import mechanism_text
+    from nodebisect.values.compare import DEFAULT_TOLERANCES
+
+    tol = result.tolerance.get(fd.metrics.expected_dtype) or DEFAULT_TOLERANCES["float32"].to_dict()
+    return torch_files(call, float(tol["rtol"]), float(tol["atol"]), mechanism_text(fd))
 
 
 def _remove_stale_repro(folder: Path) -> None:

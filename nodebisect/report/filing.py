@@ -36,6 +36,7 @@ from nodebisect.report.wording import (
 )
 from nodebisect.report import diff_wording as diff_words
 from nodebisect.report.diff_wording import is_diff
+from nodebisect.report.scope_wording import MASKED_ONLY, masked_only, torch_repro_sentence
 from nodebisect.report.markup import fence, num, pair_text, value_text
 from nodebisect.report.verdict import values_behind, verdict_view
 
@@ -57,7 +58,8 @@ def issue_title(result: LocateResult) -> str:
     exporter = result.environment.get("exporter", "dynamo")
     op = _framework_op(fd)
     where = file_at(fd, exporter)
-    symptom = _symptom(fd)
+    # Masked positions only: no numbers, which differ by dtype and mask kind for one missing guard (#22.3).
+    symptom = f" {MASKED_ONLY}" if masked_only(result) else _symptom(fd)
     if tf2onnx_wording.is_tensorflow(fd, exporter) and tf2onnx_wording.issue_title(fd, op, symptom):
         text = tf2onnx_wording.issue_title(fd, op, symptom)
     elif fd.stage == STAGE_CAPTURE:
@@ -75,7 +77,7 @@ def issue_title(result: LocateResult) -> str:
         text = f"numeric drift grows at {fd.op_type} (from {op}){symptom}"
     elif len(fd.segment) > 1 and fd.segment[0] != fd.onnx_node and fd.segment_op_types:
         # Inside a multi-node lowering the node that departs is the lead suspect, not the carrier's op.
-        text = f"torch.onnx: {op} exported as {len(fd.segment)} nodes; its {fd.segment_op_types[0]} computes something else{symptom}"
+        text = f"torch.onnx: {op} exported as several nodes; its {fd.segment_op_types[0]} computes something else{symptom}"
     else:
         text = f"torch.onnx: {op} exported as {fd.op_type} computes something else{symptom}"
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1] + "…"
@@ -90,6 +92,7 @@ _VALUE_BULLETS = {
     "precision": "precision: {}",
     "amplified": "amplified downstream by {}",
     "suspect": "most suspect: {}",
+    "mechanism": "mechanism: {}",
 }
 
 
@@ -190,6 +193,8 @@ def reproduce_section(result: LocateResult, bundle: Any) -> str:
             f"\n\n`{bundle.repro_dir}/test_data_set_0/` follows the ONNX backend-test layout "
             "(`input_N.pb`, `output_0.pb`) for runtimes other than onnxruntime."
         )
+        if "torch_repro.py" in bundle.repro_files:
+            text += "\n\n" + torch_repro_sentence(bundle.repro_dir)
         if "unoptimized/" in bundle.repro_files:
             text += (
                 f"\n\n`{bundle.repro_dir}/unoptimized/` holds the same value's ops as the exporter translated them, "

@@ -39,6 +39,20 @@ def graph_index(result: LocateResult) -> GraphIndex:
     return index
 
 
+def downstream(result: LocateResult, node: NodeRecord) -> set[str]:
+    """Names of the nodes reading, directly or not, what ``node`` writes (``node`` excluded)."""
+    index = graph_index(result)
+    seen: set[str] = set()
+    stack = index.downs(node)
+    while stack:
+        n = stack.pop()
+        if n.onnx_node not in seen:
+            seen.add(n.onnx_node)
+            stack.extend(index.downs(n))
+    seen.discard(node.onnx_node)
+    return seen
+
+
 def culprit_node(result: LocateResult) -> NodeRecord | None:
     """The ONNX node row of the culprit; for a capture verdict, the node carrying its FX value."""
     fd = result.first_divergent

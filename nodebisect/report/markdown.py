@@ -28,7 +28,8 @@ from nodebisect.records import (
     Metrics,
     NodeRecord,
 )
-from nodebisect.report.index import center_node, error_key
+from nodebisect.report.index import center_node, downstream, error_key
+from nodebisect.report.scope_wording import downstream_sentence, output_scope_cell, scope_text
 from nodebisect.report.markup import cell, code, code_cell, details, fence, num, one_line, table
 from nodebisect.report.transform_wording import transform_markdown
 
@@ -171,6 +172,9 @@ def _summary(result: LocateResult) -> str:
     bad = [o for o in result.outputs if not o.ok]
     if bad:
         text += f" {len(bad)}/{len(result.outputs)} model output(s) diverge (worst max_abs={num(max(o.metrics.max_abs for o in bad))})."
+    scope = scope_text(result)
+    if scope:
+        text += f" **Scope:** {scope}."
     return text
 
 
@@ -232,10 +236,15 @@ def _values(result: LocateResult) -> str:
         node = culprit.onnx_node if culprit else fd.onnx_node
         rows.append(_value_row("**first divergent**", fd.onnx_value, node, fd.op_type, STATUS_DIVERGED, fd.metrics))
         shown.add(fd.onnx_value)
+    # The culprit's own values first (its segment), then departures not downstream of it: values the
+    # culprit feeds are its consequences, larger by amplification, and would make it look minor.
+    after = downstream(result, culprit) if culprit is not None else set()
+    own = set(fd.segment) if fd is not None else set()
+    diverged = [n for n in measured if n.status == STATUS_DIVERGED and n.onnx_value not in shown]
+    consequences = [n for n in diverged if n.onnx_node in after and n.onnx_node not in own]
     worst = sorted(
-        (n for n in measured if n.status == STATUS_DIVERGED and n.onnx_value not in shown),
-        key=lambda n: error_key(n.metrics),
-        reverse=True,
+        (n for n in diverged if n.onnx_node not in after or n.onnx_node in own),
+        key=lambda n: (n.onnx_node not in own, -error_key(n.metrics)),
     )[:WORST_VALUES]
     for n in worst:
         rows.append(_value_row(f"node #{n.index}", n.onnx_value, n.onnx_node, n.op_type, n.status, n.metrics))
@@ -246,8 +255,14 @@ def _values(result: LocateResult) -> str:
     if not rows:
         return ""
     header = ["", "value", "node", "op", "status", "max_abs", "max_rel", "cosine", "mismatch", "nan / inf"]
-    title = f"### Where the values depart (first divergent, {WORST_VALUES} worst, model outputs)"
-    return title + "\n\n" + table(header, rows)
+    title = f"### Where the values depart (first divergent, its own values, up to {WORST_VALUES} others not downstream of it, model outputs)"
+    text = title + "\n\n" + table(header, rows)
+    if consequences:
+        text += "\n\n" + downstream_sentence(len(consequences))
+    attended = [o for o in result.outputs if o.max_abs_attended is not None]
+    if attended:
+        text += "\n\n" + table(["output", "max_abs", "max_abs where the mask keeps positions"], [[code_cell(o.name), num(o.metrics.max_abs), output_scope_cell(o.max_abs_attended)] for o in attended])
+    return text
 
 
 def _suspects(result: LocateResult) -> str:

@@ -18,6 +18,7 @@ from nodebisect.frames import USER, frame_kind
 from nodebisect.records import DIVERGED, EXPORT_FAILED, MATCH, RUNTIME_FAILED, STAGE_CAPTURE, FirstDivergent, LocateResult
 from nodebisect.report import tf2onnx_wording
 from nodebisect.report.diff_wording import in_reference_terms, is_diff, reference_facts
+from nodebisect.report.scope_wording import headline_suffix, scope_text
 from nodebisect.report.wording import (
     amplifier_text,
     constants_text,
@@ -25,6 +26,7 @@ from nodebisect.report.wording import (
     export_failure_file_at,
     file_at,
     isolation_text,
+    mechanism_text,
     metrics_text,
     named_suspect,
     nonfinite_sentence,
@@ -38,6 +40,7 @@ from nodebisect.report.wording import (
 WORST, NONFINITE, CONSTANTS, ISOLATED, PRECISION, AMPLIFIED, SUSPECT = (
     "worst", "nan/inf", "constants", "isolated", "precision", "amplified", "suspect",
 )
+MECHANISM = "mechanism"  # how the lead suspect goes wrong, when the evidence shows it (issue #22.9)
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,8 @@ def verdict_view(result: LocateResult) -> VerdictView:
     where = file_at(fd, exporter)
     facts = _facts(result, fd, exporter, values_behind(fd))
     return VerdictView(
-        headline=f"DIVERGED at {fd.onnx_node} ({fd.op_type})",
-        banner=_diverged_banner(fd),
+        headline=f"DIVERGED at {fd.onnx_node} ({fd.op_type}){headline_suffix(result)}",
+        banner=_diverged_banner(fd) + headline_suffix(result),
         facts=[Fact(f.label, in_reference_terms(f.text)) for f in reference_facts(fd, facts)] if is_diff(fd) else facts,
         file_at=where,
         meanwhile=what_to_do(fd, exporter),
@@ -101,6 +104,7 @@ def values_behind(fd: FirstDivergent) -> list[Fact]:
         (PRECISION, precision_text(fd.metrics, fd.op_noise)),
         (AMPLIFIED, amplifier_text(fd)),
         (SUSPECT, named_suspect(fd)),
+        (MECHANISM, mechanism_text(fd)),
     )
     return [Fact(label, text) for label, text in candidates if text]
 
@@ -149,7 +153,7 @@ def _facts(result: LocateResult, fd: FirstDivergent, exporter: str, values: list
     if len(fd.segment) > 1:
         listed = ", ".join(f"{n} ({t})" for n, t in zip(fd.segment[:5], fd.segment_op_types[:5]))
         facts.append(Fact(f"segment ({len(fd.segment)} nodes, most suspect first)", listed))
-    facts += [by_label[k] for k in (SUSPECT,) if k in by_label]
+    facts += [by_label[k] for k in (SUSPECT, MECHANISM) if k in by_label]
     why = evidence_text(fd)
     if why:
         facts.append(Fact("why", why))
@@ -158,6 +162,9 @@ def _facts(result: LocateResult, fd: FirstDivergent, exporter: str, values: list
         reasons = [o.metrics.reason for o in bad if o.metrics.reason]
         size = reasons[0] if reasons else f"worst max_abs={max(o.metrics.max_abs for o in bad):.3g}"
         facts.append(Fact("outputs", f"{len(bad)}/{len(result.outputs)} diverge ({size})"))
+    scope = scope_text(result)
+    if scope:
+        facts.append(Fact("scope", scope))
     return facts
 
 

@@ -443,6 +443,39 @@ def constants_text(worst: dict[str, Any] | None, limit: int = 0) -> str:
     return ", ".join(items)
 
 
+# A constant at or below float16's finfo.min feeding a mask: a fill standing for -inf (finfo.min in every dtype).
+_MASK_FILL = -65504.0
+
+
+def mechanism_text(fd: FirstDivergent) -> str:
+    """How the culprit goes wrong, when its evidence shows it ("" otherwise): a mask fill feeding a Softmax.
+
+    Read from the lead suspect (a Softmax) and the small constants of the segment (a finite
+    fill at ``finfo.min``), or the worst element (NaN where PyTorch has 0): the missing-guard
+    case of the README's convention, said as a mechanism a maintainer can check.
+    """
+    lead = fd.segment_op_types[0] if fd.segment_op_types else fd.op_type
+    if lead != "Softmax":
+        return ""
+    w = fd.worst or {}
+    fills = [(k, v) for k, v in (w.get("constants") or {}).items() if isinstance(v, (int, float)) and v <= _MASK_FILL]
+    guard = ", and the NaN guard after it never fires" if "IsNaN" in fd.segment_op_types else ""
+    if fills:
+        name, value = fills[0]
+        return (
+            f"the lowering fills masked scores with {constant_text(value)} ({short_name(name)}), a finite number, where "
+            "PyTorch uses -inf; in a row where every score is masked the Softmax then spreads the weight evenly over the "
+            f"row instead of giving PyTorch's 0{guard}"
+        )
+    actual, expected = w.get("actual"), w.get("expected")
+    if isinstance(actual, float) and math.isnan(actual) and expected == 0.0:
+        return (
+            "a row where every score is -inf (fully masked) makes the Softmax NaN; PyTorch's safe softmax gives 0 there, "
+            "the lowering has no guard and passes the NaN on"
+        )
+    return ""
+
+
 def next_lines(result: LocateResult, report_dir: str | None = None, repro: bool = False) -> list[str]:
     """What to run next, fitting this run (a report written or not, with a repro or not)."""
     if report_dir:
@@ -477,6 +510,7 @@ __all__ = [
     "file_at",
     "is_detail_note",
     "isolation_text",
+    "mechanism_text",
     "metrics_text",
     "named_suspect",
     "next_lines",

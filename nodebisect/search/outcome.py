@@ -6,6 +6,7 @@ below atol, so a match there proves nothing.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from nodebisect.records import (
     LocateResult,
     NodeRecord,
     OutputComparison,
+    Scope,
     op_noise_ratio,
 )
 from nodebisect.prepared import ReproData
@@ -129,11 +131,14 @@ def search_result(
             f"({drift['culprit']}) {_drift_culprit_clause(drift)}; "
             "pass --oracle off (or explicit --rtol/--atol) to judge by the fixed tolerance alone"
         )
+    outputs = output_records(outcome)
+    if first_divergent is not None:
+        first_divergent = dataclasses.replace(first_divergent, scope=divergence_scope(outputs))
     result = LocateResult(
         verdict=DIVERGED if outcome.bad_outputs and not drift else MATCH,
         first_divergent=first_divergent,
         nodes=node_records(gm, comparisons),
-        outputs=[OutputComparison(name=o, ok=comparisons[o].ok, metrics=comparisons[o].metrics) for o in outcome.outputs],
+        outputs=outputs,
         environment=environment,
         steps=outcome.steps,
         tolerance=_tolerances_used(comparisons),
@@ -164,6 +169,30 @@ def search_result(
         probes_per_step=outcome.prober.opts.probes_per_step,
     )
     return result
+
+
+def output_records(outcome: SearchOutcome) -> list[OutputComparison]:
+    """One record per model output; with a mask input, its error at the positions the mask keeps."""
+    records = []
+    for o in outcome.outputs:
+        cmp, attended = outcome.comparisons[o], outcome.prober.attended.get(o)
+        record = OutputComparison(name=o, ok=cmp.ok, metrics=cmp.metrics)
+        if attended is not None:
+            record.max_abs_attended, record.ok_attended = attended.metrics.max_abs, attended.ok
+        records.append(record)
+    return records
+
+
+def divergence_scope(outputs: list[OutputComparison]) -> str:
+    """``masked_positions`` when every diverging output agrees where the mask keeps positions (vocab.Scope).
+
+    ``attended`` when a diverging output also differs at kept positions; "" when no
+    mask applies to a diverging output (a pooled output, or no mask input at all).
+    """
+    bad = [o for o in outputs if not o.ok]
+    if not bad or any(o.ok_attended is None for o in bad):
+        return Scope.ATTENDED if any(o.ok_attended is False for o in bad) else ""
+    return Scope.MASKED_POSITIONS if all(o.ok_attended for o in bad) else Scope.ATTENDED
 
 
 def node_records(gm: GraphMap, comparisons: dict[str, Comparison]) -> list[NodeRecord]:

@@ -16,6 +16,7 @@ from nodebisect.records import Comparison, Step
 from nodebisect.run import Options, RunLog
 from nodebisect.search.bisection import Bisector
 from nodebisect.values.graphmap import GraphMap, build_graph_map
+from nodebisect.values.masks import output_masks
 from nodebisect.search.prober import Prober
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ def search(prep: Prepared, gm: GraphMap, opts: Options, log: RunLog, ort: Ort) -
     prober = Prober(runner, gm, prep.acts, opts, log, oracle=prep.oracle if opts.judges_noise() else {})
     probes = gm.probes()
     outputs = [o.name for o in prep.onnx_model.graph.output if o.name in gm.mapped]
+    prober.masks = output_masks(prep.feeds, {o: prep.acts.values[gm.mapped[o]].shape for o in outputs})
     strategy = choose_strategy(opts, gm, prep.acts, probes)
     outcome = SearchOutcome(gm, prober, strategy, probes, outputs)
     log.stage(f"run onnxruntime ({strategy})")

@@ -103,7 +103,7 @@ def to_markdown(rows: list[dict[str, Any]], out_dir: Path, elapsed_s: float | No
             s = stages[i] if i < len(stages) else ("", "")
             c = causes[i] if i < len(causes) else ("", "")
             lines.append(f"| {s[0]} | {s[1]} |  | {c[0]} | {c[1]} |")
-    divergent = [r for r in rows if r["status"] == "diverged"]
+    divergent = [r for r in rows if r["status"] == "diverged" and not masked_only(r)]
     if divergent:
         lines += ["", "## Divergent models", "",
                   "| model | culprit | op | aten op | stage / cause | max_abs | source | report |",
@@ -115,6 +115,7 @@ def to_markdown(rows: list[dict[str, Any]], out_dir: Path, elapsed_s: float | No
             lines.append(f"| {_cell(r['name'])} | `{fd.get('onnx_node', '')}` | {fd.get('op_type', '')} | `{fw.get('target', '')}` | "
                          f"{fd.get('stage', '')} / {fd.get('cause', '')} | {_num((fd.get('metrics') or {}).get('max_abs'))} | "
                          f"{_cell(_short_source(model_source(fw)))} | {link} |")
+    lines += masked_only_section([r for r in rows if r["status"] == "diverged" and masked_only(r)])
     groups = export_failure_groups(rows)
     if groups:
         lines += ["", "## Export failures", "", "| failing op / step | message | remedy | models |", "|---|---|---|---|"]
@@ -138,6 +139,37 @@ def to_markdown(rows: list[dict[str, Any]], out_dir: Path, elapsed_s: float | No
                   + f". Peak memory: {max(float(r.get('peak_rss_mib') or 0) for r in rows):.0f} MiB."]
     lines += ["", "Operator sequences ending at culprits: [sequences.md](sequences.md). Every row: `sweep.jsonl`."]
     return "\n".join(lines) + "\n"
+
+
+def masked_only(row: dict[str, Any]) -> bool:
+    """A divergence only at positions a mask input excludes (first_divergent.scope, issue #22.2)."""
+    return (row.get("first_divergent") or {}).get("scope") == "masked_positions"
+
+
+def masked_only_section(rows: list[dict[str, Any]]) -> list[str]:
+    """sweep.md's models whose outputs agree wherever the mask keeps positions: apart from the real divergences."""
+    if not rows:
+        return []
+    lines = ["", "## Divergent only at masked positions", "",
+             "Every position the attention mask keeps agrees; the outputs differ only where it excludes "
+             "(padded query rows). `locate` exits 0 for these unless `--strict-masked`.", "",
+             "| model | culprit | op | aten op | max_abs attended | max_abs masked | report |", "|---|---|---|---|---:|---:|---|"]
+    for r in sorted(rows, key=lambda r: r["name"]):
+        fd = r.get("first_divergent") or {}
+        outs = [o for o in r.get("outputs") or [] if o.get("max_abs_attended") is not None]
+        attended = max((_float(o["max_abs_attended"]) for o in outs), default=None)
+        masked = max((_float((o.get("metrics") or {}).get("max_abs")) for o in outs), default=None)
+        lines.append(f"| {_cell(r['name'])} | `{fd.get('onnx_node', '')}` | {fd.get('op_type', '')} | "
+                     f"`{(fd.get('framework') or {}).get('target', '')}` | {_num(attended)} | {_num(masked)} | "
+                     f"{_link(r.get('report_dir', ''), Path('.'))} |")
+    return lines
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def terminal_table(rows: list[dict[str, Any]], width: int = 100) -> str:

@@ -21,10 +21,12 @@ import torch
 
 from nodebisect.frontends.pytorch_reference.decomposition import lifted_tensor
 from nodebisect.frontends.pytorch_reference.float64 import FLOATS, float64_arguments
+from nodebisect.values.compare import agreeing, default_tolerance
+from nodebisect.values.noise import element_ratio
 
 
 def op_noise(program: Any, fx_name: str, values: dict[str, np.ndarray], onnx_value: np.ndarray | None) -> dict[str, float]:
-    """{"torch", "onnxruntime", "ulp"}: each side's max distance from the op's exact answer ({} if unknown).
+    """{"torch", "onnxruntime", "ulp", "element_ratio"}: each side's max distance from the op's exact answer ({} if unknown).
 
     ``values`` holds PyTorch's captured values (by FX name), ``onnx_value`` the
     culprit's onnxruntime value computed from those same inputs (the isolated run).
@@ -47,10 +49,14 @@ def op_noise(program: Any, fx_name: str, values: dict[str, np.ndarray], onnx_val
     if not finite.any():
         return {}
     e = exact[finite]
+    torch_value = values[fx_name]
+    outside = ~agreeing(onnx_value, torch_value, default_tolerance(str(torch_value.dtype)))
     return {
-        "torch": float(np.abs(values[fx_name][finite].astype(np.float64) - e).max()),
+        "torch": float(np.abs(torch_value[finite].astype(np.float64) - e).max()),
         "onnxruntime": float(np.abs(onnx_value[finite].astype(np.float64) - e).max()),
         "ulp": float(np.spacing(np.float32(np.abs(e).max()))),
+        # Element by element (values.noise, issue #22.1): a noisy element excuses no exact neighbour.
+        "element_ratio": element_ratio(onnx_value, torch_value, exact, outside, float(np.finfo(np.float32).eps)),
     }
 
 
