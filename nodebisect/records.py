@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodebisect.checks import Checks  # noqa: F401  (the diagnosis as data; re-exported here)
 from nodebisect.jsonfloat import from_json_float, json_float
 # The contract's words, read from records as always.
 from nodebisect.vocab import (  # noqa: F401
@@ -197,54 +198,6 @@ class Suspect:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Suspect:
         return cls(**known_fields(cls, data))
-
-
-@dataclass
-class Checks:
-    """What each check of the diagnosis found at the culprit, as data.
-
-    Every sentence about the culprit (``FirstDivergent.explanation``, the terminal,
-    report.md, the TUI) is composed from these fields in ``report.wording``; nothing
-    writes or parses prose in between. Outcomes are ``RIGHT``/``WRONG``/``FAILED``,
-    "" where the check did not run.
-
-    Attributes:
-        alone: the culprit's local subgraph fed the reference's own input values.
-        alone_error: why it could not run alone (``alone == FAILED``).
-        with_producers: the same, one mapped level wider (the ops producing its inputs),
-            run when the node is right alone: WRONG means an effect spanning nodes.
-        opt_level: the onnxruntime optimization level those runs used.
-        optimizations_off: the wrong window again with onnxruntime's optimizations disabled.
-        reference_evaluator: the wrong window in ONNX's reference evaluator (``onnx.reference``).
-        unoptimized_export: the same program exported with ``optimize=False`` (stage check).
-        amplified_at: the later node the search stopped at first, ``"node (op)"``: right on
-            the reference's inputs, it pushes this node's error past the tolerance.
-        runtime_failure: how onnxruntime failed on the node (raised | crashed | hung).
-    """
-
-    alone: str = ""
-    alone_error: str = ""
-    with_producers: str = ""
-    opt_level: str = ""
-    optimizations_off: str = ""
-    reference_evaluator: str = ""
-    unoptimized_export: str = ""
-    amplified_at: str = ""
-    runtime_failure: str = ""
-    # diff: what the candidate is compared with ("reference model"), the tool that made it, a constant it changed.
-    compared_with: str = ""
-    transformed_by: str = ""
-    constant: str = ""
-    quantization: str = ""  # diff: how far a quantized node's error stands above the others'
-    closer_to_exact: str = ""  # diff, one model on two backends: "candidate" | "reference", nearer the float64 answer
-    replaced: str = ""  # diff: the reference nodes a fused culprit replaced, "a, b, c"
-
-    def to_dict(self) -> dict[str, str]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Checks:
-        return cls(**{k: str(v) for k, v in known_fields(cls, data or {}).items()})
 
 
 @dataclass
