@@ -104,6 +104,15 @@ class Reference:
         """
         return cmp
 
+    def elementwise_noise(self, name: str) -> bool:
+        """Whether ``name``'s noise is judged element by element (``values.noise.element_ratio``).
+
+        True for values computed at the reference's precision, whose rounding scales with each
+        element; a reference whose candidate computes a value at lower precision (int8 with one
+        scale per tensor, float16) says False there: that error has the whole tensor's scale.
+        """
+        return True
+
     def ops(self) -> dict[str, RefOp]:
         """Every op the reference can name, by value name (the suspects' rules read their arguments)."""
         return {}

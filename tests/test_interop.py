@@ -56,7 +56,7 @@ class Atan2OfZero(torch.nn.Module):
 def divergent(built_samples: Path, tmp_path_factory: pytest.TempPathFactory, cli: Any) -> dict[str, Any]:
     """The sample located once with every interop output."""
     out = tmp_path_factory.mktemp("interop_divergent")
-    done = cli("locate", built_samples / f"{SAMPLE}.pt2", *QUICK, "--model-explorer", out / "me", "--polygraphy", out / "pg", "--report", out / "report")
+    done = cli("locate", built_samples / f"{SAMPLE}.pt2", *QUICK, "--model-explorer", out / "me", "--polygraphy", out / "pg", "--report", out / "report", "--strict-masked")
     assert done.code == 1, done.err
     result = json.loads((out / "me" / "report.json").read_text())
     return {"dir": out, "result": result, "err": done.err, "pt2": built_samples / f"{SAMPLE}.pt2"}

@@ -64,6 +64,10 @@ class ModelReference(Reference):
         cmp.metrics.criterion = WITHIN_PRECISION
         return replace(cmp, ok=True)
 
+    def elementwise_noise(self, name: str) -> bool:
+        """A reduced-precision value's error has its tensor's scale (one quantization scale, float16's range)."""
+        return name not in self.reduced
+
     def describe(self, name: str) -> FrameworkRef:
         """The reference's value and node behind candidate value ``name`` (its op as the target)."""
         ref = self.names.get(name, name)

@@ -48,13 +48,13 @@ class Prober:
             fx_name = self.gm.mapped[v]
             expected, dtype = self.acts.values[fx_name], self.acts.dtypes.get(fx_name)
             oracle = self.oracle.get(fx_name) if self.oracle else None
-            cmp = self.acts.tolerate(fx_name, self._judged(v, got[v], expected, oracle, dtype))  # Reference.tolerate: diff's precision
+            cmp = self.acts.tolerate(fx_name, self._judged(v, got[v], expected, oracle, dtype, fx_name))  # Reference.tolerate: diff's precision
             self.comparisons[v] = cmp
             if v in self.masks and v not in self.attended and got[v].shape == self.masks[v].shape:
                 # The first measure of an output is the untouched run: what the user's runtime computes.
                 keep = self.masks[v]
                 oracle = oracle[keep] if oracle is not None and oracle.shape == keep.shape else None
-                self.attended[v] = self._judged(v, got[v][keep], expected[keep], oracle, dtype)
+                self.attended[v] = self._judged(v, got[v][keep], expected[keep], oracle, dtype, fx_name)
             if not cmp.ok:
                 bad.add(v)
         self.steps.append(Step(index=len(self.steps), probes=list(values), bad=sorted(bad), seconds=round(time.perf_counter() - t, 4)))
@@ -63,9 +63,9 @@ class Prober:
         self.log.check_cancel()
         return bad
 
-    def _judged(self, v: str, actual: Any, expected: Any, oracle: Any, dtype: str | None) -> Comparison:
+    def _judged(self, v: str, actual: Any, expected: Any, oracle: Any, dtype: str | None, fx_name: str) -> Comparison:
         """``actual`` against ``expected`` under the run's tolerance, re-judged against the oracle's noise."""
         cmp = compare(v, actual, expected, self.opts.rtol, self.opts.atol, dtype, signed_zeros=v in self.signed)
         if self.oracle:
-            cmp = judge(cmp, actual, expected, oracle, dtype or "")
+            cmp = judge(cmp, actual, expected, oracle, dtype or "", elementwise=self.acts.elementwise_noise(fx_name))
         return cmp

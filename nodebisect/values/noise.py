@@ -43,8 +43,13 @@ WITHIN_NOISE = "fixed, within noise"
 _EPS = {"float16": float(np.finfo(np.float16).eps), "bfloat16": 2.0**-7, "float32": float(np.finfo(np.float32).eps)}
 
 
-def judge(cmp: Comparison, actual: np.ndarray, expected: np.ndarray, oracle: np.ndarray | None, dtype: str) -> Comparison:
-    """``cmp`` (the fixed-tolerance verdict) re-judged against the value's natural noise."""
+def judge(cmp: Comparison, actual: np.ndarray, expected: np.ndarray, oracle: np.ndarray | None, dtype: str, elementwise: bool = True) -> Comparison:
+    """``cmp`` (the fixed-tolerance verdict) re-judged against the value's natural noise.
+
+    ``elementwise``: also hold each element outside the fixed tolerance to the noise there
+    (``element_ratio``); off where the reference's error has no per-element scale (a value
+    quantized with one scale per tensor, ``Reference.elementwise_noise``).
+    """
     m = cmp.metrics
     kind = dtype or str(expected.dtype)
     if oracle is None or kind not in _EPS or m.reason or actual.shape != oracle.shape or expected.shape != oracle.shape:
@@ -64,7 +69,7 @@ def judge(cmp: Comparison, actual: np.ndarray, expected: np.ndarray, oracle: np.
     ulps = ULPS if ok else 1
     floor = ulps * _EPS[kind] * float(np.abs(o[finite]).max())
     ratio = error / (noise + floor) if noise + floor > 0 else (0.0 if error == 0 else float("inf"))
-    if not ok and ratio <= NOISE_FACTOR:
+    if elementwise and not ok and ratio <= NOISE_FACTOR:
         ratio = max(ratio, element_ratio(actual, expected, o, _outside(actual, expected, cmp), _EPS[kind]))
     m.noise, m.noise_ratio = noise, ratio
     if ok and ratio > HIDDEN_FACTOR:
