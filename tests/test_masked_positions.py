@@ -52,6 +52,11 @@ def test_kept_positions_apply_to_outputs_holding_them() -> None:
     assert logits is not None and logits.shape == (2, 3, 5) and not logits[0, 0].any() and logits[0, 1].all()
     assert output_keep(np.array([True, False]), (1, 2, 8)) is not None  # [Q] in a [1, Q, D] output
     assert output_keep(keep, (2, 5)) is None  # a pooled output: not split
+    kv = output_keep(keep, (2, 4, 3, 6))  # a layer's keys/values [B, H, S, D]: the token axis is 2
+    assert kv is not None and not kv[0, :, 0].any() and kv[0, :, 1:].all() and kv[1].all()
+    first = output_keep(keep, (2, 3, 3, 6))  # [B, S, ...] first: S next to the batch
+    assert first is not None and not first[0, 0].any() and first[0, 1].all()
+    assert output_keep(keep, (2, 4, 5, 6)) is None  # no axis of S tokens
     feeds = {"ids": np.zeros((2, 3), np.int64), "attention_mask": keep.astype(np.int64)}
     assert set(output_masks(feeds, {"logits": (2, 3, 5), "pooled": (2, 5)})) == {"logits"}
 
@@ -198,6 +203,12 @@ def _attention(additive):
 
 def attention_additive():
     return _attention(True)
+
+
+def llama_with_cache():
+    """A *ForCausalLM as users run it: use_cache left on (its DynamicCache among the outputs)."""
+    model, (ids, mask) = _llama(torch.float32)
+    return model.model, {"input_ids": ids, "attention_mask": mask}
 '''
 
 
@@ -273,3 +284,16 @@ def test_the_torch_repro_prints_pytorchs_and_onnxruntimes_answers_side_by_side(l
     torch_answer, ort_answer = (float(v) for v in lines[header + 1].split()[-2:])
     assert torch_answer == 0.0 and abs(ort_answer) > 0.01, lines[header + 1]  # PyTorch's 0 for the padded row, onnxruntime's mean
     assert "python repro/torch_repro.py" in (run.folder / "report" / "report.md").read_text()
+
+
+@pytest.mark.slow  # a transformers model with its cache on
+def test_a_causal_lm_with_its_cache_on_diverges_only_at_masked_positions_in_every_output(located: Any) -> None:
+    """The default setting exports (transformers' caches registered) and the cache's keys and values,
+    laid out [B, H, S, D], are split by the mask like the logits: padding differs, real tokens agree."""
+    run = located("llama_with_cache")
+    assert run.code == 0, run.out + run.err
+    assert run.data["first_divergent"]["scope"] == "masked_positions"
+    outputs = run.data["outputs"]
+    assert len(outputs) == 3, [o["name"] for o in outputs]  # logits, the layer's keys and values
+    diverged = [o for o in outputs if not o["ok"]]
+    assert diverged and all(o.get("ok_attended") is True for o in diverged), diverged

@@ -62,7 +62,26 @@ def output_keep(keep: np.ndarray, shape: tuple[int, ...] | list[int]) -> np.ndar
         if shape[start : start + k] == keep.shape:
             view = keep.reshape((1,) * start + keep.shape + (1,) * (len(shape) - start - k))
             return np.broadcast_to(view, shape)
-    return None
+    return _heads_layout_keep(keep, shape)
+
+
+def _heads_layout_keep(keep: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A per-token ``keep`` ``[B, S]`` broadcast to an attention-layout output ``[B, H, S, D]``.
+
+    A ``*ForCausalLM`` run with its cache returns each layer's keys and values in that
+    layout: the token axis is not next to the batch axis. The token axis is the one
+    axis after the batch whose size is S, or, when several are (S equal to H or D), the
+    ``[B, H, S, D]`` convention's axis 2. Anything else is judged whole (None).
+    """
+    if keep.ndim != 2 or len(shape) < 3 or shape[0] != keep.shape[0]:
+        return None
+    axes = [j for j in range(1, len(shape)) if shape[j] == keep.shape[1]]
+    if len(axes) > 1 and len(shape) == 4 and 2 in axes:
+        axes = [2]
+    if len(axes) != 1:
+        return None
+    view = np.expand_dims(keep, tuple(j for j in range(1, len(shape)) if j != axes[0]))
+    return np.broadcast_to(view, shape)
 
 
 def output_masks(feeds: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:

@@ -407,7 +407,10 @@ def build_loaded_model(
 
         applied = apply_model_settings(module, model_settings)
     if module is not None:
+        from nodebisect.frontends.loading.settings import register_cache_outputs
+
         module = module.eval()
+        register_cache_outputs(module)  # a transformers model's cache outputs export as users run it
         _check_signature(module, args, kwargs)
     elif exported is not None and (inputs is not None or inputs_file or input_specs):
         from nodebisect.frontends.loading.hints import check_pt2_inputs

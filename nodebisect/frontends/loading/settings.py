@@ -113,3 +113,28 @@ def _set_attention(module: Any, value: str) -> None:
     if not done:
         for cfg in configs(module):
             cfg._attn_implementation = value  # older transformers: the config field the attention code reads
+
+
+def register_cache_outputs(module: Any) -> bool:
+    """Let ``torch.export`` flatten a ``transformers`` model's cache outputs (``DynamicCache`` & co.).
+
+    A ``*ForCausalLM`` in its default setting (``use_cache=True``) returns its key/value
+    cache, a class ``torch.export`` cannot flatten unless it is a registered pytree node;
+    the export then fails although the prefill computation is fine. ``transformers``
+    ships the registration (``exporters.exporter_dynamo.register_cache_pytrees_for_model``,
+    the one its own dynamo exporter calls): call it for a ``transformers`` model, so the
+    model exports as users run it and the cache tensors are compared as outputs.
+    True when it registered; False for other models or a ``transformers`` without it
+    (the export failure then names ``use_cache=False`` as the remedy).
+    """
+    if not type(module).__module__.startswith("transformers."):
+        return False
+    try:
+        from transformers.exporters.exporter_dynamo import register_cache_pytrees_for_model
+    except ImportError:
+        return False
+    try:
+        register_cache_pytrees_for_model(module)
+    except Exception:  # noqa: BLE001 - only a convenience: the export failure says what to do otherwise
+        return False
+    return True
