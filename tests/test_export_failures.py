@@ -319,3 +319,21 @@ def test_export_failure_report_is_ready_to_file_and_its_repro_runs_from_anywhere
     run = subprocess.run([sys.executable, str(report / "repro" / "export_repro.py")], capture_output=True, text=True, timeout=300, cwd=elsewhere)
     assert run.returncode != 0 and "data-dependent" in run.stderr, run.stderr[-2000:]
     assert "No such file" not in run.stderr
+
+
+class NeedsAbsentPackage(torch.nn.Module):
+    """A model whose code imports a package this machine lacks (as monai's SwinUNETR needs einops)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import nodebisect_test_absent_package  # noqa: F401
+
+        return x + 1
+
+
+def test_a_package_the_models_code_imports_is_bad_input_naming_it_not_an_export_failure() -> None:
+    """Nothing an exporter could fix: exit 2 naming the package and the pip line, not "file at pytorch"."""
+    loaded = build_loaded_model(NeedsAbsentPackage().eval(), (torch.randn(2),))
+    with pytest.raises(BadInputError) as info:
+        export_onnx(loaded)
+    assert "'nodebisect_test_absent_package'" in info.value.message and "not installed" in info.value.message
+    assert info.value.tip.startswith("pip install nodebisect_test_absent_package")

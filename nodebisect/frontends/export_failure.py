@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from nodebisect.errors import ExportFailedError
+from nodebisect.errors import BadInputError, ExportFailedError
 from nodebisect.frames import INTERNAL, LIBRARY, USER, frame_kind, innermost
 
 # Stages, in the order an export runs them.
@@ -70,6 +70,21 @@ class Frame:
         return f"{self.file}:{self.line}"
 
 
+def _missing_package(error: ImportError) -> BadInputError:
+    """The package the model's code imports while it is traced, absent here: the user's environment to fix (exit 2).
+
+    monai's ``OptionalImportError`` (an ``ImportError``) and a plain ``ModuleNotFoundError`` alike: the
+    exporter only ran the model's code, so "file at pytorch" would send the user to the wrong place.
+    """
+    name = getattr(error, "name", None) or (re.search(r"No module named '([\w.]+)'", str(error)) or [None, None])[1]
+    package = (name or "").split(".")[0]
+    what = f"the package {package!r}" if package else "a package"
+    return BadInputError(
+        f"the model's code needs {what}, which is not installed here ({type(error).__name__}: {_first_line(error)})",
+        tip=f"pip install {package}, then run again" if package else "install what the model's code imports, then run again",
+    )
+
+
 def classify_export_error(
     exc: BaseException,
     *,
@@ -89,6 +104,9 @@ def classify_export_error(
             stack traces name the source line of an op that failed later).
     """
     chain = _chain(exc)
+    missing = next((e for e in chain if isinstance(e, ImportError)), None)
+    if missing is not None:  # the model's own code cannot import a package: nothing for an exporter to fix
+        raise _missing_package(missing) from exc
     text = "\n".join(f"{type(e).__name__}: {e}" for e in chain)
     root = _root(chain)
     root_msg = _first_line(root)
