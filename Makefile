@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,ray,bench,explorer,keras]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,ray,bench,explorer,keras,zoo,diffusers,monai]'
 	@command -v dot >/dev/null || test -x $(BIN)/graphviz-pure || echo "note: graphviz 'dot' is missing: apt-get install -y graphviz (graph.svg falls back to graph.dot)"
 	touch $(STAMP)
 
