@@ -46,8 +46,9 @@ def sweep_family(family: str, work: Path, args: argparse.Namespace) -> float:
     out = work / family
     cmd = [sys.executable, "-m", "nodebisect.sweep.cli", "--zoo", family, "--out", str(out), "--jobs", str(args.jobs),
            "--timeout", str(args.timeout), "--memory-mib", str(args.keras_memory_mib if family == "keras" else args.memory_mib), "-q"]
-    if args.limit:
-        cmd += ["--limit", str(args.limit)]
+    limit = dict(item.split("=", 1) for item in args.family_limit).get(family, args.limit)
+    if int(limit):
+        cmd += ["--limit", str(limit)]
     if args.filter:
         cmd += ["--filter", args.filter]
     if (out / "sweep.jsonl").exists():
@@ -92,15 +93,17 @@ def readme(table: list[dict], elapsed: dict[str, float], info: dict, args: argpa
     lines = ["# The fleet: every model zoo through `nodebisect sweep`", ""]
     if partial:
         lines += [f"**A partial run**: {len(table)} model runs ({', '.join(f'{f} {n}' for f, n in by('family', table).items())}), "
-                  f"`--limit {args.limit}` per family{f' and `--filter {args.filter}`' if args.filter else ''}, not the whole fleet. "
+                  f"`--limit {args.limit}` per family{''.join(f' (`{x}`)' for x in args.family_limit)}"
+                  f"{f' and `--filter {args.filter}`' if args.filter else ''}, not the whole fleet. "
                   "The full fleet (every zoo model; transformers alone is 850 runs) is "
                   "`make fleet` (`benchmarks/fleet.py` without `--limit`): hours on a 2-core machine.", ""]
+    seen = [s for s in STATUS_ORDER if any(r["verdict"] == s for r in table)]
     lines += [f"Command: `{' '.join(['benchmarks/fleet.py', *sys.argv[1:]])}`", "",
-              "| family | models | " + " | ".join(STATUS_ORDER) + " | elapsed |", "|---|---:|" + "---:|" * len(STATUS_ORDER) + "---:|"]
+              "| family | models | " + " | ".join(seen) + " | elapsed |", "|---|---:|" + "---:|" * len(seen) + "---:|"]
     for family in [f for f in FAMILIES if f in elapsed]:
         rows = [r for r in table if r["family"] == family]
         counts = Counter(r["verdict"] for r in rows)
-        lines.append(f"| {family} | {len(rows)} | " + " | ".join(str(counts[s]) for s in STATUS_ORDER) + f" | {elapsed[family]:.0f} s |")
+        lines.append(f"| {family} | {len(rows)} | " + " | ".join(str(counts[s]) for s in seen) + f" | {elapsed[family]:.0f} s |")
     divergent = [r for r in table if r["verdict"] == "diverged"]
     for title, key in (("stage", "stage"), ("cause", "cause"), ("culprit op", "culprit_op"), ("aten op", "aten_op")):
         counts = by(key, divergent)
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated zoo families (default: all)")
     parser.add_argument("--limit", type=int, default=0, help="models per family (0: all)")
+    parser.add_argument("--family-limit", action="append", default=[], metavar="FAMILY=N", help="another --limit for one family")
     parser.add_argument("--filter", default="", help="passed to each sweep's --filter")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per model")
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("sweep.md", "sequences.md"):
             (out / name).write_text(Path(tmp, name).read_text().replace(tmp, "benchmarks/fleet"))
     info = versions()
-    partial = bool(args.limit or args.filter or set(families) != set(FAMILIES))
+    partial = bool(args.limit or args.family_limit or args.filter or set(families) != set(FAMILIES))
     (out / "versions.json").write_text(json.dumps({**info, "elapsed_s": {f: round(s, 1) for f, s in elapsed.items()},
                                                    "partial": partial, "argv": sys.argv[1:]}, indent=1) + "\n")
     (out / "README.md").write_text(readme(table, elapsed, info, args, partial))
