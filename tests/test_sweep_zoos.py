@@ -112,3 +112,25 @@ def _has(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def test_fleet_table_reads_the_culprit_and_masked_scope() -> None:
+    """benchmarks/fleet.py's row: family from the zoo's meta, masked-only from first_divergent.scope when present."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fleet_bench", ROOT / "benchmarks" / "fleet.py")
+    fleet = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fleet)
+    row = {"name": "GPT2LMHeadModel.export-friendly", "status": "diverged", "wall_s": 6.24, "reason": "r",
+           "meta": {"family": "transformers", "class": "GPT2LMHeadModel", "variant": "export-friendly"},
+           "first_divergent": {"onnx_node": "node_sdpa", "op_type": "MatMul", "stage": "conversion", "cause": "conversion",
+                               "scope": "masked_positions", "framework": {"target": "aten.scaled_dot_product_attention.default"}}}
+    line = fleet.table_row(row)
+    assert (line["family"], line["architecture"], line["variant"], line["culprit_op"], line["aten_op"], line["masked_only"],
+            line["seconds"]) == ("transformers", "GPT2LMHeadModel", "export-friendly", "MatMul",
+                                 "aten.scaled_dot_product_attention.default", "yes", "6.2")
+    row["first_divergent"]["scope"] = "all_positions"
+    assert fleet.table_row(row)["masked_only"] == "no"
+    del row["first_divergent"]["scope"]
+    assert fleet.table_row(row)["masked_only"] == ""
+    assert list(fleet.table_row(row)) == list(fleet.COLUMNS)
