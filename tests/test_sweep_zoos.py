@@ -92,16 +92,15 @@ def test_curated_builders_feed_what_users_feed(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_one_or_two_models_of_each_family_get_a_verdict(tmp_path: Path) -> None:
-    """A real sweep over diffusers, monai and keras models: every row is a locate verdict, not an error."""
+    """A real sweep over a model of diffusers, monai and keras each: every row is a locate verdict, not an error."""
     pytest.importorskip("diffusers")
     pytest.importorskip("monai")
     families = "diffusers,monai" + (",keras" if _has("tf2onnx") and _has("keras") else "")
     out = tmp_path / "out"
-    _sweep("--zoo", families, "--filter", r"^(UNet2DModel\.default|AutoencoderKL\.decode\.default|UNet\.2d|DenseNet121\.3d|MobileNet\.default)$",
+    _sweep("--zoo", families, "--filter", r"^(AutoencoderKL\.decode\.default|UNet\.2d|MobileNetV3Small\.default)$",
            "--out", out, "--jobs", "2", "--timeout", "300", "--memory-mib", "6000", "-q")
     rows = {r["name"]: r for r in load_rows(out)}
-    expected = {"UNet2DModel.default", "AutoencoderKL.decode.default", "UNet.2d", "DenseNet121.3d"} | (
-        {"MobileNet.default"} if "keras" in families else set())
+    expected = {"AutoencoderKL.decode.default", "UNet.2d"} | ({"MobileNetV3Small.default"} if "keras" in families else set())
     assert set(rows) == expected
     assert {n: r["status"] for n, r in rows.items() if r["status"] not in VERDICTS} == {}
     assert {r["meta"]["family"] for r in rows.values()} == set(families.split(","))

@@ -75,8 +75,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--jobs", "-j", type=int, default=0, metavar="N", help="models at a time (default: cores, capped by memory)")
     run.add_argument("--executor", choices=["local", "ray"], default="local", help="local process pool (default) or Ray")
     run.add_argument("--workers", choices=["warm", "cold"], default="warm",
-                     help="local pool: warm (default) runs many models per Python process, importing torch once, and "
-                          "replaces a process a model crashed, hung or blew up; cold starts a fresh Python per model")
+                     help="warm (default) runs many models per Python process, importing torch once, and "
+                          "replaces a process a model crashed, hung or blew up (under Ray: one per Ray worker); "
+                          "cold starts a fresh Python per model")
     run.add_argument("--address", default="", metavar="ADDR", help="Ray cluster: auto | ray://HOST:PORT (default: start a local Ray instance)")
     run.add_argument("--timeout", type=float, default=900.0, metavar="S", help="wall-clock seconds per model before it is killed (default 900)")
     run.add_argument("--memory-mib", type=float, default=4096.0, metavar="MIB",
