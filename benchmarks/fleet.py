@@ -16,6 +16,10 @@ into ``--out`` (default ``benchmarks/fleet/``):
 - ``README.md``: counts by family, verdict, stage and cause, the time each family took,
   the versions it ran on, and the command; ``versions.json`` the same versions as data.
 
+``--spot-check N`` re-runs N random rows one by one (each in a sweep of its own) and says
+in ``README.md`` whether each gave the same verdict. Re-running with the same ``--work``
+resumes the sweeps (the models already answered are not run again) and rewrites the table.
+
 No per-model JSON goes into ``--out``: the rows stay in ``--work``.
 """
 
@@ -26,6 +30,8 @@ import csv
 import io
 import json
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,7 +62,33 @@ def sweep_family(family: str, work: Path, args: argparse.Namespace) -> float:
     print(f"fleet: {family}: {' '.join(cmd[3:])}", file=sys.stderr, flush=True)
     start = time.monotonic()
     subprocess.run(cmd, check=False, cwd=ROOT)
-    return time.monotonic() - start
+    # A resumed family's time is the sum of its runs (kept beside its rows).
+    ledger = out / "fleet-elapsed.txt"
+    total = time.monotonic() - start + (float(ledger.read_text()) if ledger.exists() else 0.0)
+    ledger.write_text(f"{total:.1f}\n")
+    return total
+
+
+def spot_check(rows: list[dict], work: Path, count: int, args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """Re-run ``count`` random rows one by one, each in its own sweep; ``(name, fleet verdict, re-run verdict)``."""
+    import random
+
+    from nodebisect.sweep.results import load_rows
+
+    picked = random.Random(0).sample(rows, min(count, len(rows)))
+    out = []
+    for n, row in enumerate(picked):
+        family = (row.get("meta") or {}).get("family") or "transformers"
+        target = work / "spot" / f"{n}"
+        shutil.rmtree(target, ignore_errors=True)
+        memory = args.keras_memory_mib if family == "keras" else args.memory_mib
+        subprocess.run([sys.executable, "-m", "nodebisect.sweep.cli", "--zoo", family, "--filter", f"^{re.escape(row['name'])}$",
+                        "--out", str(target), "--jobs", "1", "--timeout", str(args.timeout), "--memory-mib", str(memory), "-q"],
+                       check=False, cwd=ROOT, capture_output=True)
+        again = load_rows(target)[0]["status"] if (target / "sweep.jsonl").exists() else "(no row)"
+        out.append((row["name"], row["status"], again))
+        print(f"fleet: spot check {row['name']}: {row['status']} -> {again}", file=sys.stderr, flush=True)
+    return out
 
 
 def table_row(row: dict) -> dict:
@@ -87,7 +119,8 @@ def versions() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **found}
 
 
-def readme(table: list[dict], elapsed: dict[str, float], info: dict, args: argparse.Namespace, partial: bool) -> str:
+def readme(table: list[dict], elapsed: dict[str, float], info: dict, args: argparse.Namespace, partial: bool,
+           spots: list[tuple[str, str, str]]) -> str:
     """The fleet's front page: what ran, counts, and how to reproduce it."""
     by = lambda key, rows: Counter(r[key] for r in rows if r[key])  # noqa: E731
     lines = ["# The fleet: every model zoo through `nodebisect sweep`", ""]
@@ -112,6 +145,10 @@ def readme(table: list[dict], elapsed: dict[str, float], info: dict, args: argpa
     masked = by("masked_only", divergent)
     lines += ["", "Masked positions only: " + (", ".join(f"{k} {v}" for k, v in masked.items()) if masked else
                                                "not reported by this nodebisect (no `first_divergent.scope` in the rows)")]
+    if spots:
+        same = sum(a == b for _, a, b in spots)
+        lines += ["", f"Spot check: {len(spots)} random rows re-run one by one, each in its own sweep: {same} gave the same verdict"
+                  + "".join(f"; `{n}` {a} then {b}" for n, a, b in spots if a != b) + "."]
     lines += ["", "Files: `fleet.csv` (one row per model run), `sweep.md` (the sweep's summary of all rows), "
               "`sequences.md` (operator sequences that separate divergent models from matching ones), `versions.json`.", "",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in info.items() if v), ""]
@@ -134,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keras-memory-mib", type=float, default=12000.0, help="tf2onnx peaks at several GiB on ResNet/VGG")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "nodebisect-fleet"), help="the sweeps' directories")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "fleet"))
+    parser.add_argument("--spot-check", type=int, default=0, metavar="N", help="re-run N random rows one by one and compare verdicts")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from nodebisect.sweep.cli import write_summary
@@ -158,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     partial = bool(args.limit or args.family_limit or args.filter or set(families) != set(FAMILIES))
     (out / "versions.json").write_text(json.dumps({**info, "elapsed_s": {f: round(s, 1) for f, s in elapsed.items()},
                                                    "partial": partial, "argv": sys.argv[1:]}, indent=1) + "\n")
-    (out / "README.md").write_text(readme(table, elapsed, info, args, partial))
+    spots = spot_check(rows, work, args.spot_check, args) if args.spot_check else []
+    (out / "README.md").write_text(readme(table, elapsed, info, args, partial, spots))
     print(f"fleet: {len(rows)} model runs in {sum(elapsed.values()):.0f} s -> {out}", file=sys.stderr)
     return 0
 
