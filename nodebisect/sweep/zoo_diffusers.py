@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nodebisect.sweep.tasks import ModelTask
-from nodebisect.sweep.zoos import Entry, build_entry, curated_tasks
+from nodebisect.sweep.zoo_curated import Entry, build_entry, curated_tasks
 
 VARIANTS = ("default",)
 DEFAULT_VARIANTS = ("default",)
