@@ -27,7 +27,8 @@ class Entry:
         cls: ``package.Class`` (or ``package.module:function`` for a factory function).
         config: the constructor's keyword arguments.
         inputs: ``(name, kind, shape)`` (a ``#k`` name is the k-th positional argument): kind ``randn`` (floats), ``timestep`` (integer steps
-            below 1000), ``int:N`` (integers below N), ``zeros``; a ``a.b`` name goes into dict ``a``.
+            below 1000), ``int:N`` (integers below N), ``zeros``, ``padmask:N`` (ones, the last
+            row's last N positions 0: a padded prompt); a ``a.b`` name goes into dict ``a``.
         method: call this method instead of ``forward``.
         constants: keyword arguments every call passes.
     """
@@ -122,6 +123,10 @@ def _input(kind: str, shape: tuple[int, ...], g: Any) -> Any:
         return torch.randint(0, int(kind[4:]), shape, generator=g)
     if kind == "zeros":
         return torch.zeros(*shape)
+    if kind.startswith("padmask:"):  # ones; the last row's last N positions are padding (0)
+        mask = torch.ones(*shape, dtype=torch.long)
+        mask[-1, -int(kind[8:]):] = 0
+        return mask
     raise ValueError(f"unknown input kind {kind!r}")
 
 

@@ -19,8 +19,11 @@ from typing import Any
 from nodebisect.sweep.tasks import ModelTask
 from nodebisect.sweep.zoo_curated import Entry, build_entry, curated_tasks
 
-VARIANTS = ("default",)
-DEFAULT_VARIANTS = ("default",)
+# masked: the text-conditioned models also given the prompt's padding mask (encoder_attention_mask), as the
+# PixArt and Sana pipelines feed it: the second prompt's last PAD tokens are padding.
+VARIANTS = ("default", "masked")
+DEFAULT_VARIANTS = VARIANTS
+PAD = 3
 REQUIRES = ("diffusers", "diffusers")
 B = 2  # batch: classifier-free guidance runs two
 _T = ("timestep", "timestep", (B,))
@@ -140,6 +143,19 @@ ENTRIES: list[Entry] = [
            "latent_channels": 4, "layers_per_block": 2},
           [("sample", "randn", (B, 3, 32, 32))], constants={**_NO_DICT, "num_frames": 2}),
 ]
+
+MASKED = ("UNet2DConditionModel", "UNet2DConditionModel.sdxl", "PixArtTransformer2DModel", "SanaTransformer2DModel",
+          "Transformer2DModel")
+
+
+def _masked(entry: Entry) -> Entry:
+    """``entry`` with a padding mask over its text tokens."""
+    tokens = next(shape[1] for name, _, shape in entry.inputs if name == "encoder_hidden_states")
+    return Entry(entry.arch, "masked", entry.cls, entry.config,
+                 [*entry.inputs, ("encoder_attention_mask", f"padmask:{PAD}", (B, tokens))], entry.method, entry.constants)
+
+
+ENTRIES += [_masked(e) for e in ENTRIES if e.arch in MASKED]
 
 
 def zoo_entries() -> list[str]:

@@ -28,6 +28,11 @@ SIZES = {
     "EfficientNetV2B0": 32, "DenseNet121": 32, "NASNetMobile": 32, "EfficientNetB1": 32, "EfficientNetV2B1": 32,
     "DenseNet169": 32, "ResNet50": 32, "ResNet50V2": 32, "ConvNeXtTiny": 32, "ResNet101": 32, "ResNet101V2": 32,
     "VGG16": 32, "VGG19": 32, "Xception": 71, "InceptionV3": 75, "InceptionResNetV2": 75,
+    # every other architecture of keras.applications, by size (tens to hundreds of M parameters)
+    "EfficientNetB2": 32, "EfficientNetV2B2": 32, "EfficientNetB3": 32, "EfficientNetV2B3": 32, "EfficientNetB4": 32,
+    "DenseNet201": 32, "EfficientNetV2S": 32, "EfficientNetB5": 32, "EfficientNetB6": 32, "ConvNeXtSmall": 32,
+    "EfficientNetV2M": 32, "ResNet152V2": 32, "ResNet152": 32, "EfficientNetB7": 32, "NASNetLarge": 32, "ConvNeXtBase": 32,
+    "EfficientNetV2L": 32, "ConvNeXtLarge": 32, "ConvNeXtXLarge": 32,
 }
 
 
