@@ -133,3 +133,14 @@ def test_fleet_table_reads_the_culprit_and_masked_scope() -> None:
     del row["first_divergent"]["scope"]
     assert fleet.table_row(row)["masked_only"] == ""
     assert list(fleet.table_row(row)) == list(fleet.COLUMNS)
+
+
+def test_a_zoo_whose_library_is_missing_is_exit_2_naming_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from nodebisect.sweep import zoo_keras
+    from nodebisect.sweep.cli import main
+
+    monkeypatch.setattr(zoo_keras, "REQUIRES", ("keras,no_such_package_xyz", "keras"))
+    assert main(["--zoo", "keras", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["nodebisect sweep: error: --zoo keras needs no_such_package_xyz", "tip: pip install 'nodebisect[keras]'"]

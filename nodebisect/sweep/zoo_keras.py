@@ -21,7 +21,7 @@ from nodebisect.sweep.zoos import factory_task, generated_factory, skip_reason
 
 VARIANTS = ("default",)
 DEFAULT_VARIANTS = VARIANTS
-REQUIRES = ("keras", "keras")
+REQUIRES = ("keras,tf2onnx", "keras")
 # name -> smallest input side its builder accepts; the light ones (under 4 GiB through tf2onnx) first
 SIZES = {
     "MobileNet": 32, "MobileNetV2": 32, "MobileNetV3Small": 32, "MobileNetV3Large": 32, "EfficientNetB0": 32,

@@ -1,7 +1,7 @@
 """The registry of ``--zoo`` families: which module builds each, and the pieces they share.
 
 A zoo module answers ``VARIANTS`` (the variants it knows), ``DEFAULT_VARIANTS``,
-``REQUIRES`` (the package it imports, and the extra that installs it) and
+``REQUIRES`` (the packages it needs, comma-separated, and the extra that installs them) and
 ``zoo_entries()`` / ``zoo_tasks(directory, variants, write)``. The sweep's ``--zoo``
 choices are this registry's keys, so a new family is one line in ``ZOOS`` (or a
 ``register`` call), never an edit of the CLI. Nothing here imports torch or the
@@ -71,15 +71,14 @@ def tasks_for(families: list[str], directory: Path, variants: list[str] | None, 
     modules = [zoo_module(f) for f in families]
     unknown = [v for v in (variants or []) if not any(v in m.VARIANTS for m in modules)]
     if unknown:
-        from nodebisect.errors import BadInputError
-
         raise BadInputError(f"unknown zoo variant {unknown[0]!r}",
                             tip="one of " + ", ".join(dict.fromkeys(v for m in modules for v in m.VARIANTS)))
     for family in families:
         module = zoo_module(family)
-        package, extra = module.REQUIRES
-        if importlib.util.find_spec(package) is None:
-            raise BadInputError(f"--zoo {family} needs {package}", tip=f"pip install 'nodebisect[{extra}]'")
+        packages, extra = module.REQUIRES
+        missing = [p for p in packages.split(",") if importlib.util.find_spec(p) is None]
+        if missing:
+            raise BadInputError(f"--zoo {family} needs {' and '.join(missing)}", tip=f"pip install 'nodebisect[{extra}]'")
         known = [v for v in (variants or []) if v in module.VARIANTS]
         tasks += module.zoo_tasks(directory / family if family != "transformers" else directory, known or list(module.DEFAULT_VARIANTS), write)
     return tasks
