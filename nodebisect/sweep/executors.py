@@ -48,14 +48,14 @@ class ExecutorConfig:
             of a Ray instance started here.
         address: Ray's ``address`` (``auto``, ``ray://HOST:PORT``); empty: start a local instance.
         report_root: where divergent models' report bundles go.
-        warm: for ``local``, run models in warm workers (``warm.WarmWorker``).
+        warm: run models in warm workers (``warm.WarmWorker``): one per pool thread, or one per Ray worker process.
     """
 
     kind: str = "local"
     jobs: int = 0
     address: str = ""
     report_root: str = ""
-    warm: bool = True  # local pool: warm workers (one Python for many models), else a fresh Python per model
+    warm: bool = True  # warm workers (one Python for many models; under Ray one per Ray worker), else a fresh Python per model
 
 
 def default_jobs(memory_mib_per_model: float = TYPICAL_MODEL_MIB) -> int:
