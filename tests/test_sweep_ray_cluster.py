@@ -145,3 +145,17 @@ def test_resume_runs_again_a_model_ray_lost(tmp_path: Path) -> None:
     writer.append({"name": "b", "status": "lost", "reason": "Ray lost the task after 3 retries"})
     writer.append({"name": "c", "status": "crashed"})
     assert done_names(tmp_path / "sweep.jsonl") == {"a", "c"}
+
+
+@pytest.mark.ray
+def test_a_task_that_raised_is_an_error_row_and_a_lost_one_is_lost() -> None:
+    """Only what Ray lost is re-run by --resume; an exception in the task body is an answer (status error)."""
+    ray_exceptions = pytest.importorskip("ray.exceptions")
+    from nodebisect.sweep.executors import _ray_failure_row
+    from nodebisect.sweep.tasks import ModelTask, SweepOptions
+
+    task, options = ModelTask(name="m", spec="m.py:build"), SweepOptions()
+    lost = _ray_failure_row(task, options, ray_exceptions.WorkerCrashedError())
+    assert lost["status"] == "lost" and "re-run with --resume" in lost["reason"]
+    raised = _ray_failure_row(task, options, ray_exceptions.RayTaskError("_ray_run", "Traceback ...", ValueError("boom")))
+    assert raised["status"] == "error" and raised["reason"].startswith("the Ray task raised")

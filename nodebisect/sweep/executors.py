@@ -185,11 +185,28 @@ def _execute_ray(tasks: list[ModelTask], options: SweepOptions, config: Executor
 
 
 def _ray_failure_row(task: ModelTask, options: SweepOptions, exc: BaseException) -> dict[str, Any]:
-    """The row of a task Ray lost after its own retries: status ``lost``, which ``--resume`` runs again."""
+    """The row of a task that came back without one.
+
+    Ray lost it (its node or worker died, after Ray's own retries): status ``lost``, which
+    ``--resume`` runs again. The task body itself raised (``RayTaskError``): status
+    ``error``, an answer like any other row.
+    """
     from nodebisect.sweep.tasks import STATUS_LOST
     from nodebisect.sweep.worker import ChildOutcome, make_row
 
     row = make_row(task, options.merged(task.options), ChildOutcome(returncode=70, wall_s=0.0, peak_rss_mib=0.0), None, "", {})
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    if _raised_in_task(exc):
+        row["reason"] = f"the Ray task raised: {type(exc).__name__}: {text}"
+        return row
     row["status"] = STATUS_LOST
-    row["reason"] = f"Ray lost the task after {RAY_MAX_RETRIES} retries (re-run with --resume): {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+    row["reason"] = f"Ray lost the task after {RAY_MAX_RETRIES} retries (re-run with --resume): {type(exc).__name__}: {text}"
     return row
+
+
+def _raised_in_task(exc: BaseException) -> bool:
+    try:
+        from ray.exceptions import RayTaskError
+    except ImportError:
+        return False
+    return isinstance(exc, RayTaskError)
