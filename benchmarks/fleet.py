@@ -107,6 +107,13 @@ def table_row(row: dict) -> dict:
     }
 
 
+def zoo_sizes(families: list[str]) -> dict[str, int]:
+    """How many runs each family's zoo holds in its default variants (``--list``, nothing built)."""
+    from nodebisect.sweep.zoos import tasks_for
+
+    return {f: len(tasks_for([f], Path(tempfile.gettempdir()), None, write=False)) for f in families}
+
+
 def versions() -> dict:
     found = {}
     for name in PACKAGES:
@@ -125,11 +132,11 @@ def readme(table: list[dict], elapsed: dict[str, float], info: dict, args: argpa
     by = lambda key, rows: Counter(r[key] for r in rows if r[key])  # noqa: E731
     lines = ["# The fleet: every model zoo through `nodebisect sweep`", ""]
     if partial:
-        lines += [f"**A partial run**: {len(table)} model runs ({', '.join(f'{f} {n}' for f, n in by('family', table).items())}), "
-                  f"`--limit {args.limit}` per family{''.join(f' (`{x}`)' for x in args.family_limit)}"
-                  f"{f' and `--filter {args.filter}`' if args.filter else ''}, not the whole fleet. "
-                  "The full fleet (every zoo model; transformers alone is 850 runs) is "
-                  "`make fleet` (`benchmarks/fleet.py` without `--limit`): hours on a 2-core machine.", ""]
+        sizes = zoo_sizes(list(elapsed))
+        parts = [f"{f} {n} of {sizes[f]}" + (" (all)" if n == sizes[f] else "") for f, n in by("family", table).items()]
+        lines += [f"**A partial run**: {len(table)} model runs ({', '.join(parts)}: the first models of each zoo in its "
+                  f"popularity order{f', --filter {args.filter}' if args.filter else ''}), not the whole fleet. "
+                  "The full fleet is `make fleet` (`benchmarks/fleet.py` without `--limit`): hours on a 2-core machine.", ""]
     seen = [s for s in STATUS_ORDER if any(r["verdict"] == s for r in table)]
     lines += [f"Command: `{' '.join(['benchmarks/fleet.py', *sys.argv[1:]])}`", "",
               "| family | models | " + " | ".join(seen) + " | elapsed |", "|---|---:|" + "---:|" * len(seen) + "---:|"]
