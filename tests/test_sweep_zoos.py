@@ -79,15 +79,18 @@ def test_curated_builders_feed_what_users_feed(tmp_path: Path) -> None:
 
     from nodebisect.sweep import zoo_diffusers, zoo_monai
 
-    record = tmp_path / "unet.json"
-    module, inputs = zoo_diffusers.build_model("UNet2DConditionModel", record=str(record))
+    record = tmp_path / "sd3.json"
+    module, inputs = zoo_diffusers.build_model("SD3Transformer2DModel", record=str(record))
     info = json.loads(record.read_text())
-    assert info["inputs"] == {"sample": [2, 4, 32, 32], "timestep": [2], "encoder_hidden_states": [2, 8, 32]}
-    assert inputs[1].dtype == torch.int64 and info["params"] < 2_000_000
+    assert info["inputs"] == {"hidden_states": [2, 4, 16, 16], "encoder_hidden_states": [2, 8, 32],
+                              "pooled_projections": [2, 64], "timestep": [2]}
+    assert inputs[3].dtype == torch.int64 and info["params"] < 200_000
     (out,) = module(*inputs)
     assert out.shape == inputs[0].shape
-    module, inputs = zoo_monai.build_model("BasicUNet", "3d")
-    assert module(*inputs)[0].shape == (2, 2, 32, 32, 32)
+    module, inputs = zoo_diffusers.build_model("Transformer2DModel", "masked")
+    assert inputs[-1].tolist() == [[1] * 8, [1] * 5 + [0] * 3]  # the second prompt's last tokens are padding
+    module, inputs = zoo_monai.build_model("UNet", "2d")
+    assert module(*inputs)[0].shape == (2, 2, 64, 64)
 
 
 @pytest.mark.slow
