@@ -6,12 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast venv samples clean bench
+.PHONY: demo test test-fast venv samples clean bench fleet
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,ray,bench,explorer,keras,transforms]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,ray,bench,explorer,keras,transforms,zoo,diffusers,monai]'
 	@command -v dot >/dev/null || test -x $(BIN)/graphviz-pure || echo "note: graphviz 'dot' is missing: apt-get install -y graphviz (graph.svg falls back to graph.dot)"
 	touch $(STAMP)
 
@@ -35,6 +35,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_locate.py
+
+# Every --zoo family through `nodebisect sweep` (hours on 2 cores), the table written to benchmarks/fleet/.
+# A partial run: make fleet FLEET_ARGS="--limit 5". An interrupted one continues where it stopped.
+fleet: $(STAMP)
+	$(BIN)/python benchmarks/fleet.py $(FLEET_ARGS)
 
 clean:
 	rm -rf $(VENV) samples/build nodebisect-out

@@ -2,7 +2,7 @@
 
     nodebisect sweep benchmarks/keras_applications.txt --out keras-sweep --jobs 1
 
-(``nodebisect sweep --zoo keras`` is not wired yet: the sweep's --zoo choices are the sweep owner's.)
+(``nodebisect sweep --zoo keras`` now builds the same architectures: ``nodebisect/sweep/zoo_keras.py``.)
 """
 
 from __future__ import annotations

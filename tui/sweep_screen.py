@@ -23,7 +23,7 @@ from .app import NodebisectApp
 
 COLUMNS = ("model", "status", "culprit / reason", "aten op", "wall s", "MiB")
 # Worst first: what a maintainer opens a sweep for.
-STATUS_ORDER = ("diverged", "export_failed", "runtime_failed", "crashed", "timeout", "out_of_memory", "error", "bad_input",
+STATUS_ORDER = ("diverged", "export_failed", "runtime_failed", "crashed", "timeout", "out_of_memory", "error", "bad_input", "lost",
                 "skipped", "match")
 
 

@@ -32,12 +32,14 @@ list files (.txt: `SPEC [inputs=FILE] [name=N] [rtol=..] [timeout=..]
 model_settings; .yaml: a list of those), or specs (file.py:factory).
 Relative paths in a list file are relative to the list file's folder, not to
 the current directory. A missing file or an unknown key in a list is exit 2.
---zoo transformers adds transformers architectures built offline from small
-configs with random weights."""
+--zoo FAMILY adds models built offline from small configs with random weights:
+transformers, diffusers, monai, keras (repeatable, comma-separated, or all;
+--list prints them without building anything)."""
 
 EPILOG = """examples:
   nodebisect sweep models/ --out sweep-out --jobs 2
   nodebisect sweep --zoo transformers --limit 40 --out zoo-sweep
+  nodebisect sweep --zoo diffusers,monai --list          # what the zoos hold, nothing built
   nodebisect sweep fleet.toml --out s --executor ray --address auto
   nodebisect sweep --zoo transformers --out s --model-setting use_cache=False   # a remedy for every model
   nodebisect sweep --out s --resume fleet.toml         # run what an interrupted sweep left
@@ -55,10 +57,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sources", nargs="*", metavar="SOURCE", help="directory of .pt2 files, model list (.txt/.toml/.yaml), or file.py:factory")
     parser.add_argument("--out", metavar="DIR", help="sweep directory: sweep.jsonl, sweep.md, sequences.md, sweep.json")
     sel = parser.add_argument_group("which models")
-    sel.add_argument("--zoo", choices=["transformers"], help="add transformers architectures built offline (small configs, random weights)")
-    sel.add_argument("--zoo-variants", default="default,export-friendly", metavar="LIST",
-                     help="zoo variants, comma-separated: default (config defaults, cache on), "
-                          "export-friendly (no cache, flat tuple outputs), eager (export-friendly with eager attention)")
+    from nodebisect.sweep.zoos import names as zoo_names
+
+    sel.add_argument("--zoo", action="append", default=[], metavar="FAMILY",
+                     help=f"add a model zoo built offline (small configs, random weights): {', '.join(zoo_names())}, "
+                          "or all; repeatable or comma-separated")
+    sel.add_argument("--zoo-variants", default="", metavar="LIST",
+                     help="zoo variants, comma-separated; each zoo keeps the ones it knows, else its defaults. "
+                          "transformers: default (config defaults, cache on), export-friendly (no cache, flat tuple "
+                          "outputs), eager (export-friendly with eager attention); default: default,export-friendly. "
+                          "monai: 3d, 2d (both by default). diffusers, keras: default")
     sel.add_argument("--filter", default="", metavar="PATTERN", help="keep models whose name, spec or class matches (glob, or regex)")
     sel.add_argument("--limit", type=int, default=0, metavar="N", help="keep the first N models (after --filter)")
     sel.add_argument("--shard", default="", metavar="I/N", help="run every N-th model starting at the I-th (after --limit)")
@@ -67,8 +75,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--jobs", "-j", type=int, default=0, metavar="N", help="models at a time (default: cores, capped by memory)")
     run.add_argument("--executor", choices=["local", "ray"], default="local", help="local process pool (default) or Ray")
     run.add_argument("--workers", choices=["warm", "cold"], default="warm",
-                     help="local pool: warm (default) runs many models per Python process, importing torch once, and "
-                          "replaces a process a model crashed, hung or blew up; cold starts a fresh Python per model")
+                     help="warm (default) runs many models per Python process, importing torch once, and "
+                          "replaces a process a model crashed, hung or blew up (under Ray: one per Ray worker); "
+                          "cold starts a fresh Python per model")
     run.add_argument("--address", default="", metavar="ADDR", help="Ray cluster: auto | ray://HOST:PORT (default: start a local Ray instance)")
     run.add_argument("--timeout", type=float, default=900.0, metavar="S", help="wall-clock seconds per model before it is killed (default 900)")
     run.add_argument("--memory-mib", type=float, default=4096.0, metavar="MIB",
@@ -101,7 +110,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not args.out and not args.list:
         raise BadInputError("sweep needs --out DIR", tip="e.g. --out sweep-out")
     if not args.sources and not args.zoo:
-        raise BadInputError("no models to sweep", tip="pass a directory, a model list, or --zoo transformers")
+        raise BadInputError("no models to sweep", tip="pass a directory, a model list, or --zoo transformers (or diffusers, monai, keras)")
     from nodebisect.sweep.tasks import merge_settings
 
     try:
@@ -111,10 +120,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out_dir = Path(args.out or ".").expanduser().absolute()
     tasks = tasks_from_sources(list(args.sources))
     if args.zoo:
-        from nodebisect.sweep.zoo import zoo_tasks
+        from nodebisect.sweep.zoos import parse_families, tasks_for
 
         variants = [v.strip() for v in args.zoo_variants.split(",") if v.strip()]
-        tasks = unique_names(tasks + zoo_tasks(out_dir / "zoo", variants=variants, write=not args.list))
+        tasks = unique_names(tasks + tasks_for(parse_families(args.zoo), out_dir / "zoo", variants or None, write=not args.list))
     tasks = select(tasks, args.filter, args.limit, args.shard)
     if args.list:
         for task in tasks:

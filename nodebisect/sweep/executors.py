@@ -9,6 +9,12 @@ cold`` starts a fresh Python per model.
 With Ray, each task is a Ray task declaring ``num_cpus=1`` and the per-model
 memory, so Ray packs models onto machines by what they need; Ray is optional
 (``pip install nodebisect[ray]``) and imported only here, only when asked for.
+A task whose node or Ray worker dies is retried by Ray itself (``max_retries``,
+system failures only: a model's own crash is already its row); one that Ray still
+loses gets a ``lost`` row, which ``--resume`` runs again. Each row records the Ray
+node that ran it. With warm workers, each Ray worker process keeps one warm worker
+(Ray reuses its worker processes between tasks), so torch is imported once per
+Ray worker, not once per model.
 
 Both yield rows in the driver's thread as they finish, which is where the
 caller appends them to ``sweep.jsonl`` and moves the progress bar.
@@ -42,14 +48,14 @@ class ExecutorConfig:
             of a Ray instance started here.
         address: Ray's ``address`` (``auto``, ``ray://HOST:PORT``); empty: start a local instance.
         report_root: where divergent models' report bundles go.
-        warm: for ``local``, run models in warm workers (``warm.WarmWorker``).
+        warm: run models in warm workers (``warm.WarmWorker``): one per pool thread, or one per Ray worker process.
     """
 
     kind: str = "local"
     jobs: int = 0
     address: str = ""
     report_root: str = ""
-    warm: bool = True  # local pool: warm workers (one Python for many models), else a fresh Python per model
+    warm: bool = True  # warm workers (one Python for many models; under Ray one per Ray worker), else a fresh Python per model
 
 
 def default_jobs(memory_mib_per_model: float = TYPICAL_MODEL_MIB) -> int:
@@ -116,9 +122,24 @@ def _execute_local(tasks: list[ModelTask], options: SweepOptions, config: Execut
             worker.close()
 
 
-def _ray_run(task: ModelTask, options: SweepOptions, report_root: str) -> dict[str, Any]:
-    """The Ray task body: one model, one thread (the task declared one CPU)."""
-    return run_task(task, options, report_root, threads=1)
+# Ray retries a task whose worker or node died this many times (system failures only).
+RAY_MAX_RETRIES = 3
+_RAY_WARM: WarmWorker | None = None  # this Ray worker process's warm worker
+
+
+def _ray_run(task: ModelTask, options: SweepOptions, report_root: str, warm: bool = False) -> dict[str, Any]:
+    """The Ray task body: one model, one thread (the task declared one CPU); the row names the node."""
+    import ray
+
+    global _RAY_WARM
+    worker = None
+    if warm:
+        if _RAY_WARM is None:
+            _RAY_WARM = WarmWorker(1)
+        worker = _RAY_WARM
+    row = run_task(task, options, report_root, threads=1, worker=worker)
+    row["node"] = ray.get_runtime_context().get_node_id()
+    return row
 
 
 def _execute_ray(tasks: list[ModelTask], options: SweepOptions, config: ExecutorConfig) -> Iterator[dict[str, Any]]:
@@ -138,12 +159,13 @@ def _execute_ray(tasks: list[ModelTask], options: SweepOptions, config: Executor
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise BadInputError(f"cannot reach Ray at {config.address or 'a local instance'}: {exc}",
                                 tip="start one with `ray start --head`, or drop --address") from exc
-    remote = ray.remote(num_cpus=1, memory=int(options.memory_mib * 1024 * 1024), max_retries=0)(_ray_run)
+    remote = ray.remote(num_cpus=1, memory=int(options.memory_mib * 1024 * 1024), max_retries=RAY_MAX_RETRIES,
+                        retry_exceptions=False)(_ray_run)
     refs = {}
     try:
         for task in tasks:
             memory = float(options.merged(task.options).memory_mib)
-            refs[remote.options(memory=int(memory * 1024 * 1024)).remote(task, options, config.report_root)] = task
+            refs[remote.options(memory=int(memory * 1024 * 1024)).remote(task, options, config.report_root, config.warm)] = task
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -163,9 +185,28 @@ def _execute_ray(tasks: list[ModelTask], options: SweepOptions, config: Executor
 
 
 def _ray_failure_row(task: ModelTask, options: SweepOptions, exc: BaseException) -> dict[str, Any]:
-    """The row of a task Ray itself lost (its worker process died before returning)."""
+    """The row of a task that came back without one.
+
+    Ray lost it (its node or worker died, after Ray's own retries): status ``lost``, which
+    ``--resume`` runs again. The task body itself raised (``RayTaskError``): status
+    ``error``, an answer like any other row.
+    """
+    from nodebisect.sweep.tasks import STATUS_LOST
     from nodebisect.sweep.worker import ChildOutcome, make_row
 
     row = make_row(task, options.merged(task.options), ChildOutcome(returncode=70, wall_s=0.0, peak_rss_mib=0.0), None, "", {})
-    row["reason"] = f"Ray lost the task: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    if _raised_in_task(exc):
+        row["reason"] = f"the Ray task raised: {type(exc).__name__}: {text}"
+        return row
+    row["status"] = STATUS_LOST
+    row["reason"] = f"Ray lost the task after {RAY_MAX_RETRIES} retries (re-run with --resume): {type(exc).__name__}: {text}"
     return row
+
+
+def _raised_in_task(exc: BaseException) -> bool:
+    try:
+        from ray.exceptions import RayTaskError
+    except ImportError:
+        return False
+    return isinstance(exc, RayTaskError)

@@ -19,7 +19,7 @@ from nodebisect.sweep.tasks import STATUS_DIVERGED, STATUS_MATCH
 
 ROWS_FILE = "sweep.jsonl"
 # Statuses a maintainer reads as "worse than match".
-FAILING = ("export_failed", "runtime_failed", "bad_input", "error", "crashed", "timeout", "out_of_memory")
+FAILING = ("export_failed", "runtime_failed", "bad_input", "error", "crashed", "timeout", "out_of_memory", "lost")
 
 
 class RowWriter:
@@ -79,9 +79,11 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def done_names(path: Path) -> set[str]:
-    """Models that already have a row (what ``--resume`` skips)."""
+    """Models that already have an answer (what ``--resume`` skips); a ``lost`` row is no answer."""
+    from nodebisect.sweep.tasks import RETRY_STATUSES
+
     try:
-        return {row["name"] for row in load_rows(path)}
+        return {row["name"] for row in load_rows(path) if row["status"] not in RETRY_STATUSES}
     except BadInputError:
         return set()
 

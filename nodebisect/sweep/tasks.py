@@ -24,6 +24,7 @@ STATUS_CRASHED = "crashed"  # the child died on a signal
 STATUS_TIMEOUT = "timeout"  # killed after the per-model --timeout
 STATUS_OUT_OF_MEMORY = "out_of_memory"  # killed over the per-model memory limit
 STATUS_SKIPPED = "skipped"  # not run: an optional package is missing, or the model cannot be compared
+STATUS_LOST = "lost"  # Ray lost the task (its node died) after its retries: --resume runs it again
 STATUSES = (
     STATUS_MATCH,
     STATUS_DIVERGED,
@@ -35,9 +36,12 @@ STATUSES = (
     STATUS_TIMEOUT,
     STATUS_OUT_OF_MEMORY,
     STATUS_SKIPPED,
+    STATUS_LOST,
 )
 # Statuses the progress bar folds into "errors".
-ERROR_STATUSES = (STATUS_BAD_INPUT, STATUS_ERROR, STATUS_CRASHED, STATUS_TIMEOUT, STATUS_OUT_OF_MEMORY)
+ERROR_STATUSES = (STATUS_BAD_INPUT, STATUS_ERROR, STATUS_CRASHED, STATUS_TIMEOUT, STATUS_OUT_OF_MEMORY, STATUS_LOST)
+# Statuses that are no answer: --resume runs these models again.
+RETRY_STATUSES = (STATUS_LOST,)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ from typing import Any
 from nodebisect.sweep.tasks import ModelTask
 
 VARIANTS = ("default", "export-friendly", "eager")
+DEFAULT_VARIANTS = ("default", "export-friendly")
+REQUIRES = ("transformers", "zoo")  # (package, the extra that installs it): the zoos registry checks it
 MAX_PARAMS = 60_000_000
 REPAIR_TRIES = 6
 LEFT_PAD = 3  # padded positions at the start of the second text sequence
@@ -115,7 +117,7 @@ def zoo_tasks(directory: Path, variants: list[str] | None = None, write: bool = 
                 if not path.exists() or path.read_text() != source:
                     path.write_text(source)
             tasks.append(ModelTask(name=name, spec=f"{path}:build", factory_source=source, group="zoo:transformers",
-                                   meta={"class": cls, "variant": variant}))
+                                   meta={"family": "transformers", "class": cls, "variant": variant}))
     return tasks
 
 
