@@ -25,6 +25,9 @@ defaults that do not construct) raise ``ZooSkipped``, whose message starts with
 
 from __future__ import annotations
 
+import keyword
+import re
+
 import dataclasses
 import inspect
 import json
@@ -418,11 +421,33 @@ def wrap(model: Any, names: list[str], flat: bool) -> Any:
             self.model = model
             self.input_names = list(names)
 
-        def forward(self, *args: Any) -> Any:
+        def run(self, *args: Any) -> Any:
             out = self.model(**dict(zip(self.input_names, args)))
             return tuple(flat_tensors(out)) if flat else out
 
-    return ZooModel().eval()
+    return named_inputs(ZooModel, names)().eval()
+
+
+def named_inputs(cls: Any, names: list[str]) -> Any:
+    """``cls`` with a ``forward(self, <names>)`` calling its ``run(*args)``: the exported graph's inputs keep the names.
+
+    A ``forward(*args)`` exports its inputs as ``args_0, args_1``: nodebisect then finds no
+    ``attention_mask`` and cannot say that a divergence lives only at masked positions
+    (issue #22). Names that are not identifiers (``#0``, ``added_cond_kwargs.text_embeds``)
+    become ones; the order stays the positional one.
+    """
+    params: list[str] = []
+    for raw in names:
+        name = re.sub(r"\W", "_", raw).strip("_") or "input"
+        name = f"in_{name}" if name[0].isdigit() or keyword.iskeyword(name) or name == "self" else name
+        while name in params:
+            name += "_"
+        params.append(name)
+    scope: dict[str, Any] = {}
+    exec(f"def forward(self, {', '.join(params)}):\n    return self.run({', '.join(params)})\n", scope)  # noqa: S102 - identifiers only
+    forward = scope["forward"]
+    forward.__doc__ = f"The zoo model on its inputs {', '.join(names)} (positional, named for the exported graph)."
+    return type(cls.__name__, (cls,), {"forward": forward})
 
 
 def _reset_batchnorm(model: Any, names: list[str], values: list[Any]) -> None:

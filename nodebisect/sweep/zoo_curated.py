@@ -138,7 +138,7 @@ def wrap_module(model: Any, names: list[str], method: str = "", constants: dict[
     """
     import torch
 
-    from nodebisect.sweep.zoo import flat_tensors
+    from nodebisect.sweep.zoo import flat_tensors, named_inputs
 
     fixed = dict(constants or {})
 
@@ -150,7 +150,7 @@ def wrap_module(model: Any, names: list[str], method: str = "", constants: dict[
             self.model = model
             self.input_names = list(names)
 
-        def forward(self, *args: Any) -> Any:
+        def run(self, *args: Any) -> Any:
             kwargs: dict[str, Any] = {}
             positional = [value for name, value in zip(self.input_names, args) if name.startswith("#")]
             for name, value in zip(self.input_names, args):
@@ -164,4 +164,4 @@ def wrap_module(model: Any, names: list[str], method: str = "", constants: dict[
             call = getattr(self.model, method) if method else self.model
             return tuple(flat_tensors(call(*positional, **kwargs, **fixed)))
 
-    return ZooModel().eval()
+    return named_inputs(ZooModel, names)().eval()
