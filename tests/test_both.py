@@ -80,6 +80,7 @@ def test_one_exporter_diverges_the_other_matches(models: Path, cli: Any, monkeyp
     assert (tmp_path / "rep" / "torchscript" / "report.md").is_file() and (tmp_path / "rep" / "dynamo" / "report.md").is_file()
 
 
+@pytest.mark.slow  # a full locate (or a fresh Python): the fast tier stays under 3 minutes
 def test_clean_model_matches_with_both(models: Path, cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(models)
     code, out, err = cli("locate", "models.py:Clean", "--exporter", "both", "-q")

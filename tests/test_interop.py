@@ -268,6 +268,7 @@ def test_golden_values_load_in_polygraphy(clean: Path) -> None:
 # -- 3. the pytest assertion -----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a full locate (or a fresh Python): the fast tier stays under 3 minutes
 def test_the_readme_ci_guard_passes_a_clean_model(tmp_path: Path) -> None:
     """The README's "guard a model's export in CI" test, run as written."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
@@ -308,6 +309,7 @@ def observed() -> tuple[Any, Any]:
     return model, observer
 
 
+@pytest.mark.slow  # a full locate (or a fresh Python): the fast tier stays under 3 minutes
 def test_locate_compares_every_observed_call(observed: tuple[Any, Any]) -> None:
     from nodebisect import locate
 

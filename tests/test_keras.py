@@ -41,6 +41,7 @@ def test_nodebisect_imports_no_tensorflow() -> None:
     assert run.stdout.strip() == "[]"
 
 
+@pytest.mark.slow  # a full locate (or a fresh Python): the fast tier stays under 3 minutes
 def test_a_keras_model_without_the_extra_exits_2_naming_it(tmp_path: Path) -> None:
     model = tmp_path / "model.keras"
     model.write_bytes(b"PK")

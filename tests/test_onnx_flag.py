@@ -105,6 +105,7 @@ def test_a_folder_as_onnx_is_one_line(work: Path, cli: Any, monkeypatch: pytest.
     assert code == 2 and err.startswith("nodebisect: error: --onnx . is not a file"), err
 
 
+@pytest.mark.slow  # a full locate (or a fresh Python): the fast tier stays under 3 minutes
 def test_export_failure_with_onnx_names_the_reference_export_and_writes_the_report(work: Path, cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(work)
     code, out, err = cli("locate", "models.py:Branch", "--onnx", "tiny.onnx", "--report", str(tmp_path / "rep"), "-q")

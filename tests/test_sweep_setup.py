@@ -36,6 +36,7 @@ def decoy_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # a full locate (or a fresh Python): the fast tier stays under 3 minutes
 def test_worker_is_not_shadowed_by_a_nodebisect_folder_in_the_cwd(decoy_cwd: Path) -> None:
     """The worker imports the package, not the folder; the user's modules in the cwd still import."""
     row = run_task(ModelTask(name="cwd", spec="cwd_models:build"), SweepOptions(timeout=120))
