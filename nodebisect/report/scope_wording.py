@@ -40,7 +40,7 @@ def scope_text(result: LocateResult) -> str:
     if fd.scope == Scope.MASKED_POSITIONS:
         return (
             f"diverges {MASKED_ONLY}: the outputs agree at every position the mask keeps (max_abs {num(attended)} there, "
-            f"{num(overall)} where it excludes: padded tokens, fully masked query rows); exit code 0 ({STRICT_FLAG}: 1)"
+            f"{num(overall)} where it excludes: padded tokens, fully masked query rows); exit code 0 unless {STRICT_FLAG} (then 1)"
         )
     return f"reaches attended positions: max_abs {num(attended)} where the mask keeps positions ({num(overall)} overall)"
 
