@@ -411,19 +411,30 @@ def flat_tensors(output: Any) -> list[Any]:
 
 def wrap(model: Any, names: list[str], flat: bool) -> Any:
     """Take the inputs positionally; return a flat tuple of tensors when ``flat``."""
+
+    def call(inner: Any, *args: Any) -> Any:
+        out = inner(**dict(zip(names, args)))
+        return tuple(flat_tensors(out)) if flat else out
+
+    return zoo_module(model, names, call)
+
+
+def zoo_module(model: Any, names: list[str], call: Any) -> Any:
+    """A module holding ``model`` (its parameters registered) whose ``forward(<names>)`` returns ``call(model, *args)``.
+
+    Every zoo builds its wrapper here: only how the positional inputs reach the model differs.
+    """
     import torch
 
     class ZooModel(torch.nn.Module):
-        """Positional inputs mapped onto the model's keyword inputs."""
+        """Positional inputs, named after the model's own, mapped onto the model by ``call``."""
 
         def __init__(self) -> None:
             super().__init__()
             self.model = model
-            self.input_names = list(names)
 
         def run(self, *args: Any) -> Any:
-            out = self.model(**dict(zip(self.input_names, args)))
-            return tuple(flat_tensors(out)) if flat else out
+            return call(self.model, *args)
 
     return named_inputs(ZooModel, names)().eval()
 

@@ -136,32 +136,22 @@ def wrap_module(model: Any, names: list[str], method: str = "", constants: dict[
     ``method`` calls another entry point (``decode`` of a VAE) instead of ``forward``;
     ``constants`` are keyword arguments every call passes (``return_dict=False``).
     """
-    import torch
-
-    from nodebisect.sweep.zoo import flat_tensors, named_inputs
+    from nodebisect.sweep.zoo import flat_tensors, zoo_module
 
     fixed = dict(constants or {})
 
-    class ZooModel(torch.nn.Module):
-        """A zoo model as users export it: tensors in, a flat tuple of tensors out."""
+    def call(inner: Any, *args: Any) -> Any:
+        kwargs: dict[str, Any] = {}
+        positional = [value for name, value in zip(names, args) if name.startswith("#")]
+        for name, value in zip(names, args):
+            outer, _, nested = name.partition(".")
+            if name.startswith("#"):
+                continue
+            if nested:
+                kwargs.setdefault(outer, {})[nested] = value
+            else:
+                kwargs[name] = value
+        entry = getattr(inner, method) if method else inner
+        return tuple(flat_tensors(entry(*positional, **kwargs, **fixed)))
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-            self.input_names = list(names)
-
-        def run(self, *args: Any) -> Any:
-            kwargs: dict[str, Any] = {}
-            positional = [value for name, value in zip(self.input_names, args) if name.startswith("#")]
-            for name, value in zip(self.input_names, args):
-                outer, _, inner = name.partition(".")
-                if name.startswith("#"):
-                    continue
-                if inner:
-                    kwargs.setdefault(outer, {})[inner] = value
-                else:
-                    kwargs[name] = value
-            call = getattr(self.model, method) if method else self.model
-            return tuple(flat_tensors(call(*positional, **kwargs, **fixed)))
-
-    return named_inputs(ZooModel, names)().eval()
+    return zoo_module(model, names, call)
