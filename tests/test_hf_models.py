@@ -31,6 +31,22 @@ def gpt2():
     torch.manual_seed(0)
     config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0)
     return transformers.GPT2LMHeadModel(config), (torch.randint(0, 100, (1, 8)),)
+
+
+class Wrapped(torch.nn.Module):
+    """A user's own module around a transformers model, the HF model's outputs returned as they are."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids):
+        return self.inner(input_ids=input_ids)
+
+
+def wrapped_gpt2():
+    model, args = gpt2()
+    return Wrapped(model), args
 '''
 
 
@@ -51,6 +67,25 @@ def test_gpt2_with_its_cache_on_exports_and_compares_the_cache(work: Path, cli: 
     data = json.loads(out_json.read_text())
     assert data["verdict"] == "match" and "applied_settings" not in data["environment"]
     assert len(data["outputs"]) == 3, [o["name"] for o in data["outputs"]]  # logits, the layer's keys and values
+
+
+def test_a_transformers_model_inside_a_users_wrapper_exports_with_its_cache_on(work: Path, cli: Any) -> None:
+    """The cache registration looks inside wrappers (the sweep's zoo wrapper, a user's own module):
+    it looked at the outermost module only, so every wrapped ``*ForCausalLM`` in its default setting
+    was an export failure ("unsupported output type") in the zoo sweep."""
+    import importlib.util
+
+    from nodebisect.frontends.loading.settings import register_cache_outputs
+
+    spec = importlib.util.spec_from_file_location("hf_models_wrapped", work / "hf_models.py")
+    factories = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(factories)
+    assert register_cache_outputs(factories.wrapped_gpt2()[0]) is True
+    assert register_cache_outputs(torch.nn.Linear(2, 2)) is False
+    out_json = work / "wrapped.json"
+    code, out, err = cli("locate", f"{work}/hf_models.py:wrapped_gpt2", "--json", str(out_json), "-q")
+    assert code == 0, out + err
+    assert len(json.loads(out_json.read_text())["outputs"]) == 3
 
 
 def test_gpt2_with_the_setting_applied_reaches_a_numeric_verdict(work: Path, cli: Any) -> None:

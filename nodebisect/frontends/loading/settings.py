@@ -124,10 +124,15 @@ def register_cache_outputs(module: Any) -> bool:
     ships the registration (``exporters.exporter_dynamo.register_cache_pytrees_for_model``,
     the one its own dynamo exporter calls): call it for a ``transformers`` model, so the
     model exports as users run it and the cache tensors are compared as outputs.
+    A ``transformers`` model inside a wrapper counts too.
     True when it registered; False for other models or a ``transformers`` without it
     (the export failure then names ``use_cache=False`` as the remedy).
     """
-    if not type(module).__module__.startswith("transformers."):
+    # The model may be wrapped (the sweep's zoo wrapper, a user's own nn.Module around an
+    # ``AutoModelForCausalLM``): register for the outermost ``transformers`` module inside.
+    modules = module.modules() if hasattr(module, "modules") else [module]
+    module = next((m for m in modules if type(m).__module__.startswith("transformers.")), None)
+    if module is None:
         return False
     try:
         from transformers.exporters.exporter_dynamo import register_cache_pytrees_for_model
