@@ -42,24 +42,40 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("transformers", "diffusers", "monai", "keras")
+# A sweep is a family, or ``family@variants`` for another sweep of it in other variants (its own
+# ``--work`` folder). The default fleet adds transformers' eager attention (what users get with
+# ``attn_implementation="eager"``) for its 60 most popular architectures: the four families' default
+# variants hold 965 runs, and the eager lowering is the one most often reported against.
+SWEEPS = (*FAMILIES, "transformers@eager")
+DEFAULT_LIMITS = {"transformers@eager": 60}
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "transformers", "diffusers", "monai", "tensorflow-cpu", "keras", "tf2onnx")
 COLUMNS = ("family", "architecture", "variant", "verdict", "stage", "cause", "culprit_node", "culprit_op", "aten_op",
            "masked_only", "seconds", "reason")
 
 
-def sweep_family(family: str, work: Path, args: argparse.Namespace) -> float:
-    """``nodebisect sweep --zoo FAMILY`` into ``work/FAMILY`` (resumed when rows exist); returns its elapsed seconds."""
-    out = work / family
+def sweep_dir(work: Path, spec: str) -> Path:
+    return work / spec.replace("@", "-").replace(",", "+")
+
+
+def sweep_family(spec: str, work: Path, args: argparse.Namespace) -> float:
+    """``nodebisect sweep --zoo FAMILY`` into ``work/FAMILY`` (resumed when rows exist); returns its elapsed seconds.
+
+    ``spec`` is a family or ``family@variant,variant`` (``--zoo-variants``, into a folder of its own).
+    """
+    family, _, variants = spec.partition("@")
+    out = sweep_dir(work, spec)
     cmd = [sys.executable, "-m", "nodebisect.sweep.cli", "--zoo", family, "--out", str(out), "--jobs", str(args.jobs),
            "--timeout", str(args.timeout), "--memory-mib", str(args.keras_memory_mib if family == "keras" else args.memory_mib), "-q"]
-    limit = dict(item.split("=", 1) for item in args.family_limit).get(family, args.limit)
+    if variants:
+        cmd += ["--zoo-variants", variants]
+    limit = {**DEFAULT_LIMITS, **dict(item.split("=", 1) for item in args.family_limit)}.get(spec, args.limit)
     if int(limit):
         cmd += ["--limit", str(limit)]
     if args.filter:
         cmd += ["--filter", args.filter]
     if (out / "sweep.jsonl").exists():
         cmd.append("--resume")
-    print(f"fleet: {family}: {' '.join(cmd[3:])}", file=sys.stderr, flush=True)
+    print(f"fleet: {spec}: {' '.join(cmd[3:])}", file=sys.stderr, flush=True)
     start = time.monotonic()
     subprocess.run(cmd, check=False, cwd=ROOT)
     # A resumed family's time is the sum of its runs (kept beside its rows).
@@ -79,10 +95,12 @@ def spot_check(rows: list[dict], work: Path, count: int, args: argparse.Namespac
     out = []
     for n, row in enumerate(picked):
         family = (row.get("meta") or {}).get("family") or "transformers"
+        variant = (row.get("meta") or {}).get("variant") or ""
         target = work / "spot" / f"{n}"
         shutil.rmtree(target, ignore_errors=True)
         memory = args.keras_memory_mib if family == "keras" else args.memory_mib
         subprocess.run([sys.executable, "-m", "nodebisect.sweep.cli", "--zoo", family, "--filter", f"^{re.escape(row['name'])}$",
+                        *(["--zoo-variants", variant] if variant else []),
                         "--out", str(target), "--jobs", "1", "--timeout", str(args.timeout), "--memory-mib", str(memory), "-q"],
                        check=False, cwd=ROOT, capture_output=True)
         again = load_rows(target)[0]["status"] if (target / "sweep.jsonl").exists() else "(no row)"
@@ -132,7 +150,7 @@ def readme(table: list[dict], elapsed: dict[str, float], info: dict, args: argpa
     by = lambda key, rows: Counter(r[key] for r in rows if r[key])  # noqa: E731
     lines = ["# The fleet: every model zoo through `nodebisect sweep`", ""]
     if partial:
-        sizes = zoo_sizes(list(elapsed))
+        sizes = zoo_sizes(sorted({s.partition("@")[0] for s in elapsed}))
         parts = [f"{f} {n} of {sizes[f]}" + (" (all)" if n == sizes[f] else "") for f, n in by("family", table).items()]
         lines += [f"**A partial run**: {len(table)} model runs ({', '.join(parts)}: the first models of each zoo in its "
                   f"popularity order{f', --filter {args.filter}' if args.filter else ''}), not the whole fleet. "
@@ -140,10 +158,11 @@ def readme(table: list[dict], elapsed: dict[str, float], info: dict, args: argpa
     seen = [s for s in STATUS_ORDER if any(r["verdict"] == s for r in table)]
     lines += [f"Command: `{' '.join(['benchmarks/fleet.py', *sys.argv[1:]])}`", "",
               "| family | models | " + " | ".join(seen) + " | elapsed |", "|---|---:|" + "---:|" * len(seen) + "---:|"]
-    for family in [f for f in FAMILIES if f in elapsed]:
+    for family in [f for f in FAMILIES if any(s.partition("@")[0] == f for s in elapsed)]:
         rows = [r for r in table if r["family"] == family]
         counts = Counter(r["verdict"] for r in rows)
-        lines.append(f"| {family} | {len(rows)} | " + " | ".join(str(counts[s]) for s in seen) + f" | {elapsed[family]:.0f} s |")
+        took = sum(t for s, t in elapsed.items() if s.partition("@")[0] == family)
+        lines.append(f"| {family} | {len(rows)} | " + " | ".join(str(counts[s]) for s in seen) + f" | {took:.0f} s |")
     divergent = [r for r in table if r["verdict"] == "diverged"]
     for title, key in (("stage", "stage"), ("cause", "cause"), ("culprit op", "culprit_op"), ("aten op", "aten_op")):
         counts = by(key, divergent)
@@ -168,7 +187,9 @@ STATUS_ORDER = ("match", "diverged", "export_failed", "runtime_failed", "skipped
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated zoo families (default: all)")
+    parser.add_argument("--families", default=";".join(SWEEPS),
+                        help="semicolon-separated sweeps: a zoo family, or FAMILY@VARIANT,VARIANT for another sweep of it "
+                             f"in those variants (default: {';'.join(SWEEPS)}, the last limited to {DEFAULT_LIMITS['transformers@eager']})")
     parser.add_argument("--limit", type=int, default=0, help="models per family (0: all)")
     parser.add_argument("--family-limit", action="append", default=[], metavar="FAMILY=N", help="another --limit for one family")
     parser.add_argument("--filter", default="", help="passed to each sweep's --filter")
@@ -185,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     from nodebisect.sweep.results import load_rows
 
     work, out = Path(args.work), Path(args.out)
-    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    # "diffusers,monai" still works; a FAMILY@VARIANT,VARIANT list needs ";" between sweeps.
+    families = [f.strip() for f in re.split(";" if "@" in args.families or ";" in args.families else ",", args.families) if f.strip()]
     elapsed = {family: sweep_family(family, work, args) for family in families}
-    rows = [r for f in families if (work / f / "sweep.jsonl").exists() for r in load_rows(work / f)]
+    rows = [r for f in families if (sweep_dir(work, f) / "sweep.jsonl").exists() for r in load_rows(sweep_dir(work, f))]
     out.mkdir(parents=True, exist_ok=True)
     table = [table_row(r) for r in rows]
     text = io.StringIO()
@@ -200,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("sweep.md", "sequences.md"):
             (out / name).write_text(Path(tmp, name).read_text().replace(tmp, "benchmarks/fleet"))
     info = versions()
-    partial = bool(args.limit or args.family_limit or args.filter or set(families) != set(FAMILIES))
+    partial = bool(args.limit or args.family_limit or args.filter or set(families) != set(SWEEPS))
     (out / "versions.json").write_text(json.dumps({**info, "elapsed_s": {f: round(s, 1) for f, s in elapsed.items()},
                                                    "partial": partial, "argv": sys.argv[1:]}, indent=1) + "\n")
     spots = spot_check(rows, work, args.spot_check, args) if args.spot_check else []
