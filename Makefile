@@ -25,9 +25,10 @@ samples: $(STAMP)
 demo: samples
 	$(BIN)/nodebisect locate samples/build/SdpaFullyMaskedRow.pt2 --strict-masked --report nodebisect-out/SdpaFullyMaskedRow; test $$? -eq 1
 
-# The whole suite, Ray included, each property test at its full Hypothesis count.
+# The whole suite, Ray included, each property test at its full Hypothesis count, on two
+# pytest-xdist workers (the Ray tests kept together on one of them: tests/conftest.py).
 test: $(STAMP)
-	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q --durations=25 tests
+	HYPOTHESIS_PROFILE=ci $(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25 tests
 
 # Everything not marked slow, Hypothesis at 25 examples a test, on two pytest-xdist workers (one per core).
 test-fast: $(STAMP)

@@ -46,9 +46,16 @@ def cli() -> Callable[..., CliRun]:
 @pytest.fixture(scope="session")
 def built_samples() -> Path:
     """samples/build/*.pt2, built once if missing (a fresh clone, CI): the sample tests must run, not skip."""
+    import fcntl
+
     names = [line.split("class ", 1)[1].split("(")[0] for line in (SAMPLES / "divergent.py").read_text().splitlines() if line.startswith("class ")]
-    if not names or not all((BUILD / f"{n}.pt2").is_file() for n in names):
-        subprocess.run([sys.executable, str(SAMPLES / "build.py"), str(BUILD)], check=True, capture_output=True, timeout=600)
+    BUILD.mkdir(parents=True, exist_ok=True)
+    # pytest-xdist workers each hold this session fixture: the first builds, the other waits for it
+    # (two builds writing the same archives at once would let a worker read a half-written one).
+    with open(BUILD / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not names or not all((BUILD / f"{n}.pt2").is_file() for n in names):
+            subprocess.run([sys.executable, str(SAMPLES / "build.py"), str(BUILD)], check=True, capture_output=True, timeout=600)
     return BUILD
 
 
@@ -127,3 +134,12 @@ def quick_locate() -> Callable[..., Any]:
     from nodebisect import locate
 
     return functools.partial(locate, check_capture=False, oracle="off", isolate_crashes=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2 --dist loadgroup`` (``make test``) the Ray tests run one after another on one
+    worker: each starts Ray processes of its own (a local instance, a two-node cluster), and two at
+    once would starve each other of the machine's two cores and trip their timeouts."""
+    for item in items:
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
