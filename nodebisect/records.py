@@ -305,16 +305,18 @@ class OutputComparison:
     # A mask input applies (values.masks): the largest error where it keeps positions, and whether they agree.
     max_abs_attended: float | None = None
     ok_attended: bool | None = None
+    label: str = ""  # the user's name for it (``logits``) where the reference knows one
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"name": self.name, "ok": self.ok, "metrics": self.metrics.to_dict()}
+        out = {"name": self.name, "ok": self.ok, "metrics": self.metrics.to_dict(), **({"label": self.label} if self.label else {})}
         attended = {"max_abs_attended": json_float(self.max_abs_attended), "ok_attended": self.ok_attended}
         return out if self.max_abs_attended is None else {**out, **attended}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OutputComparison:
         attended = from_json_float(data.get("max_abs_attended"))
-        return cls(data["name"], bool(data["ok"]), Metrics.from_dict(data.get("metrics") or {}), attended, data.get("ok_attended"))
+        return cls(data["name"], bool(data["ok"]), Metrics.from_dict(data.get("metrics") or {}), attended, data.get("ok_attended"),
+                   str(data.get("label") or ""))
 
 
 @dataclass

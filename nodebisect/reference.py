@@ -58,6 +58,8 @@ class Reference:
         order: the names in the order the reference computes them.
         outputs: the names of the reference's outputs, in output order.
         exact: float64 answers of floating values where known (their natural noise); empty when none.
+        output_labels: the user's names for the outputs (``logits``, ``cache.layers[0].keys``), in
+            output order; empty when the reference has none beyond ``outputs``.
     """
 
     values: dict[str, np.ndarray] = field(default_factory=dict)
@@ -66,6 +68,7 @@ class Reference:
     outputs: list[str] = field(default_factory=list)
     exact: dict[str, np.ndarray] = field(default_factory=dict)
     kind: str = "reference"
+    output_labels: list[str] = field(default_factory=list)
 
     def describe(self, name: str) -> FrameworkRef:
         """Where ``name`` comes from: the op, its module and the user's source line."""

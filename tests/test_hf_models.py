@@ -67,6 +67,12 @@ def test_gpt2_with_its_cache_on_exports_and_compares_the_cache(work: Path, cli: 
     data = json.loads(out_json.read_text())
     assert data["verdict"] == "match" and "applied_settings" not in data["environment"]
     assert len(data["outputs"]) == 3, [o["name"] for o in data["outputs"]]  # logits, the layer's keys and values
+    # Each output carries the user's path to it, read from the program's output structure.
+    labels = [o.get("label") for o in data["outputs"]]
+    assert labels[0] == "logits" and labels[1].endswith("layers[0].keys") and labels[2].endswith("layers[0].values"), labels
+    report_md = work / "gpt2-report"
+    code, out, err = cli("locate", f"{work}/hf_models.py:gpt2", "--report", str(report_md), "-q")
+    assert code == 0 and "output `logits`" in (report_md / "report.md").read_text(), out + err
 
 
 def test_a_transformers_model_inside_a_users_wrapper_exports_with_its_cache_on(work: Path, cli: Any) -> None:

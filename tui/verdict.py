@@ -103,7 +103,8 @@ def verdict_text(index: ResultIndex) -> Text:
     if result.outputs:
         _section(text, "graph outputs")
         for out in result.outputs:
-            text.append(f"\n  {out.name}: {'ok' if out.ok else 'DIVERGED'}  max abs {fmt(out.metrics.max_abs)}",
+            name = f"{out.label} ({out.name})" if out.label else out.name
+            text.append(f"\n  {name}: {'ok' if out.ok else 'DIVERGED'}  max abs {fmt(out.metrics.max_abs)}",
                         style="" if out.ok else "red")
     if result.notes:
         _section(text, "notes")

@@ -207,6 +207,13 @@ def capture_fx(
     output_node = next(n for n in gm.graph.nodes if n.op == "output")
     out_args = pytree.tree_leaves(output_node.args[0])
     acts.outputs = [a.name if isinstance(a, torch.fx.Node) else "" for a in out_args]
+    try:
+        from nodebisect.frontends.pytorch_reference.output_paths import leaf_labels
+
+        labels = leaf_labels(program.call_spec.out_spec)
+    except Exception:  # noqa: BLE001 - labels are a courtesy: the graph's own names remain
+        labels = []
+    acts.output_labels = labels if len(labels) == len(acts.outputs) else []
     leaves = [r for r in pytree.tree_leaves(result)]
     for name, leaf in zip(acts.outputs, leaves):
         if name and isinstance(leaf, torch.Tensor) and name not in acts.values:

@@ -251,7 +251,7 @@ def _values(result: LocateResult) -> str:
         shown.add(n.onnx_value)
     for o in result.outputs:
         if o.name not in shown:
-            rows.append(_value_row("output", o.name, "", "", "ok" if o.ok else STATUS_DIVERGED, o.metrics))
+            rows.append(_value_row(f"output {code_cell(o.label)}" if o.label else "output", o.name, "", "", "ok" if o.ok else STATUS_DIVERGED, o.metrics))
     if not rows:
         return ""
     header = ["", "value", "node", "op", "status", "max_abs", "max_rel", "cosine", "mismatch", "nan / inf"]
@@ -261,7 +261,7 @@ def _values(result: LocateResult) -> str:
         text += "\n\n" + downstream_sentence(len(consequences))
     attended = [o for o in result.outputs if o.max_abs_attended is not None]
     if attended:
-        text += "\n\n" + table(["output", "max_abs", "max_abs where the mask keeps positions"], [[code_cell(o.name), num(o.metrics.max_abs), output_scope_cell(o.max_abs_attended)] for o in attended])
+        text += "\n\n" + table(["output", "max_abs", "max_abs where the mask keeps positions"], [[code_cell(o.label or o.name), num(o.metrics.max_abs), output_scope_cell(o.max_abs_attended)] for o in attended])
     return text
 
 

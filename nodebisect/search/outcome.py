@@ -174,9 +174,11 @@ def search_result(
 def output_records(outcome: SearchOutcome) -> list[OutputComparison]:
     """One record per model output; with a mask input, its error at the positions the mask keeps."""
     records = []
-    for o in outcome.outputs:
+    labels = list(getattr(outcome.prober.acts, "output_labels", None) or [])
+    labels = labels if len(labels) == len(outcome.outputs) else [""] * len(outcome.outputs)
+    for o, label in zip(outcome.outputs, labels):
         cmp, attended = outcome.comparisons[o], outcome.prober.attended.get(o)
-        record = OutputComparison(name=o, ok=cmp.ok, metrics=cmp.metrics)
+        record = OutputComparison(name=o, ok=cmp.ok, metrics=cmp.metrics, label=label)
         if attended is not None:
             record.max_abs_attended, record.ok_attended = attended.metrics.max_abs, attended.ok
         records.append(record)
