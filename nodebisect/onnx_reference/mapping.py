@@ -118,8 +118,10 @@ def _fusions(cand_nodes: list[tuple[str, onnx.NodeProto]], out: Mapping, graph_i
         mapped_outs = [o for o in node.output if o in out.to_reference and out.how[o] in ("name", "output")]
         if not mapped_outs or (node.op_type in _CARRIERS and node.input and node.input[0] in out.to_reference):
             continue
-        if not any(i in out.to_reference or i in out.ref_initializers for i in node.input if i):
+        tied = [i in out.to_reference or i in out.ref_initializers or i in graph_inputs for i in node.input if i]
+        if not any(i in out.to_reference or i in out.ref_initializers for i in node.input if i) and not (tied and all(tied)):
             continue  # nothing ties it to the reference but an output's name: no evidence of a fusion
+            # (reading only graph inputs the two models share is: an optimizer may leave one node between them)
         stops = {out.to_reference.get(i, i) for i in node.input if i}
         replaced: list[str] = []
         stack = [out.ref_producer[out.to_reference[o]][0] for o in mapped_outs if out.to_reference[o] in out.ref_producer]

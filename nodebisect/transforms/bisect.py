@@ -38,6 +38,7 @@ class _Attempts:
         self.cancel, self.child = cancel, child
         self.scores: dict[frozenset[str], float] = {}
         self.models: dict[frozenset[str], onnx.ModelProto] = {}
+        self.runs = 0  # candidates run (an application the tool refuses runs nothing)
 
     def score(self, knob: frozenset[str]) -> float:
         if knob not in self.scores:
@@ -48,7 +49,7 @@ class _Attempts:
             model, step = None, "apply"
             try:
                 model = self.spec.apply(self.reference, knob, self.feeds)
-                step = "run"
+                step, self.runs = "run", self.runs + 1
                 self.scores[knob] = self.judge.score(run_outputs(model, self.feeds, self.ep, child=self.child))
             except Exception as exc:  # noqa: BLE001 - a knob setting the tool or onnxruntime refuses does not match
                 if not knob:  # the tool as it comes: nothing to search
@@ -115,9 +116,12 @@ def _transform_and_bisect(
     if plain is not None and culprit_of is not None:
         record.culprit = culprit_of(ref, plain)
     if plain is not None and not record.matched and not record.culprit:
+        attempts.runs += 1
         record.culprit = first_departing(ref, values, _safe_values(plain, feeds, ep), judge.limit)
     if not record.matched:
         _search(spec, adapter, ref, attempts, record)
+    if not record.matched and not record.fixable and spec.knob != "rules" and plain is not None and culprit_of is not None:
+        _search_from_first_departing(spec, adapter, ref, attempts, record, values, plain, feeds, ep)
     knob = frozenset(record.keep_nodes or record.rules)
     rechecks = 0
     if not record.matched and record.fixable:
@@ -131,6 +135,7 @@ def _transform_and_bisect(
     if out_dir is not None and plain is not None:
         record.candidate = _write(out_dir, "candidate.onnx", plain)
     record.applications = len(attempts.scores) + rechecks
+    record.candidate_runs = attempts.runs + rechecks
     record.seconds = round(time.perf_counter() - start, 3)
     return record
 
@@ -144,7 +149,30 @@ def _plain_failure(spec: Transform, step: str, exc: Exception) -> Exception:
     return BadInputError(f"onnxruntime cannot run the candidate --transform {spec.label} makes: {first}")
 
 
-def _search(spec: Transform, adapter: Any, ref: onnx.ModelProto, attempts: _Attempts, record: TransformRecord) -> None:
+def _search_from_first_departing(
+    spec: Transform, adapter: Any, ref: onnx.ModelProto, attempts: _Attempts, record: TransformRecord,
+    values: dict[str, Any], plain: onnx.ModelProto, feeds: dict[str, Any], ep: str,
+) -> None:
+    """No keep-list grew from diff's culprit: grow one from the first node whose values depart at all.
+
+    diff names where the candidate goes wrong beyond its precision (a NaN born at a Div from
+    zeros); the values may have left the reference's further up, where float16 rounded them
+    to zero, within what float16 must do there. Keeping the culprit's readers along with it
+    can stop a keep-list that works (onnxconverter-common still casts a kept node's output
+    through float16 when the model lists it in value_info), so the search starts again there.
+    """
+    attempts.runs += 1
+    start = first_departing(ref, values, _safe_values(plain, feeds, ep), record.limit)
+    if not start or start.get("node") == record.culprit.get("node"):
+        return
+    record.fixable, constants = True, record.unfixable_constants
+    record.unfixable_constants = []
+    _search(spec, adapter, ref, attempts, record, start=start.get("node", ""))
+    if not record.fixable:
+        record.unfixable_constants = constants  # said from diff's culprit, as before
+
+
+def _search(spec: Transform, adapter: Any, ref: onnx.ModelProto, attempts: _Attempts, record: TransformRecord, start: str = "") -> None:
     items = spec.candidates(ref)
     if spec.knob == "rules":
         disabled = rules_to_disable(items, attempts.matches)
@@ -155,7 +183,7 @@ def _search(spec: Transform, adapter: Any, ref: onnx.ModelProto, attempts: _Atte
         if spec.name == "onnxscript" and adapter.FOLDING in disabled:
             _folded_node(adapter, ref, attempts, record)
         return
-    order = rank_candidates(ref, items, record.culprit.get("node", ""), record.headroom)
+    order = rank_candidates(ref, items, start or record.culprit.get("node", ""), record.headroom)
     keep = keep_list(order, attempts.matches, attempts.score)
     if keep is None:
         record.fixable = False

@@ -37,6 +37,7 @@ class TransformRecord:
     rechecked: bool = False  # the fixed candidate was made again, run, and matches
     recheck_score: float = 0.0
     applications: int = 0  # times the tool was applied and the candidate run
+    candidate_runs: int = 0  # onnxruntime runs of a candidate in the search and the re-check (diff's own are in its stats)
     seconds: float = 0.0
     named_nodes: int = 0  # unnamed reference nodes nodebisect named so that the tool's list can name them
 
