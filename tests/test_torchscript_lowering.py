@@ -1,0 +1,107 @@
+"""Inside one function's lowering on the TorchScript path: the node that departs is named (issue #22, point 4).
+
+A function call between modules that the TorchScript exporter writes out as several
+ONNX nodes has one reference value, on its last node. A node in the middle that
+computes something else makes that value wrong, and the carrier used to be blamed
+(``/Mul_5`` for a gelu whose Tanh became a Sigmoid). The reference now answers
+about the traced call (``frontends.torchscript.calls``): its op, and PyTorch's own
+decomposition of it run alone on the values it read, in float64; the diagnosis walks
+the lowering back to the first node whose inputs match PyTorch's intermediates and
+whose output matches none.
+
+One real export (opset 16, where ``layer_norm`` is written out as nine nodes), one
+node edited per case, the real onnxruntime.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable
+
+import onnx
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nodebisect import locate
+from nodebisect.frontends.torchscript.export import export_torchscript
+
+OPSET = 16  # no LayerNormalization yet: layer_norm is ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add
+
+
+class Lowerings(nn.Module):
+    """Two functions between Linear modules, each lowered to several nodes by the TorchScript exporter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(8, 8)
+        self.fc2 = nn.Linear(8, 8)
+        self.fc3 = nn.Linear(8, 4)
+        self.weight = nn.Parameter(torch.rand(8) + 0.5)
+        self.bias = nn.Parameter(torch.rand(8) - 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(self.fc1(x), approximate="tanh")
+        h = F.layer_norm(self.fc2(h), (8,), self.weight, self.bias)
+        return self.fc3(h)
+
+
+@pytest.fixture(scope="module")
+def clean() -> tuple[nn.Module, tuple[torch.Tensor, ...], onnx.ModelProto]:
+    torch.manual_seed(0)
+    model, args = Lowerings().eval(), (torch.randn(4, 8),)
+    return model, args, export_torchscript(model, args, {}, OPSET)
+
+
+def _edited(clean: tuple[Any, ...], tmp_path: Path, edit: Callable[[onnx.ModelProto], str]) -> tuple[Any, str]:
+    """The clean export with one node edited (``edit`` returns its name), located against the model."""
+    model, args, exported = clean
+    faulted = copy.deepcopy(exported)
+    name = edit(faulted)
+    path = tmp_path / "edited.onnx"
+    onnx.save(faulted, str(path))
+    return locate(model, args, exporter="torchscript", onnx_path=str(path)), name
+
+
+def _only(model: onnx.ModelProto, op_type: str, after: str = "") -> onnx.NodeProto:
+    """The first node of ``op_type`` (after the node named ``after``, if given)."""
+    nodes = list(model.graph.node)
+    start = next(i for i, n in enumerate(nodes) if n.name == after) + 1 if after else 0
+    return next(n for n in nodes[start:] if n.op_type == op_type)
+
+
+def tanh_to_sigmoid(model: onnx.ModelProto) -> str:
+    node = _only(model, "Tanh")
+    node.op_type = "Sigmoid"
+    return node.name
+
+
+def centring_sub_to_add(model: onnx.ModelProto) -> str:
+    """layer_norm's ``x - mean`` (the Sub right after the first ReduceMean) becomes ``x + mean``."""
+    node = _only(model, "Sub", after=_only(model, "ReduceMean").name)
+    node.op_type = "Add"
+    return node.name
+
+
+@pytest.mark.parametrize(
+    "edit, target, call",
+    [
+        pytest.param(tanh_to_sigmoid, "aten.gelu", "gelu", id="gelu_tanh-tanh_to_sigmoid"),
+        pytest.param(centring_sub_to_add, "aten.layer_norm", "layer_norm", id="layer_norm-centring_sub_to_add"),
+    ],
+)
+def test_the_edited_node_inside_a_lowering_is_named(clean: tuple[Any, ...], tmp_path: Path, edit: Any, target: str, call: str) -> None:
+    from nodebisect.report.filing import issue_title
+
+    result, edited = _edited(clean, tmp_path, edit)
+    assert result.verdict == "diverged" and result.exit_code == 1, result.notes
+    fd = result.first_divergent
+    assert (fd.framework.target, fd.framework.fx_node, fd.cause) == (target, call, "conversion")
+    assert fd.onnx_node != edited  # the carrier is the lowering's last node; the edited one is inside
+    lead = fd.suspects[0]
+    assert lead.onnx_node == edited and fd.segment[0] == edited, [(s.onnx_node, s.score, s.reason) for s in fd.suspects]
+    assert lead.reason.startswith(f"first node to leave PyTorch's own decomposition of {target}")
+    op_type = next(n.op_type for n in onnx.load(str(tmp_path / "edited.onnx")).graph.node if n.name == edited)
+    assert f"its {op_type} computes something else" in issue_title(result)
