@@ -105,3 +105,20 @@ def test_the_edited_node_inside_a_lowering_is_named(clean: tuple[Any, ...], tmp_
     assert lead.reason.startswith(f"first node to leave PyTorch's own decomposition of {target}")
     op_type = next(n.op_type for n in onnx.load(str(tmp_path / "edited.onnx")).graph.node if n.name == edited)
     assert f"its {op_type} computes something else" in issue_title(result)
+
+
+def test_real_atan2_defect_is_named_where_the_dynamo_path_names_it() -> None:
+    """A real TorchScript-exporter defect inside a lowering: one culprit per bug, whichever exporter.
+
+    ``atan2`` is written out as Div/Atan/Greater/Add/Sub/Where/Less/Where; for y == +0 and
+    x < 0 its Greater(y, 0) is False, so the first Where picks atan(y/x) - pi where PyTorch
+    says +pi. The carrier is the last Where; the dynamo path names the first one
+    (tests/test_repair_evidence.py), and so does this path now (it named the carrier).
+    """
+    result = locate(f"{Path(__file__).resolve().parents[1]}/samples/divergent.py:Atan2ZeroY", exporter="torchscript")
+    assert result.verdict == "diverged", result.notes
+    fd = result.first_divergent
+    assert (fd.onnx_node, fd.framework.target, fd.cause) == ("/Where_1", "aten.atan2", "conversion")
+    lead = fd.suspects[0]
+    assert (lead.onnx_node, lead.op_type) == ("/Where", "Where"), [(s.onnx_node, s.score) for s in fd.suspects]
+    assert "holds PyTorch's value" in lead.reason and "(/Greater, Greater) is wrong there" in lead.reason

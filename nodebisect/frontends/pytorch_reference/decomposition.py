@@ -127,21 +127,35 @@ def _rebuild(obj: Any, flat: tuple[torch.Tensor, ...]) -> Any:
 
 
 def _run_decomposed(fn: Any, tensors: list[torch.Tensor], table: Any) -> list[torch.Tensor]:
-    """``fn`` traced with ``table``'s decompositions and run again, every call's tensor output kept."""
-    from torch.fx.experimental.proxy_tensor import make_fx
+    """``fn`` run with ``table``'s decompositions applied as deep as they go; every leaf op's tensor outputs, in order.
 
-    gm = make_fx(fn, decomposition_table=table)(*tensors)
+    A dispatch mode rather than ``make_fx``: the same leaf ops, without tracing a graph
+    first, and without importing torch._dynamo and torch._inductor (seconds on the first
+    use), which the TorchScript path otherwise never needs.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
     found: list[torch.Tensor] = []
 
-    class _Rec(torch.fx.Interpreter):
-        def run_node(self, n: torch.fx.Node) -> Any:
-            out = super().run_node(n)
-            if n.op == "call_function":
-                found.extend(t for t in (out if isinstance(out, (list, tuple)) else [out]) if isinstance(t, torch.Tensor))
+    class _Decomposing(TorchDispatchMode):
+        @classmethod
+        def _should_skip_dynamo(cls) -> bool:
+            return False  # nothing is compiled in here: no torch._dynamo to import (seconds) to keep it out
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            decomposition = table.get(func)
+            if decomposition is not None:
+                with self:  # the ops it calls are decomposed in turn
+                    out = decomposition(*args, **kwargs)
+                if out is not NotImplemented:
+                    return out
+            out = func(*args, **kwargs)
+            found.extend(t for t in (out if isinstance(out, (list, tuple)) else [out]) if isinstance(t, torch.Tensor))
             return out
 
-    with torch.no_grad():
-        _Rec(gm).run(*tensors)
+    with torch.no_grad(), _Decomposing():
+        fn(*tensors)
     return found
 
 
