@@ -61,7 +61,9 @@ class TracedCalls(Activations):
         if resolved is None:
             return super().intermediates(name)
         fn, pos, kw = resolved
-        return float64_intermediates(fn, pos, kw)
+        call = self._call(name)
+        outputs = [self.functions.values[u] for u in call.outputs if u in self.functions.values] if call is not None else []
+        return float64_intermediates(fn, pos, kw) + result_forms(outputs)
 
     def _call(self, name: str) -> TracedCall | None:
         if self.functions is None:
@@ -81,6 +83,26 @@ class TracedCalls(Activations):
             return aten_overload(schema, [_argument(self.functions, a) for a in args])
         except Exception:  # noqa: BLE001 - a tensor not kept, an overload this torch lacks: nothing known
             return None
+
+
+def result_forms(outputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The forms of a call's result that a right hand-written lowering holds one node before its end: twice, half, the reciprocal.
+
+    The exporter's symbolic functions write formulas by hand, in their own order:
+    ``gelu`` computes ``x * (1 + tanh(...))`` and halves it last, where PyTorch halves
+    ``x`` first, so the node before the last holds twice the result, a value
+    PyTorch's decomposition never holds. Without these forms that right node "leaves
+    the decomposition", and a defect in the last node (a changed constant, Mul
+    turned Add) is blamed on it. Only the result's forms, and only these three: a
+    factor applied earlier, or any other factor, still leaves PyTorch's path where it
+    is applied.
+    """
+    forms: list[np.ndarray] = []
+    with np.errstate(all="ignore"):
+        for v in outputs:
+            if v.dtype.kind == "f" and v.size:
+                forms += [v * 2, v / 2, 1 / v]
+    return forms
 
 
 def _argument(functions: FunctionRefs, arg: Any) -> Any:
