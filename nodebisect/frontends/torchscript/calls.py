@@ -54,16 +54,15 @@ class TracedCalls(Activations):
         return RefOp(name=name, target=str(fn).replace("torch.ops.", ""), args=args, kwargs=kwargs, schema=fn._schema)
 
     def intermediates(self, name: str) -> list[np.ndarray]:
-        """PyTorch's own decomposition of the traced call ``name``, run alone on the values it read."""
+        """PyTorch's own decomposition of the traced call ``name``, run alone on the values it read, and its result's forms
+        (``result_forms``); [] when the call cannot be decomposed."""
         from nodebisect.frontends.pytorch_reference.decomposition import float64_intermediates
 
-        resolved = self._resolved(name)
-        if resolved is None:
+        resolved, call = self._resolved(name), self._call(name)
+        if resolved is None or call is None:
             return super().intermediates(name)
-        fn, pos, kw = resolved
-        call = self._call(name)
-        outputs = [self.functions.values[u] for u in call.outputs if u in self.functions.values] if call is not None else []
-        return float64_intermediates(fn, pos, kw) + result_forms(outputs)
+        found = float64_intermediates(*resolved)
+        return found + result_forms([self.functions.values[u] for u in call.outputs if u in self.functions.values]) if found else []
 
     def _call(self, name: str) -> TracedCall | None:
         if self.functions is None:
