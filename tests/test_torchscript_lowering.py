@@ -86,6 +86,14 @@ def centring_sub_to_add(model: onnx.ModelProto) -> str:
     return node.name
 
 
+def normalising_div_to_mul(model: onnx.ModelProto) -> str:
+    """layer_norm's ``(x - mean) / sqrt(var + eps)`` multiplies instead. Its Sqrt is right although PyTorch never
+    holds ``sqrt(var + eps)`` (it takes rsqrt and multiplies): the Sqrt must not be blamed."""
+    node = _only(model, "Div", after=_only(model, "Sqrt").name)
+    node.op_type = "Mul"
+    return node.name
+
+
 def halving_constant_changed(model: onnx.ModelProto) -> str:
     """gelu's last node, ``0.5 * (x * (1 + tanh(...)))``, halves by 0.6 instead: the node before it holds twice
     the right result (PyTorch halves ``x`` first), a right value PyTorch never holds, which must not be blamed."""
@@ -102,6 +110,7 @@ def halving_constant_changed(model: onnx.ModelProto) -> str:
     [
         pytest.param(tanh_to_sigmoid, "aten.gelu", "gelu", True, id="gelu_tanh-tanh_to_sigmoid"),
         pytest.param(centring_sub_to_add, "aten.layer_norm", "layer_norm", True, id="layer_norm-centring_sub_to_add"),
+        pytest.param(normalising_div_to_mul, "aten.layer_norm", "layer_norm", True, id="layer_norm-div_after_sqrt_to_mul"),
         pytest.param(halving_constant_changed, "aten.gelu", "gelu", False, id="gelu_tanh-last_constant"),
     ],
 )

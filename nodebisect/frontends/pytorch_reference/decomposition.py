@@ -77,6 +77,11 @@ def float64_intermediates(op: Any, args: list[Any], kwargs: dict[str, Any]) -> l
     (the lowering's constants are float32), and each floating intermediate comes back
     rounded to the call's working dtype, so it compares under that dtype's tolerance.
 
+    Each reciprocal PyTorch takes (``rsqrt``, ``reciprocal``) also gives the value before
+    it: a lowering may divide by ``sqrt(var + eps)`` where PyTorch multiplies by
+    ``rsqrt(var + eps)`` (``layer_norm``), and its Sqrt is then right although PyTorch
+    never holds that value.
+
     Returns:
         the intermediates in execution order (the op's outputs among them); [] when
         the call cannot be decomposed here.
@@ -152,6 +157,8 @@ def _run_decomposed(fn: Any, tensors: list[torch.Tensor], table: Any) -> list[to
                     return out
             out = func(*args, **kwargs)
             found.extend(t for t in (out if isinstance(out, (list, tuple)) else [out]) if isinstance(t, torch.Tensor))
+            if func.__name__.split(".")[0] in ("rsqrt", "reciprocal") and isinstance(out, torch.Tensor):
+                found.append(1 / out)  # the value before the reciprocal, which a lowering may divide by
             return out
 
     with torch.no_grad(), _Decomposing():
