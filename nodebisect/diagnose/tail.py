@@ -13,6 +13,14 @@ output already holds the wrong numbers: the wrong value was born there. This say
 where the value was made, not why; evidence of a defect further upstream
 (a departure from the reference's decomposition, a repair, a contradicting
 attribute) outranks it.
+
+A wrong node in the middle of a lowering (gelu's Tanh turned Sigmoid), whose
+output the nodes after it do not merely pass on, is no tail: it is named by the
+departure from the reference's own decomposition (``decomposition``), which the
+TorchScript path answers too, per traced call (``frontends.torchscript.calls``).
+There the floor_divide cases still end here: PyTorch's decomposition of
+floor_divide computes the truncated quotient on its way to the floored one, so
+the carrier's wrong value matches an intermediate and no departure is found.
 """
 
 from __future__ import annotations

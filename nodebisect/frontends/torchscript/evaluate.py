@@ -24,6 +24,17 @@ from nodebisect.frontends.capture import to_numpy
 
 _SKIP_KINDS = ("prim::Constant", "prim::ListConstruct", "prim::TupleConstruct")  # no value of their own to keep
 _PLUMBING = _SKIP_KINDS + ("prim::ListUnpack", "prim::TupleUnpack", "prim::NumToTensor", "prim::ConstantChunk")
+# Constant tensors up to this many elements are kept as a call's arguments (a scalar, a shape);
+# a call reading a larger one (a weight the exporter's passes folded in) is not run again alone.
+SMALL_CONSTANT = 4096
+
+
+class Uid(int):
+    """A tensor argument of a call, by the ``unique()`` id of its value (its array is kept beside, if at all)."""
+
+
+class Call(tuple):
+    """(schema, arguments) of one aten node as it ran: ``Uid`` for tensors, lists of them, plain data as it was."""
 
 
 class Unsupported(Exception):
@@ -31,7 +42,13 @@ class Unsupported(Exception):
 
 
 def evaluate(
-    graph: Any, inputs: list[tuple[int, Any]], values: dict[int, np.ndarray], dtypes: dict[int, str], skipped: list[str], budget: int | None = None
+    graph: Any,
+    inputs: list[tuple[int, Any]],
+    values: dict[int, np.ndarray],
+    dtypes: dict[int, str],
+    skipped: list[str],
+    budget: int | None = None,
+    arguments: dict[int, Call] | None = None,
 ) -> None:
     """Run the graph about to be translated, node by node, copying each aten output as it is made.
 
@@ -41,7 +58,10 @@ def evaluate(
     without a value. Only a node that would write into its inputs stops the
     evaluation: skipping it would leave stale values behind. Past ``budget``
     bytes of kept values, later values are not kept (those calls then have no
-    function-level value; the module outputs still do).
+    function-level value; the module outputs still do). ``arguments`` receives
+    each aten node's schema and arguments, keyed by its first output's id, so
+    one call can be run again alone (``calls``); the exporter's next pass
+    replaces number constants by new values, so they are read here.
     """
     held = 0
     env: dict[int, Any] = dict(inputs)
@@ -61,6 +81,10 @@ def evaluate(
                     raise Unsupported(f"{node.kind()} writes into its inputs and cannot be run here ({exc})") from exc
                 skipped.append(f"{node.kind()}: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}")
                 continue
+            if arguments is not None and outs and node.kind().startswith("aten::"):
+                call = _arguments(node, env)
+                if call is not None:
+                    arguments[outs[0].unique()] = call
             for o, r in zip(outs, results):
                 env[o.unique()] = r
                 keep = isinstance(r, torch.Tensor) and node.kind() not in _SKIP_KINDS and not r.is_nested and r.layout == torch.strided
@@ -68,6 +92,40 @@ def evaluate(
                     values[o.unique()] = to_numpy(r)
                     held += values[o.unique()].nbytes
                     dtypes[o.unique()] = str(r.dtype).replace("torch.", "")
+
+
+def _arguments(node: Any, env: dict[int, Any]) -> Call | None:
+    """The node's schema and arguments as data (None when one cannot be kept: a large constant, an object)."""
+    args: list[Any] = []
+    for v in node.inputs():
+        value = env[v.unique()]
+        producer = v.node()
+        if isinstance(value, torch.Tensor):
+            if producer.kind() != "prim::Constant":
+                args.append(Uid(v.unique()))
+            elif value.layout == torch.strided and value.numel() <= SMALL_CONSTANT:
+                args.append(value.detach().clone())
+            else:
+                return None
+        elif isinstance(value, (list, tuple)) and any(isinstance(x, torch.Tensor) for x in value):
+            if producer.kind() not in ("prim::ListConstruct", "prim::TupleConstruct"):
+                return None
+            items = [Uid(x.unique()) if isinstance(env[x.unique()], torch.Tensor) else env[x.unique()] for x in producer.inputs()]
+            args.append(items if isinstance(value, list) else tuple(items))
+        elif _plain(value):
+            args.append(value)
+        else:
+            return None
+    return Call((node.schema(), args))
+
+
+def _plain(value: Any) -> bool:
+    """Data that rebuilds an argument as it was: numbers, strings, None, torch's enums, lists of them."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return isinstance(value, (torch.dtype, torch.device, torch.layout, torch.memory_format))
 
 
 def _random(node: Any, env: dict[int, Any]) -> bool:
@@ -125,17 +183,26 @@ def run_node(node: Any, env: dict[int, Any]) -> list[Any]:
         return [torch.ops.prim.NumToTensor(args[0])]
     if not kind.startswith("aten::") or [a for a in node.attributeNames() if a != "_outputs"]:
         raise Unsupported(f"the evaluator does not run {kind}")
-    schema = node.schema()
-    parsed = torch._C.parse_schema(schema)
-    if "..." in schema or len(parsed.arguments) != len(args):
-        raise Unsupported(f"{kind} does not take its schema's arguments here")
-    fn = getattr(getattr(torch.ops.aten, parsed.name.split("::", 1)[1]), parsed.overload_name or "default")
-    pos = [v for spec, v in zip(parsed.arguments, args) if not spec.kwarg_only]
-    kw = {spec.name: v for spec, v in zip(parsed.arguments, args) if spec.kwarg_only}
+    fn, pos, kw = aten_overload(node.schema(), args)
     result = fn(*pos, **kw)
     if n_out == 1 and not node.hasAttribute("_outputs"):
         return [result]
     return _split_outputs(list(result) if isinstance(result, (list, tuple)) else [result], n_out, kind)
+
+
+def aten_overload(schema: str, args: list[Any]) -> tuple[Any, list[Any], dict[str, Any]]:
+    """The aten overload a node's ``schema`` names, and ``args`` split as it takes them (positional, keyword-only).
+
+    Raises:
+        Unsupported: the schema has varargs or another number of arguments.
+    """
+    parsed = torch._C.parse_schema(schema)
+    if "..." in schema or len(parsed.arguments) != len(args):
+        raise Unsupported(f"{parsed.name} does not take its schema's arguments here")
+    fn = getattr(getattr(torch.ops.aten, parsed.name.split("::", 1)[1]), parsed.overload_name or "default")
+    pos = [v for spec, v in zip(parsed.arguments, args) if not spec.kwarg_only]
+    kw = {spec.name: v for spec, v in zip(parsed.arguments, args) if spec.kwarg_only}
+    return fn, pos, kw
 
 
 def _split_outputs(results: list[Any], n_out: int, kind: str) -> list[Any]:

@@ -1,7 +1,8 @@
 """The TorchScript-exporter path: ``torch.onnx.export(..., dynamo=False)``.
 
 (Submodule hooks live in ``capture``, scope resolution and the module mapping in
-``scopes``, function-level values in ``refs``.)
+``scopes``, function-level values in ``refs``, what the reference knows of each
+traced call in ``calls``.)
 
 That exporter keeps no FX names and no node metadata, only node *names* that
 carry the module scope the op was traced in (``/encoder/layer.0/attn/q/MatMul``).
@@ -39,6 +40,7 @@ from nodebisect.errors import BadInputError, ExportFailedError
 from nodebisect.frontends.capture import Hooked, ModuleCall, hook_modules, to_numpy
 from nodebisect.frontends.loading.load import LoadedModel
 from nodebisect.frontends.torchscript.scopes import ScopeResolver, map_activations, node_scope, with_types
+from nodebisect.frontends.torchscript.calls import traced_calls
 from nodebisect.frontends.torchscript.refs import FunctionRefs, Recorder, transfer
 
 DEFAULT_OPSET = 17
@@ -101,6 +103,8 @@ def prepare_torchscript(loaded: LoadedModel, opts: Any, stage: Callable[[str], f
     names = [vi.name for vi in model.graph.input if vi.name not in inits]
     feeds = {n: to_numpy(t) for n, t in zip(names, inputs)} if len(names) == len(inputs) else None
     acts, refs, quality = map_activations(model, module, hooked, notes, feeds=feeds, ort=ort, functions=functions)
+    if quality.get("function_values"):  # the calls are named on their nodes: the reference answers about them
+        acts = traced_calls(acts, functions)
     used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
     return Prepared(onnx_model=model, acts=acts, flat_inputs=inputs, program=None, opset=used, refs=refs, notes=notes, mapping_quality=quality)
 

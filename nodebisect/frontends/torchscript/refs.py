@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -60,7 +61,7 @@ import torch
 
 from nodebisect.frames import source_frame
 from nodebisect.frontends.capture import Activations
-from nodebisect.frontends.torchscript.evaluate import Unsupported, evaluate
+from nodebisect.frontends.torchscript.evaluate import Uid, Unsupported, evaluate
 
 TAG_CALL = "nodebisect_call"  # on every ONNX node a symbolic call created: "<call index>"
 TAG_OUT = "nodebisect_out"  # on the node producing a returned value: "<output pos>:<call>:<aten output>;..."
@@ -94,6 +95,10 @@ class FunctionRefs:
         values: unique id of an aten output -> its value; dtypes alike (torch dtype names).
         dropped: ONNX value name -> why it carries no function-level value.
         error: why function-level values are off ("" when on).
+        arguments: unique id of a call's first aten output -> the call's schema and
+            arguments as it ran (``evaluate.Call``), to run it again alone (``calls``).
+        inputs: unique id -> the traced graph's inputs (the model's tensors, its
+            parameters), held by reference, for calls that read them.
     """
 
     calls: list[TracedCall] = field(default_factory=list)
@@ -103,6 +108,8 @@ class FunctionRefs:
     dtypes: dict[int, str] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
     error: str = ""
+    arguments: dict[int, Any] = field(default_factory=dict)
+    inputs: dict[int, Any] = field(default_factory=dict)
 
     def value_of(self, onnx_value: str) -> tuple[np.ndarray, str] | None:
         """The reference array and torch dtype name an ONNX value carries, or None."""
@@ -183,7 +190,7 @@ class Recorder:
                 self._evaluated = True
                 self._returns = [v.unique() for v in graph.outputs()]
                 try:
-                    evaluate(graph, self._inputs, self.refs.values, self.refs.dtypes, self.skipped, self.budget)
+                    evaluate(graph, self._inputs, self.refs.values, self.refs.dtypes, self.skipped, self.budget, self.refs.arguments)
                 except Unsupported as exc:
                     self.fail(str(exc))
                 except Exception as exc:  # noqa: BLE001 - the export goes on without function-level values
@@ -263,9 +270,21 @@ class Recorder:
         # A node whose value was rewritten (a Conv with a BatchNorm folded in) is no longer that call's lowering.
         rewritten = {name for name, node in _top_nodes(model) if any(o in refs.dropped for o in node.output)}
         refs.members = {n: c for n, c in refs.members.items() if n not in rewritten}
-        kept = {refs.calls[c].outputs[o] for c, o in refs.carriers.values()}
-        refs.values = {u: v for u, v in refs.values.items() if u in kept}  # the rest is never compared
+        _keep_used(refs, self._inputs)
         return refs
+
+
+def _keep_used(refs: FunctionRefs, graph_inputs: list[tuple[int, Any]]) -> None:
+    """Keep the values something uses (in place): the carriers' (compared), and the tensors read by calls lowered
+    to several ONNX nodes (to run such a call again alone, ``calls``); the graph's inputs are held by reference."""
+    kept = {refs.calls[c].outputs[o] for c, o in refs.carriers.values()}
+    size = Counter(refs.members.values())
+    for call in refs.calls:
+        recorded = refs.arguments.get(call.outputs[0]) if size[call.index] > 1 and call.outputs else None
+        for arg in recorded[1] if recorded is not None else []:
+            kept.update(a for a in (arg if isinstance(arg, (list, tuple)) else [arg]) if isinstance(a, Uid))
+    refs.values = {u: v for u, v in refs.values.items() if u in kept}  # the rest is never used
+    refs.inputs = dict(graph_inputs)
 
 
 def _values(inputs: Any) -> list[Any]:
@@ -343,7 +362,9 @@ def transfer(refs: FunctionRefs, ours: onnx.ModelProto, theirs: onnx.ModelProto)
         if all(a == b or (a in inits_ours and b in inits_theirs) for a, b in zip(mine.input, node.input)):
             same.add(name)
     producer = {o: name for name, node in _top_nodes(theirs) for o in node.output}
-    kept = FunctionRefs(calls=refs.calls, values=refs.values, dtypes=refs.dtypes, error=refs.error, dropped=dict(refs.dropped))
+    kept = FunctionRefs(
+        calls=refs.calls, values=refs.values, dtypes=refs.dtypes, error=refs.error, dropped=dict(refs.dropped), arguments=refs.arguments, inputs=refs.inputs
+    )
     kept.members = {n: c for n, c in refs.members.items() if n in same}
     for value, token in refs.carriers.items():
         if producer.get(value) in same:
