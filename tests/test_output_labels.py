@@ -35,3 +35,12 @@ def test_the_label_round_trips_through_the_json_and_is_absent_without_one() -> N
     assert record.to_dict()["label"] == "logits"
     assert OutputComparison.from_dict(record.to_dict()).label == "logits"
     assert "label" not in OutputComparison("linear", True, Metrics()).to_dict()
+
+
+def test_reading_the_labels_warns_nothing() -> None:
+    """A FutureWarning from torch's pytree API reached the user's terminal in the middle of a locate."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _labels(Nested())[1] == "output[1].scores"

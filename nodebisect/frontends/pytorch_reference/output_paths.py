@@ -31,7 +31,8 @@ def _walk(spec: Any, prefix: str, labels: list[str]) -> None:
     if spec.is_leaf():
         labels.append(prefix)
         return
-    children = list(spec.children_specs)
+    # torch 2.13 deprecates ``children_specs`` (a FutureWarning on the user's terminal) for ``children()``.
+    children = list(spec.children()) if callable(getattr(spec, "children", None)) else list(spec.children_specs)
     for key, child in zip(_child_keys(spec, len(children)), children):
         _walk(child, prefix + key, labels)
 
