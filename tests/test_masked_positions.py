@@ -104,6 +104,10 @@ def test_the_sdpa_sample_diverges_only_at_masked_positions_and_exits_0(sample_ru
     assert "max_abs where the mask keeps positions" in md
     # The mechanism the evidence shows: the finite fill feeding the Softmax.
     assert "mechanism: the lowering fills masked scores with -3.4028e+38" in md
+    # Meanwhile: nothing for a user who reads kept positions only, the op's remedy otherwise.
+    meanwhile = next(line for line in md.splitlines() if line.startswith("- **Meanwhile:**"))
+    assert "nothing if what reads the outputs keeps to the positions the mask keeps" in meanwhile
+    assert "custom_translation_table" in meanwhile
 
 
 @pytest.mark.slow  # one more locate of the sample; the fast tier checks the default through the shared run

@@ -19,6 +19,14 @@ def masked_only(result: LocateResult) -> bool:
     return result.verdict == DIVERGED and getattr(result.first_divergent, "scope", "") == Scope.MASKED_POSITIONS
 
 
+def masked_meanwhile(result: LocateResult, meanwhile: str) -> str:
+    """What to do meanwhile when only masked positions differ: usually nothing, else the op's own remedy."""
+    if not masked_only(result) or not meanwhile:
+        return meanwhile
+    return ("meanwhile, nothing if what reads the outputs keeps to the positions the mask keeps (the outputs of padded "
+            "tokens and fully masked rows are usually discarded); if it reads them, " + meanwhile.removeprefix("meanwhile, "))
+
+
 def exit_code(result: LocateResult, strict_masked: bool = False) -> int:
     """The CLI's exit code: 0 (match) for a divergence only at masked positions, unless ``strict_masked``."""
     return 0 if masked_only(result) and not strict_masked else int(result.exit_code)

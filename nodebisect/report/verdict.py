@@ -18,7 +18,7 @@ from nodebisect.frames import USER, frame_kind
 from nodebisect.records import DIVERGED, EXPORT_FAILED, MATCH, RUNTIME_FAILED, STAGE_CAPTURE, FirstDivergent, LocateResult
 from nodebisect.report import tf2onnx_wording
 from nodebisect.report.diff_wording import in_reference_terms, is_diff, reference_facts
-from nodebisect.report.scope_wording import headline_suffix, scope_text
+from nodebisect.report.scope_wording import headline_suffix, masked_meanwhile, scope_text
 from nodebisect.report.wording import (
     amplifier_text,
     constants_text,
@@ -90,7 +90,7 @@ def verdict_view(result: LocateResult) -> VerdictView:
         banner=_diverged_banner(fd) + headline_suffix(result),
         facts=[Fact(f.label, in_reference_terms(f.text)) for f in reference_facts(fd, facts)] if is_diff(fd) else facts,
         file_at=where,
-        meanwhile=what_to_do(fd, exporter),
+        meanwhile=masked_meanwhile(result, what_to_do(fd, exporter)),
     )
 
 
