@@ -32,8 +32,10 @@ class KerasLoaded:
 def import_stack() -> tuple[Any, Any, Any]:
     """(tensorflow, keras, tf2onnx), quiet; exit 2 naming the extra when one is missing."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from nodebisect.frontends.quiet import quiet_native_stderr
+
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_native_stderr():
             warnings.simplefilter("ignore")
             import tensorflow as tf
             import keras

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from nodebisect.errors import BadInputError, UntrustedPickleError
+from nodebisect.frontends.quiet import quiet_native_stderr
 
 _DTYPES = {
     "float32": torch.float32, "float": torch.float32, "fp32": torch.float32,
@@ -205,14 +206,16 @@ def _load_factory(spec: str) -> tuple[torch.nn.Module | None, Any, tuple | None,
         sys.modules[mod_name] = mod
         sys.path.insert(0, str(file.resolve().parent))
         try:
-            module_spec.loader.exec_module(mod)
+            with quiet_native_stderr():  # a file importing tensorflow: its native log lines
+                module_spec.loader.exec_module(mod)
         except Exception as exc:  # noqa: BLE001 - user code failed to import
             raise BadInputError(f"importing {target} failed: {_first_line(exc)}", tip="run the file with python to see the error") from exc
         finally:
             sys.path.pop(0)
     else:
         try:
-            mod = importlib.import_module(target)
+            with quiet_native_stderr():
+                mod = importlib.import_module(target)
         except Exception as exc:  # noqa: BLE001
             raise BadInputError(f"cannot import module {target!r}: {_first_line(exc)}", tip="is it on PYTHONPATH?") from exc
     factory = getattr(mod, attr, None)
@@ -221,7 +224,8 @@ def _load_factory(spec: str) -> tuple[torch.nn.Module | None, Any, tuple | None,
 
         raise BadInputError(f"{target} has no attribute {attr!r}", tip=missing_factory_tip(mod, attr))
     try:
-        built = factory()
+        with quiet_native_stderr():  # a factory importing tensorflow lazily
+            built = factory()
     except Exception as exc:  # noqa: BLE001
         raise BadInputError(f"calling {attr}() failed: {_first_line(exc)}") from exc
     from nodebisect.frontends.keras import is_keras_model
