@@ -23,7 +23,7 @@ def environment(device: str, ep: str, opset: int | None, opt_level: str, exporte
     import onnxruntime
     import torch
 
-    return {
+    env = {
         "nodebisect": __version__,
         "torch": torch.__version__,
         "onnx": onnx.__version__,
@@ -38,6 +38,9 @@ def environment(device: str, ep: str, opset: int | None, opt_level: str, exporte
         "opt_level": opt_level,
         "exporter": exporter,
     }
+    if exporter == "tf2onnx":  # what a tf2onnx maintainer asks for first
+        env.update(tensorflow=_version("tensorflow") or _version("tensorflow-cpu"), keras=_version("keras"), tf2onnx=_version("tf2onnx"))
+    return env
 
 
 def _version(dist: str) -> str:

@@ -170,7 +170,7 @@ def test_clean_models_match_with_and_without_tf2onnx_optimizers(km: Any, name: s
 
 
 @pytest.mark.slow
-def test_conv3d_transpose_with_a_dynamic_depth_is_tf2onnx_cropping_one_axis(km: Any) -> None:
+def test_conv3d_transpose_with_a_dynamic_depth_is_tf2onnx_cropping_one_axis(km: Any, tmp_path: Path) -> None:
     result = _locate(km.conv3d_transpose())
     fd = result.first_divergent
     assert result.verdict == "diverged" and fd is not None
@@ -178,6 +178,14 @@ def test_conv3d_transpose_with_a_dynamic_depth_is_tf2onnx_cropping_one_axis(km: 
     assert fd.framework.target == "tf.Conv3DBackpropInputV2" and fd.framework.module == "conv3d_transpose"
     assert fd.metrics.shape == [1, 3, 4, 12, 13] and fd.metrics.expected_shape == [1, 3, 4, 12, 12]
     assert file_at(fd, "tf2onnx")[0] == "onnx/tensorflow-onnx"
+    # The report speaks of TensorFlow's values and lists the TF stack's versions (it said PyTorch, and had neither).
+    from nodebisect.report.bundle import write_report
+
+    out = write_report(result, tmp_path / "report")
+    md, script = (out / "report.md").read_text(), (out / "repro" / "repro.py").read_text()
+    assert "PyTorch" not in md and "torch.save" not in md and "fed with TensorFlow's own values" in md, md
+    assert "**tf2onnx**" in md and "**tensorflow**" in md and "**keras**" in md
+    assert "PyTorch" not in script and "differently from TensorFlow" in script
     assert _locate(km.conv3d_transpose(depth=4)).verdict == "match"  # a static depth converts right
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from nodebisect.report.capture_repro import CAPTURE_REPRO, capture_script
 from nodebisect.report.atomic import write_bytes, write_text
 from nodebisect.report.neighbourhood import render_graph
+from nodebisect.report.tf2onnx_wording import reference_name
 from nodebisect.report.growth import growth_svg
 from nodebisect.records import DIVERGED, RUNTIME_FAILED, STAGE_CAPTURE, LocateResult
 from nodebisect.report.redact import Redactor, redact_result
@@ -80,7 +81,8 @@ def write_report(result: LocateResult, out_dir: str | Path, redact: bool = False
     elif result.repro is not None:
         from nodebisect.report.repro import build_repro  # onnx: only a live run has repro data
 
-        files = build_repro(result.repro, result.tolerance, scrub=redactor.scrub if redactor else None)
+        files = build_repro(result.repro, result.tolerance, scrub=redactor.scrub if redactor else None,
+                            reference=reference_name(result.environment))
         files.update(_torch_repro(result))
         for rel, data in files.items():
             write_bytes(out / REPRO_DIR / rel, data)

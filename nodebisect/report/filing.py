@@ -176,16 +176,17 @@ def reproduce_section(result: LocateResult, bundle: Any) -> str:
         cmd = [*map(_shell_word, diff_words.reproduce_command(env)), "--report", "report/"]
     recorded = "run_inputs" in env  # a run given tensors through the API has nothing to repeat
     text = "### How to reproduce\n\nWith the model" + (
-        "" if recorded else " (on its example inputs; tensors given from Python need `torch.save` and `--inputs`)"
+        "" if recorded else " (on its example inputs; tensors given from Python need "
+        + ("an `.npz` and `--inputs`)" if env.get("exporter") == "tf2onnx" else "`torch.save` and `--inputs`)")
     ) + ":\n\n"
     text += fence(" ".join(cmd), "sh")
     if bundle.repro_dir and "repro.py" in bundle.repro_files:  # the ONNX repro (not a capture or export script)
         files = ", ".join(f"`{f}`" for f in bundle.repro_files)
         text += (
             f"\n\nWithout the model: `{bundle.repro_dir}/` ({_size(bundle.repro_bytes)}) holds the culprit's local "
-            f"ONNX subgraph fed with PyTorch's own values ({files}). It needs only numpy and onnxruntime; "
+            f"ONNX subgraph fed with {tf2onnx_wording.reference_name(env)}'s own values ({files}). It needs only numpy and onnxruntime; "
             "it exits 1 while the mismatch reproduces and 0 once fixed"
-            + (f". It holds {bundle.repro_window}" if bundle.repro_window else "")
+            + (f". It holds {bundle.repro_window.replace('PyTorch', tf2onnx_wording.reference_name(env))}" if bundle.repro_window else "")
             + ":\n\n"
         )
         text += fence(f"pip install numpy onnxruntime=={env.get('onnxruntime', '')}".rstrip("=") + f"\npython {bundle.repro_dir}/repro.py", "sh")

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from nodebisect.report.filing import full_attributes, gh_command, issue_title, reproduce_section, values_section, what_to_do_section
+from nodebisect.report import tf2onnx_wording
 from nodebisect.report.diff_wording import in_reference_terms
 from nodebisect.report.wording import evidence_text, is_detail_note, nonfinite_sentence, stage_sentence
 from nodebisect.records import (
@@ -182,7 +183,8 @@ def _environment(result: LocateResult) -> str:
     env = result.environment
     if not env:
         return ""
-    rows = [(label, env[key]) for key, label in ENVIRONMENT_KEYS if env.get(key) not in (None, "")]
+    rows = [(label.replace("PyTorch", tf2onnx_wording.reference_name(env)) if key == "device" else label, env[key])
+            for key, label in ENVIRONMENT_KEYS if env.get(key) not in (None, "")]
     rows += [(k, v) for k, v in env.items() if k not in dict(ENVIRONMENT_KEYS) and v not in (None, "")]
     tol = _tolerance_text(result)
     if tol:

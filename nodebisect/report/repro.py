@@ -32,6 +32,7 @@ def build_repro(
     data: ReproData,
     tolerance: dict[str, dict[str, float]],
     scrub: Callable[[str], str] | None = None,
+    reference: str = "PyTorch",
 ) -> dict[str, bytes]:
     """Files of the bundle, by path relative to the bundle folder.
 
@@ -39,6 +40,7 @@ def build_repro(
         data: the culprit's local subgraph and its reference inputs / outputs.
         tolerance: ``LocateResult.tolerance`` (dtype -> rtol/atol actually used).
         scrub: applied to the model's metadata strings (stack traces) when redacting.
+        reference: whose values ``expected.npz`` holds, for the script's docstring.
     """
     model = _clean_model(data.model_bytes, scrub)
     inputs = {k: np.asarray(v) for k, v in data.inputs.items()}
@@ -52,7 +54,8 @@ def build_repro(
         "model.onnx": model.SerializeToString(),
         "inputs.npz": _npz(inputs),
         "expected.npz": _npz(expected),
-        "repro.py": script(rtol, atol, data.opt_level, data.ep, data.note, _pointwise(model), data.signed_zeros).encode("utf-8"),
+        "repro.py": script(rtol, atol, data.opt_level, data.ep, data.note, _pointwise(model), data.signed_zeros,
+                            reference).encode("utf-8"),
     }
     if data.unoptimized is not None:  # stage graph_optimization: the ops before the exporter folded them
         plain_bytes, plain_inputs = data.unoptimized
@@ -70,7 +73,8 @@ def build_repro(
 
 
 def script(
-    rtol: float, atol: float, opt_level: str, ep: str, note: str = "", pointwise: bool = False, signed_zeros: bool = False
+    rtol: float, atol: float, opt_level: str, ep: str, note: str = "", pointwise: bool = False, signed_zeros: bool = False,
+    reference: str = "PyTorch",
 ) -> str:
     """The standalone check script (numpy + onnxruntime only).
 
@@ -83,7 +87,7 @@ def script(
     providers = PROVIDERS.get(ep, PROVIDERS["cpu"])
     holds = textwrap.fill(f"It holds {note}." if note else "It holds the divergent node with its local subgraph.", 88)
     holds = holds.replace('"' * 3, "'" * 3).replace("{", "{{").replace("}", "}}")
-    return _SCRIPT.replace("@HOLDS@", holds).format(
+    return _SCRIPT.replace("@HOLDS@", holds).replace("PyTorch", reference).format(
         rtol=repr(rtol),
         atol=repr(atol),
         level=level,

@@ -21,6 +21,13 @@ def is_tensorflow(fd: FirstDivergent | None, exporter: str = "") -> bool:
     return exporter == "tf2onnx" or (fd is not None and fd.framework.target.startswith("tf."))
 
 
+def reference_name(env: dict) -> str:
+    """Whose values the report compares against, by the run's environment: PyTorch, TensorFlow or a reference model."""
+    if env.get("command") == "diff":
+        return "the reference model"
+    return "TensorFlow" if env.get("exporter") == "tf2onnx" else "PyTorch"
+
+
 def _optimizer(fd: FirstDivergent) -> str:
     return fd.optimizer.get("optimizer", "") if fd.optimizer.get("tool") == "tf2onnx" else ""
 
