@@ -12,8 +12,12 @@ Each release lives in a venv of its own under ``--out``: the venv holds only tha
 ``--package`` (``pip install --no-deps --target``) and reaches everything else through the
 current interpreter's site-packages (a ``.pth`` line calling ``site.addsitedir``), so two
 releases install side by side in seconds without a second torch. A release equal to the
-installed one runs in the current interpreter. Pure-Python components only (onnxscript,
-onnx-ir, transformers): a compiled one must match the rest of the stack's ABI.
+installed one runs in the current interpreter. A pure-Python component (onnxscript, onnx-ir,
+transformers) or one whose wheel carries its own binaries (onnxruntime) installs this way; one
+built against torch's C++ ABI does not.
+
+``--new-from DIR ...`` takes the new release's rows from sweeps already run with it (the
+fleet's ``--work`` folders: same checkout, same models), keeping the models the old sweep ran.
 
 Writes into ``--out``: ``PACKAGE-VERSION/`` (each sweep: rows, sweep.md), ``compare.txt``
 and ``compare.json`` (``nodebisect.sweep-diff/1``), and prints the comparison.
@@ -75,6 +79,25 @@ def sweep(python: str, target: Path, args: argparse.Namespace) -> float:
     return time.monotonic() - start
 
 
+def rows_from(folders: list[str], old: Path, target: Path, package: str, version: str) -> Path:
+    """``target/sweep.jsonl``: the rows of ``folders`` for the models ``old`` ran, checked to be on ``version``."""
+    import json
+
+    names = {json.loads(line)["name"] for line in (old / "sweep.jsonl").read_text().splitlines() if line.strip()}
+    kept = []
+    for folder in folders:
+        for line in (Path(folder) / "sweep.jsonl").read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.get("name") in names:
+                found = (row.get("environment") or {}).get(package)
+                if found not in (None, version):
+                    raise SystemExit(f"cross_release: {folder} ran {row['name']} on {package} {found}, not {version}")
+                kept.append(line)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "sweep.jsonl").write_text("\n".join(kept) + "\n")
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--package", default="onnxscript")
@@ -86,14 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--out", default="cross-release-out")
+    parser.add_argument("--new-from", nargs="+", default=[], metavar="DIR",
+                        help="sweep folders already run on --new (e.g. the fleet's): their rows are the new side")
     args = parser.parse_args(argv)
     args.zoo = args.zoo or ["transformers"]
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     dirs = []
     for version in (args.old, args.new):
-        python = interpreter_for(args.package, version, out)
         target = out / f"{args.package}-{version}"
+        if version == args.new and args.new_from:
+            dirs.append(rows_from(args.new_from, dirs[0], target, args.package, version))
+            continue
+        python = interpreter_for(args.package, version, out)
         seconds = sweep(python, target, args)
         print(f"cross_release: {args.package} {version}: {seconds:.0f} s", file=sys.stderr, flush=True)
         dirs.append(target)
