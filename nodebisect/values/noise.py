@@ -56,18 +56,27 @@ def judge(cmp: Comparison, actual: np.ndarray, expected: np.ndarray, oracle: np.
         m.criterion = "fixed"
         return cmp
     o = oracle.astype(np.float64)
-    finite = np.isfinite(o) & np.isfinite(expected) & np.isfinite(actual)
-    if not finite.any() or m.nan or m.inf or m.expected_nan or m.expected_inf:
+    if m.nan or m.inf or m.expected_nan or m.expected_inf:
         m.criterion = "fixed"  # NaN/Inf placement is judged exactly, not by noise
         return cmp
-    noise = float(np.abs(expected.astype(np.float64)[finite] - o[finite]).max())
-    error = float(np.abs(actual.astype(np.float64)[finite] - o[finite]).max())
+    if o.size and np.isfinite(o.sum()):  # every element finite (``compare`` counted none in the other two): no mask
+        noise = float(np.abs(expected.astype(np.float64) - o).max())
+        error = float(np.abs(actual.astype(np.float64) - o).max())
+        largest = float(np.abs(o).max())
+    else:
+        finite = np.isfinite(o) & np.isfinite(expected) & np.isfinite(actual)
+        if not finite.any():
+            m.criterion = "fixed"
+            return cmp
+        noise = float(np.abs(expected.astype(np.float64)[finite] - o[finite]).max())
+        error = float(np.abs(actual.astype(np.float64)[finite] - o[finite]).max())
+        largest = float(np.abs(o[finite]).max())
     ok = cmp.ok
     # The floor guards the hidden-defect side against a noise of ~0 (an exact value); accepting
     # drift must rest on PyTorch's own measured error, so that side gets a floor of one ulp only
     # (16 bfloat16 ulps are 12% of the value: "within noise" would accept anything).
     ulps = ULPS if ok else 1
-    floor = ulps * _EPS[kind] * float(np.abs(o[finite]).max())
+    floor = ulps * _EPS[kind] * largest
     ratio = error / (noise + floor) if noise + floor > 0 else (0.0 if error == 0 else float("inf"))
     if elementwise and not ok and ratio <= NOISE_FACTOR:
         ratio = max(ratio, element_ratio(actual, expected, o, _outside(actual, expected, cmp), _EPS[kind]))
