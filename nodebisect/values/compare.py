@@ -144,10 +144,10 @@ def _compare_finite(onnx_value: str, a: np.ndarray, e: np.ndarray, tol: Toleranc
     """``_compare_values`` where every element on both sides is finite (the common case): the same
     numbers, bit for bit, without the masks the special values need (half the passes over the arrays)."""
     metrics.nan = metrics.expected_nan = metrics.inf = metrics.expected_inf = 0
-    diff = np.subtract(a, e)
+    diff = np.asarray(np.subtract(a, e))  # (a 0-d subtraction gives a scalar: made an array to be written in place)
     np.abs(diff, out=diff)
     abs_e = np.abs(e)
-    bound = np.multiply(abs_e, tol.rtol)
+    bound = np.asarray(np.multiply(abs_e, tol.rtol))
     np.add(bound, tol.atol, out=bound)  # atol + rtol * |e|, in one buffer
     good = diff <= bound
     del bound
