@@ -88,7 +88,7 @@ def judge(cmp: Comparison, actual: np.ndarray, expected: np.ndarray, oracle: np.
 
 def _largest(x: np.ndarray, o: np.ndarray) -> float:
     """max |x - o| over finite arrays: the same number as ``np.abs(x - o).max()``, in one buffer."""
-    d = x.astype(np.float64)
+    d = np.array(x, dtype=np.float64)  # a copy, an array even for a numpy scalar
     np.subtract(d, o, out=d)
     return abs(max(float(d.max()), -float(d.min())))
 
