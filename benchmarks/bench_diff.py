@@ -113,8 +113,10 @@ def worker(folder: Path, case: str, isolate: bool) -> dict[str, object]:
 def measure(tree: Path, folder: Path, case: str, isolate: bool) -> dict[str, object]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(tree / ".pp")])}
     args = [sys.executable, str(Path(__file__).resolve()), "--worker", "--folder", str(folder), "--case", case] + (["--isolate"] if isolate else [])
-    out = subprocess.run(args, env=env, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    run = subprocess.run(args, env=env, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"{tree} {case}: the worker failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
