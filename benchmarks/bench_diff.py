@@ -5,25 +5,39 @@ exported once with the TorchScript exporter (plain ONNX ops, opset 17), then
 transformed by the real tools: onnxconverter-common's ``convert_float_to_float16``
 (``keep_io_types=True``) and onnxruntime's ``quantize_dynamic`` (int8 weights).
 
-  floor  one all-outputs onnxruntime run of each model (reference + candidate)
-  diff   ``nodebisect.diff(reference, candidate)`` end to end (the float64 run of the
-         reference, the mapping, the search, the diagnosis), in-process and with
-         onnxruntime in a child process (the CLI's default)
+  floor  one all-outputs onnxruntime run of each model (reference + candidate),
+         ``onnx_reference.evaluate.all_values`` of the tree measured
+  diff   ``nodebisect.diff(reference, candidate)`` end to end (the reference's run, the
+         mapping, the search, the diagnosis), in-process and with onnxruntime in a child
+         process (the CLI's default)
 
-Medians of ``--repeat`` runs. Usage: python benchmarks/bench_diff.py [--seq 64] [--repeat 3]
+Each measurement runs in a fresh process of its own (``--worker``), floor and diff in
+the same process, so the ratio is measured on the same machine state; ``--tree`` names
+more nodebisect source trees (an older commit checked out with ``git worktree``) whose
+runs are interleaved with this tree's, rep by rep, and whose results (the JSON, timings
+left out) must be the same. Medians of ``--repeat`` runs.
+
+Usage: python benchmarks/bench_diff.py [--seq 64] [--repeat 3] [--folder DIR] [--tree OLD_TREE ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
+
+HERE = Path(__file__).resolve().parent.parent
+CASES = {"float16": "bert_fp16.onnx", "int8": "bert_int8.onnx"}
 
 
 def export_bert(folder: Path, seq: int) -> Path:
@@ -51,19 +65,58 @@ def export_bert(folder: Path, seq: int) -> Path:
     return path
 
 
-def transforms(ref: Path) -> dict[str, Path]:
+def transforms(ref: Path) -> None:
     from onnxconverter_common import float16
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fp16 = float16.convert_float_to_float16(onnx.load(str(ref)), keep_io_types=True)
-    out["float16"] = ref.with_name("bert_fp16.onnx")
-    onnx.save(fp16, str(out["float16"]))
-    out["int8"] = ref.with_name("bert_int8.onnx")
-    quantize_dynamic(str(ref), str(out["int8"]), weight_type=QuantType.QInt8)
-    return out
+    onnx.save(fp16, str(ref.with_name(CASES["float16"])))
+    quantize_dynamic(str(ref), str(ref.with_name(CASES["int8"])), weight_type=QuantType.QInt8)
+
+
+def _stable(value: object) -> object:
+    """The result's JSON without what timing decides (seconds, timings, the machine's paths)."""
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if "seconds" not in k and k not in ("timings", "environment")}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def worker(folder: Path, case: str, isolate: bool) -> dict[str, object]:
+    """One floor and one diff in this process (the tree on sys.path first)."""
+    import nodebisect
+    from nodebisect.onnx_reference.evaluate import all_values
+    from nodebisect.onnx_reference.inputs import both_feeds
+
+    ref_model = onnx.load(str(folder / "bert.onnx"))
+    cand_model = onnx.load(str(folder / CASES[case]))
+    ref_feeds, cand_feeds = both_feeds(ref_model, cand_model, None, None, 0)
+    t0 = time.perf_counter()
+    all_values(ref_model, ref_feeds, "cpu")
+    all_values(cand_model, cand_feeds, "cpu")
+    floor = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = nodebisect.diff(ref_model, cand_model, ref_feeds, isolate_crashes=isolate)
+    seconds = time.perf_counter() - t0
+    fd = result.first_divergent
+    stable = json.dumps(_stable(json.loads(result.to_json())), sort_keys=True)
+    return {
+        "floor": floor, "diff": seconds, "verdict": result.verdict + (f" at {fd.onnx_node} ({fd.cause})" if fd else ""),
+        "coverage": result.stats["mapping"].get("coverage"), "timings": result.stats.get("timings", {}),
+        "json_digest": hashlib.sha256(stable.encode()).hexdigest()[:16], "nodebisect": nodebisect.__file__,
+    }
+
+
+def measure(tree: Path, folder: Path, case: str, isolate: bool) -> dict[str, object]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(tree / ".pp")])}
+    args = [sys.executable, str(Path(__file__).resolve()), "--worker", "--folder", str(folder), "--case", case] + (["--isolate"] if isolate else [])
+    run = subprocess.run(args, env=env, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"{tree} {case}: the worker failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -71,46 +124,36 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--folder", help="reuse bert.onnx, bert_fp16.onnx and bert_int8.onnx from this folder")
+    parser.add_argument("--tree", action="append", default=[], help="another nodebisect source tree to measure alongside")
+    parser.add_argument("--no-child", action="store_true", help="skip the runs with onnxruntime in a child process")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--case", default="float16", help=argparse.SUPPRESS)
+    parser.add_argument("--isolate", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    import nodebisect
-    from nodebisect.onnx_reference.evaluate import all_values
-    from nodebisect.onnx_reference.inputs import both_feeds
-
-    t = time.perf_counter()
-    if args.folder:
-        ref = Path(args.folder) / "bert.onnx"
-        cands = {"float16": ref.with_name("bert_fp16.onnx"), "int8": ref.with_name("bert_int8.onnx")}
-    else:
-        ref = export_bert(Path(tempfile.mkdtemp(prefix="bench-diff-")), args.seq)
-        cands = transforms(ref)
-    print(f"export + transforms: {time.perf_counter() - t:.1f}s")
-    ref_model = onnx.load(str(ref))
-    for name, cand in cands.items():
-        cand_model = onnx.load(str(cand))
-        ref_feeds, cand_feeds = both_feeds(ref_model, cand_model, None, None, 0)
-
-        def floor() -> float:
-            t0 = time.perf_counter()
-            all_values(ref_model, ref_feeds, "cpu")
-            all_values(cand_model, cand_feeds, "cpu")
-            return time.perf_counter() - t0
-
-        def run(isolate: bool) -> tuple[float, object]:
-            t0 = time.perf_counter()
-            result = nodebisect.diff(ref_model, cand_model, ref_feeds, isolate_crashes=isolate)
-            return time.perf_counter() - t0, result
-
-        f = statistics.median(floor() for _ in range(args.repeat))
-        runs = [run(False) for _ in range(args.repeat)]
-        d = statistics.median(r[0] for r in runs)
-        c = statistics.median(run(True)[0] for _ in range(args.repeat))
-        result = runs[0][1]
-        fd = result.first_divergent
-        verdict = result.verdict + (f" at {fd.onnx_node} ({fd.cause})" if fd else "")
-        timings = result.stats.get("timings", {})
-        print(f"{name}: floor {f:.2f}s  diff {d:.2f}s ({d / f:.2f}x)  diff+child {c:.2f}s ({c / f:.2f}x)  verdict {verdict}  "
-              f"mapping {result.stats['mapping'].get('coverage')}  ref {result.stats['diff']['reference_seconds']}s "
-              f"float64 {result.stats['diff']['float64_seconds']}s  timings {timings}")
+    if args.worker:
+        print(json.dumps(worker(Path(args.folder), args.case, args.isolate)))
+        return
+    folder = Path(args.folder) if args.folder else Path(tempfile.mkdtemp(prefix="bench-diff-"))
+    if not (folder / "bert.onnx").exists():
+        t = time.perf_counter()
+        transforms(export_bert(folder, args.seq))
+        print(f"export + transforms: {time.perf_counter() - t:.1f}s ({folder})")
+    trees = [HERE] + [Path(t).resolve() for t in args.tree]
+    modes = [False] if args.no_child else [False, True]
+    runs: dict[tuple[str, str, bool], list[dict[str, object]]] = {}
+    for _ in range(args.repeat):
+        for case in CASES:
+            for isolate in modes:
+                for tree in trees:
+                    runs.setdefault((str(tree), case, isolate), []).append(measure(tree, folder, case, isolate))
+    for (tree, case, isolate), got in runs.items():
+        ratio = statistics.median(float(r["diff"]) / float(r["floor"]) for r in got)  # type: ignore[arg-type]
+        floor = statistics.median(float(r["floor"]) for r in got)  # type: ignore[arg-type]
+        diff = statistics.median(float(r["diff"]) for r in got)  # type: ignore[arg-type]
+        digests = sorted({str(r["json_digest"]) for r in got})
+        print(f"{tree} {case} {'child' if isolate else 'in-process'}: floor {floor:.2f}s diff {diff:.2f}s x floor {ratio:.2f} "
+              f"(runs {[round(float(r['diff']) / float(r['floor']), 2) for r in got]})  verdict {got[0]['verdict']}  "  # type: ignore[arg-type]
+              f"coverage {got[0]['coverage']}  json {digests}  timings {got[0]['timings']}")
 
 
 if __name__ == "__main__":

@@ -57,8 +57,30 @@ def first_nonfinite_node(nodes: Iterable[tuple[str, onnx.NodeProto]], values: di
 
 
 def initializer_bytes(model: onnx.ModelProto) -> int:
-    """Bytes of in-memory weights (cheap: no serialization, unlike ModelProto.ByteSize)."""
-    return sum(len(t.raw_data) for t in model.graph.initializer)
+    """Bytes of in-memory weights (``raw_data``), read from each tensor's dims and type.
+
+    Cheap: no serialization (``ModelProto.ByteSize`` takes seconds), and no read of
+    ``raw_data`` itself, which copies the weight into a Python bytes object (0.1 s per
+    call on BERT-base).
+    """
+    total = 0
+    for t in model.graph.initializer:
+        if not t.HasField("raw_data"):
+            continue
+        size = _ITEMSIZE.get(t.data_type)
+        if size is None:  # a packed (4-bit) or string type: the bytes themselves
+            total += len(t.raw_data)
+            continue
+        count = 1
+        for d in t.dims:
+            count *= d
+        total += count * size
+    return total
+
+
+_T = onnx.TensorProto
+_ITEMSIZE = {_T.FLOAT: 4, _T.UINT8: 1, _T.INT8: 1, _T.UINT16: 2, _T.INT16: 2, _T.INT32: 4, _T.INT64: 8, _T.BOOL: 1,
+             _T.FLOAT16: 2, _T.DOUBLE: 8, _T.UINT32: 4, _T.UINT64: 8, _T.BFLOAT16: 2, _T.COMPLEX64: 8, _T.COMPLEX128: 16}
 
 
 def node_attributes(node: onnx.NodeProto) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from nodebisect.errors import BadInputError
+from nodebisect.onnx_reference.large import shell, too_large
 from nodebisect.onnxgraph import initializer_bytes
 from nodebisect.records import LocateResult
 from nodebisect.run import Event, RunLog
@@ -114,33 +115,58 @@ def _diff_once(
     ref_model: onnx.ModelProto, cand_model: onnx.ModelProto, inputs: Any, specs: list[str] | None, seed: int,
     ep: str, reference_ep: str, options: dict[str, Any], emit: Any, names: tuple[str, str],
 ) -> LocateResult:
-    from nodebisect.onnx_reference.defects import in_diff_terms, producer_of
-    from nodebisect.onnx_reference.evaluate import all_values, exact_values
+    from nodebisect.onnx_reference.early import EarlyUntouched, worth_overlapping
+    from nodebisect.onnx_reference.evaluate import all_values
     from nodebisect.onnx_reference.inputs import both_feeds
-    from nodebisect.onnx_reference.mapping import map_candidate, related
-    from nodebisect.onnx_reference.precision import model_reference
-    from nodebisect.onnxgraph import node_keys, opset_of
-    from nodebisect.pipeline import PreparedModel, locate
-    from nodebisect.prepared import Prepared, memory_available
-    from nodebisect.report.diff_wording import in_reference_terms
+    from nodebisect.prepared import memory_available
     from nodebisect.run import make_options
+    from nodebisect.runtime.handle import WarmOrt
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
     # 2. the same inputs for both, each in its own dtypes
     ref_feeds, cand_feeds = both_feeds(ref_model, cand_model, inputs, specs, seed)
-    # 3. every reference value
-    emit(Event(kind="stage", message=f"run the reference ({reference_ep})"))
     mib = options.pop("memory_budget", None)
     budget = int(mib * 2**20) if mib else memory_available() // MEMORY_SHARE
+    opts = make_options({"ep": ep, **options})
+    warm = WarmOrt(isolate_crashes=opts.isolate_crashes, timeout_s=opts.timeout_s)  # the candidate's onnxruntime side, for the search
     try:
-        values = all_values(ref_model, ref_feeds, reference_ep, budget)
-    except BadInputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the reference must run: say so in one line
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise BadInputError(f"the reference model does not run on {reference_ep}: {first}", tip="check the model with onnx.checker, or try --reference-ep reference") from None
-    timings["reference"] = time.perf_counter() - t
+        # 3. every reference value; the candidate's untouched run meanwhile (the search's first question)
+        early = EarlyUntouched(warm, cand_model, cand_feeds, opts) if worth_overlapping(ref_model, cand_model) else None
+        emit(Event(kind="stage", message=f"run the reference ({reference_ep})"))
+        try:
+            values = all_values(ref_model, ref_feeds, reference_ep, budget)
+        except BadInputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the reference must run: say so in one line
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise BadInputError(f"the reference model does not run on {reference_ep}: {first}", tip="check the model with onnx.checker, or try --reference-ep reference") from None
+        finally:
+            if early is not None:
+                early.join()
+        timings["reference"] = time.perf_counter() - t
+        return _compare(ref_model, cand_model, values, (ref_feeds, cand_feeds), budget, opts, warm, inputs, specs, seed, reference_ep, emit, names, timings)
+    finally:
+        warm.close()
+
+
+def _compare(
+    ref_model: onnx.ModelProto, cand_model: onnx.ModelProto, values: Any, feeds: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
+    budget: int, opts: Any, warm: Any, inputs: Any, specs: list[str] | None, seed: int, reference_ep: str, emit: Any,
+    names: tuple[str, str], timings: dict[str, float],
+) -> LocateResult:
+    """Steps 4-7 on the reference's values: map, the reference in the candidate's terms, the search, diff's words."""
+    from nodebisect.onnx_reference.defects import in_diff_terms, producer_of
+    from nodebisect.onnx_reference.evaluate import exact_values
+    from nodebisect.onnx_reference.mapping import map_candidate, related
+    from nodebisect.onnx_reference.precision import model_reference
+    from nodebisect.onnxgraph import node_keys, opset_of
+    from nodebisect.pipeline import PreparedModel, locate
+    from nodebisect.prepared import Prepared
+    from nodebisect.report.diff_wording import in_reference_terms
+
+    ref_feeds, cand_feeds = feeds
+    ep = opts.ep
     # 4. map the candidate's values onto the reference's
     mapping = map_candidate(ref_model, cand_model, values)
     if not related(mapping) or not any(o.name in mapping.to_reference for o in cand_model.graph.output):
@@ -172,8 +198,7 @@ def _diff_once(
 
     prep = Prepared(onnx_model=cand_model, acts=acts, flat_inputs=list(cand_feeds.values()), feeds=cand_feeds, refs=refs,
                     mapping_quality=mapping.stats, notes=notes, opset=opset_of(cand_model, 0), refine=refine)
-    opts = make_options({"ep": ep, **options})
-    prepared = PreparedModel(opts=opts, source=names[1], environment=env, prep=prep, notes=list(notes), timings=timings)
+    prepared = PreparedModel(opts=opts, source=names[1], environment=env, prep=prep, notes=list(notes), timings=timings, warm=warm)
     # 6. locate's search and diagnosis, unchanged
     result = locate(prepared, progress=emit)
     result.notes = [in_reference_terms(note) for note in result.notes]  # locate's notes speak of PyTorch
@@ -206,6 +231,10 @@ def same_model(reference: onnx.ModelProto, candidate: onnx.ModelProto, names: tu
         return False  # (ModelProto.ByteSize walks the whole model: seconds on BERT-base)
     if any((a.op_type, a.input, a.output) != (b.op_type, b.input, b.output) for a, b in zip(ref_graph.node, cand_graph.node)):
         return False
+    if too_large(reference):  # past protobuf's 2 GB: the graphs, then the weights one by one
+        same = shell(reference).SerializeToString(deterministic=True) == shell(candidate).SerializeToString(deterministic=True)
+        return same and all(a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
+                            for a, b in zip(ref_graph.initializer, cand_graph.initializer))
     return reference.SerializeToString(deterministic=True) == candidate.SerializeToString(deterministic=True)
 
 

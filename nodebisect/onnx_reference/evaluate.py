@@ -66,10 +66,19 @@ def all_values(model: onnx.ModelProto, feeds: dict[str, np.ndarray], backend: st
 
 
 def _marked(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """``model`` with every typed node output a graph output (values of unknown type are left out)."""
+    """``model`` with every typed node output a graph output (values of unknown type are left out).
+
+    A model past protobuf's limit is marked without its weights (``large.shell``): the
+    session reads them from the file ``large.ModelFile`` writes, never from a copy.
+    """
+    from nodebisect.onnx_reference.large import shell, too_large
+
     types = element_types(model)
-    marked = onnx.ModelProto()
-    marked.CopyFrom(model)
+    if too_large(model):
+        marked = shell(model)
+    else:
+        marked = onnx.ModelProto()
+        marked.CopyFrom(model)
     have = {o.name for o in marked.graph.output}
     for node in marked.graph.node:
         for o in node.output:
@@ -113,21 +122,19 @@ def _onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray], ep: str) 
     marked, names = _marked(model)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = _session(ort, marked, options, providers_for(ep))
+    session = _session(ort, model, marked, options, providers_for(ep))
     return dict(zip(names, session.run(names, feeds)))
 
 
-def _session(ort: Any, model: onnx.ModelProto, options: Any, providers: list[str]) -> Any:
-    """One session; a model over protobuf's 2 GB limit goes through a temporary file with external data."""
-    if initializer_bytes(model) < 2**31 - 2**26:  # protobuf's 2 GB limit, with room for the graph itself
-        return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
-    folder = tempfile.mkdtemp(prefix="nodebisect-diff-model-")
-    try:
-        path = os.path.join(folder, "model.onnx")
-        onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
-        return ort.InferenceSession(path, options, providers=providers)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+def _session(ort: Any, model: onnx.ModelProto, marked: onnx.ModelProto, options: Any, providers: list[str]) -> Any:
+    """One session of ``marked`` (``model`` with its values marked); past protobuf's 2 GB limit through a
+    temporary file whose weights, ``model``'s, sit beside it as external data."""
+    from nodebisect.onnx_reference.large import ModelFile, too_large
+
+    if not too_large(model):
+        return ort.InferenceSession(marked.SerializeToString(), options, providers=providers)
+    with ModelFile(model, graph_of=marked) as file:
+        return ort.InferenceSession(file.path, options, providers=providers)
 
 
 def _evaluator(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -182,6 +189,8 @@ MAX_NARROWED_OPS = 8
 EVALUATOR_MAX_BYTES = 64 * 1024 * 1024
 # Ops known to lack a double kernel in onnxruntime's CPU provider (a failed session costs as much as a run).
 KNOWN_FLOAT_ONLY = {"Erf"}
+# The float64 run holds the widened weights (2x) and onnxruntime's copy of them (2x): skipped past free memory.
+WIDE_MEMORY_FACTOR = 4
 _NO_KERNEL = re.compile(r"implementation for (\w+)\(")
 
 
@@ -193,6 +202,12 @@ def exact_values(model: onnx.ModelProto, feeds: dict[str, np.ndarray], budget: i
     noise of those ops is then float32's, which only loosens the judgement there). The
     reference evaluator stands in only for small models: it is pure numpy.
     """
+    from nodebisect.prepared import memory_available
+
+    from nodebisect.onnx_reference.large import weight_bytes
+
+    if WIDE_MEMORY_FACTOR * weight_bytes(model) > memory_available():
+        return Values(), f"the reference's {weight_bytes(model) / 2**30:.1f} GiB of weights do not fit in memory again in float64; values are judged by fixed tolerances"
     wide = as_float64(model)
     if wide is None:
         return Values(), "the reference model holds no float32 values to run in float64"

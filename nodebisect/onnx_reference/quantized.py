@@ -54,13 +54,16 @@ def standout(candidate: onnx.ModelProto, mapped: set[str], records: list[NodeRec
         for o in node.output:
             if o:
                 producer[o] = (name, node)
+    quantized = {name for name, node in producer.values() if node.op_type in QUANTIZED_OPS}
+    if not quantized:
+        return None  # nothing quantized (a float16 candidate): no segment can hold a quantized node
     by_value = {r.onnx_value: r for r in records if r.metrics is not None}
     added: list[tuple[float, str, list[str]]] = []
     for value in mapped:
         if value not in by_value or value not in producer:
             continue
         segment, inputs = _segment(value, producer, mapped)
-        if not any(producer[v][1].op_type in QUANTIZED_OPS for v in _outputs(segment, producer)):
+        if quantized.isdisjoint(segment):
             continue
         before = max((relative_error(by_value.get(i)) for i in inputs), default=0.0)
         added.append((relative_error(by_value[value]) - before, value, segment))
@@ -97,8 +100,3 @@ def _segment(value: str, producer: dict[str, tuple[str, onnx.NodeProto]], mapped
             else:
                 stack.append(x)
     return nodes, inputs
-
-
-def _outputs(segment: list[str], producer: dict[str, tuple[str, onnx.NodeProto]]) -> list[str]:
-    names = set(segment)
-    return [v for v, (n, _) in producer.items() if n in names]

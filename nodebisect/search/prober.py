@@ -7,6 +7,7 @@ progress through the run log.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,11 @@ from nodebisect.values.compare import compare
 from nodebisect.values.graphmap import GraphMap
 from nodebisect.values.noise import judge
 from nodebisect.values.signs import sign_sensitive_values
+
+
+# An all-values session's comparisons run on this many threads (at least this many values).
+COMPARE_THREADS = min(4, os.cpu_count() or 1)
+PARALLEL_MIN_VALUES = 64
 
 
 @dataclass
@@ -44,11 +50,12 @@ class Prober:
         t = time.perf_counter()
         got = self.runner.run(values, optimized_path=optimized_path)
         bad = set()
+        judged = self._judge_all(values, got)
         for v in values:
             fx_name = self.gm.mapped[v]
             expected, dtype = self.acts.values[fx_name], self.acts.dtypes.get(fx_name)
             oracle = self.oracle.get(fx_name) if self.oracle else None
-            cmp = self.acts.tolerate(fx_name, self._judged(v, got[v], expected, oracle, dtype, fx_name))  # Reference.tolerate: diff's precision
+            cmp = self.acts.tolerate(fx_name, judged[v])  # Reference.tolerate: diff's precision
             self.comparisons[v] = cmp
             if v in self.masks and v not in self.attended and got[v].shape == self.masks[v].shape:
                 # The first measure of an output is the untouched run: what the user's runtime computes.
@@ -62,6 +69,26 @@ class Prober:
         self.log.emit(Event(kind="probe", values=list(values), bad=sorted(bad), step=step, total=max(self.log.expected_steps, step)))
         self.log.check_cancel()
         return bad
+
+    def _judge_all(self, values: list[str], got: dict[str, Any]) -> dict[str, Comparison]:
+        """Each value judged (``_judged``); a session of many values on ``COMPARE_THREADS`` threads.
+
+        numpy releases the GIL inside each pass over an array, so the comparisons of an
+        all-values session (hundreds of arrays) share the cores; each comparison is the
+        same computation as alone, so the numbers are the same.
+        """
+
+        def one(v: str) -> Comparison:
+            fx_name = self.gm.mapped[v]
+            oracle = self.oracle.get(fx_name) if self.oracle else None
+            return self._judged(v, got[v], self.acts.values[fx_name], oracle, self.acts.dtypes.get(fx_name), fx_name)
+
+        if len(values) < PARALLEL_MIN_VALUES or COMPARE_THREADS < 2:
+            return {v: one(v) for v in values}
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(COMPARE_THREADS, thread_name_prefix="nodebisect-compare") as pool:
+            return dict(zip(values, pool.map(one, values)))
 
     def _judged(self, v: str, actual: Any, expected: Any, oracle: Any, dtype: str | None, fx_name: str) -> Comparison:
         """``actual`` against ``expected`` under the run's tolerance, re-judged against the oracle's noise."""

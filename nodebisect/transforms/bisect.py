@@ -256,9 +256,10 @@ def _producers(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def _write(out_dir: str | Path, filename: str, model: onnx.ModelProto) -> str:
-    from nodebisect.report.atomic import write_bytes
+    """Atomically; a model past protobuf's 2 GB with its weights in ``<filename>.data`` beside it."""
+    from nodebisect.onnx_reference.large import write_model
 
     path = Path(out_dir) / filename
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes(path, model.SerializeToString())
+    write_model(model, path)
     return str(path)

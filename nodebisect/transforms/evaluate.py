@@ -25,25 +25,42 @@ def run_outputs(
 ) -> dict[str, np.ndarray]:
     """The model's graph outputs by name; in ``child`` (a ``runtime.sandbox.OrtChild``) when given, so that a
     candidate that crashes onnxruntime raises ``OrtCrashed`` instead of taking nodebisect down."""
+    from nodebisect.onnx_reference.large import ModelFile, too_large
+
     names = [o.name for o in model.graph.output]
     fitted = _fit(model, feeds)
-    if child is not None:
-        return dict(zip(names, child.run(model.SerializeToString(), fitted, names, PROVIDERS.get(ep, [ep]), opt_level)))
-    session = create_session(model.SerializeToString(), PROVIDERS.get(ep, [ep]), opt_level)
-    return dict(zip(names, run_session(session, names, fitted)))
+    file = ModelFile(model) if too_large(model) else None  # past protobuf's 2 GB: by path, weights beside it
+    try:
+        source = file.path if file is not None else model.SerializeToString()
+        if child is not None:
+            return dict(zip(names, child.run(source, fitted, names, PROVIDERS.get(ep, [ep]), opt_level)))
+        session = create_session(source, PROVIDERS.get(ep, [ep]), opt_level)
+        return dict(zip(names, run_session(session, names, fitted)))
+    finally:
+        if file is not None:
+            file.close()
 
 
 def run_values(model: onnx.ModelProto, feeds: dict[str, np.ndarray], ep: str = "cpu", opt_level: str = "disabled") -> dict[str, np.ndarray]:
     """Every node output of the main graph (and the graph outputs), by value name."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
+    from nodebisect.onnx_reference.large import ModelFile, shell, too_large
+
+    large = too_large(model)
+    probe = shell(model) if large else onnx.ModelProto()  # a model past 2 GB is not copied: its weights go to a file
+    if not large:
+        probe.CopyFrom(model)
     have = {o.name for o in probe.graph.output}
     for node in probe.graph.node:
         for name in node.output:
             if name and name not in have:
                 probe.graph.output.append(onnx.ValueInfoProto(name=name))
                 have.add(name)
-    return run_outputs(probe, feeds, ep, opt_level)
+    if not large:
+        return run_outputs(probe, feeds, ep, opt_level)
+    names = [o.name for o in probe.graph.output]
+    with ModelFile(model, graph_of=probe) as file:
+        session = create_session(file.path, PROVIDERS.get(ep, [ep]), opt_level)
+    return dict(zip(names, run_session(session, names, _fit(model, feeds))))
 
 
 def _fit(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

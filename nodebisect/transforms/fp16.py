@@ -40,11 +40,18 @@ def apply(reference: onnx.ModelProto, keep: frozenset[str], feeds: dict[str, Any
     """``convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)`` on a copy."""
     from onnxconverter_common import float16
 
+    from nodebisect.onnx_reference.large import inferred_value_info, too_large
+
     model = onnx.ModelProto()
     model.CopyFrom(reference)
+    extra = {}
+    if too_large(model):  # the converter's onnx.shape_inference cannot take a model past 2 GB: types inferred without the weights
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(inferred_value_info(reference))
+        extra["disable_shape_infer"] = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it warns for every clamped constant; changed_constants() reports them
-        return float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=sorted(keep))
+        return float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=sorted(keep), **extra)
 
 
 def knob_kwargs(keep: list[str], reference: onnx.ModelProto, spec: Any) -> dict[str, Any]:

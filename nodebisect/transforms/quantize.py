@@ -61,6 +61,8 @@ def apply(reference: onnx.ModelProto, keep: frozenset[str], feeds: dict[str, Any
     """``quantize_dynamic`` / ``quantize_static`` (QDQ, per-tensor, calibrated on ``feeds``) with ``nodes_to_exclude=keep``."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
+    from nodebisect.onnx_reference.large import too_large, write_model
+
     class _Feeds(CalibrationDataReader):
         def __init__(self) -> None:
             self._left = [dict(feeds)]
@@ -74,14 +76,15 @@ def apply(reference: onnx.ModelProto, keep: frozenset[str], feeds: dict[str, Any
     try:
         with tempfile.TemporaryDirectory(prefix="nodebisect-quant-") as tmp:
             src, dst = Path(tmp) / "reference.onnx", Path(tmp) / "candidate.onnx"
-            onnx.save(reference, str(src))
+            large = too_large(reference)  # past protobuf's 2 GB: weights as external data, in and out
+            write_model(reference, src, durable=False)
             static = spec.name == "quantize-static"
             exclude = tool_names(reference, sorted(keep), static)
             if static:
                 quantize_static(str(src), str(dst), _Feeds(), quant_format=QuantFormat.QDQ, nodes_to_exclude=exclude,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, use_external_data_format=large)
             else:
-                quantize_dynamic(str(src), str(dst), nodes_to_exclude=exclude, weight_type=QuantType.QInt8)
+                quantize_dynamic(str(src), str(dst), nodes_to_exclude=exclude, weight_type=QuantType.QInt8, use_external_data_format=large)
             return onnx.load(str(dst))
     finally:
         root.setLevel(level)

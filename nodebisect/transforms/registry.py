@@ -106,6 +106,10 @@ def named_copy(model: Any) -> tuple[Any, list[str]]:
     """
     import onnx
 
+    from nodebisect.onnx_reference.large import too_large
+
+    if too_large(model) and all(n.name for n in model.graph.node):
+        return model, []  # nothing to name: a model past 2 GB is not copied (read only from here on)
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     taken = {n.name for n in copy.graph.node if n.name}
