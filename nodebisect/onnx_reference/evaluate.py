@@ -94,23 +94,9 @@ def element_types(model: onnx.ModelProto) -> dict[str, int]:
     known = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.output) + list(g.input) if vi.type.HasField("tensor_type")}
     if all(o in known for n in g.node for o in n.output if o):
         return known
-    light = onnx.ModelProto()
-    light.ir_version, light.producer_name = model.ir_version, model.producer_name
-    light.opset_import.extend(model.opset_import)
-    light.graph.node.extend(g.node)
-    light.graph.output.extend(g.output)
-    light.graph.value_info.extend(g.value_info)
-    light.graph.input.extend(g.input)
-    inputs = {i.name for i in g.input}
-    for init in g.initializer:
-        if len(init.raw_data) + 4 * (len(init.float_data) + len(init.int64_data) + len(init.int32_data)) <= 4096:
-            light.graph.initializer.append(init)
-        elif init.name not in inputs:  # a large weight's type and shape, without its data
-            light.graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    try:
-        inferred = onnx.shape_inference.infer_shapes(light).graph.value_info
-    except Exception:  # noqa: BLE001 - without types those values are not captured
-        inferred = []
+    from nodebisect.onnx_reference.large import inferred_value_info
+
+    inferred = inferred_value_info(model)  # the graph without its large weights
     return {**{vi.name: vi.type.tensor_type.elem_type for vi in inferred if vi.type.HasField("tensor_type")}, **known}
 
 
