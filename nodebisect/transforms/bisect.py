@@ -141,12 +141,18 @@ def _transform_and_bisect(
 
 
 def _plain_failure(spec: Transform, step: str, exc: Exception) -> Exception:
-    from nodebisect.errors import BadInputError
+    """The tool as it comes failed: it refused the reference (exit 2), or it wrote a model onnxruntime
+    cannot load or run (exit 4, ``runtime_failed``: the tool's defect, as an export onnxruntime rejects
+    is the exporter's; the user's model and inputs are fine, so not bad input)."""
+    from nodebisect.errors import BadInputError, RuntimeFailedError
 
-    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
     if step == "apply":
         return BadInputError(f"{spec.tool} could not apply --transform {spec.label} to the reference: {first}")
-    return BadInputError(f"onnxruntime cannot run the candidate --transform {spec.label} makes: {first}")
+    return RuntimeFailedError(
+        f"the candidate {spec.tool} {spec.version() or ''} makes with --transform {spec.label} does not run in onnxruntime: {first}".replace("  ", " "),
+        tip=f"the reference runs, so the tool wrote an invalid model: report it to {spec.tool} with the reference model",
+    )
 
 
 def _search_from_first_departing(

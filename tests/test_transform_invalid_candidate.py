@@ -1,0 +1,35 @@
+"""A transformation tool that writes a model onnxruntime rejects: the tool's defect (exit 4), not bad input (exit 2).
+
+Real case: onnxconverter-common's convert_float_to_float16 on a transformers causal LM with its
+cache on (the default): the dynamo export runs, its float16 candidate does not load (a Reshape's
+output typed float16 where its consumer expects float). The user's model and inputs are fine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow  # one transformers export
+
+
+def test_an_invalid_float16_candidate_is_the_tools_runtime_failure_in_one_line(cli: Any, tmp_path: Path) -> None:
+    pytest.importorskip("onnxconverter_common")
+    transformers = pytest.importorskip("transformers")
+    from nodebisect.frontends.loading.settings import register_cache_outputs
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    register_cache_outputs(model)
+    path = tmp_path / "gpt2.onnx"
+    torch.onnx.export(model, (torch.randint(0, 100, (1, 8)),), str(path), dynamo=True, input_names=["input_ids"])
+    run = cli("diff", path, "--transform", "fp16", "-q")
+    assert run.code == 4, (run.code, run.err)
+    lines = run.err.strip().splitlines()  # the error, then what to do
+    assert len(lines) == 2 and lines[0].startswith("nodebisect: error:") and "Traceback" not in run.err
+    assert "does not run in onnxruntime" in run.err and "onnxconverter-common" in run.err
+    assert "report it to onnxconverter-common" in run.err
