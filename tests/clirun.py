@@ -105,3 +105,15 @@ class SampleRuns:
                 run = run_cli("locate", f"divergent.py:{name}", "--json", "r.json", "--report", "rep")
             self._runs[key] = SampleRun(*run, folder=where / "rep", json_path=where / "r.json")
         return self._runs[key]
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child a test sends Ctrl-C: SIGINT at its default disposition.
+
+    A test runner started in the background by a non-interactive shell (``cmd &``, some CI
+    agents) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+    in the child, which would run to the end and fail the test for a reason of the runner's.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

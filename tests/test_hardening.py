@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import faults
+from clirun import default_sigint
 import onnx
 import pytest
 import torch
@@ -336,7 +337,8 @@ def test_ctrl_c_exits_130_without_half_written_files(work: Path, tmp_path: Path,
     argv = [sys.executable, "-m", "nodebisect", "locate", f"{work}/hm.py:TupleOut", *extra, "--json", str(out_json), "--report", str(report)]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     # A session of its own, signalled as a group: what Ctrl-C in a terminal does.
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=default_sigint)
     seen = []
     try:
         assert proc.stderr is not None

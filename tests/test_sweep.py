@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from clirun import default_sigint
 from nodebisect.records import LocateResult
 from nodebisect.sweep import sequences
 from nodebisect.sweep.cli import configure, main
@@ -141,7 +142,7 @@ def test_resume_runs_only_what_an_interrupted_sweep_left(tmp_path: Path) -> None
                    f"{MODELS}:export_fails name=export_fails")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "nodebisect.sweep.cli", str(fleet), "--out", str(out), "--jobs", "1", "-q", "--workers", "cold"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     rows_file = out / "sweep.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (rows_file.exists() and rows_file.read_text().count("\n") >= 1):
