@@ -149,8 +149,9 @@ def _plain_failure(spec: Transform, step: str, exc: Exception) -> Exception:
     first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
     if step == "apply":
         return BadInputError(f"{spec.tool} could not apply --transform {spec.label} to the reference: {first}")
+    tool = f"{spec.tool} {spec.version()}".strip()  # no version when the distribution's metadata is missing
     return RuntimeFailedError(
-        f"the candidate {spec.tool} {spec.version() or ''} makes with --transform {spec.label} does not run in onnxruntime: {first}".replace("  ", " "),
+        f"the candidate {tool} makes with --transform {spec.label} does not run in onnxruntime: {first}",
         tip=f"the reference runs, so the tool wrote an invalid model: report it to {spec.tool} with the reference model",
     )
 
