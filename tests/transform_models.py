@@ -120,3 +120,20 @@ def logsoftmax_of_constant() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     nodes = [h.make_node("LogSoftmax", ["prior"], ["logp"], name="log_prior", axis=-1), h.make_node("Add", ["x", "logp"], ["y"], name="add")]
     io = [h.make_tensor_value_info("x", T.FLOAT, [2, 4])], [h.make_tensor_value_info("y", T.FLOAT, [2, 4])]
     return _model(nodes, *io, [nh.from_array(prior, "prior")]), {"x": np.zeros((2, 4), np.float32)}
+
+
+def deep_matmul_chain(depth: int = 16, width: int = 32, seed: int = 1) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """MatMul -> Relu, ``depth`` times, random weights: no node is a defect, but int8's drift, grown over 16 layers,
+    takes the final output past the quantization limit on final outputs (a clean but deep model)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((8, width)).astype(np.float32)
+    nodes, inits, prev = [], [], "x"
+    for i in range(depth):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width) * 1.4).astype(np.float32)
+        inits.append(nh.from_array(w, f"w{i}"))
+        nodes.append(h.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"], name=f"mm{i}"))
+        if i < depth - 1:
+            nodes.append(h.make_node("Relu", [f"m{i}"], [f"r{i}"], name=f"relu{i}"))
+            prev = f"r{i}"
+    io = [h.make_tensor_value_info("x", T.FLOAT, [8, width])], [h.make_tensor_value_info(f"m{depth - 1}", T.FLOAT, [8, width])]
+    return _model(nodes, *io, inits), {"x": x}

@@ -1,7 +1,8 @@
 """``nodebisect diff REFERENCE.onnx CANDIDATE.onnx``: the first node where a transformed ONNX model departs from its source.
 
 Thin over ``nodebisect.diff``; the output flags and exit codes are ``locate``'s
-(0 match, 1 divergence, 2 bad input: unrelated models, inputs that fit one model only).
+(0 match, 1 divergence, 2 bad input: unrelated models, inputs that fit one model only; a divergence
+only at positions a mask input excludes exits 0 unless ``--strict-masked``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     out.add_argument("--report", metavar="DIR", help="write report.md, report.json, graph.svg and repro/ into DIR")
     out.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     out.add_argument("--verbose", "-v", action="store_true", help="also print every onnxruntime session")
+    out.add_argument("--strict-masked", action="store_true", help="exit 1 also for a divergence only at positions a mask input "
+                     "excludes (default: exit 0, said in the verdict; --transform then judges every position too)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     __import__("nodebisect.cli.transform", fromlist=["add_transform_options"]).add_transform_options(p)
     p.set_defaults(func=cmd_diff)
@@ -42,6 +45,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from nodebisect import diff
     from nodebisect.cli.main import ProgressPrinter
     from nodebisect.report.atomic import write_text
+    from nodebisect.report.scope_wording import exit_code
     from nodebisect.report.summary import summary
 
     if args.transform or not args.candidate:  # --transform NAME makes the candidate (nodebisect.cli.transform)
@@ -66,4 +70,4 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(f"wrote report to {written}", file=sys.stderr)
     repro = written is not None and (written / "repro" / "repro.py").exists()
     print(summary(result, report_dir=args.report if written else None, verbose=args.verbose, repro=repro), file=human, flush=True)
-    return int(result.exit_code)
+    return exit_code(result, strict_masked=args.strict_masked)

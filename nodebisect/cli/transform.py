@@ -28,7 +28,8 @@ def add_transform_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--transform-tolerance", type=float, metavar="REL",
         help="largest final-output error, relative to the output's scale, the knob search still calls a match "
-        "(default: the candidate precision's: float32 1e-4, float16 1e-2, int8 5e-2)",
+        "(default: the candidate precision's: float32 1e-4, float16 1e-2, int8 5e-2); given, the candidate matches only "
+        "when its outputs stay within it as well as diff's verdict, node by node, being a match",
     )
 
 
@@ -39,6 +40,7 @@ def run_transform(args: argparse.Namespace, progress: Any = None) -> int:
     """
     from nodebisect.errors import BadInputError
     from nodebisect.report.atomic import write_text
+    from nodebisect.report.scope_wording import exit_code
     from nodebisect.report.summary import summary
     from nodebisect.report.transform_wording import transform_lines
     from nodebisect.transforms.api import transform
@@ -52,7 +54,7 @@ def run_transform(args: argparse.Namespace, progress: Any = None) -> int:
         args.reference, args.transform, getattr(args, "inputs", None), ep=getattr(args, "ep", "cpu"),
         reference_ep=getattr(args, "reference_ep", "cpu"), report=getattr(args, "report", None),
         tolerance=getattr(args, "transform_tolerance", None), input_specs=getattr(args, "input_specs", None),
-        seed=getattr(args, "seed", 0), log=progress,
+        seed=getattr(args, "seed", 0), log=progress, strict_masked=getattr(args, "strict_masked", False),
         **options,
     )
     json_path = getattr(args, "json", None)
@@ -69,7 +71,7 @@ def run_transform(args: argparse.Namespace, progress: Any = None) -> int:
         print(summary(result, report_dir=report, verbose=getattr(args, "verbose", False)), file=human)
     for line in transform_lines(result.transform):
         print(line, file=human, flush=True)
-    return int(result.exit_code)
+    return exit_code(result, strict_masked=getattr(args, "strict_masked", False))
 
 
 def locate_with_transform(args: argparse.Namespace, progress: Any) -> Any:
@@ -78,7 +80,8 @@ def locate_with_transform(args: argparse.Namespace, progress: Any) -> Any:
     from nodebisect.transforms.api import locate_and_transform
 
     return locate_and_transform(args.model, args.transform, report=getattr(args, "report", None),
-                                tolerance=getattr(args, "transform_tolerance", None), progress=progress, **locate_kwargs(args))
+                                tolerance=getattr(args, "transform_tolerance", None), progress=progress,
+                                strict_masked=getattr(args, "strict_masked", False), **locate_kwargs(args))
 
 
 def transform_text(result: Any) -> str:

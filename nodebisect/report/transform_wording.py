@@ -17,7 +17,10 @@ def transform_lines(t: dict[str, Any]) -> list[str]:
         return []
     lines = [headline(t)]
     culprit = t.get("culprit") or {}
-    if culprit.get("node"):
+    if culprit.get("node") and t.get("matched"):  # diff's divergence, only where a mask input excludes positions
+        lines.append(f"it differs only at positions the mask excludes (padded tokens, fully masked rows), from {culprit['node']} "
+                     f"({culprit.get('op_type', '')}), value {culprit.get('value', '')}, on: judged a match unless --strict-masked")
+    elif culprit.get("node"):
         lines.append(f"first departing node: {culprit['node']} ({culprit.get('op_type', '')}), value {culprit.get('value', '')}")
     lines += _fix_lines(t)
     lines += headroom_lines(t.get("headroom") or [])
@@ -28,13 +31,21 @@ def transform_lines(t: dict[str, Any]) -> list[str]:
 
 def headline(t: dict[str, Any]) -> str:
     tool = f"{t['name']} ({t['tool']} {t.get('version', '')})".replace(" )", ")")
-    off = _off(t.get("score", 0.0))
-    explains = f"{t.get('precision', 'float32')} explains {_pct(t.get('limit', 0.0))}"
+    score = t.get("score", 0.0)
+    off = (_off(score) if score >= _DIVERGED else f"{_pct(score)} of its scale") + (" where the mask keeps positions" if t.get("masked_outputs") else "")
+    precision = t.get("precision", "float32")
+    explains = f"{precision} explains {_pct(t.get('limit', 0.0))}"
+    if t.get("matched") and t.get("judged_by") == "diff":
+        return (f"{tool}: the transformed candidate matches the reference: node by node, every value stays within what {precision}"
+                f" explains (worst output off by {off})")
     if t.get("matched"):
-        return f"{tool}: the transformed candidate matches the reference (worst output off by {off} of its scale; {explains})"
+        return f"{tool}: the transformed candidate matches the reference (worst output off by {off}; {explains})"
     if t.get("score", 0.0) >= _DIVERGED:
         return f"{tool} changes the result: an output gets NaN/Inf, another shape or other integers"
-    return f"{tool} changes the result: the worst output is off by {off} of its scale ({explains})"
+    if t.get("target"):
+        return (f"{tool} changes the result: node by node, a value departs beyond what {precision} explains, though the worst output"
+                f" is off by only {off} ({explains}); the fix must at least halve that, to {_pct(t['target'])}")
+    return f"{tool} changes the result: the worst output is off by {off} ({explains})"
 
 
 def _fix_lines(t: dict[str, Any]) -> list[str]:

@@ -29,11 +29,13 @@ def transform(
     log: Any = None,
     input_specs: list[str] | None = None,
     seed: int = 0,
+    strict_masked: bool = False,
     **options: Any,
 ) -> LocateResult:
     """Apply ``name`` to ``reference``, diff the candidate, search the knob that makes it match, re-check it.
 
     ``report``: folder for diff's report and ``transform/{candidate,fixed_candidate}.onnx``.
+    ``strict_masked``: a divergence only at positions a mask input excludes departs too.
     ``**options``: diff's (rtol, atol, strategy, memory_budget).
     """
     from nodebisect.onnx_reference.engine import read_model
@@ -46,10 +48,11 @@ def transform(
     model, source = read_model(reference, "reference")
     feeds, _ = both_feeds(model, model, inputs, input_specs, seed)
     diffed: dict[str, Any] = {}
-    culprit_of = _diff_culprit(feeds, diffed, ep=ep, reference_ep=reference_ep, log=log, **options)
+    culprit_of = _diff_culprit(feeds, diffed, strict_masked, ep=ep, reference_ep=reference_ep, log=log, **options)
     out_dir = Path(report) / "transform" if report is not None else None
     record = transform_and_bisect(model, name, feeds, out_dir, ep=ep, tolerance=tolerance, culprit_of=culprit_of,
-                                  isolate_crashes=options.get("isolate_crashes", True))
+                                  isolate_crashes=options.get("isolate_crashes", True), strict_masked=strict_masked,
+                                  progress=log if callable(log) else None)
     result = diffed.get("result")
     if not isinstance(result, LocateResult):
         result = LocateResult(verdict=MATCH if record.matched else DIVERGED, model=source)
@@ -64,7 +67,7 @@ def transform(
 
 def locate_and_transform(
     model: Any, name: str, inputs: Any = None, *, report: str | Path | None = None, tolerance: float | None = None,
-    progress: Any = None, **options: Any,
+    progress: Any = None, strict_masked: bool = False, **options: Any,
 ) -> LocateResult:
     """``nodebisect locate MODEL --transform NAME`` (and the sweep's): export and locate, then the transformation
     of the exported ONNX model on the same feeds; the result is locate's, with the ``transform`` record."""
@@ -79,34 +82,48 @@ def locate_and_transform(
         if prep is None or prep.onnx_model is None:
             return result  # export failed: nothing to transform
         diffed: dict[str, Any] = {}
-        culprit_of = _diff_culprit(prep.feeds, diffed, ep=options.get("ep", "cpu"), log=progress, isolate_crashes=options.get("isolate_crashes", True))
+        culprit_of = _diff_culprit(prep.feeds, diffed, strict_masked, ep=options.get("ep", "cpu"), log=progress,
+                                   isolate_crashes=options.get("isolate_crashes", True))
         out_dir = Path(report) / "transform" if report is not None else None
         record = transform_and_bisect(prep.onnx_model, name, dict(prep.feeds), out_dir, ep=options.get("ep", "cpu"), tolerance=tolerance,
-                                      culprit_of=culprit_of, isolate_crashes=options.get("isolate_crashes", True))
+                                      culprit_of=culprit_of, isolate_crashes=options.get("isolate_crashes", True),
+                                      strict_masked=strict_masked, progress=progress if callable(progress) else None)
     result.transform = record.to_dict()
     return result
 
 
-def _diff_culprit(feeds: dict[str, np.ndarray], diffed: dict[str, Any], **diff_options: Any) -> Any:
-    """``culprit_of`` for ``transform_and_bisect``: ``nodebisect.diff`` of the candidate, its culprit as a reference node.
+def _diff_culprit(feeds: dict[str, np.ndarray], diffed: dict[str, Any], strict_masked: bool = False, **diff_options: Any) -> Any:
+    """``culprit_of`` for ``transform_and_bisect``: ``nodebisect.diff`` of a candidate as a ``DiffAnswer``.
 
-    The diff's result is kept in ``diffed["result"]`` (or why it could not run in ``diffed["why"]``).
+    Its culprit is named as a reference node; it departs when diff diverges (only at masked
+    positions: when ``strict_masked``). The first diff's result, the candidate's as the tool
+    makes it, is kept in ``diffed["result"]`` (or why it could not run in ``diffed["why"]``);
+    the re-check of the fixed candidate asks again without replacing it.
     """
+    from nodebisect.transforms.bisect import DiffAnswer
 
-    def culprit_of(named_ref: Any, candidate: Any) -> dict[str, str]:
+    def culprit_of(named_ref: Any, candidate: Any) -> DiffAnswer:
         from nodebisect import diff
+        from nodebisect.report.scope_wording import masked_only
+        from nodebisect.run import Event
 
+        log = diff_options.get("log")
+        if callable(log) and ("result" in diffed or "why" in diffed):  # the second diff: the fixed candidate's
+            log(Event(kind="stage", message="re-check the fixed candidate (diff)"))
         try:
-            diffed["result"] = result = diff(named_ref, candidate, feeds, **diff_options)
+            result = diff(named_ref, candidate, feeds, **diff_options)
         except NodebisectError as exc:  # e.g. an optimizer renamed too much to map: the search starts from its own culprit
-            diffed["why"] = exc.message
-            return {}
+            diffed.setdefault("why", exc.message)
+            return DiffAnswer()
+        diffed.setdefault("result", result)
+        departs = result.verdict == DIVERGED and (strict_masked or not masked_only(result))
         fd = result.first_divergent
         if fd is None:
-            return {}
+            return DiffAnswer(departs=departs)
         names = {n.name for n in named_ref.graph.node}
         # the tools keep the reference's node names (fp16, quantization); else diff's reference node behind it
         node = fd.onnx_node if fd.onnx_node in names else fd.framework.module
-        return {"node": node, "op_type": fd.op_type if node == fd.onnx_node else fd.framework.target, "value": fd.onnx_value}
+        culprit = {"node": node, "op_type": fd.op_type if node == fd.onnx_node else fd.framework.target, "value": fd.onnx_value}
+        return DiffAnswer(culprit, departs)
 
     return culprit_of

@@ -2,17 +2,22 @@
 
 1. name the reference's unnamed nodes (a copy: the tools' keep-lists match names);
 2. run the reference once, every value (headroom, the first departing node);
-3. apply the tool as-is; does its candidate match (``judge``, the precision's tolerance)?
+3. apply the tool as-is; does its candidate match? ``nodebisect.diff`` says (``DiffAnswer``:
+   node by node, each value within what the candidate's precision explains, masked
+   positions apart), so the transformation's verdict is the diff's; without it, the
+   final outputs under the precision's tolerance (``judge``) say;
 4. if not: the rules to switch off (``search.rules_to_disable``) or the nodes to keep
-   out (``search.keep_list``, the first departing node and its neighbours first);
-   for float16, when no keep-list helps, the constants the conversion changes;
-5. apply the answer afresh, run it, and check it matches (``rechecked``); write both
-   candidates to the output folder.
+   out (``search.keep_list``, the first departing node and its neighbours first), each
+   setting judged on final outputs (``judge``: one run, not a diff); for float16, when
+   no keep-list helps, the constants the conversion changes;
+5. apply the answer afresh, run it, and check it matches (``rechecked``: by diff again
+   when diff judged the candidate); write both candidates to the output folder.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +32,24 @@ from nodebisect.transforms.registry import Transform, lookup, named_copy
 
 
 MAX_CONSTANTS = 5  # the constants named when no keep-list helps: those the culprit reads first, then the most changed
+# diff finds a departure the final outputs keep within the precision's limit: a fix must at least halve their error.
+TARGET_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class DiffAnswer:
+    """What ``nodebisect.diff`` says of a candidate: where it departs, and whether it does.
+
+    ``departs`` is None when diff could not compare (an optimizer renamed too much to
+    map); the final outputs decide then. A divergence only at positions a mask input
+    excludes does not depart unless the user asked for ``--strict-masked``.
+    """
+
+    culprit: dict[str, str] = field(default_factory=dict)  # the first departing reference node: node, op_type, value
+    departs: bool | None = None
+
+
+DiffOracle = Callable[[onnx.ModelProto, onnx.ModelProto], DiffAnswer]
 
 
 class _Attempts:
@@ -72,22 +95,26 @@ def transform_and_bisect(
     ep: str = "cpu",
     tolerance: float | None = None,
     cancel: Callable[[], bool] | None = None,
-    culprit_of: Callable[[onnx.ModelProto, onnx.ModelProto], dict[str, str]] | None = None,
+    culprit_of: DiffOracle | None = None,
     isolate_crashes: bool = True,
+    strict_masked: bool = False,
+    progress: Callable[[Any], None] | None = None,
 ) -> TransformRecord:
     """Apply ``name`` to ``reference`` and, when its candidate departs, find and check the fix.
 
-    ``culprit_of(reference, candidate)``: the first departing reference node as ``nodebisect.diff``
-    names it (node, op_type, value), called once with the candidate as the tool makes it; the
-    keep-list search starts there. Without it (or when it names none) the first node whose output
-    departs while its inputs do not, by value name, is the start. ``isolate_crashes``: the candidates
-    run in onnxruntime's child process (a knob setting that crashes onnxruntime does not match).
+    ``culprit_of(reference, candidate)``: ``nodebisect.diff``'s answer (``DiffAnswer``), asked of
+    the candidate as the tool makes it (the verdict, and where the keep-list search starts) and of
+    the fixed candidate (the re-check). Without it (or when it names none) the first node whose
+    output departs while its inputs do not, by value name, is the start, and the final outputs
+    decide. ``isolate_crashes``: the candidates run in onnxruntime's child process (a knob setting
+    that crashes onnxruntime does not match). ``strict_masked``: judge the final outputs at the
+    positions a mask input excludes too. ``progress``: takes ``run.Event`` (the search's stage line).
     """
     from nodebisect.runtime.sandbox import OrtChild
 
     child = OrtChild() if isolate_crashes else None
     try:
-        return _transform_and_bisect(reference, name, feeds, out_dir, ep, tolerance, cancel, culprit_of, child)
+        return _transform_and_bisect(reference, name, feeds, out_dir, ep, tolerance, cancel, culprit_of, child, strict_masked, progress)
     finally:
         if child is not None:
             child.close()
@@ -95,8 +122,8 @@ def transform_and_bisect(
 
 def _transform_and_bisect(
     reference: onnx.ModelProto, name: str, feeds: dict[str, np.ndarray], out_dir: str | Path | None, ep: str,
-    tolerance: float | None, cancel: Callable[[], bool] | None,
-    culprit_of: Callable[[onnx.ModelProto, onnx.ModelProto], dict[str, str]] | None, child: Any,
+    tolerance: float | None, cancel: Callable[[], bool] | None, culprit_of: DiffOracle | None, child: Any,
+    strict_masked: bool, progress: Callable[[Any], None] | None,
 ) -> TransformRecord:
     start = time.perf_counter()
     spec = lookup(name)
@@ -104,21 +131,33 @@ def _transform_and_bisect(
     ref, named = named_copy(reference)
     values = run_values(ref, feeds, ep)
     expected = {o.name: values[o.name] for o in ref.graph.output}
-    judge = Judge(expected, spec.precision, tolerance)
+    judge = Judge.for_feeds(expected, feeds, spec.precision, tolerance, strict_masked)
     attempts = _Attempts(spec, ref, feeds, judge, ep, cancel, child)
     record = TransformRecord(name=spec.label, tool=spec.tool, version=spec.version(), knob=spec.knob_name,
-                             precision=spec.precision, limit=judge.limit, named_nodes=len(named))
+                             precision=spec.precision, limit=judge.limit, named_nodes=len(named),
+                             masked_outputs=sorted(judge.keep))
     record.score = attempts.score(frozenset())
     record.matched = record.score <= judge.limit
     plain = attempts.models.get(frozenset())
     if spec.name == "fp16":
         record.headroom = adapter.headroom(values, _producers(ref))
-    if plain is not None and culprit_of is not None:
-        record.culprit = culprit_of(ref, plain)
+    answer = culprit_of(ref, plain) if plain is not None and culprit_of is not None else DiffAnswer()
+    record.culprit = dict(answer.culprit)
+    if answer.departs is not None:  # the verdict is diff's, node by node; the outputs' score stays as a fact
+        record.judged_by = "diff"
+        # a tolerance the user gave binds the outputs too: both must hold
+        record.matched = not answer.departs and (tolerance is None or record.matched)
+        if answer.departs and record.score <= judge.limit:  # a departure the outputs keep within the limit
+            attempts.judge = judge = Judge(expected, spec.precision, record.score * TARGET_FRACTION, judge.keep)
+            record.target = judge.limit
     if plain is not None and not record.matched and not record.culprit:
         attempts.runs += 1
         record.culprit = first_departing(ref, values, _safe_values(plain, feeds, ep), judge.limit)
     if not record.matched:
+        if progress is not None:
+            from nodebisect.run import Event
+
+            progress(Event(kind="stage", message=f"search {spec.tool}'s {spec.knob_name} for the fix"))
         _search(spec, adapter, ref, attempts, record)
     if not record.matched and not record.fixable and spec.knob != "rules" and plain is not None and culprit_of is not None:
         _search_from_first_departing(spec, adapter, ref, attempts, record, values, plain, feeds, ep)
@@ -129,6 +168,8 @@ def _transform_and_bisect(
         fixed = spec.apply(ref, knob, feeds)  # afresh: the answer is checked by applying it
         record.recheck_score = judge.score(run_outputs(fixed, feeds, ep, child=child))
         record.rechecked = record.recheck_score <= judge.limit
+        if record.rechecked and record.judged_by == "diff" and culprit_of is not None:
+            record.rechecked = culprit_of(ref, fixed).departs is False  # the verdict's judge says it matches too
         record.tool_kwargs = adapter.knob_kwargs(record.keep_nodes or record.rules, ref, spec)
         if out_dir is not None:
             record.fixed_candidate = _write(out_dir, "fixed_candidate.onnx", fixed)

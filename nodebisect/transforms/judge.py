@@ -6,13 +6,21 @@ candidate's precision's: the largest difference, relative to the output's own
 scale (its largest magnitude), must stay within what that precision's rounding
 explains (``PRECISION_TOLERANCE``). Integer outputs must be equal; NaN or an
 infinity where the reference has none, or another shape, never matches.
+
+With a mask input (a left-padded batch), an output that holds the mask's positions
+is judged where the mask keeps them (``values.masks``), as ``diff`` and ``locate``
+judge by default: a float16 candidate's fully masked rows (the mask's fill clamped
+to float16's range) are garbage on both sides, and no fix is owed for them.
+``strict_masked`` judges every position.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from nodebisect.values.masks import output_masks
 
 # Largest |candidate - reference| / max|reference| that rounding of the candidate's
 # precision explains on a final output. float32: reorderings and fusions; float16: its
@@ -30,20 +38,35 @@ class Judge:
     expected: dict[str, np.ndarray]
     precision: str = "float32"
     tolerance: float | None = None
+    keep: dict[str, np.ndarray] = field(default_factory=dict)  # output -> kept positions (bool, its shape)
+
+    @classmethod
+    def for_feeds(cls, expected: dict[str, np.ndarray], feeds: dict[str, np.ndarray], precision: str = "float32",
+                  tolerance: float | None = None, strict_masked: bool = False) -> Judge:
+        """The judge of ``expected``, each output judged where the feeds' mask inputs keep positions."""
+        keep = {} if strict_masked else output_masks(feeds, {k: np.shape(v) for k, v in expected.items()})
+        return cls(expected, precision, tolerance, keep)
 
     @property
     def limit(self) -> float:
         return self.tolerance if self.tolerance is not None else PRECISION_TOLERANCE[self.precision]
 
+    def error(self, name: str, actual: np.ndarray | None) -> float:
+        """Output ``name``'s error relative to its scale, at the positions its mask keeps."""
+        expected, keep = self.expected[name], self.keep.get(name)
+        if keep is None or actual is None or np.shape(actual) != np.shape(expected):
+            return relative_error(actual, expected)
+        return relative_error(np.asarray(actual)[keep], np.asarray(expected)[keep])
+
     def score(self, actual: dict[str, np.ndarray]) -> float:
         """The worst output's error relative to its scale (``DIVERGED_SCORE`` for NaN/Inf/shape)."""
-        return max((relative_error(actual.get(name), ref) for name, ref in self.expected.items()), default=0.0)
+        return max((self.error(name, actual.get(name)) for name in self.expected), default=0.0)
 
     def matches(self, actual: dict[str, np.ndarray]) -> bool:
         return self.score(actual) <= self.limit
 
     def worst_output(self, actual: dict[str, np.ndarray]) -> str:
-        return max(self.expected, key=lambda name: relative_error(actual.get(name), self.expected[name]), default="")
+        return max(self.expected, key=lambda name: self.error(name, actual.get(name)), default="")
 
 
 def relative_error(actual: np.ndarray | None, expected: np.ndarray) -> float:

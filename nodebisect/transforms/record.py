@@ -23,6 +23,9 @@ class TransformRecord:
     matched: bool = False  # the transformed candidate, as the tool makes it, matches the reference
     score: float = 0.0  # its worst output's error relative to the output's scale
     limit: float = 0.0  # what the candidate's precision explains
+    judged_by: str = "outputs"  # "diff": nodebisect.diff's verdict, node by node; "outputs": the final outputs against ``limit``
+    target: float = 0.0  # the knob search's limit when below ``limit`` (diff departs where the outputs stay within it)
+    masked_outputs: list[str] = field(default_factory=list)  # outputs judged where a mask input keeps positions
     culprit: dict[str, str] = field(default_factory=dict)  # first departing node: node, op_type, value
     rule: str = ""  # the rule, pass or fusion at fault (the first of ``rules``)
     rules: list[str] = field(default_factory=list)  # rules/passes/fusions to switch off

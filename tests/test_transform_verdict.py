@@ -1,0 +1,165 @@
+"""--transform's verdict is diff's, and positions a mask input excludes owe no fix (issue #21: no false alarm on the zoo).
+
+The transformation's own check reads final outputs against the precision's limit; a
+left-padded causal LM's fully masked rows made it call a clean float16 conversion
+broken (the mask's fill clamped to float16's range changes garbage rows only). These
+tests hold the rules: outputs are judged where the mask keeps positions unless
+``strict_masked``; when ``nodebisect.diff`` compared the candidate, its verdict (node
+by node, within the candidate's precision) is the transformation's; when diff finds a
+departure the outputs keep within the limit, the fix must halve their error, and the
+fixed candidate is re-checked by diff.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import transform_models as tm  # noqa: E402
+
+from nodebisect.transforms.judge import Judge  # noqa: E402
+
+onnx = pytest.importorskip("onnx")
+
+
+# -- the judge reads a mask input (numpy only) ------------------------------------------------
+
+
+def _logits_case() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    mask = np.ones((2, 6), np.int64)
+    mask[1, :2] = 0  # left padding
+    logits = rng.standard_normal((2, 6, 10)).astype(np.float32)
+    pooled = rng.standard_normal((2, 10)).astype(np.float32)
+    off = logits.copy()
+    off[1, :2] += 0.5  # garbage where the mask excludes
+    return {"attention_mask": mask}, {"logits": logits, "pooled": pooled}, {"logits": off, "pooled": pooled}
+
+
+def test_the_judge_reads_only_positions_a_mask_keeps_unless_strict() -> None:
+    feeds, expected, actual = _logits_case()
+    judge = Judge.for_feeds(expected, feeds, "float16")
+    assert sorted(judge.keep) == ["logits"]  # the pooled output holds no token axis: judged whole
+    assert judge.score(actual) == 0.0 and judge.matches(actual)
+    strict = Judge.for_feeds(expected, feeds, "float16", strict_masked=True)
+    assert not strict.keep and strict.score(actual) > 0.1 and not strict.matches(actual)
+    actual["logits"][0, 3, 4] += 0.5  # a kept position departs: judged in both
+    assert not judge.matches(actual) and judge.worst_output(actual) == "logits"
+
+
+def test_nan_at_a_masked_position_is_no_departure_but_at_a_kept_one_is() -> None:
+    feeds, expected, actual = _logits_case()
+    actual["logits"][1, 0, :] = np.nan
+    judge = Judge.for_feeds(expected, feeds, "float16")
+    assert judge.matches(actual)
+    actual["logits"][1, 4, 0] = np.nan
+    assert judge.score(actual) >= 1e30
+
+
+# -- diff's verdict is the transformation's (real tools, real diff) ----------------------------
+
+
+def test_diff_judging_the_candidate_decides_the_transformation_s_verdict() -> None:
+    """16 quantized MatMuls, no defect: int8's drift takes the output past 5% of its scale, and diff, node by node,
+    finds every value within int8's precision. The verdict is diff's: a match, no keep-list search."""
+    pytest.importorskip("onnxruntime.quantization")
+    from nodebisect.transforms.api import transform
+
+    model, feeds = tm.deep_matmul_chain()
+    result = transform(model, "quantize-dynamic", feeds)
+    t = result.transform
+    assert t["judged_by"] == "diff" and t["score"] > t["limit"], f"precondition: the drift passes the limit ({t})"
+    assert t["matched"] and result.verdict == "match" and not t["keep_nodes"] and t["applications"] == 1, t
+    # a tolerance the user gives for the outputs binds as well: then the search runs
+    bound = transform(model, "quantize-dynamic", feeds, tolerance=0.05).transform
+    assert not bound["matched"] and bound["keep_nodes"] and bound["rechecked"], bound
+
+
+# -- real models: a left-padded batch through attention ----------------------------------------
+
+attention_factory = '''import torch
+import torch.nn.functional as F
+
+
+class Attention(torch.nn.Module):
+    """One causal attention block over a left-padded batch, its mask additive -inf (fully masked rows are NaN in ONNX)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.qkv = torch.nn.Linear(8, 24)
+        self.out = torch.nn.Linear(8, 8)
+
+    def forward(self, x, attention_mask):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q, k, v = (z.reshape(b, t, 2, 4).transpose(1, 2) for z in (q, k, v))
+        keep = attention_mask[:, None, None, :].bool() & torch.ones(t, t, dtype=torch.bool).tril()
+        mask = torch.zeros(keep.shape, dtype=x.dtype).masked_fill(~keep, float("-inf"))
+        return self.out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, t, 8))
+
+
+def build():
+    mask = torch.ones(2, 5, dtype=torch.long)
+    mask[1, :2] = 0
+    return Attention().eval(), (torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1)), mask)
+'''
+
+
+@pytest.mark.slow  # one export and a quantization search
+def test_a_departure_the_outputs_keep_within_the_limit_is_fixed_to_half_their_error(tmp_path: Path) -> None:
+    """The reference's NaN rows (the exporter's unguarded softmax, at masked positions) reach a dynamically quantized
+    MatMul: its activation range is poisoned and kept positions move; the output stays inside int8's 5%, diff sees it."""
+    pytest.importorskip("onnxruntime.quantization")
+    from nodebisect.transforms.api import locate_and_transform
+
+    (tmp_path / "attention.py").write_text(attention_factory)
+    result = locate_and_transform(f"{tmp_path}/attention.py:build", "quantize-dynamic", report=tmp_path / "r")
+    t = result.transform
+    assert t["judged_by"] == "diff" and t["masked_outputs"], t
+    assert t["score"] <= t["limit"], f"precondition: the outputs stay within int8's limit at kept positions ({t['score']})"
+    assert not t["matched"] and t["target"] == pytest.approx(t["score"] / 2), t
+    assert t["culprit"]["node"] == "node_MatMul_75" and t["keep_nodes"] == ["node_MatMul_75"], t
+    assert t["rechecked"] and t["recheck_score"] <= t["target"], t
+
+
+@pytest.fixture(scope="module")
+def llama_fp16(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The zoo's export-friendly LlamaForCausalLM (left-padded batch), exported once, and its float16 candidate."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("onnxconverter_common")
+    import nodebisect
+    from nodebisect.sweep.zoo import build_model
+    from nodebisect.transforms.registry import lookup, named_copy
+
+    folder = tmp_path_factory.mktemp("llama_fp16")
+    model, args = build_model("LlamaForCausalLM", "export-friendly")
+    with nodebisect.prepare(model, args) as prepared:
+        reference, _ = named_copy(prepared.prep.onnx_model)
+        feeds = dict(prepared.prep.feeds)
+    onnx.save(reference, folder / "reference.onnx")
+    onnx.save(lookup("fp16").apply(reference, frozenset(), feeds), folder / "candidate.onnx")
+    np.savez(folder / "inputs.npz", **feeds)
+    return folder
+
+
+@pytest.mark.slow  # a transformers model, exported once for the module
+def test_a_left_padded_llama_converted_to_float16_matches_unless_strict(llama_fp16: Path, cli: Any) -> None:
+    from nodebisect.transforms.api import transform
+
+    feeds = dict(np.load(llama_fp16 / "inputs.npz"))
+    t = transform(llama_fp16 / "reference.onnx", "fp16", feeds).transform
+    assert t["matched"] and t["judged_by"] == "diff" and t["masked_outputs"], t
+    assert t["culprit"]["op_type"] == "Where"  # the mask's fill, clamped from -3.4e38 to float16's range
+    strict = transform(llama_fp16 / "reference.onnx", "fp16", feeds, strict_masked=True).transform
+    assert not strict["matched"] and not strict["masked_outputs"] and strict["score"] > strict["limit"], strict
+    # the CLI's diff of the same two files: exit 0, or 1 under --strict-masked
+    files = (str(llama_fp16 / "reference.onnx"), str(llama_fp16 / "candidate.onnx"), "--inputs", str(llama_fp16 / "inputs.npz"), "-q")
+    plain = cli("diff", *files)
+    assert plain.code == 0 and "only at masked positions" in plain.out, plain.out + plain.err
+    assert cli("diff", *files, "--strict-masked").code == 1
