@@ -33,3 +33,35 @@ def test_an_invalid_float16_candidate_is_the_tools_runtime_failure_in_one_line(c
     assert len(lines) == 2 and lines[0].startswith("nodebisect: error:") and "Traceback" not in run.err
     assert "does not run in onnxruntime" in run.err and "onnxconverter-common" in run.err
     assert "report it to onnxconverter-common" in run.err
+
+
+gpt2_factory = '''import torch
+import transformers
+
+
+def build():
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0)
+    return transformers.GPT2LMHeadModel(config).eval(), (torch.randint(0, 100, (1, 8)),)
+'''
+
+
+def test_locate_keeps_its_verdict_when_the_transformation_s_candidate_is_invalid(cli: Any, tmp_path: Path) -> None:
+    """locate --transform: the export's verdict is written and said; the transformation's failure beside it, exit 4.
+
+    A sweep used to lose the row (exit 4 without a result JSON) for 6 of the zoo's causal LMs."""
+    pytest.importorskip("onnxconverter_common")
+    pytest.importorskip("transformers")
+    import json
+
+    (tmp_path / "gpt2_model.py").write_text(gpt2_factory)
+    run = cli("locate", f"{tmp_path}/gpt2_model.py:build", "--transform", "fp16", "--json", tmp_path / "r.json", "-q")
+    assert run.code == 4, (run.code, run.out, run.err)
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["verdict"] == "match" and data["transform"]["failed_exit"] == 4, data.get("transform")
+    assert "does not run in onnxruntime" in data["transform"]["failed"]
+    assert "fp16 (onnxconverter-common" in run.out and "could not be judged" in run.out and "Traceback" not in run.err + run.out
+    from nodebisect.report.transform_wording import transform_tables
+
+    table = "\n".join(transform_tables([{"name": "gpt2", "transform": data["transform"]}]))
+    assert "| gpt2 | invalid candidate |" in table and "0 of 1 model(s) depart" in table, table

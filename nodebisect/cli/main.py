@@ -132,7 +132,8 @@ def cmd_locate(args: argparse.Namespace) -> int:
     print(summary(result, report_dir=args.report if written else None, verbose=args.verbose, repro=repro), file=human, flush=True)
     if result.transform:
         print(transform_text(result), file=human, flush=True)
-    return exit_code(result, strict_masked=args.strict_masked)
+    failed = (result.transform or {}).get("failed_exit")  # --transform's tool refused the export or wrote an invalid model
+    return int(failed) if failed else exit_code(result, strict_masked=args.strict_masked)
 
 
 def main(argv: list[str] | None = None) -> int:

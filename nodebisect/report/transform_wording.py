@@ -15,6 +15,9 @@ def transform_lines(t: dict[str, Any]) -> list[str]:
     """The headline, then the fix (or why there is none), the first departing node, the headroom."""
     if not t:
         return []
+    if t.get("failed"):  # locate --transform: the tool refused the export or wrote an invalid model
+        tool = f"{t['name']} ({t['tool']} {t.get('version', '')})".replace(" )", ")")
+        return [f"{tool} could not be judged: {t['failed']}"] + ([f"  {t['failed_tip']}"] if t.get("failed_tip") else [])
     lines = [headline(t)]
     culprit = t.get("culprit") or {}
     if culprit.get("node") and t.get("matched"):  # diff's divergence, only where a mask input excludes positions
@@ -148,17 +151,32 @@ def transform_tables(rows: list[dict[str, Any]]) -> list[str]:
             by_name.setdefault(t["name"], []).append((str(row.get("name", "")), t))
     lines: list[str] = []
     for name, entries in sorted(by_name.items()):
-        broken = sum(1 for _, t in entries if not t.get("matched"))
-        lines += ["", f"## Transformation {name}", "", f"{broken} of {len(entries)} model(s) depart after {name} ({entries[0][1].get('tool', '')} {entries[0][1].get('version', '')}).".replace(" )", ")"),
+        broken = sum(1 for _, t in entries if not t.get("matched") and not t.get("failed"))
+        failed = sum(1 for _, t in entries if t.get("failed"))
+        tool = f"{entries[0][1].get('tool', '')} {entries[0][1].get('version', '')}".strip()
+        counts = f"{broken} of {len(entries)} model(s) depart after {name} ({tool})" + (
+            f"; for {failed}, {tool} refused the export or wrote a model onnxruntime cannot run" if failed else "")
+        lines += ["", f"## Transformation {name}", "", counts + ".",
                   "", "| model | verdict | at op | first departing node | fix | re-checked |", "|---|---|---|---|---|---|"]
-        for model, t in sorted(entries, key=lambda e: (bool(e[1].get("matched")), e[0])):
+        for model, t in sorted(entries, key=lambda e: (bool(e[1].get("matched")), not e[1].get("failed"), e[0])):
             culprit = t.get("culprit") or {}
-            lines.append(f"| {model.replace('|', '/')} | {'match' if t.get('matched') else 'breaks'} | {culprit.get('op_type', '')} | "
-                         f"`{culprit.get('node', '')}` | {_fix_cell(t)} | {'yes' if t.get('rechecked') else ''} |")
+            node = f"`{culprit['node']}`" if culprit.get("node") else ""
+            lines.append(f"| {model.replace('|', '/')} | {_verdict_cell(t)} | {culprit.get('op_type', '')} | "
+                         f"{node} | {_fix_cell(t)} | {'yes' if t.get('rechecked') else ''} |")
     return lines
 
 
+def _verdict_cell(t: dict[str, Any]) -> str:
+    if t.get("failed"):
+        return "invalid candidate" if t.get("failed_exit") == 4 else "tool refused"
+    if t.get("matched"):
+        return "match, differs only at masked positions" if (t.get("culprit") or {}).get("node") else "match"
+    return "breaks"
+
+
 def _fix_cell(t: dict[str, Any]) -> str:
+    if t.get("failed"):
+        return t["failed"].replace("|", "/")[:160]
     if t.get("matched"):
         return ""
     if t.get("keep_nodes"):

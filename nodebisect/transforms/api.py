@@ -70,9 +70,14 @@ def locate_and_transform(
     progress: Any = None, strict_masked: bool = False, **options: Any,
 ) -> LocateResult:
     """``nodebisect locate MODEL --transform NAME`` (and the sweep's): export and locate, then the transformation
-    of the exported ONNX model on the same feeds; the result is locate's, with the ``transform`` record."""
+    of the exported ONNX model on the same feeds; the result is locate's, with the ``transform`` record.
+
+    When the tool refuses the exported model or writes one onnxruntime cannot run, the record says so
+    (``failed``, with the exit code it gives) and locate's verdict stays.
+    """
     import nodebisect
-    from nodebisect.transforms.bisect import transform_and_bisect
+    from nodebisect.errors import BadInputError, RuntimeFailedError
+    from nodebisect.transforms.bisect import failed_record, transform_and_bisect
     from nodebisect.transforms.registry import lookup
 
     lookup(name).adapter()  # a missing tool is said before the export
@@ -85,9 +90,12 @@ def locate_and_transform(
         culprit_of = _diff_culprit(prep.feeds, diffed, strict_masked, ep=options.get("ep", "cpu"), log=progress,
                                    isolate_crashes=options.get("isolate_crashes", True))
         out_dir = Path(report) / "transform" if report is not None else None
-        record = transform_and_bisect(prep.onnx_model, name, dict(prep.feeds), out_dir, ep=options.get("ep", "cpu"), tolerance=tolerance,
-                                      culprit_of=culprit_of, isolate_crashes=options.get("isolate_crashes", True),
-                                      strict_masked=strict_masked, progress=progress if callable(progress) else None)
+        try:
+            record = transform_and_bisect(prep.onnx_model, name, dict(prep.feeds), out_dir, ep=options.get("ep", "cpu"), tolerance=tolerance,
+                                          culprit_of=culprit_of, isolate_crashes=options.get("isolate_crashes", True),
+                                          strict_masked=strict_masked, progress=progress if callable(progress) else None)
+        except (BadInputError, RuntimeFailedError) as exc:  # the tool refused the export or wrote an invalid model
+            record = failed_record(name, exc)
     result.transform = record.to_dict()
     return result
 

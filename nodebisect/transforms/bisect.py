@@ -181,6 +181,23 @@ def _transform_and_bisect(
     return record
 
 
+def failed_record(name: str, error: Any) -> TransformRecord:
+    """The record of a transformation that could not be judged (``error``: the ``NodebisectError`` it raised).
+
+    ``locate --transform`` keeps locate's verdict and says this beside it, instead of losing both.
+    """
+    spec = lookup(name)
+    return TransformRecord(name=spec.label, tool=spec.tool, version=spec.version(), knob=spec.knob_name, precision=spec.precision,
+                           limit=spec_limit(spec), fixable=False, failed=error.message, failed_tip=error.tip,
+                           failed_exit=int(error.exit_code))
+
+
+def spec_limit(spec: Transform) -> float:
+    from nodebisect.transforms.judge import PRECISION_TOLERANCE
+
+    return PRECISION_TOLERANCE[spec.precision]
+
+
 def _plain_failure(spec: Transform, step: str, exc: Exception) -> Exception:
     """The tool as it comes failed: it refused the reference (exit 2), or it wrote a model onnxruntime
     cannot load or run (exit 4, ``runtime_failed``: the tool's defect, as an export onnxruntime rejects

@@ -43,6 +43,9 @@ class TransformRecord:
     candidate_runs: int = 0  # onnxruntime runs of a candidate in the search and the re-check (diff's own are in its stats)
     seconds: float = 0.0
     named_nodes: int = 0  # unnamed reference nodes nodebisect named so that the tool's list can name them
+    failed: str = ""  # locate --transform: the tool refused the model or wrote one onnxruntime cannot run (one line)
+    failed_tip: str = ""  # what to do about it
+    failed_exit: int = 0  # the exit code that failure gives (2 the tool refused the model, 4 an invalid candidate)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
