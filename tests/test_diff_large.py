@@ -135,3 +135,27 @@ def test_fp16_transform_past_the_limit_matches_as_without_it(files: dict[str, Pa
     keys = ("matched", "keep_nodes", "fixable", "unfixable_constants", "culprit", "score")
     assert {k: past.get(k) for k in keys} == {k: plain.get(k) for k in keys}
     assert (tmp_path / "rep" / "transform" / "candidate.onnx.data").is_file()
+
+
+def test_transform_past_the_limit_writes_the_reference_s_weights_once(files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run of the reference (its values, each quantizer application, each diff) reads one shared weights file.
+
+    Without the sharing a 2 GB reference was written again for each of them. ``w2`` (mm_out's weight) is quantized
+    in every candidate this search makes (it keeps out mm_in only), so its float32 bytes are the reference's alone."""
+    pytest.importorskip("onnxruntime.quantization")
+    from nodebisect.transforms.api import transform
+
+    w2 = numpy_helper.to_array(next(t for t in onnx.load(str(files["outlier"])).graph.initializer if t.name == "w2")).tobytes()
+    writes: list[str] = []
+    externalized = large.externalized
+
+    def counting(initializers, fh, location):  # type: ignore[no-untyped-def]
+        initializers = list(initializers)
+        writes.extend(t.name for t in initializers if t.name == "w2" and t.raw_data == w2)
+        return externalized(initializers, fh, location)
+
+    monkeypatch.setattr(large, "LIMIT", 1)
+    monkeypatch.setattr(large, "externalized", counting)
+    record = transform(files["outlier"], "quantize-dynamic", files["outlier_inputs"], isolate_crashes=False).transform
+    assert record["keep_nodes"] == ["mm_in"] and record["rechecked"] and record["applications"] >= 3, record
+    assert writes == ["w2"], f"the reference's weight was written {len(writes)} times"

@@ -9,15 +9,23 @@ the weights are written straight from the model's own tensors, and the file's
 model is a shell (graph without initializers) plus one small external entry per
 weight. ``LIMIT`` is a module constant so that a test can lower it and exercise
 these paths on a small model.
+
+A run that needs the same large model as a file many times (``--transform``: the
+reference's all-values run, each tool application, each diff) writes its weights once:
+inside ``shared_weights(model)``, ``ModelFile(model)`` and ``model_path(model)`` write only
+a small model file beside one shared data file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import shutil
 import tempfile
+import threading
 import weakref
-from typing import IO, Any, Iterable
+from typing import IO, Any, Iterable, Iterator
 
 import onnx
 from onnx import helper
@@ -82,14 +90,79 @@ def externalized(initializers: Iterable[onnx.TensorProto], fh: IO[bytes], locati
     return out
 
 
+class SharedWeights:
+    """``model``'s large weights written once to a temporary ``weights.data``; model files beside it point there."""
+
+    DATA = "weights.data"
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.dir = tempfile.mkdtemp(prefix="nodebisect-weights-")
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.dir, True)
+        self._numbers = itertools.count()
+        self._lock = threading.Lock()
+        try:
+            with open(os.path.join(self.dir, self.DATA), "wb") as fh:
+                self.entries = externalized(model.graph.initializer, fh, self.DATA)
+        except BaseException:
+            self.close()
+            raise
+
+    def model_file(self, graph_of: onnx.ModelProto | None = None) -> str:
+        """A new model file (``graph_of``'s graph, else the model's) whose weights are the shared ones."""
+        out = graph_of if graph_of is not None else shell(self.model)
+        del out.graph.initializer[:]
+        out.graph.initializer.extend(self.entries)
+        with self._lock:
+            path = os.path.join(self.dir, f"model-{next(self._numbers)}.onnx")
+        with open(path, "wb") as fh:
+            fh.write(out.SerializeToString())
+        return path
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+_SHARED: dict[int, SharedWeights] = {}  # id(model) -> its shared weights, while a ``shared_weights`` block runs
+
+
+@contextlib.contextmanager
+def shared_weights(model: onnx.ModelProto) -> Iterator[SharedWeights | None]:
+    """Within this block, every file of ``model`` (too large for protobuf) shares one weights file.
+
+    The block holds ``model``, so its id names it until the block ends; ``model`` must not
+    change inside it. Nothing happens for a model under the limit (it travels as bytes).
+    """
+    if not too_large(model) or id(model) in _SHARED:
+        yield _SHARED.get(id(model))
+        return
+    shared = _SHARED[id(model)] = SharedWeights(model)
+    try:
+        yield shared
+    finally:
+        del _SHARED[id(model)]
+        shared.close()
+
+
+def _shared(model: onnx.ModelProto) -> SharedWeights | None:
+    shared = _SHARED.get(id(model))
+    return shared if shared is not None and shared.model is model else None
+
+
 class ModelFile:
     """``model`` written to a temporary folder as ``model.onnx`` + ``model.onnx.data``; removed by ``close()`` or with the object.
 
     ``graph_of``: a model whose graph to write instead of ``model``'s (the same model with
-    more outputs marked, built by ``shell``); the weights are always ``model``'s.
+    more outputs marked, built by ``shell``); the weights are always ``model``'s. Inside
+    ``shared_weights(model)`` only the model file is written, beside the shared weights.
     """
 
     def __init__(self, model: onnx.ModelProto, graph_of: onnx.ModelProto | None = None) -> None:
+        shared = _shared(model)
+        if shared is not None:
+            self.path = shared.model_file(graph_of)
+            self._finalizer = weakref.finalize(self, _unlink, self.path)
+            return
         self.dir = tempfile.mkdtemp(prefix="nodebisect-large-")
         self._finalizer = weakref.finalize(self, shutil.rmtree, self.dir, True)
         self.path = os.path.join(self.dir, "model.onnx")
@@ -107,6 +180,11 @@ class ModelFile:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], graph_of: onnx.ModelProto | None = None, durable: bool = True) -> list[str]:
@@ -161,4 +239,4 @@ def inferred_value_info(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
         return []
 
 
-__all__ = ["LIMIT", "ModelFile", "inferred_value_info", "shell", "too_large", "weight_bytes", "write_model"]
+__all__ = ["LIMIT", "ModelFile", "SharedWeights", "inferred_value_info", "shared_weights", "shell", "too_large", "weight_bytes", "write_model"]

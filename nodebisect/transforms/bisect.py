@@ -110,31 +110,33 @@ def transform_and_bisect(
     that crashes onnxruntime does not match). ``strict_masked``: judge the final outputs at the
     positions a mask input excludes too. ``progress``: takes ``run.Event`` (the search's stage line).
     """
+    from nodebisect.onnx_reference.large import shared_weights
     from nodebisect.runtime.sandbox import OrtChild
 
+    ref, named = named_copy(reference)
     child = OrtChild() if isolate_crashes else None
     try:
-        return _transform_and_bisect(reference, name, feeds, out_dir, ep, tolerance, cancel, culprit_of, child, strict_masked, progress)
+        with shared_weights(ref):  # past 2 GB: the reference's weights written once for every run and application
+            return _transform_and_bisect(ref, len(named), name, feeds, out_dir, ep, tolerance, cancel, culprit_of, child, strict_masked, progress)
     finally:
         if child is not None:
             child.close()
 
 
 def _transform_and_bisect(
-    reference: onnx.ModelProto, name: str, feeds: dict[str, np.ndarray], out_dir: str | Path | None, ep: str,
+    ref: onnx.ModelProto, named: int, name: str, feeds: dict[str, np.ndarray], out_dir: str | Path | None, ep: str,
     tolerance: float | None, cancel: Callable[[], bool] | None, culprit_of: DiffOracle | None, child: Any,
     strict_masked: bool, progress: Callable[[Any], None] | None,
 ) -> TransformRecord:
     start = time.perf_counter()
     spec = lookup(name)
     adapter = spec.adapter()
-    ref, named = named_copy(reference)
     values = run_values(ref, feeds, ep)
     expected = {o.name: values[o.name] for o in ref.graph.output}
     judge = Judge.for_feeds(expected, feeds, spec.precision, tolerance, strict_masked)
     attempts = _Attempts(spec, ref, feeds, judge, ep, cancel, child)
     record = TransformRecord(name=spec.label, tool=spec.tool, version=spec.version(), knob=spec.knob_name,
-                             precision=spec.precision, limit=judge.limit, named_nodes=len(named),
+                             precision=spec.precision, limit=judge.limit, named_nodes=named,
                              masked_outputs=sorted(judge.keep))
     record.score = attempts.score(frozenset())
     record.matched = record.score <= judge.limit

@@ -17,6 +17,7 @@ Knob: ``nodes_to_exclude``. Naming quirks read in ``onnxruntime/quantization``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from pathlib import Path
@@ -61,7 +62,7 @@ def apply(reference: onnx.ModelProto, keep: frozenset[str], feeds: dict[str, Any
     """``quantize_dynamic`` / ``quantize_static`` (QDQ, per-tensor, calibrated on ``feeds``) with ``nodes_to_exclude=keep``."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    from nodebisect.onnx_reference.large import too_large, write_model
+    from nodebisect.onnx_reference.large import ModelFile, too_large
 
     class _Feeds(CalibrationDataReader):
         def __init__(self) -> None:
@@ -74,10 +75,13 @@ def apply(reference: onnx.ModelProto, keep: frozenset[str], feeds: dict[str, Any
     level = root.level
     root.setLevel(logging.ERROR)  # "Please consider to run pre-processing" on every call
     try:
-        with tempfile.TemporaryDirectory(prefix="nodebisect-quant-") as tmp:
+        large = too_large(reference)  # past protobuf's 2 GB: weights as external data, in and out (written once per search)
+        with tempfile.TemporaryDirectory(prefix="nodebisect-quant-") as tmp, (ModelFile(reference) if large else contextlib.nullcontext()) as file:
             src, dst = Path(tmp) / "reference.onnx", Path(tmp) / "candidate.onnx"
-            large = too_large(reference)  # past protobuf's 2 GB: weights as external data, in and out
-            write_model(reference, src, durable=False)
+            if file is not None:
+                src = Path(file.path)
+            else:
+                src.write_bytes(reference.SerializeToString())
             static = spec.name == "quantize-static"
             exclude = tool_names(reference, sorted(keep), static)
             if static:
