@@ -65,3 +65,4 @@ def test_locate_keeps_its_verdict_when_the_transformation_s_candidate_is_invalid
 
     table = "\n".join(transform_tables([{"name": "gpt2", "transform": data["transform"]}]))
     assert "| gpt2 | invalid candidate |" in table and "0 of 1 model(s) depart" in table, table
+    assert "onnxruntime rejects it: Type Error: Type (tensor(float16))" in table, table

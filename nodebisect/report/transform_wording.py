@@ -6,6 +6,7 @@ transformation's words live in one place; the CLI and report.md print these line
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 _DIVERGED = 1e29  # judge.DIVERGED_SCORE and above: NaN, Inf, another shape or another integer
@@ -176,7 +177,7 @@ def _verdict_cell(t: dict[str, Any]) -> str:
 
 def _fix_cell(t: dict[str, Any]) -> str:
     if t.get("failed"):
-        return t["failed"].replace("|", "/")[:160]
+        return _short_failure(t["failed"]).replace("|", "/")
     if t.get("matched"):
         return ""
     if t.get("keep_nodes"):
@@ -187,6 +188,12 @@ def _fix_cell(t: dict[str, Any]) -> str:
     if constants:
         return "no keep-list: " + ", ".join(f"`{c['constant']}` {c['before']:.4g} -> {c['after']:.4g}" for c in constants[:2])
     return "no knob setting fixes it"
+
+
+def _short_failure(message: str) -> str:
+    """A table cell: onnxruntime's own words, without the sentence around them and its error-code prefix."""
+    found = re.search(r"\[ONNXRuntimeError\] : \d+ : \w+ : (.*)", message)
+    return ("onnxruntime rejects it: " + found.group(1) if found else message)[:200]
 
 
 def transform_markdown(t: dict[str, Any]) -> str:
