@@ -66,3 +66,15 @@ def test_locate_keeps_its_verdict_when_the_transformation_s_candidate_is_invalid
     table = "\n".join(transform_tables([{"name": "gpt2", "transform": data["transform"]}]))
     assert "| gpt2 | invalid candidate |" in table and "0 of 1 model(s) depart" in table, table
     assert "onnxruntime rejects it: Type Error: Type (tensor(float16))" in table, table
+
+
+def test_onnxruntime_s_float16_converter_makes_a_valid_candidate_of_the_same_model(cli: Any, tmp_path: Path) -> None:
+    """--transform fp16-ort: the model onnxconverter-common 1.16 cannot convert validly converts, runs and matches."""
+    pytest.importorskip("transformers")
+    import json
+
+    (tmp_path / "gpt2_model.py").write_text(gpt2_factory)
+    run = cli("locate", f"{tmp_path}/gpt2_model.py:build", "--transform", "fp16-ort", "--json", tmp_path / "r.json", "-q")
+    assert run.code == 0, (run.code, run.out, run.err)
+    t = json.loads((tmp_path / "r.json").read_text())["transform"]
+    assert t["matched"] and not t["failed"] and t["tool"] == "onnxruntime" and t["judged_by"] == "diff", t

@@ -375,3 +375,27 @@ def test_keep_list_is_minimal_and_ordered_by_help() -> None:
     order = ["n3", "n1", "n2", "n7", "n4", "n5", "n6"]
     assert search.keep_list(order, lambda keep: score(keep) == 0, score) == ["n7", "n3"]
     assert search.keep_list(order, lambda keep: False, score) is None
+
+
+# -- float16 by onnxruntime's transformers converter (fp16-ort) -------------------------------
+
+
+def test_fp16_ort_cannot_keep_an_overflowing_value_float32_and_says_why(tmp_path: Path) -> None:
+    """The same overflow through onnxruntime.transformers.float16: it casts a kept node's output to float16 too (it types
+    every float value float16 first), so `xs` overflows between kept nodes; no keep-list fixes it, and the lines say why."""
+    from nodebisect.report.transform_wording import transform_lines
+
+    record = _bisect(tm.fp16_layernorm_overflow(), "fp16-ort", tmp_path)
+    assert record.tool == "onnxruntime" and record.knob == "node_block_list" and record.precision == "float16"
+    assert not record.matched and not record.fixable and not record.keep_nodes
+    assert record.headroom[0]["value"] == "xs" and record.headroom[0]["kind"] == "over_range"
+    text = "\n".join(transform_lines(record.to_dict()))
+    assert "no keep-list fixes it" in text and "'xs' overflows between kept nodes" in text and "--transform fp16" in text, text
+
+
+def test_fp16_ort_clamps_constants_to_float16_s_own_range(tmp_path: Path) -> None:
+    """onnxruntime's converter clamps at 65504 where onnxconverter-common clamps at 1e4: the change named is its own."""
+    record = _bisect(tm.fp16_clamped_constant("constant_node"), "fp16-ort", tmp_path)
+    assert not record.matched and not record.fixable
+    [constant] = record.unfixable_constants
+    assert constant["constant"] == "divisor" and constant["before"] == 1e5 and constant["after"] == 65504.0, constant

@@ -16,7 +16,8 @@ from typing import Any
 
 TRANSFORM_HELP = (
     "apply a known transformation (diff: to REFERENCE, making the candidate; locate: to the exported ONNX model) and "
-    "search its knobs for the smallest change that makes it match: fp16, quantize-dynamic, quantize-static (calibrated "
+    "search its knobs for the smallest change that makes it match: fp16 (onnxconverter-common), fp16-ort (onnxruntime's "
+    "transformers float16 converter), quantize-dynamic, quantize-static (calibrated "
     "on the inputs), onnxscript (the exporter's optimizer), onnxoptimizer, ort-transformers:MODEL_TYPE (needs nodebisect[transforms]); "
     "locate keeps its verdict when the tool refuses the export (exit 2) or writes a model onnxruntime cannot run (exit 4)"
 )

@@ -81,6 +81,11 @@ def _unfixable_lines(t: dict[str, Any]) -> list[str]:
     if t.get("knob") not in ("node_block_list", "nodes_to_exclude"):
         return [f"no set of {t['knob']} switched off makes it match: the change comes from {t['tool']}'s fixed passes, not from a rule"]
     lines = [f"no keep-list fixes it: even with every candidate node in {t['knob']} the candidate departs"]
+    over = [r for r in t.get("headroom") or [] if r.get("kind") == "over_range"]
+    if t.get("name") == "fp16-ort" and over:
+        lines.append(f"  onnxruntime's converter types every float value float16 first, so a kept node's output still passes through a"
+                     f" Cast to float16: '{over[0]['value']}' overflows between kept nodes; scale it down in the model, or try"
+                     " --transform fp16 (onnxconverter-common places its Casts around the kept nodes only)")
     constants = t.get("unfixable_constants") or []
     for c in constants:
         where = f"Constant node '{c['constant_node']}'" if c.get("constant_node") else "initializer"
@@ -126,6 +131,7 @@ def _call(t: dict[str, Any]) -> str:
         return f"options = FusionOptions({model_type!r}); {flags}; optimize_model(path, model_type={model_type!r}, optimization_options=options)"
     return {
         "fp16": f"onnxconverter_common.float16.convert_float_to_float16(model, {kwargs})",
+        "fp16-ort": f"onnxruntime.transformers.float16.convert_float_to_float16(model, {kwargs})",
         "quantize-dynamic": f"onnxruntime.quantization.quantize_dynamic(model_in, model_out, {kwargs})",
         "quantize-static": f"onnxruntime.quantization.quantize_static(model_in, model_out, reader, {kwargs})",
     }.get(t["name"], f"{t['name']} with {kwargs}")

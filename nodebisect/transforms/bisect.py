@@ -141,7 +141,7 @@ def _transform_and_bisect(
     record.score = attempts.score(frozenset())
     record.matched = record.score <= judge.limit
     plain = attempts.models.get(frozenset())
-    if spec.name == "fp16":
+    if spec.impl == "fp16":
         record.headroom = adapter.headroom(values, _producers(ref))
     answer = culprit_of(ref, plain) if plain is not None and culprit_of is not None else DiffAnswer()
     record.culprit = dict(answer.culprit)
@@ -254,8 +254,8 @@ def _search(spec: Transform, adapter: Any, ref: onnx.ModelProto, attempts: _Atte
     keep = keep_list(order, attempts.matches, attempts.score)
     if keep is None:
         record.fixable = False
-        if spec.name == "fp16":
-            record.unfixable_constants = _constants_no_keep_list_saves(adapter, ref, frozenset(order), record.culprit.get("node", ""))
+        if spec.impl == "fp16":
+            record.unfixable_constants = _constants_no_keep_list_saves(adapter, ref, frozenset(order), record.culprit.get("node", ""), spec.name)
         return
     record.keep_nodes = keep
 
@@ -305,9 +305,9 @@ def first_departing(model: onnx.ModelProto, reference: dict[str, Any], candidate
     return fallback
 
 
-def _constants_no_keep_list_saves(adapter: Any, ref: onnx.ModelProto, kept: frozenset[str], culprit: str) -> list[dict[str, Any]]:
+def _constants_no_keep_list_saves(adapter: Any, ref: onnx.ModelProto, kept: frozenset[str], culprit: str, tool: str) -> list[dict[str, Any]]:
     """The constants the conversion changes even with every candidate kept, read near the culprit first."""
-    rows = adapter.changed_constants(ref, kept)
+    rows = adapter.changed_constants(ref, kept, tool)
     return sorted(rows, key=lambda r: (culprit not in r.get("readers", []), -abs(r["after"] - r["before"]) / max(abs(r["before"]), 1e-30)))[:MAX_CONSTANTS]
 
 

@@ -1,4 +1,17 @@
-"""float16 conversion with onnxconverter-common, unmodified; knob: ``node_block_list``.
+"""float16 conversion with onnxconverter-common (``fp16``) or onnxruntime's transformers copy of it
+(``fp16-ort``), unmodified; knob: ``node_block_list``.
+
+onnxruntime's ``onnxruntime.transformers.float16`` is onnxconverter-common's converter
+with other defaults (constants clamped to ``[5.96e-08, 65504]``, float16's own range,
+instead of ``[1e-7, 1e4]``) and fixes: it writes valid models where onnxconverter-common
+1.16 writes ones onnxruntime rejects (transformers causal LMs with their cache on, Bart,
+T5). But it types every float value float16 before it looks at the block list, so a
+kept node's output still passes through a Cast to float16 on its way to the next node,
+kept or not: a value over float16's range overflows between two kept nodes, and no
+keep-list fixes that (onnxconverter-common casts only around the kept nodes, and
+onnxruntime drops the Cast pair it meets around a float32-only kernel, so keeping the
+reader there works: ``tests/transform_models.fp16_layernorm_overflow``). ``CLAMP``
+holds each tool's range; the quirks below were read in onnxconverter-common.
 
 Naming quirks read in ``onnxconverter_common/float16.py`` (1.16):
 - ``node_block_list`` is matched against ``NodeProto.name`` only: an unnamed node
@@ -25,7 +38,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-MIN_POSITIVE, MAX_FINITE = 1e-7, 1e4  # the converter's defaults (convert_float_to_float16)
+MIN_POSITIVE, MAX_FINITE = 1e-7, 1e4  # onnxconverter-common's defaults (convert_float_to_float16)
+CLAMP = {"fp16": (MIN_POSITIVE, MAX_FINITE), "fp16-ort": (5.96e-08, 65504.0)}  # each tool's default clamp range
 FLOAT16_MAX = 65504.0
 FLOAT16_SMALLEST_NORMAL = 6.103515625e-05
 
@@ -37,10 +51,12 @@ def candidates(reference: onnx.ModelProto) -> list[str]:
 
 
 def apply(reference: onnx.ModelProto, keep: frozenset[str], feeds: dict[str, Any], spec: Any) -> onnx.ModelProto:
-    """``convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)`` on a copy."""
-    from onnxconverter_common import float16
+    """``convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)`` on a copy (the tool ``spec`` names)."""
+    import importlib
 
     from nodebisect.onnx_reference.large import inferred_value_info, too_large
+
+    float16 = importlib.import_module("onnxruntime.transformers.float16" if spec.name == "fp16-ort" else "onnxconverter_common.float16")
 
     model = onnx.ModelProto()
     model.CopyFrom(reference)
@@ -58,12 +74,13 @@ def knob_kwargs(keep: list[str], reference: onnx.ModelProto, spec: Any) -> dict[
     return {"keep_io_types": True, "node_block_list": list(keep)}
 
 
-def changed_constants(reference: onnx.ModelProto, keep: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
-    """The float constants the conversion changes beyond float16 rounding, with the nodes that read them.
+def changed_constants(reference: onnx.ModelProto, keep: frozenset[str] = frozenset(), tool: str = "fp16") -> list[dict[str, Any]]:
+    """The float constants the conversion (``tool``: fp16 or fp16-ort) changes beyond float16 rounding, with their readers.
 
     An initializer read by a kept node stays float32 (the converter's rule); a Constant
     node's tensor changes whatever is kept (clamped when not kept, float16 on its way when kept).
     """
+    clamp_range = CLAMP.get(tool, CLAMP["fp16"])
     readers: dict[str, list[str]] = {}
     for node in reference.graph.node:
         for name in node.input:
@@ -80,7 +97,7 @@ def changed_constants(reference: onnx.ModelProto, keep: frozenset[str] = frozens
         if not producer and name not in listed and any(r in keep for r in readers.get(name, [])):
             continue  # stays float32 (a kept reader, and no value_info that marks it float16 first)
         before = numpy_helper.to_array(tensor).astype(np.float64)
-        after = _converted(before, clamp=not (producer and producer in keep))
+        after = _converted(before, clamp_range if not (producer and producer in keep) else None)
         change = _largest_change(before, after)
         if change is not None:
             found.append({"constant": name, "constant_node": producer, "readers": readers.get(name, []),
@@ -88,13 +105,14 @@ def changed_constants(reference: onnx.ModelProto, keep: frozenset[str] = frozens
     return found
 
 
-def _converted(values: np.ndarray, clamp: bool) -> np.ndarray:
+def _converted(values: np.ndarray, clamp: tuple[float, float] | None) -> np.ndarray:
     v = values.copy()
-    if clamp:
-        tiny = (v != 0) & (np.abs(v) < MIN_POSITIVE)
-        v[tiny] = np.sign(v[tiny]) * MIN_POSITIVE
-        big = np.isfinite(v) & (np.abs(v) > MAX_FINITE)
-        v[big] = np.sign(v[big]) * MAX_FINITE
+    if clamp is not None:
+        low, high = clamp
+        tiny = (v != 0) & (np.abs(v) < low)
+        v[tiny] = np.sign(v[tiny]) * low
+        big = np.isfinite(v) & (np.abs(v) > high)
+        v[big] = np.sign(v[big]) * high
     with np.errstate(over="ignore"):
         return v.astype(np.float16).astype(np.float64)
 

@@ -75,6 +75,7 @@ TRANSFORMS: dict[str, Transform] = {
     t.name: t
     for t in (
         Transform("fp16", "onnxconverter-common", "onnxconverter_common", "fp16", "keep", "node_block_list", "float16"),
+        Transform("fp16-ort", "onnxruntime", "onnxruntime.transformers.float16", "fp16", "keep", "node_block_list", "float16"),
         Transform("quantize-dynamic", "onnxruntime", "onnxruntime.quantization", "quantize", "keep", "nodes_to_exclude", "int8"),
         Transform("quantize-static", "onnxruntime", "onnxruntime.quantization", "quantize", "keep", "nodes_to_exclude", "int8"),
         Transform("onnxscript", "onnxscript", "onnxscript.optimizer", "onnxscript_rules", "rules", "rewrite rules", "float32"),
