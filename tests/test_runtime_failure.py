@@ -152,3 +152,30 @@ def _proc_state(pid: int) -> str:
     """The process state letter from /proc (R, S, T for stopped, Z...)."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
         return fh.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_large_answer_comes_back_through_shared_memory_equal_and_writable() -> None:
+    """Past ``SHARED_ANSWER_BYTES`` the child's arrays come back through a file in /dev/shm, unlinked once mapped."""
+    import glob
+
+    from nodebisect.runtime import sandbox
+
+    if sandbox._shared_dir() is None:
+        pytest.skip("no /dev/shm here: answers go through the pipe")
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["y"], ["z"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1024, 1024])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1024, 1024]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [1024, 1024])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    before = set(glob.glob("/dev/shm/nodebisect-answer-*"))
+    child = OrtChild(timeout_s=60)
+    try:
+        y, z = child.run(model.SerializeToString(), {"x": x}, ["y", "z"], ["CPUExecutionProvider"], "disabled")
+    finally:
+        child.close()
+    assert y.nbytes + z.nbytes >= sandbox.SHARED_ANSWER_BYTES
+    assert np.array_equal(y, np.maximum(x, 0)) and np.array_equal(z, -np.maximum(x, 0))
+    y[0, 0] = 42.0  # copy-on-write: the parent may write into its arrays
+    assert y[0, 0] == 42.0
+    assert set(glob.glob("/dev/shm/nodebisect-answer-*")) == before, "the shared file is unlinked once mapped"
