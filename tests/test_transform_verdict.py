@@ -153,8 +153,14 @@ def test_a_left_padded_llama_converted_to_float16_matches_unless_strict(llama_fp
     from nodebisect.transforms.api import transform
 
     feeds = dict(np.load(llama_fp16 / "inputs.npz"))
-    t = transform(llama_fp16 / "reference.onnx", "fp16", feeds).transform
+    result = transform(llama_fp16 / "reference.onnx", "fp16", feeds)
+    t = result.transform
     assert t["matched"] and t["judged_by"] == "diff" and t["masked_outputs"], t
+    # the tool named with its own version (the candidate's producer fields still say pytorch 2.x)
+    import onnxconverter_common
+
+    made_by = f"onnxconverter-common (convert_float_to_float16) {onnxconverter_common.__version__}"
+    assert result.environment["candidate_producer"] == made_by and result.first_divergent.checks.transformed_by == made_by
     assert t["culprit"]["op_type"] == "Where"  # the mask's fill, clamped from -3.4e38 to float16's range
     strict = transform(llama_fp16 / "reference.onnx", "fp16", feeds, strict_masked=True).transform
     assert not strict["matched"] and not strict["masked_outputs"] and strict["score"] > strict["limit"], strict

@@ -50,19 +50,20 @@ def producer_of(model: onnx.ModelProto, reference: onnx.ModelProto | None = None
     ``*_quantized`` values speak for them. "" when nothing says.
     """
     name = (model.producer_name or "").strip()
-    if reference is not None and name == (reference.producer_name or "").strip():
+    seen = reference is not None and name == (reference.producer_name or "").strip()
+    if seen:  # the producer fields are the reference's (torch's version, say): only the graph speaks for the tool
         name = _seen_in_graph(model)
     if not name:
         return ""
     label = next((tool for key, tool in _TOOLS.items() if name.lower().startswith(key)), name)
-    return f"{label} {model.producer_version}".strip() if model.producer_version else label
+    return f"{label} {model.producer_version}".strip() if model.producer_version and not seen else label
 
 
 def _seen_in_graph(model: onnx.ModelProto) -> str:
     names = [n.name for n in model.graph.node]
     outputs = [o for n in model.graph.node for o in n.output]
     if any("_cast_to_" in n or n.startswith("graph_input_cast") or n.startswith("graph_output_cast") for n in names):
-        return "onnxconverter-common"
+        return "onnxconverter-common"  # or onnxruntime.transformers.float16, its copy: the same Cast names
     if any(o.endswith(("_quantized", "_QuantizeLinear_Output", "_DequantizeLinear_Output")) for o in outputs):
         return "onnxruntime.quantization"
     return ""

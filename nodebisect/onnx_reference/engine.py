@@ -57,13 +57,17 @@ def diff(
         trials: more random input sets (each searched; the first divergence is the answer).
         report: a folder to write report.md, report.json and repro/ into.
         log: a progress callback (``nodebisect.Event``) or a ``RunLog`` whose notes get the run's.
-        **options: ``locate``'s search options (rtol, atol, strategy, isolate_crashes, timeout_s, memory_budget).
+        **options: ``locate``'s search options (rtol, atol, strategy, isolate_crashes, timeout_s, memory_budget), and
+            ``made_by``: the tool that made the candidate, when the caller knows it (``--transform``): named in the
+            report instead of what the candidate's producer_name or its graph suggests.
 
     Returns:
         The ``LocateResult``; ``stats["mapping"]`` holds the coverage. Raises
         ``BadInputError`` (exit 2) when the models are unrelated or the inputs do not fit.
     """
     started = time.perf_counter()
+    options = dict(options)
+    made_by = str(options.pop("made_by", "") or "")
     emit = log.emit if isinstance(log, RunLog) else (log or (lambda _e: None))
     ref_model, ref_name = read_model(reference, "reference")
     cand_model, cand_name = read_model(candidate, "candidate")
@@ -78,7 +82,7 @@ def diff(
         given, specs = (inputs, input_specs) if index == 0 else (_scaled(base or {}, scale), None)
         if index:
             emit(Event(kind="stage", message=f"trial {index}: the inputs x{scale:g}"))
-        result = _diff_once(ref_model, cand_model, given, specs, seed, ep, reference_ep, options, emit, (ref_name, cand_name))
+        result = _diff_once(ref_model, cand_model, given, specs, seed, ep, reference_ep, dict(options), emit, (ref_name, cand_name), made_by)
         base = base if base is not None else result.stats["diff"].pop("feeds")
         result.stats["diff"].pop("feeds", None)
         results.append(result)
@@ -113,7 +117,7 @@ def read_model(model: Any, role: str) -> tuple[onnx.ModelProto, str]:
 
 def _diff_once(
     ref_model: onnx.ModelProto, cand_model: onnx.ModelProto, inputs: Any, specs: list[str] | None, seed: int,
-    ep: str, reference_ep: str, options: dict[str, Any], emit: Any, names: tuple[str, str],
+    ep: str, reference_ep: str, options: dict[str, Any], emit: Any, names: tuple[str, str], made_by: str = "",
 ) -> LocateResult:
     from nodebisect.onnx_reference.early import EarlyUntouched, worth_overlapping
     from nodebisect.onnx_reference.evaluate import all_values
@@ -145,7 +149,8 @@ def _diff_once(
             if early is not None:
                 early.join()
         timings["reference"] = time.perf_counter() - t
-        return _compare(ref_model, cand_model, values, (ref_feeds, cand_feeds), budget, opts, warm, inputs, specs, seed, reference_ep, emit, names, timings)
+        return _compare(ref_model, cand_model, values, (ref_feeds, cand_feeds), budget, opts, warm, inputs, specs, seed, reference_ep, emit, names,
+                        timings, made_by)
     finally:
         warm.close()
 
@@ -153,7 +158,7 @@ def _diff_once(
 def _compare(
     ref_model: onnx.ModelProto, cand_model: onnx.ModelProto, values: Any, feeds: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
     budget: int, opts: Any, warm: Any, inputs: Any, specs: list[str] | None, seed: int, reference_ep: str, emit: Any,
-    names: tuple[str, str], timings: dict[str, float],
+    names: tuple[str, str], timings: dict[str, float], made_by: str = "",
 ) -> LocateResult:
     """Steps 4-7 on the reference's values: map, the reference in the candidate's terms, the search, diff's words."""
     from nodebisect.onnx_reference.defects import in_diff_terms, producer_of
@@ -184,14 +189,14 @@ def _compare(
     timings["reference_float64"] = time.perf_counter() - t
     mapping.stats["precision"] = {p: sum(1 for v in precision.values() if v == p) for p in sorted(set(precision.values()))}
     same_file = same_model(ref_model, cand_model, names)
-    env = _environment(ep, reference_ep, names, cand_model, ref_model, opset_of(cand_model, 0), same_file)
+    producer = made_by or producer_of(cand_model, ref_model)
+    env = _environment(ep, reference_ep, names, producer, opset_of(cand_model, 0), same_file)
     env["run_inputs"] = {"inputs_file": os.fspath(inputs) if isinstance(inputs, (str, os.PathLike)) else None, "input_specs": specs, "seed": seed}
     notes = [f"no float64 run of the reference: {why}"] if why else []
     if values.spilled:
         notes.append(f"reference values beyond {budget / 2**20:.0f} MiB ({values.spilled / 2**20:.0f} MiB) were spilled to disk and memory-mapped")
     refs = {name: acts.describe(next((o for o in n.output if o in mapping.to_reference), "")) if any(o in mapping.to_reference for o in n.output) else _unmapped()
             for name, n in node_keys(cand_model)}
-    producer = producer_of(cand_model, ref_model)
 
     def refine(result: LocateResult) -> LocateResult:  # 7. diff's words: overflow, NaN born, a constant changed, quantization
         return in_diff_terms(result, cand_model, ref_model, mapping, values, producer, same_file, acts)
@@ -262,17 +267,16 @@ def _unmapped() -> Any:
     return FrameworkRef()
 
 
-def _environment(ep: str, reference_ep: str, names: tuple[str, str], candidate: onnx.ModelProto, reference: onnx.ModelProto, opset: int, same_file: bool) -> dict[str, Any]:
+def _environment(ep: str, reference_ep: str, names: tuple[str, str], producer: str, opset: int, same_file: bool) -> dict[str, Any]:
     import onnxruntime
 
     from nodebisect.environment import __version__
-    from nodebisect.onnx_reference.defects import producer_of
 
     return {
         "nodebisect": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
         "python": platform.python_version(), "os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
         "ep": ep, "reference_ep": reference_ep, "opset": opset, "opt_level": "all", "command": "diff",
-        "reference": names[0], "candidate": names[1], "candidate_producer": producer_of(candidate, reference), "same_model": same_file,
+        "reference": names[0], "candidate": names[1], "candidate_producer": producer, "same_model": same_file,
     }
 
 

@@ -18,6 +18,7 @@ TOOL_REPOS = {
     "onnxconverter-common": ("microsoft/onnxconverter-common", "the float16 conversion (convert_float_to_float16)"),
     "onnxmltools": ("onnx/onnxmltools", "onnxmltools' conversion"),
     "onnxruntime.quantization": ("microsoft/onnxruntime", "onnxruntime.quantization"),
+    "onnxruntime.transformers.float16": ("microsoft/onnxruntime", "the onnxruntime.transformers float16 conversion (convert_float_to_float16)"),
     "onnxruntime.transformers": ("microsoft/onnxruntime", "the onnxruntime.transformers optimizer (fusions)"),
     "onnxruntime": ("microsoft/onnxruntime", "onnxruntime's graph optimizations (the saved optimized model)"),
     "onnxoptimizer": ("onnx/optimizer", "onnxoptimizer's passes"),

@@ -48,7 +48,7 @@ def transform(
     model, source = read_model(reference, "reference")
     feeds, _ = both_feeds(model, model, inputs, input_specs, seed)
     diffed: dict[str, Any] = {}
-    culprit_of = _diff_culprit(feeds, diffed, strict_masked, ep=ep, reference_ep=reference_ep, log=log, **options)
+    culprit_of = _diff_culprit(feeds, diffed, strict_masked, _made_by(spec), ep=ep, reference_ep=reference_ep, log=log, **options)
     out_dir = Path(report) / "transform" if report is not None else None
     record = transform_and_bisect(model, name, feeds, out_dir, ep=ep, tolerance=tolerance, culprit_of=culprit_of,
                                   isolate_crashes=options.get("isolate_crashes", True), strict_masked=strict_masked,
@@ -87,7 +87,7 @@ def locate_and_transform(
         if prep is None or prep.onnx_model is None:
             return result  # export failed: nothing to transform
         diffed: dict[str, Any] = {}
-        culprit_of = _diff_culprit(prep.feeds, diffed, strict_masked, ep=options.get("ep", "cpu"), log=progress,
+        culprit_of = _diff_culprit(prep.feeds, diffed, strict_masked, _made_by(lookup(name)), ep=options.get("ep", "cpu"), log=progress,
                                    isolate_crashes=options.get("isolate_crashes", True))
         out_dir = Path(report) / "transform" if report is not None else None
         try:
@@ -100,13 +100,15 @@ def locate_and_transform(
     return result
 
 
-def _diff_culprit(feeds: dict[str, np.ndarray], diffed: dict[str, Any], strict_masked: bool = False, **diff_options: Any) -> Any:
+def _diff_culprit(feeds: dict[str, np.ndarray], diffed: dict[str, Any], strict_masked: bool = False, made_by: str = "",
+                  **diff_options: Any) -> Any:
     """``culprit_of`` for ``transform_and_bisect``: ``nodebisect.diff`` of a candidate as a ``DiffAnswer``.
 
     Its culprit is named as a reference node; it departs when diff diverges (only at masked
     positions: when ``strict_masked``). The first diff's result, the candidate's as the tool
     makes it, is kept in ``diffed["result"]`` (or why it could not run in ``diffed["why"]``);
-    the re-check of the fixed candidate asks again without replacing it.
+    the re-check of the fixed candidate asks again without replacing it. ``made_by``: the tool and
+    its version, named in diff's report (the candidate's producer fields are the reference's).
     """
     from nodebisect.transforms.bisect import DiffAnswer
 
@@ -119,7 +121,7 @@ def _diff_culprit(feeds: dict[str, np.ndarray], diffed: dict[str, Any], strict_m
         if callable(log) and ("result" in diffed or "why" in diffed):  # the second diff: the fixed candidate's
             log(Event(kind="stage", message="re-check the fixed candidate (diff)"))
         try:
-            result = diff(named_ref, candidate, feeds, **diff_options)
+            result = diff(named_ref, candidate, feeds, **diff_options, made_by=made_by)
         except NodebisectError as exc:  # e.g. an optimizer renamed too much to map: the search starts from its own culprit
             diffed.setdefault("why", exc.message)
             return DiffAnswer()
@@ -135,3 +137,12 @@ def _diff_culprit(feeds: dict[str, np.ndarray], diffed: dict[str, Any], strict_m
         return DiffAnswer(culprit, departs)
 
     return culprit_of
+
+
+def _made_by(spec: Any) -> str:
+    """How diff's report names the tool (``report.diff_wording.TOOL_REPOS`` files it by this name), and its version."""
+    label = {"fp16": "onnxconverter-common (convert_float_to_float16)",
+             "fp16-ort": "onnxruntime.transformers.float16 (convert_float_to_float16)",
+             "quantize-dynamic": "onnxruntime.quantization (quantize_dynamic)", "quantize-static": "onnxruntime.quantization (quantize_static)",
+             "ort-transformers": "onnxruntime.transformers optimizer (optimize_model)"}.get(spec.name, spec.tool)
+    return f"{label} {spec.version()}".strip()
