@@ -40,6 +40,77 @@ def subgraph_inputs(node: onnx.NodeProto) -> set[str]:
     return names
 
 
+def topological_order(model: onnx.ModelProto) -> list[int] | None:
+    """The main graph's node indices in a topological order, as close to the file's as can be; None when already sorted.
+
+    ONNX requires the nodes sorted, and onnxruntime sorts them anyway, so some tools leave
+    theirs out of order: onnxruntime's transformers float16 converter appends its graph
+    input and output Casts after every other node. nodebisect reads graph order as
+    dataflow order (the first divergent node, a prefix sub-model, a value's precision),
+    so such a graph is sorted first. Kahn's algorithm, the lowest file index first.
+    """
+    import heapq
+
+    graph = model.graph
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer} | {""}
+    produced = {o for n in graph.node for o in n.output if o}
+    needs = [{x for x in subgraph_inputs(n) if x in produced} for n in graph.node]
+    if _sorted_fast(graph, needs, ready):
+        return None
+    waiting: dict[str, list[int]] = {}
+    missing = [0] * len(graph.node)
+    heap: list[int] = []
+    for i, need in enumerate(needs):
+        missing[i] = len(need)
+        for x in need:
+            waiting.setdefault(x, []).append(i)
+        if not need:
+            heapq.heappush(heap, i)
+    order: list[int] = []
+    while heap:
+        i = heapq.heappop(heap)
+        order.append(i)
+        for o in {o for o in graph.node[i].output if o}:
+            for j in waiting.pop(o, []):
+                missing[j] -= 1
+                if missing[j] == 0:
+                    heapq.heappush(heap, j)
+    if len(order) < len(graph.node):  # a cycle, or a value produced twice: left where the file has it
+        seen = set(order)
+        order += [i for i in range(len(graph.node)) if i not in seen]
+    return order
+
+
+def _sorted_fast(graph: Any, needs: list[set[str]], ready: set[str]) -> bool:
+    available = set(ready)
+    for node, need in zip(graph.node, needs):
+        if not need <= available:
+            return False
+        available.update(o for o in node.output if o)
+    return True
+
+
+def topologically_sorted(model: onnx.ModelProto, owned: bool = False) -> onnx.ModelProto:
+    """``model`` with its main graph's nodes in topological order (``topological_order``); the same object when sorted.
+
+    ``owned``: the caller loaded it and may have it changed in place; else a copy is sorted
+    (the user's ModelProto is never modified).
+    """
+    order = topological_order(model)
+    if order is None:
+        return model
+    if not owned:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = copy
+    nodes = [onnx.NodeProto() for _ in order]
+    for target, i in zip(nodes, order):
+        target.CopyFrom(model.graph.node[i])
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
 def first_nonfinite_node(nodes: Iterable[tuple[str, onnx.NodeProto]], values: dict[str, Any]) -> str:
     """The first of ``nodes`` (graph order) whose float output holds NaN/Inf while its float inputs are finite.
 

@@ -399,3 +399,35 @@ def test_fp16_ort_clamps_constants_to_float16_s_own_range(tmp_path: Path) -> Non
     assert not record.matched and not record.fixable
     [constant] = record.unfixable_constants
     assert constant["constant"] == "divisor" and constant["before"] == 1e5 and constant["after"] == 65504.0, constant
+
+
+@pytest.mark.parametrize("depth", [2, 4])
+def test_a_candidate_left_unsorted_by_its_tool_is_read_in_dataflow_order(depth: int) -> None:
+    """onnxruntime.transformers.float16 appends its graph input/output Casts after every other node. Read in file order,
+    the output Cast looked float32-computed and its float16 error a defect (a false alarm at graph_output_cast0 or mm3)."""
+    import nodebisect
+    from nodebisect.onnxgraph import topological_order
+    from nodebisect.transforms.registry import lookup
+
+    model, feeds = tm.deep_matmul_chain(depth=depth)
+    candidate = lookup("fp16-ort").apply(model, frozenset(), feeds)
+    order = [n.name for n in candidate.graph.node]
+    assert topological_order(candidate) is not None, "precondition: the tool leaves the graph unsorted"
+    result = nodebisect.diff(model, candidate, feeds)
+    assert result.verdict == "match", (result.verdict, result.first_divergent and result.first_divergent.onnx_node)
+    assert [n.name for n in candidate.graph.node] == order, "the caller's ModelProto is not reordered"
+
+
+def test_topological_order_keeps_the_file_s_order_where_it_can() -> None:
+    from onnx import TensorProto as T, helper as h
+
+    from nodebisect.onnxgraph import topological_order, topologically_sorted
+
+    nodes = [h.make_node("Relu", ["a"], ["b"], name="relu"), h.make_node("Neg", ["b"], ["c"], name="neg"),
+             h.make_node("Cast", ["x"], ["a"], name="cast_in", to=T.FLOAT), h.make_node("Abs", ["x"], ["d"], name="abs")]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [2])],
+                         [h.make_tensor_value_info("c", T.FLOAT, [2]), h.make_tensor_value_info("d", T.FLOAT, [2])])
+    model = h.make_model(graph)
+    assert topological_order(model) == [2, 0, 1, 3]
+    assert [n.name for n in topologically_sorted(model).graph.node] == ["cast_in", "relu", "neg", "abs"]
+    assert topological_order(topologically_sorted(model)) is None

@@ -52,10 +52,10 @@ def load_user_onnx(path: str) -> Any:
     """The ONNX model in ``path`` (external data read from beside it), checked when small enough."""
     import onnx
 
-    from nodebisect.onnxgraph import initializer_bytes
+    from nodebisect.onnxgraph import initializer_bytes, topologically_sorted
 
     file = Path(path)
-    model = _read(path, external_data=True)
+    model = topologically_sorted(_read(path, external_data=True), owned=True)  # some tools leave theirs unsorted
     try:
         # Large models (also small .onnx files with external data): onnxruntime validates them on load,
         # and the checker would have to serialize a proto that may exceed protobuf's 2 GB.

@@ -102,17 +102,20 @@ def diff(
 
 
 def read_model(model: Any, role: str) -> tuple[onnx.ModelProto, str]:
-    """An ``onnx.ModelProto`` and how to name it; a missing or unreadable file is bad input."""
+    """An ``onnx.ModelProto`` (its nodes topologically sorted) and how to name it; a missing or unreadable file is bad input."""
+    from nodebisect.onnxgraph import topologically_sorted
+
     if isinstance(model, onnx.ModelProto):
-        return model, f"<{role} ModelProto>"
+        return topologically_sorted(model), f"<{role} ModelProto>"
     path = os.fspath(model)
     if not os.path.isfile(path):
         raise BadInputError(f"{role} model not found: {path}", tip="give the path of an .onnx file")
     try:
-        return onnx.load(path), path
+        loaded = onnx.load(path)
     except Exception as exc:  # noqa: BLE001 - protobuf and external-data errors alike
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise BadInputError(f"cannot read the {role} model {path}: {first}", tip="give an ONNX model file (.onnx), its external data beside it") from None
+    return topologically_sorted(loaded, owned=True), path
 
 
 def _diff_once(
