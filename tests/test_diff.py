@@ -8,6 +8,7 @@ asserts the node nodebisect names.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -320,3 +321,27 @@ def test_external_data_and_values_spilled_to_disk(models: dict[str, Path], tmp_p
     result = nodebisect.diff(tmp_path / "clean.onnx", models["clean16"], memory_budget=0.001)
     assert result.verdict == "match"
     assert any("spilled to disk" in note for note in result.notes)
+
+
+def test_no_isolate_crashes_runs_the_candidate_in_process_with_the_same_answer(models: dict[str, Path], cli, tmp_path: Path) -> None:
+    """diff --no-isolate-crashes: the same verdict and culprit as with onnxruntime's child, and no child asked."""
+    from nodebisect.runtime import sandbox
+
+    started: list[int] = []
+    start = sandbox.OrtChild._start
+
+    def counting(self) -> None:  # type: ignore[no-untyped-def]
+        started.append(1)
+        start(self)
+
+    args = (str(models["clean"]), str(models["broken_ort"]), "-q")
+    isolated = cli("diff", *args, "--json", str(tmp_path / "a.json"))
+    sandbox.OrtChild._start = counting
+    try:
+        inproc = cli("diff", *args, "--no-isolate-crashes", "--json", str(tmp_path / "b.json"))
+    finally:
+        sandbox.OrtChild._start = start
+    assert isolated.code == inproc.code == 1, (isolated, inproc)
+    a, b = (json.loads((tmp_path / f).read_text())["first_divergent"] for f in ("a.json", "b.json"))
+    assert a["onnx_node"] == b["onnx_node"] and a["cause"] == b["cause"]
+    assert not started, "no onnxruntime child process was started"

@@ -51,7 +51,7 @@ def run_transform(args: argparse.Namespace, progress: Any = None) -> int:
         raise BadInputError("give CANDIDATE.onnx, or --transform NAME to make it (fp16, quantize-dynamic, quantize-static, onnxscript, onnxoptimizer, ort-transformers:MODEL_TYPE)")
     if getattr(args, "candidate", None):
         raise BadInputError(f"give either CANDIDATE or --transform {args.transform}, not both (--transform makes the candidate)")
-    options = {k: getattr(args, k) for k in ("rtol", "atol", "memory_budget", "strategy") if getattr(args, k, None) is not None}
+    options = {k: getattr(args, k) for k in ("rtol", "atol", "memory_budget", "strategy", "isolate_crashes") if getattr(args, k, None) is not None}
     result = transform(
         args.reference, args.transform, getattr(args, "inputs", None), ep=getattr(args, "ep", "cpu"),
         reference_ep=getattr(args, "reference_ep", "cpu"), report=getattr(args, "report", None),
