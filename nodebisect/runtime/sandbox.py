@@ -143,12 +143,14 @@ def _serve(reader: Any, writer: Any) -> None:
             return
         model_bytes, feeds, outputs, providers, opt_level, optimized_path, disabled_optimizers = request
         stage = "load"
+        session = None
         try:
             session = create_session(model_bytes, providers, opt_level, optimized_path, disabled_optimizers)
             stage = "run"
             answer: tuple[str, Any] = _share(run_session(session, outputs, feeds))
         except Exception as exc:  # noqa: BLE001 - reported to the parent as data
             answer = ("error", f"{stage}: {exc}")
+        del session  # its weights and arena go now, not while the next request's session is built
         pickle.dump(answer, writer, protocol=pickle.HIGHEST_PROTOCOL)
         writer.flush()
 
