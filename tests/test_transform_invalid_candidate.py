@@ -32,7 +32,7 @@ def test_an_invalid_float16_candidate_is_the_tools_runtime_failure_in_one_line(c
     lines = run.err.strip().splitlines()  # the error, then what to do
     assert len(lines) == 2 and lines[0].startswith("nodebisect: error:") and "Traceback" not in run.err
     assert "does not run in onnxruntime" in run.err and "onnxconverter-common" in run.err
-    assert "report it to onnxconverter-common" in run.err
+    assert "report it to onnxconverter-common" in run.err and "--transform fp16-ort" in run.err
 
 
 gpt2_factory = '''import torch

@@ -212,7 +212,8 @@ def _plain_failure(spec: Transform, step: str, exc: Exception) -> Exception:
     tool = f"{spec.tool} {spec.version()}".strip()  # no version when the distribution's metadata is missing
     return RuntimeFailedError(
         f"the candidate {tool} makes with --transform {spec.label} does not run in onnxruntime: {first}",
-        tip=f"the reference runs, so the tool wrote an invalid model: report it to {spec.tool} with the reference model",
+        tip=f"the reference runs, so the tool wrote an invalid model: report it to {spec.tool} with the reference model"
+        + ("; meanwhile --transform fp16-ort (onnxruntime's copy of the converter) converts many such models" if spec.name == "fp16" else ""),
     )
 
 
