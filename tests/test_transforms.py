@@ -431,3 +431,18 @@ def test_topological_order_keeps_the_file_s_order_where_it_can() -> None:
     assert topological_order(model) == [2, 0, 1, 3]
     assert [n.name for n in topologically_sorted(model).graph.node] == ["cast_in", "relu", "neg", "abs"]
     assert topological_order(topologically_sorted(model)) is None
+
+
+@pytest.mark.parametrize("name", ["fp16", "fp16-ort", "quantize-dynamic"])
+def test_a_reference_already_in_float16_is_bad_input_for_a_float16_or_int8_conversion(name: str, cli: Any, tmp_path: Path) -> None:
+    """onnxconverter-common refuses it, onnxruntime's converter passes it through unchanged, and the quantizer writes
+    DynamicQuantizeLinear on float16 values that onnxruntime rejects: said once, as the user's input, exit 2."""
+    from onnxconverter_common import float16
+
+    model, feeds = tm.two_matmuls()
+    half = float16.convert_float_to_float16(model)
+    onnx.save(half, tmp_path / "half.onnx")
+    np.savez(tmp_path / "x.npz", x=feeds["x"].astype(np.float16))
+    run = cli("diff", tmp_path / "half.onnx", "--transform", name, "--inputs", tmp_path / "x.npz", "-q")
+    assert run.code == 2, (run.code, run.out, run.err)
+    assert "this reference's weights are float16 already" in run.err and "Traceback" not in run.err

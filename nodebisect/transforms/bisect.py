@@ -131,6 +131,7 @@ def _transform_and_bisect(
     start = time.perf_counter()
     spec = lookup(name)
     adapter = spec.adapter()
+    _check_converts(spec, ref)
     values = run_values(ref, feeds, ep)
     expected = {o.name: values[o.name] for o in ref.graph.output}
     judge = Judge.for_feeds(expected, feeds, spec.precision, tolerance, strict_masked)
@@ -181,6 +182,25 @@ def _transform_and_bisect(
     record.candidate_runs = attempts.runs + rechecks
     record.seconds = round(time.perf_counter() - start, 3)
     return record
+
+
+def _check_converts(spec: Transform, ref: onnx.ModelProto) -> None:
+    """A float16 or int8 conversion of a reference whose weights are float16 already is bad input (exit 2).
+
+    The float16 converters would change nothing (onnxconverter-common refuses, onnxruntime's
+    copy passes it through) and onnxruntime.quantization writes DynamicQuantizeLinear on float16
+    values, which onnxruntime rejects: none of that is the tool's defect.
+    """
+    from nodebisect.errors import BadInputError
+
+    if spec.precision not in ("float16", "int8"):
+        return
+    kinds = {t.data_type for t in ref.graph.initializer}
+    if onnx.TensorProto.FLOAT16 in kinds and onnx.TensorProto.FLOAT not in kinds:
+        raise BadInputError(
+            f"--transform {spec.label} converts a float32 model, and this reference's weights are float16 already",
+            tip="give the float32 model (export it before .half() or torch_dtype=float16)",
+        )
 
 
 def failed_record(name: str, error: Any) -> TransformRecord:
