@@ -82,44 +82,19 @@ def test_diff_judging_the_candidate_decides_the_transformation_s_verdict() -> No
 
 # -- real models: a left-padded batch through attention ----------------------------------------
 
-attention_factory = '''import torch
-import torch.nn.functional as F
-
-
-class Attention(torch.nn.Module):
-    """One causal attention block over a left-padded batch, its mask additive -inf (fully masked rows are NaN in ONNX)."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.qkv = torch.nn.Linear(8, 24)
-        self.out = torch.nn.Linear(8, 8)
-
-    def forward(self, x, attention_mask):
-        b, t, _ = x.shape
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        q, k, v = (z.reshape(b, t, 2, 4).transpose(1, 2) for z in (q, k, v))
-        keep = attention_mask[:, None, None, :].bool() & torch.ones(t, t, dtype=torch.bool).tril()
-        mask = torch.zeros(keep.shape, dtype=x.dtype).masked_fill(~keep, float("-inf"))
-        return self.out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, t, 8))
-
-
-def build():
-    mask = torch.ones(2, 5, dtype=torch.long)
-    mask[1, :2] = 0
-    return Attention().eval(), (torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(1)), mask)
-'''
-
 
 @pytest.mark.slow  # one export and a quantization search
 def test_a_departure_the_outputs_keep_within_the_limit_is_fixed_to_half_their_error(tmp_path: Path) -> None:
     """The reference's NaN rows (the exporter's unguarded softmax, at masked positions) reach a dynamically quantized
     MatMul: its activation range is poisoned and kept positions move; the output stays inside int8's 5%, diff sees it."""
     pytest.importorskip("onnxruntime.quantization")
+    pytest.importorskip("transformers")  # the factories' module imports it (test_masked_positions' attention block)
+    from test_masked_positions import transformers_factories
+
     from nodebisect.transforms.api import locate_and_transform
 
-    (tmp_path / "attention.py").write_text(attention_factory)
-    result = locate_and_transform(f"{tmp_path}/attention.py:build", "quantize-dynamic", report=tmp_path / "r")
+    (tmp_path / "attention.py").write_text(transformers_factories)
+    result = locate_and_transform(f"{tmp_path}/attention.py:attention_additive", "quantize-dynamic", report=tmp_path / "r")
     t = result.transform
     assert t["judged_by"] == "diff" and t["masked_outputs"], t
     assert t["score"] <= t["limit"], f"precondition: the outputs stay within int8's limit at kept positions ({t['score']})"
