@@ -144,3 +144,21 @@ def test_a_left_padded_llama_converted_to_float16_matches_unless_strict(llama_fp
     plain = cli("diff", *files)
     assert plain.code == 0 and "only at masked positions" in plain.out, plain.out + plain.err
     assert cli("diff", *files, "--strict-masked").code == 1
+
+
+def test_a_mask_fill_is_told_apart_from_a_value_that_overflows_float16() -> None:
+    """A left-padded causal LM's mask holds float32's extreme on purpose: one line, never a keep-list lead."""
+    from nodebisect.report.transform_wording import transform_lines
+    from nodebisect.transforms.bisect import rank_candidates
+    from nodebisect.transforms.fp16 import headroom
+
+    fill = np.zeros((2, 8), np.float32)
+    fill[1, :3] = np.finfo(np.float32).min
+    values = {"mask_bias": fill, "xs": np.full((2, 4), 1.2e5, np.float32), "ok": np.ones(3, np.float32)}
+    rows = headroom(values, {"mask_bias": "where", "xs": "scale_up"})
+    assert [(r["value"], r["kind"]) for r in rows] == [("xs", "over_range"), ("mask_bias", "mask_fill")]
+    text = "\n".join(transform_lines({"name": "fp16", "tool": "t", "knob": "node_block_list", "matched": True, "headroom": rows}))
+    assert "'xs' (scale_up) reaches 1.2e+05" in text and "'mask_bias' hold a mask's fill" in text and "(where)" not in text
+    model, _ = tm.two_matmuls()
+    order = rank_candidates(model, ["mm_in", "relu", "mm_out"], "", [{"node": "mm_out", "kind": "mask_fill"}])
+    assert order == ["mm_in", "relu", "mm_out"], "a mask fill does not move its node up the keep-list search"

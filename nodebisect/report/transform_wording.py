@@ -106,12 +106,17 @@ def _unfixable_lines(t: dict[str, Any]) -> list[str]:
 def headroom_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Reference values over float16's range (65504) or under its smallest normal (6.1e-05)."""
     lines = []
-    for r in rows:
+    fills = [r for r in rows if r["kind"] == "mask_fill"]
+    for r in (r for r in rows if r["kind"] != "mask_fill"):
         where = f"'{r['value']}'" + (f" ({r['node']})" if r.get("node") else "")
         if r["kind"] == "over_range":
             lines.append(f"float16 headroom: {where} reaches {r['max_abs']:.4g}, over float16's 65504 ({_elements(r['elements'])})")
         else:
             lines.append(f"float16 headroom: {where} has {_elements(r['elements'])} under float16's smallest normal 6.1e-05 (down to {r['min_abs']:.3g})")
+    if fills:
+        names = ", ".join(f"'{r['value']}'" for r in fills[:3]) + (f" and {len(fills) - 3} more" if len(fills) > 3 else "")
+        lines.append(f"float16 headroom: {names} hold a mask's fill ({fills[0]['max_abs']:.3g}, float32's extreme), which float16"
+                     " cannot hold: it becomes float16's extreme or the converter's clamp, harmless where what it masks is discarded")
     return lines
 
 

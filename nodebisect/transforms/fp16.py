@@ -135,8 +135,14 @@ def _largest_change(before: np.ndarray, after: np.ndarray) -> dict[str, Any] | N
     return {"index": i, "before": float(before.flat[i]), "after": float(after.flat[i])}
 
 
+# An over-range value whose every over-range element is at least this is a mask's fill (``finfo(float32).min``,
+# ``-inf``-like): attention masks hold it on purpose, and no keep-list is owed for it.
+MASK_FILL_ABS = 1e38
+
+
 def headroom(values: dict[str, np.ndarray], producer: dict[str, str], limit: int = 10) -> list[dict[str, Any]]:
-    """Reference values over float16's range or under its smallest normal, where they are."""
+    """Reference values over float16's range (``over_range``; a mask's ``finfo.min`` fill: ``mask_fill``) or under
+    its smallest normal (``under_normal``), where they are."""
     rows = []
     for name, v in values.items():
         a = np.asarray(v)
@@ -148,8 +154,11 @@ def headroom(values: dict[str, np.ndarray], producer: dict[str, str], limit: int
         over = int((mag > FLOAT16_MAX).sum())
         under = int(((mag > 0) & (mag < FLOAT16_SMALLEST_NORMAL)).sum())
         if over:
-            rows.append({"value": name, "node": producer.get(name, ""), "kind": "over_range", "max_abs": float(mag.max()), "elements": over})
+            fill = bool((mag[mag > FLOAT16_MAX] >= MASK_FILL_ABS).all())
+            rows.append({"value": name, "node": producer.get(name, ""), "kind": "mask_fill" if fill else "over_range",
+                         "max_abs": float(mag.max()), "elements": over})
         elif under and under / a.size >= 0.01:
             rows.append({"value": name, "node": producer.get(name, ""), "kind": "under_normal", "min_abs": float(mag[mag > 0].min()), "elements": under})
-    rows.sort(key=lambda r: (r["kind"] != "over_range", -r["elements"]))
-    return rows[:limit]
+    rows.sort(key=lambda r: (["over_range", "under_normal", "mask_fill"].index(r["kind"]), -r["elements"]))
+    fills = [r for r in rows if r["kind"] == "mask_fill"]
+    return [r for r in rows if r["kind"] != "mask_fill"][:limit] + fills[:limit]  # the fills: one line, said whatever else is
