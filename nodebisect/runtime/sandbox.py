@@ -93,18 +93,19 @@ def _share(arrays: list[np.ndarray]) -> tuple[str, Any]:
         return "ok", arrays
     layout = []
     try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix="nodebisect-answer-", delete=False) as fh:
+        fd, path = tempfile.mkstemp(dir=folder, prefix="nodebisect-answer-")
+    except OSError:
+        return "ok", arrays
+    try:
+        with os.fdopen(fd, "wb") as fh:
             for a in arrays:
                 fh.write(b"\0" * ((-fh.tell()) % _ALIGN))
                 layout.append((a.dtype.str, a.shape, fh.tell()))
                 fh.write(memoryview(np.ascontiguousarray(a)).cast("B"))
-        return "file", (fh.name, layout)
     except OSError:  # shared memory full: the pipe still works
-        try:
-            os.unlink(fh.name)
-        except (OSError, UnboundLocalError):
-            pass
+        os.unlink(path)
         return "ok", arrays
+    return "file", (path, layout)
 
 
 def _unshare(path: str, layout: list[tuple[str, tuple[int, ...], int]]) -> list[np.ndarray]:

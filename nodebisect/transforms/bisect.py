@@ -26,7 +26,7 @@ import onnx
 
 from nodebisect.transforms.search import keep_list, rules_to_disable
 from nodebisect.transforms.evaluate import run_outputs, run_values
-from nodebisect.transforms.judge import Judge, relative_error
+from nodebisect.transforms.judge import PRECISION_TOLERANCE, Judge, relative_error
 from nodebisect.transforms.record import TransformRecord
 from nodebisect.transforms.registry import Transform, lookup, named_copy
 
@@ -210,14 +210,8 @@ def failed_record(name: str, error: Any) -> TransformRecord:
     """
     spec = lookup(name)
     return TransformRecord(name=spec.label, tool=spec.tool, version=spec.version(), knob=spec.knob_name, precision=spec.precision,
-                           limit=spec_limit(spec), fixable=False, failed=error.message, failed_tip=error.tip,
+                           limit=PRECISION_TOLERANCE[spec.precision], fixable=False, failed=error.message, failed_tip=error.tip,
                            failed_exit=int(error.exit_code))
-
-
-def spec_limit(spec: Transform) -> float:
-    from nodebisect.transforms.judge import PRECISION_TOLERANCE
-
-    return PRECISION_TOLERANCE[spec.precision]
 
 
 def _plain_failure(spec: Transform, step: str, exc: Exception) -> Exception:
