@@ -537,6 +537,27 @@ def test_verdict_view_shows_the_values_behind_the_bug() -> None:
     assert "amplified" in text and "node_mul_9" in text
 
 
+def test_the_verdict_says_the_transformation_and_its_fix() -> None:
+    """diff --transform / locate --transform results: the banner's headline and the verdict screen's fix, the CLI's words."""
+    pytest.importorskip("onnxruntime.quantization")
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).parent))
+    import transform_models as tm
+
+    from nodebisect.transforms.api import transform
+
+    from nodebisect_tui.verdict import banner_text, verdict_text
+    from nodebisect_tui.view import ResultIndex
+
+    model, feeds = tm.two_matmuls(weight_outlier=True)
+    index = ResultIndex(transform(model, "quantize-dynamic", feeds, isolate_crashes=False))
+    assert "quantize-dynamic (onnxruntime" in banner_text(index).plain
+    text = verdict_text(index).plain
+    assert "the transformation (--transform quantize-dynamic)" in text
+    assert "keep out of quantize-dynamic (nodes_to_exclude, most helpful first): mm_in" in text and "re-checked" in text
+
+
 def test_rerun_from_json_repeats_the_recorded_inputs_and_onnx(tmp_path: Path) -> None:
     from nodebisect_tui.app import recorded_options
 

@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from nodebisect.records import MATCH, Metrics
+from nodebisect.report.transform_wording import transform_lines
 from nodebisect.report.wording import capture_sentences
 
 from .view import ResultIndex, fmt, fmt_cos, verdict_line
@@ -50,6 +51,8 @@ def banner_text(index: ResultIndex) -> Text:
         text.append("\n" + result.export_failure.message.strip().replace("\n", " "))
     elif result.notes:
         text.append("\n" + result.notes[0])
+    if result.transform:  # --transform NAME: the transformation's headline (the fix is on the verdict screen)
+        text.append("\n" + transform_lines(result.transform)[0], style="bold")
     return text
 
 
@@ -106,6 +109,10 @@ def verdict_text(index: ResultIndex) -> Text:
             name = f"{out.label} ({out.name})" if out.label else out.name
             text.append(f"\n  {name}: {'ok' if out.ok else 'DIVERGED'}  max abs {fmt(out.metrics.max_abs)}",
                         style="" if out.ok else "red")
+    if result.transform:
+        _section(text, f"the transformation (--transform {result.transform.get('name', '')})")
+        for line in transform_lines(result.transform):
+            text.append("\n  " + line)
     if result.notes:
         _section(text, "notes")
         for note in result.notes:
