@@ -154,11 +154,15 @@ def test_a_mask_fill_is_told_apart_from_a_value_that_overflows_float16() -> None
 
     fill = np.zeros((2, 8), np.float32)
     fill[1, :3] = np.finfo(np.float32).min
-    values = {"mask_bias": fill, "xs": np.full((2, 4), 1.2e5, np.float32), "ok": np.ones(3, np.float32)}
+    tiny = {f"pow_{i}": np.full(8, 1e-6 / (i + 1), np.float32) for i in range(5)}  # RMSNorm's squares: subnormal in float16
+    values = {"mask_bias": fill, "xs": np.full((2, 4), 1.2e5, np.float32), "ok": np.ones(3, np.float32), **tiny}
     rows = headroom(values, {"mask_bias": "where", "xs": "scale_up"})
-    assert [(r["value"], r["kind"]) for r in rows] == [("xs", "over_range"), ("mask_bias", "mask_fill")]
-    text = "\n".join(transform_lines({"name": "fp16", "tool": "t", "knob": "node_block_list", "matched": True, "headroom": rows}))
+    assert [(r["value"], r["kind"]) for r in rows if r["kind"] != "under_normal"] == [("xs", "over_range"), ("mask_bias", "mask_fill")]
+    lines = transform_lines({"name": "fp16", "tool": "t", "knob": "node_block_list", "matched": True, "headroom": rows})
+    text = "\n".join(lines)
     assert "'xs' (scale_up) reaches 1.2e+05" in text and "'mask_bias' hold a mask's fill" in text and "(where)" not in text
+    small = [line for line in lines if "smallest normal" in line]
+    assert len(small) == 1 and "and 2 more value(s)" in small[0], small  # five values under the normal range: one line
     model, _ = tm.two_matmuls()
     order = rank_candidates(model, ["mm_in", "relu", "mm_out"], "", [{"node": "mm_out", "kind": "mask_fill"}])
     assert order == ["mm_in", "relu", "mm_out"], "a mask fill does not move its node up the keep-list search"

@@ -106,13 +106,15 @@ def _unfixable_lines(t: dict[str, Any]) -> list[str]:
 def headroom_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Reference values over float16's range (65504) or under its smallest normal (6.1e-05)."""
     lines = []
-    fills = [r for r in rows if r["kind"] == "mask_fill"]
-    for r in (r for r in rows if r["kind"] != "mask_fill"):
+    for r in (r for r in rows if r["kind"] == "over_range"):  # each one: the usual cause of a float16 defect
         where = f"'{r['value']}'" + (f" ({r['node']})" if r.get("node") else "")
-        if r["kind"] == "over_range":
-            lines.append(f"float16 headroom: {where} reaches {r['max_abs']:.4g}, over float16's 65504 ({_elements(r['elements'])})")
-        else:
-            lines.append(f"float16 headroom: {where} has {_elements(r['elements'])} under float16's smallest normal 6.1e-05 (down to {r['min_abs']:.3g})")
+        lines.append(f"float16 headroom: {where} reaches {r['max_abs']:.4g}, over float16's 65504 ({_elements(r['elements'])})")
+    small = [r for r in rows if r["kind"] == "under_normal"]
+    if small:  # one line: float16 keeps them as subnormals or zeros, rarely what breaks a model
+        each = ", ".join(f"'{r['value']}' ({_elements(r['elements'])}, down to {r['min_abs']:.3g})" for r in small[:3])
+        more = f" and {len(small) - 3} more value(s)" if len(small) > 3 else ""
+        lines.append(f"float16 headroom: under float16's smallest normal 6.1e-05 (subnormal or zero in float16): {each}{more}")
+    fills = [r for r in rows if r["kind"] == "mask_fill"]
     if fills:
         names = ", ".join(f"'{r['value']}'" for r in fills[:3]) + (f" and {len(fills) - 3} more" if len(fills) > 3 else "")
         lines.append(f"float16 headroom: {names} hold a mask's fill ({fills[0]['max_abs']:.3g}, float32's extreme), which float16"
