@@ -76,13 +76,6 @@ def transforms(ref: Path) -> None:
     quantize_dynamic(str(ref), str(ref.with_name(CASES["int8"])), weight_type=QuantType.QInt8)
 
 
-def _stable(value: object) -> object:
-    """The result's JSON without what timing decides (seconds, timings, the machine's paths)."""
-    if isinstance(value, dict):
-        return {k: _stable(v) for k, v in value.items() if "seconds" not in k and k not in ("timings", "environment")}
-    if isinstance(value, list):
-        return [_stable(v) for v in value]
-    return value
 
 
 def worker(folder: Path, case: str, isolate: bool) -> dict[str, object]:
@@ -102,11 +95,10 @@ def worker(folder: Path, case: str, isolate: bool) -> dict[str, object]:
     result = nodebisect.diff(ref_model, cand_model, ref_feeds, isolate_crashes=isolate)
     seconds = time.perf_counter() - t0
     fd = result.first_divergent
-    stable = json.dumps(_stable(json.loads(result.to_json())), sort_keys=True)
     return {
         "floor": floor, "diff": seconds, "verdict": result.verdict + (f" at {fd.onnx_node} ({fd.cause})" if fd else ""),
         "coverage": result.stats["mapping"].get("coverage"), "timings": result.stats.get("timings", {}),
-        "json_digest": hashlib.sha256(stable.encode()).hexdigest()[:16], "nodebisect": nodebisect.__file__,
+        "result": json.loads(result.to_json()), "nodebisect": nodebisect.__file__,
     }
 
 
@@ -116,7 +108,15 @@ def measure(tree: Path, folder: Path, case: str, isolate: bool) -> dict[str, obj
     run = subprocess.run(args, env=env, capture_output=True, text=True)
     if run.returncode != 0:
         raise SystemExit(f"{tree} {case}: the worker failed:\n{run.stderr[-3000:]}")
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    measured = json.loads(run.stdout.strip().splitlines()[-1])
+    # digested here, by this tree's code: an older tree measured with --tree need not have it
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    from nodebisect.result_file import without_timings
+
+    stable = json.dumps(without_timings(measured.pop("result")), sort_keys=True)
+    measured["json_digest"] = hashlib.sha256(stable.encode()).hexdigest()[:16]
+    return measured
 
 
 def main() -> None:

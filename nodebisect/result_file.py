@@ -1,4 +1,4 @@
-"""Read a saved result JSON (``locate --json``, report.json) back into a ``LocateResult``.
+"""Read a saved result JSON (``locate --json``, report.json) back into a ``LocateResult``, and compare two.
 
 The one loader the public API, ``nodebisect report`` and the TUI share, so every way
 a file can be unusable (missing, a folder, not JSON, not a nodebisect result) is
@@ -53,3 +53,16 @@ def _directory(folder: Path) -> BadInputError:
     if (folder / "report.json").is_file():
         return BadInputError(f"{folder} is a directory, not a result file", tip=f"pass {folder / 'report.json'}")
     return BadInputError(f"{folder} is a directory, not a result file", tip=_TIP)
+
+
+def without_timings(data: object) -> object:
+    """A result's JSON (``json.loads(result.to_json())``) without what timing and the machine decide.
+
+    Every ``*seconds*`` key, ``timings`` and ``environment`` go, at any depth: two runs of the
+    same comparison (a benchmark's trees, a model written past 2 GB or not) must then be equal.
+    """
+    if isinstance(data, dict):
+        return {k: without_timings(v) for k, v in data.items() if "seconds" not in k and k not in ("timings", "environment")}
+    if isinstance(data, list):
+        return [without_timings(v) for v in data]
+    return data
