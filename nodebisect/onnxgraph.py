@@ -52,10 +52,9 @@ def topological_order(model: onnx.ModelProto) -> list[int] | None:
     import heapq
 
     graph = model.graph
-    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer} | {""}
     produced = {o for n in graph.node for o in n.output if o}
-    needs = [{x for x in subgraph_inputs(n) if x in produced} for n in graph.node]
-    if _sorted_fast(graph, needs, ready):
+    needs = [{x for x in subgraph_inputs(n) if x in produced} for n in graph.node]  # what other nodes must write first
+    if _sorted_fast(graph, needs):
         return None
     waiting: dict[str, list[int]] = {}
     missing = [0] * len(graph.node)
@@ -81,8 +80,8 @@ def topological_order(model: onnx.ModelProto) -> list[int] | None:
     return order
 
 
-def _sorted_fast(graph: Any, needs: list[set[str]], ready: set[str]) -> bool:
-    available = set(ready)
+def _sorted_fast(graph: Any, needs: list[set[str]]) -> bool:
+    available: set[str] = set()
     for node, need in zip(graph.node, needs):
         if not need <= available:
             return False

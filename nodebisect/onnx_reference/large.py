@@ -12,8 +12,8 @@ these paths on a small model.
 
 A run that needs the same large model as a file many times (``--transform``: the
 reference's all-values run, each tool application, each diff) writes its weights once:
-inside ``shared_weights(model)``, ``ModelFile(model)`` and ``model_path(model)`` write only
-a small model file beside one shared data file.
+inside ``shared_weights(model)``, ``ModelFile(model)`` writes only a small model file beside
+one shared data file.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import itertools
 import os
 import shutil
 import tempfile
-import threading
 import weakref
 from typing import IO, Any, Iterable, Iterator
 
@@ -99,8 +98,7 @@ class SharedWeights:
         self.model = model
         self.dir = tempfile.mkdtemp(prefix="nodebisect-weights-")
         self._finalizer = weakref.finalize(self, shutil.rmtree, self.dir, True)
-        self._numbers = itertools.count()
-        self._lock = threading.Lock()
+        self._numbers = itertools.count()  # next() is atomic: threads get distinct file names
         try:
             with open(os.path.join(self.dir, self.DATA), "wb") as fh:
                 self.entries = externalized(model.graph.initializer, fh, self.DATA)
@@ -113,8 +111,7 @@ class SharedWeights:
         out = graph_of if graph_of is not None else shell(self.model)
         del out.graph.initializer[:]
         out.graph.initializer.extend(self.entries)
-        with self._lock:
-            path = os.path.join(self.dir, f"model-{next(self._numbers)}.onnx")
+        path = os.path.join(self.dir, f"model-{next(self._numbers)}.onnx")
         with open(path, "wb") as fh:
             fh.write(out.SerializeToString())
         return path
