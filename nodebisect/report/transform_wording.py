@@ -17,8 +17,7 @@ def transform_lines(t: dict[str, Any]) -> list[str]:
     if not t:
         return []
     if t.get("failed"):  # locate --transform: the tool refused the export or wrote an invalid model
-        tool = f"{t['name']} ({t['tool']} {t.get('version', '')})".replace(" )", ")")
-        return [f"{tool} could not be judged: {t['failed']}"] + ([f"  {t['failed_tip']}"] if t.get("failed_tip") else [])
+        return [f"{_named(t)} could not be judged: {t['failed']}"] + ([f"  {t['failed_tip']}"] if t.get("failed_tip") else [])
     lines = [headline(t)]
     culprit = t.get("culprit") or {}
     if culprit.get("node") and t.get("matched"):  # diff's divergence, only where a mask input excludes positions
@@ -34,7 +33,7 @@ def transform_lines(t: dict[str, Any]) -> list[str]:
 
 
 def headline(t: dict[str, Any]) -> str:
-    tool = f"{t['name']} ({t['tool']} {t.get('version', '')})".replace(" )", ")")
+    tool = _named(t)
     score = t.get("score", 0.0)
     off = (_off(score) if score >= _DIVERGED else f"{_pct(score)} of its scale") + (" where the mask keeps positions" if t.get("masked_outputs") else "")
     precision = t.get("precision", "float32")
@@ -142,6 +141,11 @@ def _call(t: dict[str, Any]) -> str:
         "quantize-dynamic": f"onnxruntime.quantization.quantize_dynamic(model_in, model_out, {kwargs})",
         "quantize-static": f"onnxruntime.quantization.quantize_static(model_in, model_out, reader, {kwargs})",
     }.get(t["name"], f"{t['name']} with {kwargs}")
+
+
+def _named(t: dict[str, Any]) -> str:
+    """``fp16 (onnxconverter-common 1.16.0)``: the transformation, its tool and version (none when unknown)."""
+    return f"{t['name']} ({t['tool']} {t.get('version', '')})".replace(" )", ")")
 
 
 def _off(score: float) -> str:
