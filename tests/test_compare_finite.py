@@ -46,3 +46,22 @@ def test_signed_zeros_are_still_told_apart() -> None:
     zero = -np.zeros((2, 2), np.float32)
     cmp = compare("v", zero, zero, dtype="float16")
     assert cmp.ok and str(cmp.metrics.range_used) == "0.0"  # not -0.0
+
+
+@pytest.mark.parametrize("dtype, outside", [(np.float32, 0), (np.float32, 3), (np.float16, 2)])
+def test_a_reference_that_is_its_own_oracle_is_judged_as_a_copy_of_it_would_be(dtype: type, outside: int) -> None:
+    """diff's float16 and int8 candidates pass the reference itself as the oracle (``judge``'s shortcut):
+    the same noise, ratio, criterion and verdict as the same numbers in another array."""
+    rng = np.random.default_rng(7)
+    e = rng.standard_normal((4, 33)).astype(dtype)
+    a = (e.astype(np.float64) + 1e-5 * rng.standard_normal(e.shape)).astype(dtype)
+    a.flat[:outside] += np.asarray(0.5, dtype)
+    judged = []
+    for oracle in (e, e.copy()):
+        cmp = compare("v", a, e, None, None, "float16" if dtype == np.float16 else "float32")
+        m = judge(cmp, a, e, oracle, str(np.dtype(dtype))).metrics
+        judged.append((m.noise, m.noise_ratio, m.criterion, m.max_abs, m.mismatch_fraction, m.range_used))
+    assert judged[0] == judged[1]
+    assert (judged[0][4] > 0) == (outside > 0)
+    if dtype == np.float16:
+        assert judged[0][5] == float(np.abs(e.astype(np.float64)).max()) / 65504.0
