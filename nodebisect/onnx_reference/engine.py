@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 
 from nodebisect.errors import BadInputError
-from nodebisect.onnx_reference.large import shell, too_large
-from nodebisect.onnxgraph import initializer_bytes
+from nodebisect.onnx_reference.large import too_large
+from nodebisect.onnxgraph import initializer_bytes, shell
 from nodebisect.records import LocateResult
 from nodebisect.run import Event, RunLog
 

@@ -68,10 +68,11 @@ def all_values(model: onnx.ModelProto, feeds: dict[str, np.ndarray], backend: st
 def _marked(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     """``model`` with every typed node output a graph output (values of unknown type are left out).
 
-    A model past protobuf's limit is marked without its weights (``large.shell``): the
+    A model past protobuf's limit is marked without its weights (``onnxgraph.shell``): the
     session reads them from the file ``large.ModelFile`` writes, never from a copy.
     """
-    from nodebisect.onnx_reference.large import shell, too_large
+    from nodebisect.onnx_reference.large import too_large
+    from nodebisect.onnxgraph import shell
 
     types = element_types(model)
     if too_large(model):
@@ -94,7 +95,7 @@ def element_types(model: onnx.ModelProto) -> dict[str, int]:
     known = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.value_info) + list(g.output) + list(g.input) if vi.type.HasField("tensor_type")}
     if all(o in known for n in g.node for o in n.output if o):
         return known
-    from nodebisect.onnx_reference.large import inferred_value_info
+    from nodebisect.onnxgraph import inferred_value_info
 
     inferred = inferred_value_info(model)  # the graph without its large weights
     return {**{vi.name: vi.type.tensor_type.elem_type for vi in inferred if vi.type.HasField("tensor_type")}, **known}

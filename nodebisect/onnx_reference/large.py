@@ -29,7 +29,7 @@ from typing import IO, Any, Iterable, Iterator
 import onnx
 from onnx import helper
 
-from nodebisect.onnxgraph import initializer_bytes
+from nodebisect.onnxgraph import initializer_bytes, shell
 
 
 # protobuf's 2 GB limit, with room for the graph itself (lowered by tests).
@@ -48,27 +48,6 @@ def too_large(model: onnx.ModelProto) -> bool:
 def weight_bytes(model: onnx.ModelProto) -> int:
     """The bytes of ``model``'s in-memory weights (``onnxgraph.initializer_bytes``)."""
     return initializer_bytes(model)
-
-
-def shell(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` without its graph's initializers (every other field copied): a copy costs the graph, not the weights."""
-    out = onnx.ModelProto()
-    for fd, value in model.ListFields():
-        if fd.name != "graph":
-            _copy_field(out, fd, value)
-    for fd, value in model.graph.ListFields():
-        if fd.name != "initializer":
-            _copy_field(out.graph, fd, value)
-    return out
-
-
-def _copy_field(target: Any, fd: Any, value: Any) -> None:
-    if hasattr(value, "extend"):  # a repeated field (FieldDescriptor.label is gone from protobuf's upb)
-        getattr(target, fd.name).extend(value)
-    elif hasattr(value, "CopyFrom"):
-        getattr(target, fd.name).CopyFrom(value)
-    else:
-        setattr(target, fd.name, value)
 
 
 def externalized(initializers: Iterable[onnx.TensorProto], fh: IO[bytes], location: str) -> list[onnx.TensorProto]:
@@ -220,20 +199,4 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike[str], graph_of: 
     return [path, data]
 
 
-def inferred_value_info(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
-    """``onnx.shape_inference`` on ``model``'s graph with its large weights as typed inputs (no 2 GB limit, seconds)."""
-    g = model.graph
-    light = shell(model)
-    inputs = {i.name for i in g.input}
-    for init in g.initializer:
-        if len(init.raw_data) + 4 * (len(init.float_data) + len(init.int64_data) + len(init.int32_data)) <= 4096:
-            light.graph.initializer.append(init)
-        elif init.name not in inputs:  # a large weight's type and shape, without its data
-            light.graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    try:
-        return list(onnx.shape_inference.infer_shapes(light).graph.value_info)
-    except Exception:  # noqa: BLE001 - without types those values are not typed
-        return []
-
-
-__all__ = ["LIMIT", "ModelFile", "SharedWeights", "inferred_value_info", "shared_weights", "shell", "too_large", "weight_bytes", "write_model"]
+__all__ = ["LIMIT", "ModelFile", "SharedWeights", "shared_weights", "too_large", "weight_bytes", "write_model"]

@@ -43,7 +43,8 @@ def run_outputs(
 
 def run_values(model: onnx.ModelProto, feeds: dict[str, np.ndarray], ep: str = "cpu", opt_level: str = "disabled") -> dict[str, np.ndarray]:
     """Every node output of the main graph (and the graph outputs), by value name."""
-    from nodebisect.onnx_reference.large import ModelFile, shell, too_large
+    from nodebisect.onnx_reference.large import ModelFile, too_large
+    from nodebisect.onnxgraph import shell
 
     large = too_large(model)
     probe = shell(model) if large else onnx.ModelProto()  # a model past 2 GB is not copied: its weights go to a file

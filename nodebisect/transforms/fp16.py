@@ -54,7 +54,8 @@ def apply(reference: onnx.ModelProto, keep: frozenset[str], feeds: dict[str, Any
     """``convert_float_to_float16(model, keep_io_types=True, node_block_list=keep)`` on a copy (the tool ``spec`` names)."""
     import importlib
 
-    from nodebisect.onnx_reference.large import inferred_value_info, too_large
+    from nodebisect.onnx_reference.large import too_large
+    from nodebisect.onnxgraph import inferred_value_info
 
     float16 = importlib.import_module("onnxruntime.transformers.float16" if spec.name == "fp16-ort" else "onnxconverter_common.float16")
 
