@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nodebisect.values.compare import compare
+from nodebisect.values.compare import compare, widened
 from nodebisect.values.noise import judge
 
 
@@ -37,6 +37,11 @@ def test_finite_arrays_give_the_formulas(shape: tuple[int, ...], transpose: bool
     oracle = e.astype(np.float64) + 1e-9
     judged = judge(cmp, a, e, oracle, "float32")
     assert judged.metrics.noise == pytest.approx(float(np.abs(e.astype(np.float64) - oracle).max()), rel=1e-12)
+    # the float64 copies made once for both (the search's way) give the same numbers
+    wide = widened(a, e)
+    again = judge(compare("v", a, e, 1e-3, 1e-4, None, wide=wide), a, e, oracle, "float32", wide=wide).metrics
+    assert (again.noise, again.noise_ratio, again.max_abs, again.cosine) == (judged.metrics.noise, judged.metrics.noise_ratio,
+                                                                            judged.metrics.max_abs, judged.metrics.cosine)
 
 
 def test_signed_zeros_are_still_told_apart() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from nodebisect.records import Comparison, Step
 from nodebisect.run import Event, Options, RunLog
-from nodebisect.values.compare import compare
+from nodebisect.values.compare import compare, widened
 from nodebisect.values.graphmap import GraphMap
 from nodebisect.values.noise import judge
 from nodebisect.values.signs import sign_sensitive_values
@@ -92,7 +92,8 @@ class Prober:
 
     def _judged(self, v: str, actual: Any, expected: Any, oracle: Any, dtype: str | None, fx_name: str) -> Comparison:
         """``actual`` against ``expected`` under the run's tolerance, re-judged against the oracle's noise."""
-        cmp = compare(v, actual, expected, self.opts.rtol, self.opts.atol, dtype, signed_zeros=v in self.signed)
+        wide = widened(actual, expected)  # made once: the comparison and the noise judgement read it
+        cmp = compare(v, actual, expected, self.opts.rtol, self.opts.atol, dtype, signed_zeros=v in self.signed, wide=wide)
         if self.oracle:
-            cmp = judge(cmp, actual, expected, oracle, dtype or "", elementwise=self.acts.elementwise_noise(fx_name))
+            cmp = judge(cmp, actual, expected, oracle, dtype or "", elementwise=self.acts.elementwise_noise(fx_name), wide=wide)
         return cmp

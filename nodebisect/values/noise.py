@@ -43,12 +43,16 @@ WITHIN_NOISE = "fixed, within noise"
 _EPS = {"float16": float(np.finfo(np.float16).eps), "bfloat16": 2.0**-7, "float32": float(np.finfo(np.float32).eps)}
 
 
-def judge(cmp: Comparison, actual: np.ndarray, expected: np.ndarray, oracle: np.ndarray | None, dtype: str, elementwise: bool = True) -> Comparison:
+def judge(
+    cmp: Comparison, actual: np.ndarray, expected: np.ndarray, oracle: np.ndarray | None, dtype: str, elementwise: bool = True,
+    wide: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Comparison:
     """``cmp`` (the fixed-tolerance verdict) re-judged against the value's natural noise.
 
     ``elementwise``: also hold each element outside the fixed tolerance to the noise there
     (``element_ratio``); off where the reference's error has no per-element scale (a value
     quantized with one scale per tensor, ``Reference.elementwise_noise``).
+    ``wide``: ``actual`` and ``expected`` in float64 (``values.compare.widened``), when the caller has them.
     """
     m = cmp.metrics
     kind = dtype or str(expected.dtype)
@@ -65,7 +69,8 @@ def judge(cmp: Comparison, actual: np.ndarray, expected: np.ndarray, oracle: np.
         o = oracle
     elif (o := oracle.astype(np.float64)).size and np.isfinite(o.sum()):
         # every element finite (``compare`` counted none in the other two): no mask
-        noise, error, largest = _largest(expected, o), _largest(actual, o), abs(max(float(o.max()), -float(o.min())))
+        a64, e64 = wide if wide is not None and wide[0].shape == o.shape == wide[1].shape else (actual, expected)
+        noise, error, largest = _largest(e64, o), _largest(a64, o), abs(max(float(o.max()), -float(o.min())))
     else:
         finite = np.isfinite(o) & np.isfinite(expected) & np.isfinite(actual)
         if not finite.any():
@@ -98,8 +103,11 @@ def _magnitude(x: np.ndarray) -> float:
 
 def _largest(x: np.ndarray, o: np.ndarray) -> float:
     """max |x - o| over finite arrays: the same number as ``np.abs(x - o).max()``, in one buffer."""
-    d = np.array(x, dtype=np.float64)  # a copy, an array even for a numpy scalar
-    np.subtract(d, o, out=d)
+    if x.dtype == np.float64:
+        d = np.asarray(np.subtract(x, o))  # a new buffer (an array even for 0-d)
+    else:
+        d = np.array(x, dtype=np.float64)  # a copy, an array even for a numpy scalar
+        np.subtract(d, o, out=d)
     return abs(max(float(d.max()), -float(d.min())))
 
 
