@@ -137,8 +137,10 @@ def _diff_once(
     budget = int(mib * 2**20) if mib else memory_available() // MEMORY_SHARE
     opts = make_options({"ep": ep, **options})
     warm = WarmOrt(isolate_crashes=opts.isolate_crashes, timeout_s=opts.timeout_s)  # the candidate's onnxruntime side, for the search
+    early = None
     try:
-        # 3. every reference value; the candidate's untouched run meanwhile (the search's first question)
+        # 3. every reference value; the candidate's untouched run meanwhile (the search's first question,
+        # joined just before the search: the mapping and the reference's casts overlap its end too)
         early = EarlyUntouched(warm, cand_model, cand_feeds, opts) if worth_overlapping(ref_model, cand_model) else None
         emit(Event(kind="stage", message=f"run the reference ({reference_ep})"))
         try:
@@ -148,22 +150,24 @@ def _diff_once(
         except Exception as exc:  # noqa: BLE001 - the reference must run: say so in one line
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise BadInputError(f"the reference model does not run on {reference_ep}: {first}", tip="check the model with onnx.checker, or try --reference-ep reference") from None
-        finally:
-            if early is not None:
-                early.join()
         timings["reference"] = time.perf_counter() - t
         return _compare(ref_model, cand_model, values, (ref_feeds, cand_feeds), budget, opts, warm, inputs, specs, seed, reference_ep, emit, names,
-                        timings, made_by)
+                        timings, made_by, early)
     finally:
+        if early is not None:
+            early.join()  # (idempotent) before its child process is closed
         warm.close()
 
 
 def _compare(
     ref_model: onnx.ModelProto, cand_model: onnx.ModelProto, values: Any, feeds: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
     budget: int, opts: Any, warm: Any, inputs: Any, specs: list[str] | None, seed: int, reference_ep: str, emit: Any,
-    names: tuple[str, str], timings: dict[str, float], made_by: str = "",
+    names: tuple[str, str], timings: dict[str, float], made_by: str = "", early: Any = None,
 ) -> LocateResult:
-    """Steps 4-7 on the reference's values: map, the reference in the candidate's terms, the search, diff's words."""
+    """Steps 4-7 on the reference's values: map, the reference in the candidate's terms, the search, diff's words.
+
+    ``early``: the candidate's untouched run still going (``EarlyUntouched``), joined before the search asks for it.
+    """
     from nodebisect.onnx_reference.defects import in_diff_terms, producer_of
     from nodebisect.onnx_reference.evaluate import exact_values
     from nodebisect.onnx_reference.mapping import map_candidate, related
@@ -208,6 +212,8 @@ def _compare(
                     mapping_quality=mapping.stats, notes=notes, opset=opset_of(cand_model, 0), refine=refine)
     prepared = PreparedModel(opts=opts, source=names[1], environment=env, prep=prep, notes=list(notes), timings=timings, warm=warm)
     # 6. locate's search and diagnosis, unchanged
+    if early is not None:
+        early.join()
     result = locate(prepared, progress=emit)
     result.notes = [in_reference_terms(note) for note in result.notes]  # locate's notes speak of PyTorch
     result.stats.pop("reused_preparation", None)

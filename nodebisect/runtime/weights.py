@@ -18,6 +18,8 @@ import threading
 import weakref
 import onnx
 
+from nodebisect.onnxgraph import tensor_bytes
+
 WEIGHTS_FILE = "weights.bin"
 # Initializers smaller than this stay inside each prefix model.
 INLINE_BYTES = 1024
@@ -84,17 +86,20 @@ class Weights:
         digest = hashlib.blake2b(digest_size=20) if self._by_content else None
         with open(os.path.join(self.dir, WEIGHTS_FILE), "wb") as fh:
             for t in model.graph.initializer:
-                if t.data_location == onnx.TensorProto.EXTERNAL or len(t.raw_data) < INLINE_BYTES:
+                # the size from dims: each read of raw_data copies the weight, holding the GIL (the
+                # reference's run waits on it when this runs in a thread beside it)
+                if t.data_location == onnx.TensorProto.EXTERNAL or not t.HasField("raw_data") or tensor_bytes(t) < INLINE_BYTES:
                     continue
+                data = t.raw_data
                 pad = (-fh.tell()) % 64  # aligned offsets let onnxruntime map weights directly
                 fh.write(b"\0" * pad)
                 offset = fh.tell()
-                fh.write(t.raw_data)
+                fh.write(data)
                 if digest is not None:
-                    digest.update(t.name.encode() + b"\0" + t.raw_data)
+                    digest.update(t.name.encode() + b"\0" + data)
                 entry = onnx.TensorProto(name=t.name, data_type=t.data_type, dims=list(t.dims))
                 entry.data_location = onnx.TensorProto.EXTERNAL
-                for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(len(t.raw_data)))):
+                for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(len(data)))):
                     item = entry.external_data.add()
                     item.key, item.value = key, value
                 light[t.name] = entry
