@@ -129,6 +129,32 @@ def test_dynamic_quantization_excludes_a_gemm_by_the_name_it_gives_it(tmp_path: 
     assert record.rechecked and _fixed_matches(record, built, rtol=5e-2)
 
 
+def test_static_quantization_candidates_are_every_node_the_tool_quantizes() -> None:
+    """quantize_static quantizes the QLinear registry's op types as well as the QDQ registry's (Mul, Add,
+    Softmax): with every candidate excluded, the model it writes has no QuantizeLinear left."""
+    pytest.importorskip("onnxruntime.quantization")
+    from nodebisect.transforms import quantize
+    from nodebisect.transforms.registry import lookup
+
+    model, feeds = tm.outlier_channel_softmax()
+    everything = frozenset(quantize.candidates(model, static=True))
+    assert everything == {"mm", "mul", "add", "softmax"}
+    spec = lookup("quantize-static")
+    assert any(n.op_type == "QuantizeLinear" for n in quantize.apply(model, frozenset(), feeds, spec).graph.node)
+    assert not any(n.op_type == "QuantizeLinear" for n in quantize.apply(model, everything, feeds, spec).graph.node)
+
+
+def test_an_outlier_channel_is_kept_out_through_the_ops_only_the_qlinear_registry_lists(tmp_path: Path) -> None:
+    """The Softmax departs; keeping it, the Add and the Mul out of int8 fixes it (each is needed: a quantized
+    reader quantizes its input), none of which the QDQ registry lists."""
+    pytest.importorskip("onnxruntime.quantization")
+    built = tm.outlier_channel_softmax()
+    record = _bisect(built, "quantize-static", tmp_path)
+    assert not record.matched and record.culprit["node"] == "softmax"
+    assert sorted(record.keep_nodes) == ["add", "mul", "softmax"]
+    assert record.rechecked and _fixed_matches(record, built, rtol=5e-2)
+
+
 @pytest.mark.parametrize("name", ["quantize-dynamic", "quantize-static", "fp16", "onnxscript", "onnxoptimizer", "ort-transformers:bert"])
 def test_a_clean_transformation_matches(name: str, tmp_path: Path) -> None:
     """No false alarm: every tool on a model it transforms correctly (the search does not even start)."""

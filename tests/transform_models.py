@@ -83,6 +83,30 @@ def two_matmuls(weight_outlier: bool = False, activation_outlier: bool = False) 
     return _model(nodes, *io, [nh.from_array(w1, "w1"), nh.from_array(w2, "w2")]), {"x": x}
 
 
+def outlier_channel_softmax() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """x -> mm -> mul (a per-channel scale, one channel x1000) -> add (x, the residual) -> softmax.
+
+    One channel sets the int8 scale of every tensor it flows through (static quantization
+    gives each activation one scale), and the other channels round to a few steps of it:
+    within int8's precision of those tensors, until the Softmax reads their absolute
+    differences. Mul, Add and Softmax are ops only the QLinear registry of
+    onnxruntime.quantization lists, which ``quantize_static`` quantizes in QDQ format too.
+    """
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 32)).astype(np.float32)
+    w = (rng.standard_normal((32, 32)) * 0.2).astype(np.float32)
+    scale = np.ones(32, np.float32)
+    scale[0] = 1000.0
+    nodes = [
+        h.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        h.make_node("Mul", ["h", "scale"], ["m"], name="mul"),
+        h.make_node("Add", ["m", "x"], ["r"], name="add"),
+        h.make_node("Softmax", ["r"], ["y"], name="softmax", axis=-1),
+    ]
+    io = [h.make_tensor_value_info("x", T.FLOAT, [8, 32])], [h.make_tensor_value_info("y", T.FLOAT, [8, 32])]
+    return _model(nodes, *io, [nh.from_array(w, "w"), nh.from_array(scale, "scale")]), {"x": x}
+
+
 def argmax_of_exp() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """ArgMax(Exp(x)) with scores whose exp overflows: onnxoptimizer's eliminate_nop_monotone_argmax drops the Exp,
     and the tie between two infinities (first index wins) becomes a strict order; other passes fire harmlessly."""

@@ -28,10 +28,16 @@ import onnx
 
 
 def candidates(reference: onnx.ModelProto, static: bool) -> list[str]:
-    """The nodes the quantizer would quantize: its registry's op types (dynamic: constant-B MatMuls)."""
-    from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry
+    """The nodes the quantizer would quantize: the op types it quantizes by default (dynamic: constant-B MatMuls).
 
-    ops = set(QDQRegistry if static else IntegerOpsRegistry)
+    ``quantize_static`` with no ``op_types_to_quantize`` quantizes the union of its QLinear
+    and QDQ registries, in QDQ format too: Add, Mul, Concat, Softmax and Sigmoid are only in
+    the first. A keep-list drawn from the QDQ registry alone could never keep their outputs
+    out of int8 ("no keep-list fixes it" on a ViT whose LayerNorm reads a quantized Add).
+    """
+    from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry, QLinearOpsRegistry
+
+    ops = set(QDQRegistry) | set(QLinearOpsRegistry) if static else set(IntegerOpsRegistry)
     constants = {t.name for t in reference.graph.initializer}
     names = []
     for node in reference.graph.node:
