@@ -203,6 +203,10 @@ def _search(prepared: PreparedModel, opts: Options, log: RunLog, ort: Any) -> Lo
             result.repro.unoptimized = unoptimized_window(prep, fd.onnx_value)  # the unfused ops, for the repro
     if prep.attribute is not None:  # 8b. a frontend's own stage checks (Keras: capture, grappler, tf2onnx's optimizers)
         result.first_divergent, result.verdict = prep.attribute(result.first_divergent, result.verdict, opts, log, ort)
+    if prep.refine is not None:  # 8c. a reference's own words for the culprit (diff's), onnxruntime still up
+        from nodebisect.diagnose.explain import refined
+
+        result = refined(result, prep, opts, log, ort)
     # 9. a capture or decomposition culprit comes first: the ONNX graph was made from changed numerics
     if prepared.culprit is not None:
         if result.first_divergent is not None:
@@ -269,7 +273,6 @@ def _run_trials(first: LocateResult, prepared: PreparedModel, opts: Options, log
 def _finish(result: LocateResult, prepared: PreparedModel, log: RunLog, seconds: float) -> LocateResult:
     from nodebisect.report.wording import explanation
 
-    result = prepared.prep.refine(result) if prepared.prep is not None and prepared.prep.refine is not None else result
     if result.first_divergent is not None:  # the diagnosis in words, composed once from its typed checks
         result.first_divergent = replace(result.first_divergent, explanation=explanation(result.first_divergent))
     result.model = prepared.source

@@ -49,7 +49,8 @@ class Prepared:
     # A frontend's own stage checks after the search, (fd, verdict, opts, log, ort) -> (fd, verdict) (Keras: frontends.keras.stages).
     attribute: Any = None
     # LocateResult -> LocateResult: the answer in another reference's terms (diff's stages and causes, a
-    # quantized node standing out), applied by the pipeline before it composes the explanation.
+    # quantized node standing out), applied by the pipeline after the search, while onnxruntime is up
+    # (a culprit it names anew gets its repro there), and before it composes the explanation.
     refine: Any = None
 
     @property

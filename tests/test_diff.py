@@ -219,6 +219,22 @@ def test_a_quantized_matmul_whose_weight_has_an_outlier_stands_out(models: dict[
     assert "nodes_to_exclude=['mm1']" in what_to_do(fd)
 
 
+def test_a_quantized_node_that_stands_out_gets_a_repro_that_reproduces(models: dict[str, Path], tmp_path: Path) -> None:
+    """The search sees int8 drift; diff names the node whose quantization stands out: its repro is that node's
+    window fed with the reference's values (it used to have none, and the report told the user to re-run locate)."""
+    import subprocess
+    import sys
+
+    result = nodebisect.diff(models["outlier"], models["outlier_int8"], report=tmp_path / "rep")
+    fd = result.first_divergent
+    assert fd is not None and fd.cause == Cause.QUANTIZATION_ERROR and result.repro is not None and result.repro.reproduces
+    assert fd.onnx_value in result.repro.expected
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "Re-run `nodebisect locate" not in report and "repro/" in report
+    run = subprocess.run([sys.executable, str(tmp_path / "rep" / "repro" / "repro.py")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "MISMATCH REPRODUCED" in run.stdout, run.stdout + run.stderr
+
+
 def test_a_qdq_model_names_the_matmul_whose_weight_has_an_outlier(models: dict[str, Path]) -> None:
     """quantize_static (QDQ) folds mm1's Relu into its quantization: mm1 still is the node named, by its own name."""
     from nodebisect.report.wording import what_to_do

@@ -20,8 +20,10 @@ from nodebisect.records import (
     CAUSE_INHERITED,
     CAUSE_OPTIMIZER,
     CAUSE_RUNTIME,
+    DIVERGED,
     Comparison,
     FirstDivergent,
+    LocateResult,
     Stage,
 )
 from nodebisect.prepared import ReproData
@@ -267,3 +269,25 @@ def verified_repro(
     check = reproducing_window(prep.onnx_model, gm, fd.onnx_value, prep, opts, ort)
     log.extra_sessions += check.sessions
     return check.repro, check.worst
+
+
+def refined(result: LocateResult, prep: Prepared, opts: Options, log: RunLog, ort: Ort) -> LocateResult:
+    """``prep.refine`` on the result; a culprit it names anew (diff: the quantized node whose error stands
+    out, where the search saw only drift) gets its own verified repro, as a searched culprit does."""
+    from nodebisect.values.graphmap import build_graph_map
+
+    before = result.first_divergent.onnx_value if result.first_divergent is not None else ""
+    result = prep.refine(result)
+    fd = result.first_divergent
+    if fd is None or result.verdict != DIVERGED or result.repro is not None or fd.onnx_value == before:
+        return result
+    try:
+        gm = build_graph_map(prep.onnx_model, prep.acts.values, prep.acts.outputs, refs=prep.refs)
+        repro, worst = verified_repro(fd, gm, prep, opts, log, ort)
+    except Exception as exc:  # noqa: BLE001 - the culprit stands without its repro; say why there is none
+        log.note(f"no repro bundle for {fd.onnx_node}: {type(exc).__name__}: {str(exc)[:200]}")
+        return result
+    result.repro = repro
+    result.first_divergent = replace(fd, worst=worst or fd.worst)
+    return result
+
