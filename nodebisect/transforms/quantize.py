@@ -18,8 +18,11 @@ Knob: ``nodes_to_exclude``. Naming quirks read in ``onnxruntime/quantization``
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +67,43 @@ def tool_names(reference: onnx.ModelProto, keep: list[str] | frozenset[str], sta
     return [f"{name}_MatMul" if not static and name in by_name and _gemm_as_matmul(by_name[name]) else name for name in keep]
 
 
+class _Search:
+    """One reference's files for the applications of a search: the model written once, and onnxruntime's
+    calibration cache (``quantize_static(calibration_cache_path=)``), so the activation ranges are computed
+    once, not once per application. They depend on the model, the feeds and the op types calibrated, none
+    of which ``nodes_to_exclude`` changes; MinMax calibration is deterministic, so an application reading
+    the cache makes the model a fresh calibration makes (the re-check's too)."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="nodebisect-quant-")
+        self.model = Path(self.dir) / "reference.onnx"
+        self.calibration = Path(self.dir) / "calibration.json"
+        weakref.finalize(self, shutil.rmtree, self.dir, True)
+
+
+# The last few references quantized, with their feeds' digest (each model held, so its id stays its own).
+_SEARCHES: list[tuple[onnx.ModelProto, bytes, _Search]] = []
+
+
+def _search_files(reference: onnx.ModelProto, feeds: dict[str, Any]) -> _Search:
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(feeds):
+        array = np.ascontiguousarray(feeds[name])
+        digest.update(repr((name, array.dtype.str, array.shape)).encode())
+        digest.update(array.reshape(-1).view(np.uint8) if array.dtype.kind != "O" else repr(array.tolist()).encode())
+    key = digest.digest()
+    for held, k, files in _SEARCHES:
+        if held is reference and k == key:
+            return files
+    files = _Search()
+    _SEARCHES[:] = [*_SEARCHES[-1:], (reference, key, files)]
+    return files
+
+
 def apply(reference: onnx.ModelProto, keep: frozenset[str], feeds: dict[str, Any], spec: Any) -> onnx.ModelProto:
     """``quantize_dynamic`` / ``quantize_static`` (QDQ, per-tensor, calibrated on ``feeds``) with ``nodes_to_exclude=keep``."""
+    import inspect
+
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     from nodebisect.onnx_reference.large import ModelFile, too_large
@@ -82,17 +120,20 @@ def apply(reference: onnx.ModelProto, keep: frozenset[str], feeds: dict[str, Any
     root.setLevel(logging.ERROR)  # "Please consider to run pre-processing" on every call
     try:
         large = too_large(reference)  # past protobuf's 2 GB: weights as external data, in and out (written once per search)
+        search = _search_files(reference, feeds)
         with tempfile.TemporaryDirectory(prefix="nodebisect-quant-") as tmp, (ModelFile(reference) if large else contextlib.nullcontext()) as file:
-            src, dst = Path(tmp) / "reference.onnx", Path(tmp) / "candidate.onnx"
+            src, dst = search.model, Path(tmp) / "candidate.onnx"
             if file is not None:
                 src = Path(file.path)
-            else:
+            elif not src.exists():
                 src.write_bytes(reference.SerializeToString())
             static = spec.name == "quantize-static"
             exclude = tool_names(reference, sorted(keep), static)
             if static:
+                cache = ({"calibration_cache_path": str(search.calibration)}
+                         if "calibration_cache_path" in inspect.signature(quantize_static).parameters else {})  # where this onnxruntime has it
                 quantize_static(str(src), str(dst), _Feeds(), quant_format=QuantFormat.QDQ, nodes_to_exclude=exclude,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, use_external_data_format=large)
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, use_external_data_format=large, **cache)
             else:
                 quantize_dynamic(str(src), str(dst), nodes_to_exclude=exclude, weight_type=QuantType.QInt8, use_external_data_format=large)
             return onnx.load(str(dst))
