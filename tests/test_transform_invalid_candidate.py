@@ -78,3 +78,45 @@ def test_onnxruntime_s_float16_converter_makes_a_valid_candidate_of_the_same_mod
     assert run.code == 0, (run.code, run.out, run.err)
     t = json.loads((tmp_path / "r.json").read_text())["transform"]
     assert t["matched"] and not t["failed"] and t["tool"] == "onnxruntime" and t["judged_by"] == "diff", t
+
+
+square_factory = '''import torch
+
+
+class Square(torch.nn.Module):
+    def forward(self, x):
+        h = x * 300.0
+        return torch.tanh(h * h / 1e6)  # h * h passes float16's 65504 where |x| > 0.85
+
+
+def build():
+    return Square().eval(), (torch.linspace(-2.0, 2.0, 32).reshape(4, 8),)
+'''
+
+
+def test_locate_transform_writes_the_departing_candidate_s_diff_report_beside_it(cli: Any, tmp_path: Path) -> None:
+    """locate's report is about the export; the transformation's tool needs the candidate's own: diff's report.md,
+    its repro/ and a command on files written beside it (the export, its inputs), runnable without the model."""
+    pytest.importorskip("onnxconverter_common")
+    import json
+    import subprocess
+    import sys
+
+    import nodebisect
+
+    (tmp_path / "square.py").write_text(square_factory)
+    rep = tmp_path / "rep"
+    run = cli("locate", f"{tmp_path}/square.py:build", "--transform", "fp16", "--report", rep, "--json", tmp_path / "r.json", "-q")
+    data = json.loads((tmp_path / "r.json").read_text())
+    t = data["transform"]
+    assert data["verdict"] == "match" and not t["matched"] and t["report"] == str(rep / "transform" / "report.md"), (run.out, t)
+    assert f"diff's report): {rep / 'transform' / 'report.md'}" in run.out
+    folder = rep / "transform"
+    assert {"reference.onnx", "candidate.onnx", "inputs.npz", "report.md", "report.json"} <= {p.name for p in folder.iterdir()}
+    text = (folder / "report.md").read_text()
+    command = f"nodebisect diff {folder / 'reference.onnx'} {folder / 'candidate.onnx'} --inputs {folder / 'inputs.npz'}"
+    assert command in text, text
+    again = nodebisect.diff(folder / "reference.onnx", folder / "candidate.onnx", str(folder / "inputs.npz"))
+    assert again.verdict == "diverged" and again.first_divergent.onnx_node == t["culprit"]["node"]
+    repro = subprocess.run([sys.executable, str(folder / "repro" / "repro.py")], capture_output=True, text=True, timeout=120)
+    assert repro.returncode == 1 and "MISMATCH REPRODUCED" in repro.stdout, repro.stdout + repro.stderr

@@ -403,6 +403,31 @@ def test_keep_list_is_minimal_and_ordered_by_help() -> None:
     assert search.keep_list(order, lambda keep: False, score) is None
 
 
+def test_keep_list_past_its_budget_keeps_the_fix_it_found_and_says_it_is_not_minimal() -> None:
+    """Applications of a tool on a large graph cost seconds each: past the budget, no minimization, no ordering."""
+    from nodebisect.report.transform_wording import transform_lines
+
+    need = {"n3", "n7"}
+    asked: list[frozenset[str]] = []
+
+    def matches(keep: frozenset[str]) -> bool:
+        asked.append(keep)
+        return need <= keep
+
+    order = ["n3", "n1", "n2", "n7", "n4", "n5", "n6"]
+    budget = search.Budget(seconds=0.0)
+    assert search.keep_list(order, matches, lambda keep: 0.0, budget) == ["n3", "n1", "n2", "n7"]  # the doubling's fix
+    assert budget.cut and len(asked) == 4  # {}, 1, 2, 4 nodes: nothing after the fix was found
+    roomy = search.Budget(seconds=60.0)
+    assert search.keep_list(order, matches, lambda keep: 0.0, roomy) == ["n3", "n7"] and not roomy.cut
+    record = {"name": "quantize-static", "tool": "onnxruntime", "version": "1.32.0", "knob": "nodes_to_exclude", "precision": "int8",
+              "score": 0.4, "limit": 0.05, "keep_nodes": ["n3", "n1", "n2", "n7"], "minimized": False, "budget_s": 240.0,
+              "applications": 17, "rechecked": True, "tool_kwargs": {"nodes_to_exclude": ["n3", "n1", "n2", "n7"]}}
+    text = "\n".join(transform_lines(record))
+    assert "a fix, not the smallest: the search's 240 s for minimizing ran out after 17 applications of onnxruntime" in text, text
+    assert "--transform-budget SECONDS" in text and "most helpful first" not in text
+
+
 # -- float16 by onnxruntime's transformers converter (fp16-ort) -------------------------------
 
 

@@ -1,6 +1,6 @@
 """``nodebisect diff REFERENCE.onnx --transform NAME`` (and ``locate MODEL --transform NAME``): options and handlers.
 
-``add_transform_options(parser)`` adds ``--transform`` and ``--transform-tolerance`` to the
+``add_transform_options(parser)`` adds ``--transform``, ``--transform-tolerance`` and ``--transform-budget`` to the
 diff command; ``run_transform(args)`` runs ``nodebisect.transforms.api.transform`` with the
 diff command's inputs, backends and output flags, prints diff's summary and then the
 transformation's lines (``report.transform_wording``), and returns the exit code.
@@ -33,6 +33,11 @@ def add_transform_options(parser: argparse.ArgumentParser) -> None:
         "(default: the candidate precision's: float32 1e-4, float16 1e-2, int8 5e-2); given, the candidate matches only "
         "when its outputs stay within it as well as diff's verdict, node by node, being a match",
     )
+    group.add_argument(
+        "--transform-budget", type=float, metavar="SECONDS",
+        help="seconds the keep-list search may spend making a fix it found smaller (default 240); past it the fix found "
+        "is reported, re-checked, and said not to be the smallest",
+    )
 
 
 def run_transform(args: argparse.Namespace, progress: Any = None) -> int:
@@ -57,7 +62,7 @@ def run_transform(args: argparse.Namespace, progress: Any = None) -> int:
         reference_ep=getattr(args, "reference_ep", "cpu"), report=getattr(args, "report", None),
         tolerance=getattr(args, "transform_tolerance", None), input_specs=getattr(args, "input_specs", None),
         seed=getattr(args, "seed", 0), log=progress, strict_masked=getattr(args, "strict_masked", False),
-        **options,
+        **_budget(args), **options,
     )
     json_path = getattr(args, "json", None)
     human = sys.stderr if json_path == "-" else sys.stdout
@@ -83,7 +88,18 @@ def locate_with_transform(args: argparse.Namespace, progress: Any) -> Any:
 
     return locate_and_transform(args.model, args.transform, report=getattr(args, "report", None),
                                 tolerance=getattr(args, "transform_tolerance", None), progress=progress,
-                                strict_masked=getattr(args, "strict_masked", False), **locate_kwargs(args))
+                                strict_masked=getattr(args, "strict_masked", False), **_budget(args), **locate_kwargs(args))
+
+
+def _budget(args: argparse.Namespace) -> dict[str, float]:
+    budget = getattr(args, "transform_budget", None)
+    if budget is None:
+        return {}
+    if budget <= 0:
+        from nodebisect.errors import BadInputError
+
+        raise BadInputError(f"--transform-budget must be a positive number of seconds, not {budget:g}")
+    return {"budget_s": budget}
 
 
 def transform_text(result: Any) -> str:

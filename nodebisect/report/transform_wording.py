@@ -26,6 +26,8 @@ def transform_lines(t: dict[str, Any]) -> list[str]:
     elif culprit.get("node"):
         lines.append(f"first departing node: {culprit['node']} ({culprit.get('op_type', '')}), value {culprit.get('value', '')}")
     lines += _fix_lines(t)
+    if t.get("report"):
+        lines.append(f"the candidate against the export, node by node (diff's report): {t['report']}")
     lines += headroom_lines(t.get("headroom") or [])
     if t.get("named_nodes"):
         lines.append(f"note: {t['named_nodes']} unnamed reference node(s) were named <op_type>_<index> so that {t['knob']} can name them")
@@ -59,6 +61,11 @@ def _fix_lines(t: dict[str, Any]) -> list[str]:
         if t.get("rechecked")
         else "the fixed candidate did NOT match when made again: treat this answer as a lead only"
     )
+    if t.get("keep_nodes") and t.get("minimized") is False:
+        nodes = ", ".join(t["keep_nodes"])
+        return [f"keep out of {t['name']} ({t['knob']}): {nodes}", f"  call: {_call(t)}", checked,
+                f"a fix, not the smallest: the search's {t.get('budget_s', 0):g} s for minimizing ran out after {t.get('applications', 0)} "
+                f"applications of {t['tool']}; --transform-budget SECONDS gives it more"]
     if t.get("keep_nodes"):
         nodes = ", ".join(t["keep_nodes"])
         return [f"keep out of {t['name']} ({t['knob']}, most helpful first): {nodes}", f"  call: {_call(t)}", checked]

@@ -30,12 +30,14 @@ def transform(
     input_specs: list[str] | None = None,
     seed: int = 0,
     strict_masked: bool = False,
+    budget_s: float | None = None,
     **options: Any,
 ) -> LocateResult:
     """Apply ``name`` to ``reference``, diff the candidate, search the knob that makes it match, re-check it.
 
     ``report``: folder for diff's report and ``transform/{candidate,fixed_candidate}.onnx``.
     ``strict_masked``: a divergence only at positions a mask input excludes departs too.
+    ``budget_s``: seconds the keep-list search may spend minimizing (``transforms.search.Budget``; default 240).
     ``**options``: diff's (rtol, atol, strategy, memory_budget).
     """
     from nodebisect.onnx_reference.engine import read_model
@@ -52,12 +54,17 @@ def transform(
     out_dir = Path(report) / "transform" if report is not None else None
     record = transform_and_bisect(model, name, feeds, out_dir, ep=ep, tolerance=tolerance, culprit_of=culprit_of,
                                   isolate_crashes=options.get("isolate_crashes", True), strict_masked=strict_masked,
-                                  progress=log if callable(log) else None)
+                                  progress=log if callable(log) else None, **({"budget_s": budget_s} if budget_s else {}))
     result = diffed.get("result")
     if not isinstance(result, LocateResult):
         result = LocateResult(verdict=MATCH if record.matched else DIVERGED, model=source)
         result.notes.append(f"nodebisect diff could not compare the candidate with the reference: {diffed.get('why', 'not run')}")
     result.transform = record.to_dict()
+    if record.candidate:  # the report's command diffs the files the run read and wrote, not "<candidate ModelProto>"
+        env = result.environment
+        env["candidate"] = record.candidate
+        env["reference"] = source
+        env["run_inputs"] = {"inputs_file": str(inputs) if isinstance(inputs, (str, Path)) else None, "input_specs": input_specs, "seed": seed}
     if report is not None:
         from nodebisect.report.bundle import write_report
 
@@ -67,7 +74,7 @@ def transform(
 
 def locate_and_transform(
     model: Any, name: str, inputs: Any = None, *, report: str | Path | None = None, tolerance: float | None = None,
-    progress: Any = None, strict_masked: bool = False, **options: Any,
+    progress: Any = None, strict_masked: bool = False, budget_s: float | None = None, **options: Any,
 ) -> LocateResult:
     """``nodebisect locate MODEL --transform NAME`` (and the sweep's): export and locate, then the transformation
     of the exported ONNX model on the same feeds; the result is locate's, with the ``transform`` record.
@@ -93,11 +100,41 @@ def locate_and_transform(
         try:
             record = transform_and_bisect(prep.onnx_model, name, dict(prep.feeds), out_dir, ep=options.get("ep", "cpu"), tolerance=tolerance,
                                           culprit_of=culprit_of, isolate_crashes=options.get("isolate_crashes", True),
-                                          strict_masked=strict_masked, progress=progress if callable(progress) else None)
+                                          strict_masked=strict_masked, progress=progress if callable(progress) else None,
+                                          **({"budget_s": budget_s} if budget_s else {}))
         except (BadInputError, RuntimeFailedError) as exc:  # the tool refused the export or wrote an invalid model
             record = failed_record(name, exc)
+        if out_dir is not None and not record.matched and isinstance(diffed.get("result"), LocateResult):
+            record.report = _diff_report(diffed["result"], record, out_dir, prep.onnx_model, dict(prep.feeds))
     result.transform = record.to_dict()
     return result
+
+
+def _diff_report(diffed: LocateResult, record: Any, out_dir: Path, reference: Any, feeds: dict[str, np.ndarray]) -> str:
+    """diff's report on the departing candidate (report.md, report.json, repro/, pictures) beside it in ``out_dir``.
+
+    locate's own report is about the export; a maintainer of the transformation's tool needs the
+    candidate's values node by node and the smallest subgraph that reproduces, as ``diff
+    --transform`` writes them, without the user's PyTorch model: the export and its inputs are
+    written beside the candidate (``reference.onnx``, ``inputs.npz``), and the report's command
+    diffs those files.
+    """
+    import io
+
+    from nodebisect.onnx_reference.large import write_model
+    from nodebisect.report.atomic import write_bytes
+    from nodebisect.report.bundle import write_report
+
+    write_model(reference, out_dir / "reference.onnx")
+    buffer = io.BytesIO()
+    np.savez(buffer, **feeds)
+    write_bytes(out_dir / "inputs.npz", buffer.getvalue())
+    diffed.transform = record.to_dict()
+    env = diffed.environment
+    env["reference"], env["candidate"] = str(out_dir / "reference.onnx"), record.candidate or str(out_dir / "candidate.onnx")
+    env["run_inputs"] = {"inputs_file": str(out_dir / "inputs.npz"), "input_specs": None, "seed": 0}
+    write_report(diffed, out_dir)
+    return str(out_dir / "report.md")
 
 
 def _diff_culprit(feeds: dict[str, np.ndarray], diffed: dict[str, Any], strict_masked: bool = False, made_by: str = "",

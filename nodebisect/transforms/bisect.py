@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import onnx
 
-from nodebisect.transforms.search import keep_list, rules_to_disable
+from nodebisect.transforms.search import Budget, keep_list, rules_to_disable
 from nodebisect.transforms.evaluate import run_outputs, run_values
 from nodebisect.transforms.judge import PRECISION_TOLERANCE, Judge, relative_error
 from nodebisect.transforms.record import TransformRecord
@@ -34,6 +34,9 @@ from nodebisect.transforms.registry import Transform, lookup, named_copy
 MAX_CONSTANTS = 5  # the constants named when no keep-list helps: those the culprit reads first, then the most changed
 # diff finds a departure the final outputs keep within the precision's limit: a fix must at least halve their error.
 TARGET_FRACTION = 0.5
+# Seconds the keep-list search may spend minimizing a fix it holds (--transform-budget): a sweep's model
+# gets 900 s in all, and one application of quantize_static on an 875-node graph takes 6 s.
+SEARCH_BUDGET_S = 240.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ def transform_and_bisect(
     isolate_crashes: bool = True,
     strict_masked: bool = False,
     progress: Callable[[Any], None] | None = None,
+    budget_s: float = SEARCH_BUDGET_S,
 ) -> TransformRecord:
     """Apply ``name`` to ``reference`` and, when its candidate departs, find and check the fix.
 
@@ -109,6 +113,7 @@ def transform_and_bisect(
     decide. ``isolate_crashes``: the candidates run in onnxruntime's child process (a knob setting
     that crashes onnxruntime does not match). ``strict_masked``: judge the final outputs at the
     positions a mask input excludes too. ``progress``: takes ``run.Event`` (the search's stage line).
+    ``budget_s``: seconds the keep-list search may spend minimizing (``search.Budget``).
     """
     from nodebisect.onnx_reference.large import shared_weights
     from nodebisect.runtime.sandbox import OrtChild
@@ -117,7 +122,8 @@ def transform_and_bisect(
     child = OrtChild() if isolate_crashes else None
     try:
         with shared_weights(ref):  # past 2 GB: the reference's weights written once for every run and application
-            return _transform_and_bisect(ref, len(named), name, feeds, out_dir, ep, tolerance, cancel, culprit_of, child, strict_masked, progress)
+            return _transform_and_bisect(ref, len(named), name, feeds, out_dir, ep, tolerance, cancel, culprit_of, child, strict_masked, progress,
+                                         budget_s)
     finally:
         if child is not None:
             child.close()
@@ -126,7 +132,7 @@ def transform_and_bisect(
 def _transform_and_bisect(
     ref: onnx.ModelProto, named: int, name: str, feeds: dict[str, np.ndarray], out_dir: str | Path | None, ep: str,
     tolerance: float | None, cancel: Callable[[], bool] | None, culprit_of: DiffOracle | None, child: Any,
-    strict_masked: bool, progress: Callable[[Any], None] | None,
+    strict_masked: bool, progress: Callable[[Any], None] | None, budget_s: float = SEARCH_BUDGET_S,
 ) -> TransformRecord:
     start = time.perf_counter()
     spec = lookup(name)
@@ -138,7 +144,7 @@ def _transform_and_bisect(
     attempts = _Attempts(spec, ref, feeds, judge, ep, cancel, child)
     record = TransformRecord(name=spec.label, tool=spec.tool, version=spec.version(), knob=spec.knob_name,
                              precision=spec.precision, limit=judge.limit, named_nodes=named,
-                             masked_outputs=sorted(judge.keep))
+                             masked_outputs=sorted(judge.keep), budget_s=budget_s)
     record.score = attempts.score(frozenset())
     record.matched = record.score <= judge.limit
     plain = attempts.models.get(frozenset())
@@ -266,7 +272,9 @@ def _search(spec: Transform, adapter: Any, ref: onnx.ModelProto, attempts: _Atte
             _folded_node(adapter, ref, attempts, record)
         return
     order = rank_candidates(ref, items, start or record.culprit.get("node", ""), record.headroom)
-    keep = keep_list(order, attempts.matches, attempts.score)
+    budget = Budget(record.budget_s or float("inf"))
+    keep = keep_list(order, attempts.matches, attempts.score, budget)
+    record.minimized = not budget.cut
     if keep is None:
         record.fixable = False
         if spec.impl == "fp16":

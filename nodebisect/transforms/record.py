@@ -30,6 +30,8 @@ class TransformRecord:
     rule: str = ""  # the rule, pass or fusion at fault (the first of ``rules``)
     rules: list[str] = field(default_factory=list)  # rules/passes/fusions to switch off
     keep_nodes: list[str] = field(default_factory=list)  # reference nodes to keep out, most helpful first
+    minimized: bool = True  # False: the search's budget ran out first: keep_nodes is a fix, not the smallest
+    budget_s: float = 0.0  # the seconds the keep-list search could spend minimizing
     folded: list[dict[str, str]] = field(default_factory=list)  # onnxscript: the node(s) whose constant folding is at fault
     fixable: bool = True  # False: no knob setting makes it match
     unfixable_constants: list[dict[str, Any]] = field(default_factory=list)
@@ -37,6 +39,7 @@ class TransformRecord:
     tool_kwargs: dict[str, Any] = field(default_factory=dict)  # the tool's call with the fix
     candidate: str = ""  # the transformed candidate as written
     fixed_candidate: str = ""  # the candidate with the fix applied, as written
+    report: str = ""  # locate --transform: diff's report on the departing candidate, node by node (report.md)
     rechecked: bool = False  # the fixed candidate was made again, run, and matches
     recheck_score: float = 0.0
     applications: int = 0  # times the tool was applied and the candidate run
