@@ -497,3 +497,20 @@ def test_a_reference_already_in_float16_is_bad_input_for_a_float16_or_int8_conve
     run = cli("diff", tmp_path / "half.onnx", "--transform", name, "--inputs", tmp_path / "x.npz", "-q")
     assert run.code == 2, (run.code, run.out, run.err)
     assert "this reference's weights are float16 already" in run.err and "Traceback" not in run.err
+
+
+def test_a_long_keep_list_is_counted_not_listed_in_lines_and_tables() -> None:
+    """A fix keeping 798 of a GPT-Neo's 824 quantizable nodes out: the lines name 12, count the rest, and say what
+    it means; the call points to the JSON; sweep.md's cell stays one line."""
+    from nodebisect.report.transform_wording import transform_lines, transform_tables
+
+    nodes = [f"node_{i}" for i in range(798)]
+    t = {"name": "quantize-static", "tool": "onnxruntime", "version": "1.32.0", "knob": "nodes_to_exclude", "precision": "int8",
+         "score": 0.97, "limit": 0.05, "keep_nodes": nodes, "minimized": False, "budget_s": 240.0, "applications": 105,
+         "candidates": 824, "rechecked": True, "tool_kwargs": {"nodes_to_exclude": nodes}, "culprit": {"node": "node_0"}}
+    text = "\n".join(transform_lines(t))
+    assert "node_11 and 786 more" in text and "node_12," not in text, text
+    assert "nodes_to_exclude=[798 names: the JSON's transform.tool_kwargs]" in text
+    assert "it keeps 798 of the 824 nodes quantize-static would convert" in text
+    cell = [line for line in transform_tables([{"name": "neo", "transform": t}]) if line.startswith("| neo")][0]
+    assert "and 786 more (not minimized: budget)" in cell and len(cell) < 400, cell

@@ -62,12 +62,16 @@ def _fix_lines(t: dict[str, Any]) -> list[str]:
         else "the fixed candidate did NOT match when made again: treat this answer as a lead only"
     )
     if t.get("keep_nodes") and t.get("minimized") is False:
-        nodes = ", ".join(t["keep_nodes"])
-        return [f"keep out of {t['name']} ({t['knob']}): {nodes}", f"  call: {_call(t)}", checked,
-                f"a fix, not the smallest: the search's {t.get('budget_s', 0):g} s for minimizing ran out after {t.get('applications', 0)} "
-                f"applications of {t['tool']}; --transform-budget SECONDS gives it more"]
+        nodes = _names(t["keep_nodes"])
+        lines = [f"keep out of {t['name']} ({t['knob']}, {len(t['keep_nodes'])} node(s)): {nodes}", f"  call: {_call(t)}", checked,
+                 f"a fix, not the smallest: the search's {t.get('budget_s', 0):g} s for minimizing ran out after {t.get('applications', 0)} "
+                 f"applications of {t['tool']}; --transform-budget SECONDS gives it more"]
+        if t.get("candidates") and len(t["keep_nodes"]) >= t["candidates"] / 2:
+            lines.append(f"it keeps {len(t['keep_nodes'])} of the {t['candidates']} nodes {t['name']} would convert: as configured, "
+                         f"{t['name']} does not suit this model from {t['keep_nodes'][0]} on")
+        return lines
     if t.get("keep_nodes"):
-        nodes = ", ".join(t["keep_nodes"])
+        nodes = _names(t["keep_nodes"])
         return [f"keep out of {t['name']} ({t['knob']}, most helpful first): {nodes}", f"  call: {_call(t)}", checked]
     if t.get("folded"):
         nodes = ", ".join(f"{f['node']} ({f['op_type']}, value {f['value']})" for f in t["folded"])
@@ -128,9 +132,26 @@ def headroom_lines(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+# Names a line lists at most; the record's keep_nodes and tool_kwargs hold them all.
+SHOWN_NAMES = 12
+
+
+def _names(names: list[str]) -> str:
+    """``names`` joined, the first ``SHOWN_NAMES`` and a count of the rest past that."""
+    if len(names) <= SHOWN_NAMES:
+        return ", ".join(names)
+    return ", ".join(names[:SHOWN_NAMES]) + f" and {len(names) - SHOWN_NAMES} more (all in the JSON's transform.keep_nodes)"
+
+
+def _kwarg(key: str, value: Any) -> str:
+    if isinstance(value, list) and len(value) > SHOWN_NAMES:
+        return f"{key}=[{len(value)} names: the JSON's transform.tool_kwargs]"
+    return f"{key}={value!r}"
+
+
 def _call(t: dict[str, Any]) -> str:
     """The tool's own call with the fix (rule lists: every default but the ones switched off)."""
-    kwargs = ", ".join(f"{k}={v!r}" for k, v in (t.get("tool_kwargs") or {}).items())
+    kwargs = ", ".join(_kwarg(k, v) for k, v in (t.get("tool_kwargs") or {}).items())
     off = sorted(t.get("rules") or [])
     if t["name"] == "onnxoptimizer":
         return f"onnxoptimizer.optimize(model, [p for p in onnxoptimizer.get_fuse_and_elimination_passes() if p not in {off!r}])"
@@ -205,7 +226,11 @@ def _fix_cell(t: dict[str, Any]) -> str:
     if t.get("matched"):
         return ""
     if t.get("keep_nodes"):
-        return f"keep out ({t['knob']}): " + ", ".join(f"`{n}`" for n in t["keep_nodes"])
+        nodes = t["keep_nodes"]
+        shown = ", ".join(f"`{n}`" for n in nodes[:SHOWN_NAMES])
+        more = f" and {len(nodes) - SHOWN_NAMES} more" if len(nodes) > SHOWN_NAMES else ""
+        smallest = "" if t.get("minimized", True) else " (not minimized: budget)"
+        return f"keep out ({t['knob']}): {shown}{more}{smallest}"
     if t.get("rules"):
         return "switch off: " + ", ".join(f"`{r}`" for r in t["rules"])
     constants = t.get("unfixable_constants") or []

@@ -262,6 +262,7 @@ def _search_from_first_departing(
 
 def _search(spec: Transform, adapter: Any, ref: onnx.ModelProto, attempts: _Attempts, record: TransformRecord, start: str = "") -> None:
     items = spec.candidates(ref)
+    record.candidates = len(items)
     if spec.knob == "rules":
         disabled = rules_to_disable(items, attempts.matches)
         if disabled is None:

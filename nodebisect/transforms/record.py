@@ -32,6 +32,7 @@ class TransformRecord:
     keep_nodes: list[str] = field(default_factory=list)  # reference nodes to keep out, most helpful first
     minimized: bool = True  # False: the search's budget ran out first: keep_nodes is a fix, not the smallest
     budget_s: float = 0.0  # the seconds the keep-list search could spend minimizing
+    candidates: int = 0  # the knob's items: nodes the tool would convert (keep-lists), or its rules
     folded: list[dict[str, str]] = field(default_factory=list)  # onnxscript: the node(s) whose constant folding is at fault
     fixable: bool = True  # False: no knob setting makes it match
     unfixable_constants: list[dict[str, Any]] = field(default_factory=list)
