@@ -42,7 +42,7 @@ def transform(
     """
     from nodebisect.onnx_reference.engine import read_model
     from nodebisect.onnx_reference.inputs import both_feeds
-    from nodebisect.transforms.bisect import transform_and_bisect
+    from nodebisect.transforms.bisect import SEARCH_BUDGET_S, transform_and_bisect
     from nodebisect.transforms.registry import lookup
 
     spec = lookup(name)
@@ -54,7 +54,7 @@ def transform(
     out_dir = Path(report) / "transform" if report is not None else None
     record = transform_and_bisect(model, name, feeds, out_dir, ep=ep, tolerance=tolerance, culprit_of=culprit_of,
                                   isolate_crashes=options.get("isolate_crashes", True), strict_masked=strict_masked,
-                                  progress=log if callable(log) else None, **({"budget_s": budget_s} if budget_s else {}))
+                                  progress=log if callable(log) else None, budget_s=budget_s or SEARCH_BUDGET_S)
     result = diffed.get("result")
     if not isinstance(result, LocateResult):
         result = LocateResult(verdict=MATCH if record.matched else DIVERGED, model=source)
@@ -84,7 +84,7 @@ def locate_and_transform(
     """
     import nodebisect
     from nodebisect.errors import BadInputError, RuntimeFailedError
-    from nodebisect.transforms.bisect import failed_record, transform_and_bisect
+    from nodebisect.transforms.bisect import SEARCH_BUDGET_S, failed_record, transform_and_bisect
     from nodebisect.transforms.registry import lookup
 
     lookup(name).adapter()  # a missing tool is said before the export
@@ -101,7 +101,7 @@ def locate_and_transform(
             record = transform_and_bisect(prep.onnx_model, name, dict(prep.feeds), out_dir, ep=options.get("ep", "cpu"), tolerance=tolerance,
                                           culprit_of=culprit_of, isolate_crashes=options.get("isolate_crashes", True),
                                           strict_masked=strict_masked, progress=progress if callable(progress) else None,
-                                          **({"budget_s": budget_s} if budget_s else {}))
+                                          budget_s=budget_s or SEARCH_BUDGET_S)
         except (BadInputError, RuntimeFailedError) as exc:  # the tool refused the export or wrote an invalid model
             record = failed_record(name, exc)
         if out_dir is not None and not record.matched and isinstance(diffed.get("result"), LocateResult):
