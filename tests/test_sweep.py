@@ -356,3 +356,16 @@ def test_tui_opens_a_sweep_and_a_model(pool_sweep: Path) -> None:
             assert isinstance(app.screen, SweepScreen)
 
     asyncio.run(drive())
+
+
+def test_the_status_line_says_which_divergences_are_only_at_masked_positions() -> None:
+    """The zoo's causal LMs diverge only where the attention mask excludes positions (exit 0): the first line a user
+    reads must not call them broken without saying so."""
+    from nodebisect.sweep.summary import status_line
+
+    masked = {"status": "diverged", "first_divergent": {"scope": "masked_positions"}}
+    real = {"status": "diverged", "first_divergent": {"scope": "all_positions"}}
+    ok = {"status": "match"}
+    assert status_line([ok, masked, masked]) == "3 models: 1 match, 2 diverged (all only at masked positions: exit 0 unless --strict-masked)"
+    assert status_line([ok, masked, real]) == "3 models: 1 match, 2 diverged (1 only at masked positions: exit 0 unless --strict-masked)"
+    assert status_line([ok, real]) == "2 models: 1 match, 1 diverged"

@@ -41,9 +41,17 @@ def totals(rows: list[dict[str, Any]]) -> Totals:
 
 
 def status_line(rows: list[dict[str, Any]]) -> str:
-    """``40 models: 25 match, 6 diverged, ...`` in the order of ``STATUSES``."""
+    """``40 models: 25 match, 6 diverged, ...`` in the order of ``STATUSES``.
+
+    A divergence only at masked positions is counted with the divergences and said beside the
+    count (``locate`` exits 0 for it): "6 diverged" alone read as six broken models.
+    """
     t = totals(rows)
+    masked = sum(1 for r in rows if r["status"] == "diverged" and masked_only(r))
     parts = [f"{t.by_status[s]} {s}" for s in STATUSES if t.by_status[s]]
+    if masked:
+        note = "all" if masked == t.by_status["diverged"] else str(masked)
+        parts = [p + f" ({note} only at masked positions: exit 0 unless --strict-masked)" if p.endswith(" diverged") else p for p in parts]
     return f"{t.models} models: " + (", ".join(parts) if parts else "none")
 
 
