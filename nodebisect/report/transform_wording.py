@@ -136,11 +136,14 @@ def headroom_lines(rows: list[dict[str, Any]]) -> list[str]:
 SHOWN_NAMES = 12
 
 
+def _first(names: list[str], quote: str = "", where: str = "") -> str:
+    """The first ``SHOWN_NAMES`` of ``names`` joined (each in ``quote``), then the count of the rest and ``where``."""
+    shown = ", ".join(f"{quote}{n}{quote}" for n in names[:SHOWN_NAMES])
+    return shown + (f" and {len(names) - SHOWN_NAMES} more{where}" if len(names) > SHOWN_NAMES else "")
+
+
 def _names(names: list[str]) -> str:
-    """``names`` joined, the first ``SHOWN_NAMES`` and a count of the rest past that."""
-    if len(names) <= SHOWN_NAMES:
-        return ", ".join(names)
-    return ", ".join(names[:SHOWN_NAMES]) + f" and {len(names) - SHOWN_NAMES} more (all in the JSON's transform.keep_nodes)"
+    return _first(names, where=" (all in the JSON's transform.keep_nodes)")
 
 
 def _kwarg(key: str, value: Any) -> str:
@@ -226,11 +229,8 @@ def _fix_cell(t: dict[str, Any]) -> str:
     if t.get("matched"):
         return ""
     if t.get("keep_nodes"):
-        nodes = t["keep_nodes"]
-        shown = ", ".join(f"`{n}`" for n in nodes[:SHOWN_NAMES])
-        more = f" and {len(nodes) - SHOWN_NAMES} more" if len(nodes) > SHOWN_NAMES else ""
         smallest = "" if t.get("minimized", True) else " (not minimized: budget)"
-        return f"keep out ({t['knob']}): {shown}{more}{smallest}"
+        return f"keep out ({t['knob']}): {_first(t['keep_nodes'], '`')}{smallest}"
     if t.get("rules"):
         return "switch off: " + ", ".join(f"`{r}`" for r in t["rules"])
     constants = t.get("unfixable_constants") or []

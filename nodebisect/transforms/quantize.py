@@ -119,13 +119,13 @@ def apply(reference: onnx.ModelProto, keep: frozenset[str], feeds: dict[str, Any
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # "Please consider to run pre-processing" on every call
-    # numpy's warnings from the quantizer's own arithmetic ("invalid value encountered in divide" where a
-    # tensor's range is 0) would bury nodebisect's lines; what they cause shows in the candidate's values
     try:
         large = too_large(reference)  # past protobuf's 2 GB: weights as external data, in and out (written once per search)
         search = _search_files(reference, feeds)
         with (warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="nodebisect-quant-") as tmp,
               (ModelFile(reference) if large else contextlib.nullcontext()) as file):
+            # numpy's warnings from the quantizer's own arithmetic ("invalid value encountered in divide" where a
+            # tensor's range is 0) would bury nodebisect's lines; what they cause shows in the candidate's values
             warnings.simplefilter("ignore", RuntimeWarning)
             src, dst = search.model, Path(tmp) / "candidate.onnx"
             if file is not None:

@@ -70,7 +70,7 @@ def judge(
     elif (o := oracle.astype(np.float64)).size and np.isfinite(o.sum()):
         # every element finite (``compare`` counted none in the other two): no mask
         a64, e64 = wide if wide is not None and wide[0].shape == o.shape == wide[1].shape else (actual, expected)
-        noise, error, largest = _largest(e64, o), _largest(a64, o), abs(max(float(o.max()), -float(o.min())))
+        noise, error, largest = _largest(e64, o), _largest(a64, o), _magnitude(o)
     else:
         finite = np.isfinite(o) & np.isfinite(expected) & np.isfinite(actual)
         if not finite.any():
@@ -97,7 +97,7 @@ def judge(
 
 
 def _magnitude(x: np.ndarray) -> float:
-    """max |x| of a finite, non-empty array (two passes in its own dtype, no float64 copy)."""
+    """max |x| of a finite, non-empty array (two passes in its own dtype, no abs copy)."""
     return abs(max(float(x.max()), -float(x.min())))
 
 
@@ -108,7 +108,7 @@ def _largest(x: np.ndarray, o: np.ndarray) -> float:
     else:
         d = np.array(x, dtype=np.float64)  # a copy, an array even for a numpy scalar
         np.subtract(d, o, out=d)
-    return abs(max(float(d.max()), -float(d.min())))
+    return _magnitude(d)
 
 
 def local_noise(noise: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
